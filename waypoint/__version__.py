@@ -1,0 +1,3 @@
+"""The library version, in one place."""
+
+VERSION = "0.1.0"

@@ -1,0 +1,1 @@
+"""The execution engine: workflow runs, steps, recovery. Speaks only to ``SystemStore``."""

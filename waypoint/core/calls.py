@@ -1,0 +1,206 @@
+"""The engine's entry points behind the public API, each written once as a flow and exposed
+in a sync and an async form."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Optional
+
+from waypoint.core.context import current_run, current_step
+from waypoint.core.effects import Flow, Io, drive_async, drive_sync
+from waypoint.core.outcomes import await_outcome, to_status
+from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
+from waypoint.core.run import WorkflowRun
+from waypoint.core.runtime import Runtime, get_runtime
+from waypoint.core.steps import recorded_flow, sleep_flow, step_flow
+from waypoint.core.types import StepSpec, WorkflowStatus
+from waypoint.core.workflows import EnqueueSpec, direct_flow, prepare, start_flow
+from waypoint.error import DBOSException
+
+# -- where are we? ------------------------------------------------------------------------------
+
+
+def workflow_scope() -> Optional[WorkflowRun]:
+    """The run whose body is executing here, unless we are inside one of its steps."""
+    if current_step.get() is not None:
+        return None
+    return current_run.get()
+
+
+def resolve_workflow(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[WorkflowInfo, tuple[Any, ...]]:
+    """Find the registration behind a decorated function or bound method."""
+    target = func
+    if inspect.ismethod(func):
+        args = (func.__self__, *args)
+        target = func.__func__
+    info = getattr(target, "__waypoint_workflow__", None)
+    if not isinstance(info, WorkflowInfo):
+        name = getattr(func, "__qualname__", repr(func))
+        raise DBOSException(
+            f"{name} is not a registered workflow: decorate it with @DBOS.workflow()"
+        )
+    return info, args
+
+
+# -- workflows ----------------------------------------------------------------------------------
+
+
+def call_workflow(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if current_step.get() is not None:
+        return info.func(*args, **kwargs)  # a workflow called from a step is a plain call
+    rt = get_runtime()
+    return drive_sync(direct_flow(rt, prepare(rt, info, args, kwargs)))
+
+
+async def call_workflow_async(
+    info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if current_step.get() is not None:
+        return await info.func(*args, **kwargs)
+    rt = get_runtime()
+    return await drive_async(direct_flow(rt, prepare(rt, info, args, kwargs)))
+
+
+def start(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    enqueue: Optional[EnqueueSpec] = None,
+) -> str:
+    rt = get_runtime()
+    info, args = resolve_workflow(func, args)
+    return drive_sync(start_flow(rt, prepare(rt, info, args, kwargs, enqueue)))
+
+
+async def start_async(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    enqueue: Optional[EnqueueSpec] = None,
+) -> str:
+    rt = get_runtime()
+    info, args = resolve_workflow(func, args)
+    return await drive_async(start_flow(rt, prepare(rt, info, args, kwargs, enqueue)))
+
+
+# -- results and status ------------------------------------------------------------------------
+
+
+def result_flow(rt: Runtime, workflow_id: str, polling_interval_sec: float) -> Flow[Any]:
+    run = workflow_scope()
+    body = await_outcome(rt, workflow_id, polling_interval_sec)
+    if run is None:
+        return (yield from body)
+    return (yield from recorded_flow(rt, run, "DBOS.getResult", body))
+
+
+def get_result(workflow_id: str, polling_interval_sec: float = 1.0) -> Any:
+    rt = get_runtime()
+    return drive_sync(result_flow(rt, workflow_id, polling_interval_sec))
+
+
+async def get_result_async(workflow_id: str, polling_interval_sec: float = 1.0) -> Any:
+    rt = get_runtime()
+    return await drive_async(result_flow(rt, workflow_id, polling_interval_sec))
+
+
+def status_flow(rt: Runtime, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:
+    def read() -> Flow[Optional[WorkflowStatus]]:
+        row = yield Io(lambda: rt.store.get_workflow(workflow_id))
+        return to_status(rt, row) if row is not None else None
+
+    run = workflow_scope()
+    if run is None:
+        return (yield from read())
+    return (yield from recorded_flow(rt, run, "DBOS.getStatus", read()))
+
+
+def get_status(workflow_id: str) -> Optional[WorkflowStatus]:
+    rt = get_runtime()
+    return drive_sync(status_flow(rt, workflow_id))
+
+
+async def get_status_async(workflow_id: str) -> Optional[WorkflowStatus]:
+    rt = get_runtime()
+    return await drive_async(status_flow(rt, workflow_id))
+
+
+def managed(name: str, op: Callable[[Runtime], Any]) -> Flow[Any]:
+    """A management operation; checkpointed as a step when called from a workflow."""
+    rt = get_runtime()
+
+    def body() -> Flow[Any]:
+        return (yield Io(lambda: op(rt)))
+
+    run = workflow_scope()
+    if run is None:
+        return (yield from body())
+    return (yield from recorded_flow(rt, run, name, body()))
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def _step_scope() -> tuple[Optional[Runtime], Optional[WorkflowRun]]:
+    run = workflow_scope()
+    if run is None:
+        return None, None
+    return run.runtime, run
+
+
+def call_step(entry: StepEntry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if current_step.get() is not None:
+        return entry.func(*args, **kwargs)  # a step inside a step is a plain call
+    rt, run = _step_scope()
+    return drive_sync(step_flow(rt, run, entry.spec, entry.func, args, kwargs))
+
+
+async def call_step_async(entry: StepEntry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if current_step.get() is not None:
+        return await entry.func(*args, **kwargs)
+    rt, run = _step_scope()
+    return await drive_async(step_flow(rt, run, entry.spec, entry.func, args, kwargs))
+
+
+def run_step(spec: StepSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if current_step.get() is not None:
+        return func(*args, **kwargs)
+    rt, run = _step_scope()
+    return drive_sync(step_flow(rt, run, spec, func, args, kwargs))
+
+
+async def run_step_async(
+    spec: StepSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if current_step.get() is not None:
+        result = func(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+    rt, run = _step_scope()
+    return await drive_async(step_flow(rt, run, spec, func, args, kwargs))
+
+
+# -- durable sleep -------------------------------------------------------------------------------
+
+
+def sleep(seconds: float) -> None:
+    run = workflow_scope()
+    if run is None:
+        import time
+
+        time.sleep(max(0.0, seconds))
+        return
+    drive_sync(sleep_flow(run.runtime, run, seconds))
+
+
+async def sleep_async(seconds: float) -> None:
+    run = workflow_scope()
+    if run is None:
+        import asyncio
+
+        await asyncio.sleep(max(0.0, seconds))
+        return
+    await drive_async(sleep_flow(run.runtime, run, seconds))
+
+
+def registered_workflow_funcs() -> list[Callable[..., Any]]:
+    return [info.func for info in REGISTRY.workflows.values()]

@@ -1,0 +1,157 @@
+"""Validated runtime settings, derived from the user's ``DBOSConfig`` and the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from waypoint.core.serialization import Serializer
+from waypoint.error import DBOSInitializationError
+from waypoint.storage.url import check_schema_name, default_sqlite_url, parse_url
+
+_NAME_RE = re.compile(r"^[a-z0-9_-]{3,30}$")
+
+KNOWN_KEYS = frozenset(
+    {
+        "name",
+        "system_database_url",
+        "application_database_url",
+        "database_url",
+        "sys_db_pool_size",
+        "sys_db_polling_concurrency",
+        "db_engine_kwargs",
+        "system_database_engine",
+        "dbos_system_schema",
+        "log_level",
+        "console_log_level",
+        "otlp_log_level",
+        "enable_otlp",
+        "otlp_traces_endpoints",
+        "otlp_logs_endpoints",
+        "otlp_attributes",
+        "otel_attribute_format",
+        "application_version",
+        "executor_id",
+        "run_admin_server",
+        "admin_port",
+        "admin_host",
+        "admin_token",
+        "max_executor_threads",
+        "use_listen_notify",
+        "run_migrations",
+        "notification_listener_polling_interval_sec",
+        "notification_coalesce_sec",
+        "scheduler_polling_interval_sec",
+        "kafka_queue_polling_interval_sec",
+        "conductor_key",
+        "conductor_url",
+        "conductor_executor_metadata",
+        "serializer",
+        "enable_patching",
+        "dead_executor_recovery_sec",
+    }
+)
+
+DEFAULT_MAX_THREADS = 256
+
+
+@dataclass
+class RuntimeConfig:
+    name: str
+    system_database_url: str
+    schema: str = "dbos"
+    pool_size: int = 20
+    executor_id: str = "local"
+    application_version: Optional[str] = None
+    max_executor_threads: int = DEFAULT_MAX_THREADS
+    run_migrations: bool = True
+    use_listen_notify: bool = True
+    serializer: Optional[Serializer] = None
+    enable_patching: bool = False
+    log_level: str = "INFO"
+    run_admin_server: bool = False
+    admin_port: int = 3001
+    polling_interval_sec: float = 1.0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _positive_int(config: Mapping[str, Any], key: str, default: int) -> int:
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DBOSInitializationError(f"config {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
+    if not isinstance(config, Mapping):
+        raise DBOSInitializationError("config must be a dict (DBOSConfig)")
+    unknown = sorted(set(config) - KNOWN_KEYS)
+    if unknown:
+        raise DBOSInitializationError(f"unknown config keys: {', '.join(unknown)}")
+    name = config.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise DBOSInitializationError(
+            f"config name must be 3 to 30 characters of a-z, 0-9, '-' and '_', got {name!r}"
+        )
+    url = config.get("system_database_url")
+    app_url = config.get("database_url") or config.get("application_database_url")
+    if not url:
+        if app_url:
+            target = parse_url(app_url)
+            if target.dialect == "sqlite":
+                url = app_url
+            else:
+                db = target.database or name
+                url = target.with_database(f"{db}_dbos_sys").url
+        else:
+            url = default_sqlite_url(name)
+    parse_url(url)  # validate early: a bad URL is an initialization error, not a launch crash
+
+    executor_id = config.get("executor_id") or os.environ.get("DBOS__VMID") or "local"
+    if not isinstance(executor_id, str) or not executor_id.strip():
+        raise DBOSInitializationError("executor_id must be a non-empty string")
+
+    enable_patching = bool(config.get("enable_patching", False))
+    version = config.get("application_version")
+    if version is None and enable_patching:
+        version = "PATCHING_ENABLED"
+    if version is None:
+        version = os.environ.get("DBOS__APPVERSION") or None
+    if version is not None and (not isinstance(version, str) or not version.strip()):
+        raise DBOSInitializationError("application_version must be a non-empty string")
+
+    serializer = config.get("serializer")
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise DBOSInitializationError("config serializer must be a waypoint.Serializer instance")
+
+    interval = config.get("notification_listener_polling_interval_sec", 1.0)
+    if not isinstance(interval, (int, float)) or interval < 0.001:
+        raise DBOSInitializationError(
+            "notification_listener_polling_interval_sec must be a number >= 0.001"
+        )
+    admin_port = config.get("admin_port", 3001)
+    if not isinstance(admin_port, int) or not 0 <= admin_port <= 65535:
+        raise DBOSInitializationError(f"admin_port must be a TCP port number, got {admin_port!r}")
+
+    return RuntimeConfig(
+        name=name,
+        system_database_url=url,
+        schema=check_schema_name(config.get("dbos_system_schema") or "dbos"),
+        pool_size=_positive_int(config, "sys_db_pool_size", 20),
+        executor_id=executor_id,
+        application_version=version,
+        max_executor_threads=_positive_int(config, "max_executor_threads", DEFAULT_MAX_THREADS),
+        run_migrations=bool(config.get("run_migrations", True)),
+        use_listen_notify=bool(config.get("use_listen_notify", True)),
+        serializer=serializer,
+        enable_patching=enable_patching,
+        log_level=str(config.get("log_level") or "INFO"),
+        run_admin_server=bool(config.get("run_admin_server", False)),
+        admin_port=admin_port,
+        polling_interval_sec=float(interval),
+        raw=dict(config),
+    )

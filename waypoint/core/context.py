@@ -1,0 +1,85 @@
+"""What is in scope for the code running now: options for the next start, the workflow run,
+the step, and the authenticated user.
+
+Each lives in its own ``ContextVar`` so threads and asyncio tasks see their own values;
+``asyncio`` copies the context into new tasks, which is how ``gather`` of steps inside an async
+workflow shares that workflow's run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from waypoint.core.run import WorkflowRun
+
+
+class _Unset:
+    __repr__ = lambda self: "UNSET"  # noqa: E731
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass
+class NextWorkflowID:
+    """The ID ``SetWorkflowID`` assigns; the first workflow started in the block takes it."""
+
+    workflow_id: Optional[str]
+
+
+@dataclass
+class StartOptions:
+    """Options set by context managers for workflows started in their block."""
+
+    next_id: Optional[NextWorkflowID] = None
+    timeout_sec: Any = UNSET  # float, None (explicitly cleared) or UNSET (inherit)
+    deduplication_id: Optional[str] = None
+    priority: Optional[int] = None
+    app_version: Optional[str] = None
+    queue_partition_key: Optional[str] = None
+    delay_seconds: Optional[float] = None
+    duplication_policy: Optional[str] = None
+    attributes: Any = UNSET
+    enqueue_options_set: bool = False
+
+
+@dataclass(frozen=True)
+class Auth:
+    user: Optional[str]
+    roles: Optional[list[str]] = None
+    assumed_role: Optional[str] = None
+
+
+@dataclass
+class StepState:
+    step_id: int
+    name: str
+    current_attempt: Optional[int] = None
+    max_attempts: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+start_options: contextvars.ContextVar[StartOptions] = contextvars.ContextVar(
+    "waypoint_start_options", default=StartOptions()
+)
+current_run: contextvars.ContextVar[Optional[WorkflowRun]] = contextvars.ContextVar(
+    "waypoint_current_run", default=None
+)
+current_step: contextvars.ContextVar[Optional[StepState]] = contextvars.ContextVar(
+    "waypoint_current_step", default=None
+)
+current_auth: contextvars.ContextVar[Optional[Auth]] = contextvars.ContextVar(
+    "waypoint_current_auth", default=None
+)
+
+
+def take_workflow_id() -> Optional[str]:
+    """Consume the ID set by ``SetWorkflowID`` for this start, if any."""
+    holder = start_options.get().next_id
+    if holder is None or holder.workflow_id is None:
+        return None
+    wfid, holder.workflow_id = holder.workflow_id, None
+    return wfid

@@ -1,0 +1,166 @@
+"""Write the engine's logic once, run it from sync or async code.
+
+Engine flows (start a workflow, run a step, wait for a result) are generators that *yield
+effects* — "call the user's function", "read the database", "sleep" — and receive each
+effect's result back. Two tiny drivers run them: ``drive_sync`` performs effects inline on the
+calling thread; ``drive_async`` awaits coroutine functions natively, waits on signals without
+a thread, and sends blocking database calls to a small I/O thread pool. The logic between
+effects exists in one copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Generator, Optional, TypeVar
+
+from waypoint.core.signals import Signal
+
+T = TypeVar("T")
+
+Flow = Generator["Effect", Any, T]
+
+
+class Effect:
+    __slots__ = ()
+
+    def run_sync(self) -> Any:
+        raise NotImplementedError
+
+    async def run_async(self) -> Any:
+        raise NotImplementedError
+
+
+class Call(Effect):
+    """Invoke user code under a context variable binding (the workflow or step in scope)."""
+
+    __slots__ = ("args", "fn", "kwargs", "var", "value")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        var: Optional[contextvars.ContextVar[Any]] = None,
+        value: Any = None,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.var = var
+        self.value = value
+
+    def run_sync(self) -> Any:
+        if self.var is None:
+            return self.fn(*self.args, **self.kwargs)
+        token = self.var.set(self.value)
+        try:
+            return self.fn(*self.args, **self.kwargs)
+        finally:
+            self.var.reset(token)
+
+    async def run_async(self) -> Any:
+        token = self.var.set(self.value) if self.var is not None else None
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            if token is not None and self.var is not None:
+                self.var.reset(token)
+
+
+class Io(Effect):
+    """A blocking storage call."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+    def run_sync(self) -> Any:
+        return self.fn()
+
+    async def run_async(self) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(io_pool(), self.fn)
+
+
+class Sleep(Effect):
+    """Sleep, waking early if ``interrupt`` is set; returns True when interrupted."""
+
+    __slots__ = ("interrupt", "seconds")
+
+    def __init__(self, seconds: float, interrupt: Optional[Signal] = None) -> None:
+        self.seconds = max(0.0, seconds)
+        self.interrupt = interrupt
+
+    def run_sync(self) -> bool:
+        if self.interrupt is not None:
+            return self.interrupt.wait(self.seconds)
+        time.sleep(self.seconds)
+        return False
+
+    async def run_async(self) -> bool:
+        if self.interrupt is not None:
+            return await self.interrupt.wait_async(self.seconds)
+        await asyncio.sleep(self.seconds)
+        return False
+
+
+class Wait(Effect):
+    """Wait for a signal with an optional timeout; returns whether it was set."""
+
+    __slots__ = ("signal", "timeout")
+
+    def __init__(self, signal: Signal, timeout: Optional[float] = None) -> None:
+        self.signal = signal
+        self.timeout = timeout
+
+    def run_sync(self) -> bool:
+        return self.signal.wait(self.timeout)
+
+    async def run_async(self) -> bool:
+        return await self.signal.wait_async(self.timeout)
+
+
+def drive_sync(flow: Flow[T]) -> T:
+    send: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(send)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            send, error = effect.run_sync(), None
+        except BaseException as exc:
+            send, error = None, exc
+
+
+async def drive_async(flow: Flow[T]) -> T:
+    send: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(send)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            send, error = await effect.run_async(), None
+        except BaseException as exc:
+            send, error = None, exc
+
+
+_io_pool: Optional[ThreadPoolExecutor] = None
+
+
+def io_pool() -> ThreadPoolExecutor:
+    """Threads that run storage calls for async code (bounded; created on first use)."""
+    global _io_pool
+    if _io_pool is None:
+        _io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="waypoint-io")
+    return _io_pool

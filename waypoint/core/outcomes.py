@@ -1,0 +1,155 @@
+"""Waiting for a workflow's outcome and turning stored rows into Python values.
+
+A run in this process hands its result to local waiters straight from memory (no database
+read, no deserialization). Anything else is read from the database: first after a few
+milliseconds, then backing off to the caller's polling interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+
+from waypoint.core.effects import Flow, Io, Sleep, Wait
+from waypoint.core.run import RunEntry
+from waypoint.core.runtime import Runtime
+from waypoint.core.types import TERMINAL_STATUSES, WorkflowStatus
+from waypoint.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
+    DBOSNonExistentWorkflowError,
+)
+from waypoint.storage.protocol import Outcome, WorkflowRow
+
+logger = logging.getLogger("waypoint")
+
+
+class StealOrWait(Wait):
+    """Wait for a local run; a sync waiter first runs it itself if no worker has yet."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: RunEntry, timeout: Optional[float]) -> None:
+        super().__init__(entry.done, timeout)
+        self.entry = entry
+
+    def run_sync(self) -> bool:
+        task = getattr(self.entry, "task", None)
+        if task is not None and not self.signal.is_set():
+            task.run_inline()
+        return self.signal.wait(self.timeout)
+
+
+def decode_outcome(rt: Runtime, workflow_id: str, outcome: Outcome) -> Any:
+    status = outcome.status
+    if status == "SUCCESS":
+        return rt.codec.decode(outcome.output, outcome.serialization)
+    if status == "ERROR":
+        raise rt.codec.decode_error(outcome.error, outcome.serialization)
+    if status == "CANCELLED":
+        raise DBOSAwaitedWorkflowCancelledError(workflow_id)
+    if status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
+        raise DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(workflow_id)
+    raise AssertionError(f"not a terminal status: {status}")
+
+
+def await_outcome(
+    rt: Runtime, workflow_id: str, polling_interval_sec: float = 1.0, timeout: Optional[float] = None
+) -> Flow[Any]:
+    """Return the workflow's result (or raise its error) once it is terminal."""
+    interval = max(0.001, float(polling_interval_sec))
+    delay = min(0.005, interval)
+    waited = 0.0
+    while True:
+        entry = rt.active(workflow_id)
+        if entry is not None:
+            done = yield StealOrWait(entry, interval)
+            if done and not entry.lost:
+                if entry.error is not None:
+                    raise entry.error
+                return entry.output
+            if not done:
+                continue  # still running here; keep waiting on the signal
+        outcome = yield Io(lambda: rt.store.get_outcome(workflow_id))
+        if outcome is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        if outcome.status in TERMINAL_STATUSES:
+            return decode_outcome(rt, workflow_id, outcome)
+        if timeout is not None and waited >= timeout:
+            raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout}s")
+        yield Sleep(delay)
+        waited += delay
+        delay = min(delay * 2, interval)
+
+
+def to_status(rt: Runtime, row: WorkflowRow, *, load: bool = True) -> WorkflowStatus:
+    codec = rt.codec
+    inputs: Any = None
+    output: Any = None
+    error: Any = None
+    if load and row.inputs is not None:
+        try:
+            args, kwargs = codec.decode_inputs(row.inputs, row.serialization)
+            inputs = {"args": args, "kwargs": kwargs}
+        except Exception as exc:
+            logger.warning("cannot deserialize the inputs of workflow %s: %s", row.workflow_id, exc)
+            inputs = row.inputs
+    if load and row.output is not None:
+        try:
+            output = codec.decode(row.output, row.serialization)
+        except Exception as exc:
+            logger.warning("cannot deserialize the output of workflow %s: %s", row.workflow_id, exc)
+            output = row.output
+    if load and row.error is not None:
+        error = codec.decode_error(row.error, row.serialization)
+    roles: Any = None
+    if row.authenticated_roles:
+        try:
+            roles = json.loads(row.authenticated_roles)
+        except ValueError:
+            roles = row.authenticated_roles
+    attributes: Any = None
+    if row.attributes is not None:
+        attributes = row.attributes if isinstance(row.attributes, dict) else _json(row.attributes)
+    return WorkflowStatus(
+        workflow_id=row.workflow_id,
+        status=row.status,
+        name=row.name,
+        class_name=row.class_name,
+        config_name=row.config_name,
+        authenticated_user=row.authenticated_user,
+        assumed_role=row.assumed_role,
+        authenticated_roles=roles,
+        input=inputs,
+        output=output,
+        error=error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        queue_name=row.queue_name,
+        executor_id=row.executor_id,
+        app_version=row.application_version,
+        workflow_timeout_ms=row.workflow_timeout_ms,
+        workflow_deadline_epoch_ms=row.workflow_deadline_epoch_ms,
+        deduplication_id=row.deduplication_id,
+        priority=row.priority,
+        queue_partition_key=row.queue_partition_key,
+        forked_from=row.forked_from,
+        was_forked_from=row.was_forked_from,
+        parent_workflow_id=row.parent_workflow_id,
+        dequeued_at=row.started_at_epoch_ms,
+        delay_until_epoch_ms=row.delay_until_epoch_ms,
+        completed_at=row.completed_at,
+        attributes=attributes,
+        schedule_name=row.schedule_name,
+        application_name=row.application_name,
+        app_id=row.application_id,
+        recovery_attempts=row.recovery_attempts,
+    )
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text

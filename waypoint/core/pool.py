@@ -1,0 +1,117 @@
+"""A bounded pool of worker threads for sync workflows.
+
+DBOS runs one OS thread per concurrently running workflow with no upper bound. Waypoint caps
+the pool; to keep a full pool from deadlocking when parents wait on children still queued
+behind them, a thread that waits on a task nobody has started yet runs it itself
+(``Task.run_inline``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Any, Callable, Optional
+
+logger = logging.getLogger("waypoint")
+
+_QUEUED, _RUNNING, _DONE = 0, 1, 2
+
+
+class Task:
+    __slots__ = ("_lock", "_state", "fn", "name")
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        self._state = _QUEUED
+        self._lock = threading.Lock()
+
+    def _claim(self) -> bool:
+        with self._lock:
+            if self._state != _QUEUED:
+                return False
+            self._state = _RUNNING
+            return True
+
+    def _run(self) -> None:
+        try:
+            self.fn()
+        except BaseException:
+            logger.exception("workflow task %s failed outside of its own error handling", self.name)
+        finally:
+            self._state = _DONE
+
+    def run_inline(self) -> bool:
+        """Run the task on the calling thread if no worker has taken it; True if it ran."""
+        if not self._claim():
+            return False
+        self._run()
+        return True
+
+
+class WorkerPool:
+    def __init__(self, max_workers: int, name: str = "waypoint-worker") -> None:
+        if max_workers < 1:
+            raise ValueError("max_executor_threads must be at least 1")
+        self.max_workers = max_workers
+        self._name = name
+        self._cond = threading.Condition()
+        self._tasks: deque[Task] = deque()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._busy = 0
+        self._stopping = False
+
+    def submit(self, fn: Callable[[], Any], name: str = "task") -> Task:
+        task = Task(fn, name)
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the worker pool is shut down")
+            self._tasks.append(task)
+            if self._idle > 0:
+                self._cond.notify()
+            elif len(self._threads) < self.max_workers:
+                t = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(t)
+                t.start()
+        return task
+
+    def free_slots(self) -> int:
+        with self._cond:
+            return max(0, self.max_workers - self._busy - len(self._tasks))
+
+    def busy(self) -> int:
+        with self._cond:
+            return self._busy + len(self._tasks)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._tasks and not self._stopping:
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                if not self._tasks:
+                    return
+                task = self._tasks.popleft()
+                if not task._claim():
+                    continue  # a waiter ran it inline
+                self._busy += 1
+            try:
+                task._run()
+            finally:
+                with self._cond:
+                    self._busy -= 1
+
+    def shutdown(self, timeout: Optional[float] = None) -> None:
+        with self._cond:
+            self._stopping = True
+            self._tasks.clear()
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(timeout)

@@ -1,0 +1,116 @@
+"""One execution of one workflow in this process.
+
+A run owns the workflow's row for as long as its run token (``owner_xid``) is the one stored
+there; every checkpoint it writes is fenced on that token. It numbers the workflow's
+operations (function IDs), holds the checkpoints recorded by earlier executions for replay,
+and carries the cancellation signal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from waypoint.core.context import Auth
+from waypoint.core.serialization import Serializer
+from waypoint.core.signals import Signal
+from waypoint.storage.protocol import StepRow
+
+if TYPE_CHECKING:
+    from waypoint.core.runtime import Runtime
+
+
+class RunEntry:
+    """What local waiters (handles, parents) see of a run: a done signal and the outcome."""
+
+    __slots__ = ("cancel", "done", "error", "lost", "output", "run", "task", "workflow_id")
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.done = Signal()
+        self.cancel = Signal()
+        self.output: Any = None
+        self.error: Optional[BaseException] = None
+        # True when this process ended without an outcome of its own (ownership lost, or
+        # stopped): waiters must read the recorded outcome from the database instead.
+        self.lost = False
+        self.run: Optional[WorkflowRun] = None
+        self.task: Any = None  # the pool task running it, so a waiter can run it inline
+
+    def finish(self, output: Any = None, error: Optional[BaseException] = None) -> None:
+        self.output = output
+        self.error = error
+        self.done.set()
+
+    def abandon(self) -> None:
+        self.lost = True
+        self.done.set()
+
+
+class WorkflowRun:
+    __slots__ = (
+        "_fid_lock",
+        "_next_fid",
+        "auth",
+        "class_name",
+        "config_name",
+        "deadline_ms",
+        "entry",
+        "is_async",
+        "name",
+        "owner_xid",
+        "queue_name",
+        "replay",
+        "runtime",
+        "serializer",
+        "status_checked",
+        "workflow_id",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        workflow_id: str,
+        name: str,
+        owner_xid: str,
+        serializer: Serializer,
+        entry: RunEntry,
+        *,
+        is_async: bool = False,
+        replay: Optional[dict[int, StepRow]] = None,
+        deadline_ms: Optional[int] = None,
+        auth: Optional[Auth] = None,
+        class_name: Optional[str] = None,
+        config_name: Optional[str] = None,
+        queue_name: Optional[str] = None,
+    ) -> None:
+        self.runtime = runtime
+        self.workflow_id = workflow_id
+        self.name = name
+        self.owner_xid = owner_xid
+        self.serializer = serializer
+        self.entry = entry
+        self.is_async = is_async
+        self.replay: dict[int, StepRow] = replay or {}
+        self.deadline_ms = deadline_ms
+        self.auth = auth
+        self.class_name = class_name
+        self.config_name = config_name
+        self.queue_name = queue_name
+        self._next_fid = 0
+        self._fid_lock = threading.Lock()
+        self.status_checked = time.monotonic()
+
+    def next_function_id(self) -> int:
+        with self._fid_lock:
+            fid = self._next_fid
+            self._next_fid += 1
+            return fid
+
+    def peek_function_id(self) -> int:
+        return self._next_fid
+
+    @property
+    def cancelled(self) -> bool:
+        return self.entry.cancel.is_set()

@@ -1,0 +1,203 @@
+"""The launched engine: store, worker pool, timers, dispatcher and the runs in flight.
+
+One ``Runtime`` exists per launched ``DBOS``; ``DBOS.destroy`` stops it. Everything that
+needs "the current engine" reaches it through ``get_runtime()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, Coroutine, Optional
+
+from waypoint.core.config import RuntimeConfig
+from waypoint.core.pool import WorkerPool
+from waypoint.core.run import RunEntry
+from waypoint.core.serialization import Codec
+from waypoint.core.timers import TimerService
+from waypoint.core.types import INTERNAL_QUEUE_NAME
+from waypoint.error import DBOSException
+from waypoint.storage.factory import open_store
+from waypoint.storage.protocol import SystemStore
+
+logger = logging.getLogger("waypoint")
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig, app_version: str) -> None:
+        self.config = config
+        self.app_name = config.name
+        self.executor_id = config.executor_id
+        self.app_version = app_version
+        self.app_id: Optional[str] = None
+        self.codec = Codec(config.serializer)
+        # How long a step may trust the last status it saw before re-reading it to notice a
+        # cancellation made by another process (local cancellations are seen at once).
+        self.status_freshness = 0.1
+        self.store: SystemStore = open_store(config)
+        self.pool = WorkerPool(config.max_executor_threads)
+        self.timers = TimerService()
+        self._active: dict[str, RunEntry] = {}
+        self._active_lock = threading.Lock()
+        self._deadline_timers: dict[str, int] = {}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        self._loop_lock = threading.Lock()
+        self._tasks: set[Any] = set()
+        self.stopping = threading.Event()
+        from waypoint.queues.dispatcher import Dispatcher
+
+        self.dispatcher = Dispatcher(self)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.config.run_migrations:
+            self.store.migrate()
+        else:
+            self.store.verify_schema()
+        self.store.open()
+        self.store.register_version(self.app_version, self.app_name)
+        self.dispatcher.start()
+        self.recover([self.executor_id])
+
+    def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
+        self.stopping.set()
+        self.dispatcher.stop()
+        if workflow_completion_timeout_sec > 0:
+            deadline = time.monotonic() + workflow_completion_timeout_sec
+            while self.active_count() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.timers.stop()
+        with self._active_lock:
+            entries = list(self._active.values())
+        for entry in entries:
+            entry.abandon()
+        self.store.close()
+        self.pool.shutdown(timeout=1.0)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    # -- runs in flight -------------------------------------------------------------------------
+    def register(self, workflow_id: str) -> tuple[RunEntry, bool]:
+        """Track a run starting here; returns (entry, True) or (existing entry, False)."""
+        with self._active_lock:
+            existing = self._active.get(workflow_id)
+            if existing is not None and not existing.done.is_set():
+                return existing, False
+            entry = RunEntry(workflow_id)
+            self._active[workflow_id] = entry
+            return entry, True
+
+    def unregister(self, entry: RunEntry) -> None:
+        with self._active_lock:
+            if self._active.get(entry.workflow_id) is entry:
+                del self._active[entry.workflow_id]
+            handle = self._deadline_timers.pop(entry.workflow_id, None)
+        if handle is not None:
+            self.timers.cancel(handle)
+
+    def active(self, workflow_id: str) -> Optional[RunEntry]:
+        with self._active_lock:
+            return self._active.get(workflow_id)
+
+    def active_count(self) -> int:
+        with self._active_lock:
+            return len(self._active)
+
+    def arm_deadline(self, workflow_id: str, deadline_ms: Optional[int]) -> None:
+        if deadline_ms is None:
+            return
+        handle = self.timers.at(deadline_ms / 1000, lambda: self._deadline_passed(workflow_id))
+        with self._active_lock:
+            self._deadline_timers[workflow_id] = handle
+
+    def _deadline_passed(self, workflow_id: str) -> None:
+        logger.info("workflow %s reached its deadline and is being cancelled", workflow_id)
+        self.cancel([workflow_id])
+
+    # -- cancellation ---------------------------------------------------------------------------
+    def cancel(self, workflow_ids: list[str]) -> list[str]:
+        changed = self.store.cancel_workflows(workflow_ids, self.now_ms())
+        for wfid in workflow_ids:
+            entry = self.active(wfid)
+            if entry is not None:
+                entry.cancel.set()
+        return changed
+
+    # -- recovery -------------------------------------------------------------------------------
+    def recover(self, executor_ids: list[str]) -> list[str]:
+        ids = self.store.recover_pending(
+            executor_ids, self.app_version, self.app_name, INTERNAL_QUEUE_NAME, self.now_ms()
+        )
+        if ids:
+            logger.info(
+                "recovering %d pending workflow(s) of executor(s) %s", len(ids), executor_ids
+            )
+            self.dispatcher.wake()
+        return ids
+
+    # -- async plumbing -------------------------------------------------------------------------
+    def background_loop(self) -> asyncio.AbstractEventLoop:
+        """An event loop on its own thread, for async workflows started from sync code."""
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+                    loop.close()
+
+                self._loop_thread = threading.Thread(
+                    target=run, name="waypoint-async", daemon=True
+                )
+                self._loop_thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine on the caller's loop if there is one, else on the background loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        fut = asyncio.run_coroutine_threadsafe(coro, self.background_loop())
+        self._tasks.add(fut)
+        fut.add_done_callback(self._tasks.discard)
+
+
+_runtime: Optional[Runtime] = None
+
+
+def set_runtime(rt: Optional[Runtime]) -> None:
+    global _runtime
+    _runtime = rt
+
+
+def get_runtime() -> Runtime:
+    rt = _runtime
+    if rt is None:
+        raise DBOSException(
+            "Waypoint is not launched: construct DBOS(config=...) and call DBOS.launch() first"
+        )
+    return rt
+
+
+def maybe_runtime() -> Optional[Runtime]:
+    return _runtime

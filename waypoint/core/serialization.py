@@ -1,0 +1,286 @@
+"""How inputs, outputs, errors and messages become text in the system database.
+
+Every stored value carries the name of the serializer that wrote it (the ``serialization``
+column), so a row is always read back with the format it was written in, whatever the
+process's current default is. Names: ``py_pickle`` (DBOS's default: base64 of a pickle),
+``portable_json`` (language-neutral JSON) or a custom serializer's ``name()``. A NULL name is a
+legacy DBOS row and means ``py_pickle``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import inspect
+import json
+import logging
+import pickle
+import typing
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Optional
+
+from waypoint.core.types import WorkflowSerializationFormat
+from waypoint.error import WaypointPayloadError
+
+logger = logging.getLogger("waypoint")
+
+PICKLE_NAME = "py_pickle"
+PORTABLE_NAME = "portable_json"
+
+
+class Serializer(ABC):
+    """A custom value codec. Processes that share a database must agree on it."""
+
+    @abstractmethod
+    def serialize(self, data: Any) -> str: ...
+
+    @abstractmethod
+    def deserialize(self, serialized_data: str) -> Any: ...
+
+    def name(self) -> str:
+        return "custom_serializer"
+
+
+class DefaultSerializer(Serializer):
+    """pickle, base64-encoded: any picklable Python value, readable only by Python."""
+
+    def serialize(self, data: Any) -> str:
+        return base64.b64encode(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+
+    def deserialize(self, serialized_data: str) -> Any:
+        return pickle.loads(base64.b64decode(serialized_data))
+
+    def name(self) -> str:
+        return PICKLE_NAME
+
+
+@dataclasses.dataclass
+class PortableWorkflowError(Exception):
+    """What an error stored in portable JSON reads back as, in any language."""
+
+    message: str
+    name: str
+    code: Optional[Any] = None
+    data: Optional[Any] = None
+
+    def __post_init__(self) -> None:
+        Exception.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+def _portable_default(obj: Any) -> Any:
+    if isinstance(obj, _dt.datetime):
+        if obj.tzinfo is None:
+            obj = obj.replace(tzinfo=_dt.timezone.utc)
+        utc = obj.astimezone(_dt.timezone.utc)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    if isinstance(obj, _dt.date):
+        return obj.isoformat()
+    if isinstance(obj, decimal.Decimal):
+        return str(obj)
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"values of type {type(obj).__name__} cannot be stored as portable JSON")
+
+
+def _check_keys(obj: Any) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(
+                    f"portable JSON maps need string keys, got a key of type {type(k).__name__}"
+                )
+            _check_keys(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_keys(v)
+
+
+class DBOSPortableJSONSerializer(Serializer):
+    """Compact JSON that any language can read (datetimes as RFC 3339 UTC, Decimal as text)."""
+
+    def serialize(self, data: Any) -> str:
+        _check_keys(data)
+        return json.dumps(data, separators=(",", ":"), default=_portable_default, allow_nan=False)
+
+    def deserialize(self, serialized_data: str) -> Any:
+        return json.loads(serialized_data)
+
+    def name(self) -> str:
+        return PORTABLE_NAME
+
+
+_PICKLE = DefaultSerializer()
+_PORTABLE = DBOSPortableJSONSerializer()
+
+
+class Codec:
+    """Encodes and decodes stored values, choosing the serializer per row by name."""
+
+    def __init__(self, default: Optional[Serializer] = None) -> None:
+        self.default: Serializer = default or _PICKLE
+        self._by_name: dict[str, Serializer] = {PICKLE_NAME: _PICKLE, PORTABLE_NAME: _PORTABLE}
+        self._by_name[self.default.name()] = self.default
+
+    # -- choosing ---------------------------------------------------------------------------
+
+    def for_format(self, fmt: Optional[WorkflowSerializationFormat | str]) -> Serializer:
+        if fmt is None or fmt == WorkflowSerializationFormat.DEFAULT:
+            return self.default
+        if fmt in (WorkflowSerializationFormat.PORTABLE, "portable", PORTABLE_NAME):
+            return _PORTABLE
+        if fmt in (WorkflowSerializationFormat.NATIVE, "native"):
+            return self.default if self.default.name() != PORTABLE_NAME else _PICKLE
+        raise ValueError(f"unknown serialization format {fmt!r}")
+
+    def by_name(self, name: Optional[str]) -> Serializer:
+        if name is None:
+            return _PICKLE
+        ser = self._by_name.get(name)
+        if ser is None:
+            raise WaypointPayloadError(
+                f"a stored value was written with serializer {name!r}, which this process does "
+                "not have; configure the same custom serializer as the writer"
+            )
+        return ser
+
+    # -- values -------------------------------------------------------------------------------
+
+    def encode(self, value: Any, ser: Serializer) -> str:
+        try:
+            return ser.serialize(value)
+        except Exception as exc:
+            raise WaypointPayloadError(
+                f"cannot serialize a value of type {type(value).__name__} with "
+                f"{ser.name()}: {exc}"
+            ) from exc
+
+    def decode(self, text: Optional[str], name: Optional[str]) -> Any:
+        if text is None:
+            return None
+        ser = self.by_name(name)
+        try:
+            return ser.deserialize(text)
+        except Exception as exc:
+            raise WaypointPayloadError(
+                f"cannot deserialize a stored value written with {ser.name()}: {exc}"
+            ) from exc
+
+    # -- workflow inputs ------------------------------------------------------------------------
+
+    def encode_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], ser: Serializer) -> str:
+        if ser.name() == PORTABLE_NAME:
+            return self.encode({"positionalArgs": list(args), "namedArgs": kwargs}, ser)
+        return self.encode({"args": args, "kwargs": kwargs}, ser)
+
+    def decode_inputs(
+        self, text: Optional[str], name: Optional[str]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        data = self.decode(text, name)
+        if data is None:
+            return (), {}
+        if isinstance(data, dict) and ("positionalArgs" in data or "namedArgs" in data):
+            return tuple(data.get("positionalArgs") or ()), dict(data.get("namedArgs") or {})
+        if isinstance(data, dict) and "args" in data:
+            return tuple(data["args"]), dict(data.get("kwargs") or {})
+        raise WaypointPayloadError("stored workflow inputs have an unknown shape")
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def encode_error(self, exc: BaseException, ser: Serializer) -> str:
+        if ser.name() == PORTABLE_NAME:
+            return self.encode(portable_error_dict(exc), ser)
+        try:
+            return ser.serialize(exc)
+        except Exception:
+            # The exception itself cannot be serialized (unpicklable attributes, say):
+            # keep its type name and message rather than losing the failure.
+            return ser.serialize(Exception(f"{type(exc).__name__}: {exc}"))
+
+    def decode_error(self, text: Optional[str], name: Optional[str]) -> BaseException:
+        if text is None:
+            return Exception("unknown error")
+        try:
+            data = self.by_name(name).deserialize(text)
+        except Exception as exc:
+            logger.warning("cannot deserialize a stored error (%s); returning its text", exc)
+            return Exception(text)
+        if isinstance(data, BaseException):
+            return data
+        if isinstance(data, dict) and "message" in data and "name" in data:
+            return PortableWorkflowError(
+                message=str(data["message"]),
+                name=str(data["name"]),
+                code=data.get("code"),
+                data=data.get("data"),
+            )
+        return Exception(str(data))
+
+
+def portable_error_dict(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, PortableWorkflowError):
+        return {"name": exc.name, "message": exc.message, "code": exc.code, "data": exc.data}
+    code = getattr(exc, "dbos_error_code", None)
+    message = getattr(exc, "message", None)
+    return {
+        "name": type(exc).__name__,
+        "message": str(message) if message is not None else str(exc),
+        "code": code if isinstance(code, (int, str)) or code is None else str(code),
+        "data": None,
+    }
+
+
+def coerce_portable_args(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Turn JSON strings back into ``datetime``/``date`` where the signature asks for them."""
+    try:
+        hints = typing.get_type_hints(func)
+        sig = inspect.signature(func)
+    except Exception:
+        return args, kwargs
+    if not any(_datelike(h) for h in hints.values()):
+        return args, kwargs
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    for pname, value in list(bound.arguments.items()):
+        hint = hints.get(pname)
+        if hint is not None and isinstance(value, str):
+            bound.arguments[pname] = _coerce(value, hint)
+    return tuple(bound.args), dict(bound.kwargs)
+
+
+def _datelike(hint: Any) -> bool:
+    return _target(hint) is not None
+
+
+def _target(hint: Any) -> Optional[type]:
+    if hint in (_dt.datetime, _dt.date):
+        return typing.cast(type, hint)
+    for arg in typing.get_args(hint):
+        if arg in (_dt.datetime, _dt.date):
+            return typing.cast(type, arg)
+    return None
+
+
+def _coerce(value: str, hint: Any) -> Any:
+    target = _target(hint)
+    try:
+        if target is _dt.datetime:
+            return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if target is _dt.date:
+            return _dt.date.fromisoformat(value)
+    except ValueError:
+        return value
+    return value

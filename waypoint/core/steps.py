@@ -1,0 +1,306 @@
+"""Steps, durable sleeps and other checkpointed operations inside a workflow.
+
+A step inside a workflow takes the next function ID; if an earlier execution recorded that
+position, its result is replayed without running the body. Otherwise the body runs (with
+retries) and its outcome is checkpointed in one statement that also fences on ownership and
+reads the workflow's status, so a cancellation made while the step ran is seen at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Callable, Optional
+
+from waypoint.core.context import StepState, current_step
+from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
+from waypoint.core.run import WorkflowRun
+from waypoint.core.runtime import Runtime
+from waypoint.core.serialization import PORTABLE_NAME
+from waypoint.core.signals import Signal
+from waypoint.core.types import StepSpec
+from waypoint.error import (
+    DBOSMaxStepRetriesExceeded,
+    DBOSStepTimeoutError,
+    DBOSUnexpectedStepError,
+    DBOSWorkflowCancelledError,
+    DBOSWorkflowConflictIDError,
+    WaypointPayloadError,
+)
+from waypoint.storage.protocol import RecordOutcome, StepRecord, StepRow
+
+logger = logging.getLogger("waypoint")
+
+SLEEP_STEP = "DBOS.sleep"
+
+
+class StepCall(Call):
+    """Call a step body; async bodies can be bounded by a timeout and preempted by a cancel."""
+
+    __slots__ = ("preempt", "probe", "step_name", "timeout")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: StepState,
+        timeout: Optional[float],
+        preempt: Optional[Signal],
+        probe: Optional[Callable[[], bool]],
+    ) -> None:
+        super().__init__(fn, args, kwargs, current_step, state)
+        self.step_name = state.name
+        self.timeout = timeout
+        self.preempt = preempt
+        self.probe = probe
+
+    async def run_async(self) -> Any:
+        if self.timeout is None and self.preempt is None:
+            return await super().run_async()
+        token = current_step.set(self.value)
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+            if not asyncio.iscoroutine(result) and not isinstance(result, asyncio.Future):
+                return result
+            task = asyncio.ensure_future(result)
+        finally:
+            current_step.reset(token)
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        cancel_wait = (
+            asyncio.ensure_future(self.preempt.wait_async()) if self.preempt is not None else None
+        )
+        try:
+            while True:
+                wait_for: float | None = None if deadline is None else deadline - loop.time()
+                if self.preempt is not None:
+                    wait_for = 1.0 if wait_for is None else min(wait_for, 1.0)
+                waiters: set[asyncio.Future[Any]] = {task}
+                if cancel_wait is not None:
+                    waiters.add(cancel_wait)
+                done, _ = await asyncio.wait(
+                    waiters, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
+                )
+                if task in done:
+                    return task.result()
+                preempted = self.preempt is not None and (
+                    self.preempt.is_set()
+                    or (
+                        self.probe is not None
+                        and await loop.run_in_executor(io_pool(), self.probe)
+                    )
+                )
+                if preempted or (deadline is not None and loop.time() >= deadline):
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    if preempted:
+                        raise DBOSWorkflowCancelledError(
+                            f"step {self.step_name} was preempted: its workflow was cancelled"
+                        )
+                    raise DBOSStepTimeoutError(self.step_name, float(self.timeout or 0))
+        finally:
+            if cancel_wait is not None:
+                cancel_wait.cancel()
+
+
+def replay(rt: Runtime, run: WorkflowRun, rec: StepRow, name: str) -> Any:
+    if rec.function_name != name:
+        raise DBOSUnexpectedStepError(run.workflow_id, rec.function_id, name, rec.function_name)
+    if rec.error is not None:
+        raise rt.codec.decode_error(rec.error, rec.serialization)
+    return rt.codec.decode(rec.output, rec.serialization)
+
+
+def check_cancelled(rt: Runtime, run: WorkflowRun) -> Flow[None]:
+    """Raise if the workflow was cancelled (or its deadline passed) before the next operation."""
+    if run.entry.cancel.is_set():
+        raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
+    if run.deadline_ms is not None and time.time() * 1000 >= run.deadline_ms:
+        yield Io(lambda: rt.cancel([run.workflow_id]))
+        raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} reached its deadline")
+    if time.monotonic() - run.status_checked > rt.status_freshness:
+        outcome = yield Io(lambda: rt.store.get_outcome(run.workflow_id))
+        run.status_checked = time.monotonic()
+        if outcome is not None and outcome.status == "CANCELLED":
+            run.entry.cancel.set()
+            raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
+
+
+def after_record(run: WorkflowRun, outcome: RecordOutcome) -> None:
+    if not outcome.accepted:
+        # Another execution owns this workflow now (it was recovered or resumed elsewhere):
+        # stop here and let the caller wait for that execution's outcome.
+        raise DBOSWorkflowConflictIDError(run.workflow_id)
+    run.status_checked = time.monotonic()
+    if outcome.workflow_status == "CANCELLED":
+        run.entry.cancel.set()
+
+
+def record(
+    rt: Runtime,
+    run: WorkflowRun,
+    fid: int,
+    name: str,
+    started_ms: int,
+    *,
+    output: Optional[str] = None,
+    error: Optional[str] = None,
+    serialization: Optional[str] = None,
+    child_workflow_id: Optional[str] = None,
+    completed_ms: Optional[int] = None,
+) -> Flow[None]:
+    rec = StepRecord(
+        workflow_id=run.workflow_id,
+        function_id=fid,
+        function_name=name,
+        output=output,
+        error=error,
+        serialization=serialization or run.serializer.name(),
+        owner_xid=run.owner_xid,
+        started_at_epoch_ms=started_ms,
+        completed_at_epoch_ms=completed_ms if completed_ms is not None else rt.now_ms(),
+        child_workflow_id=child_workflow_id,
+        application_name=rt.app_name,
+    )
+    outcome = yield Io(lambda: rt.store.record_step(rec))
+    after_record(run, outcome)
+
+
+def step_flow(
+    rt: Optional[Runtime],
+    run: Optional[WorkflowRun],
+    spec: StepSpec,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Flow[Any]:
+    """Run ``fn`` as a step: checkpointed inside a workflow, a retried plain call outside."""
+    fid = -1
+    if run is not None and rt is not None:
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            return replay(rt, run, rec, spec.name)
+        yield from check_cancelled(rt, run)
+    started = int(time.time() * 1000)
+    attempts = max(1, spec.max_attempts) if spec.retries_allowed else 1
+    errors: list[Exception] = []
+    preempt = run.entry.cancel if (spec.preemptible and run is not None) else None
+    probe = _cancel_probe(rt, run) if preempt is not None else None
+    attempt = 0
+    while True:
+        state = StepState(
+            step_id=fid,
+            name=spec.name,
+            current_attempt=attempt if spec.retries_allowed else None,
+            max_attempts=attempts if spec.retries_allowed else None,
+        )
+        try:
+            value = yield StepCall(fn, args, kwargs, state, spec.timeout_seconds, preempt, probe)
+            break
+        except Exception as exc:
+            errors.append(exc)
+            final: Optional[Exception] = None
+            if not spec.retries_allowed:
+                final = exc
+            elif attempt + 1 >= attempts:
+                final = DBOSMaxStepRetriesExceeded(spec.name, attempts, errors)
+            elif spec.should_retry is not None:
+                verdict = yield Call(spec.should_retry, (exc,), {})
+                if not verdict:
+                    final = exc
+            if final is not None:
+                if run is not None and rt is not None:
+                    text = rt.codec.encode_error(final, run.serializer)
+                    yield from record(rt, run, fid, spec.name, started, error=text)
+                if final is exc:
+                    raise
+                raise final from exc
+            delay = spec.retry_delay(attempt)
+            logger.warning(
+                "step %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                spec.name,
+                attempt + 1,
+                attempts,
+                exc,
+                delay,
+            )
+            interrupted = yield Sleep(delay, run.entry.cancel if run is not None else None)
+            if interrupted and run is not None:
+                raise DBOSWorkflowCancelledError(
+                    f"workflow {run.workflow_id} was cancelled while step {spec.name} waited to "
+                    "retry"
+                ) from exc
+            attempt += 1
+    if run is None or rt is None:
+        return value
+    try:
+        text = rt.codec.encode(value, run.serializer)
+    except WaypointPayloadError as exc:
+        # Not retryable: the same value would fail again. Record the failure once.
+        yield from record(
+            rt, run, fid, spec.name, started, error=rt.codec.encode_error(exc, run.serializer)
+        )
+        raise
+    yield from record(rt, run, fid, spec.name, started, output=text)
+    return value
+
+
+def _cancel_probe(rt: Optional[Runtime], run: Optional[WorkflowRun]) -> Optional[Callable[[], bool]]:
+    if rt is None or run is None:
+        return None
+
+    def probe() -> bool:
+        outcome = rt.store.get_outcome(run.workflow_id)
+        if outcome is not None and outcome.status == "CANCELLED":
+            run.entry.cancel.set()
+            return True
+        return False
+
+    return probe
+
+
+def sleep_flow(rt: Runtime, run: WorkflowRun, seconds: float) -> Flow[None]:
+    """A durable sleep: the wake-up time is checkpointed, so recovery sleeps the remainder."""
+    fid = run.next_function_id()
+    rec = run.replay.get(fid)
+    if rec is not None:
+        wake = float(replay(rt, run, rec, SLEEP_STEP))
+    else:
+        yield from check_cancelled(rt, run)
+        now = time.time()
+        wake = now + max(0.0, float(seconds))
+        yield from record(
+            rt,
+            run,
+            fid,
+            SLEEP_STEP,
+            int(now * 1000),
+            output=json.dumps(wake),
+            serialization=PORTABLE_NAME,
+            completed_ms=int(wake * 1000),
+        )
+    remaining = wake - time.time()
+    if remaining > 0:
+        interrupted = yield Sleep(remaining, run.entry.cancel)
+        if interrupted:
+            raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
+
+
+def recorded_flow(rt: Runtime, run: WorkflowRun, name: str, body: Flow[Any]) -> Flow[Any]:
+    """Checkpoint the result of ``body`` (a read that must replay identically) as a step."""
+    fid = run.next_function_id()
+    rec = run.replay.get(fid)
+    if rec is not None:
+        return replay(rt, run, rec, name)
+    started = rt.now_ms()
+    try:
+        value = yield from body
+    except Exception as exc:
+        yield from record(rt, run, fid, name, started, error=rt.codec.encode_error(exc, run.serializer))
+        raise
+    yield from record(rt, run, fid, name, started, output=rt.codec.encode(value, run.serializer))
+    return value

@@ -1,0 +1,530 @@
+"""Starting, running and finishing workflows.
+
+Three ways in, one way through:
+
+* a direct call runs the body inline on the caller's thread (or task);
+* ``start_workflow`` writes the row, then runs the body on the worker pool (sync) or as a task
+  (async) and returns a handle at once;
+* the dispatcher hands over rows it claimed from a queue (recovery goes through the internal
+  queue, so the atomic ENQUEUED→PENDING claim is the single admission point).
+
+All three end in ``run_body``, which executes the user's function under a ``WorkflowRun`` and
+records the outcome with an update fenced on the run's token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from waypoint.core.context import (
+    UNSET,
+    Auth,
+    current_auth,
+    current_run,
+    current_step,
+    start_options,
+    take_workflow_id,
+)
+from waypoint.core.effects import Call, Flow, Io, drive_async, drive_sync
+from waypoint.core.outcomes import await_outcome
+from waypoint.core.registry import REGISTRY, WorkflowInfo
+from waypoint.core.run import RunEntry, WorkflowRun
+from waypoint.core.runtime import Runtime
+from waypoint.core.serialization import PORTABLE_NAME, Serializer, coerce_portable_args
+from waypoint.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSConflictingWorkflowError,
+    DBOSUnexpectedStepError,
+    DBOSWorkflowCancelledError,
+    DBOSWorkflowConflictIDError,
+    DBOSWorkflowFunctionNotFoundError,
+    MaxRecoveryAttemptsExceededError,
+    WaypointPayloadError,
+)
+from waypoint.storage.protocol import ChildLink, InitOutcome, NewWorkflow, WorkflowRow
+
+logger = logging.getLogger("waypoint")
+
+MAX_WORKFLOW_ID_LENGTH = 1024
+
+
+def validate_workflow_id(workflow_id: Any) -> str:
+    if not isinstance(workflow_id, str):
+        raise TypeError(f"a workflow ID must be a string, got {type(workflow_id).__name__}")
+    if not workflow_id.strip():
+        raise ValueError("a workflow ID cannot be empty or only whitespace")
+    if "\x00" in workflow_id:
+        raise ValueError("a workflow ID cannot contain a NUL character")
+    if len(workflow_id) > MAX_WORKFLOW_ID_LENGTH:
+        raise ValueError(
+            f"a workflow ID can be at most {MAX_WORKFLOW_ID_LENGTH} characters, got "
+            f"{len(workflow_id)}"
+        )
+    return workflow_id
+
+
+@dataclass
+class EnqueueSpec:
+    """Where and how a workflow is enqueued instead of started."""
+
+    queue_name: str
+    deduplication_id: Optional[str] = None
+    priority: Optional[int] = None
+    partition_key: Optional[str] = None
+    delay_seconds: Optional[float] = None
+    app_version: Optional[str] = None
+
+
+@dataclass
+class Start:
+    info: WorkflowInfo
+    workflow_id: str
+    call_args: tuple[Any, ...]  # what the function is called with (self/cls included)
+    kwargs: dict[str, Any]
+    new: NewWorkflow
+    link: Optional[ChildLink]
+    parent: Optional[WorkflowRun]
+    parent_fid: Optional[int]
+    serializer: Serializer
+    auth: Optional[Auth]
+    replayed_child: bool = False
+
+
+def split_bound(info: WorkflowInfo, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """Separate ``self``/``cls`` (never stored) from the stored arguments."""
+    if info.kind in ("instance", "class") and args:
+        return args[0], args[1:]
+    return None, args
+
+
+def prepare(
+    rt: Runtime,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    enqueue: Optional[EnqueueSpec] = None,
+) -> Start:
+    bound, stored_args = split_bound(info, args)
+    if info.validate_args is not None:
+        stored_args, kwargs = info.validate_args(stored_args, kwargs)
+        stored_args = tuple(stored_args)
+    parent = current_run.get() if current_step.get() is None else None
+    explicit = take_workflow_id()
+    link: Optional[ChildLink] = None
+    parent_fid: Optional[int] = None
+    replayed_child = False
+    if parent is not None:
+        parent_fid = parent.next_function_id()
+        rec = parent.replay.get(parent_fid)
+        if rec is not None:
+            if rec.child_workflow_id is None or rec.function_name != info.name:
+                raise DBOSUnexpectedStepError(
+                    parent.workflow_id, parent_fid, info.name, rec.function_name
+                )
+            workflow_id = rec.child_workflow_id
+            replayed_child = True
+        else:
+            workflow_id = explicit or f"{parent.workflow_id}-{parent_fid}"
+            link = ChildLink(
+                parent_workflow_id=parent.workflow_id,
+                function_id=parent_fid,
+                function_name=info.name,
+                parent_owner_xid=parent.owner_xid,
+                started_at_epoch_ms=rt.now_ms(),
+            )
+    else:
+        workflow_id = explicit or str(uuid.uuid4())
+    validate_workflow_id(workflow_id)
+
+    now = rt.now_ms()
+    opts = start_options.get()
+    timeout_ms: Optional[int] = None
+    deadline: Optional[int] = None
+    if opts.timeout_sec is not UNSET:
+        if opts.timeout_sec is not None:
+            timeout_ms = int(opts.timeout_sec * 1000)
+            deadline = None if enqueue is not None else now + timeout_ms
+    elif parent is not None and parent.deadline_ms is not None:
+        deadline = parent.deadline_ms
+
+    auth = current_auth.get() or (parent.auth if parent is not None else None)
+    serializer = rt.codec.for_format(info.serialization)
+    inputs = rt.codec.encode_inputs(stored_args, kwargs, serializer)
+    attributes: Optional[str] = None
+    if opts.attributes is not UNSET and opts.attributes is not None:
+        try:
+            attributes = json.dumps(opts.attributes)
+        except (TypeError, ValueError) as exc:
+            raise WaypointPayloadError(f"workflow attributes must be JSON: {exc}") from exc
+
+    class_name = info.class_name
+    config_name = getattr(bound, "config_name", None) if info.kind == "instance" else None
+    new = NewWorkflow(
+        workflow_id=workflow_id,
+        status="PENDING",
+        name=info.name,
+        class_name=class_name,
+        config_name=config_name,
+        inputs=inputs,
+        serialization=serializer.name(),
+        owner_xid=uuid.uuid4().hex,
+        executor_id=rt.executor_id,
+        application_version=rt.app_version,
+        application_id=rt.app_id,
+        application_name=rt.app_name,
+        created_at=now,
+        authenticated_user=auth.user if auth else None,
+        assumed_role=auth.assumed_role if auth else None,
+        authenticated_roles=json.dumps(auth.roles) if auth and auth.roles is not None else None,
+        workflow_timeout_ms=timeout_ms,
+        workflow_deadline_epoch_ms=deadline,
+        parent_workflow_id=parent.workflow_id if parent is not None else None,
+        attributes=attributes,
+    )
+    if enqueue is not None:
+        new.queue_name = enqueue.queue_name
+        new.deduplication_id = enqueue.deduplication_id
+        new.priority = enqueue.priority or 0
+        new.queue_partition_key = enqueue.partition_key
+        new.recovery_attempts = 0
+        if enqueue.app_version is not None:
+            new.application_version = enqueue.app_version
+        if enqueue.delay_seconds is not None and enqueue.delay_seconds > 0:
+            new.status = "DELAYED"
+            new.delay_until_epoch_ms = now + int(enqueue.delay_seconds * 1000)
+        else:
+            new.status = "ENQUEUED"
+    call_args = ((bound,) + stored_args) if info.kind in ("instance", "class") else stored_args
+    return Start(
+        info=info,
+        workflow_id=workflow_id,
+        call_args=call_args,
+        kwargs=kwargs,
+        new=new,
+        link=link,
+        parent=parent,
+        parent_fid=parent_fid,
+        serializer=serializer,
+        auth=auth,
+        replayed_child=replayed_child,
+    )
+
+
+def check_init(st: Start, init: InitOutcome) -> None:
+    if init.linked_child_id is not None and st.parent is not None:
+        raise DBOSUnexpectedStepError(
+            st.parent.workflow_id,
+            st.parent_fid if st.parent_fid is not None else -1,
+            st.info.name,
+            f"{init.linked_function_name} (child {init.linked_child_id})",
+        )
+    if init.status == "MISSING":
+        return
+    if init.name is not None and init.name != st.info.name:
+        raise DBOSConflictingWorkflowError(
+            st.workflow_id,
+            f"it was started as {init.name!r}, not {st.info.name!r}",
+        )
+    if (init.class_name or None) != (st.new.class_name or None) or (
+        init.config_name or None
+    ) != (st.new.config_name or None):
+        raise DBOSConflictingWorkflowError(
+            st.workflow_id,
+            f"it was started on {init.class_name}/{init.config_name}, not "
+            f"{st.new.class_name}/{st.new.config_name}",
+        )
+
+
+def new_run(rt: Runtime, st: Start, entry: RunEntry) -> WorkflowRun:
+    run = WorkflowRun(
+        rt,
+        st.workflow_id,
+        st.info.name,
+        st.new.owner_xid,
+        st.serializer,
+        entry,
+        is_async=st.info.is_async,
+        deadline_ms=st.new.workflow_deadline_epoch_ms,
+        auth=st.auth,
+        class_name=st.new.class_name,
+        config_name=st.new.config_name,
+    )
+    entry.run = run
+    return run
+
+
+# -- running a body ---------------------------------------------------------------------------
+
+
+def run_body(
+    rt: Runtime, run: WorkflowRun, info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Flow[Any]:
+    entry = run.entry
+    try:
+        try:
+            output = yield Call(info.func, args, kwargs, current_run, run)
+        except DBOSWorkflowConflictIDError as exc:
+            if exc.workflow_id != run.workflow_id:
+                return (yield from _fail(rt, run, exc))
+            logger.info(
+                "workflow %s is now owned by another execution; waiting for its outcome",
+                run.workflow_id,
+            )
+            entry.abandon()
+            return (yield from await_outcome(rt, run.workflow_id))
+        except DBOSWorkflowCancelledError as exc:
+            if not entry.cancel.is_set():
+                # Raised by user code although nobody cancelled this workflow: a failure.
+                return (yield from _fail(rt, run, exc))
+            entry.abandon()
+            raise
+        except Exception as exc:
+            return (yield from _fail(rt, run, exc))
+        except BaseException:
+            entry.abandon()  # interpreter shutdown and the like: stay PENDING, recover later
+            raise
+        try:
+            text = rt.codec.encode(output, run.serializer)
+        except WaypointPayloadError as exc:
+            return (yield from _fail(rt, run, exc))
+        yield from finish(rt, run, "SUCCESS", output=text)
+        if entry.lost:
+            return (yield from await_outcome(rt, run.workflow_id))
+        entry.finish(output=output)
+        return output
+    finally:
+        rt.unregister(entry)
+
+
+def _fail(rt: Runtime, run: WorkflowRun, exc: BaseException) -> Flow[Any]:
+    """Record the workflow's failure and re-raise it (or adopt the outcome another run wrote)."""
+    yield from finish(rt, run, "ERROR", error=rt.codec.encode_error(exc, run.serializer))
+    if run.entry.lost:
+        return (yield from await_outcome(rt, run.workflow_id))
+    run.entry.finish(error=exc)
+    raise exc
+
+
+def finish(
+    rt: Runtime,
+    run: WorkflowRun,
+    status: str,
+    *,
+    output: Optional[str] = None,
+    error: Optional[str] = None,
+) -> Flow[None]:
+    ok = yield Io(
+        lambda: rt.store.complete_workflow(
+            run.workflow_id, run.owner_xid, status, output, error, rt.now_ms()
+        )
+    )
+    if not ok:
+        run.entry.lost = True
+
+
+# -- direct calls -----------------------------------------------------------------------------
+
+
+def direct_flow(rt: Runtime, st: Start) -> Flow[Any]:
+    init = yield Io(lambda: rt.store.init_workflow(st.new, st.link))
+    check_init(st, init)
+    if not init.created:
+        return (yield from _await_existing(rt, st))
+    entry, fresh = rt.register(st.workflow_id)
+    if not fresh:
+        return (yield from _await_existing(rt, st))
+    run = new_run(rt, st, entry)
+    rt.arm_deadline(st.workflow_id, run.deadline_ms)
+    try:
+        return (yield from run_body(rt, run, st.info, st.call_args, st.kwargs))
+    except DBOSWorkflowCancelledError:
+        if st.parent is not None and not st.parent.entry.cancel.is_set():
+            # The child was cancelled, not the parent: to the parent this is a failed call.
+            raise DBOSAwaitedWorkflowCancelledError(st.workflow_id) from None
+        raise
+
+
+def _await_existing(rt: Runtime, st: Start) -> Flow[Any]:
+    return (yield from await_outcome(rt, st.workflow_id))
+
+
+# -- background starts ------------------------------------------------------------------------
+
+
+def start_flow(rt: Runtime, st: Start) -> Flow[str]:
+    """Write the row, then launch the body in the background; returns the workflow ID."""
+    if st.replayed_child:
+        # The parent already recorded this child: never create or launch it again.
+        return st.workflow_id
+    init = yield Io(lambda: rt.store.init_workflow(st.new, st.link))
+    check_init(st, init)
+    if init.created and st.new.status == "PENDING":
+        launch(rt, st)
+    elif init.created and rt.dispatcher is not None:
+        rt.dispatcher.wake(st.new.queue_name)
+    return st.workflow_id
+
+
+def launch(rt: Runtime, st: Start) -> None:
+    entry, fresh = rt.register(st.workflow_id)
+    if not fresh:
+        return
+    run = new_run(rt, st, entry)
+    rt.arm_deadline(st.workflow_id, run.deadline_ms)
+    _run_in_background(rt, run, st.info, st.call_args, st.kwargs, load_replay=False)
+
+
+def _run_in_background(
+    rt: Runtime,
+    run: WorkflowRun,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    load_replay: bool,
+) -> None:
+    def flow() -> Flow[Any]:
+        if load_replay:
+            ready = yield Io(lambda: _prepare_replay(rt, run))
+            if not ready:
+                rt.unregister(run.entry)
+                run.entry.abandon()
+                return None
+        return (yield from run_body(rt, run, info, args, kwargs))
+
+    if info.is_async:
+
+        async def task() -> None:
+            try:
+                await drive_async(flow())
+            except BaseException as exc:
+                _log_background_end(run.workflow_id, exc)
+
+        rt.spawn(task())
+    else:
+
+        def work() -> None:
+            try:
+                drive_sync(flow())
+            except BaseException as exc:
+                _log_background_end(run.workflow_id, exc)
+
+        run.entry.task = rt.pool.submit(work, name=run.workflow_id)
+
+
+def _log_background_end(workflow_id: str, exc: BaseException) -> None:
+    if isinstance(exc, (Exception, DBOSWorkflowCancelledError)):
+        logger.debug("workflow %s ended with %s: %s", workflow_id, type(exc).__name__, exc)
+    else:
+        logger.warning("workflow %s was interrupted: %r", workflow_id, exc)
+
+
+def _prepare_replay(rt: Runtime, run: WorkflowRun) -> bool:
+    """Load earlier checkpoints; False if the claim is stale (finished or re-claimed since)."""
+    row = rt.store.get_workflow(run.workflow_id)
+    if row is None or row.status != "PENDING" or row.owner_xid != run.owner_xid:
+        return False
+    run.replay = rt.store.load_steps(run.workflow_id)
+    return True
+
+
+# -- dispatching claimed rows -----------------------------------------------------------------
+
+
+def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
+    """Run a workflow this executor just claimed from a queue (or from recovery)."""
+    info = REGISTRY.workflows.get(row.name or "")
+    if info is None:
+        logger.error(
+            "%s",
+            DBOSWorkflowFunctionNotFoundError(
+                row.workflow_id, f"no workflow named {row.name!r} is registered in this process"
+            ),
+        )
+        return
+    attempts = row.recovery_attempts or 0
+    if info.max_recovery_attempts is not None and attempts > info.max_recovery_attempts + 1:
+        if rt.store.dead_letter(row.workflow_id, attempts, rt.now_ms()):
+            logger.error("%s", MaxRecoveryAttemptsExceededError(row.workflow_id, info.max_recovery_attempts))
+        return
+    try:
+        args, kwargs = rt.codec.decode_inputs(row.inputs, row.serialization)
+        if row.serialization == PORTABLE_NAME:
+            args, kwargs = coerce_portable_args(info.func, args, kwargs)
+        serializer = rt.codec.by_name(row.serialization)
+    except WaypointPayloadError as exc:
+        logger.error("workflow %s has unreadable inputs and fails: %s", row.workflow_id, exc)
+        rt.store.complete_workflow(
+            row.workflow_id,
+            row.owner_xid or "",
+            "ERROR",
+            None,
+            rt.codec.encode_error(exc, rt.codec.default),
+            rt.now_ms(),
+        )
+        return
+    bound: Any = None
+    if info.kind == "instance":
+        bound = REGISTRY.instance(row.class_name or "", row.config_name or "")
+        if bound is None:
+            logger.error(
+                "%s",
+                DBOSWorkflowFunctionNotFoundError(
+                    row.workflow_id,
+                    f"no instance {row.class_name}/{row.config_name} is registered",
+                ),
+            )
+            return
+    elif info.kind == "class":
+        bound = REGISTRY.classes.get(row.class_name or "")
+        if bound is None:
+            logger.error(
+                "%s",
+                DBOSWorkflowFunctionNotFoundError(
+                    row.workflow_id, f"no class {row.class_name} is registered"
+                ),
+            )
+            return
+    call_args = ((bound,) + tuple(args)) if info.kind in ("instance", "class") else tuple(args)
+    entry, fresh = rt.register(row.workflow_id)
+    if not fresh:
+        _hand_over(rt, entry, row)
+        return
+    roles = json.loads(row.authenticated_roles) if row.authenticated_roles else None
+    run = WorkflowRun(
+        rt,
+        row.workflow_id,
+        info.name,
+        row.owner_xid or "",
+        serializer,
+        entry,
+        is_async=info.is_async,
+        deadline_ms=row.workflow_deadline_epoch_ms,
+        auth=Auth(row.authenticated_user, roles, row.assumed_role)
+        if row.authenticated_user or roles
+        else None,
+        class_name=row.class_name,
+        config_name=row.config_name,
+        queue_name=row.queue_name,
+    )
+    entry.run = run
+    rt.arm_deadline(row.workflow_id, run.deadline_ms)
+    _run_in_background(rt, run, info, call_args, kwargs, load_replay=True)
+
+
+def _hand_over(rt: Runtime, existing: RunEntry, row: WorkflowRow) -> None:
+    """The workflow was re-claimed while it still runs here: the running execution adopts the
+    new claim; if it loses a race with its own old token, the claim is re-run after it ends."""
+    if existing.run is not None and row.owner_xid:
+        existing.run.owner_xid = row.owner_xid
+
+    def later() -> None:
+        existing.done.wait()
+        if existing.lost:
+            dispatch_claimed(rt, row)
+
+    rt.pool.submit(later, name=f"handover-{row.workflow_id}")

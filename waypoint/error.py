@@ -1,0 +1,329 @@
+"""Waypoint's error hierarchy, exposed as ``waypoint.error`` (DBOS's ``dbos.error``).
+
+The tree, with the stable numeric code of each class::
+
+    Exception
+     └─ DBOSException                               (base; ``dbos_error_code``, ``status_code``)
+         ├─ DBOSRecoveryError                     2
+         ├─ DBOSInitializationError               3
+         ├─ DBOSWorkflowFunctionNotFoundError     4
+         ├─ DBOSNonExistentWorkflowError          5
+         ├─ MaxRecoveryAttemptsExceededError      6
+         ├─ DBOSMaxStepRetriesExceeded            7
+         ├─ DBOSNotAuthorizedError                8   (status_code 403)
+         ├─ DBOSConflictingWorkflowError          9
+         ├─ DBOSUnexpectedStepError              11
+         ├─ DBOSQueueDeduplicatedError           12
+         ├─ DBOSAwaitedWorkflowCancelledError    13
+         ├─ DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded  14
+         ├─ DBOSPatchNondeterminismError         15
+         ├─ DBOSStreamTimeoutError               16
+         ├─ DBOSStreamNondeterminismError        17
+         ├─ DBOSStepTimeoutError                 18
+         ├─ DBOSConflictingRegistrationError     25
+         ├─ WaypointStorageError                 40  (storage failed in a way retrying will not fix)
+         │   └─ WaypointStorageFullError         41
+         └─ WaypointPayloadError                 42  (a value cannot be serialized or is too large)
+    BaseException
+     └─ DBOSBaseException                           (not caught by ``except Exception``)
+         ├─ DBOSWorkflowConflictIDError           1
+         └─ DBOSWorkflowCancelledError           10
+
+``DBOSBaseException`` subclasses are control flow: a workflow that observes its own
+cancellation, or a duplicate execution that lost the race to checkpoint a step, must unwind
+through user code that says ``except Exception``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class DBOSErrorCode(IntEnum):
+    ConflictingIdError = 1
+    RecoveryError = 2
+    InitializationError = 3
+    WorkflowFunctionNotFound = 4
+    NonExistentWorkflowError = 5
+    MaxRecoveryAttemptsExceeded = 6
+    MaxStepRetriesExceeded = 7
+    NotAuthorized = 8
+    ConflictingWorkflowError = 9
+    WorkflowCancelled = 10
+    UnexpectedStep = 11
+    QueueDeduplicated = 12
+    AwaitedWorkflowCancelled = 13
+    AwaitedWorkflowMaxRecoveryAttemptsExceeded = 14
+    PatchNondeterminism = 15
+    StreamTimeout = 16
+    StreamNondeterminism = 17
+    StepTimeout = 18
+    ConflictingRegistrationError = 25
+    StorageError = 40
+    StorageFull = 41
+    PayloadError = 42
+
+
+class DBOSException(Exception):
+    """Base of every error Waypoint raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, dbos_error_code: int | None = None) -> None:
+        self.message = message
+        self.dbos_error_code = dbos_error_code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.dbos_error_code is not None:
+            return f"DBOS Error {self.dbos_error_code}: {self.message}"
+        return f"DBOS Error: {self.message}"
+
+    def __reduce__(self) -> Any:
+        # Errors are checkpointed with pickle; rebuild from the message and code only.
+        return (_rebuild_exception, (type(self), self.__dict__.copy()))
+
+
+def _rebuild_exception(cls: type[BaseException], state: dict[str, Any]) -> BaseException:
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    message = state.get("message")
+    obj.args = (message,) if message is not None else ()
+    return obj
+
+
+class DBOSBaseException(BaseException):
+    """Base of control-flow errors that must pass through ``except Exception``."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, dbos_error_code: int | None = None) -> None:
+        self.message = message
+        self.dbos_error_code = dbos_error_code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.dbos_error_code is not None:
+            return f"DBOS Error {self.dbos_error_code}: {self.message}"
+        return f"DBOS Error: {self.message}"
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_exception, (type(self), self.__dict__.copy()))
+
+
+class DBOSWorkflowConflictIDError(DBOSBaseException):
+    """Another execution of the same workflow checkpointed this step first."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Conflicting workflow ID {workflow_id}: another execution already recorded this step",
+            DBOSErrorCode.ConflictingIdError.value,
+        )
+
+
+class DBOSWorkflowCancelledError(DBOSBaseException):
+    """The running workflow observed its own cancellation (or its deadline passed)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, DBOSErrorCode.WorkflowCancelled.value)
+
+
+class DBOSRecoveryError(DBOSException):
+    def __init__(self, workflow_id: str, message: str | None = None) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Recovery error for workflow {workflow_id}: {message or ''}".rstrip(": "),
+            DBOSErrorCode.RecoveryError.value,
+        )
+
+
+class DBOSInitializationError(DBOSException):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.InitializationError.value)
+
+
+class DBOSWorkflowFunctionNotFoundError(DBOSException):
+    def __init__(self, workflow_id: str, message: str | None = None) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Workflow function not found for workflow {workflow_id}: {message or ''}".rstrip(": "),
+            DBOSErrorCode.WorkflowFunctionNotFound.value,
+        )
+
+
+class DBOSNonExistentWorkflowError(DBOSException):
+    def __init__(self, destination_id: str) -> None:
+        self.workflow_id = destination_id
+        super().__init__(
+            f"Workflow {destination_id} does not exist",
+            DBOSErrorCode.NonExistentWorkflowError.value,
+        )
+
+
+class MaxRecoveryAttemptsExceededError(DBOSException):
+    def __init__(self, workflow_id: str, max_retries: int) -> None:
+        self.workflow_id = workflow_id
+        self.max_retries = max_retries
+        super().__init__(
+            f"Workflow {workflow_id} exceeded its maximum of {max_retries} recovery attempts "
+            "and was moved to the dead-letter status MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+            DBOSErrorCode.MaxRecoveryAttemptsExceeded.value,
+        )
+
+
+class DBOSMaxStepRetriesExceeded(DBOSException):
+    def __init__(self, step_name: str, max_retries: int, errors: list[Exception]) -> None:
+        self.step_name = step_name
+        self.max_retries = max_retries
+        self.errors = errors
+        super().__init__(
+            f"Step {step_name} has exceeded its maximum of {max_retries} attempts",
+            DBOSErrorCode.MaxStepRetriesExceeded.value,
+        )
+
+
+class DBOSNotAuthorizedError(DBOSException):
+    status_code = 403
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, DBOSErrorCode.NotAuthorized.value)
+
+
+class DBOSConflictingWorkflowError(DBOSException):
+    def __init__(self, workflow_id: str, message: str | None = None) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Conflicting workflow invocation with the same ID ({workflow_id}): {message or ''}"
+            .rstrip(": "),
+            DBOSErrorCode.ConflictingWorkflowError.value,
+        )
+
+
+class DBOSUnexpectedStepError(DBOSException):
+    def __init__(self, workflow_id: str, step_id: int, expected_name: str, recorded_name: str):
+        self.workflow_id = workflow_id
+        self.step_id = step_id
+        self.expected_name = expected_name
+        self.recorded_name = recorded_name
+        super().__init__(
+            f"During execution of workflow {workflow_id} step {step_id}, function "
+            f"{recorded_name} was recorded when {expected_name} was expected. The workflow's "
+            "code changed or is not deterministic.",
+            DBOSErrorCode.UnexpectedStep.value,
+        )
+
+
+class DBOSQueueDeduplicatedError(DBOSException):
+    def __init__(self, workflow_id: str, queue_name: str, deduplication_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.queue_name = queue_name
+        self.deduplication_id = deduplication_id
+        super().__init__(
+            f"Workflow {workflow_id} was deduplicated: deduplication ID {deduplication_id} is "
+            f"already held by another workflow on queue {queue_name}",
+            DBOSErrorCode.QueueDeduplicated.value,
+        )
+
+
+class DBOSAwaitedWorkflowCancelledError(DBOSException):
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Awaited workflow {workflow_id} was cancelled",
+            DBOSErrorCode.AwaitedWorkflowCancelled.value,
+        )
+
+
+class DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(DBOSException):
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Awaited workflow {workflow_id} exceeded its maximum recovery attempts",
+            DBOSErrorCode.AwaitedWorkflowMaxRecoveryAttemptsExceeded.value,
+        )
+
+
+class DBOSPatchNondeterminismError(DBOSException):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.PatchNondeterminism.value)
+
+
+class DBOSStreamTimeoutError(DBOSException):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.StreamTimeout.value)
+
+
+class DBOSStreamNondeterminismError(DBOSException):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.StreamNondeterminism.value)
+
+
+class DBOSStepTimeoutError(DBOSException):
+    def __init__(self, step_name: str, timeout_seconds: float) -> None:
+        self.step_name = step_name
+        self.timeout_seconds = timeout_seconds
+        super().__init__(
+            f"Step {step_name} timed out after {timeout_seconds} seconds",
+            DBOSErrorCode.StepTimeout.value,
+        )
+
+
+class DBOSConflictingRegistrationError(DBOSException):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"Operation (Name: {name}) is already registered with a conflicting function type",
+            DBOSErrorCode.ConflictingRegistrationError.value,
+        )
+
+
+class WaypointStorageError(DBOSException):
+    """The system database rejected an operation in a way retrying will not fix."""
+
+    def __init__(self, message: str, code: int = DBOSErrorCode.StorageError.value) -> None:
+        super().__init__(message, code)
+
+
+class WaypointStorageFullError(WaypointStorageError):
+    """The system database is out of space; nothing of the failed call was written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.StorageFull.value)
+
+
+class WaypointPayloadError(DBOSException):
+    """A value could not be serialized (or deserialized) for the system database."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.PayloadError.value)
+
+
+__all__ = [
+    "DBOSAwaitedWorkflowCancelledError",
+    "DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded",
+    "DBOSBaseException",
+    "DBOSConflictingRegistrationError",
+    "DBOSConflictingWorkflowError",
+    "DBOSErrorCode",
+    "DBOSException",
+    "DBOSInitializationError",
+    "DBOSMaxStepRetriesExceeded",
+    "DBOSNonExistentWorkflowError",
+    "DBOSNotAuthorizedError",
+    "DBOSPatchNondeterminismError",
+    "DBOSQueueDeduplicatedError",
+    "DBOSRecoveryError",
+    "DBOSStepTimeoutError",
+    "DBOSStreamNondeterminismError",
+    "DBOSStreamTimeoutError",
+    "DBOSUnexpectedStepError",
+    "DBOSWorkflowCancelledError",
+    "DBOSWorkflowConflictIDError",
+    "DBOSWorkflowFunctionNotFoundError",
+    "MaxRecoveryAttemptsExceededError",
+    "WaypointPayloadError",
+    "WaypointStorageError",
+    "WaypointStorageFullError",
+]

@@ -1,0 +1,1 @@
+"""Queues: the queue model and the dispatcher that claims queued workflows."""

@@ -1,0 +1,413 @@
+"""The PostgreSQL system store.
+
+Hot operations are single statements on an autocommit connection, so each costs one round
+trip and one commit: starting a workflow (with its parent's child link), checkpointing a step
+(with the ownership fence and the cancellation read), and claiming queued work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+import psycopg
+import psycopg.errors as pgerr
+from psycopg import sql as pgsql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from waypoint.error import (
+    DBOSInitializationError,
+    DBOSQueueDeduplicatedError,
+    DBOSWorkflowConflictIDError,
+)
+from waypoint.storage import migrations
+from waypoint.storage.protocol import (
+    ChildLink,
+    ClaimRequest,
+    InitOutcome,
+    NewWorkflow,
+    RecordOutcome,
+    StepRecord,
+    WorkflowRow,
+)
+from waypoint.storage.retry import Fault, RetryPolicy
+from waypoint.storage.sql_base import (
+    EXISTING_COLUMNS,
+    INIT_COLUMNS,
+    SELECT_WORKFLOW,
+    Cursor,
+    Dialect,
+    Params,
+    Row,
+    SqlStore,
+    created_outcome,
+    existing_outcome,
+    init_params,
+    workflow_row,
+)
+from waypoint.storage.url import DatabaseTarget, check_schema_name, redact
+
+logger = logging.getLogger("waypoint")
+
+T = TypeVar("T")
+
+MIGRATION_LOCK_KEY = 7_321_004_281  # advisory lock serialising concurrent migrators
+
+_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "53300", "25006", "40001", "40P01", "55P03"}
+
+
+def classify(exc: BaseException) -> Fault:
+    if isinstance(exc, (PoolTimeout, psycopg.InterfaceError)):
+        return Fault.TRANSIENT
+    if isinstance(exc, pgerr.DiskFull):
+        return Fault.FULL
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        if state in _TRANSIENT_SQLSTATES or state.startswith("08"):
+            return Fault.TRANSIENT
+        if isinstance(exc, psycopg.OperationalError) and not state:
+            return Fault.TRANSIENT  # connection-level failure: no SQLSTATE at all
+        if isinstance(exc, pgerr.QueryCanceled):
+            return Fault.TRANSIENT
+    return Fault.FATAL
+
+
+class PgDialect(Dialect):
+    name = "postgresql"
+    true = "TRUE"
+    false = "FALSE"
+
+    def __init__(self, schema: str) -> None:
+        self.schema = check_schema_name(schema)
+
+    def t(self, table: str) -> str:
+        return f'"{self.schema}".{table}'
+
+    def any(self, column: str, param: str) -> str:
+        return f"{column} = ANY(%({param})s)"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return list(values)
+
+    def render(self, sql: str) -> str:
+        return sql
+
+
+def raise_if_dedup(exc: BaseException, wf: NewWorkflow) -> None:
+    if isinstance(exc, pgerr.UniqueViolation) and wf.deduplication_id is not None:
+        diag = getattr(exc, "diag", None)
+        constraint = getattr(diag, "constraint_name", None)
+        if constraint in (None, "uq_workflow_status_dedup_id"):
+            raise DBOSQueueDeduplicatedError(
+                wf.workflow_id, wf.queue_name or "", wf.deduplication_id
+            ) from exc
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        target: DatabaseTarget,
+        *,
+        schema: str = "dbos",
+        pool_size: int = 20,
+        application_name: str = "waypoint",
+        connect_timeout: int = 10,
+    ) -> None:
+        self.target = target
+        self.d = PgDialect(schema)
+        self.schema = self.d.schema
+        self._closed = threading.Event()
+        self.retry = RetryPolicy(classify, closed=self._closed)
+        self._conn_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": application_name,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if "connect_timeout" not in target.url:
+            self._conn_kwargs["connect_timeout"] = connect_timeout
+        self.pool_size = max(1, int(pool_size))
+        self._pool = ConnectionPool(
+            target.url,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs=self._conn_kwargs,
+            open=False,
+            name="waypoint",
+            reconnect_timeout=0,  # never give up: the retry policy decides
+        )
+        self._build_sql()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def open(self) -> None:
+        self._pool.open(wait=False)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pool.close(timeout=5)
+
+    def _all_raw(self, sql: str, params: Params) -> list[Row]:
+        with self._pool.connection() as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def _exec_raw(self, sql: str, params: Params) -> int:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            return body(Cursor(cur, self.d.render))
+
+    def ping(self) -> None:
+        self._all("SELECT 1", {}, "ping")
+
+    # -- statements -----------------------------------------------------------------------------
+    def _build_sql(self) -> None:
+        ws = self.d.t("workflow_status")
+        oo = self.d.t("operation_outputs")
+        cols = ", ".join(INIT_COLUMNS)
+        vals = ", ".join(
+            "%(attributes)s::jsonb" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
+        )
+        self._sql_init = (
+            f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
+            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING owner_xid"
+        )
+        self._sql_existing = f"SELECT {EXISTING_COLUMNS} FROM {ws} WHERE workflow_uuid = %(id)s"
+        # Child start: the child's row and the parent's checkpoint in one statement, both
+        # fenced on the parent still being owned by the calling execution.
+        self._sql_init_child = (
+            f"WITH fence AS (SELECT 1 AS ok FROM {ws} "
+            "WHERE workflow_uuid = %(parent)s AND owner_xid = %(powner)s), "
+            f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM fence "
+            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING owner_xid), "
+            f"link AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
+            "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, owner_xid, "
+            "application_name) SELECT %(parent)s, %(fid)s, %(fname)s, %(workflow_uuid)s, "
+            "%(lt)s, %(lt)s, %(powner)s, %(application_name)s FROM fence "
+            "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
+            f"SET owner_xid = {oo}.owner_xid "
+            "RETURNING child_workflow_id, function_name, owner_xid) "
+            "SELECT (SELECT owner_xid FROM ins), (SELECT count(*) FROM fence), "
+            "link.child_workflow_id, link.function_name, link.owner_xid "
+            "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
+        )
+        # A step checkpoint: fenced on ownership, idempotent on retry (the row names its
+        # writer), and it returns the workflow's status so cancellation is seen for free.
+        self._sql_record = (
+            f"WITH wf AS (SELECT status, owner_xid FROM {ws} WHERE workflow_uuid = %(wf)s), "
+            f"ins AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, "
+            "error, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
+            "serialization, owner_xid, application_name) "
+            "SELECT %(wf)s, %(fid)s, %(fname)s, %(output)s, %(error)s, %(child)s, "
+            "%(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s "
+            "FROM wf WHERE wf.owner_xid = %(owner)s "
+            "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
+            f"SET owner_xid = {oo}.owner_xid RETURNING owner_xid) "
+            "SELECT (SELECT owner_xid FROM ins), (SELECT status FROM wf)"
+        )
+
+    # -- workflows ------------------------------------------------------------------------------
+    def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome:
+        params = init_params(wf)
+        if link is None:
+            try:
+                row = self._one(self._sql_init, params, "start workflow")
+            except pgerr.UniqueViolation as exc:
+                raise_if_dedup(exc, wf)
+                raise
+            if row is not None:
+                return created_outcome(wf)
+        else:
+            params.update(
+                parent=link.parent_workflow_id,
+                powner=link.parent_owner_xid,
+                fid=link.function_id,
+                fname=link.function_name,
+                lt=link.started_at_epoch_ms,
+            )
+            try:
+                row = self._one(self._sql_init_child, params, "start child workflow")
+            except pgerr.UniqueViolation as exc:
+                raise_if_dedup(exc, wf)
+                raise
+            assert row is not None
+            child_owner, fence_ok, linked_child, linked_name, link_owner = row
+            if not fence_ok or (link_owner is not None and link_owner != link.parent_owner_xid):
+                raise DBOSWorkflowConflictIDError(link.parent_workflow_id)
+            if linked_child is not None and linked_child != wf.workflow_id:
+                outcome = self._existing(wf)
+                outcome.linked_child_id = linked_child
+                outcome.linked_function_name = linked_name
+                return outcome
+            if child_owner is not None:
+                return created_outcome(wf)
+        return self._existing(wf)
+
+    def _existing(self, wf: NewWorkflow) -> InitOutcome:
+        row = self._one(self._sql_existing, {"id": wf.workflow_id}, "read existing workflow")
+        if row is None:
+            # Deleted between our insert attempt and this read: report it as missing.
+            return InitOutcome(
+                created=False,
+                status="MISSING",
+                name=None,
+                class_name=None,
+                config_name=None,
+                serialization=None,
+                output=None,
+                error=None,
+                workflow_deadline_epoch_ms=None,
+                queue_name=None,
+            )
+        return existing_outcome(row, wf.owner_xid)
+
+    def record_step(self, rec: StepRecord) -> RecordOutcome:
+        row = self._one(
+            self._sql_record,
+            {
+                "wf": rec.workflow_id,
+                "fid": rec.function_id,
+                "fname": rec.function_name,
+                "output": rec.output,
+                "error": rec.error,
+                "child": rec.child_workflow_id,
+                "started": rec.started_at_epoch_ms,
+                "completed": rec.completed_at_epoch_ms,
+                "ser": rec.serialization,
+                "owner": rec.owner_xid,
+                "app": rec.application_name,
+            },
+            "checkpoint step",
+        )
+        assert row is not None
+        return RecordOutcome(accepted=row[0] == rec.owner_xid, workflow_status=row[1])
+
+    def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
+        where, params = self._claim_where(req)
+        params.update(
+            executor=req.executor_id,
+            app=req.application_name,
+            now=now_ms,
+            token=req.claim_token,
+            limit=req.limit,
+        )
+        ws = self.d.t("workflow_status")
+        sql = (
+            f"UPDATE {ws} SET {self._claim_set()} WHERE workflow_uuid IN ("
+            f"SELECT workflow_uuid FROM {ws} WHERE {where} "
+            "ORDER BY priority, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            f"AND status = 'ENQUEUED' RETURNING {SELECT_WORKFLOW}"
+        )
+        rows = self._claim_retrying(req.claim_token, lambda: self._all_raw(sql, params))
+        return [workflow_row(r) for r in rows]
+
+    # -- schema ---------------------------------------------------------------------------------
+    def _connect_admin(self, dbname: str) -> psycopg.Connection[Any]:
+        target = self.target.with_database(dbname)
+        return psycopg.connect(target.url, **self._conn_kwargs)
+
+    def ensure_database(self) -> None:
+        """Create the system database if it does not exist (needs CREATEDB privilege)."""
+        try:
+            with psycopg.connect(self.target.url, **self._conn_kwargs):
+                return
+        except psycopg.OperationalError as exc:
+            if "does not exist" not in str(exc) or not self.target.database:
+                raise DBOSInitializationError(
+                    f"cannot connect to the system database {redact(self.target.url)}: {exc}"
+                ) from exc
+        with self._connect_admin("postgres") as admin:
+            try:
+                admin.execute(
+                    pgsql.SQL("CREATE DATABASE {}").format(
+                        pgsql.Identifier(self.target.database)
+                    )
+                )
+                logger.info("created system database %s", self.target.database)
+            except pgerr.DuplicateDatabase:
+                logger.debug("system database %s was created concurrently", self.target.database)
+
+    def migrate(self) -> None:
+        self.ensure_database()
+        pending = migrations.load("postgresql")
+        ident = pgsql.Identifier(self.schema)
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                ).fetchone()
+                if not exists:
+                    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                conn.execute(
+                    pgsql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.waypoint_migrations ("
+                        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                        "applied_at BIGINT NOT NULL "
+                        "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
+                    ).format(ident)
+                )
+                row = conn.execute(
+                    pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
+                        ident
+                    )
+                ).fetchone()
+                current = int(row[0]) if row else 0
+                for mig in pending:
+                    if mig.version <= current:
+                        continue
+                    conn.execute(mig.sql.replace("{schema}", self.schema))
+                    conn.execute(
+                        pgsql.SQL(
+                            "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
+                        ).format(ident),
+                        (mig.version, mig.name),
+                    )
+                    logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+
+    def schema_version(self) -> int:
+        rows = self._all(
+            "SELECT COALESCE(MAX(version), 0) FROM "
+            f"{self.d.t('waypoint_migrations')}",
+            {},
+            "read schema version",
+        )
+        return int(rows[0][0])
+
+    def verify_schema(self) -> None:
+        latest = migrations.latest_version("postgresql")
+        try:
+            current = self.schema_version()
+        except pgerr.UndefinedTable as exc:
+            raise DBOSInitializationError(
+                f"the system database has no Waypoint schema {self.schema!r}; run "
+                "`waypoint migrate` (or set run_migrations=True) first"
+            ) from exc
+        if current < latest:
+            raise DBOSInitializationError(
+                f"the system schema is at version {current} but this Waypoint needs {latest}; "
+                "run `waypoint migrate` with a privileged role"
+            )
+
+    def grant(self, role: str) -> None:
+        """Give an application role what it needs to run (no DDL) on the system schema."""
+        schema, who = pgsql.Identifier(self.schema), pgsql.Identifier(role)
+        statements = (
+            "GRANT USAGE ON SCHEMA {s} TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} "
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+        )
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
+            for text in statements:
+                conn.execute(pgsql.SQL(text).format(s=schema, r=who))
+

@@ -1,0 +1,308 @@
+"""The one interface between the engine and a system database.
+
+The engine never sees SQL: it hands the store plain records and gets plain records back.
+Payloads (inputs, outputs, errors) cross this boundary as already-serialized text plus the
+name of the serializer that wrote them; the store never (de)serializes.
+
+Every method is safe to retry after an ambiguous failure (the connection dropped after the
+commit was sent): writes carry the writer's run token (``owner_xid``) so a retried write
+recognises its own earlier success instead of reporting a conflict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Sequence
+
+
+@dataclass(slots=True)
+class NewWorkflow:
+    """A workflow_status row to create (direct start, child start or enqueue)."""
+
+    workflow_id: str
+    status: str
+    name: str
+    class_name: Optional[str]
+    config_name: Optional[str]
+    inputs: str
+    serialization: str
+    owner_xid: str
+    executor_id: Optional[str]
+    application_version: Optional[str]
+    application_id: Optional[str]
+    application_name: Optional[str]
+    created_at: int
+    authenticated_user: Optional[str] = None
+    assumed_role: Optional[str] = None
+    authenticated_roles: Optional[str] = None
+    queue_name: Optional[str] = None
+    queue_partition_key: Optional[str] = None
+    deduplication_id: Optional[str] = None
+    priority: int = 0
+    workflow_timeout_ms: Optional[int] = None
+    workflow_deadline_epoch_ms: Optional[int] = None
+    delay_until_epoch_ms: Optional[int] = None
+    parent_workflow_id: Optional[str] = None
+    recovery_attempts: int = 1
+    attributes: Optional[str] = None
+    schedule_name: Optional[str] = None
+    forked_from: Optional[str] = None
+    started_at_epoch_ms: Optional[int] = None
+
+
+@dataclass(slots=True)
+class ChildLink:
+    """The parent's checkpoint that records which child it started at a step position."""
+
+    parent_workflow_id: str
+    function_id: int
+    function_name: str
+    parent_owner_xid: str
+    started_at_epoch_ms: int
+
+
+@dataclass(slots=True)
+class InitOutcome:
+    """What the database holds for a workflow ID after an attempt to create it."""
+
+    created: bool
+    status: str
+    name: Optional[str]
+    class_name: Optional[str]
+    config_name: Optional[str]
+    serialization: Optional[str]
+    output: Optional[str]
+    error: Optional[str]
+    workflow_deadline_epoch_ms: Optional[int]
+    queue_name: Optional[str]
+    # Set when the parent's step position already names a different child (nondeterminism).
+    linked_child_id: Optional[str] = None
+    linked_function_name: Optional[str] = None
+
+
+@dataclass(slots=True)
+class StepRecord:
+    workflow_id: str
+    function_id: int
+    function_name: str
+    output: Optional[str]
+    error: Optional[str]
+    serialization: Optional[str]
+    owner_xid: str
+    started_at_epoch_ms: int
+    completed_at_epoch_ms: int
+    child_workflow_id: Optional[str] = None
+    application_name: Optional[str] = None
+
+
+@dataclass(slots=True)
+class RecordOutcome:
+    """``accepted`` is False when another execution owns the row or the workflow."""
+
+    accepted: bool
+    workflow_status: Optional[str]
+
+
+@dataclass(slots=True)
+class StepRow:
+    function_id: int
+    function_name: str
+    output: Optional[str]
+    error: Optional[str]
+    child_workflow_id: Optional[str]
+    started_at_epoch_ms: Optional[int]
+    completed_at_epoch_ms: Optional[int]
+    serialization: Optional[str]
+
+
+@dataclass(slots=True)
+class WorkflowRow:
+    """A workflow_status row with payloads still serialized."""
+
+    workflow_id: str
+    status: str
+    name: Optional[str]
+    class_name: Optional[str]
+    config_name: Optional[str]
+    authenticated_user: Optional[str]
+    assumed_role: Optional[str]
+    authenticated_roles: Optional[str]
+    output: Optional[str]
+    error: Optional[str]
+    executor_id: Optional[str]
+    created_at: Optional[int]
+    updated_at: Optional[int]
+    application_version: Optional[str]
+    application_id: Optional[str]
+    recovery_attempts: Optional[int]
+    queue_name: Optional[str]
+    workflow_timeout_ms: Optional[int]
+    workflow_deadline_epoch_ms: Optional[int]
+    inputs: Optional[str]
+    started_at_epoch_ms: Optional[int]
+    deduplication_id: Optional[str]
+    priority: Optional[int]
+    queue_partition_key: Optional[str]
+    forked_from: Optional[str]
+    owner_xid: Optional[str]
+    parent_workflow_id: Optional[str]
+    serialization: Optional[str]
+    delay_until_epoch_ms: Optional[int]
+    was_forked_from: bool
+    completed_at: Optional[int]
+    attributes: Optional[str]
+    schedule_name: Optional[str]
+    application_name: Optional[str]
+
+
+WORKFLOW_COLUMNS: tuple[str, ...] = (
+    "workflow_uuid",
+    "status",
+    "name",
+    "class_name",
+    "config_name",
+    "authenticated_user",
+    "assumed_role",
+    "authenticated_roles",
+    "output",
+    "error",
+    "executor_id",
+    "created_at",
+    "updated_at",
+    "application_version",
+    "application_id",
+    "recovery_attempts",
+    "queue_name",
+    "workflow_timeout_ms",
+    "workflow_deadline_epoch_ms",
+    "inputs",
+    "started_at_epoch_ms",
+    "deduplication_id",
+    "priority",
+    "queue_partition_key",
+    "forked_from",
+    "owner_xid",
+    "parent_workflow_id",
+    "serialization",
+    "delay_until_epoch_ms",
+    "was_forked_from",
+    "completed_at",
+    "attributes",
+    "schedule_name",
+    "application_name",
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The terminal (or current) state of a workflow, for result waiters."""
+
+    status: str
+    output: Optional[str]
+    error: Optional[str]
+    serialization: Optional[str]
+
+
+@dataclass(slots=True)
+class ClaimRequest:
+    """Ask to move up to ``limit`` ENQUEUED workflows of a queue to PENDING on this executor."""
+
+    queue_name: str
+    limit: int
+    executor_id: str
+    application_version: str
+    application_name: Optional[str]
+    claim_token: str
+    accept_unversioned: bool = True
+
+
+@dataclass(slots=True)
+class ListFilter:
+    """Filters of ``list_workflows``; every field optional; lists mean "any of"."""
+
+    workflow_ids: Optional[list[str]] = None
+    status: Optional[list[str]] = None
+    start_time_ms: Optional[int] = None
+    end_time_ms: Optional[int] = None
+    name: Optional[list[str]] = None
+    app_version: Optional[list[str]] = None
+    user: Optional[list[str]] = None
+    queue_name: Optional[list[str]] = None
+    executor_id: Optional[list[str]] = None
+    parent_workflow_id: Optional[list[str]] = None
+    forked_from: Optional[list[str]] = None
+    workflow_id_prefix: Optional[list[str]] = None
+    application_name: Optional[str] = None
+    queues_only: bool = False
+    limit: Optional[int] = None
+    offset: Optional[int] = None
+    sort_desc: bool = False
+    load_input: bool = True
+    load_output: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class VersionRow:
+    version_id: str
+    version_name: str
+    version_timestamp: int
+    created_at: int
+    application_name: Optional[str]
+
+
+class SystemStore(Protocol):
+    """A system database. Implementations: ``storage.postgres`` and ``storage.sqlite``."""
+
+    dialect: str
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def migrate(self) -> None: ...
+    def verify_schema(self) -> None: ...
+    def truncate_all(self) -> None: ...
+    def ping(self) -> None: ...
+
+    # -- workflows -----------------------------------------------------------------------------
+    def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome: ...
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        owner_xid: str,
+        status: str,
+        output: Optional[str],
+        error: Optional[str],
+        now_ms: int,
+    ) -> bool: ...
+    def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]: ...
+    def get_outcome(self, workflow_id: str) -> Optional[Outcome]: ...
+    def get_outcomes(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]: ...
+    def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]: ...
+    def cancel_workflows(self, workflow_ids: Sequence[str], now_ms: int) -> list[str]: ...
+    def children_of(self, workflow_ids: Sequence[str]) -> list[str]: ...
+
+    # -- steps ---------------------------------------------------------------------------------
+    def record_step(self, rec: StepRecord) -> RecordOutcome: ...
+    def load_steps(self, workflow_id: str) -> dict[int, StepRow]: ...
+    def list_steps(
+        self, workflow_id: str, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> list[StepRow]: ...
+
+    # -- recovery and dispatch -----------------------------------------------------------------
+    def recover_pending(
+        self,
+        executor_ids: Sequence[str],
+        application_version: Optional[str],
+        application_name: Optional[str],
+        internal_queue: str,
+        now_ms: int,
+    ) -> list[str]: ...
+    def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]: ...
+    def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]: ...
+    def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool: ...
+
+    # -- application versions ------------------------------------------------------------------
+    def register_version(self, version_name: str, application_name: Optional[str]) -> None: ...
+    def list_versions(self, application_name: Optional[str]) -> list[VersionRow]: ...

@@ -1,0 +1,86 @@
+"""Retrying storage calls through outages.
+
+A database that is down, restarting or momentarily locked must not lose work: a call that
+fails for a transient reason is retried with jittered exponential backoff until it succeeds
+or the store is closed. Every store operation is written to be safe to repeat (see
+``protocol``), so "the commit went through but the reply was lost" is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from enum import Enum
+from typing import Callable, TypeVar
+
+from waypoint.error import WaypointStorageError, WaypointStorageFullError
+
+logger = logging.getLogger("waypoint")
+
+T = TypeVar("T")
+
+
+class Fault(Enum):
+    TRANSIENT = "transient"  # retry: connection lost, server restarting, lock busy
+    FULL = "full"  # out of disk: surface as WaypointStorageFullError
+    FATAL = "fatal"  # a bug or a constraint: surface as is
+
+
+class StoreClosedError(WaypointStorageError):
+    def __init__(self) -> None:
+        super().__init__("the system database connection was closed (DBOS.destroy was called)")
+
+
+class RetryPolicy:
+    def __init__(
+        self,
+        classify: Callable[[BaseException], Fault],
+        *,
+        initial_delay: float = 0.05,
+        max_delay: float = 5.0,
+        closed: threading.Event | None = None,
+    ) -> None:
+        self.classify = classify
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.closed = closed or threading.Event()
+        self._last_log = 0.0
+
+    def run(self, op: Callable[[], T], what: str) -> T:
+        delay = self.initial_delay
+        failures = 0
+        while True:
+            if self.closed.is_set():
+                raise StoreClosedError()
+            try:
+                return op()
+            except BaseException as exc:
+                fault = self.classify(exc)
+                if fault is Fault.FULL:
+                    raise WaypointStorageFullError(
+                        f"the system database is full; {what} was not written: {exc}"
+                    ) from exc
+                if fault is not Fault.TRANSIENT:
+                    raise
+                failures += 1
+                self._log(what, exc, failures, delay)
+            # Full jitter keeps a fleet of processes from reconnecting in lockstep.
+            if self.closed.wait(random.uniform(delay / 2, delay)):
+                raise StoreClosedError()
+            delay = min(delay * 2, self.max_delay)
+
+    def _log(self, what: str, exc: BaseException, failures: int, delay: float) -> None:
+        now = time.monotonic()
+        if failures == 1 or now - self._last_log > 10:
+            self._last_log = now
+            logger.warning(
+                "system database unavailable during %s (%s: %s); retrying (attempt %d, next in "
+                "%.2fs)",
+                what,
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                failures,
+                delay,
+            )

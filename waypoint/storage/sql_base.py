@@ -1,0 +1,580 @@
+"""SQL shared by both backends, written once against a small ``Dialect``.
+
+Backends subclass ``SqlStore`` and supply the connection plumbing (``_all``, ``_exec``, ``_tx``)
+plus their own versions of the few hot statements where PostgreSQL can do in one round trip
+what SQLite does in one local transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from waypoint.storage.retry import RetryPolicy
+from waypoint.storage.protocol import (
+    WORKFLOW_COLUMNS,
+    ClaimRequest,
+    InitOutcome,
+    NewWorkflow,
+    ListFilter,
+    Outcome,
+    StepRow,
+    VersionRow,
+    WorkflowRow,
+)
+
+T = TypeVar("T")
+Params = dict[str, Any]
+Row = tuple[Any, ...]
+
+
+class Cursor:
+    """What a transaction body gets: execute and read rows, nothing else."""
+
+    def __init__(self, raw: Any, render: Callable[[str], str]) -> None:
+        self._raw = raw
+        self._render = render
+
+    def all(self, sql: str, params: Optional[Params] = None) -> list[Row]:
+        self._raw.execute(self._render(sql), params or {})
+        return list(self._raw.fetchall()) if self._raw.description else []
+
+    def one(self, sql: str, params: Optional[Params] = None) -> Optional[Row]:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def exec(self, sql: str, params: Optional[Params] = None) -> int:
+        self._raw.execute(self._render(sql), params or {})
+        return int(self._raw.rowcount)
+
+
+class Dialect(ABC):
+    name: str
+    true: str
+    false: str
+
+    @abstractmethod
+    def t(self, table: str) -> str:
+        """A table name, schema-qualified where the backend has schemas."""
+
+    @abstractmethod
+    def any(self, column: str, param: str) -> str:
+        """``column`` equals any element of the list parameter ``param``."""
+
+    @abstractmethod
+    def list_param(self, values: Sequence[Any]) -> Any: ...
+
+    @abstractmethod
+    def render(self, sql: str) -> str:
+        """Turn ``%(name)s`` placeholders into the driver's style."""
+
+
+SELECT_WORKFLOW = ", ".join(WORKFLOW_COLUMNS)
+STEP_COLUMNS = (
+    "function_id, function_name, output, error, child_workflow_id, "
+    "started_at_epoch_ms, completed_at_epoch_ms, serialization"
+)
+
+
+def workflow_row(row: Row) -> WorkflowRow:
+    values = list(row)
+    values[WORKFLOW_COLUMNS.index("was_forked_from")] = bool(
+        values[WORKFLOW_COLUMNS.index("was_forked_from")]
+    )
+    return WorkflowRow(*values)
+
+
+def step_row(row: Row) -> StepRow:
+    return StepRow(*row)
+
+
+INIT_COLUMNS = (
+    "workflow_uuid",
+    "status",
+    "name",
+    "class_name",
+    "config_name",
+    "inputs",
+    "serialization",
+    "owner_xid",
+    "executor_id",
+    "application_version",
+    "application_id",
+    "application_name",
+    "created_at",
+    "updated_at",
+    "authenticated_user",
+    "assumed_role",
+    "authenticated_roles",
+    "queue_name",
+    "queue_partition_key",
+    "deduplication_id",
+    "priority",
+    "workflow_timeout_ms",
+    "workflow_deadline_epoch_ms",
+    "delay_until_epoch_ms",
+    "parent_workflow_id",
+    "recovery_attempts",
+    "attributes",
+    "schedule_name",
+    "forked_from",
+    "started_at_epoch_ms",
+)
+
+EXISTING_COLUMNS = (
+    "status, name, class_name, config_name, serialization, output, error, "
+    "workflow_deadline_epoch_ms, queue_name, owner_xid"
+)
+
+
+def init_params(wf: NewWorkflow) -> Params:
+    return {
+        "workflow_uuid": wf.workflow_id,
+        "status": wf.status,
+        "name": wf.name,
+        "class_name": wf.class_name,
+        "config_name": wf.config_name,
+        "inputs": wf.inputs,
+        "serialization": wf.serialization,
+        "owner_xid": wf.owner_xid,
+        "executor_id": wf.executor_id,
+        "application_version": wf.application_version,
+        "application_id": wf.application_id,
+        "application_name": wf.application_name,
+        "created_at": wf.created_at,
+        "updated_at": wf.created_at,
+        "authenticated_user": wf.authenticated_user,
+        "assumed_role": wf.assumed_role,
+        "authenticated_roles": wf.authenticated_roles,
+        "queue_name": wf.queue_name,
+        "queue_partition_key": wf.queue_partition_key,
+        "deduplication_id": wf.deduplication_id,
+        "priority": wf.priority,
+        "workflow_timeout_ms": wf.workflow_timeout_ms,
+        "workflow_deadline_epoch_ms": wf.workflow_deadline_epoch_ms,
+        "delay_until_epoch_ms": wf.delay_until_epoch_ms,
+        "parent_workflow_id": wf.parent_workflow_id,
+        "recovery_attempts": wf.recovery_attempts,
+        "attributes": wf.attributes,
+        "schedule_name": wf.schedule_name,
+        "forked_from": wf.forked_from,
+        "started_at_epoch_ms": wf.started_at_epoch_ms,
+    }
+
+
+def existing_outcome(row: Row, owner_xid: str) -> InitOutcome:
+    status, name, cls, cfg, ser, output, error, deadline, queue, owner = row
+    return InitOutcome(
+        created=owner == owner_xid,
+        status=status,
+        name=name,
+        class_name=cls,
+        config_name=cfg,
+        serialization=ser,
+        output=output,
+        error=error,
+        workflow_deadline_epoch_ms=deadline,
+        queue_name=queue,
+    )
+
+
+def created_outcome(wf: NewWorkflow) -> InitOutcome:
+    return InitOutcome(
+        created=True,
+        status=wf.status,
+        name=wf.name,
+        class_name=wf.class_name,
+        config_name=wf.config_name,
+        serialization=wf.serialization,
+        output=None,
+        error=None,
+        workflow_deadline_epoch_ms=wf.workflow_deadline_epoch_ms,
+        queue_name=wf.queue_name,
+    )
+
+
+class SqlStore(ABC):
+    """The backend-independent part of a ``SystemStore``."""
+
+    d: Dialect
+
+    retry: RetryPolicy
+
+    # -- plumbing supplied by the backend (single attempts, no retry) ---------------------------
+    @abstractmethod
+    def _all_raw(self, sql: str, params: Params) -> list[Row]: ...
+
+    @abstractmethod
+    def _exec_raw(self, sql: str, params: Params) -> int: ...
+
+    @abstractmethod
+    def _tx_raw(self, body: Callable[[Cursor], T]) -> T: ...
+
+    # -- the same, retried through outages ------------------------------------------------------
+    def _all(self, sql: str, params: Params, what: str) -> list[Row]:
+        return self.retry.run(lambda: self._all_raw(sql, params), what)
+
+    def _exec(self, sql: str, params: Params, what: str) -> int:
+        return self.retry.run(lambda: self._exec_raw(sql, params), what)
+
+    def _tx(self, body: Callable[[Cursor], T], what: str) -> T:
+        return self.retry.run(lambda: self._tx_raw(body), what)
+
+    def _one(self, sql: str, params: Params, what: str) -> Optional[Row]:
+        rows = self._all(sql, params, what)
+        return rows[0] if rows else None
+
+    def _claim_retrying(self, token: str, attempt: Callable[[], list[Row]]) -> list[Row]:
+        """Retry a claim; after an ambiguous failure first look for rows it already claimed,
+        so a lost acknowledgement cannot strand workflows PENDING on this executor."""
+        tried = False
+
+        def op() -> list[Row]:
+            nonlocal tried
+            if tried:
+                rows = self._all_raw(self._reclaim_sql(), {"token": token})
+                if rows:
+                    return rows
+            tried = True
+            return attempt()
+
+        return self.retry.run(op, "claim queued workflows")
+
+    def _reclaim_sql(self) -> str:
+        return (
+            f"SELECT {SELECT_WORKFLOW} FROM {self.d.t('workflow_status')} "
+            "WHERE status = 'PENDING' AND owner_xid = %(token)s"
+        )
+
+    # -- workflows ------------------------------------------------------------------------------
+    def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:
+        row = self._one(
+            f"SELECT {SELECT_WORKFLOW} FROM {self.d.t('workflow_status')} "
+            "WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "get_workflow",
+        )
+        return workflow_row(row) if row else None
+
+    def get_outcome(self, workflow_id: str) -> Optional[Outcome]:
+        row = self._one(
+            f"SELECT status, output, error, serialization FROM {self.d.t('workflow_status')} "
+            "WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "get_outcome",
+        )
+        return Outcome(*row) if row else None
+
+    def get_outcomes(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]:
+        if not workflow_ids:
+            return {}
+        rows = self._all(
+            f"SELECT workflow_uuid, status, output, error, serialization "
+            f"FROM {self.d.t('workflow_status')} WHERE {self.d.any('workflow_uuid', 'ids')}",
+            {"ids": self.d.list_param(list(workflow_ids))},
+            "get_outcomes",
+        )
+        return {r[0]: Outcome(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        owner_xid: str,
+        status: str,
+        output: Optional[str],
+        error: Optional[str],
+        now_ms: int,
+    ) -> bool:
+        n = self._exec(
+            f"UPDATE {self.d.t('workflow_status')} SET status = %(status)s, output = %(output)s, "
+            "error = %(error)s, updated_at = %(now)s, completed_at = %(now)s, "
+            "deduplication_id = NULL "
+            "WHERE workflow_uuid = %(id)s AND status = 'PENDING' AND owner_xid = %(owner)s",
+            {
+                "status": status,
+                "output": output,
+                "error": error,
+                "now": now_ms,
+                "id": workflow_id,
+                "owner": owner_xid,
+            },
+            "complete_workflow",
+        )
+        return n > 0
+
+    def cancel_workflows(self, workflow_ids: Sequence[str], now_ms: int) -> list[str]:
+        if not workflow_ids:
+            return []
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET status = 'CANCELLED', "
+            "deduplication_id = NULL, started_at_epoch_ms = NULL, queue_name = NULL, "
+            "updated_at = %(now)s, completed_at = %(now)s "
+            f"WHERE {self.d.any('workflow_uuid', 'ids')} "
+            "AND status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED') RETURNING workflow_uuid",
+            {"ids": self.d.list_param(list(workflow_ids)), "now": now_ms},
+            "cancel_workflows",
+        )
+        return [r[0] for r in rows]
+
+    def children_of(self, workflow_ids: Sequence[str]) -> list[str]:
+        if not workflow_ids:
+            return []
+        rows = self._all(
+            f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+            f"WHERE {self.d.any('parent_workflow_id', 'ids')}",
+            {"ids": self.d.list_param(list(workflow_ids))},
+            "children_of",
+        )
+        return [r[0] for r in rows]
+
+    def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]:
+        where: list[str] = []
+        params: Params = {}
+
+        def any_of(column: str, key: str, values: Optional[list[str]]) -> None:
+            if values is not None:
+                where.append(self.d.any(column, key))
+                params[key] = self.d.list_param(values)
+
+        any_of("workflow_uuid", "ids", flt.workflow_ids)
+        any_of("status", "status", flt.status)
+        any_of("name", "name", flt.name)
+        any_of("application_version", "ver", flt.app_version)
+        any_of("authenticated_user", "usr", flt.user)
+        any_of("queue_name", "queue", flt.queue_name)
+        any_of("executor_id", "exec", flt.executor_id)
+        any_of("parent_workflow_id", "parent", flt.parent_workflow_id)
+        any_of("forked_from", "forked", flt.forked_from)
+        if flt.start_time_ms is not None:
+            where.append("created_at >= %(start)s")
+            params["start"] = flt.start_time_ms
+        if flt.end_time_ms is not None:
+            where.append("created_at <= %(end)s")
+            params["end"] = flt.end_time_ms
+        if flt.workflow_id_prefix:
+            ors = []
+            for i, prefix in enumerate(flt.workflow_id_prefix):
+                ors.append(f"workflow_uuid LIKE %(pfx{i})s ESCAPE '\\'")
+                params[f"pfx{i}"] = _like_prefix(prefix)
+            where.append("(" + " OR ".join(ors) + ")")
+        if flt.application_name is not None:
+            where.append("(application_name = %(app)s OR application_name IS NULL)")
+            params["app"] = flt.application_name
+        if flt.queues_only:
+            where.append("queue_name IS NOT NULL")
+        columns = list(WORKFLOW_COLUMNS)
+        select = ", ".join(
+            "NULL"
+            if (c == "inputs" and not flt.load_input)
+            or (c in ("output", "error") and not flt.load_output)
+            else c
+            for c in columns
+        )
+        sql = f"SELECT {select} FROM {self.d.t('workflow_status')}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at " + ("DESC" if flt.sort_desc else "ASC") + ", workflow_uuid"
+        if flt.limit is not None:
+            sql += " LIMIT %(limit)s"
+            params["limit"] = flt.limit
+        if flt.offset is not None:
+            if flt.limit is None:
+                sql += " LIMIT -1" if self.d.name == "sqlite" else ""
+            sql += " OFFSET %(offset)s"
+            params["offset"] = flt.offset
+        return [workflow_row(r) for r in self._all(sql, params, "list_workflows")]
+
+    # -- steps ----------------------------------------------------------------------------------
+    def load_steps(self, workflow_id: str) -> dict[int, StepRow]:
+        rows = self._all(
+            f"SELECT {STEP_COLUMNS} FROM {self.d.t('operation_outputs')} "
+            "WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "load_steps",
+        )
+        return {r[0]: step_row(r) for r in rows}
+
+    def list_steps(
+        self, workflow_id: str, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> list[StepRow]:
+        sql = (
+            f"SELECT {STEP_COLUMNS} FROM {self.d.t('operation_outputs')} "
+            "WHERE workflow_uuid = %(id)s ORDER BY function_id"
+        )
+        params: Params = {"id": workflow_id}
+        if limit is not None:
+            sql += " LIMIT %(limit)s"
+            params["limit"] = limit
+        elif offset is not None and self.d.name == "sqlite":
+            sql += " LIMIT -1"
+        if offset is not None:
+            sql += " OFFSET %(offset)s"
+            params["offset"] = offset
+        return [step_row(r) for r in self._all(sql, params, "list_steps")]
+
+    # -- recovery and dispatch ------------------------------------------------------------------
+    def recover_pending(
+        self,
+        executor_ids: Sequence[str],
+        application_version: Optional[str],
+        application_name: Optional[str],
+        internal_queue: str,
+        now_ms: int,
+    ) -> list[str]:
+        if not executor_ids:
+            return []
+        sql = (
+            f"UPDATE {self.d.t('workflow_status')} SET status = 'ENQUEUED', "
+            "started_at_epoch_ms = NULL, updated_at = %(now)s, "
+            "queue_name = COALESCE(queue_name, %(iq)s) "
+            f"WHERE status = 'PENDING' AND {self.d.any('executor_id', 'ids')} "
+        )
+        params: Params = {
+            "now": now_ms,
+            "iq": internal_queue,
+            "ids": self.d.list_param(list(executor_ids)),
+        }
+        if application_version is not None:
+            sql += "AND application_version = %(ver)s "
+            params["ver"] = application_version
+        if application_name is not None:
+            sql += "AND (application_name = %(app)s OR application_name IS NULL) "
+            params["app"] = application_name
+        sql += "RETURNING workflow_uuid"
+        return [r[0] for r in self._all(sql, params, "recover_pending")]
+
+    def _claim_where(self, req: ClaimRequest) -> tuple[str, Params]:
+        sql = (
+            "queue_name = %(queue)s AND status = 'ENQUEUED' "
+            "AND (application_version = %(ver)s"
+            + (" OR application_version IS NULL)" if req.accept_unversioned else ")")
+        )
+        params: Params = {"queue": req.queue_name, "ver": req.application_version}
+        if req.application_name is not None:
+            sql += " AND (application_name = %(app)s OR application_name IS NULL)"
+            params["app"] = req.application_name
+        return sql, params
+
+    def _claim_set(self) -> str:
+        return (
+            "status = 'PENDING', executor_id = %(executor)s, "
+            "application_version = %(ver)s, "
+            "application_name = COALESCE(application_name, %(app)s), "
+            "started_at_epoch_ms = %(now)s, updated_at = %(now)s, owner_xid = %(token)s, "
+            "recovery_attempts = COALESCE(recovery_attempts, 0) + 1, "
+            "workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL "
+            "AND workflow_deadline_epoch_ms IS NULL THEN %(now)s + workflow_timeout_ms "
+            "ELSE workflow_deadline_epoch_ms END"
+        )
+
+    def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
+        where, params = self._claim_where(req)
+        params.update(
+            executor=req.executor_id,
+            app=req.application_name,
+            now=now_ms,
+            token=req.claim_token,
+            limit=req.limit,
+        )
+
+        def body(cur: Cursor) -> list[Row]:
+            ids = [
+                r[0]
+                for r in cur.all(
+                    f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} WHERE {where} "
+                    "ORDER BY priority, created_at LIMIT %(limit)s",
+                    params,
+                )
+            ]
+            if not ids:
+                return []
+            return cur.all(
+                f"UPDATE {self.d.t('workflow_status')} SET {self._claim_set()} "
+                f"WHERE {self.d.any('workflow_uuid', 'ids')} AND status = 'ENQUEUED' "
+                f"RETURNING {SELECT_WORKFLOW}",
+                {**params, "ids": self.d.list_param(ids)},
+            )
+
+        rows = self._claim_retrying(req.claim_token, lambda: self._tx_raw(body))
+        return [workflow_row(r) for r in rows]
+
+    def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]:
+        rows = self._all(self._reclaim_sql(), {"token": claim_token}, "reclaim_by_token")
+        return [workflow_row(r) for r in rows]
+
+    def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool:
+        n = self._exec(
+            f"UPDATE {self.d.t('workflow_status')} SET "
+            "status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', deduplication_id = NULL, "
+            "started_at_epoch_ms = NULL, queue_name = NULL, "
+            "updated_at = %(now)s, completed_at = %(now)s "
+            "WHERE workflow_uuid = %(id)s AND status = 'PENDING' "
+            "AND recovery_attempts = %(attempts)s",
+            {"id": workflow_id, "attempts": recovery_attempts, "now": now_ms},
+            "dead_letter",
+        )
+        return n > 0
+
+    # -- application versions -------------------------------------------------------------------
+    def register_version(self, version_name: str, application_name: Optional[str]) -> None:
+        self._exec(
+            f"INSERT INTO {self.d.t('application_versions')} "
+            "(version_id, version_name, version_timestamp, created_at, application_name) "
+            "VALUES (%(id)s, %(name)s, %(ts)s, %(ts)s, %(app)s) ON CONFLICT DO NOTHING",
+            {
+                "id": str(uuid.uuid4()),
+                "name": version_name,
+                "ts": _now_ms(),
+                "app": application_name,
+            },
+            "register_version",
+        )
+
+    def list_versions(self, application_name: Optional[str]) -> list[VersionRow]:
+        sql = (
+            "SELECT version_id, version_name, version_timestamp, created_at, application_name "
+            f"FROM {self.d.t('application_versions')}"
+        )
+        params: Params = {}
+        if application_name is not None:
+            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
+            params["app"] = application_name
+        sql += " ORDER BY version_timestamp DESC, version_name"
+        return [VersionRow(*r) for r in self._all(sql, params, "list_versions")]
+
+    # -- maintenance ----------------------------------------------------------------------------
+    _DATA_TABLES = (
+        "notifications",
+        "workflow_events_history",
+        "workflow_events",
+        "streams",
+        "operation_outputs",
+        "workflow_status",
+        "workflow_schedules",
+        "application_versions",
+        "queues",
+    )
+
+    def truncate_all(self) -> None:
+        def body(cur: Cursor) -> None:
+            for table in self._DATA_TABLES:
+                cur.exec(f"DELETE FROM {self.d.t(table)}")
+
+        self._tx(body, "truncate_all")
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def dumps_list(values: Sequence[Any]) -> str:
+    return json.dumps(list(values))

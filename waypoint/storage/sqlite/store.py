@@ -1,0 +1,379 @@
+"""The SQLite system store: the zero-setup default, one file next to the application.
+
+SQLite serialises writers, so multi-statement operations take the write lock up front
+(``BEGIN IMMEDIATE``) and run as one local transaction; there is no network round trip to
+save. The file is in WAL mode with ``synchronous=FULL``: a commit that returned survives a
+crash of the process or of the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import threading
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from waypoint.error import (
+    DBOSInitializationError,
+    DBOSQueueDeduplicatedError,
+    DBOSWorkflowConflictIDError,
+)
+from waypoint.storage import migrations
+from waypoint.storage.protocol import (
+    ChildLink,
+    InitOutcome,
+    NewWorkflow,
+    RecordOutcome,
+    StepRecord,
+)
+from waypoint.storage.retry import Fault, RetryPolicy
+from waypoint.storage.sql_base import (
+    EXISTING_COLUMNS,
+    INIT_COLUMNS,
+    Cursor,
+    Dialect,
+    Params,
+    Row,
+    SqlStore,
+    created_outcome,
+    dumps_list,
+    existing_outcome,
+    init_params,
+)
+from waypoint.storage.url import DatabaseTarget
+
+logger = logging.getLogger("waypoint")
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def classify(exc: BaseException) -> Fault:
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "full" in text:
+            return Fault.FULL
+        if "locked" in text or "busy" in text:
+            return Fault.TRANSIENT
+    return Fault.FATAL
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    true = "1"
+    false = "0"
+
+    def __init__(self) -> None:
+        self._rendered: dict[str, str] = {}
+
+    def t(self, table: str) -> str:
+        return table
+
+    def any(self, column: str, param: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(%({param})s))"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return dumps_list(values)
+
+    def render(self, sql: str) -> str:
+        out = self._rendered.get(sql)
+        if out is None:
+            out = _PLACEHOLDER.sub(r":\1", sql).replace("%%", "%")
+            self._rendered[sql] = out
+        return out
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(self, target: DatabaseTarget, *, busy_timeout_ms: int = 30_000) -> None:
+        self.target = target
+        self.path = target.url
+        self.d = SqliteDialect()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._closed = threading.Event()
+        self.retry = RetryPolicy(classify, closed=self._closed, max_delay=1.0)
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._all_conns: list[sqlite3.Connection] = []
+        ws = self.d.t("workflow_status")
+        cols = ", ".join(INIT_COLUMNS)
+        vals = ", ".join(f"%({c})s" for c in INIT_COLUMNS)
+        self._sql_init = (
+            f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
+            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING owner_xid"
+        )
+        self._sql_existing = f"SELECT {EXISTING_COLUMNS} FROM {ws} WHERE workflow_uuid = %(id)s"
+
+    # -- connections ----------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _get(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        conn = self._connect()
+        with self._lock:
+            self._all_conns.append(conn)
+        return conn
+
+    def _put(self, conn: sqlite3.Connection, broken: bool) -> None:
+        if broken or self._closed.is_set():
+            with self._lock:
+                if conn in self._all_conns:
+                    self._all_conns.remove(conn)
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
+    def open(self) -> None:
+        conn = self._get()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            self._put(conn, False)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            conns, self._all_conns, self._idle = self._all_conns, [], []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:  # closing during shutdown: nothing left to protect
+                logger.debug("closing a SQLite connection failed: %s", exc)
+
+    def _with_conn(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._get()
+        broken = False
+        try:
+            return op(conn)
+        except sqlite3.ProgrammingError:
+            broken = True
+            raise
+        finally:
+            self._put(conn, broken)
+
+    def _all_raw(self, sql: str, params: Params) -> list[Row]:
+        rendered = self.d.render(sql)
+
+        def op(conn: sqlite3.Connection) -> list[Row]:
+            cur = conn.execute(rendered, params)
+            return cur.fetchall() if cur.description is not None else []
+
+        return self._with_conn(op)
+
+    def _exec_raw(self, sql: str, params: Params) -> int:
+        rendered = self.d.render(sql)
+        return self._with_conn(lambda conn: conn.execute(rendered, params).rowcount)
+
+    def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
+        def op(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(Cursor(conn.cursor(), self.d.render))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._with_conn(op)
+
+    def ping(self) -> None:
+        self._all("SELECT 1", {}, "ping")
+
+    # -- workflows ------------------------------------------------------------------------------
+    def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome:
+        params = init_params(wf)
+        oo = self.d.t("operation_outputs")
+
+        def body(cur: Cursor) -> InitOutcome:
+            linked: Optional[Row] = None
+            if link is not None:
+                fence = cur.one(
+                    f"SELECT 1 FROM {self.d.t('workflow_status')} "
+                    "WHERE workflow_uuid = %(id)s AND owner_xid = %(owner)s",
+                    {"id": link.parent_workflow_id, "owner": link.parent_owner_xid},
+                )
+                if fence is None:
+                    raise DBOSWorkflowConflictIDError(link.parent_workflow_id)
+                linked = cur.one(
+                    f"SELECT child_workflow_id, function_name, owner_xid FROM {oo} "
+                    "WHERE workflow_uuid = %(id)s AND function_id = %(fid)s",
+                    {"id": link.parent_workflow_id, "fid": link.function_id},
+                )
+                if linked is not None and linked[2] != link.parent_owner_xid:
+                    raise DBOSWorkflowConflictIDError(link.parent_workflow_id)
+                if linked is None:
+                    cur.exec(
+                        f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
+                        "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
+                        "owner_xid, application_name) VALUES (%(id)s, %(fid)s, %(fname)s, "
+                        "%(child)s, %(t)s, %(t)s, %(owner)s, %(app)s)",
+                        {
+                            "id": link.parent_workflow_id,
+                            "fid": link.function_id,
+                            "fname": link.function_name,
+                            "child": wf.workflow_id,
+                            "t": link.started_at_epoch_ms,
+                            "owner": link.parent_owner_xid,
+                            "app": wf.application_name,
+                        },
+                    )
+            if linked is not None and linked[0] != wf.workflow_id:
+                existing = cur.one(self._sql_existing, {"id": wf.workflow_id})
+                outcome = (
+                    existing_outcome(existing, wf.owner_xid)
+                    if existing
+                    else created_outcome(wf)
+                )
+                outcome.created = False
+                outcome.linked_child_id = linked[0]
+                outcome.linked_function_name = linked[1]
+                return outcome
+            try:
+                inserted = cur.one(self._sql_init, params)
+            except sqlite3.IntegrityError as exc:
+                if wf.deduplication_id is not None and "deduplication_id" in str(exc):
+                    raise DBOSQueueDeduplicatedError(
+                        wf.workflow_id, wf.queue_name or "", wf.deduplication_id
+                    ) from exc
+                raise
+            if inserted is not None:
+                return created_outcome(wf)
+            existing = cur.one(self._sql_existing, {"id": wf.workflow_id})
+            assert existing is not None
+            return existing_outcome(existing, wf.owner_xid)
+
+        return self._tx(body, "start workflow")
+
+    def record_step(self, rec: StepRecord) -> RecordOutcome:
+        oo = self.d.t("operation_outputs")
+
+        def body(cur: Cursor) -> RecordOutcome:
+            wf = cur.one(
+                f"SELECT status, owner_xid FROM {self.d.t('workflow_status')} "
+                "WHERE workflow_uuid = %(id)s",
+                {"id": rec.workflow_id},
+            )
+            if wf is None:
+                return RecordOutcome(False, None)
+            if wf[1] != rec.owner_xid:
+                return RecordOutcome(False, wf[0])
+            inserted = cur.one(
+                f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, error, "
+                "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, "
+                "owner_xid, application_name) VALUES (%(wf)s, %(fid)s, %(fname)s, %(output)s, "
+                "%(error)s, %(child)s, %(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s) "
+                "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
+                {
+                    "wf": rec.workflow_id,
+                    "fid": rec.function_id,
+                    "fname": rec.function_name,
+                    "output": rec.output,
+                    "error": rec.error,
+                    "child": rec.child_workflow_id,
+                    "started": rec.started_at_epoch_ms,
+                    "completed": rec.completed_at_epoch_ms,
+                    "ser": rec.serialization,
+                    "owner": rec.owner_xid,
+                    "app": rec.application_name,
+                },
+            )
+            if inserted is not None:
+                return RecordOutcome(True, wf[0])
+            existing = cur.one(
+                f"SELECT owner_xid FROM {oo} WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
+                {"wf": rec.workflow_id, "fid": rec.function_id},
+            )
+            return RecordOutcome(existing is not None and existing[0] == rec.owner_xid, wf[0])
+
+        return self._tx(body, "checkpoint step")
+
+    # -- schema ---------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN EXCLUSIVE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS waypoint_migrations (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at INTEGER NOT NULL DEFAULT "
+                    "(CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)))"
+                )
+                row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM waypoint_migrations")
+                current = int(row.fetchone()[0])
+                for mig in migrations.load("sqlite"):
+                    if mig.version <= current:
+                        continue
+                    for statement in migrations.split_statements(mig.sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO waypoint_migrations (version, name) VALUES (?, ?)",
+                        (mig.version, mig.name),
+                    )
+                    logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise DBOSInitializationError(
+                f"cannot create the SQLite system database at {self.path!r}: {exc}"
+            ) from exc
+        finally:
+            conn.close()
+
+    def schema_version(self) -> int:
+        rows = self._all("SELECT COALESCE(MAX(version), 0) FROM waypoint_migrations", {}, "version")
+        return int(rows[0][0])
+
+    def verify_schema(self) -> None:
+        latest = migrations.latest_version("sqlite")
+        if not os.path.exists(self.path):
+            raise DBOSInitializationError(
+                f"the SQLite system database {self.path!r} does not exist and run_migrations is "
+                "False; run `waypoint migrate` first"
+            )
+        try:
+            current = self.schema_version()
+        except sqlite3.OperationalError as exc:
+            raise DBOSInitializationError(
+                f"the SQLite system database {self.path!r} has no Waypoint schema; run "
+                "`waypoint migrate` first"
+            ) from exc
+        if current < latest:
+            raise DBOSInitializationError(
+                f"the system schema is at version {current} but this Waypoint needs {latest}; "
+                "run `waypoint migrate`"
+            )
+
+    def destroy_file(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(self.path + suffix)
+            except FileNotFoundError:
+                continue
+
+    def grant(self, role: str) -> None:
+        raise DBOSInitializationError(
+            f"SQLite has no database roles; cannot grant access to {role!r}"
+        )
+

@@ -375,7 +375,8 @@ class SqlStore(ABC):
         sql = f"SELECT {select} FROM {self.d.t('workflow_status')}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at " + ("DESC" if flt.sort_desc else "ASC") + ", workflow_uuid"
+        direction = "DESC" if flt.sort_desc else "ASC"
+        sql += f" ORDER BY created_at {direction}, workflow_uuid {direction}"
         if flt.limit is not None:
             sql += " LIMIT %(limit)s"
             params["limit"] = flt.limit

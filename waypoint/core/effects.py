@@ -34,44 +34,46 @@ class Effect:
         raise NotImplementedError
 
 
-class Call(Effect):
-    """Invoke user code under a context variable binding (the workflow or step in scope)."""
+Binding = tuple["contextvars.ContextVar[Any]", Any]
 
-    __slots__ = ("args", "fn", "kwargs", "var", "value")
+
+class Call(Effect):
+    """Invoke user code with context variables bound (the workflow or step in scope)."""
+
+    __slots__ = ("args", "bindings", "fn", "kwargs")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        var: Optional[contextvars.ContextVar[Any]] = None,
-        value: Any = None,
+        bindings: tuple[Binding, ...] = (),
     ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.var = var
-        self.value = value
+        self.bindings = bindings
 
     def run_sync(self) -> Any:
-        if self.var is None:
+        if not self.bindings:
             return self.fn(*self.args, **self.kwargs)
-        token = self.var.set(self.value)
+        tokens = [(var, var.set(value)) for var, value in self.bindings]
         try:
             return self.fn(*self.args, **self.kwargs)
         finally:
-            self.var.reset(token)
+            for var, token in reversed(tokens):
+                var.reset(token)
 
     async def run_async(self) -> Any:
-        token = self.var.set(self.value) if self.var is not None else None
+        tokens = [(var, var.set(value)) for var, value in self.bindings]
         try:
             result = self.fn(*self.args, **self.kwargs)
             if inspect.isawaitable(result):
                 result = await result
             return result
         finally:
-            if token is not None and self.var is not None:
-                self.var.reset(token)
+            for var, token in reversed(tokens):
+                var.reset(token)
 
 
 class Io(Effect):

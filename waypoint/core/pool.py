@@ -106,12 +106,16 @@ class WorkerPool:
                 with self._cond:
                     self._busy -= 1
 
-    def shutdown(self, timeout: Optional[float] = None) -> None:
+    def shutdown(self, timeout: float = 0.5) -> None:
+        """Stop taking work; idle threads exit, busy ones are abandoned (daemon threads)."""
+        import time
+
         with self._cond:
             self._stopping = True
             self._tasks.clear()
             self._cond.notify_all()
             threads = list(self._threads)
+        deadline = time.monotonic() + timeout
         for t in threads:
             if t is not threading.current_thread():
-                t.join(timeout)
+                t.join(max(0.0, deadline - time.monotonic()))

@@ -75,7 +75,7 @@ class Runtime:
         for entry in entries:
             entry.abandon()
         self.store.close()
-        self.pool.shutdown(timeout=1.0)
+        self.pool.shutdown()
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)

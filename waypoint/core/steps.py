@@ -39,7 +39,7 @@ SLEEP_STEP = "DBOS.sleep"
 class StepCall(Call):
     """Call a step body; async bodies can be bounded by a timeout and preempted by a cancel."""
 
-    __slots__ = ("preempt", "probe", "step_name", "timeout")
+    __slots__ = ("preempt", "probe", "state", "step_name", "timeout")
 
     def __init__(
         self,
@@ -51,7 +51,8 @@ class StepCall(Call):
         preempt: Optional[Signal],
         probe: Optional[Callable[[], bool]],
     ) -> None:
-        super().__init__(fn, args, kwargs, current_step, state)
+        super().__init__(fn, args, kwargs, ((current_step, state),))
+        self.state = state
         self.step_name = state.name
         self.timeout = timeout
         self.preempt = preempt
@@ -60,7 +61,7 @@ class StepCall(Call):
     async def run_async(self) -> Any:
         if self.timeout is None and self.preempt is None:
             return await super().run_async()
-        token = current_step.set(self.value)
+        token = current_step.set(self.state)
         try:
             result = self.fn(*self.args, **self.kwargs)
             if not asyncio.iscoroutine(result) and not isinstance(result, asyncio.Future):

@@ -23,6 +23,7 @@ from typing import Any, Optional
 from waypoint.core.context import (
     UNSET,
     Auth,
+    StartOptions,
     current_auth,
     current_run,
     current_step,
@@ -266,7 +267,7 @@ def run_body(
     entry = run.entry
     try:
         try:
-            output = yield Call(info.func, args, kwargs, current_run, run)
+            output = yield Call(info.func, args, kwargs, _body_bindings(run))
         except DBOSWorkflowConflictIDError as exc:
             if exc.workflow_id != run.workflow_id:
                 return (yield from _fail(rt, run, exc))
@@ -298,6 +299,12 @@ def run_body(
         return output
     finally:
         rt.unregister(entry)
+
+
+def _body_bindings(run: WorkflowRun) -> tuple[Any, ...]:
+    # The body starts with a clean slate: options set around the call (an ID, a timeout)
+    # applied to this workflow and must not leak into the children it starts.
+    return ((current_run, run), (current_step, None), (start_options, StartOptions()))
 
 
 def _fail(rt: Runtime, run: WorkflowRun, exc: BaseException) -> Flow[Any]:

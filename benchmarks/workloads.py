@@ -131,7 +131,7 @@ class Bench:
             with bench.counter_lock:
                 bench.finished.append((time.time(), i))
             bench.tick()
-            return r
+            return int(r)
 
         return SimpleNamespace(seq=seq_wf, queued=queued_wf, recv=recv_wf,
                                recovery=recovery_wf)
@@ -236,7 +236,7 @@ def run_queue(b: Bench, n: int) -> dict[str, float]:
     b.destroy()
     delays = [r[0] * 1000 for r in results]
     last_finish = max(r[1] for r in results)
-    return {"wf_per_s": n / (last_finish - t0), "wf_per_s_wall": n / (t_wall - t0),
+    return {"wf_per_s": n / (last_finish - t0), "wall_wf_per_s": n / (t_wall - t0),
             "enqueue_per_s": n / (t_enq - t0),
             "start_delay_p50_ms": pct(delays, 50), "start_delay_p99_ms": pct(delays, 99)}
 

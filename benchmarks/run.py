@@ -98,7 +98,8 @@ def table(records: list[Record], workloads: list[str], libs: list[str]) -> str:
     floor_auto = median(records, "floor", "floor", "autocommit_per_s")
     runs = sum(1 for r in records if r["workload"] == "floor" and "metrics" in r)
     intro = (f"Database floor (plain psycopg, one connection, median of {runs}): "
-             f"BEGIN/INSERT/COMMIT {fmt(floor)}/s, autocommit INSERT {fmt(floor_auto)}/s\n\n")
+             f"BEGIN/INSERT/COMMIT {fmt(floor)}/s, autocommit INSERT {fmt(floor_auto)}/s\n\n"
+             if runs else "")
     head = ["workload", "metric", "better", "dbos", "waypoint", "waypoint/dbos",
             "waypoint % floor (txn / autocommit)", "dbos % floor (txn / autocommit)"]
     rows = [head, ["---"] * len(head)]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 import psycopg
 import psycopg.errors as pgerr
 from psycopg import sql as pgsql
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from waypoint.error import (
     DBOSInitializationError,
@@ -58,6 +58,8 @@ _TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "53300", "25006", "40001", "4
 
 
 def classify(exc: BaseException) -> Fault:
+    if isinstance(exc, PoolClosed):
+        return Fault.FATAL
     if isinstance(exc, (PoolTimeout, psycopg.InterfaceError)):
         return Fault.TRANSIENT
     if isinstance(exc, pgerr.DiskFull):
@@ -331,7 +333,7 @@ class PostgresStore(SqlStore):
                     )
                 )
                 logger.info("created system database %s", self.target.database)
-            except pgerr.DuplicateDatabase:
+            except (pgerr.DuplicateDatabase, pgerr.UniqueViolation):
                 logger.debug("system database %s was created concurrently", self.target.database)
 
     def migrate(self) -> None:
@@ -373,13 +375,13 @@ class PostgresStore(SqlStore):
                     logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
 
     def schema_version(self) -> int:
-        rows = self._all(
-            "SELECT COALESCE(MAX(version), 0) FROM "
-            f"{self.d.t('waypoint_migrations')}",
-            {},
-            "read schema version",
-        )
-        return int(rows[0][0])
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
+            row = conn.execute(
+                pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
+                    pgsql.Identifier(self.schema)
+                )
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def verify_schema(self) -> None:
         latest = migrations.latest_version("postgresql")
@@ -389,6 +391,15 @@ class PostgresStore(SqlStore):
             raise DBOSInitializationError(
                 f"the system database has no Waypoint schema {self.schema!r}; run "
                 "`waypoint migrate` (or set run_migrations=True) first"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            hint = (
+                "; create it and its schema with `waypoint migrate` first"
+                if "does not exist" in str(exc)
+                else ""
+            )
+            raise DBOSInitializationError(
+                f"cannot connect to the system database {redact(self.target.url)}: {exc}{hint}"
             ) from exc
         if current < latest:
             raise DBOSInitializationError(

@@ -1,0 +1,146 @@
+"""Async workflows and steps share the sync engine (both backends)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from waypoint import DBOS, SetWorkflowID
+from waypoint.error import DBOSAwaitedWorkflowCancelledError, DBOSStepTimeoutError
+
+
+def test_async_workflow_with_gathered_steps(dbos: type[DBOS]) -> None:
+    @DBOS.step()
+    async def fetch(i: int) -> int:
+        await asyncio.sleep(0.01 * (5 - i))  # finish in reverse order
+        return i * i
+
+    @DBOS.workflow()
+    async def fan() -> list[int]:
+        return list(await asyncio.gather(*(fetch(i) for i in range(5))))
+
+    DBOS.launch()
+
+    async def main() -> None:
+        with SetWorkflowID("fan"):
+            assert await fan() == [0, 1, 4, 9, 16]
+        steps = await asyncio.to_thread(DBOS.list_workflow_steps, "fan")
+        # Step IDs follow creation order, not completion order, so replay is deterministic.
+        assert [(s["function_id"], s["output"]) for s in steps] == [(i, i * i) for i in range(5)]
+        with SetWorkflowID("fan"):
+            assert await fan() == [0, 1, 4, 9, 16]
+
+    asyncio.run(main())
+
+
+def test_start_workflow_async_and_handle(dbos: type[DBOS]) -> None:
+    @DBOS.workflow()
+    async def slow_add(a: int, b: int) -> int:
+        await DBOS.sleep_async(0.05)
+        return a + b
+
+    DBOS.launch()
+
+    async def main() -> None:
+        with SetWorkflowID("async-bg"):
+            handle = await DBOS.start_workflow_async(slow_add, 2, 3)
+        assert (await handle.get_status()).status in ("PENDING", "SUCCESS")
+        assert await handle.get_result() == 5
+        again = await DBOS.retrieve_workflow_async("async-bg")
+        assert await again.get_result() == 5
+        assert (await DBOS.get_workflow_status_async("async-bg")).status == "SUCCESS"  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_async_workflow_started_from_sync_code(dbos: type[DBOS]) -> None:
+    @DBOS.workflow()
+    async def hello(name: str) -> str:
+        await asyncio.sleep(0.01)
+        return "hi " + name
+
+    DBOS.launch()
+    with SetWorkflowID("sync-start-async"):
+        handle = DBOS.start_workflow(hello, "ann")
+    assert handle.get_result() == "hi ann"
+
+
+def test_async_step_timeout(dbos: type[DBOS]) -> None:
+    attempts = {"n": 0}
+
+    @DBOS.step(timeout_seconds=0.1, retries_allowed=True, max_attempts=2, interval_seconds=0)
+    async def hangs() -> None:
+        attempts["n"] += 1
+        await asyncio.sleep(10)
+
+    @DBOS.workflow()
+    async def wf() -> None:
+        await hangs()
+
+    DBOS.launch()
+
+    async def main() -> None:
+        start = time.time()
+        with SetWorkflowID("step-timeout"), pytest.raises(Exception) as info:
+            await wf()
+        assert time.time() - start < 3
+        assert attempts["n"] == 2
+        errors = getattr(info.value, "errors", [])
+        assert all(isinstance(e, DBOSStepTimeoutError) for e in errors) and len(errors) == 2
+
+    asyncio.run(main())
+
+
+def test_sync_only_options_rejected_for_sync_steps(dbos: type[DBOS]) -> None:
+    with pytest.raises(ValueError, match="async"):
+
+        @DBOS.step(timeout_seconds=1)
+        def sync_step() -> None:
+            return None
+
+
+def test_preemptible_step_is_cancelled(dbos: type[DBOS]) -> None:
+    @DBOS.step(preemptible=True)
+    async def long_io() -> None:
+        await asyncio.sleep(30)
+
+    @DBOS.workflow()
+    async def wf() -> None:
+        await long_io()
+
+    DBOS.launch()
+
+    async def main() -> None:
+        with SetWorkflowID("preempt"):
+            handle = await DBOS.start_workflow_async(wf)
+        await asyncio.sleep(0.2)
+        start = time.time()
+        await DBOS.cancel_workflow_async("preempt")
+        with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+            await handle.get_result()
+        assert time.time() - start < 3
+        steps = await asyncio.to_thread(DBOS.list_workflow_steps, "preempt")
+        assert steps == []  # a preempted step is not checkpointed
+
+    asyncio.run(main())
+
+
+def test_run_step_async(dbos: type[DBOS]) -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @DBOS.workflow()
+    async def wf() -> Any:
+        return await DBOS.run_step_async({"name": "double"}, double, 21)
+
+    DBOS.launch()
+
+    async def main() -> None:
+        with SetWorkflowID("rsa"):
+            assert await wf() == 42
+
+    asyncio.run(main())
+    assert DBOS.list_workflow_steps("rsa")[0]["function_name"] == "double"

@@ -53,8 +53,13 @@ def available(lib: str) -> str | None:
     py = PYTHON[lib]
     if not py.exists():
         return f"{py} missing (run benchmarks/setup.sh)"
-    r = subprocess.run([str(py), "-c", f"import {lib}; {lib}.DBOS"], capture_output=True,
-                       text=True, cwd=BENCH, env=child_env(lib))
+    r = subprocess.run(
+        [str(py), "-c", f"import {lib}; {lib}.DBOS"],
+        capture_output=True,
+        text=True,
+        cwd=BENCH,
+        env=child_env(lib),
+    )
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
 
 
@@ -62,13 +67,18 @@ def run_one(py: Path, workload: str, lib: str | None, quick: bool) -> Record:
     cmd = [str(py), str(WORKLOAD_FILE), workload] + (["--quick"] if quick else [])
     t0 = time.time()
     try:
-        p = subprocess.run(cmd, env=child_env(lib), capture_output=True, text=True,
-                           timeout=TIMEOUT_S, cwd=BENCH)
+        p = subprocess.run(
+            cmd, env=child_env(lib), capture_output=True, text=True, timeout=TIMEOUT_S, cwd=BENCH
+        )
         out, err, rc = p.stdout, p.stderr, p.returncode
     except subprocess.TimeoutExpired as e:
         out, err, rc = str(e.stdout or ""), f"timeout after {TIMEOUT_S}s", -1
-    rec: Record = {"workload": workload, "lib": lib or "floor", "rc": rc,
-                 "elapsed_s": round(time.time() - t0, 2)}
+    rec: Record = {
+        "workload": workload,
+        "lib": lib or "floor",
+        "rc": rc,
+        "elapsed_s": round(time.time() - t0, 2),
+    }
     for line in out.splitlines():
         try:
             obj = json.loads(line)
@@ -88,8 +98,11 @@ def fmt(x: float | None) -> str:
 
 
 def median(records: list[Record], workload: str, lib: str, metric: str) -> float | None:
-    vals = [r["metrics"][metric] for r in records if r["workload"] == workload
-            and r["lib"] == lib and metric in r.get("metrics", {})]
+    vals = [
+        r["metrics"][metric]
+        for r in records
+        if r["workload"] == workload and r["lib"] == lib and metric in r.get("metrics", {})
+    ]
     return statistics.median(vals) if vals else None
 
 
@@ -97,11 +110,22 @@ def table(records: list[Record], workloads: list[str], libs: list[str]) -> str:
     floor = median(records, "floor", "floor", "txn_per_s")
     floor_auto = median(records, "floor", "floor", "autocommit_per_s")
     runs = sum(1 for r in records if r["workload"] == "floor" and "metrics" in r)
-    intro = (f"Database floor (plain psycopg, one connection, median of {runs}): "
-             f"BEGIN/INSERT/COMMIT {fmt(floor)}/s, autocommit INSERT {fmt(floor_auto)}/s\n\n"
-             if runs else "")
-    head = ["workload", "metric", "better", "dbos", "waypoint", "waypoint/dbos",
-            "waypoint % floor (txn / autocommit)", "dbos % floor (txn / autocommit)"]
+    intro = (
+        f"Database floor (plain psycopg, one connection, median of {runs}): "
+        f"BEGIN/INSERT/COMMIT {fmt(floor)}/s, autocommit INSERT {fmt(floor_auto)}/s\n\n"
+        if runs
+        else ""
+    )
+    head = [
+        "workload",
+        "metric",
+        "better",
+        "dbos",
+        "waypoint",
+        "waypoint/dbos",
+        "waypoint % floor (txn / autocommit)",
+        "dbos % floor (txn / autocommit)",
+    ]
     rows = [head, ["---"] * len(head)]
 
     def pct_floor(v: float | None, metric: str) -> str:
@@ -118,14 +142,25 @@ def table(records: list[Record], workloads: list[str], libs: list[str]) -> str:
             d = median(records, w, "dbos", m) if "dbos" in libs else None
             wp = median(records, w, "waypoint", m) if "waypoint" in libs else None
             ratio = f"{wp / d:.2f}" if d and wp is not None else "n/a"
-            rows.append([w, m, "lower" if lower_is_better(m) else "higher", fmt(d), fmt(wp),
-                         ratio, pct_floor(wp, m), pct_floor(d, m)])
+            rows.append(
+                [
+                    w,
+                    m,
+                    "lower" if lower_is_better(m) else "higher",
+                    fmt(d),
+                    fmt(wp),
+                    ratio,
+                    pct_floor(wp, m),
+                    pct_floor(d, m),
+                ]
+            )
     return intro + "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--workloads", default=",".join(ALL), help="comma-separated")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--libs", default="dbos,waypoint")
@@ -160,8 +195,11 @@ def main() -> None:
         with raw_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         status = rec["metrics"] if "metrics" in rec else f"FAILED rc={rec['rc']}"
-        print(f"[bench] {rec['workload']:<12} {rec['lib']:<8} {rec['elapsed_s']:>7.1f}s "
-              f"{status}", file=sys.stderr, flush=True)
+        print(
+            f"[bench] {rec['workload']:<12} {rec['lib']:<8} {rec['elapsed_s']:>7.1f}s {status}",
+            file=sys.stderr,
+            flush=True,
+        )
         if "error" in rec:
             print("    " + rec["error"].replace("\n", "\n    "), file=sys.stderr)
 

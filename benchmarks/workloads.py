@@ -28,19 +28,28 @@ from typing import Any
 import psycopg
 
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
-WORKLOADS = ("floor", "seq0", "seq1", "seq10", "threads32", "queue2000", "sendrecv",
-             "recovery2000", "idle")
+WORKLOADS = (
+    "floor",
+    "seq0",
+    "seq1",
+    "seq10",
+    "threads32",
+    "queue2000",
+    "sendrecv",
+    "recovery2000",
+    "idle",
+)
 # Default sizes (full, quick). Full sizes target roughly 3-10 s per run for dbos 3.4.
 DEFAULT_N: dict[str, tuple[float, float]] = {
-    "floor": (5.0, 2.0),        # seconds per variant
-    "seq0": (3000, 300),        # workflows
+    "floor": (5.0, 2.0),  # seconds per variant
+    "seq0": (3000, 300),  # workflows
     "seq1": (2000, 200),
     "seq10": (300, 50),
-    "threads32": (10.0, 3.0),   # seconds
-    "queue2000": (2000, 200),   # workflows
-    "sendrecv": (200, 40),      # round trips
+    "threads32": (10.0, 3.0),  # seconds
+    "queue2000": (2000, 200),  # workflows
+    "sendrecv": (200, 40),  # round trips
     "recovery2000": (2000, 200),
-    "idle": (20.0, 5.0),        # seconds of observation
+    "idle": (20.0, 5.0),  # seconds of observation
 }
 RECOVERY_ENV = {"DBOS__VMID": "bench-recovery-executor", "DBOS__APPVERSION": "bench-v1"}
 
@@ -64,8 +73,10 @@ def pct(values: list[float], p: float) -> float:
 
 def emit(workload: str, lib: str, metrics: dict[str, float], **params: Any) -> None:
     rounded = {k: round(v, 3) for k, v in metrics.items()}
-    print(json.dumps({"workload": workload, "lib": lib, "metrics": rounded,
-                      "params": params}), flush=True)
+    print(
+        json.dumps({"workload": workload, "lib": lib, "metrics": rounded, "params": params}),
+        flush=True,
+    )
 
 
 class Bench:
@@ -133,8 +144,7 @@ class Bench:
             bench.tick()
             return int(r)
 
-        return SimpleNamespace(seq=seq_wf, queued=queued_wf, recv=recv_wf,
-                               recovery=recovery_wf)
+        return SimpleNamespace(seq=seq_wf, queued=queued_wf, recv=recv_wf, recovery=recovery_wf)
 
     def declare_queue(self) -> None:
         """Declare the ``bench`` queue before launch with ``Queue(...)``. dbos 3.4 forbids
@@ -236,9 +246,13 @@ def run_queue(b: Bench, n: int) -> dict[str, float]:
     b.destroy()
     delays = [r[0] * 1000 for r in results]
     last_finish = max(r[1] for r in results)
-    return {"wf_per_s": n / (last_finish - t0), "wall_wf_per_s": n / (t_wall - t0),
-            "enqueue_per_s": n / (t_enq - t0),
-            "start_delay_p50_ms": pct(delays, 50), "start_delay_p99_ms": pct(delays, 99)}
+    return {
+        "wf_per_s": n / (last_finish - t0),
+        "wall_wf_per_s": n / (t_wall - t0),
+        "enqueue_per_s": n / (t_enq - t0),
+        "start_delay_p50_ms": pct(delays, 50),
+        "start_delay_p99_ms": pct(delays, 99),
+    }
 
 
 def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
@@ -265,8 +279,14 @@ def run_recovery(b: Bench, n: int, quick: bool) -> dict[str, float]:
     # Phase 1 (child process): n workflows, each blocked inside its first step, then
     # os._exit() so they stay PENDING. Same executor id / app version as this process.
     env = {**os.environ, **RECOVERY_ENV, "BENCH_PHASE": "seed", "BENCH_LIB": b.lib_name}
-    cmd = [sys.executable, os.path.abspath(__file__), "recovery2000", "--n", str(n),
-           "--no-reset"] + (["--quick"] if quick else [])
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "recovery2000",
+        "--n",
+        str(n),
+        "--no-reset",
+    ] + (["--quick"] if quick else [])
     subprocess.run(cmd, env=env, check=True, timeout=600, stdout=subprocess.DEVNULL)
 
     # Phase 2 (this process): launch and time until all n are SUCCESS.
@@ -320,18 +340,22 @@ def run_idle(b: Bench, seconds: float, quick: bool) -> tuple[dict[str, float], s
     with psycopg.connect(db_url("postgres"), autocommit=True) as mon:
         pss = mon.execute(
             "SELECT count(*) FROM pg_settings WHERE name = 'shared_preload_libraries' "
-            "AND setting LIKE '%pg_stat_statements%'").fetchone()
+            "AND setting LIKE '%pg_stat_statements%'"
+        ).fetchone()
         if pss and pss[0]:
             with psycopg.connect(db_url(b.dbname), autocommit=True) as c:
                 c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            sql = ("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
-                   "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s")
+            sql = (
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s"
+            )
             method = "pg_stat_statements: sum(calls) for the benchmark database"
         else:
-            sql = ("SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                   "WHERE datname = %s")
-            method = ("pg_stat_database: xact_commit+xact_rollback delta "
-                      "(transactions, not statements; pg_stat_statements not preloaded)")
+            sql = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s"
+            method = (
+                "pg_stat_database: xact_commit+xact_rollback delta "
+                "(transactions, not statements; pg_stat_statements not preloaded)"
+            )
 
         def sample() -> float:
             row = mon.execute(sql, (b.dbname,)).fetchone()
@@ -346,8 +370,9 @@ def run_idle(b: Bench, seconds: float, quick: bool) -> tuple[dict[str, float], s
 
 # ------------------------------------------------------------------- main ----
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("workload", choices=WORKLOADS)
     ap.add_argument("--lib", default=os.environ.get("BENCH_LIB"))
     ap.add_argument("--n", type=float, help="size (workflows, round trips or seconds)")
@@ -374,8 +399,7 @@ def main() -> None:
     elif w == "threads32":
         emit(w, a.lib, run_threads32(b, n), seconds=n, threads=32)
     elif w == "queue2000":
-        emit(w, a.lib, run_queue(b, int(n)), n=int(n), worker_concurrency=16,
-             queue_api=b.queue_api)
+        emit(w, a.lib, run_queue(b, int(n)), n=int(n), worker_concurrency=16, queue_api=b.queue_api)
     elif w == "sendrecv":
         emit(w, a.lib, run_sendrecv(b, int(n)), round_trips=int(n))
     elif w == "recovery2000":

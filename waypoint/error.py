@@ -194,9 +194,9 @@ class DBOSNotAuthorizedError(DBOSException):
 class DBOSConflictingWorkflowError(DBOSException):
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
         self.workflow_id = workflow_id
+        text = f"Conflicting workflow invocation with the same ID ({workflow_id})"
         super().__init__(
-            f"Conflicting workflow invocation with the same ID ({workflow_id}): {message or ''}"
-            .rstrip(": "),
+            f"{text}: {message}" if message else text,
             DBOSErrorCode.ConflictingWorkflowError.value,
         )
 

@@ -186,7 +186,7 @@ def test_unserializable_input_writes_nothing(dbos: type[DBOS]) -> None:
         portable(object())
     with SetWorkflowID("bad-in-2"), pytest.raises(WaypointPayloadError):
         pickled(threading.Lock())
-    with SetWorkflowID("bad-in-3"), pytest.raises(WaypointPayloadError, match="NaN|nan|compliant"):
+    with SetWorkflowID("bad-in-3"), pytest.raises(WaypointPayloadError, match=r"NaN|nan|compliant"):
         portable(float("nan"))
     assert DBOS.list_workflows() == []
 

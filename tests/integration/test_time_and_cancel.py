@@ -242,7 +242,9 @@ def test_cancel_from_another_process_is_seen(dbos: type[DBOS], db_url: str) -> N
     other = open_url(db_url)
     other.open()
     try:
-        assert other.cancel_workflows(["remote-cancel"], int(time.time() * 1000)) == ["remote-cancel"]
+        assert other.cancel_workflows(["remote-cancel"], int(time.time() * 1000)) == [
+            "remote-cancel"
+        ]
     finally:
         other.close()
     release.set()

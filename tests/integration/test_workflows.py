@@ -275,7 +275,12 @@ def test_children_called_and_started(dbos: type[DBOS]) -> None:
         assert parent() == [10, 20, 30]
     assert child_runs["n"] == 3
     steps = DBOS.list_workflow_steps("parent")
-    assert [s["child_workflow_id"] for s in steps] == ["parent-0", "parent-1", None, "explicit-child"]
+    assert [s["child_workflow_id"] for s in steps] == [
+        "parent-0",
+        "parent-1",
+        None,
+        "explicit-child",
+    ]
     assert steps[2]["function_name"] == "DBOS.getResult" and steps[2]["output"] == 20
     for cid in ("parent-0", "parent-1", "explicit-child"):
         status = DBOS.get_workflow_status(cid)
@@ -336,7 +341,9 @@ def test_list_workflows_filters(dbos: type[DBOS]) -> None:
         b()
     assert [w.workflow_id for w in DBOS.list_workflows()] == ["a-0", "a-1", "a-2", "b-0"]
     assert [w.workflow_id for w in DBOS.list_workflows(status="ERROR")] == ["b-0"]
-    assert [w.workflow_id for w in DBOS.list_workflows(workflow_id_prefix="a-", limit=2, sort_desc=True)] == ["a-2", "a-1"]
+    assert [
+        w.workflow_id for w in DBOS.list_workflows(workflow_id_prefix="a-", limit=2, sort_desc=True)
+    ] == ["a-2", "a-1"]
     assert [w.workflow_id for w in DBOS.list_workflows(workflow_id_prefix="%")] == []
     listed = DBOS.list_workflows(workflow_ids=["a-1"], load_input=False)
     assert listed[0].input is None and listed[0].output == 1

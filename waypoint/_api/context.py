@@ -90,7 +90,9 @@ class SetEnqueueOptions(_StartOptionsBlock):
             or not isinstance(priority, int)
             or not 1 <= priority <= MAX_PRIORITY
         ):
-            raise ValueError(f"priority must be an integer from 1 to {MAX_PRIORITY}, got {priority!r}")
+            raise ValueError(
+                f"priority must be an integer from 1 to {MAX_PRIORITY}, got {priority!r}"
+            )
         if delay_seconds is not None and (
             not isinstance(delay_seconds, (int, float)) or delay_seconds < 0
         ):

@@ -10,7 +10,8 @@ import asyncio
 import functools
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Optional, TypeVar, cast
 
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
@@ -30,7 +31,6 @@ from waypoint.core.types import (
 )
 from waypoint.core.versioning import compute_app_version
 from waypoint.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
-from waypoint.storage.factory import open_url
 from waypoint.storage.protocol import ListFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,10 +109,9 @@ class DBOS:
         conductor_url: Optional[str] = None,
         conductor_key: Optional[str] = None,
     ) -> None:
-        if self._initialized:
-            if maybe_runtime() is not None:
-                logger.warning("DBOS was already initialized; the new config is ignored")
-                return
+        if self._initialized and maybe_runtime() is not None:
+            logger.warning("DBOS was already launched; the new config is ignored")
+            return
         self._config: RuntimeConfig = resolve(config)
         self._runtime: Optional[Runtime] = None
         self._initialized = True
@@ -315,14 +314,15 @@ class DBOS:
 
     # -- starting workflows ---------------------------------------------------------------------
     @classmethod
-    def start_workflow(
-        cls, func: Callable[..., R], *args: Any, **kwargs: Any
-    ) -> WorkflowHandle[R]:
+    def start_workflow(cls, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
         return Handle(calls.start(func, args, kwargs))
 
     @classmethod
     async def start_workflow_async(
-        cls, func: Callable[..., Coroutine[Any, Any, R]] | Callable[..., R], *args: Any, **kwargs: Any
+        cls,
+        func: Callable[..., Coroutine[Any, Any, R]] | Callable[..., R],
+        *args: Any,
+        **kwargs: Any,
     ) -> WorkflowHandleAsync[R]:
         return HandleAsync(await calls.start_async(func, args, kwargs))
 
@@ -334,8 +334,8 @@ class DBOS:
         *args: Any,
         **kwargs: Any,
     ) -> R:
-        opts = dict(dbos_step_options or {})
-        spec = _step_spec(opts.get("name") or func.__qualname__, opts, False)
+        opts: dict[str, Any] = dict(dbos_step_options or {})
+        spec = _step_spec(str(opts.get("name") or func.__qualname__), opts, False)
         result: R = calls.run_step(spec, func, args, kwargs)
         return result
 
@@ -347,9 +347,9 @@ class DBOS:
         *args: Any,
         **kwargs: Any,
     ) -> R:
-        opts = dict(dbos_step_options or {})
+        opts: dict[str, Any] = dict(dbos_step_options or {})
         spec = _step_spec(
-            opts.get("name") or getattr(func, "__qualname__", "step"),
+            str(opts.get("name") or getattr(func, "__qualname__", "step")),
             opts,
             inspect.iscoroutinefunction(func),
         )
@@ -412,7 +412,9 @@ class DBOS:
         drive_sync(calls.managed("DBOS.cancelWorkflow", _cancel_op(workflow_ids, cancel_children)))
 
     @classmethod
-    async def cancel_workflow_async(cls, workflow_id: str, *, cancel_children: bool = False) -> None:
+    async def cancel_workflow_async(
+        cls, workflow_id: str, *, cancel_children: bool = False
+    ) -> None:
         await cls.cancel_workflows_async([workflow_id], cancel_children=cancel_children)
 
     @classmethod
@@ -586,7 +588,9 @@ def _configure_logging(level: str) -> None:
     if not logger.handlers and not logging.getLogger().handlers:
         # Nobody configured logging: give our records somewhere to go, once.
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] (waypoint) %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s [%(levelname)s] (waypoint) %(message)s")
+        )
         logger.addHandler(handler)
 
 

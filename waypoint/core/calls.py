@@ -4,7 +4,8 @@ in a sync and an async form."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import Flow, Io, drive_async, drive_sync
@@ -27,7 +28,9 @@ def workflow_scope() -> Optional[WorkflowRun]:
     return current_run.get()
 
 
-def resolve_workflow(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[WorkflowInfo, tuple[Any, ...]]:
+def resolve_workflow(
+    func: Callable[..., Any], args: tuple[Any, ...]
+) -> tuple[WorkflowInfo, tuple[Any, ...]]:
     """Find the registration behind a decorated function or bound method."""
     target = func
     if inspect.ismethod(func):
@@ -112,7 +115,10 @@ def status_flow(rt: Runtime, workflow_id: str) -> Flow[Optional[WorkflowStatus]]
     run = workflow_scope()
     if run is None:
         return (yield from read())
-    return (yield from recorded_flow(rt, run, "DBOS.getStatus", read()))
+    status: Optional[WorkflowStatus] = yield from recorded_flow(
+        rt, run, "DBOS.getStatus", read()
+    )
+    return status
 
 
 def get_status(workflow_id: str) -> Optional[WorkflowStatus]:
@@ -162,7 +168,9 @@ async def call_step_async(entry: StepEntry, args: tuple[Any, ...], kwargs: dict[
     return await drive_async(step_flow(rt, run, entry.spec, entry.func, args, kwargs))
 
 
-def run_step(spec: StepSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def run_step(
+    spec: StepSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if current_step.get() is not None:
         return func(*args, **kwargs)
     rt, run = _step_scope()

@@ -62,8 +62,10 @@ class StepState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_NO_OPTIONS = StartOptions()  # never mutated: blocks install modified copies
 start_options: contextvars.ContextVar[StartOptions] = contextvars.ContextVar(
-    "waypoint_start_options", default=StartOptions()
+    "waypoint_start_options",
+    default=_NO_OPTIONS,
 )
 current_run: contextvars.ContextVar[Optional[WorkflowRun]] = contextvars.ContextVar(
     "waypoint_current_run", default=None

@@ -14,8 +14,9 @@ import asyncio
 import contextvars
 import inspect
 import time
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Generator, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 from waypoint.core.signals import Signal
 

@@ -55,7 +55,10 @@ def decode_outcome(rt: Runtime, workflow_id: str, outcome: Outcome) -> Any:
 
 
 def await_outcome(
-    rt: Runtime, workflow_id: str, polling_interval_sec: float = 1.0, timeout: Optional[float] = None
+    rt: Runtime,
+    workflow_id: str,
+    polling_interval_sec: float = 1.0,
+    timeout: Optional[float] = None,
 ) -> Flow[Any]:
     """Return the workflow's result (or raise its error) once it is terminal."""
     interval = max(0.001, float(polling_interval_sec))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 from waypoint.core.types import StepSpec, WorkflowSerializationFormat
 from waypoint.error import DBOSConflictingRegistrationError

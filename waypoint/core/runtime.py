@@ -10,7 +10,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Coroutine, Optional
+from collections.abc import Coroutine
+from typing import Any, Optional
 
 from waypoint.core.config import RuntimeConfig
 from waypoint.core.pool import WorkerPool
@@ -158,9 +159,7 @@ class Runtime:
                     loop.run_forever()
                     loop.close()
 
-                self._loop_thread = threading.Thread(
-                    target=run, name="waypoint-async", daemon=True
-                )
+                self._loop_thread = threading.Thread(target=run, name="waypoint-async", daemon=True)
                 self._loop_thread.start()
                 ready.wait()
                 self._loop = loop

@@ -20,7 +20,8 @@ import pickle
 import typing
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from waypoint.core.types import WorkflowSerializationFormat
 from waypoint.error import WaypointPayloadError
@@ -160,8 +161,7 @@ class Codec:
             return ser.serialize(value)
         except Exception as exc:
             raise WaypointPayloadError(
-                f"cannot serialize a value of type {type(value).__name__} with "
-                f"{ser.name()}: {exc}"
+                f"cannot serialize a value of type {type(value).__name__} with {ser.name()}: {exc}"
             ) from exc
 
     def decode(self, text: Optional[str], name: Optional[str]) -> Any:

@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from waypoint.core.context import StepState, current_step
 from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
@@ -90,8 +91,7 @@ class StepCall(Call):
                 preempted = self.preempt is not None and (
                     self.preempt.is_set()
                     or (
-                        self.probe is not None
-                        and await loop.run_in_executor(io_pool(), self.probe)
+                        self.probe is not None and await loop.run_in_executor(io_pool(), self.probe)
                     )
                 )
                 if preempted or (deadline is not None and loop.time() >= deadline):
@@ -250,7 +250,9 @@ def step_flow(
     return value
 
 
-def _cancel_probe(rt: Optional[Runtime], run: Optional[WorkflowRun]) -> Optional[Callable[[], bool]]:
+def _cancel_probe(
+    rt: Optional[Runtime], run: Optional[WorkflowRun]
+) -> Optional[Callable[[], bool]]:
     if rt is None or run is None:
         return None
 
@@ -301,7 +303,9 @@ def recorded_flow(rt: Runtime, run: WorkflowRun, name: str, body: Flow[Any]) -> 
     try:
         value = yield from body
     except Exception as exc:
-        yield from record(rt, run, fid, name, started, error=rt.codec.encode_error(exc, run.serializer))
+        yield from record(
+            rt, run, fid, name, started, error=rt.codec.encode_error(exc, run.serializer)
+        )
         raise
     yield from record(rt, run, fid, name, started, output=rt.codec.encode(value, run.serializer))
     return value

@@ -11,7 +11,8 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 logger = logging.getLogger("waypoint")
 

@@ -6,8 +6,9 @@ Nothing here does I/O; storage depends on this module, never the other way round
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional, TypedDict
+from typing import Any, Literal, Optional, TypedDict
 
 INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
 NULL_TOPIC = "__null__topic__"

@@ -12,7 +12,8 @@ import ast
 import hashlib
 import inspect
 import textwrap
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from waypoint.__version__ import VERSION as _LIBRARY_VERSION
 

@@ -199,7 +199,7 @@ def prepare(
             new.delay_until_epoch_ms = now + int(enqueue.delay_seconds * 1000)
         else:
             new.status = "ENQUEUED"
-    call_args = ((bound,) + stored_args) if info.kind in ("instance", "class") else stored_args
+    call_args = (bound, *stored_args) if info.kind in ("instance", "class") else stored_args
     return Start(
         info=info,
         workflow_id=workflow_id,
@@ -230,9 +230,9 @@ def check_init(st: Start, init: InitOutcome) -> None:
             st.workflow_id,
             f"it was started as {init.name!r}, not {st.info.name!r}",
         )
-    if (init.class_name or None) != (st.new.class_name or None) or (
-        init.config_name or None
-    ) != (st.new.config_name or None):
+    if (init.class_name or None) != (st.new.class_name or None) or (init.config_name or None) != (
+        st.new.config_name or None
+    ):
         raise DBOSConflictingWorkflowError(
             st.workflow_id,
             f"it was started on {init.class_name}/{init.config_name}, not "
@@ -456,7 +456,9 @@ def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
     attempts = row.recovery_attempts or 0
     if info.max_recovery_attempts is not None and attempts > info.max_recovery_attempts + 1:
         if rt.store.dead_letter(row.workflow_id, attempts, rt.now_ms()):
-            logger.error("%s", MaxRecoveryAttemptsExceededError(row.workflow_id, info.max_recovery_attempts))
+            logger.error(
+                "%s", MaxRecoveryAttemptsExceededError(row.workflow_id, info.max_recovery_attempts)
+            )
         return
     try:
         args, kwargs = rt.codec.decode_inputs(row.inputs, row.serialization)
@@ -496,7 +498,7 @@ def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
                 ),
             )
             return
-    call_args = ((bound,) + tuple(args)) if info.kind in ("instance", "class") else tuple(args)
+    call_args = (bound, *args) if info.kind in ("instance", "class") else tuple(args)
     entry, fresh = rt.register(row.workflow_id)
     if not fresh:
         _hand_over(rt, entry, row)

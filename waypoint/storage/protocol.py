@@ -11,8 +11,9 @@ recognises its own earlier success instead of reporting a conflict.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol
 
 
 @dataclass(slots=True)

@@ -12,8 +12,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from waypoint.error import WaypointStorageError, WaypointStorageFullError
 

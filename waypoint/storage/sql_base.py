@@ -10,20 +10,21 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, TypeVar
 
-from waypoint.storage.retry import RetryPolicy
 from waypoint.storage.protocol import (
     WORKFLOW_COLUMNS,
     ClaimRequest,
     InitOutcome,
-    NewWorkflow,
     ListFilter,
+    NewWorkflow,
     Outcome,
     StepRow,
     VersionRow,
     WorkflowRow,
 )
+from waypoint.storage.retry import RetryPolicy
 
 T = TypeVar("T")
 Params = dict[str, Any]

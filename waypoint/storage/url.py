@@ -24,9 +24,7 @@ class DatabaseTarget:
 
     def with_database(self, name: str) -> DatabaseTarget:
         parts = urlsplit(self.url)
-        return DatabaseTarget(
-            self.dialect, parts._replace(path="/" + name).geturl(), database=name
-        )
+        return DatabaseTarget(self.dialect, parts._replace(path="/" + name).geturl(), database=name)
 
 
 def parse_url(url: str) -> DatabaseTarget:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, TypeVar
 
 import psycopg
 import psycopg.errors as pgerr
@@ -328,9 +329,7 @@ class PostgresStore(SqlStore):
         with self._connect_admin("postgres") as admin:
             try:
                 admin.execute(
-                    pgsql.SQL("CREATE DATABASE {}").format(
-                        pgsql.Identifier(self.target.database)
-                    )
+                    pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(self.target.database))
                 )
                 logger.info("created system database %s", self.target.database)
             except (pgerr.DuplicateDatabase, pgerr.UniqueViolation):
@@ -340,39 +339,38 @@ class PostgresStore(SqlStore):
         self.ensure_database()
         pending = migrations.load("postgresql")
         ident = pgsql.Identifier(self.schema)
-        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-                exists = conn.execute(
-                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-                ).fetchone()
-                if not exists:
-                    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if not exists:
+                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            conn.execute(
+                pgsql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.waypoint_migrations ("
+                    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                    "applied_at BIGINT NOT NULL "
+                    "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
+                ).format(ident)
+            )
+            row = conn.execute(
+                pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
+                    ident
+                )
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            for mig in pending:
+                if mig.version <= current:
+                    continue
+                conn.execute(mig.sql.replace("{schema}", self.schema))
                 conn.execute(
                     pgsql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {}.waypoint_migrations ("
-                        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                        "applied_at BIGINT NOT NULL "
-                        "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
-                    ).format(ident)
+                        "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
+                    ).format(ident),
+                    (mig.version, mig.name),
                 )
-                row = conn.execute(
-                    pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
-                        ident
-                    )
-                ).fetchone()
-                current = int(row[0]) if row else 0
-                for mig in pending:
-                    if mig.version <= current:
-                        continue
-                    conn.execute(mig.sql.replace("{schema}", self.schema))
-                    conn.execute(
-                        pgsql.SQL(
-                            "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
-                        ).format(ident),
-                        (mig.version, mig.name),
-                    )
-                    logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+                logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
 
     def schema_version(self) -> int:
         with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
@@ -421,4 +419,3 @@ class PostgresStore(SqlStore):
         with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
             for text in statements:
                 conn.execute(pgsql.SQL(text).format(s=schema, r=who))
-

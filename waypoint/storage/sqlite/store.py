@@ -13,7 +13,8 @@ import os
 import re
 import sqlite3
 import threading
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, TypeVar
 
 from waypoint.error import (
     DBOSInitializationError,
@@ -239,9 +240,7 @@ class SqliteStore(SqlStore):
             if linked is not None and linked[0] != wf.workflow_id:
                 existing = cur.one(self._sql_existing, {"id": wf.workflow_id})
                 outcome = (
-                    existing_outcome(existing, wf.owner_xid)
-                    if existing
-                    else created_outcome(wf)
+                    existing_outcome(existing, wf.owner_xid) if existing else created_outcome(wf)
                 )
                 outcome.created = False
                 outcome.linked_child_id = linked[0]
@@ -299,7 +298,8 @@ class SqliteStore(SqlStore):
             if inserted is not None:
                 return RecordOutcome(True, wf[0])
             existing = cur.one(
-                f"SELECT owner_xid FROM {oo} WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
+                f"SELECT owner_xid FROM {oo} "
+                "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
                 {"wf": rec.workflow_id, "fid": rec.function_id},
             )
             return RecordOutcome(existing is not None and existing[0] == rec.owner_xid, wf[0])
@@ -376,4 +376,3 @@ class SqliteStore(SqlStore):
         raise DBOSInitializationError(
             f"SQLite has no database roles; cannot grant access to {role!r}"
         )
-

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: creates .venv, installs Waypoint with its test
+# tools, starts PostgreSQL if none answers on 127.0.0.1:5432, then runs ruff, mypy and pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/integration -k sleep).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+pg_up() {
+  .venv/bin/python -c '
+import sys, psycopg
+try:
+    psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3).close()
+except Exception:
+    sys.exit(1)
+' 2>/dev/null
+}
+
+if [ "${WAYPOINT_TEST_BACKENDS:-sqlite,postgres}" != "sqlite" ] && ! pg_up; then
+  echo "PostgreSQL is not reachable on 127.0.0.1:5432; starting it"
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+  fi
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+  pg_up || { echo "could not start PostgreSQL on 127.0.0.1:5432" >&2; exit 1; }
+fi
+
+.venv/bin/ruff check waypoint tests examples
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

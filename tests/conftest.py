@@ -17,6 +17,11 @@ PG_BASE = os.environ.get("WAYPOINT_TEST_PG", "postgresql://postgres@127.0.0.1:54
 BACKENDS = [b for b in os.environ.get("WAYPOINT_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 
 
+requires_postgres = pytest.mark.skipif(
+    "postgres" not in BACKENDS, reason="PostgreSQL backend not selected"
+)
+
+
 def pg_url(database: str) -> str:
     return f"{PG_BASE.rstrip('/')}/{database}"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.harness import APP_VERSION, Harness, WorkerHang
+from tests.crash.harness import APP_VERSION, Harness
 from tests.crash.ledger import Row
 
 pytestmark = pytest.mark.crash
@@ -349,15 +349,6 @@ def test_executor_isolation(harness: Harness) -> None:
 # -- 6. The old process was not dead after all ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "library bug: a run whose completion is fenced out (another execution re-claimed the "
-        "workflow) waits forever on its own RunEntry in await_outcome, so its handle's "
-        "get_result() never returns"
-    ),
-    raises=WorkerHang,
-    strict=True,
-)
 def test_takeover_of_a_live_process(harness: Harness, tmp_path: Path) -> None:
     """A process that looked dead (here: waiting outside any step) is replaced by a restart
     with the same executor ID, which recovers and finishes its workflow. The old process must

@@ -115,9 +115,7 @@ def status_flow(rt: Runtime, workflow_id: str) -> Flow[Optional[WorkflowStatus]]
     run = workflow_scope()
     if run is None:
         return (yield from read())
-    status: Optional[WorkflowStatus] = yield from recorded_flow(
-        rt, run, "DBOS.getStatus", read()
-    )
+    status: Optional[WorkflowStatus] = yield from recorded_flow(rt, run, "DBOS.getStatus", read())
     return status
 
 

@@ -330,7 +330,8 @@ def finish(
         )
     )
     if not ok:
-        run.entry.lost = True
+        # Another execution owns the workflow now: local waiters must read its outcome.
+        run.entry.abandon()
 
 
 # -- direct calls -----------------------------------------------------------------------------

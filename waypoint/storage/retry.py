@@ -42,8 +42,10 @@ class RetryPolicy:
         initial_delay: float = 0.05,
         max_delay: float = 5.0,
         closed: threading.Event | None = None,
+        on_transient: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.classify = classify
+        self.on_transient = on_transient
         self.initial_delay = initial_delay
         self.max_delay = max_delay
         self.closed = closed or threading.Event()
@@ -67,6 +69,8 @@ class RetryPolicy:
                     raise
                 failures += 1
                 self._log(what, exc, failures, delay)
+                if self.on_transient is not None:
+                    self.on_transient(exc)
             # Full jitter keeps a fleet of processes from reconnecting in lockstep.
             if self.closed.wait(random.uniform(delay / 2, delay)):
                 raise StoreClosedError()

@@ -123,7 +123,7 @@ class PostgresStore(SqlStore):
         self.d = PgDialect(schema)
         self.schema = self.d.schema
         self._closed = threading.Event()
-        self.retry = RetryPolicy(classify, closed=self._closed)
+        self.retry = RetryPolicy(classify, closed=self._closed, on_transient=self._connection_lost)
         self._conn_kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": application_name,
@@ -142,7 +142,8 @@ class PostgresStore(SqlStore):
             kwargs=self._conn_kwargs,
             open=False,
             name="waypoint",
-            reconnect_timeout=0,  # never give up: the retry policy decides
+            reconnect_timeout=0,  # give up at once: our retry policy decides when to try again
+            timeout=2.0,  # a short wait for a connection, so an outage surfaces to the retry loop
         )
         self._build_sql()
 
@@ -166,6 +167,17 @@ class PostgresStore(SqlStore):
     def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             return body(Cursor(cur, self.d.render))
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        # One dead connection usually means the server restarted or killed backends: have
+        # the pool test its idle connections now rather than hand out dead ones one by one.
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not isinstance(
+            exc, PoolTimeout
+        ):
+            try:
+                self._pool.check()
+            except psycopg.Error as check_exc:
+                logger.debug("pool check after a lost connection failed: %s", check_exc)
 
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")

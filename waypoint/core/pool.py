@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 logger = logging.getLogger("waypoint")
 
@@ -63,6 +63,9 @@ class WorkerPool:
         self._idle = 0
         self._busy = 0
         self._stopping = False
+        # Called (outside the lock) whenever a worker finishes a task: the dispatcher uses it
+        # to claim more work as soon as there is room instead of waiting for its next poll.
+        self.on_slot_free: Optional[Callable[[], None]] = None
 
     def submit(self, fn: Callable[[], Any], name: str = "task") -> Task:
         task = Task(fn, name)
@@ -106,6 +109,9 @@ class WorkerPool:
             finally:
                 with self._cond:
                     self._busy -= 1
+                callback = self.on_slot_free
+                if callback is not None:
+                    callback()
 
     def shutdown(self, timeout: float = 0.5) -> None:
         """Stop taking work; idle threads exit, busy ones are abandoned (daemon threads)."""

@@ -35,6 +35,13 @@ class Dispatcher:
         self._thread: Optional[threading.Thread] = None
         self.interval = rt.config.polling_interval_sec
         self.paused = False  # set by deactivation: claim nothing more
+        self._hungry = False  # the pool was full at the last poll: wake when a slot frees
+        rt.pool.on_slot_free = self._slot_freed
+
+    def _slot_freed(self) -> None:
+        if self._hungry:
+            self._hungry = False
+            self._wake.set()
 
     def queue_names(self) -> list[str]:
         return [INTERNAL_QUEUE_NAME]
@@ -63,9 +70,12 @@ class Dispatcher:
             except Exception:
                 logger.exception("dequeue failed; retrying after the polling interval")
                 claimed, saturated = 0, False
-            if saturated:
+            if saturated and not self._hungry:
                 continue
-            interval = self.interval if claimed else min(interval * IDLE_BACKOFF, MAX_IDLE_INTERVAL)
+            if claimed or self._hungry:
+                interval = self.interval
+            else:
+                interval = min(interval * IDLE_BACKOFF, MAX_IDLE_INTERVAL)
             self._wake.wait(interval)
 
     def poll_once(self) -> tuple[int, bool]:
@@ -75,9 +85,11 @@ class Dispatcher:
         rt = self.rt
         total = 0
         saturated = False
+        self._hungry = False
         for queue in self.queue_names():
             free = rt.pool.free_slots()
             if free <= 0:
+                self._hungry = True
                 break
             limit = min(free, MAX_CLAIM)
             rows = rt.store.claim(

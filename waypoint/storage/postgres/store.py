@@ -23,6 +23,7 @@ from waypoint.error import (
     DBOSWorkflowConflictIDError,
 )
 from waypoint.storage import migrations
+from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.protocol import (
     ChildLink,
     ClaimRequest,
@@ -146,6 +147,9 @@ class PostgresStore(SqlStore):
             timeout=2.0,  # a short wait for a connection, so an outage surfaces to the retry loop
         )
         self._build_sql()
+        self._records: GroupCommitter[StepRecord, RecordOutcome] = GroupCommitter(
+            self._record_one, self._record_many, max_leaders=max(1, self.pool_size // 4)
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -213,19 +217,35 @@ class PostgresStore(SqlStore):
             "link.child_workflow_id, link.function_name, link.owner_xid "
             "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
         )
-        # A step checkpoint: fenced on ownership, idempotent on retry (the row names its
-        # writer), and it returns the workflow's status so cancellation is seen for free.
+        # A step checkpoint in one statement: fenced on the run still owning the workflow
+        # (a superseded run inserts nothing), idempotent on retry (the row names its writer),
+        # and returning the workflow's status so a cancellation is seen at no extra cost.
+        record_cols = (
+            "workflow_uuid, function_id, function_name, output, error, child_workflow_id, "
+            "started_at_epoch_ms, completed_at_epoch_ms, serialization, owner_xid, "
+            "application_name"
+        )
+        returning = (
+            f"ON CONFLICT (workflow_uuid, function_id) DO UPDATE SET owner_xid = {oo}.owner_xid "
+            f"RETURNING {oo}.workflow_uuid, {oo}.function_id, {oo}.owner_xid, "
+            f"(SELECT status FROM {ws} s WHERE s.workflow_uuid = {oo}.workflow_uuid)"
+        )
         self._sql_record = (
-            f"WITH wf AS (SELECT status, owner_xid FROM {ws} WHERE workflow_uuid = %(wf)s), "
-            f"ins AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, "
-            "error, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
-            "serialization, owner_xid, application_name) "
+            f"INSERT INTO {oo} ({record_cols}) "
             "SELECT %(wf)s, %(fid)s, %(fname)s, %(output)s, %(error)s, %(child)s, "
             "%(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s "
-            "FROM wf WHERE wf.owner_xid = %(owner)s "
-            "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
-            f"SET owner_xid = {oo}.owner_xid RETURNING owner_xid) "
-            "SELECT (SELECT owner_xid FROM ins), (SELECT status FROM wf)"
+            f"FROM {ws} w WHERE w.workflow_uuid = %(wf)s AND w.owner_xid = %(owner)s " + returning
+        )
+        # The same for many checkpoints at once (group commit across workflows).
+        self._sql_record_many = (
+            f"INSERT INTO {oo} ({record_cols}) "
+            "SELECT d.wf, d.fid, d.fname, d.output, d.error, d.child, d.started, d.completed, "
+            "d.ser, d.owner, d.app FROM unnest(%(wf)s::text[], %(fid)s::int[], "
+            "%(fname)s::text[], %(output)s::text[], %(error)s::text[], %(child)s::text[], "
+            "%(started)s::bigint[], %(completed)s::bigint[], %(ser)s::text[], "
+            "%(owner)s::text[], %(app)s::text[]) "
+            "AS d(wf, fid, fname, output, error, child, started, completed, ser, owner, app) "
+            f"JOIN {ws} w ON w.workflow_uuid = d.wf AND w.owner_xid = d.owner " + returning
         )
 
     # -- workflows ------------------------------------------------------------------------------
@@ -284,6 +304,9 @@ class PostgresStore(SqlStore):
         return existing_outcome(row, wf.owner_xid)
 
     def record_step(self, rec: StepRecord) -> RecordOutcome:
+        return self._records.submit(rec)
+
+    def _record_one(self, rec: StepRecord) -> RecordOutcome:
         row = self._one(
             self._sql_record,
             {
@@ -301,8 +324,40 @@ class PostgresStore(SqlStore):
             },
             "checkpoint step",
         )
-        assert row is not None
-        return RecordOutcome(accepted=row[0] == rec.owner_xid, workflow_status=row[1])
+        if row is None:  # fenced: another execution owns the workflow
+            return RecordOutcome(accepted=False, workflow_status=None)
+        return RecordOutcome(accepted=row[2] == rec.owner_xid, workflow_status=row[3])
+
+    def _record_many(self, recs: list[StepRecord]) -> list[RecordOutcome]:
+        keys = [(r.workflow_id, r.function_id) for r in recs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate checkpoint positions in one batch")
+        rows = self._all(
+            self._sql_record_many,
+            {
+                "wf": [r.workflow_id for r in recs],
+                "fid": [r.function_id for r in recs],
+                "fname": [r.function_name for r in recs],
+                "output": [r.output for r in recs],
+                "error": [r.error for r in recs],
+                "child": [r.child_workflow_id for r in recs],
+                "started": [r.started_at_epoch_ms for r in recs],
+                "completed": [r.completed_at_epoch_ms for r in recs],
+                "ser": [r.serialization for r in recs],
+                "owner": [r.owner_xid for r in recs],
+                "app": [r.application_name for r in recs],
+            },
+            "checkpoint steps",
+        )
+        found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+        out = []
+        for rec in recs:
+            hit = found.get((rec.workflow_id, rec.function_id))
+            if hit is None:
+                out.append(RecordOutcome(accepted=False, workflow_status=None))
+            else:
+                out.append(RecordOutcome(accepted=hit[0] == rec.owner_xid, workflow_status=hit[1]))
+        return out
 
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         where, params = self._claim_where(req)

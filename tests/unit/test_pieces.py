@@ -1,0 +1,271 @@
+"""Pure pieces that need no database: fast, deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import waypoint
+from waypoint.core.config import resolve
+from waypoint.core.effects import Call, Flow, Io, Sleep, drive_async, drive_sync
+from waypoint.core.pool import WorkerPool
+from waypoint.core.serialization import Codec, DBOSPortableJSONSerializer
+from waypoint.core.signals import Signal
+from waypoint.core.timers import TimerService
+from waypoint.core.versioning import compute_app_version
+from waypoint.error import DBOSException, DBOSInitializationError, WaypointPayloadError
+from waypoint.storage.migrations import load, split_statements
+from waypoint.storage.postgres.group_commit import GroupCommitter
+from waypoint.storage.url import default_sqlite_url, parse_url, redact
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(waypoint.__all__) == sorted(
+        [
+            "DBOS",
+            "DBOSConfig",
+            "DBOSConfiguredInstance",
+            "DBOSContextEnsure",
+            "DBOSContextSetAuth",
+            "DBOSPortableJSONSerializer",
+            "DuplicationPolicy",
+            "PortableWorkflowError",
+            "Serializer",
+            "SetEnqueueOptions",
+            "SetWorkflowAttributes",
+            "SetWorkflowID",
+            "SetWorkflowTimeout",
+            "StepInfo",
+            "StepOptions",
+            "StepStatus",
+            "VersionInfo",
+            "WorkflowHandle",
+            "WorkflowHandleAsync",
+            "WorkflowSerializationFormat",
+            "WorkflowStatus",
+            "WorkflowStatusString",
+            "__version__",
+            "error",
+            "run_dbos_database_migrations",
+        ]
+    )
+    for name in waypoint.__all__:
+        assert hasattr(waypoint, name), name
+    assert issubclass(waypoint.error.DBOSWorkflowCancelledError, BaseException)
+    assert not issubclass(waypoint.error.DBOSWorkflowCancelledError, Exception)
+    assert waypoint.error.DBOSConflictingWorkflowError("x").dbos_error_code == 9
+
+
+def test_error_messages_and_pickling() -> None:
+    import pickle
+
+    err = waypoint.error.DBOSQueueDeduplicatedError("wf", "q", "d")
+    clone = pickle.loads(pickle.dumps(err))
+    assert str(clone) == str(err) and clone.deduplication_id == "d"
+    assert str(err).startswith("DBOS Error 12:")
+
+
+def test_urls() -> None:
+    assert parse_url("postgresql+psycopg://u:p@h:5/db").url == "postgresql://u:p@h:5/db"
+    assert parse_url("postgres://h/db").database == "db"
+    assert parse_url("sqlite:///rel.sqlite").url == "rel.sqlite"
+    assert parse_url("sqlite:////abs/x.sqlite").url == "/abs/x.sqlite"
+    assert default_sqlite_url("9-lives") == "sqlite:///_9_lives.sqlite"
+    assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    with pytest.raises(DBOSInitializationError, match="memory"):
+        parse_url("sqlite:///:memory:")
+
+
+def test_config_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBOS__VMID", "vm")
+    monkeypatch.setenv("DBOS__APPVERSION", "envver")
+    cfg = resolve({"name": "app"})
+    assert (cfg.executor_id, cfg.application_version) == ("vm", "envver")
+    cfg = resolve({"name": "app", "executor_id": "conf", "application_version": "confver"})
+    assert (cfg.executor_id, cfg.application_version) == ("conf", "confver")
+    monkeypatch.delenv("DBOS__APPVERSION")
+    assert (
+        resolve({"name": "app", "enable_patching": True}).application_version == "PATCHING_ENABLED"
+    )
+    cfg = resolve({"name": "app", "application_database_url": "postgresql://h/shop"})
+    assert cfg.system_database_url == "postgresql://h/shop_dbos_sys"
+
+
+def _load(tmp_path: Any, name: str, source: str) -> Any:
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.checkout
+
+
+def test_version_ignores_comments_but_not_code(tmp_path: Any) -> None:
+    plain = _load(tmp_path, "v_plain", "def checkout(x):\n    return x + 1\n")
+    commented = _load(
+        tmp_path,
+        "v_commented",
+        'def checkout(x):\n    """Docs."""\n    # why\n    return (x +   1)  # note\n',
+    )
+    changed = _load(tmp_path, "v_changed", "def checkout(x):\n    return x + 2\n")
+    v1 = compute_app_version("app", [plain])
+    assert compute_app_version("app", [commented]) == v1
+    assert compute_app_version("app", [changed]) != v1
+    assert compute_app_version("other-app", [plain]) != v1
+
+
+def test_codec_roundtrips_and_errors() -> None:
+    codec = Codec()
+    pickle_ser = codec.for_format(None)
+    text = codec.encode_inputs((1, "a"), {"k": [1]}, pickle_ser)
+    assert codec.decode_inputs(text, "py_pickle") == ((1, "a"), {"k": [1]})
+    assert codec.decode_inputs(text, None) == ((1, "a"), {"k": [1]})  # legacy NULL = pickle
+    portable = DBOSPortableJSONSerializer()
+    ptext = codec.encode_inputs((1,), {}, portable)
+    assert codec.decode_inputs(ptext, "portable_json") == ((1,), {})
+    with pytest.raises(WaypointPayloadError, match="unknown_codec"):
+        codec.decode("x", "unknown_codec")
+    with pytest.raises(WaypointPayloadError):
+        codec.decode("not base64 pickle", "py_pickle")
+    err = codec.decode_error(codec.encode_error(ValueError("bad"), pickle_ser), "py_pickle")
+    assert isinstance(err, ValueError) and str(err) == "bad"
+
+
+def test_effects_drive_the_same_flow_sync_and_async() -> None:
+    log: list[str] = []
+
+    def flow() -> Flow[int]:
+        a = yield Io(lambda: 20)
+        b = yield Call(lambda x: x + 1, (a,), {})
+        try:
+            yield Call(_raise, (), {})
+        except KeyError:
+            log.append("caught")
+        interrupted = yield Sleep(0.001)
+        assert interrupted is False
+        return int(b) * 2
+
+    assert drive_sync(flow()) == 42
+    assert asyncio.run(drive_async(flow())) == 42
+    assert log == ["caught", "caught"]
+
+
+def _raise() -> None:
+    raise KeyError("x")
+
+
+def test_signal_wakes_threads_and_tasks() -> None:
+    sig = Signal()
+    threading.Timer(0.05, sig.set).start()
+    assert sig.wait(5)
+
+    async def waiter() -> bool:
+        s2 = Signal()
+        asyncio.get_running_loop().call_later(0.05, s2.set)
+        return await s2.wait_async(5)
+
+    assert asyncio.run(waiter())
+    assert asyncio.run(Signal().wait_async(0.01)) is False
+
+
+def test_pool_is_bounded_and_waiters_run_tasks_inline() -> None:
+    pool = WorkerPool(1)
+    gate = threading.Event()
+    pool.submit(lambda: gate.wait(5), "blocker")
+    ran: list[str] = []
+    task = pool.submit(lambda: ran.append(threading.current_thread().name), "queued")
+    assert pool.free_slots() == 0
+    assert task.run_inline()  # the only worker is busy: the waiter runs it itself
+    assert ran == [threading.current_thread().name]
+    assert not task.run_inline()
+    gate.set()
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+
+
+def test_timers_fire_in_order_and_can_be_cancelled() -> None:
+    timers = TimerService()
+    fired: list[str] = []
+    now = time.time()
+    timers.at(now + 0.10, lambda: fired.append("b"))
+    timers.at(now + 0.05, lambda: fired.append("a"))
+    handle = timers.at(now + 0.07, lambda: fired.append("cancelled"))
+    timers.cancel(handle)
+    time.sleep(0.3)
+    timers.stop()
+    assert fired == ["a", "b"]
+
+
+def test_group_commit_batches_concurrent_writers() -> None:
+    batches: list[int] = []
+    gate = threading.Event()
+
+    def one(x: int) -> int:
+        if x == 0:
+            gate.wait(5)  # hold the only leader seat while others queue up
+        batches.append(1)
+        return x * 10
+
+    def many(xs: list[int]) -> list[int]:
+        batches.append(len(xs))
+        return [x * 10 for x in xs]
+
+    gc: GroupCommitter[int, int] = GroupCommitter(one, many, max_leaders=1)
+    results: dict[int, int] = {}
+
+    def submit(x: int) -> None:
+        results[x] = gc.submit(x)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(6)]
+    threads[0].start()
+    time.sleep(0.05)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.1)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert results == {i: i * 10 for i in range(6)}
+    assert batches == [1, 5]
+
+
+def test_group_commit_isolates_a_failing_item() -> None:
+    def one(x: int) -> int:
+        if x == 3:
+            raise ValueError("bad item")
+        return x
+
+    def many(xs: list[int]) -> list[int]:
+        if 3 in xs:
+            raise ValueError("batch contains a bad item")
+        return xs
+
+    gc: GroupCommitter[int, int] = GroupCommitter(one, many, max_leaders=1)
+    assert gc.submit(1) == 1
+    with pytest.raises(ValueError):
+        gc.submit(3)
+
+
+def test_migration_files_split_into_statements() -> None:
+    for dialect in ("postgresql", "sqlite"):
+        migrations = load(dialect)
+        assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    statements = split_statements(load("sqlite")[0].sql)
+    assert statements and all(s.rstrip().endswith(";") for s in statements)
+
+
+def test_dbos_without_config_is_a_clear_error() -> None:
+    from waypoint import DBOS
+
+    DBOS.destroy(destroy_registry=True)
+    with pytest.raises(DBOSException, match="initialized"):
+        DBOS.launch()
+    assert DBOS.workflow_id is None

@@ -308,6 +308,14 @@ class SqliteStore(SqlStore):
 
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> None:
+        try:
+            self.retry.run(self._migrate_once, "migrate the system schema")
+        except sqlite3.OperationalError as exc:
+            raise DBOSInitializationError(
+                f"cannot create the SQLite system database at {self.path!r}: {exc}"
+            ) from exc
+
+    def _migrate_once(self) -> None:
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -330,14 +338,11 @@ class SqliteStore(SqlStore):
                         (mig.version, mig.name),
                     )
                     logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise DBOSInitializationError(
-                f"cannot create the SQLite system database at {self.path!r}: {exc}"
-            ) from exc
         finally:
             conn.close()
 

@@ -14,30 +14,30 @@ from collections.abc import Coroutine
 from typing import Any, Optional
 
 from waypoint.core.config import RuntimeConfig
+from waypoint.core.engine import Engine
 from waypoint.core.pool import WorkerPool
 from waypoint.core.run import RunEntry
-from waypoint.core.serialization import Codec
 from waypoint.core.timers import TimerService
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
 from waypoint.storage.factory import open_store
-from waypoint.storage.protocol import SystemStore
 
 logger = logging.getLogger("waypoint")
 
 
-class Runtime:
+class Runtime(Engine):
+    app_version: str  # a launched runtime always knows its version
+
     def __init__(self, config: RuntimeConfig, app_version: str) -> None:
+        super().__init__(
+            open_store(config),
+            app_name=config.name,
+            executor_id=config.executor_id,
+            app_version=app_version,
+            serializer=config.serializer,
+            polling_interval_sec=config.polling_interval_sec,
+        )
         self.config = config
-        self.app_name = config.name
-        self.executor_id = config.executor_id
-        self.app_version = app_version
-        self.app_id: Optional[str] = None
-        self.codec = Codec(config.serializer)
-        # How long a step may trust the last status it saw before re-reading it to notice a
-        # cancellation made by another process (local cancellations are seen at once).
-        self.status_freshness = 0.1
-        self.store: SystemStore = open_store(config)
         self.pool = WorkerPool(config.max_executor_threads)
         self.timers = TimerService()
         self._active: dict[str, RunEntry] = {}
@@ -59,6 +59,8 @@ class Runtime:
         else:
             self.store.verify_schema()
         self.store.open()
+        if self.config.use_listen_notify:
+            self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
         self.dispatcher.start()
         self.recover([self.executor_id])
@@ -66,6 +68,7 @@ class Runtime:
     def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
         self.stopping.set()
         self.dispatcher.stop()
+        self.stop_listening()
         if workflow_completion_timeout_sec > 0:
             deadline = time.monotonic() + workflow_completion_timeout_sec
             while self.active_count() and time.monotonic() < deadline:
@@ -82,9 +85,6 @@ class Runtime:
             loop.call_soon_threadsafe(loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(5)
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
 
     # -- runs in flight -------------------------------------------------------------------------
     def register(self, workflow_id: str) -> tuple[RunEntry, bool]:
@@ -123,15 +123,6 @@ class Runtime:
     def _deadline_passed(self, workflow_id: str) -> None:
         logger.info("workflow %s reached its deadline and is being cancelled", workflow_id)
         self.cancel([workflow_id])
-
-    # -- cancellation ---------------------------------------------------------------------------
-    def cancel(self, workflow_ids: list[str]) -> list[str]:
-        changed = self.store.cancel_workflows(workflow_ids, self.now_ms())
-        for wfid in workflow_ids:
-            entry = self.active(wfid)
-            if entry is not None:
-                entry.cancel.set()
-        return changed
 
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, executor_ids: list[str]) -> list[str]:

@@ -11,9 +11,43 @@ recognises its own earlier success instead of reporting a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
+
+# LISTEN/NOTIFY vocabulary shared by the stores (which emit) and the engine (which waits).
+# Every payload on NOTIFY_CHANNEL is a wake-up key; DBOS's message trigger uses its own
+# channel with "<destination>::<topic>" payloads.
+NOTIFY_CHANNEL = "waypoint"
+DBOS_MESSAGE_CHANNEL = "dbos_notifications_channel"
+
+
+def queue_key(queue: str) -> str:
+    return f"q:{queue}"
+
+
+def done_key(workflow_id: str) -> str:
+    return f"d:{workflow_id}"
+
+
+def cancel_key(workflow_id: str) -> str:
+    return f"c:{workflow_id}"
+
+
+def message_key(workflow_id: str, topic: str) -> str:
+    return f"m:{workflow_id}::{topic}"
+
+
+def event_key(workflow_id: str, key: str) -> str:
+    return f"e:{workflow_id}::{key}"
+
+
+def stream_key(workflow_id: str, key: str) -> str:
+    return f"s:{workflow_id}::{key}"
+
+
+class Closeable(Protocol):
+    def stop(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -259,6 +293,11 @@ class SystemStore(Protocol):
 
     def open(self) -> None: ...
     def close(self) -> None: ...
+    def listen(
+        self, on_notify: Callable[[str, str], None], on_connect: Callable[[], None]
+    ) -> Optional[Closeable]:
+        """Start delivering notifications from other processes (None: not supported)."""
+        ...
 
     # -- lifecycle -----------------------------------------------------------------------------
     def migrate(self) -> None: ...

@@ -24,7 +24,10 @@ from waypoint.error import (
 )
 from waypoint.storage import migrations
 from waypoint.storage.postgres.group_commit import GroupCommitter
+from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.protocol import (
+    DBOS_MESSAGE_CHANNEL,
+    NOTIFY_CHANNEL,
     ChildLink,
     ClaimRequest,
     InitOutcome,
@@ -182,6 +185,26 @@ class PostgresStore(SqlStore):
                 self._pool.check()
             except psycopg.Error as check_exc:
                 logger.debug("pool check after a lost connection failed: %s", check_exc)
+
+    def listen(
+        self, on_notify: Callable[[str, str], None], on_connect: Callable[[], None]
+    ) -> Optional[Listener]:
+        listener = Listener(
+            self.target.url,
+            self._conn_kwargs,
+            [NOTIFY_CHANNEL, DBOS_MESSAGE_CHANNEL],
+            on_notify,
+            on_connect,
+        )
+        try:
+            listener.start()
+        except ListenerError as exc:
+            raise DBOSInitializationError(str(exc)) from exc
+        except psycopg.OperationalError as exc:
+            raise DBOSInitializationError(
+                f"cannot open the notification connection to {redact(self.target.url)}: {exc}"
+            ) from exc
+        return listener
 
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")

@@ -196,6 +196,10 @@ class SqliteStore(SqlStore):
 
         return self._with_conn(op)
 
+    def listen(self, on_notify: Callable[[str, str], None], on_connect: Callable[[], None]) -> None:
+        """SQLite has no notifications: other processes' writes are found by polling."""
+        return None
+
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")
 

@@ -1,0 +1,78 @@
+"""What every engine flow needs: a store, a codec, an identity and wake-ups.
+
+The launched runtime (``Runtime``) and the out-of-process client (``DBOSClient``) are both
+engines; the runtime adds a worker pool, a dispatcher and runs of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Optional
+
+from waypoint.core.serialization import Codec, Serializer
+from waypoint.core.wakeups import Wakeups
+from waypoint.storage.protocol import Closeable, SystemStore, cancel_key
+
+if TYPE_CHECKING:
+    from waypoint.core.run import RunEntry
+
+logger = logging.getLogger("waypoint")
+
+
+class Engine:
+    def __init__(
+        self,
+        store: SystemStore,
+        *,
+        app_name: Optional[str],
+        executor_id: str,
+        app_version: Optional[str],
+        serializer: Optional[Serializer] = None,
+        polling_interval_sec: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.app_name = app_name
+        self.executor_id = executor_id
+        self.app_version = app_version
+        self.app_id: Optional[str] = None
+        self.codec = Codec(serializer)
+        self.wakeups = Wakeups()
+        self.polling_interval_sec = polling_interval_sec
+        # How long a step may trust the last status it saw before re-reading it to notice a
+        # cancellation made elsewhere when no notification can tell it (SQLite, listener down).
+        self.status_freshness = 0.1
+        self._listener: Optional[Closeable] = None
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def active(self, workflow_id: str) -> Optional[RunEntry]:
+        """The run of ``workflow_id`` executing in this process, if any."""
+        return None
+
+    def start_listening(self) -> None:
+        self._listener = self.store.listen(self.wakeups.notified, self._listener_connected)
+
+    def stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+    @property
+    def notifications(self) -> bool:
+        """Whether writes made elsewhere reach this process as wake-ups."""
+        return self._listener is not None
+
+    def _listener_connected(self) -> None:
+        # Anything sent while the listener was away is lost: wake every waiter to re-check.
+        self.wakeups.fire_all()
+
+    def cancel(self, workflow_ids: list[str]) -> list[str]:
+        changed = self.store.cancel_workflows(workflow_ids, self.now_ms())
+        for wfid in workflow_ids:
+            entry = self.active(wfid)
+            if entry is not None:
+                entry.cancel.set()
+            self.wakeups.fire(cancel_key(wfid))
+        return changed

@@ -1,0 +1,93 @@
+"""In-process wake-ups for anything that waits on the database.
+
+A waiter subscribes to a key *before* it reads the database, then waits on the returned
+signal with a timeout of one polling interval. Keys are fired by local writes at once and,
+on PostgreSQL, by LISTEN/NOTIFY for writes made elsewhere. A notification is only a hint:
+correctness comes from re-reading the tables after every wake-up or timeout, and after the
+listener reconnects every waiter is woken, because notifications sent while it was down are
+lost.
+
+Keys: ``q:<queue>`` (work enqueued), ``d:<workflow>`` (a workflow finished),
+``c:<workflow>`` (cancelled), ``m:<workflow>::<topic>`` (a message arrived),
+``e:<workflow>::<key>`` (an event was set), ``s:<workflow>::<key>`` (a stream grew).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from waypoint.core.signals import Signal
+from waypoint.storage.protocol import (
+    DBOS_MESSAGE_CHANNEL,
+    NOTIFY_CHANNEL,
+    message_key,
+)
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Signal]] = {}
+        self._hooks: list[tuple[str, Callable[[str], None]]] = []
+
+    def subscribe(self, key: str) -> Signal:
+        sig = Signal()
+        with self._lock:
+            self._subs.setdefault(key, set()).add(sig)
+        return sig
+
+    def unsubscribe(self, key: str, sig: Signal) -> None:
+        with self._lock:
+            subs = self._subs.get(key)
+            if subs is not None:
+                subs.discard(sig)
+                if not subs:
+                    del self._subs[key]
+
+    @contextmanager
+    def watching(self, key: str) -> Iterator[Signal]:
+        sig = self.subscribe(key)
+        try:
+            yield sig
+        finally:
+            self.unsubscribe(key, sig)
+
+    def add_hook(self, prefix: str, callback: Callable[[str], None]) -> None:
+        """Call ``callback(key)`` for every fired key starting with ``prefix`` (and with ``""``
+        on ``fire_all``); the dispatcher hooks ``q:`` this way."""
+        with self._lock:
+            self._hooks.append((prefix, callback))
+
+    def fire(self, key: str) -> None:
+        with self._lock:
+            subs = self._subs.pop(key, None)
+            hooks = [cb for prefix, cb in self._hooks if key.startswith(prefix)]
+        if subs:
+            for sig in subs:
+                sig.set()
+        for cb in hooks:
+            cb(key)
+
+    def fire_all(self) -> None:
+        with self._lock:
+            subs, self._subs = self._subs, {}
+            hooks = [cb for _, cb in self._hooks]
+        for group in subs.values():
+            for sig in group:
+                sig.set()
+        for cb in hooks:
+            cb("")
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subs.values())
+
+    def notified(self, channel: str, payload: str) -> None:
+        """Translate a database notification into a wake-up."""
+        if channel == NOTIFY_CHANNEL:
+            self.fire(payload)
+        elif channel == DBOS_MESSAGE_CHANNEL:
+            dest, _, topic = payload.partition("::")
+            self.fire(message_key(dest, topic))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql

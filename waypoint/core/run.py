@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from waypoint.core.context import Auth
@@ -24,7 +25,17 @@ if TYPE_CHECKING:
 class RunEntry:
     """What local waiters (handles, parents) see of a run: a done signal and the outcome."""
 
-    __slots__ = ("cancel", "done", "error", "lost", "output", "run", "task", "workflow_id")
+    __slots__ = (
+        "cancel",
+        "done",
+        "error",
+        "lost",
+        "on_end",
+        "output",
+        "run",
+        "task",
+        "workflow_id",
+    )
 
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
@@ -37,6 +48,7 @@ class RunEntry:
         self.lost = False
         self.run: Optional[WorkflowRun] = None
         self.task: Any = None  # the pool task running it, so a waiter can run it inline
+        self.on_end: Optional[Callable[[], None]] = None  # queue accounting, when dequeued
 
     def finish(self, output: Any = None, error: Optional[BaseException] = None) -> None:
         self.output = output

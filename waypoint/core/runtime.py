@@ -48,6 +48,7 @@ class Runtime(Engine):
         self._loop_lock = threading.Lock()
         self._tasks: set[Any] = set()
         self.stopping = threading.Event()
+        self._latest = True
         from waypoint.queues.dispatcher import Dispatcher
 
         self.dispatcher = Dispatcher(self)
@@ -62,6 +63,7 @@ class Runtime(Engine):
         if self.config.use_listen_notify:
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
+        self.refresh_latest_version()
         self.dispatcher.start()
         self.recover([self.executor_id])
 
@@ -99,11 +101,15 @@ class Runtime(Engine):
 
     def unregister(self, entry: RunEntry) -> None:
         with self._active_lock:
-            if self._active.get(entry.workflow_id) is entry:
-                del self._active[entry.workflow_id]
+            if self._active.get(entry.workflow_id) is not entry:
+                return
+            del self._active[entry.workflow_id]
             handle = self._deadline_timers.pop(entry.workflow_id, None)
         if handle is not None:
             self.timers.cancel(handle)
+        on_end, entry.on_end = entry.on_end, None
+        if on_end is not None:
+            on_end()
 
     def active(self, workflow_id: str) -> Optional[RunEntry]:
         with self._active_lock:
@@ -123,6 +129,15 @@ class Runtime(Engine):
     def _deadline_passed(self, workflow_id: str) -> None:
         logger.info("workflow %s reached its deadline and is being cancelled", workflow_id)
         self.cancel([workflow_id])
+
+    # -- application versions -------------------------------------------------------------------
+    def refresh_latest_version(self) -> None:
+        versions = self.store.list_versions(self.app_name)
+        self._latest = not versions or versions[0].version_name == self.app_version
+
+    def is_latest_version(self) -> bool:
+        """Workflows enqueued without a version run only on executors of the latest one."""
+        return self._latest
 
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, executor_ids: list[str]) -> list[str]:

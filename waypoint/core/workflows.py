@@ -522,6 +522,7 @@ def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
         queue_name=row.queue_name,
     )
     entry.run = run
+    rt.dispatcher.started(entry, row.queue_name, row.queue_partition_key)
     rt.arm_deadline(row.workflow_id, run.deadline_ms)
     _run_in_background(rt, run, info, call_args, kwargs, load_replay=True)
 

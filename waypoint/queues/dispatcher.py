@@ -1,115 +1,269 @@
 """The dequeue loop: claims ENQUEUED workflows for this executor and starts them.
 
-One thread serves every queue this process listens to. It claims no more work than the
-worker pool can start right away, so a busy executor leaves queued work to idle ones. It is
-woken at once by local enqueues and recovery; otherwise it polls, slowing down while idle so
-an idle process costs the database almost nothing.
+One thread serves every queue this process listens to. It claims no more than it can start
+at once (free worker threads, the queue's per-process limits), so a busy executor leaves
+queued work to idle ones. It is woken at once by local enqueues, by the worker pool when a
+thread frees up, and on PostgreSQL by NOTIFY from other processes; without notifications it
+polls each queue at the queue's interval. With a healthy listener the polls are only a slow
+safety net, so an idle process costs the database next to nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING, Optional
 
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.storage.protocol import ClaimRequest
+from waypoint.queues.model import INTERNAL_QUEUE, QUEUES, QueueConfig, RateLimit
+from waypoint.storage.protocol import ClaimRequest, QueueRow, WorkflowRow
 from waypoint.storage.retry import StoreClosedError
 
 if TYPE_CHECKING:
+    from waypoint.core.run import RunEntry
     from waypoint.core.runtime import Runtime
 
 logger = logging.getLogger("waypoint")
 
 MAX_CLAIM = 256
-IDLE_BACKOFF = 1.5
-MAX_IDLE_INTERVAL = 5.0
+SAFETY_INTERVAL = 30.0  # poll period when notifications cover other processes' writes
+QUEUE_REFRESH = 5.0  # how often database-backed queue definitions are re-read
+
+
+def config_from_row(row: QueueRow) -> QueueConfig:
+    """A database-backed queue's row as a QueueConfig (rows were validated when written)."""
+    return QueueConfig(
+        name=row.name,
+        global_concurrency=row.concurrency,
+        worker_concurrency=row.worker_concurrency,
+        limiter=RateLimit(row.rate_limit_max, float(row.rate_limit_period_sec))
+        if row.rate_limit_max is not None and row.rate_limit_period_sec is not None
+        else None,
+        partition_concurrency=row.partition_concurrency,
+        partition_worker_concurrency=row.partition_worker_concurrency,
+        partition_limiter=RateLimit(
+            row.partition_rate_limit_max, float(row.partition_rate_limit_period_sec)
+        )
+        if row.partition_rate_limit_max is not None
+        and row.partition_rate_limit_period_sec is not None
+        else None,
+        polling_interval_sec=float(row.polling_interval_sec or 1.0),
+        partition_queue=row.partition_queue,
+        priority_enabled=row.priority_enabled,
+    )
 
 
 class Dispatcher:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._woken: set[str] = set()
+        self._all_woken = True
+        self._stop = False
         self._thread: Optional[threading.Thread] = None
-        self.interval = rt.config.polling_interval_sec
-        self.paused = False  # set by deactivation: claim nothing more
-        self._hungry = False  # the pool was full at the last poll: wake when a slot frees
+        self._next_poll: dict[str, float] = {}
+        self._db_queues: dict[str, QueueConfig] = {}
+        self._db_queues_at = 0.0
+        self._next_delay_ms: Optional[int] = None
+        self._delay_checked_at = 0.0
+        self._hungry = False
+        self.paused = False  # deactivated: claim nothing more
+        self.running: Counter[str] = Counter()
+        self.partition_running: Counter[tuple[str, str]] = Counter()
+        self._count_lock = threading.Lock()
         rt.pool.on_slot_free = self._slot_freed
+        rt.wakeups.add_hook("q:", self._queue_woken)
+        rt.wakeups.add_hook("t:", self._timer_woken)
+        rt.wakeups.add_hook("Q:", self._config_woken)
+
+    # -- wake-ups -------------------------------------------------------------------------------
+    def wake(self, queue_name: Optional[str] = None) -> None:
+        with self._cond:
+            if queue_name is None:
+                self._all_woken = True
+            else:
+                self._woken.add(queue_name)
+            self._cond.notify()
+
+    def _queue_woken(self, key: str) -> None:
+        self.wake(key[2:] if key else None)
+
+    def _timer_woken(self, key: str) -> None:
+        with self._cond:
+            self._delay_checked_at = 0.0
+            self._cond.notify()
+
+    def _config_woken(self, key: str) -> None:
+        with self._cond:
+            self._db_queues_at = 0.0
+            self._all_woken = True
+            self._cond.notify()
 
     def _slot_freed(self) -> None:
         if self._hungry:
             self._hungry = False
-            self._wake.set()
+            self.wake()
 
-    def queue_names(self) -> list[str]:
-        return [INTERNAL_QUEUE_NAME]
-
+    # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="waypoint-dispatcher", daemon=True)
         self._thread.start()
 
-    def wake(self, queue_name: Optional[str] = None) -> None:
-        self._wake.set()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
 
-    def _loop(self) -> None:
-        interval = self.interval
-        while not self._stop.is_set():
-            self._wake.clear()
+    # -- accounting of what runs here ---------------------------------------------------------
+    def started(self, entry: RunEntry, queue: Optional[str], partition: Optional[str]) -> None:
+        if queue is None:
+            return
+        with self._count_lock:
+            self.running[queue] += 1
+            if partition is not None:
+                self.partition_running[(queue, partition)] += 1
+        entry.on_end = lambda: self._ended(queue, partition)
+
+    def _ended(self, queue: str, partition: Optional[str]) -> None:
+        with self._count_lock:
+            self.running[queue] -= 1
+            if partition is not None:
+                self.partition_running[(queue, partition)] -= 1
+        self.wake(queue)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def queues(self) -> list[QueueConfig]:
+        now = time.monotonic()
+        refresh = QUEUE_REFRESH if not self.rt.notifications else SAFETY_INTERVAL
+        if now - self._db_queues_at >= refresh:
+            self._db_queues_at = now
             try:
-                claimed, saturated = self.poll_once()
+                rows = self.rt.store.list_queues(self.rt.app_name)
+            except StoreClosedError:
+                raise
+            except Exception:
+                logger.exception("could not read database-backed queues")
+                rows = None
+            if rows is not None:
+                self._db_queues = {r.name: config_from_row(r) for r in rows}
+        configs: dict[str, QueueConfig] = dict(self._db_queues)
+        for cfg in QUEUES.all():
+            configs[cfg.name] = cfg  # declared in code wins over the database
+        listen = QUEUES.listen
+        chosen = [
+            cfg.effective()
+            for name, cfg in sorted(configs.items())
+            if name != INTERNAL_QUEUE_NAME and (listen is None or name in listen)
+        ]
+        return [INTERNAL_QUEUE, *chosen]
+
+    def _interval(self, cfg: QueueConfig) -> float:
+        if self.rt.notifications:
+            return max(cfg.polling_interval_sec, SAFETY_INTERVAL)
+        return cfg.polling_interval_sec
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    return
+                woken, self._woken = self._woken, set()
+                all_woken, self._all_woken = self._all_woken, False
+            try:
+                wait = self._pass(woken, all_woken)
             except StoreClosedError:
                 return
             except Exception:
-                logger.exception("dequeue failed; retrying after the polling interval")
-                claimed, saturated = 0, False
-            if saturated and not self._hungry:
-                continue
-            if claimed or self._hungry:
-                interval = self.interval
-            else:
-                interval = min(interval * IDLE_BACKOFF, MAX_IDLE_INTERVAL)
-            self._wake.wait(interval)
+                logger.exception("dequeue failed; retrying shortly")
+                wait = 1.0
+            with self._cond:
+                if self._stop:
+                    return
+                if not self._woken and not self._all_woken and wait > 0:
+                    self._cond.wait(wait)
 
-    def poll_once(self) -> tuple[int, bool]:
-        """Claim and start what fits; returns (claimed, whether more may be waiting)."""
-        if self.paused:
-            return 0, False
+    def _pass(self, woken: set[str], all_woken: bool) -> float:
+        """One round over the queues; returns how long the loop may sleep."""
         rt = self.rt
-        total = 0
-        saturated = False
+        now = time.monotonic()
+        wall_ms = rt.now_ms()
+        if (self._next_delay_ms is not None and wall_ms >= self._next_delay_ms) or (
+            now - self._delay_checked_at >= self._safety()
+        ):
+            for queue in rt.store.promote_delayed(wall_ms):
+                woken.add(queue)
+            self._next_delay_ms = rt.store.next_delayed()
+            self._delay_checked_at = now
+        if self.paused:
+            return self._safety()
         self._hungry = False
-        for queue in self.queue_names():
-            free = rt.pool.free_slots()
-            if free <= 0:
-                self._hungry = True
-                break
-            limit = min(free, MAX_CLAIM)
-            rows = rt.store.claim(
-                ClaimRequest(
-                    queue_name=queue,
-                    limit=limit,
-                    executor_id=rt.executor_id,
-                    application_version=rt.app_version,
-                    application_name=rt.app_name,
-                    claim_token=uuid.uuid4().hex,
-                ),
-                rt.now_ms(),
-            )
-            from waypoint.core.workflows import dispatch_claimed
+        sleep = self._safety()
+        for cfg in self.queues():
+            due = all_woken or cfg.name in woken or now >= self._next_poll.get(cfg.name, 0.0)
+            if due:
+                more = self._poll(cfg)
+                if self._hungry:
+                    break
+                self._next_poll[cfg.name] = now if more else now + self._interval(cfg)
+            sleep = min(sleep, self._next_poll.get(cfg.name, now) - now)
+        if self._next_delay_ms is not None:
+            sleep = min(sleep, max(0.0, (self._next_delay_ms - rt.now_ms()) / 1000))
+        return max(0.0, sleep)
 
-            for row in rows:
-                try:
-                    dispatch_claimed(rt, row)
-                except Exception:
-                    logger.exception("could not start claimed workflow %s", row.workflow_id)
-            total += len(rows)
-            saturated = saturated or len(rows) == limit
-        return total, saturated
+    def _safety(self) -> float:
+        return SAFETY_INTERVAL if self.rt.notifications else self.rt.polling_interval_sec
+
+    def _poll(self, cfg: QueueConfig) -> bool:
+        """Claim from one queue; True if it may hold more that we could take now."""
+        rt = self.rt
+        free = rt.pool.free_slots()
+        if free <= 0:
+            self._hungry = True
+            return False
+        limit = min(free, MAX_CLAIM)
+        if cfg.worker_concurrency is not None:
+            with self._count_lock:
+                limit = min(limit, cfg.worker_concurrency - self.running[cfg.name])
+        if limit <= 0:
+            return False
+        with self._count_lock:
+            local_parts = {
+                key: n for (queue, key), n in self.partition_running.items() if queue == cfg.name
+            }
+        rows = rt.store.claim(
+            ClaimRequest(
+                queue_name=cfg.name,
+                limit=limit,
+                executor_id=rt.executor_id,
+                application_version=rt.app_version,
+                application_name=rt.app_name,
+                claim_token=uuid.uuid4().hex,
+                accept_unversioned=rt.is_latest_version(),
+                global_concurrency=cfg.global_concurrency,
+                rate_limit=(cfg.limiter.limit, cfg.limiter.period_sec) if cfg.limiter else None,
+                partitioned=cfg.partitioned,
+                partition_concurrency=cfg.partition_concurrency,
+                partition_rate_limit=(cfg.partition_limiter.limit, cfg.partition_limiter.period_sec)
+                if cfg.partition_limiter
+                else None,
+                partition_worker_concurrency=cfg.partition_worker_concurrency,
+                local_partition_running=local_parts,
+            ),
+            rt.now_ms(),
+        )
+        self._start(rows)
+        return len(rows) == limit
+
+    def _start(self, rows: list[WorkflowRow]) -> None:
+        from waypoint.core.workflows import dispatch_claimed
+
+        for row in rows:
+            try:
+                dispatch_claimed(self.rt, row)
+            except Exception:
+                logger.exception("could not start claimed workflow %s", row.workflow_id)

@@ -249,6 +249,70 @@ class ClaimRequest:
     application_name: Optional[str]
     claim_token: str
     accept_unversioned: bool = True
+    # Shared limits: when any is set, claims of this queue are serialised across processes.
+    global_concurrency: Optional[int] = None
+    rate_limit: Optional[tuple[int, float]] = None  # (starts, period in seconds)
+    partitioned: bool = False
+    partition_concurrency: Optional[int] = None
+    partition_rate_limit: Optional[tuple[int, float]] = None
+    # Per-process limit per partition, with this process's running counts.
+    partition_worker_concurrency: Optional[int] = None
+    local_partition_running: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def shared_budget(self) -> bool:
+        return (
+            self.global_concurrency is not None or self.rate_limit is not None or self.partitioned
+        )
+
+
+@dataclass(slots=True)
+class QueueRow:
+    """A database-backed queue (the ``queues`` table)."""
+
+    name: str
+    concurrency: Optional[int] = None
+    worker_concurrency: Optional[int] = None
+    rate_limit_max: Optional[int] = None
+    rate_limit_period_sec: Optional[float] = None
+    priority_enabled: bool = False
+    partition_queue: bool = False
+    polling_interval_sec: float = 1.0
+    application_name: Optional[str] = None
+    partition_concurrency: Optional[int] = None
+    partition_worker_concurrency: Optional[int] = None
+    partition_rate_limit_max: Optional[int] = None
+    partition_rate_limit_period_sec: Optional[float] = None
+    created_at: Optional[int] = None
+    updated_at: Optional[int] = None
+
+
+QUEUE_COLUMNS: tuple[str, ...] = (
+    "name",
+    "concurrency",
+    "worker_concurrency",
+    "rate_limit_max",
+    "rate_limit_period_sec",
+    "priority_enabled",
+    "partition_queue",
+    "polling_interval_sec",
+    "application_name",
+    "partition_concurrency",
+    "partition_worker_concurrency",
+    "partition_rate_limit_max",
+    "partition_rate_limit_period_sec",
+    "created_at",
+    "updated_at",
+)
+
+
+class QueueOwnedError(Exception):
+    """The queue name belongs to another application."""
+
+    def __init__(self, name: str, owner: Optional[str]) -> None:
+        self.name = name
+        self.owner = owner
+        super().__init__(name)
 
 
 @dataclass(slots=True)
@@ -340,8 +404,23 @@ class SystemStore(Protocol):
         now_ms: int,
     ) -> list[str]: ...
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]: ...
+    def promote_delayed(self, now_ms: int) -> list[str]:
+        """Move due DELAYED workflows to ENQUEUED; returns the queues that got work."""
+        ...
+
+    def next_delayed(self) -> Optional[int]:
+        """When the next DELAYED workflow is due (epoch ms), if any."""
+        ...
+
+    def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]: ...
     def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]: ...
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool: ...
+
+    # -- database-backed queues ----------------------------------------------------------------
+    def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow: ...
+    def get_queue(self, name: str) -> Optional[QueueRow]: ...
+    def delete_queue(self, name: str) -> bool: ...
+    def list_queues(self, application_name: Optional[str]) -> list[QueueRow]: ...
 
     # -- application versions ------------------------------------------------------------------
     def register_version(self, version_name: str, application_name: Optional[str]) -> None: ...

@@ -49,15 +49,9 @@ class Listener:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask the thread to stop; it closes its connection within a quarter second."""
         self._stop.set()
-        conn = self._conn
-        if conn is not None:
-            try:
-                conn.cancel_safe()
-            except psycopg.Error as exc:
-                logger.debug("cancelling the listener connection failed: %s", exc)
-        self._thread.join(5)
-        if self._conn is not None:
+        if not self._thread.is_alive() and self._conn is not None:
             self._conn.close()
 
     def _connect(self) -> None:
@@ -82,6 +76,14 @@ class Listener:
         self.connected.set()
 
     def _run(self) -> None:
+        try:
+            self._listen_loop()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _listen_loop(self) -> None:
         delay = 0.1
         fresh = True
         while not self._stop.is_set():
@@ -102,7 +104,7 @@ class Listener:
             conn = self._conn
             assert conn is not None
             try:
-                for note in conn.notifies(timeout=1.0):
+                for note in conn.notifies(timeout=0.25):
                     self._on_notify(note.channel, note.payload)
                     if self._stop.is_set():
                         return

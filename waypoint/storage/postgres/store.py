@@ -7,6 +7,7 @@ trip and one commit: starting a workflow (with its parent's child link), checkpo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -99,6 +100,20 @@ class PgDialect(Dialect):
 
     def render(self, sql: str) -> str:
         return sql
+
+    now_ms = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint"
+
+    def notify(self, key_expr: str) -> str:
+        return f"pg_notify('{NOTIFY_CHANNEL}', {key_expr})"
+
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def lock_queue(self, cur: Cursor, queue_name: str) -> None:
+        digest = hashlib.blake2b(f"waypoint-queue:{queue_name}".encode(), digest_size=8).digest()
+        cur.exec(
+            "SELECT pg_advisory_xact_lock(%(key)s)",
+            {"key": int.from_bytes(digest, "big", signed=True)},
+        )
 
 
 def raise_if_dedup(exc: BaseException, wf: NewWorkflow) -> None:
@@ -217,29 +232,38 @@ class PostgresStore(SqlStore):
         vals = ", ".join(
             "%(attributes)s::jsonb" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
         )
-        self._sql_init = (
-            f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
-            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING owner_xid"
+        # Enqueues wake dispatchers everywhere: 'q:' for ready work, 't:' for a new timer.
+        wake = (
+            f", pg_notify('{NOTIFY_CHANNEL}', CASE WHEN status = 'DELAYED' THEN 't:' "
+            "ELSE 'q:' END || queue_name)"
         )
+        self._sql_init = {}
+        self._sql_init_child = {}
+        for enqueue in (False, True):
+            returning = "RETURNING owner_xid" + (wake if enqueue else "")
+            self._sql_init[enqueue] = (
+                f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
+                f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}"
+            )
+            # Child start: the child's row and the parent's checkpoint in one statement, both
+            # fenced on the parent still being owned by the calling execution.
+            self._sql_init_child[enqueue] = (
+                f"WITH fence AS (SELECT 1 AS ok FROM {ws} "
+                "WHERE workflow_uuid = %(parent)s AND owner_xid = %(powner)s), "
+                f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM fence "
+                f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}), "
+                f"link AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
+                "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, owner_xid, "
+                "application_name) SELECT %(parent)s, %(fid)s, %(fname)s, %(workflow_uuid)s, "
+                "%(lt)s, %(lt)s, %(powner)s, %(application_name)s FROM fence "
+                "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
+                f"SET owner_xid = {oo}.owner_xid "
+                "RETURNING child_workflow_id, function_name, owner_xid) "
+                "SELECT (SELECT owner_xid FROM ins), (SELECT count(*) FROM fence), "
+                "link.child_workflow_id, link.function_name, link.owner_xid "
+                "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
+            )
         self._sql_existing = f"SELECT {EXISTING_COLUMNS} FROM {ws} WHERE workflow_uuid = %(id)s"
-        # Child start: the child's row and the parent's checkpoint in one statement, both
-        # fenced on the parent still being owned by the calling execution.
-        self._sql_init_child = (
-            f"WITH fence AS (SELECT 1 AS ok FROM {ws} "
-            "WHERE workflow_uuid = %(parent)s AND owner_xid = %(powner)s), "
-            f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM fence "
-            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING owner_xid), "
-            f"link AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
-            "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, owner_xid, "
-            "application_name) SELECT %(parent)s, %(fid)s, %(fname)s, %(workflow_uuid)s, "
-            "%(lt)s, %(lt)s, %(powner)s, %(application_name)s FROM fence "
-            "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
-            f"SET owner_xid = {oo}.owner_xid "
-            "RETURNING child_workflow_id, function_name, owner_xid) "
-            "SELECT (SELECT owner_xid FROM ins), (SELECT count(*) FROM fence), "
-            "link.child_workflow_id, link.function_name, link.owner_xid "
-            "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
-        )
         # A step checkpoint in one statement: fenced on the run still owning the workflow
         # (a superseded run inserts nothing), idempotent on retry (the row names its writer),
         # and returning the workflow's status so a cancellation is seen at no extra cost.
@@ -274,9 +298,10 @@ class PostgresStore(SqlStore):
     # -- workflows ------------------------------------------------------------------------------
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome:
         params = init_params(wf)
+        enqueued = wf.status != "PENDING"
         if link is None:
             try:
-                row = self._one(self._sql_init, params, "start workflow")
+                row = self._one(self._sql_init[enqueued], params, "start workflow")
             except pgerr.UniqueViolation as exc:
                 raise_if_dedup(exc, wf)
                 raise
@@ -291,7 +316,7 @@ class PostgresStore(SqlStore):
                 lt=link.started_at_epoch_ms,
             )
             try:
-                row = self._one(self._sql_init_child, params, "start child workflow")
+                row = self._one(self._sql_init_child[enqueued], params, "start child workflow")
             except pgerr.UniqueViolation as exc:
                 raise_if_dedup(exc, wf)
                 raise
@@ -383,6 +408,8 @@ class PostgresStore(SqlStore):
         return out
 
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
+        if req.shared_budget:
+            return super().claim(req, now_ms)
         where, params = self._claim_where(req)
         params.update(
             executor=req.executor_id,

@@ -79,6 +79,9 @@ class SqliteDialect(Dialect):
     def list_param(self, values: Sequence[Any]) -> Any:
         return dumps_list(values)
 
+    now_ms = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    skip_locked = ""  # writers are serialised by the IMMEDIATE transaction already
+
     def render(self, sql: str) -> str:
         out = self._rendered.get(sql)
         if out is None:

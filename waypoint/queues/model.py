@@ -1,0 +1,207 @@
+"""A queue's limits, validated once, independent of where they are declared (code or database)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from waypoint.core.types import INTERNAL_QUEUE_NAME
+from waypoint.error import DBOSException
+
+
+class QueueConfigError(DBOSException, ValueError):
+    """A queue was declared or changed with inconsistent limits."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    limit: int
+    period_sec: float
+
+    @staticmethod
+    def parse(value: Any, what: str) -> Optional[RateLimit]:
+        if value is None:
+            return None
+        if isinstance(value, RateLimit):
+            return value
+        if not isinstance(value, dict) or set(value) != {"limit", "period"}:
+            raise QueueConfigError(
+                f"{what} must be a dict with exactly the keys 'limit' and 'period', got {value!r}"
+            )
+        limit, period = value["limit"], value["period"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise QueueConfigError(f"{what} limit must be an integer >= 1, got {limit!r}")
+        if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
+            raise QueueConfigError(f"{what} period must be a number of seconds > 0, got {period!r}")
+        return RateLimit(limit, float(period))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"limit": self.limit, "period": self.period_sec}
+
+
+def _limit(value: Any, what: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise QueueConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    global_concurrency: Optional[int] = None
+    worker_concurrency: Optional[int] = None
+    limiter: Optional[RateLimit] = None
+    partition_concurrency: Optional[int] = None
+    partition_worker_concurrency: Optional[int] = None
+    partition_limiter: Optional[RateLimit] = None
+    polling_interval_sec: float = 1.0
+    partition_queue: bool = False  # legacy: the plain limits apply per partition
+    priority_enabled: bool = False  # accepted for compatibility; priorities always work
+
+    @property
+    def partitioned(self) -> bool:
+        return (
+            self.partition_queue
+            or self.partition_concurrency is not None
+            or self.partition_worker_concurrency is not None
+            or self.partition_limiter is not None
+        )
+
+    @property
+    def shared_budget(self) -> bool:
+        """Whether claiming must be serialised across processes (a shared limit exists)."""
+        return (
+            self.global_concurrency is not None
+            or self.limiter is not None
+            or self.partition_concurrency is not None
+            or self.partition_limiter is not None
+        )
+
+    def effective(self) -> QueueConfig:
+        """Resolve the legacy ``partition_queue`` flag into explicit per-partition limits."""
+        if not self.partition_queue:
+            return self
+        return QueueConfig(
+            name=self.name,
+            partition_concurrency=self.global_concurrency,
+            partition_worker_concurrency=self.worker_concurrency,
+            partition_limiter=self.limiter,
+            polling_interval_sec=self.polling_interval_sec,
+        )
+
+
+def build_config(
+    name: Any,
+    *,
+    concurrency: Any = None,
+    global_concurrency: Any = None,
+    worker_concurrency: Any = None,
+    limiter: Any = None,
+    partition_concurrency: Any = None,
+    partition_worker_concurrency: Any = None,
+    partition_limiter: Any = None,
+    polling_interval_sec: Any = 1.0,
+    partition_queue: bool = False,
+    priority_enabled: bool = False,
+) -> QueueConfig:
+    if not isinstance(name, str) or not name.strip():
+        raise QueueConfigError("a queue name must be a non-empty string")
+    if len(name) > 255:
+        raise QueueConfigError("a queue name can be at most 255 characters")
+    if (
+        concurrency is not None
+        and global_concurrency is not None
+        and concurrency != global_concurrency
+    ):
+        raise QueueConfigError(
+            "concurrency is the deprecated name of global_concurrency; give only one of them"
+        )
+    gc = _limit(
+        global_concurrency if global_concurrency is not None else concurrency, "global_concurrency"
+    )
+    wc = _limit(worker_concurrency, "worker_concurrency")
+    pc = _limit(partition_concurrency, "partition_concurrency")
+    pwc = _limit(partition_worker_concurrency, "partition_worker_concurrency")
+    lim = RateLimit.parse(limiter, "limiter")
+    plim = RateLimit.parse(partition_limiter, "partition_limiter")
+    if (
+        isinstance(polling_interval_sec, bool)
+        or not isinstance(polling_interval_sec, (int, float))
+        or polling_interval_sec <= 0
+    ):
+        raise QueueConfigError(
+            f"polling_interval_sec must be a number > 0, got {polling_interval_sec!r}"
+        )
+    if gc is not None and wc is not None and wc > gc:
+        raise QueueConfigError(f"worker_concurrency ({wc}) cannot exceed global_concurrency ({gc})")
+    if gc is not None and pc is not None and pc > gc:
+        raise QueueConfigError(
+            f"partition_concurrency ({pc}) cannot exceed global_concurrency ({gc})"
+        )
+    if pwc is not None and pc is not None and pwc > pc:
+        raise QueueConfigError(
+            f"partition_worker_concurrency ({pwc}) cannot exceed partition_concurrency ({pc})"
+        )
+    if pwc is not None and wc is not None and pwc > wc:
+        raise QueueConfigError(
+            f"partition_worker_concurrency ({pwc}) cannot exceed worker_concurrency ({wc})"
+        )
+    if partition_queue and (pc is not None or pwc is not None or plim is not None):
+        raise QueueConfigError(
+            "partition_queue=True (deprecated) cannot be combined with partition_* limits"
+        )
+    return QueueConfig(
+        name=name,
+        global_concurrency=gc,
+        worker_concurrency=wc,
+        limiter=lim,
+        partition_concurrency=pc,
+        partition_worker_concurrency=pwc,
+        partition_limiter=plim,
+        polling_interval_sec=float(polling_interval_sec),
+        partition_queue=bool(partition_queue),
+        priority_enabled=bool(priority_enabled),
+    )
+
+
+INTERNAL_QUEUE = QueueConfig(INTERNAL_QUEUE_NAME)
+
+
+class QueueRegistry:
+    """Queues declared in code in this process (config lives in every process's code)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, QueueConfig] = {}
+        self.listen: Optional[set[str]] = None  # None: every queue
+
+    def add(self, config: QueueConfig) -> None:
+        with self._lock:
+            if config.name in self._queues or config.name == INTERNAL_QUEUE_NAME:
+                raise QueueConfigError(f"a queue named {config.name!r} is already declared")
+            self._queues[config.name] = config
+
+    def replace(self, config: QueueConfig) -> None:
+        with self._lock:
+            self._queues[config.name] = config
+
+    def get(self, name: str) -> Optional[QueueConfig]:
+        if name == INTERNAL_QUEUE_NAME:
+            return INTERNAL_QUEUE
+        with self._lock:
+            return self._queues.get(name)
+
+    def all(self) -> list[QueueConfig]:
+        with self._lock:
+            return list(self._queues.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queues.clear()
+            self.listen = None
+
+
+QUEUES = QueueRegistry()

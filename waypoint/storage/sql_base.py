@@ -80,8 +80,9 @@ class Dialect(ABC):
     # Suffix that locks selected rows, skipping rows other claimers hold.
     skip_locked: str
 
-    def lock_queue(self, cur: Cursor, queue_name: str) -> None:
-        """Serialise claimers of one queue for the rest of the transaction."""
+    def lock_queue(self, cur: Cursor, queue_name: str) -> None:  # noqa: B027
+        """Serialise claimers of one queue for the rest of the transaction (SQLite: the
+        IMMEDIATE transaction already serialises every writer, so nothing to do)."""
 
     def notify(self, key_expr: str) -> str:
         """A RETURNING item that tells other processes about a change (``""``: cannot)."""

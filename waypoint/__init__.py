@@ -33,6 +33,8 @@ from waypoint.core.types import (
     WorkflowStatus,
     WorkflowStatusString,
 )
+from waypoint.queues.enqueue import EnqueueOptions
+from waypoint.queues.queue import Queue
 
 __all__ = [
     "DBOS",
@@ -42,7 +44,9 @@ __all__ = [
     "DBOSContextSetAuth",
     "DBOSPortableJSONSerializer",
     "DuplicationPolicy",
+    "EnqueueOptions",
     "PortableWorkflowError",
+    "Queue",
     "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowAttributes",

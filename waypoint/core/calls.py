@@ -3,20 +3,39 @@ in a sync and an async form."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any, Optional
 
-from waypoint.core.context import current_run, current_step
+from waypoint.core.context import (
+    UNSET,
+    Auth,
+    NextWorkflowID,
+    current_auth,
+    current_run,
+    current_step,
+    start_options,
+)
 from waypoint.core.effects import Flow, Io, drive_async, drive_sync
+from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome, to_status
 from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
 from waypoint.core.run import WorkflowRun
 from waypoint.core.runtime import Runtime, get_runtime
 from waypoint.core.steps import recorded_flow, sleep_flow, step_flow
 from waypoint.core.types import StepSpec, WorkflowStatus
-from waypoint.core.workflows import EnqueueSpec, direct_flow, prepare, start_flow
+from waypoint.core.workflows import Start, direct_flow, prepare, start_flow
 from waypoint.error import DBOSException
+from waypoint.queues.enqueue import (
+    EnqueueOptions,
+    by_name,
+    require_queue,
+    spec_from_context,
+    spec_from_options,
+    target_of,
+    validate_for_queue,
+)
 
 # -- where are we? ------------------------------------------------------------------------------
 
@@ -64,26 +83,114 @@ async def call_workflow_async(
     return await drive_async(direct_flow(rt, prepare(rt, info, args, kwargs)))
 
 
-def start(
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    enqueue: Optional[EnqueueSpec] = None,
-) -> str:
+def _reject_enqueue_options() -> None:
+    opts = start_options.get()
+    if opts.enqueue_options_set and any(
+        v is not None
+        for v in (
+            opts.deduplication_id,
+            opts.priority,
+            opts.queue_partition_key,
+            opts.delay_seconds,
+        )
+    ):
+        raise DBOSException(
+            "deduplication_id, priority, queue_partition_key and delay_seconds apply only to "
+            "enqueued workflows; use Queue.enqueue or DBOS.enqueue_workflow"
+        )
+
+
+def start(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     rt = get_runtime()
-    info, args = resolve_workflow(func, args)
-    return drive_sync(start_flow(rt, prepare(rt, info, args, kwargs, enqueue)))
+    _reject_enqueue_options()
+    info, args = resolve_workflow(target_of(func), args)
+    return drive_sync(start_flow(rt, prepare(rt, info, args, kwargs)))
 
 
 async def start_async(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    rt = get_runtime()
+    _reject_enqueue_options()
+    info, args = resolve_workflow(target_of(func), args)
+    return await drive_async(start_flow(rt, prepare(rt, info, args, kwargs)))
+
+
+def _enqueue_start(
+    rt: Engine,
+    queue_name: str,
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    enqueue: Optional[EnqueueSpec] = None,
+) -> Start:
+    spec = spec_from_context(queue_name)
+    validate_for_queue(spec, require_queue(rt, queue_name))
+    info, args = resolve_workflow(target_of(func), args)
+    return prepare(rt, info, args, kwargs, spec)
+
+
+def enqueue(
+    queue_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> str:
     rt = get_runtime()
-    info, args = resolve_workflow(func, args)
-    return await drive_async(start_flow(rt, prepare(rt, info, args, kwargs, enqueue)))
+    return drive_sync(start_flow(rt, _enqueue_start(rt, queue_name, func, args, kwargs)))
+
+
+async def enqueue_async(
+    queue_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    rt = get_runtime()
+    return await drive_async(start_flow(rt, _enqueue_start(rt, queue_name, func, args, kwargs)))
+
+
+def by_name_start(
+    rt: Engine,
+    options: EnqueueOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    check_queue: bool,
+) -> Start:
+    """Prepare an enqueue by workflow name (the function may live in another process)."""
+    spec = spec_from_options(options)
+    validate_for_queue(spec, require_queue(rt, spec.queue_name) if check_queue else None)
+    info = by_name(options)
+    wfid = options.get("workflow_id")
+    holder = NextWorkflowID(wfid) if wfid is not None else None
+    token = start_options.set(
+        dataclasses.replace(
+            start_options.get(),
+            next_id=holder,
+            attributes=options.get("attributes", UNSET),
+        )
+    )
+    auth_token = None
+    if options.get("authenticated_user") is not None or options.get("authenticated_roles"):
+        auth_token = current_auth.set(
+            Auth(options.get("authenticated_user"), options.get("authenticated_roles"))
+        )
+    try:
+        return prepare(rt, info, args, kwargs, spec)
+    finally:
+        start_options.reset(token)
+        if auth_token is not None:
+            current_auth.reset(auth_token)
+
+
+def enqueue_with_options(
+    options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    rt = get_runtime()
+    return drive_sync(start_flow(rt, by_name_start(rt, options, args, kwargs, check_queue=True)))
+
+
+async def enqueue_with_options_async(
+    options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    rt = get_runtime()
+    return await drive_async(
+        start_flow(rt, by_name_start(rt, options, args, kwargs, check_queue=True))
+    )
 
 
 # -- results and status ------------------------------------------------------------------------
@@ -209,4 +316,4 @@ async def sleep_async(seconds: float) -> None:
 
 
 def registered_workflow_funcs() -> list[Callable[..., Any]]:
-    return [info.func for info in REGISTRY.workflows.values()]
+    return [info.func for info in REGISTRY.workflows.values() if not info.internal]

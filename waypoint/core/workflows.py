@@ -31,6 +31,7 @@ from waypoint.core.context import (
     take_workflow_id,
 )
 from waypoint.core.effects import Call, Flow, Io, drive_async, drive_sync
+from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome
 from waypoint.core.registry import REGISTRY, WorkflowInfo
 from waypoint.core.run import RunEntry, WorkflowRun
@@ -39,6 +40,7 @@ from waypoint.core.serialization import PORTABLE_NAME, Serializer, coerce_portab
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
+    DBOSQueueDeduplicatedError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
     DBOSWorkflowConflictIDError,
@@ -46,7 +48,14 @@ from waypoint.error import (
     MaxRecoveryAttemptsExceededError,
     WaypointPayloadError,
 )
-from waypoint.storage.protocol import ChildLink, InitOutcome, NewWorkflow, WorkflowRow
+from waypoint.storage.protocol import (
+    ChildLink,
+    InitOutcome,
+    NewWorkflow,
+    WorkflowRow,
+    queue_key,
+    timer_key,
+)
 
 logger = logging.getLogger("waypoint")
 
@@ -78,6 +87,12 @@ class EnqueueSpec:
     partition_key: Optional[str] = None
     delay_seconds: Optional[float] = None
     app_version: Optional[str] = None
+    duplication_policy: Optional[str] = None
+    # False for enqueue-by-name and clients: the row gets no version unless one is given, so
+    # it runs on whichever executor runs the latest version.
+    versioned: bool = True
+    config_name: Optional[str] = None
+    timeout_sec: Optional[float] = None
 
 
 @dataclass
@@ -93,6 +108,7 @@ class Start:
     serializer: Serializer
     auth: Optional[Auth]
     replayed_child: bool = False
+    duplication_policy: Optional[str] = None
 
 
 def split_bound(info: WorkflowInfo, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
@@ -103,7 +119,7 @@ def split_bound(info: WorkflowInfo, args: tuple[Any, ...]) -> tuple[Any, tuple[A
 
 
 def prepare(
-    rt: Runtime,
+    rt: Engine,
     info: WorkflowInfo,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -145,9 +161,12 @@ def prepare(
     opts = start_options.get()
     timeout_ms: Optional[int] = None
     deadline: Optional[int] = None
-    if opts.timeout_sec is not UNSET:
-        if opts.timeout_sec is not None:
-            timeout_ms = int(opts.timeout_sec * 1000)
+    timeout_sec = opts.timeout_sec
+    if enqueue is not None and enqueue.timeout_sec is not None:
+        timeout_sec = enqueue.timeout_sec
+    if timeout_sec is not UNSET:
+        if timeout_sec is not None:
+            timeout_ms = int(timeout_sec * 1000)
             deadline = None if enqueue is not None else now + timeout_ms
     elif parent is not None and parent.deadline_ms is not None:
         deadline = parent.deadline_ms
@@ -164,6 +183,8 @@ def prepare(
 
     class_name = info.class_name
     config_name = getattr(bound, "config_name", None) if info.kind == "instance" else None
+    if enqueue is not None and enqueue.config_name is not None:
+        config_name = enqueue.config_name
     new = NewWorkflow(
         workflow_id=workflow_id,
         status="PENDING",
@@ -194,6 +215,8 @@ def prepare(
         new.recovery_attempts = 0
         if enqueue.app_version is not None:
             new.application_version = enqueue.app_version
+        elif not enqueue.versioned:
+            new.application_version = None
         if enqueue.delay_seconds is not None and enqueue.delay_seconds > 0:
             new.status = "DELAYED"
             new.delay_until_epoch_ms = now + int(enqueue.delay_seconds * 1000)
@@ -212,6 +235,7 @@ def prepare(
         serializer=serializer,
         auth=auth,
         replayed_child=replayed_child,
+        duplication_policy=enqueue.duplication_policy if enqueue is not None else None,
     )
 
 
@@ -363,17 +387,34 @@ def _await_existing(rt: Runtime, st: Start) -> Flow[Any]:
 # -- background starts ------------------------------------------------------------------------
 
 
-def start_flow(rt: Runtime, st: Start) -> Flow[str]:
-    """Write the row, then launch the body in the background; returns the workflow ID."""
+def start_flow(rt: Engine, st: Start) -> Flow[str]:
+    """Write the row, then launch the body in the background (or leave it to a dispatcher,
+    when enqueued); returns the workflow ID (with ``return-existing``, the holder's)."""
     if st.replayed_child:
         # The parent already recorded this child: never create or launch it again.
         return st.workflow_id
-    init = yield Io(lambda: rt.store.init_workflow(st.new, st.link))
+    queue, dedup = st.new.queue_name or "", st.new.deduplication_id or ""
+    for _ in range(5):
+        try:
+            init = yield Io(lambda: rt.store.init_workflow(st.new, st.link))
+            break
+        except DBOSQueueDeduplicatedError:
+            if st.duplication_policy != "return-existing":
+                raise
+            holder = yield Io(lambda: rt.store.dedup_holder(queue, dedup))
+            if holder is not None:
+                return str(holder)
+            # The holder finished between our insert and our read: try again.
+    else:
+        raise DBOSQueueDeduplicatedError(st.workflow_id, queue, dedup)
     check_init(st, init)
-    if init.created and st.new.status == "PENDING":
-        launch(rt, st)
-    elif init.created and rt.dispatcher is not None:
-        rt.dispatcher.wake(st.new.queue_name)
+    if init.created:
+        if st.new.status == "PENDING":
+            assert isinstance(rt, Runtime), "only a launched runtime starts workflows itself"
+            launch(rt, st)
+        else:
+            kind = queue_key if st.new.status == "ENQUEUED" else timer_key
+            rt.wakeups.fire(kind(st.new.queue_name or ""))
     return st.workflow_id
 
 

@@ -26,6 +26,14 @@ def queue_key(queue: str) -> str:
     return f"q:{queue}"
 
 
+def timer_key(queue: str) -> str:
+    return f"t:{queue}"
+
+
+def queue_config_key(queue: str) -> str:
+    return f"Q:{queue}"
+
+
 def done_key(workflow_id: str) -> str:
     return f"d:{workflow_id}"
 

@@ -1,0 +1,194 @@
+"""Enqueueing: turn a queue name plus options into an ``EnqueueSpec`` (validated before
+anything is written) and start the flow that writes the ENQUEUED (or DELAYED) row."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Optional, TypedDict
+
+from waypoint.core.context import start_options
+from waypoint.core.engine import Engine
+from waypoint.core.registry import REGISTRY, WorkflowInfo
+from waypoint.core.types import WorkflowSerializationFormat
+from waypoint.core.workflows import EnqueueSpec
+from waypoint.error import DBOSException
+from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError
+
+MAX_PRIORITY = 2**31 - 1
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """Options for enqueueing a workflow by name (``enqueue_workflow_with_options``, clients)."""
+
+    workflow_name: str
+    queue_name: str
+    workflow_id: str
+    app_version: str
+    workflow_timeout: float
+    delay_seconds: float
+    deduplication_id: str
+    duplication_policy: str
+    priority: int
+    max_recovery_attempts: int
+    queue_partition_key: str
+    authenticated_user: str
+    authenticated_roles: list[str]
+    serialization_type: WorkflowSerializationFormat
+    class_name: str
+    instance_name: str
+    attributes: dict[str, Any]
+    application_name: str
+    otel_context: dict[str, str]
+
+
+class EnqueueError(DBOSException, ValueError):
+    """An enqueue was asked for with options that cannot work; nothing was written."""
+
+
+def check_priority(priority: Any) -> None:
+    if priority is not None and (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not 1 <= priority <= MAX_PRIORITY
+    ):
+        raise EnqueueError(
+            f"priority must be an integer from 1 to {MAX_PRIORITY}, got {priority!r}"
+        )
+
+
+def spec_from_context(queue_name: str) -> EnqueueSpec:
+    """Queue options from an enclosing ``SetEnqueueOptions`` block."""
+    opts = start_options.get()
+    return EnqueueSpec(
+        queue_name=queue_name,
+        deduplication_id=opts.deduplication_id,
+        priority=opts.priority,
+        partition_key=opts.queue_partition_key,
+        delay_seconds=opts.delay_seconds,
+        app_version=opts.app_version,
+        duplication_policy=opts.duplication_policy,
+    )
+
+
+def spec_from_options(options: EnqueueOptions) -> EnqueueSpec:
+    unknown = set(options) - set(EnqueueOptions.__annotations__)
+    if unknown:
+        raise EnqueueError(f"unknown enqueue options: {', '.join(sorted(unknown))}")
+    for key in ("workflow_name", "queue_name"):
+        if not isinstance(options.get(key), str) or not str(options.get(key)).strip():
+            raise EnqueueError(f"enqueue options need a non-empty {key!r}")
+    timeout = options.get("workflow_timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise EnqueueError(
+            f"workflow_timeout must be a positive number of seconds, got {timeout!r}"
+        )
+    delay = options.get("delay_seconds")
+    if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
+        raise EnqueueError(f"delay_seconds must be a non-negative number, got {delay!r}")
+    policy = options.get("duplication_policy")
+    if policy not in (None, "reject", "return-existing"):
+        raise EnqueueError(
+            f"duplication_policy must be 'reject' or 'return-existing', got {policy!r}"
+        )
+    check_priority(options.get("priority"))
+    return EnqueueSpec(
+        queue_name=options["queue_name"],
+        deduplication_id=options.get("deduplication_id"),
+        priority=options.get("priority"),
+        partition_key=options.get("queue_partition_key"),
+        delay_seconds=delay,
+        app_version=options.get("app_version"),
+        duplication_policy=policy,
+        versioned=False,
+        config_name=options.get("instance_name"),
+        timeout_sec=timeout,
+    )
+
+
+def validate_for_queue(spec: EnqueueSpec, config: Optional[QueueConfig]) -> None:
+    """Reject options the queue cannot honour, before anything is written."""
+    check_priority(spec.priority)
+    if spec.deduplication_id is not None and not isinstance(spec.deduplication_id, str):
+        raise EnqueueError("deduplication_id must be a string")
+    if config is None:
+        if spec.partition_key is not None and spec.deduplication_id is not None:
+            raise EnqueueError("deduplication is not supported on partitioned queues")
+        return
+    cfg = config.effective()
+    if cfg.partitioned:
+        if spec.partition_key is None:
+            raise EnqueueError(
+                f"queue {cfg.name!r} is partitioned: every enqueue needs a queue_partition_key"
+            )
+        if spec.deduplication_id is not None:
+            raise EnqueueError("deduplication is not supported on partitioned queues")
+    elif spec.partition_key is not None:
+        raise EnqueueError(
+            f"queue {cfg.name!r} is not partitioned: queue_partition_key is not allowed"
+        )
+
+
+def find_queue(engine: Engine, name: str) -> Optional[QueueConfig]:
+    """The queue's config: declared in code here, else its database row (None: unknown)."""
+    cfg = QUEUES.get(name)
+    if cfg is not None:
+        return cfg
+    row = engine.store.get_queue(name)
+    if row is None:
+        return None
+    from waypoint.queues.dispatcher import config_from_row
+
+    return config_from_row(row)
+
+
+def require_queue(engine: Engine, name: str) -> QueueConfig:
+    if not isinstance(name, str) or not name:
+        raise QueueConfigError("a queue name must be a non-empty string")
+    cfg = find_queue(engine, name)
+    if cfg is None:
+        raise EnqueueError(
+            f"queue {name!r} does not exist: declare it with Queue({name!r}, ...) or "
+            "DBOS.register_queue before enqueueing to it"
+        )
+    return cfg
+
+
+def target_of(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Steps can be enqueued directly: they run inside a one-step workflow of their own."""
+    target = func.__func__ if inspect.ismethod(func) else func
+    entry = getattr(target, "__waypoint_step__", None)
+    if entry is not None:
+        info = REGISTRY.workflows.get(step_workflow_name(entry.name))
+        if info is not None and info.wrapper is not None:
+            return info.wrapper
+    return func
+
+
+def step_workflow_name(step_name: str) -> str:
+    return f"waypoint.step:{step_name}"
+
+
+def by_name(options: EnqueueOptions) -> WorkflowInfo:
+    """A stand-in registration for a workflow this process may not have (enqueue by name)."""
+    name = options["workflow_name"]
+    registered = REGISTRY.workflows.get(name)
+    fmt = options.get("serialization_type")
+    if fmt is None and registered is not None:
+        fmt = registered.serialization
+    # Arguments given by name never include self/cls: the instance is named instead.
+    return WorkflowInfo(
+        name=name,
+        func=_not_here,
+        is_async=False,
+        max_recovery_attempts=None,
+        serialization=fmt,
+        validate_args=None,
+        kind="function",
+        class_name=options.get("class_name")
+        or (registered.class_name if registered is not None else None),
+    )
+
+
+def _not_here(*args: Any, **kwargs: Any) -> Any:
+    raise DBOSException("this workflow is not registered in this process")

@@ -18,6 +18,7 @@ from waypoint._api.context import (
 from waypoint._api.dbos import DBOS, DBOSConfiguredInstance
 from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.migrate import run_dbos_database_migrations
+from waypoint.core.messaging import SendMessage
 from waypoint.core.serialization import (
     DBOSPortableJSONSerializer,
     PortableWorkflowError,
@@ -47,6 +48,7 @@ __all__ = [
     "EnqueueOptions",
     "PortableWorkflowError",
     "Queue",
+    "SendMessage",
     "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowAttributes",

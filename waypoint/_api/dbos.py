@@ -15,6 +15,7 @@ from typing import Any, Optional, TypeVar, cast
 
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
+from waypoint._api.messaging import MessagingMixin
 from waypoint.core import calls
 from waypoint.core.config import RuntimeConfig, resolve
 from waypoint.core.context import current_run, current_step
@@ -92,7 +93,7 @@ def _step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
     return spec
 
 
-class DBOS:
+class DBOS(MessagingMixin):
     """Durable workflows: decorate functions, launch, start, wait."""
 
     _instance: Optional[DBOS] = None

@@ -59,6 +59,11 @@ class Engine:
             self._listener.stop()
             self._listener = None
 
+    def wait_interval(self) -> float:
+        """How long a waiter may sleep before re-reading the database on its own: one polling
+        interval, or a slow safety period while notifications reach this process."""
+        return 30.0 if self.notifications else self.polling_interval_sec
+
     @property
     def notifications(self) -> bool:
         """Whether writes made elsewhere reach this process as wake-ups."""

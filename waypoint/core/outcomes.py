@@ -11,16 +11,16 @@ import json
 import logging
 from typing import Any, Optional
 
-from waypoint.core.effects import Flow, Io, Sleep, Wait
+from waypoint.core.effects import Flow, Io, Wait
+from waypoint.core.engine import Engine
 from waypoint.core.run import RunEntry
-from waypoint.core.runtime import Runtime
 from waypoint.core.types import TERMINAL_STATUSES, WorkflowStatus
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
     DBOSNonExistentWorkflowError,
 )
-from waypoint.storage.protocol import Outcome, WorkflowRow
+from waypoint.storage.protocol import Outcome, WorkflowRow, cancel_key, done_key
 
 logger = logging.getLogger("waypoint")
 
@@ -41,7 +41,7 @@ class StealOrWait(Wait):
         return self.signal.wait(self.timeout)
 
 
-def decode_outcome(rt: Runtime, workflow_id: str, outcome: Outcome) -> Any:
+def decode_outcome(rt: Engine, workflow_id: str, outcome: Outcome) -> Any:
     status = outcome.status
     if status == "SUCCESS":
         return rt.codec.decode(outcome.output, outcome.serialization)
@@ -55,15 +55,18 @@ def decode_outcome(rt: Runtime, workflow_id: str, outcome: Outcome) -> Any:
 
 
 def await_outcome(
-    rt: Runtime,
+    rt: Engine,
     workflow_id: str,
     polling_interval_sec: float = 1.0,
-    timeout: Optional[float] = None,
 ) -> Flow[Any]:
-    """Return the workflow's result (or raise its error) once it is terminal."""
+    """Return the workflow's result (or raise its error) once it is terminal.
+
+    A run in this process hands over its result from memory. Otherwise the completion's
+    wake-up (local, or NOTIFY from another process) ends the wait; without notifications the
+    database is re-read, quickly at first, then every ``polling_interval_sec``."""
     interval = max(0.001, float(polling_interval_sec))
     delay = min(0.005, interval)
-    waited = 0.0
+    keys = (done_key(workflow_id), cancel_key(workflow_id))
     while True:
         entry = rt.active(workflow_id)
         if entry is not None:
@@ -74,19 +77,21 @@ def await_outcome(
                 return entry.output
             if not done:
                 continue  # still running here; keep waiting on the signal
-        outcome = yield Io(lambda: rt.store.get_outcome(workflow_id))
-        if outcome is None:
-            raise DBOSNonExistentWorkflowError(workflow_id)
-        if outcome.status in TERMINAL_STATUSES:
-            return decode_outcome(rt, workflow_id, outcome)
-        if timeout is not None and waited >= timeout:
-            raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout}s")
-        yield Sleep(delay)
-        waited += delay
-        delay = min(delay * 2, interval)
+        signal = rt.wakeups.subscribe(*keys)
+        try:
+            outcome = yield Io(lambda: rt.store.get_outcome(workflow_id))
+            if outcome is None:
+                raise DBOSNonExistentWorkflowError(workflow_id)
+            if outcome.status in TERMINAL_STATUSES:
+                return decode_outcome(rt, workflow_id, outcome)
+            wait = rt.wait_interval() if rt.notifications else delay
+            yield Wait(signal, wait)
+            delay = min(delay * 2, interval)
+        finally:
+            rt.wakeups.unsubscribe(signal, *keys)
 
 
-def to_status(rt: Runtime, row: WorkflowRow, *, load: bool = True) -> WorkflowStatus:
+def to_status(rt: Engine, row: WorkflowRow, *, load: bool = True) -> WorkflowStatus:
     codec = rt.codec
     inputs: Any = None
     output: Any = None

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from waypoint.core.context import StepState, current_step
 from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
+from waypoint.core.engine import Engine
 from waypoint.core.run import WorkflowRun
 from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PORTABLE_NAME
@@ -107,7 +108,7 @@ class StepCall(Call):
                 cancel_wait.cancel()
 
 
-def replay(rt: Runtime, run: WorkflowRun, rec: StepRow, name: str) -> Any:
+def replay(rt: Engine, run: WorkflowRun, rec: StepRow, name: str) -> Any:
     if rec.function_name != name:
         raise DBOSUnexpectedStepError(run.workflow_id, rec.function_id, name, rec.function_name)
     if rec.error is not None:

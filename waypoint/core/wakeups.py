@@ -32,27 +32,30 @@ class Wakeups:
         self._subs: dict[str, set[Signal]] = {}
         self._hooks: list[tuple[str, Callable[[str], None]]] = []
 
-    def subscribe(self, key: str) -> Signal:
+    def subscribe(self, *keys: str) -> Signal:
+        """One signal, set when any of ``keys`` fires."""
         sig = Signal()
         with self._lock:
-            self._subs.setdefault(key, set()).add(sig)
+            for key in keys:
+                self._subs.setdefault(key, set()).add(sig)
         return sig
 
-    def unsubscribe(self, key: str, sig: Signal) -> None:
+    def unsubscribe(self, sig: Signal, *keys: str) -> None:
         with self._lock:
-            subs = self._subs.get(key)
-            if subs is not None:
-                subs.discard(sig)
-                if not subs:
-                    del self._subs[key]
+            for key in keys:
+                subs = self._subs.get(key)
+                if subs is not None:
+                    subs.discard(sig)
+                    if not subs:
+                        del self._subs[key]
 
     @contextmanager
-    def watching(self, key: str) -> Iterator[Signal]:
-        sig = self.subscribe(key)
+    def watching(self, *keys: str) -> Iterator[Signal]:
+        sig = self.subscribe(*keys)
         try:
             yield sig
         finally:
-            self.unsubscribe(key, sig)
+            self.unsubscribe(sig, *keys)
 
     def add_hook(self, prefix: str, callback: Callable[[str], None]) -> None:
         """Call ``callback(key)`` for every fired key starting with ``prefix`` (and with ``""``

@@ -53,6 +53,7 @@ from waypoint.storage.protocol import (
     InitOutcome,
     NewWorkflow,
     WorkflowRow,
+    done_key,
     queue_key,
     timer_key,
 )
@@ -356,6 +357,8 @@ def finish(
     if not ok:
         # Another execution owns the workflow now: local waiters must read its outcome.
         run.entry.abandon()
+    else:
+        rt.wakeups.fire(done_key(run.workflow_id))
 
 
 # -- direct calls -----------------------------------------------------------------------------
@@ -501,6 +504,7 @@ def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
             logger.error(
                 "%s", MaxRecoveryAttemptsExceededError(row.workflow_id, info.max_recovery_attempts)
             )
+            rt.wakeups.fire(done_key(row.workflow_id))
         return
     try:
         args, kwargs = rt.codec.decode_inputs(row.inputs, row.serialization)
@@ -517,6 +521,7 @@ def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
             rt.codec.encode_error(exc, rt.codec.default),
             rt.now_ms(),
         )
+        rt.wakeups.fire(done_key(row.workflow_id))
         return
     bound: Any = None
     if info.kind == "instance":

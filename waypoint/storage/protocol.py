@@ -275,6 +275,25 @@ class ClaimRequest:
 
 
 @dataclass(slots=True)
+class NewMessage:
+    message_uuid: str
+    destination_id: str
+    topic: str
+    message: str
+    serialization: Optional[str]
+
+
+@dataclass(slots=True)
+class Received:
+    """What ``consume_message`` found: ``found`` is False when no message is waiting."""
+
+    found: bool
+    accepted: bool
+    output: Optional[str] = None
+    serialization: Optional[str] = None
+
+
+@dataclass(slots=True)
 class QueueRow:
     """A database-backed queue (the ``queues`` table)."""
 
@@ -423,6 +442,48 @@ class SystemStore(Protocol):
     def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]: ...
     def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]: ...
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool: ...
+
+    # -- messages, events, streams -------------------------------------------------------------
+    def send_messages(
+        self, messages: Sequence[NewMessage], record: Optional[StepRecord]
+    ) -> Optional[RecordOutcome]:
+        """Insert messages (duplicate IDs are ignored) and, from a workflow, checkpoint the
+        send in the same transaction. Raises DBOSNonExistentWorkflowError for a missing
+        destination, writing nothing."""
+        ...
+
+    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
+        """Atomically take the oldest unconsumed message and checkpoint it as ``record``."""
+        ...
+
+    def set_event(
+        self,
+        workflow_id: str,
+        key: str,
+        value: str,
+        serialization: Optional[str],
+        function_id: int,
+        record: Optional[StepRecord],
+    ) -> Optional[RecordOutcome]: ...
+    def get_event(self, workflow_id: str, key: str) -> Optional[tuple[str, Optional[str]]]: ...
+    def get_events(self, workflow_id: str) -> dict[str, tuple[str, Optional[str]]]: ...
+    def write_stream(
+        self,
+        workflow_id: str,
+        key: str,
+        value: str,
+        serialization: Optional[str],
+        function_id: int,
+        write_key: str,
+        record: Optional[StepRecord],
+    ) -> Optional[RecordOutcome]: ...
+    def read_stream(
+        self, workflow_id: str, key: str, offset: int
+    ) -> tuple[Optional[tuple[str, Optional[str]]], Optional[str]]:
+        """The value at ``offset`` (if written) and the writer's status."""
+        ...
+
+    def forks_of(self, workflow_ids: Sequence[str]) -> list[str]: ...
 
     # -- database-backed queues ----------------------------------------------------------------
     def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow: ...

@@ -13,16 +13,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar
 
+from waypoint.error import DBOSNonExistentWorkflowError
 from waypoint.storage.protocol import (
     QUEUE_COLUMNS,
     WORKFLOW_COLUMNS,
     ClaimRequest,
     InitOutcome,
     ListFilter,
+    NewMessage,
     NewWorkflow,
     Outcome,
     QueueOwnedError,
     QueueRow,
+    Received,
+    RecordOutcome,
+    StepRecord,
     StepRow,
     VersionRow,
     WorkflowRow,
@@ -87,6 +92,15 @@ class Dialect(ABC):
     def notify(self, key_expr: str) -> str:
         """A RETURNING item that tells other processes about a change (``""``: cannot)."""
         return ""
+
+    def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:  # noqa: B027
+        """Tell other processes about a change made in this transaction (if possible)."""
+
+    # Row locks for read-modify-write inside a transaction (SQLite: the write lock suffices).
+    lock_shared = ""
+    lock_exclusive = ""
+    # A column that orders rows by insertion, for ties on timestamps.
+    insertion_order = "rowid"
 
     def returning(self, *items: str) -> str:
         present = [i for i in items if i]
@@ -676,6 +690,264 @@ class SqlStore(ABC):
         )
         return str(row[0]) if row else None
 
+    # -- checkpoints inside a transaction ----------------------------------------------------
+    def _record_in(self, cur: Cursor, rec: StepRecord) -> RecordOutcome:
+        """Fenced, idempotent checkpoint as part of a larger transaction."""
+        wf = cur.one(
+            f"SELECT status, owner_xid FROM {self.d.t('workflow_status')} "
+            "WHERE workflow_uuid = %(wf)s" + self.d.lock_shared,
+            {"wf": rec.workflow_id},
+        )
+        if wf is None or wf[1] != rec.owner_xid:
+            return RecordOutcome(False, wf[0] if wf else None)
+        oo = self.d.t("operation_outputs")
+        inserted = cur.one(
+            f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, error, "
+            "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, "
+            "owner_xid, application_name) VALUES (%(wf)s, %(fid)s, %(fname)s, %(output)s, "
+            "%(error)s, %(child)s, %(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s) "
+            "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
+            {
+                "wf": rec.workflow_id,
+                "fid": rec.function_id,
+                "fname": rec.function_name,
+                "output": rec.output,
+                "error": rec.error,
+                "child": rec.child_workflow_id,
+                "started": rec.started_at_epoch_ms,
+                "completed": rec.completed_at_epoch_ms,
+                "ser": rec.serialization,
+                "owner": rec.owner_xid,
+                "app": rec.application_name,
+            },
+        )
+        if inserted is not None:
+            return RecordOutcome(True, wf[0])
+        existing = cur.one(
+            f"SELECT owner_xid FROM {oo} WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
+            {"wf": rec.workflow_id, "fid": rec.function_id},
+        )
+        return RecordOutcome(existing is not None and existing[0] == rec.owner_xid, wf[0])
+
+    # -- messages -------------------------------------------------------------------------------
+    def send_messages(
+        self, messages: Sequence[NewMessage], record: Optional[StepRecord]
+    ) -> Optional[RecordOutcome]:
+        nt = self.d.t("notifications")
+        dests = sorted({m.destination_id for m in messages})
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome: Optional[RecordOutcome] = None
+            if record is not None:
+                outcome = self._record_in(cur, record)
+                if not outcome.accepted:
+                    return outcome
+            found = {
+                r[0]
+                for r in cur.all(
+                    f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+                    f"WHERE {self.d.any('workflow_uuid', 'ids')}",
+                    {"ids": self.d.list_param(dests)},
+                )
+            }
+            missing = [d for d in dests if d not in found]
+            if missing:
+                raise DBOSNonExistentWorkflowError(missing[0])
+            for m in messages:
+                cur.exec(
+                    f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
+                    "serialization) VALUES (%(id)s, %(dest)s, %(topic)s, %(msg)s, %(ser)s) "
+                    "ON CONFLICT (message_uuid) DO NOTHING",
+                    {
+                        "id": m.message_uuid,
+                        "dest": m.destination_id,
+                        "topic": m.topic,
+                        "msg": m.message,
+                        "ser": m.serialization,
+                    },
+                )
+            return outcome
+
+        return self._tx(body, "send message")
+
+    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
+        nt = self.d.t("notifications")
+        oo = self.d.t("operation_outputs")
+
+        def body(cur: Cursor) -> Received:
+            wf = cur.one(
+                f"SELECT owner_xid FROM {self.d.t('workflow_status')} "
+                "WHERE workflow_uuid = %(wf)s" + self.d.lock_shared,
+                {"wf": workflow_id},
+            )
+            if wf is None or wf[0] != record.owner_xid:
+                return Received(found=True, accepted=False)
+            done = cur.one(
+                f"SELECT output, serialization, owner_xid FROM {oo} "
+                "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
+                {"wf": workflow_id, "fid": record.function_id},
+            )
+            if done is not None:  # consumed by an earlier attempt whose reply was lost
+                return Received(True, done[2] == record.owner_xid, done[0], done[1])
+            msg = cur.one(
+                f"SELECT message_uuid, message, serialization FROM {nt} "
+                "WHERE destination_uuid = %(wf)s AND topic = %(topic)s "
+                f"AND consumed = {self.d.false} "
+                f"ORDER BY created_at_epoch_ms, {self.d.insertion_order} LIMIT 1"
+                + self.d.skip_locked,
+                {"wf": workflow_id, "topic": topic},
+            )
+            if msg is None:
+                return Received(found=False, accepted=True)
+            cur.exec(
+                f"UPDATE {nt} SET consumed = {self.d.true} WHERE message_uuid = %(id)s",
+                {"id": msg[0]},
+            )
+            record.output, record.serialization = msg[1], msg[2]
+            outcome = self._record_in(cur, record)
+            return Received(True, outcome.accepted, msg[1], msg[2])
+
+        return self._tx(body, "receive message")
+
+    def forks_of(self, workflow_ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        frontier = list(workflow_ids)
+        seen = set(frontier)
+        while frontier:
+            rows = self._all(
+                f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+                f"WHERE {self.d.any('forked_from', 'ids')}",
+                {"ids": self.d.list_param(frontier)},
+                "find forks",
+            )
+            frontier = [r[0] for r in rows if r[0] not in seen]
+            seen.update(frontier)
+            found.extend(frontier)
+        return found
+
+    # -- events ---------------------------------------------------------------------------------
+    def set_event(
+        self,
+        workflow_id: str,
+        key: str,
+        value: str,
+        serialization: Optional[str],
+        function_id: int,
+        record: Optional[StepRecord],
+    ) -> Optional[RecordOutcome]:
+        params: Params = {
+            "wf": workflow_id,
+            "key": key,
+            "value": value,
+            "ser": serialization,
+            "fid": function_id,
+        }
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome: Optional[RecordOutcome] = None
+            if record is not None:
+                outcome = self._record_in(cur, record)
+                if not outcome.accepted:
+                    return outcome
+            cur.exec(
+                f"INSERT INTO {self.d.t('workflow_events')} (workflow_uuid, key, value, "
+                "serialization) VALUES (%(wf)s, %(key)s, %(value)s, %(ser)s) "
+                "ON CONFLICT (workflow_uuid, key) DO UPDATE SET value = excluded.value, "
+                "serialization = excluded.serialization",
+                params,
+            )
+            cur.exec(
+                f"INSERT INTO {self.d.t('workflow_events_history')} (workflow_uuid, function_id, "
+                "key, value, serialization) VALUES (%(wf)s, %(fid)s, %(key)s, %(value)s, "
+                "%(ser)s) ON CONFLICT (workflow_uuid, function_id, key) DO UPDATE "
+                "SET value = excluded.value, serialization = excluded.serialization",
+                params,
+            )
+            self.d.notify_in(cur, "'e:' || %(wf)s || '::' || %(key)s", params)
+            return outcome
+
+        return self._tx(body, "set event")
+
+    def get_event(self, workflow_id: str, key: str) -> Optional[tuple[str, Optional[str]]]:
+        row = self._one(
+            f"SELECT value, serialization FROM {self.d.t('workflow_events')} "
+            "WHERE workflow_uuid = %(wf)s AND key = %(key)s",
+            {"wf": workflow_id, "key": key},
+            "get event",
+        )
+        return (row[0], row[1]) if row else None
+
+    def get_events(self, workflow_id: str) -> dict[str, tuple[str, Optional[str]]]:
+        rows = self._all(
+            f"SELECT key, value, serialization FROM {self.d.t('workflow_events')} "
+            "WHERE workflow_uuid = %(wf)s ORDER BY key",
+            {"wf": workflow_id},
+            "get events",
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    # -- streams --------------------------------------------------------------------------------
+    def write_stream(
+        self,
+        workflow_id: str,
+        key: str,
+        value: str,
+        serialization: Optional[str],
+        function_id: int,
+        write_key: str,
+        record: Optional[StepRecord],
+    ) -> Optional[RecordOutcome]:
+        st = self.d.t("streams")
+        params: Params = {
+            "wf": workflow_id,
+            "key": key,
+            "value": value,
+            "ser": serialization,
+            "fid": function_id,
+            "wk": write_key,
+        }
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome: Optional[RecordOutcome] = None
+            if record is not None:
+                outcome = self._record_in(cur, record)
+                if not outcome.accepted:
+                    return outcome
+            # Writers of one stream queue up on the workflow row, so offsets never collide.
+            cur.one(
+                f"SELECT 1 FROM {self.d.t('workflow_status')} WHERE workflow_uuid = %(wf)s"
+                + self.d.lock_exclusive,
+                params,
+            )
+            cur.exec(
+                f'INSERT INTO {st} (workflow_uuid, key, value, "offset", function_id, '
+                "serialization, write_key) SELECT %(wf)s, %(key)s, %(value)s, "
+                f'COALESCE(MAX("offset"), -1) + 1, %(fid)s, %(ser)s, %(wk)s FROM {st} '
+                "WHERE workflow_uuid = %(wf)s AND key = %(key)s "
+                "ON CONFLICT (workflow_uuid, key, write_key) WHERE write_key IS NOT NULL "
+                "DO NOTHING",
+                params,
+            )
+            self.d.notify_in(cur, "'s:' || %(wf)s || '::' || %(key)s", params)
+            return outcome
+
+        return self._tx(body, "write stream")
+
+    def read_stream(
+        self, workflow_id: str, key: str, offset: int
+    ) -> tuple[Optional[tuple[str, Optional[str]]], Optional[str]]:
+        row = self._one(
+            f"SELECT s.value, s.serialization, w.status FROM {self.d.t('workflow_status')} w "
+            f"LEFT JOIN {self.d.t('streams')} s ON s.workflow_uuid = w.workflow_uuid "
+            'AND s.key = %(key)s AND s."offset" = %(offset)s WHERE w.workflow_uuid = %(wf)s',
+            {"wf": workflow_id, "key": key, "offset": offset},
+            "read stream",
+        )
+        if row is None:
+            return None, None
+        value = (row[0], row[1]) if row[0] is not None else None
+        return value, row[2]
+
     # -- database-backed queues -----------------------------------------------------------------
     def _queue_row(self, row: Row) -> QueueRow:
         values = dict(zip(QUEUE_COLUMNS, row, strict=True))
@@ -751,17 +1023,18 @@ class SqlStore(ABC):
         return [workflow_row(r) for r in rows]
 
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool:
-        n = self._exec(
+        rows = self._all(
             f"UPDATE {self.d.t('workflow_status')} SET "
             "status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', deduplication_id = NULL, "
             "started_at_epoch_ms = NULL, queue_name = NULL, "
             "updated_at = %(now)s, completed_at = %(now)s "
             "WHERE workflow_uuid = %(id)s AND status = 'PENDING' "
-            "AND recovery_attempts = %(attempts)s",
+            "AND recovery_attempts = %(attempts)s"
+            + self.d.returning("1", self.d.notify("'d:' || workflow_uuid")),
             {"id": workflow_id, "attempts": recovery_attempts, "now": now_ms},
             "dead_letter",
         )
-        return n > 0
+        return len(rows) > 0
 
     # -- application versions -------------------------------------------------------------------
     def register_version(self, version_name: str, application_name: Optional[str]) -> None:

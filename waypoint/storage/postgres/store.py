@@ -106,6 +106,13 @@ class PgDialect(Dialect):
     def notify(self, key_expr: str) -> str:
         return f"pg_notify('{NOTIFY_CHANNEL}', {key_expr})"
 
+    def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:
+        cur.exec(f"SELECT {self.notify(key_expr)}", params)
+
+    lock_shared = " FOR SHARE"
+    lock_exclusive = " FOR UPDATE"
+    insertion_order = "seq"
+
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def lock_queue(self, cur: Cursor, queue_name: str) -> None:

@@ -1,0 +1,456 @@
+"""Messages, events, streams and waiting on several workflows.
+
+Every wait follows one pattern: subscribe to the wake-up key, read the database, and only
+then sleep on the signal (for at most one wait interval) before reading again. Called from a
+workflow body, each operation is a checkpointed step so replay sees what the first execution
+saw; timeouts are durable (their deadline is checkpointed as a ``DBOS.sleep`` step).
+
+Writes made from inside a *step* are keyed by their position in that step (workflow, step
+ID, n-th write), so a retried step, or a step re-run after a crash, delivers each message or
+stream value once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Optional
+
+from waypoint.core.context import current_run, current_step
+from waypoint.core.effects import Flow, Io, Wait
+from waypoint.core.engine import Engine
+from waypoint.core.run import WorkflowRun
+from waypoint.core.serialization import PORTABLE_NAME, Serializer
+from waypoint.core.steps import SLEEP_STEP, after_record, check_cancelled, replay
+from waypoint.core.types import ACTIVE_STATUSES, NULL_TOPIC, WorkflowSerializationFormat
+from waypoint.error import (
+    DBOSException,
+    DBOSStreamTimeoutError,
+    DBOSWorkflowCancelledError,
+    WaypointPayloadError,
+)
+from waypoint.storage.protocol import (
+    NewMessage,
+    StepRecord,
+    cancel_key,
+    done_key,
+    event_key,
+    message_key,
+    stream_key,
+)
+
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+STREAM_CLOSED = "__DBOS_STREAM_CLOSED__"
+
+
+@dataclass
+class SendMessage:
+    """One message of ``send_bulk``."""
+
+    destination_id: str
+    message: Any
+    topic: Optional[str] = None
+    idempotency_key: Optional[str] = None
+
+
+def in_body() -> Optional[WorkflowRun]:
+    return current_run.get() if current_step.get() is None else None
+
+
+def _encode(eng: Engine, value: Any, ser: Serializer, what: str) -> str:
+    text = eng.codec.encode(value, ser)
+    if len(text) > MAX_PAYLOAD_BYTES:
+        raise WaypointPayloadError(
+            f"{what} is {len(text)} bytes once serialized; the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    return text
+
+
+def _serializer(
+    eng: Engine, fmt: Optional[WorkflowSerializationFormat], run: Optional[WorkflowRun]
+) -> Serializer:
+    if fmt is None or fmt == WorkflowSerializationFormat.DEFAULT:
+        return run.serializer if run is not None else eng.codec.default
+    return eng.codec.for_format(fmt)
+
+
+def _step_write_id(kind: str) -> Optional[tuple[str, int, int]]:
+    """(workflow, step ID, n) for the n-th write of ``kind`` in the running step, if any."""
+    run, step = current_run.get(), current_step.get()
+    if run is None or step is None:
+        return None
+    n = int(step.extra.get(kind, 0))
+    step.extra[kind] = n + 1
+    return run.workflow_id, step.step_id, n
+
+
+def _record(
+    run: WorkflowRun, fid: int, name: str, started: int, output: Optional[str], ser: Optional[str]
+) -> StepRecord:
+    eng = run.runtime
+    return StepRecord(
+        workflow_id=run.workflow_id,
+        function_id=fid,
+        function_name=name,
+        output=output,
+        error=None,
+        serialization=ser or run.serializer.name(),
+        owner_xid=run.owner_xid,
+        started_at_epoch_ms=started,
+        completed_at_epoch_ms=eng.now_ms(),
+        application_name=eng.app_name,
+    )
+
+
+def durable_deadline(run: WorkflowRun, fid: int, timeout: float) -> Flow[float]:
+    """The wall-clock deadline of a timeout, checkpointed at ``fid`` the first time."""
+    eng = run.runtime
+    rec = run.replay.get(fid)
+    if rec is not None:
+        return float(replay(eng, run, rec, SLEEP_STEP))
+    now = time.time()
+    wake = now + max(0.0, float(timeout))
+    outcome = yield Io(
+        lambda: eng.store.record_step(
+            StepRecord(
+                workflow_id=run.workflow_id,
+                function_id=fid,
+                function_name=SLEEP_STEP,
+                output=json.dumps(wake),
+                error=None,
+                serialization=PORTABLE_NAME,
+                owner_xid=run.owner_xid,
+                started_at_epoch_ms=int(now * 1000),
+                completed_at_epoch_ms=int(wake * 1000),
+                application_name=eng.app_name,
+            )
+        )
+    )
+    after_record(run, outcome)
+    return wake
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def send_flow(
+    eng: Engine,
+    messages: Sequence[SendMessage],
+    fmt: Optional[WorkflowSerializationFormat],
+    send_to_forks: bool,
+    step_name: str,
+) -> Flow[None]:
+    run = in_body()
+    ser = _serializer(eng, fmt, run)
+    keys = [m.idempotency_key for m in messages if m.idempotency_key is not None]
+    if len(keys) != len(set(keys)):
+        raise DBOSException("send_bulk: two messages share an idempotency key")
+    encoded: list[tuple[SendMessage, str, str]] = []
+    for m in messages:
+        if not isinstance(m.destination_id, str) or not m.destination_id:
+            raise DBOSException("a message needs a destination workflow ID")
+        topic = m.topic if m.topic is not None else NULL_TOPIC
+        encoded.append((m, topic, _encode(eng, m.message, ser, "a message")))
+    fid = -1
+    started = eng.now_ms()
+    if run is not None:
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            replay(eng, run, rec, step_name)
+            return None
+        yield from check_cancelled(run.runtime, run)
+    step_id = _step_write_id("send")
+    rows: list[NewMessage] = []
+    for i, (m, topic, text) in enumerate(encoded):
+        if m.idempotency_key is not None:
+            msg_id = f"{m.idempotency_key}::{m.destination_id}"
+        elif run is not None:
+            msg_id = f"{run.workflow_id}::{fid}::{i}"
+        elif step_id is not None:
+            msg_id = f"{step_id[0]}::step{step_id[1]}::{step_id[2]}::{i}"
+        else:
+            msg_id = str(uuid.uuid4())
+        rows.append(NewMessage(msg_id, m.destination_id, topic, text, ser.name()))
+    if send_to_forks:
+        extra: list[NewMessage] = []
+        for dest in sorted({r.destination_id for r in rows}):
+            forks = yield Io(partial(eng.store.forks_of, [dest]))
+            extra.extend(
+                NewMessage(f"{r.message_uuid}::{fork}", fork, r.topic, r.message, r.serialization)
+                for r in rows
+                if r.destination_id == dest
+                for fork in forks
+            )
+        rows.extend(extra)
+    record = _record(run, fid, step_name, started, None, None) if run is not None else None
+    outcome = yield Io(lambda: eng.store.send_messages(rows, record))
+    if run is not None and outcome is not None:
+        after_record(run, outcome)
+    for r in rows:
+        eng.wakeups.fire(message_key(r.destination_id, r.topic))
+
+
+def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
+    run = in_body()
+    if run is None:
+        raise DBOSException("DBOS.recv can only be called from a workflow (not from a step)")
+    topic_s = topic if topic is not None else NULL_TOPIC
+    fid = run.next_function_id()
+    sleep_fid = run.next_function_id()
+    rec = run.replay.get(fid)
+    if rec is not None:
+        return replay(eng, run, rec, "DBOS.recv")
+    yield from check_cancelled(run.runtime, run)
+    deadline = yield from durable_deadline(run, sleep_fid, timeout)
+    started = eng.now_ms()
+    keys = (message_key(run.workflow_id, topic_s), cancel_key(run.workflow_id))
+    while True:
+        signal = eng.wakeups.subscribe(*keys)
+        try:
+            record = _record(run, fid, "DBOS.recv", started, None, None)
+            got = yield Io(partial(eng.store.consume_message, run.workflow_id, topic_s, record))
+            if got.found:
+                if not got.accepted:
+                    from waypoint.error import DBOSWorkflowConflictIDError
+
+                    raise DBOSWorkflowConflictIDError(run.workflow_id)
+                return eng.codec.decode(got.output, got.serialization)
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                none_text = run.serializer.serialize(None)
+                timed_out = _record(run, fid, "DBOS.recv", started, none_text, None)
+                outcome = yield Io(partial(eng.store.record_step, timed_out))
+                after_record(run, outcome)
+                return None
+            yield Wait(signal, min(remaining, eng.wait_interval()))
+            if run.entry.cancel.is_set():
+                raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
+        finally:
+            eng.wakeups.unsubscribe(signal, *keys)
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def set_event_flow(
+    eng: Engine, key: str, value: Any, fmt: Optional[WorkflowSerializationFormat]
+) -> Flow[None]:
+    run, step = current_run.get(), current_step.get()
+    if run is None:
+        raise DBOSException("DBOS.set_event can only be called from a workflow or its steps")
+    if not isinstance(key, str):
+        raise DBOSException("an event key must be a string")
+    ser = _serializer(eng, fmt, run)
+    text = _encode(eng, value, ser, f"event {key!r}")
+    record = None
+    if step is None:
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            replay(eng, run, rec, "DBOS.setEvent")
+            return None
+        yield from check_cancelled(run.runtime, run)
+        record = _record(run, fid, "DBOS.setEvent", eng.now_ms(), None, None)
+    else:
+        fid = step.step_id  # not checkpointed: an upsert, so a retried step is harmless
+    outcome = yield Io(
+        lambda: eng.store.set_event(run.workflow_id, key, text, ser.name(), fid, record)
+    )
+    if record is not None and outcome is not None:
+        after_record(run, outcome)
+    eng.wakeups.fire(event_key(run.workflow_id, key))
+
+
+def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> Flow[Any]:
+    run = in_body()
+    fid = sleep_fid = -1
+    deadline = time.time() + max(0.0, float(timeout))
+    if run is not None:
+        fid = run.next_function_id()
+        sleep_fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            return replay(eng, run, rec, "DBOS.getEvent")
+        deadline = yield from durable_deadline(run, sleep_fid, timeout)
+    started = eng.now_ms()
+    ekey = event_key(workflow_id, key)
+    while True:
+        signal = eng.wakeups.subscribe(ekey)
+        try:
+            found = yield Io(lambda: eng.store.get_event(workflow_id, key))
+            remaining = deadline - time.time()
+            if found is not None or remaining <= 0:
+                text, ser = found if found is not None else (None, None)
+                if run is not None:
+                    if text is None:
+                        text, ser = run.serializer.serialize(None), run.serializer.name()
+                    seen = _record(run, fid, "DBOS.getEvent", started, text, ser)
+                    outcome = yield Io(partial(eng.store.record_step, seen))
+                    after_record(run, outcome)
+                return eng.codec.decode(text, ser) if text is not None else None
+            yield Wait(signal, min(remaining, eng.wait_interval()))
+        finally:
+            eng.wakeups.unsubscribe(signal, ekey)
+
+
+def get_all_events_flow(eng: Engine, workflow_id: str) -> Flow[dict[str, Any]]:
+    rows = yield Io(lambda: eng.store.get_events(workflow_id))
+    return {k: eng.codec.decode(text, ser) for k, (text, ser) in rows.items()}
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def write_stream_flow(
+    eng: Engine,
+    key: str,
+    value: Any,
+    fmt: Optional[WorkflowSerializationFormat],
+    closing: bool = False,
+) -> Flow[None]:
+    run, step = current_run.get(), current_step.get()
+    if run is None:
+        raise DBOSException("streams can only be written from a workflow or its steps")
+    if not isinstance(key, str):
+        raise DBOSException("a stream key must be a string")
+    if closing:
+        ser = eng.codec.for_format(WorkflowSerializationFormat.PORTABLE)
+        text = ser.serialize(STREAM_CLOSED)
+    else:
+        ser = _serializer(eng, fmt, run)
+        text = _encode(eng, value, ser, f"a value of stream {key!r}")
+    name = "DBOS.closeStream" if closing else "DBOS.writeStream"
+    record = None
+    if step is None:
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            replay(eng, run, rec, name)
+            return None
+        yield from check_cancelled(run.runtime, run)
+        record = _record(run, fid, name, eng.now_ms(), None, None)
+        write_key = f"wf:{fid}"
+    else:
+        fid = step.step_id
+        n = int(step.extra.get("stream", 0))
+        step.extra["stream"] = n + 1
+        write_key = f"step:{fid}:{n}"
+    outcome = yield Io(
+        lambda: eng.store.write_stream(
+            run.workflow_id, key, text, ser.name(), fid, write_key, record
+        )
+    )
+    if record is not None and outcome is not None:
+        after_record(run, outcome)
+    eng.wakeups.fire(stream_key(run.workflow_id, key))
+
+
+@dataclass
+class StreamRead:
+    found: bool  # a value was read
+    value: Any = None
+    ended: bool = False  # the stream is closed (or its writer finished) at this offset
+
+
+def read_stream_flow(
+    eng: Engine, workflow_id: str, key: str, offset: int, timeout: Optional[float]
+) -> Flow[StreamRead]:
+    """Read the value at ``offset``, waiting for it; checkpointed from a workflow body."""
+    run = in_body()
+    if run is not None:
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            recorded = replay(eng, run, rec, "DBOS.readStream")
+            return StreamRead(**recorded)
+    deadline = None if timeout is None else time.time() + timeout
+    skey = stream_key(workflow_id, key)
+    drained = False
+    result: Optional[StreamRead] = None
+    while result is None:
+        signal = eng.wakeups.subscribe(skey, done_key(workflow_id))
+        try:
+            value, writer = yield Io(lambda: eng.store.read_stream(workflow_id, key, offset))
+            if value is not None:
+                decoded = eng.codec.decode(value[0], value[1])
+                result = (
+                    StreamRead(False, None, True)
+                    if decoded == STREAM_CLOSED
+                    else StreamRead(True, decoded)
+                )
+            elif writer is None or writer not in ACTIVE_STATUSES:
+                if drained:  # one last read after the writer finished, then the end
+                    result = StreamRead(False, None, True)
+                drained = True
+            else:
+                remaining = None if deadline is None else deadline - time.time()
+                if remaining is not None and remaining <= 0:
+                    raise DBOSStreamTimeoutError(
+                        f"no value at offset {offset} of stream {key!r} of workflow "
+                        f"{workflow_id} within {timeout} seconds"
+                    )
+                wait = eng.wait_interval()
+                yield Wait(signal, wait if remaining is None else min(remaining, wait))
+        finally:
+            eng.wakeups.unsubscribe(signal, skey, done_key(workflow_id))
+    if run is not None:
+        text = eng.codec.encode(
+            {"found": result.found, "value": result.value, "ended": result.ended}, run.serializer
+        )
+        outcome = yield Io(
+            lambda: eng.store.record_step(
+                _record(run, fid, "DBOS.readStream", eng.now_ms(), text, None)
+            )
+        )
+        after_record(run, outcome)
+    return result
+
+
+# -- waiting on several workflows --------------------------------------------------------------
+
+
+def wait_first_flow(eng: Engine, workflow_ids: Sequence[str], polling_interval: float) -> Flow[str]:
+    if not workflow_ids:
+        raise DBOSException("wait_first needs at least one handle")
+    if len(set(workflow_ids)) != len(workflow_ids):
+        raise DBOSException("wait_first was given the same workflow twice")
+    run = in_body()
+    fid = -1
+    if run is not None:
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            return str(replay(eng, run, rec, "DBOS.waitFirst"))
+    keys = [done_key(w) for w in workflow_ids] + [cancel_key(w) for w in workflow_ids]
+    started = eng.now_ms()
+    while True:
+        signal = eng.wakeups.subscribe(*keys)
+        try:
+            outcomes = yield Io(lambda: eng.store.get_outcomes(list(workflow_ids)))
+            done = [
+                w
+                for w in workflow_ids
+                if w in outcomes and outcomes[w].status not in ACTIVE_STATUSES
+            ]
+            if done:
+                first = done[0]
+                if run is not None:
+                    chosen = _record(
+                        run,
+                        fid,
+                        "DBOS.waitFirst",
+                        started,
+                        eng.codec.encode(first, run.serializer),
+                        None,
+                    )
+                    outcome = yield Io(partial(eng.store.record_step, chosen))
+                    after_record(run, outcome)
+                return first
+            yield Wait(signal, min(polling_interval, eng.wait_interval()))
+        finally:
+            eng.wakeups.unsubscribe(signal, *keys)

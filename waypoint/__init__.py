@@ -6,6 +6,7 @@ application. Everything public is re-exported here and nowhere else.
 
 from waypoint import error
 from waypoint.__version__ import VERSION as __version__
+from waypoint._api.client import DBOSClient
 from waypoint._api.config import DBOSConfig
 from waypoint._api.context import (
     DBOSContextEnsure,
@@ -39,6 +40,7 @@ from waypoint.queues.queue import Queue
 
 __all__ = [
     "DBOS",
+    "DBOSClient",
     "DBOSConfig",
     "DBOSConfiguredInstance",
     "DBOSContextEnsure",

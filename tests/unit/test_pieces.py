@@ -27,6 +27,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(waypoint.__all__) == sorted(
         [
             "DBOS",
+            "DBOSClient",
             "DBOSConfig",
             "DBOSConfiguredInstance",
             "DBOSContextEnsure",

@@ -20,6 +20,7 @@ from waypoint.core import calls
 from waypoint.core.config import RuntimeConfig, resolve
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_async, drive_sync
+from waypoint.core.listing import build_filter
 from waypoint.core.outcomes import to_status
 from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
 from waypoint.core.runtime import Runtime, get_runtime, maybe_runtime, set_runtime
@@ -35,7 +36,7 @@ from waypoint.error import DBOSException, DBOSInitializationError, DBOSNonExiste
 from waypoint.queues.enqueue import EnqueueOptions, step_workflow_name
 from waypoint.queues.model import QUEUES, build_config
 from waypoint.queues.queue import Queue, row_from_config
-from waypoint.storage.protocol import ListFilter, QueueOwnedError, queue_config_key
+from waypoint.storage.protocol import QueueOwnedError, queue_config_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
@@ -540,10 +541,14 @@ class DBOS(MessagingMixin):
         *,
         workflow_ids: Optional[list[str]] = None,
         status: Optional[str | list[str]] = None,
+        start_time: Optional[str] = None,
+        end_time: Optional[str] = None,
         name: Optional[str | list[str]] = None,
         app_version: Optional[str | list[str]] = None,
+        user: Optional[str | list[str]] = None,
         queue_name: Optional[str | list[str]] = None,
         parent_workflow_id: Optional[str | list[str]] = None,
+        forked_from: Optional[str | list[str]] = None,
         workflow_id_prefix: Optional[str | list[str]] = None,
         executor_id: Optional[str | list[str]] = None,
         limit: Optional[int] = None,
@@ -551,29 +556,33 @@ class DBOS(MessagingMixin):
         sort_desc: bool = False,
         load_input: bool = True,
         load_output: bool = True,
+        queues_only: bool = False,
     ) -> list[WorkflowStatus]:
-        rt = get_runtime()
-        flt = ListFilter(
+        flt = build_filter(
             workflow_ids=workflow_ids,
-            status=_as_list(status),
-            name=_as_list(name),
-            app_version=_as_list(app_version),
-            queue_name=_as_list(queue_name),
-            parent_workflow_id=_as_list(parent_workflow_id),
-            workflow_id_prefix=_as_list(workflow_id_prefix),
-            executor_id=_as_list(executor_id),
+            status=status,
+            start_time=start_time,
+            end_time=end_time,
+            name=name,
+            app_version=app_version,
+            user=user,
+            queue_name=queue_name,
+            parent_workflow_id=parent_workflow_id,
+            forked_from=forked_from,
+            workflow_id_prefix=workflow_id_prefix,
+            executor_id=executor_id,
             limit=limit,
             offset=offset,
             sort_desc=sort_desc,
             load_input=load_input,
             load_output=load_output,
+            queues_only=queues_only,
         )
 
         def op(rt: Runtime) -> list[WorkflowStatus]:
             return [to_status(rt, row) for row in rt.store.list_workflows(flt)]
 
         result: list[WorkflowStatus] = drive_sync(calls.managed("DBOS.listWorkflows", op))
-        del rt
         return result
 
     @classmethod
@@ -684,12 +693,6 @@ def _register_step_workflow(entry: StepEntry, step: Callable[..., Any], is_async
         body = run
     DBOS.workflow(name=step_workflow_name(entry.name))(body)
     REGISTRY.workflows[step_workflow_name(entry.name)].internal = True
-
-
-def _as_list(value: Optional[str | list[str]]) -> Optional[list[str]]:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _cancel_op(workflow_ids: list[str], cancel_children: bool) -> Callable[[Runtime], None]:

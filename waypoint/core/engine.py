@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from waypoint.core.serialization import Codec, Serializer
-from waypoint.core.wakeups import Wakeups
+from waypoint.core.wakeups import for_database
 from waypoint.storage.protocol import Closeable, SystemStore, cancel_key
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Engine:
         self.app_version = app_version
         self.app_id: Optional[str] = None
         self.codec = Codec(serializer)
-        self.wakeups = Wakeups()
+        self.wakeups = for_database(store.identity)
         self.polling_interval_sec = polling_interval_sec
         # How long a step may trust the last status it saw before re-reading it to notice a
         # cancellation made elsewhere when no notification can tell it (SQLite, listener down).

@@ -15,7 +15,7 @@ Keys: ``q:<queue>`` (work enqueued), ``d:<workflow>`` (a workflow finished),
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from waypoint.core.signals import Signal
@@ -63,6 +63,10 @@ class Wakeups:
         with self._lock:
             self._hooks.append((prefix, callback))
 
+    def remove_hooks(self, callbacks: Sequence[Callable[[str], None]]) -> None:
+        with self._lock:
+            self._hooks = [(p, cb) for p, cb in self._hooks if cb not in callbacks]
+
     def fire(self, key: str) -> None:
         with self._lock:
             subs = self._subs.pop(key, None)
@@ -94,3 +98,17 @@ class Wakeups:
         elif channel == DBOS_MESSAGE_CHANNEL:
             dest, _, topic = payload.partition("::")
             self.fire(message_key(dest, topic))
+
+
+_shared: dict[str, Wakeups] = {}
+_shared_lock = threading.Lock()
+
+
+def for_database(key: str) -> Wakeups:
+    """One registry per database in this process, so a client and a runtime on the same
+    database (or two clients) wake each other without a round trip through the database."""
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = Wakeups()
+        return found

@@ -75,6 +75,7 @@ class Dispatcher:
         self.partition_running: Counter[tuple[str, str]] = Counter()
         self._count_lock = threading.Lock()
         rt.pool.on_slot_free = self._slot_freed
+        self._hooks = [self._queue_woken, self._timer_woken, self._config_woken]
         rt.wakeups.add_hook("q:", self._queue_woken)
         rt.wakeups.add_hook("t:", self._timer_woken)
         rt.wakeups.add_hook("Q:", self._config_woken)
@@ -113,6 +114,7 @@ class Dispatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        self.rt.wakeups.remove_hooks(self._hooks)
         with self._cond:
             self._stop = True
             self._cond.notify()

@@ -381,6 +381,7 @@ class SystemStore(Protocol):
     """A system database. Implementations: ``storage.postgres`` and ``storage.sqlite``."""
 
     dialect: str
+    identity: str  # names the database (URL and schema), without credentials
 
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -398,6 +399,11 @@ class SystemStore(Protocol):
 
     # -- workflows -----------------------------------------------------------------------------
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome: ...
+    def insert_on_connection(self, conn: Any, wf: NewWorkflow) -> None:
+        """Insert an enqueued workflow on a caller-owned connection (or SQLAlchemy session),
+        inside the caller's transaction."""
+        ...
+
     def complete_workflow(
         self,
         workflow_id: str,

@@ -284,6 +284,37 @@ class SqlStore(ABC):
             "WHERE status = 'PENDING' AND owner_xid = %(token)s"
         )
 
+    # -- a caller's own connection -------------------------------------------------------------
+    def _on_caller_connection(self, conn: Any, sql: str, params: Params) -> None:
+        if hasattr(conn, "exec_driver_sql"):  # a SQLAlchemy Connection
+            conn.exec_driver_sql(self.d.render(sql), params)
+        elif hasattr(conn, "get_bind") and callable(getattr(conn, "connection", None)):
+            conn.connection().exec_driver_sql(self.d.render(sql), params)  # a SQLAlchemy Session
+        else:  # a DB-API connection of this backend's driver
+            conn.execute(self.d.render(sql), params)
+
+    def insert_on_connection(self, conn: Any, wf: NewWorkflow) -> None:
+        ws = self.d.t("workflow_status")
+        cols = ", ".join(INIT_COLUMNS)
+        jsonb = "::jsonb" if self.d.name == "postgresql" else ""
+        vals = ", ".join(
+            f"%({c})s{jsonb}" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
+        )
+        try:
+            self._on_caller_connection(
+                conn,
+                f"INSERT INTO {ws} ({cols}) VALUES ({vals}) ON CONFLICT (workflow_uuid) DO NOTHING",
+                init_params(wf),
+            )
+        except Exception as exc:
+            if wf.deduplication_id is not None and "dedup" in str(exc).lower():
+                from waypoint.error import DBOSQueueDeduplicatedError
+
+                raise DBOSQueueDeduplicatedError(
+                    wf.workflow_id, wf.queue_name or "", wf.deduplication_id
+                ) from exc
+            raise
+
     # -- workflows ------------------------------------------------------------------------------
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:
         row = self._one(

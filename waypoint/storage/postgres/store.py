@@ -148,6 +148,7 @@ class PostgresStore(SqlStore):
         self.target = target
         self.d = PgDialect(schema)
         self.schema = self.d.schema
+        self.identity = f"{redact(target.url)}#{self.schema}"
         self._closed = threading.Event()
         self.retry = RetryPolicy(classify, closed=self._closed, on_transient=self._connection_lost)
         self._conn_kwargs: dict[str, Any] = {

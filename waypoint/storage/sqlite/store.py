@@ -96,6 +96,7 @@ class SqliteStore(SqlStore):
     def __init__(self, target: DatabaseTarget, *, busy_timeout_ms: int = 30_000) -> None:
         self.target = target
         self.path = target.url
+        self.identity = f"sqlite:{os.path.abspath(target.url)}"
         self.d = SqliteDialect()
         self._busy_timeout_ms = busy_timeout_ms
         self._closed = threading.Event()

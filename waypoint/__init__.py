@@ -35,6 +35,7 @@ from waypoint.core.types import (
     WorkflowStatus,
     WorkflowStatusString,
 )
+from waypoint.queues.debouncer import Debouncer, DebouncerClient
 from waypoint.queues.enqueue import EnqueueOptions
 from waypoint.queues.queue import Queue
 
@@ -46,6 +47,8 @@ __all__ = [
     "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "DBOSPortableJSONSerializer",
+    "Debouncer",
+    "DebouncerClient",
     "DuplicationPolicy",
     "EnqueueOptions",
     "PortableWorkflowError",

@@ -33,6 +33,8 @@ def test_public_names_are_pinned() -> None:
             "DBOSContextEnsure",
             "DBOSContextSetAuth",
             "DBOSPortableJSONSerializer",
+            "Debouncer",
+            "DebouncerClient",
             "DuplicationPolicy",
             "EnqueueOptions",
             "PortableWorkflowError",

@@ -70,6 +70,7 @@ class Dispatcher:
         self._next_delay_ms: Optional[int] = None
         self._delay_checked_at = 0.0
         self._hungry = False
+        self._pending = False  # a wake-up arrived while a pass was running
         self.paused = False  # deactivated: claim nothing more
         self.running: Counter[str] = Counter()
         self.partition_running: Counter[tuple[str, str]] = Counter()
@@ -95,6 +96,7 @@ class Dispatcher:
     def _timer_woken(self, key: str) -> None:
         with self._cond:
             self._delay_checked_at = 0.0
+            self._pending = True
             self._cond.notify()
 
     def _config_woken(self, key: str) -> None:
@@ -176,6 +178,7 @@ class Dispatcher:
                     return
                 woken, self._woken = self._woken, set()
                 all_woken, self._all_woken = self._all_woken, False
+                self._pending = False
             try:
                 wait = self._pass(woken, all_woken)
             except StoreClosedError:
@@ -186,7 +189,7 @@ class Dispatcher:
             with self._cond:
                 if self._stop:
                     return
-                if not self._woken and not self._all_woken and wait > 0:
+                if not (self._woken or self._all_woken or self._pending) and wait > 0:
                     self._cond.wait(wait)
 
     def _pass(self, woken: set[str], all_woken: bool) -> float:

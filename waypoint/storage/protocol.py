@@ -91,6 +91,8 @@ class NewWorkflow:
     schedule_name: Optional[str] = None
     forked_from: Optional[str] = None
     started_at_epoch_ms: Optional[int] = None
+    is_debounced: bool = False
+    debounce_deadline_epoch_ms: Optional[int] = None
 
 
 @dataclass(slots=True)
@@ -446,6 +448,17 @@ class SystemStore(Protocol):
         ...
 
     def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]: ...
+    def extend_debounce(
+        self,
+        queue_name: str,
+        deduplication_id: str,
+        name: str,
+        inputs: str,
+        serialization: str,
+        delay_until_ms: int,
+        application_name: Optional[str],
+        now_ms: int,
+    ) -> Optional[str]: ...
     def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]: ...
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool: ...
 

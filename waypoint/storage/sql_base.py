@@ -96,6 +96,7 @@ class Dialect(ABC):
     def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:  # noqa: B027
         """Tell other processes about a change made in this transaction (if possible)."""
 
+    least = "MIN"  # the smaller of two values (PostgreSQL: LEAST)
     # Row locks for read-modify-write inside a transaction (SQLite: the write lock suffices).
     lock_shared = ""
     lock_exclusive = ""
@@ -157,6 +158,8 @@ INIT_COLUMNS = (
     "schedule_name",
     "forked_from",
     "started_at_epoch_ms",
+    "is_debounced",
+    "debounce_deadline_epoch_ms",
 )
 
 EXISTING_COLUMNS = (
@@ -197,6 +200,8 @@ def init_params(wf: NewWorkflow) -> Params:
         "schedule_name": wf.schedule_name,
         "forked_from": wf.forked_from,
         "started_at_epoch_ms": wf.started_at_epoch_ms,
+        "is_debounced": wf.is_debounced,
+        "debounce_deadline_epoch_ms": wf.debounce_deadline_epoch_ms,
     }
 
 
@@ -711,6 +716,41 @@ class SqlStore(ABC):
             "next delayed workflow",
         )
         return int(row[0]) if row and row[0] is not None else None
+
+    def extend_debounce(
+        self,
+        queue_name: str,
+        deduplication_id: str,
+        name: str,
+        inputs: str,
+        serialization: str,
+        delay_until_ms: int,
+        application_name: Optional[str],
+        now_ms: int,
+    ) -> Optional[str]:
+        """Push back a pending debounced workflow (never past its deadline) with new inputs."""
+        row = self._one(
+            f"UPDATE {self.d.t('workflow_status')} SET inputs = %(inputs)s, "
+            "serialization = %(ser)s, updated_at = %(now)s, "
+            "application_name = COALESCE(application_name, %(app)s), "
+            "delay_until_epoch_ms = CASE WHEN debounce_deadline_epoch_ms IS NULL THEN %(until)s "
+            f"ELSE {self.d.least}(%(until)s, debounce_deadline_epoch_ms) END "
+            "WHERE queue_name = %(queue)s AND deduplication_id = %(dedup)s "
+            f"AND status = 'DELAYED' AND is_debounced = {self.d.true} AND name = %(name)s "
+            "RETURNING workflow_uuid",
+            {
+                "inputs": inputs,
+                "ser": serialization,
+                "now": now_ms,
+                "app": application_name,
+                "until": delay_until_ms,
+                "queue": queue_name,
+                "dedup": deduplication_id,
+                "name": name,
+            },
+            "extend a debounced workflow",
+        )
+        return str(row[0]) if row else None
 
     def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]:
         row = self._one(

@@ -109,6 +109,7 @@ class PgDialect(Dialect):
     def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:
         cur.exec(f"SELECT {self.notify(key_expr)}", params)
 
+    least = "LEAST"
     lock_shared = " FOR SHARE"
     lock_exclusive = " FOR UPDATE"
     insertion_order = "seq"

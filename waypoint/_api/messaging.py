@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Generator, Iterable, Sequence
 from typing import Any, Optional
 
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
@@ -21,7 +22,7 @@ from waypoint.core.messaging import (
     write_stream_flow,
 )
 from waypoint.core.runtime import get_runtime
-from waypoint.core.steps import recorded_flow
+from waypoint.core.steps import record, recorded_flow, replay
 from waypoint.core.types import WorkflowSerializationFormat
 from waypoint.error import DBOSStreamTimeoutError
 
@@ -271,3 +272,46 @@ class MessagingMixin:
             if h.workflow_id == first:
                 return h
         return HandleAsync(first)
+
+    @classmethod
+    async def asyncio_wait(
+        cls,
+        fs: Iterable[Awaitable[Any]],
+        *,
+        timeout: Optional[float] = None,
+        return_when: str = asyncio.ALL_COMPLETED,
+    ) -> tuple[set[Any], set[Any]]:
+        """``asyncio.wait`` whose outcome (which tasks were done) is checkpointed, so replay
+        takes the same branch even if the tasks finish in a different order."""
+        from waypoint.core.messaging import in_body
+
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(f) for f in fs]
+        run = in_body()
+        if run is None:
+            plain_done, plain_pending = await asyncio.wait(
+                tasks, timeout=timeout, return_when=return_when
+            )
+            return set(plain_done), set(plain_pending)
+        rt = run.runtime
+        fid = run.next_function_id()
+        rec = run.replay.get(fid)
+        if rec is not None:
+            indices = set(replay(rt, run, rec, "DBOS.asyncio_wait"))
+            done = {t for i, t in enumerate(tasks) if i in indices}
+            if done:
+                await asyncio.wait(done)
+            return done, {t for i, t in enumerate(tasks) if i not in indices}
+        started = rt.now_ms()
+        done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=return_when)
+        indices_done = sorted(i for i, t in enumerate(tasks) if t in done)
+        await drive_async(
+            record(
+                rt,
+                run,
+                fid,
+                "DBOS.asyncio_wait",
+                started,
+                output=rt.codec.encode(indices_done, run.serializer),
+            )
+        )
+        return done, pending

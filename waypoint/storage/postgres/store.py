@@ -46,12 +46,12 @@ from waypoint.storage.sql_base import (
     Dialect,
     Params,
     Row,
-    SqlStore,
     created_outcome,
     existing_outcome,
     init_params,
     workflow_row,
 )
+from waypoint.storage.sql_store import SqlStore
 from waypoint.storage.url import DatabaseTarget, check_schema_name, redact
 
 logger = logging.getLogger("waypoint")

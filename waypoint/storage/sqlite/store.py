@@ -37,12 +37,12 @@ from waypoint.storage.sql_base import (
     Dialect,
     Params,
     Row,
-    SqlStore,
     created_outcome,
     dumps_list,
     existing_outcome,
     init_params,
 )
+from waypoint.storage.sql_store import SqlStore
 from waypoint.storage.url import DatabaseTarget
 
 logger = logging.getLogger("waypoint")
@@ -153,9 +153,13 @@ class SqliteStore(SqlStore):
             self._put(conn, False)
 
     def close(self) -> None:
+        """Close idle connections now; one in use by another thread is closed when that
+        thread returns it (closing it under the thread's feet can crash the interpreter)."""
         self._closed.set()
         with self._lock:
-            conns, self._all_conns, self._idle = self._all_conns, [], []
+            conns, self._idle = self._idle, []
+            for conn in conns:
+                self._all_conns.remove(conn)
         for conn in conns:
             try:
                 conn.close()

@@ -1,0 +1,240 @@
+"""SQL for messages, events and streams (both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+from waypoint.error import DBOSNonExistentWorkflowError
+from waypoint.storage.protocol import (
+    NewMessage,
+    Received,
+    RecordOutcome,
+    StepRecord,
+)
+from waypoint.storage.sql_base import (
+    Cursor,
+    Params,
+    SqlCore,
+)
+
+
+class MessagingSql(SqlCore):
+    # -- messages -------------------------------------------------------------------------------
+    def send_messages(
+        self, messages: Sequence[NewMessage], record: Optional[StepRecord]
+    ) -> Optional[RecordOutcome]:
+        nt = self.d.t("notifications")
+        dests = sorted({m.destination_id for m in messages})
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome: Optional[RecordOutcome] = None
+            if record is not None:
+                outcome = self._record_in(cur, record)
+                if not outcome.accepted:
+                    return outcome
+            found = {
+                r[0]
+                for r in cur.all(
+                    f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+                    f"WHERE {self.d.any('workflow_uuid', 'ids')}",
+                    {"ids": self.d.list_param(dests)},
+                )
+            }
+            missing = [d for d in dests if d not in found]
+            if missing:
+                raise DBOSNonExistentWorkflowError(missing[0])
+            for m in messages:
+                cur.exec(
+                    f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
+                    "serialization) VALUES (%(id)s, %(dest)s, %(topic)s, %(msg)s, %(ser)s) "
+                    "ON CONFLICT (message_uuid) DO NOTHING",
+                    {
+                        "id": m.message_uuid,
+                        "dest": m.destination_id,
+                        "topic": m.topic,
+                        "msg": m.message,
+                        "ser": m.serialization,
+                    },
+                )
+            return outcome
+
+        return self._tx(body, "send message")
+
+    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
+        nt = self.d.t("notifications")
+        oo = self.d.t("operation_outputs")
+
+        def body(cur: Cursor) -> Received:
+            wf = cur.one(
+                f"SELECT owner_xid FROM {self.d.t('workflow_status')} "
+                "WHERE workflow_uuid = %(wf)s" + self.d.lock_shared,
+                {"wf": workflow_id},
+            )
+            if wf is None or wf[0] != record.owner_xid:
+                return Received(found=True, accepted=False)
+            done = cur.one(
+                f"SELECT output, serialization, owner_xid FROM {oo} "
+                "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
+                {"wf": workflow_id, "fid": record.function_id},
+            )
+            if done is not None:  # consumed by an earlier attempt whose reply was lost
+                return Received(True, done[2] == record.owner_xid, done[0], done[1])
+            msg = cur.one(
+                f"SELECT message_uuid, message, serialization FROM {nt} "
+                "WHERE destination_uuid = %(wf)s AND topic = %(topic)s "
+                f"AND consumed = {self.d.false} "
+                f"ORDER BY created_at_epoch_ms, {self.d.insertion_order} LIMIT 1"
+                + self.d.skip_locked,
+                {"wf": workflow_id, "topic": topic},
+            )
+            if msg is None:
+                return Received(found=False, accepted=True)
+            cur.exec(
+                f"UPDATE {nt} SET consumed = {self.d.true} WHERE message_uuid = %(id)s",
+                {"id": msg[0]},
+            )
+            record.output, record.serialization = msg[1], msg[2]
+            outcome = self._record_in(cur, record)
+            return Received(True, outcome.accepted, msg[1], msg[2])
+
+        return self._tx(body, "receive message")
+
+    def forks_of(self, workflow_ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        frontier = list(workflow_ids)
+        seen = set(frontier)
+        while frontier:
+            rows = self._all(
+                f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+                f"WHERE {self.d.any('forked_from', 'ids')}",
+                {"ids": self.d.list_param(frontier)},
+                "find forks",
+            )
+            frontier = [r[0] for r in rows if r[0] not in seen]
+            seen.update(frontier)
+            found.extend(frontier)
+        return found
+
+    # -- events ---------------------------------------------------------------------------------
+    def set_event(
+        self,
+        workflow_id: str,
+        key: str,
+        value: str,
+        serialization: Optional[str],
+        function_id: int,
+        record: Optional[StepRecord],
+    ) -> Optional[RecordOutcome]:
+        params: Params = {
+            "wf": workflow_id,
+            "key": key,
+            "value": value,
+            "ser": serialization,
+            "fid": function_id,
+        }
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome: Optional[RecordOutcome] = None
+            if record is not None:
+                outcome = self._record_in(cur, record)
+                if not outcome.accepted:
+                    return outcome
+            cur.exec(
+                f"INSERT INTO {self.d.t('workflow_events')} (workflow_uuid, key, value, "
+                "serialization) VALUES (%(wf)s, %(key)s, %(value)s, %(ser)s) "
+                "ON CONFLICT (workflow_uuid, key) DO UPDATE SET value = excluded.value, "
+                "serialization = excluded.serialization",
+                params,
+            )
+            cur.exec(
+                f"INSERT INTO {self.d.t('workflow_events_history')} (workflow_uuid, function_id, "
+                "key, value, serialization) VALUES (%(wf)s, %(fid)s, %(key)s, %(value)s, "
+                "%(ser)s) ON CONFLICT (workflow_uuid, function_id, key) DO UPDATE "
+                "SET value = excluded.value, serialization = excluded.serialization",
+                params,
+            )
+            self.d.notify_in(cur, "'e:' || %(wf)s || '::' || %(key)s", params)
+            return outcome
+
+        return self._tx(body, "set event")
+
+    def get_event(self, workflow_id: str, key: str) -> Optional[tuple[str, Optional[str]]]:
+        row = self._one(
+            f"SELECT value, serialization FROM {self.d.t('workflow_events')} "
+            "WHERE workflow_uuid = %(wf)s AND key = %(key)s",
+            {"wf": workflow_id, "key": key},
+            "get event",
+        )
+        return (row[0], row[1]) if row else None
+
+    def get_events(self, workflow_id: str) -> dict[str, tuple[str, Optional[str]]]:
+        rows = self._all(
+            f"SELECT key, value, serialization FROM {self.d.t('workflow_events')} "
+            "WHERE workflow_uuid = %(wf)s ORDER BY key",
+            {"wf": workflow_id},
+            "get events",
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    # -- streams --------------------------------------------------------------------------------
+    def write_stream(
+        self,
+        workflow_id: str,
+        key: str,
+        value: str,
+        serialization: Optional[str],
+        function_id: int,
+        write_key: str,
+        record: Optional[StepRecord],
+    ) -> Optional[RecordOutcome]:
+        st = self.d.t("streams")
+        params: Params = {
+            "wf": workflow_id,
+            "key": key,
+            "value": value,
+            "ser": serialization,
+            "fid": function_id,
+            "wk": write_key,
+        }
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome: Optional[RecordOutcome] = None
+            if record is not None:
+                outcome = self._record_in(cur, record)
+                if not outcome.accepted:
+                    return outcome
+            # Writers of one stream queue up on the workflow row, so offsets never collide.
+            cur.one(
+                f"SELECT 1 FROM {self.d.t('workflow_status')} WHERE workflow_uuid = %(wf)s"
+                + self.d.lock_exclusive,
+                params,
+            )
+            cur.exec(
+                f'INSERT INTO {st} (workflow_uuid, key, value, "offset", function_id, '
+                "serialization, write_key) SELECT %(wf)s, %(key)s, %(value)s, "
+                f'COALESCE(MAX("offset"), -1) + 1, %(fid)s, %(ser)s, %(wk)s FROM {st} '
+                "WHERE workflow_uuid = %(wf)s AND key = %(key)s "
+                "ON CONFLICT (workflow_uuid, key, write_key) WHERE write_key IS NOT NULL "
+                "DO NOTHING",
+                params,
+            )
+            self.d.notify_in(cur, "'s:' || %(wf)s || '::' || %(key)s", params)
+            return outcome
+
+        return self._tx(body, "write stream")
+
+    def read_stream(
+        self, workflow_id: str, key: str, offset: int
+    ) -> tuple[Optional[tuple[str, Optional[str]]], Optional[str]]:
+        row = self._one(
+            f"SELECT s.value, s.serialization, w.status FROM {self.d.t('workflow_status')} w "
+            f"LEFT JOIN {self.d.t('streams')} s ON s.workflow_uuid = w.workflow_uuid "
+            'AND s.key = %(key)s AND s."offset" = %(offset)s WHERE w.workflow_uuid = %(wf)s',
+            {"wf": workflow_id, "key": key, "offset": offset},
+            "read stream",
+        )
+        if row is None:
+            return None, None
+        value = (row[0], row[1]) if row[0] is not None else None
+        return value, row[2]

@@ -1,0 +1,337 @@
+"""SQL for claiming queued work under shared limits, delays, deduplication and
+database-backed queue definitions (both backends)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from waypoint.storage.protocol import (
+    QUEUE_COLUMNS,
+    ClaimRequest,
+    QueueOwnedError,
+    QueueRow,
+    WorkflowRow,
+)
+from waypoint.storage.sql_base import (
+    SELECT_WORKFLOW,
+    Cursor,
+    Params,
+    Row,
+    SqlCore,
+    _now_ms,
+    workflow_row,
+)
+
+
+class QueueSql(SqlCore):
+    def _claim_where(self, req: ClaimRequest) -> tuple[str, Params]:
+        sql = (
+            "queue_name = %(queue)s AND status = 'ENQUEUED' "
+            "AND (application_version = %(ver)s"
+            + (" OR application_version IS NULL)" if req.accept_unversioned else ")")
+        )
+        params: Params = {"queue": req.queue_name, "ver": req.application_version}
+        if req.application_name is not None:
+            sql += " AND (application_name = %(app)s OR application_name IS NULL)"
+            params["app"] = req.application_name
+        return sql, params
+
+    def _claim_set(self) -> str:
+        return (
+            "status = 'PENDING', executor_id = %(executor)s, "
+            "application_version = %(ver)s, "
+            "application_name = COALESCE(application_name, %(app)s), "
+            "started_at_epoch_ms = %(now)s, updated_at = %(now)s, owner_xid = %(token)s, "
+            "recovery_attempts = COALESCE(recovery_attempts, 0) + 1, "
+            "workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL "
+            "AND workflow_deadline_epoch_ms IS NULL THEN %(now)s + workflow_timeout_ms "
+            "ELSE workflow_deadline_epoch_ms END"
+        )
+
+    def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
+        if req.shared_budget:
+            rows = self._claim_retrying(
+                req.claim_token, lambda: self._tx_raw(lambda cur: self._claim_limited(cur, req))
+            )
+            return [workflow_row(r) for r in rows]
+        where, params = self._claim_where(req)
+        params.update(
+            executor=req.executor_id,
+            app=req.application_name,
+            now=now_ms,
+            token=req.claim_token,
+            limit=req.limit,
+            rl=False,
+        )
+
+        def body(cur: Cursor) -> list[Row]:
+            ids = [
+                r[0]
+                for r in cur.all(
+                    f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} WHERE {where} "
+                    "ORDER BY priority, created_at LIMIT %(limit)s" + self.d.skip_locked,
+                    params,
+                )
+            ]
+            return self._flip(cur, ids, params)
+
+        rows = self._claim_retrying(req.claim_token, lambda: self._tx_raw(body))
+        return [workflow_row(r) for r in rows]
+
+    def _flip(self, cur: Cursor, ids: list[str], params: Params) -> list[Row]:
+        if not ids:
+            return []
+        return cur.all(
+            f"UPDATE {self.d.t('workflow_status')} SET {self._claim_set()}, "
+            "rate_limited = %(rl)s "
+            f"WHERE {self.d.any('workflow_uuid', 'ids')} AND status = 'ENQUEUED' "
+            f"RETURNING {SELECT_WORKFLOW}",
+            {**params, "ids": self.d.list_param(ids)},
+        )
+
+    def _claim_limited(self, cur: Cursor, req: ClaimRequest) -> list[Row]:
+        """Claim under shared limits: one claimer per queue at a time (a transaction-scoped
+        lock), counting from the database what every process has running and has started."""
+        ws = self.d.t("workflow_status")
+        self.d.lock_queue(cur, req.queue_name)
+        row = cur.one(f"SELECT {self.d.now_ms}")
+        now = int(row[0]) if row else 0
+        q = {"queue": req.queue_name}
+        budget = req.limit
+        if req.global_concurrency is not None:
+            running = cur.one(
+                f"SELECT count(*) FROM {ws} WHERE queue_name = %(queue)s AND status = 'PENDING'",
+                q,
+            )
+            budget = min(budget, req.global_concurrency - int(running[0] if running else 0))
+        if req.rate_limit is not None:
+            limit, period = req.rate_limit
+            started = cur.one(
+                f"SELECT count(*) FROM {ws} WHERE queue_name = %(queue)s AND rate_limited "
+                f"= {self.d.true} AND started_at_epoch_ms > %(since)s "
+                "AND status NOT IN ('ENQUEUED', 'DELAYED')",
+                {**q, "since": now - int(period * 1000)},
+            )
+            budget = min(budget, limit - int(started[0] if started else 0))
+        if budget <= 0:
+            return []
+        where, params = self._claim_where(req)
+        params.update(
+            executor=req.executor_id,
+            app=req.application_name,
+            now=now,
+            token=req.claim_token,
+            limit=budget,
+            rl=req.rate_limit is not None or req.partition_rate_limit is not None,
+        )
+        if not req.partitioned:
+            ids = [
+                r[0]
+                for r in cur.all(
+                    f"SELECT workflow_uuid FROM {ws} WHERE {where} "
+                    "ORDER BY priority, created_at LIMIT %(limit)s" + self.d.skip_locked,
+                    params,
+                )
+            ]
+            return self._flip(cur, ids, params)
+        return self._flip(cur, self._pick_partitions(cur, req, where, params, budget, now), params)
+
+    def _pick_partitions(
+        self, cur: Cursor, req: ClaimRequest, where: str, params: Params, budget: int, now: int
+    ) -> list[str]:
+        ws = self.d.t("workflow_status")
+        q = {"queue": req.queue_name}
+        running: dict[str, int] = {}
+        if req.partition_concurrency is not None:
+            running = {
+                r[0]: int(r[1])
+                for r in cur.all(
+                    f"SELECT queue_partition_key, count(*) FROM {ws} WHERE queue_name = %(queue)s "
+                    "AND status = 'PENDING' GROUP BY queue_partition_key",
+                    q,
+                )
+            }
+        recent: dict[str, int] = {}
+        if req.partition_rate_limit is not None:
+            recent = {
+                r[0]: int(r[1])
+                for r in cur.all(
+                    f"SELECT queue_partition_key, count(*) FROM {ws} WHERE queue_name = %(queue)s "
+                    f"AND rate_limited = {self.d.true} AND started_at_epoch_ms > %(since)s "
+                    "AND status NOT IN ('ENQUEUED', 'DELAYED') GROUP BY queue_partition_key",
+                    {**q, "since": now - int(req.partition_rate_limit[1] * 1000)},
+                )
+            }
+        per_partition = budget
+        for cap in (
+            req.partition_concurrency,
+            req.partition_worker_concurrency,
+            req.partition_rate_limit[0] if req.partition_rate_limit else None,
+        ):
+            if cap is not None:
+                per_partition = min(per_partition, cap)
+        candidates = cur.all(
+            "SELECT workflow_uuid, queue_partition_key FROM (SELECT workflow_uuid, "
+            "queue_partition_key, priority, created_at, row_number() OVER (PARTITION BY "
+            "queue_partition_key ORDER BY priority, created_at) AS rn "
+            f"FROM {ws} WHERE {where}) AS c WHERE rn <= %(per)s "
+            "ORDER BY priority, created_at",
+            {**params, "per": per_partition},
+        )
+        taken: dict[str, int] = {}
+        ids: list[str] = []
+        for wfid, key in candidates:
+            if len(ids) >= budget:
+                break
+            n = taken.get(key, 0)
+            if req.partition_concurrency is not None and (
+                running.get(key, 0) + n >= req.partition_concurrency
+            ):
+                continue
+            if req.partition_worker_concurrency is not None and (
+                req.local_partition_running.get(key, 0) + n >= req.partition_worker_concurrency
+            ):
+                continue
+            if req.partition_rate_limit is not None and (
+                recent.get(key, 0) + n >= req.partition_rate_limit[0]
+            ):
+                continue
+            taken[key] = n + 1
+            ids.append(wfid)
+        return ids
+
+    def promote_delayed(self, now_ms: int) -> list[str]:
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET status = 'ENQUEUED', "
+            "updated_at = %(now)s, deduplication_id = CASE WHEN is_debounced = "
+            f"{self.d.true} THEN NULL ELSE deduplication_id END "
+            "WHERE status = 'DELAYED' AND delay_until_epoch_ms <= %(now)s"
+            + self.d.returning("queue_name", self.d.notify("'q:' || queue_name")),
+            {"now": now_ms},
+            "promote delayed workflows",
+        )
+        return sorted({r[0] for r in rows if r[0]})
+
+    def next_delayed(self) -> Optional[int]:
+        row = self._one(
+            f"SELECT MIN(delay_until_epoch_ms) FROM {self.d.t('workflow_status')} "
+            "WHERE status = 'DELAYED'",
+            {},
+            "next delayed workflow",
+        )
+        return int(row[0]) if row and row[0] is not None else None
+
+    def extend_debounce(
+        self,
+        queue_name: str,
+        deduplication_id: str,
+        name: str,
+        inputs: str,
+        serialization: str,
+        delay_until_ms: int,
+        application_name: Optional[str],
+        now_ms: int,
+    ) -> Optional[str]:
+        """Push back a pending debounced workflow (never past its deadline) with new inputs."""
+        row = self._one(
+            f"UPDATE {self.d.t('workflow_status')} SET inputs = %(inputs)s, "
+            "serialization = %(ser)s, updated_at = %(now)s, "
+            "application_name = COALESCE(application_name, %(app)s), "
+            "delay_until_epoch_ms = CASE WHEN debounce_deadline_epoch_ms IS NULL THEN %(until)s "
+            f"ELSE {self.d.least}(%(until)s, debounce_deadline_epoch_ms) END "
+            "WHERE queue_name = %(queue)s AND deduplication_id = %(dedup)s "
+            f"AND status = 'DELAYED' AND is_debounced = {self.d.true} AND name = %(name)s "
+            "RETURNING workflow_uuid",
+            {
+                "inputs": inputs,
+                "ser": serialization,
+                "now": now_ms,
+                "app": application_name,
+                "until": delay_until_ms,
+                "queue": queue_name,
+                "dedup": deduplication_id,
+                "name": name,
+            },
+            "extend a debounced workflow",
+        )
+        return str(row[0]) if row else None
+
+    def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]:
+        row = self._one(
+            f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+            "WHERE queue_name = %(queue)s AND deduplication_id = %(dedup)s",
+            {"queue": queue_name, "dedup": deduplication_id},
+            "find deduplication holder",
+        )
+        return str(row[0]) if row else None
+
+    # -- database-backed queues -----------------------------------------------------------------
+    def _queue_row(self, row: Row) -> QueueRow:
+        values = dict(zip(QUEUE_COLUMNS, row, strict=True))
+        values["priority_enabled"] = bool(values["priority_enabled"])
+        values["partition_queue"] = bool(values["partition_queue"])
+        return QueueRow(**values)
+
+    def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow:
+        qt = self.d.t("queues")
+        cols = [c for c in QUEUE_COLUMNS if c not in ("created_at", "updated_at")]
+        params: Params = {c: getattr(row, c) for c in cols}
+        params["now"] = _now_ms()
+        params["id"] = str(uuid.uuid4())
+
+        def body(cur: Cursor) -> QueueRow:
+            existing = cur.one(
+                f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {qt} WHERE name = %(name)s", params
+            )
+            if existing is not None:
+                current = self._queue_row(existing)
+                if current.application_name not in (None, row.application_name):
+                    raise QueueOwnedError(row.name, current.application_name)
+                if not update:
+                    return current
+                sets = ", ".join(f"{c} = %({c})s" for c in cols if c != "name")
+                cur.exec(
+                    f"UPDATE {qt} SET {sets}, updated_at = %(now)s WHERE name = %(name)s", params
+                )
+            else:
+                cur.exec(
+                    f"INSERT INTO {qt} (queue_id, {', '.join(cols)}, created_at, updated_at) "
+                    f"VALUES (%(id)s, {', '.join(f'%({c})s' for c in cols)}, %(now)s, %(now)s)",
+                    params,
+                )
+            stored = cur.one(
+                f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {qt} WHERE name = %(name)s", params
+            )
+            assert stored is not None
+            return self._queue_row(stored)
+
+        return self._tx(body, "register queue")
+
+    def get_queue(self, name: str) -> Optional[QueueRow]:
+        row = self._one(
+            f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {self.d.t('queues')} WHERE name = %(name)s",
+            {"name": name},
+            "read queue",
+        )
+        return self._queue_row(row) if row else None
+
+    def delete_queue(self, name: str) -> bool:
+        return (
+            self._exec(
+                f"DELETE FROM {self.d.t('queues')} WHERE name = %(name)s",
+                {"name": name},
+                "delete queue",
+            )
+            > 0
+        )
+
+    def list_queues(self, application_name: Optional[str]) -> list[QueueRow]:
+        sql = f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {self.d.t('queues')}"
+        params: Params = {}
+        if application_name is not None:
+            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
+            params["app"] = application_name
+        return [
+            self._queue_row(r) for r in self._all(sql + " ORDER BY name", params, "list queues")
+        ]

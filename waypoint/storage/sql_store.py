@@ -1,0 +1,11 @@
+"""The backend-independent part of a ``SystemStore``, assembled from one mixin per concern."""
+
+from __future__ import annotations
+
+from waypoint.storage.sql_messaging import MessagingSql
+from waypoint.storage.sql_queues import QueueSql
+from waypoint.storage.sql_workflows import WorkflowSql
+
+
+class SqlStore(WorkflowSql, QueueSql, MessagingSql):
+    """Backends subclass this and supply connections, plus faster versions of hot paths."""

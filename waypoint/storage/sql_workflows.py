@@ -1,0 +1,328 @@
+"""SQL for workflow rows, checkpoints, recovery, versions and maintenance (both backends)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from waypoint.storage.protocol import (
+    WORKFLOW_COLUMNS,
+    ListFilter,
+    NewWorkflow,
+    Outcome,
+    StepRow,
+    VersionRow,
+    WorkflowRow,
+)
+from waypoint.storage.sql_base import (
+    INIT_COLUMNS,
+    SELECT_WORKFLOW,
+    STEP_COLUMNS,
+    Cursor,
+    Params,
+    SqlCore,
+    _like_prefix,
+    _now_ms,
+    init_params,
+    step_row,
+    workflow_row,
+)
+
+
+class WorkflowSql(SqlCore):
+    # -- a caller's own connection -------------------------------------------------------------
+    def _on_caller_connection(self, conn: Any, sql: str, params: Params) -> None:
+        if hasattr(conn, "exec_driver_sql"):  # a SQLAlchemy Connection
+            conn.exec_driver_sql(self.d.render(sql), params)
+        elif hasattr(conn, "get_bind") and callable(getattr(conn, "connection", None)):
+            conn.connection().exec_driver_sql(self.d.render(sql), params)  # a SQLAlchemy Session
+        else:  # a DB-API connection of this backend's driver
+            conn.execute(self.d.render(sql), params)
+
+    def insert_on_connection(self, conn: Any, wf: NewWorkflow) -> None:
+        ws = self.d.t("workflow_status")
+        cols = ", ".join(INIT_COLUMNS)
+        jsonb = "::jsonb" if self.d.name == "postgresql" else ""
+        vals = ", ".join(
+            f"%({c})s{jsonb}" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
+        )
+        try:
+            self._on_caller_connection(
+                conn,
+                f"INSERT INTO {ws} ({cols}) VALUES ({vals}) ON CONFLICT (workflow_uuid) DO NOTHING",
+                init_params(wf),
+            )
+        except Exception as exc:
+            if wf.deduplication_id is not None and "dedup" in str(exc).lower():
+                from waypoint.error import DBOSQueueDeduplicatedError
+
+                raise DBOSQueueDeduplicatedError(
+                    wf.workflow_id, wf.queue_name or "", wf.deduplication_id
+                ) from exc
+            raise
+
+    # -- workflows ------------------------------------------------------------------------------
+    def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:
+        row = self._one(
+            f"SELECT {SELECT_WORKFLOW} FROM {self.d.t('workflow_status')} "
+            "WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "get_workflow",
+        )
+        return workflow_row(row) if row else None
+
+    def get_outcome(self, workflow_id: str) -> Optional[Outcome]:
+        row = self._one(
+            f"SELECT status, output, error, serialization FROM {self.d.t('workflow_status')} "
+            "WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "get_outcome",
+        )
+        return Outcome(*row) if row else None
+
+    def get_outcomes(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]:
+        if not workflow_ids:
+            return {}
+        rows = self._all(
+            f"SELECT workflow_uuid, status, output, error, serialization "
+            f"FROM {self.d.t('workflow_status')} WHERE {self.d.any('workflow_uuid', 'ids')}",
+            {"ids": self.d.list_param(list(workflow_ids))},
+            "get_outcomes",
+        )
+        return {r[0]: Outcome(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        owner_xid: str,
+        status: str,
+        output: Optional[str],
+        error: Optional[str],
+        now_ms: int,
+    ) -> bool:
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET status = %(status)s, output = %(output)s, "
+            "error = %(error)s, updated_at = %(now)s, completed_at = %(now)s, "
+            "deduplication_id = NULL "
+            "WHERE workflow_uuid = %(id)s AND status = 'PENDING' AND owner_xid = %(owner)s"
+            + self.d.returning("1", self.d.notify("'d:' || workflow_uuid")),
+            {
+                "status": status,
+                "output": output,
+                "error": error,
+                "now": now_ms,
+                "id": workflow_id,
+                "owner": owner_xid,
+            },
+            "complete_workflow",
+        )
+        return len(rows) > 0
+
+    def cancel_workflows(self, workflow_ids: Sequence[str], now_ms: int) -> list[str]:
+        if not workflow_ids:
+            return []
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET status = 'CANCELLED', "
+            "deduplication_id = NULL, started_at_epoch_ms = NULL, queue_name = NULL, "
+            "updated_at = %(now)s, completed_at = %(now)s "
+            f"WHERE {self.d.any('workflow_uuid', 'ids')} "
+            "AND status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')"
+            + self.d.returning("workflow_uuid", self.d.notify("'c:' || workflow_uuid")),
+            {"ids": self.d.list_param(list(workflow_ids)), "now": now_ms},
+            "cancel_workflows",
+        )
+        return [r[0] for r in rows]
+
+    def children_of(self, workflow_ids: Sequence[str]) -> list[str]:
+        if not workflow_ids:
+            return []
+        rows = self._all(
+            f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+            f"WHERE {self.d.any('parent_workflow_id', 'ids')}",
+            {"ids": self.d.list_param(list(workflow_ids))},
+            "children_of",
+        )
+        return [r[0] for r in rows]
+
+    def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]:
+        where: list[str] = []
+        params: Params = {}
+
+        def any_of(column: str, key: str, values: Optional[list[str]]) -> None:
+            if values is not None:
+                where.append(self.d.any(column, key))
+                params[key] = self.d.list_param(values)
+
+        any_of("workflow_uuid", "ids", flt.workflow_ids)
+        any_of("status", "status", flt.status)
+        any_of("name", "name", flt.name)
+        any_of("application_version", "ver", flt.app_version)
+        any_of("authenticated_user", "usr", flt.user)
+        any_of("queue_name", "queue", flt.queue_name)
+        any_of("executor_id", "exec", flt.executor_id)
+        any_of("parent_workflow_id", "parent", flt.parent_workflow_id)
+        any_of("forked_from", "forked", flt.forked_from)
+        if flt.start_time_ms is not None:
+            where.append("created_at >= %(start)s")
+            params["start"] = flt.start_time_ms
+        if flt.end_time_ms is not None:
+            where.append("created_at <= %(end)s")
+            params["end"] = flt.end_time_ms
+        if flt.workflow_id_prefix:
+            ors = []
+            for i, prefix in enumerate(flt.workflow_id_prefix):
+                ors.append(f"workflow_uuid LIKE %(pfx{i})s ESCAPE '\\'")
+                params[f"pfx{i}"] = _like_prefix(prefix)
+            where.append("(" + " OR ".join(ors) + ")")
+        if flt.application_name is not None:
+            where.append("(application_name = %(app)s OR application_name IS NULL)")
+            params["app"] = flt.application_name
+        if flt.queues_only:
+            where.append("queue_name IS NOT NULL")
+        columns = list(WORKFLOW_COLUMNS)
+        select = ", ".join(
+            "NULL"
+            if (c == "inputs" and not flt.load_input)
+            or (c in ("output", "error") and not flt.load_output)
+            else c
+            for c in columns
+        )
+        sql = f"SELECT {select} FROM {self.d.t('workflow_status')}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        direction = "DESC" if flt.sort_desc else "ASC"
+        sql += f" ORDER BY created_at {direction}, workflow_uuid {direction}"
+        if flt.limit is not None:
+            sql += " LIMIT %(limit)s"
+            params["limit"] = flt.limit
+        if flt.offset is not None:
+            if flt.limit is None:
+                sql += " LIMIT -1" if self.d.name == "sqlite" else ""
+            sql += " OFFSET %(offset)s"
+            params["offset"] = flt.offset
+        return [workflow_row(r) for r in self._all(sql, params, "list_workflows")]
+
+    # -- steps ----------------------------------------------------------------------------------
+    def load_steps(self, workflow_id: str) -> dict[int, StepRow]:
+        rows = self._all(
+            f"SELECT {STEP_COLUMNS} FROM {self.d.t('operation_outputs')} "
+            "WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "load_steps",
+        )
+        return {r[0]: step_row(r) for r in rows}
+
+    def list_steps(
+        self, workflow_id: str, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> list[StepRow]:
+        sql = (
+            f"SELECT {STEP_COLUMNS} FROM {self.d.t('operation_outputs')} "
+            "WHERE workflow_uuid = %(id)s ORDER BY function_id"
+        )
+        params: Params = {"id": workflow_id}
+        if limit is not None:
+            sql += " LIMIT %(limit)s"
+            params["limit"] = limit
+        elif offset is not None and self.d.name == "sqlite":
+            sql += " LIMIT -1"
+        if offset is not None:
+            sql += " OFFSET %(offset)s"
+            params["offset"] = offset
+        return [step_row(r) for r in self._all(sql, params, "list_steps")]
+
+    # -- recovery and dispatch ------------------------------------------------------------------
+    def recover_pending(
+        self,
+        executor_ids: Sequence[str],
+        application_version: Optional[str],
+        application_name: Optional[str],
+        internal_queue: str,
+        now_ms: int,
+    ) -> list[str]:
+        if not executor_ids:
+            return []
+        sql = (
+            f"UPDATE {self.d.t('workflow_status')} SET status = 'ENQUEUED', "
+            "started_at_epoch_ms = NULL, updated_at = %(now)s, "
+            "queue_name = COALESCE(queue_name, %(iq)s) "
+            f"WHERE status = 'PENDING' AND {self.d.any('executor_id', 'ids')} "
+        )
+        params: Params = {
+            "now": now_ms,
+            "iq": internal_queue,
+            "ids": self.d.list_param(list(executor_ids)),
+        }
+        if application_version is not None:
+            sql += "AND application_version = %(ver)s "
+            params["ver"] = application_version
+        if application_name is not None:
+            sql += "AND (application_name = %(app)s OR application_name IS NULL) "
+            params["app"] = application_name
+        sql += self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name"))
+        return [r[0] for r in self._all(sql, params, "recover_pending")]
+
+    def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]:
+        rows = self._all(self._reclaim_sql(), {"token": claim_token}, "reclaim_by_token")
+        return [workflow_row(r) for r in rows]
+
+    def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool:
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET "
+            "status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', deduplication_id = NULL, "
+            "started_at_epoch_ms = NULL, queue_name = NULL, "
+            "updated_at = %(now)s, completed_at = %(now)s "
+            "WHERE workflow_uuid = %(id)s AND status = 'PENDING' "
+            "AND recovery_attempts = %(attempts)s"
+            + self.d.returning("1", self.d.notify("'d:' || workflow_uuid")),
+            {"id": workflow_id, "attempts": recovery_attempts, "now": now_ms},
+            "dead_letter",
+        )
+        return len(rows) > 0
+
+    # -- application versions -------------------------------------------------------------------
+    def register_version(self, version_name: str, application_name: Optional[str]) -> None:
+        self._exec(
+            f"INSERT INTO {self.d.t('application_versions')} "
+            "(version_id, version_name, version_timestamp, created_at, application_name) "
+            "VALUES (%(id)s, %(name)s, %(ts)s, %(ts)s, %(app)s) ON CONFLICT DO NOTHING",
+            {
+                "id": str(uuid.uuid4()),
+                "name": version_name,
+                "ts": _now_ms(),
+                "app": application_name,
+            },
+            "register_version",
+        )
+
+    def list_versions(self, application_name: Optional[str]) -> list[VersionRow]:
+        sql = (
+            "SELECT version_id, version_name, version_timestamp, created_at, application_name "
+            f"FROM {self.d.t('application_versions')}"
+        )
+        params: Params = {}
+        if application_name is not None:
+            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
+            params["app"] = application_name
+        sql += " ORDER BY version_timestamp DESC, version_name"
+        return [VersionRow(*r) for r in self._all(sql, params, "list_versions")]
+
+    # -- maintenance ----------------------------------------------------------------------------
+    _DATA_TABLES = (
+        "notifications",
+        "workflow_events_history",
+        "workflow_events",
+        "streams",
+        "operation_outputs",
+        "workflow_status",
+        "workflow_schedules",
+        "application_versions",
+        "queues",
+    )
+
+    def truncate_all(self) -> None:
+        def body(cur: Cursor) -> None:
+            for table in self._DATA_TABLES:
+                cur.exec(f"DELETE FROM {self.d.t(table)}")
+
+        self._tx(body, "truncate_all")

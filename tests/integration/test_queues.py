@@ -32,18 +32,6 @@ T = TypeVar("T")
 
 PG_BASE = os.environ.get("WAYPOINT_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 
-CLAIM_BUG = (
-    "bug: on PostgreSQL a queue without shared limits is claimed with UPDATE ... WHERE "
-    "workflow_uuid IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED); the planner re-runs the "
-    "subquery for every outer row (nested-loop semi join) and each run skips the rows already "
-    "updated, so the claim takes every ENQUEUED row and worker_concurrency is not enforced"
-)
-RATE_LIMIT_STALL_BUG = (
-    "bug: with LISTEN/NOTIFY a rate-limited queue is re-polled only every SAFETY_INTERVAL "
-    "(30 s): Dispatcher._interval ignores polling_interval_sec and nothing wakes the dispatcher "
-    "when the limiter window reopens"
-)
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -70,11 +58,6 @@ def fresh_dbos(backend: str, tmp_path: Any) -> Iterator[type[DBOS]]:
                 admin.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
-
-
-def xfail_on_postgres(request: pytest.FixtureRequest, backend: str, reason: str) -> None:
-    if backend == "postgres":
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True, raises=AssertionError))
 
 
 def settle() -> None:
@@ -357,7 +340,6 @@ def test_global_concurrency_is_never_exceeded(dbos: type[DBOS]) -> None:
 def test_worker_concurrency_is_never_exceeded(
     fresh_dbos: type[DBOS], backend: str, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on_postgres(request, backend, CLAIM_BUG)
     ledger = Ledger()
 
     @DBOS.workflow()
@@ -378,14 +360,6 @@ def test_worker_concurrency_is_never_exceeded(
         assert ledger.max_overlap({name}) == limit, name
 
 
-POOL_BURST_BUG = (
-    "bug: WorkerPool.submit only notifies when _idle > 0, and _idle is decremented by the woken "
-    "thread, so several submissions in a row with one idle thread all queue behind that one "
-    "thread (no new thread is spawned): workflows claimed in one dequeue pass run serially"
-)
-
-
-@pytest.mark.xfail(reason=POOL_BURST_BUG, strict=True, raises=AssertionError)
 def test_workflows_claimed_together_run_in_parallel(dbos: type[DBOS]) -> None:
     hold = threading.Event()
     barrier = threading.Barrier(2, timeout=1)
@@ -465,7 +439,6 @@ def test_rate_limiter_holds_in_every_window(dbos: type[DBOS]) -> None:
 def test_rate_limited_queue_drains_when_windows_reopen(
     dbos: type[DBOS], backend: str, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on_postgres(request, backend, RATE_LIMIT_STALL_BUG)
 
     @DBOS.workflow()
     def tick(i: int) -> int:
@@ -489,8 +462,6 @@ def test_rate_limited_queue_drains_when_windows_reopen(
 def test_priority_order(
     fresh_dbos: type[DBOS], backend: str, limit: str, request: pytest.FixtureRequest
 ) -> None:
-    if limit == "worker_concurrency":
-        xfail_on_postgres(request, backend, CLAIM_BUG)
     ledger = Ledger()
     gate = threading.Event()
 
@@ -603,14 +574,6 @@ def test_deduplication(dbos: type[DBOS]) -> None:
 # -- 6. delayed enqueue -------------------------------------------------------------------------
 
 
-DELAY_LOST_WAKEUP_BUG = (
-    "bug: a delayed enqueue made while a dequeue pass is under way is missed until the next "
-    "safety poll (30 s with LISTEN/NOTIFY, 1 s without): Dispatcher._timer_woken only resets "
-    "_delay_checked_at (which the running pass then overwrites) and sets neither _woken nor "
-    "_all_woken, so the loop goes back to sleep on the timers it read before the insert"
-)
-
-
 def test_delayed_enqueue(dbos: type[DBOS]) -> None:
     started: list[float] = []
 
@@ -637,7 +600,6 @@ def test_delayed_enqueue(dbos: type[DBOS]) -> None:
     assert st.dequeued_at is not None and st.dequeued_at >= st.delay_until_epoch_ms
 
 
-@pytest.mark.xfail(reason=DELAY_LOST_WAKEUP_BUG, strict=True, raises=AssertionError)
 def test_delayed_enqueue_during_a_dequeue_pass_is_not_missed(dbos: type[DBOS]) -> None:
     from waypoint.core.runtime import get_runtime
 

@@ -73,9 +73,10 @@ class WorkerPool:
             if self._stopping:
                 raise RuntimeError("the worker pool is shut down")
             self._tasks.append(task)
-            if self._idle > 0:
-                self._cond.notify()
-            elif len(self._threads) < self.max_workers:
+            # An idle thread takes one task; more queued tasks than idle threads need new
+            # threads, or a burst of submissions would all wait for the same one.
+            self._cond.notify()
+            if len(self._tasks) > self._idle and len(self._threads) < self.max_workers:
                 t = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )

@@ -70,7 +70,7 @@ class Dispatcher:
         self._next_delay_ms: Optional[int] = None
         self._delay_checked_at = 0.0
         self._hungry = False
-        self._pending = False  # a wake-up arrived while a pass was running
+        self._timers_dirty = False  # a delayed workflow appeared: re-read the next due time
         self.paused = False  # deactivated: claim nothing more
         self.running: Counter[str] = Counter()
         self.partition_running: Counter[tuple[str, str]] = Counter()
@@ -95,8 +95,7 @@ class Dispatcher:
 
     def _timer_woken(self, key: str) -> None:
         with self._cond:
-            self._delay_checked_at = 0.0
-            self._pending = True
+            self._timers_dirty = True
             self._cond.notify()
 
     def _config_woken(self, key: str) -> None:
@@ -178,9 +177,9 @@ class Dispatcher:
                     return
                 woken, self._woken = self._woken, set()
                 all_woken, self._all_woken = self._all_woken, False
-                self._pending = False
+                timers, self._timers_dirty = self._timers_dirty, False
             try:
-                wait = self._pass(woken, all_woken)
+                wait = self._pass(woken, all_woken, timers)
             except StoreClosedError:
                 return
             except Exception:
@@ -189,16 +188,18 @@ class Dispatcher:
             with self._cond:
                 if self._stop:
                     return
-                if not (self._woken or self._all_woken or self._pending) and wait > 0:
+                if not (self._woken or self._all_woken or self._timers_dirty) and wait > 0:
                     self._cond.wait(wait)
 
-    def _pass(self, woken: set[str], all_woken: bool) -> float:
+    def _pass(self, woken: set[str], all_woken: bool, timers: bool) -> float:
         """One round over the queues; returns how long the loop may sleep."""
         rt = self.rt
         now = time.monotonic()
         wall_ms = rt.now_ms()
-        if (self._next_delay_ms is not None and wall_ms >= self._next_delay_ms) or (
-            now - self._delay_checked_at >= self._safety()
+        if (
+            timers
+            or (self._next_delay_ms is not None and wall_ms >= self._next_delay_ms)
+            or now - self._delay_checked_at >= self._safety()
         ):
             for queue in rt.store.promote_delayed(wall_ms):
                 woken.add(queue)
@@ -211,10 +212,13 @@ class Dispatcher:
         for cfg in self.queues():
             due = all_woken or cfg.name in woken or now >= self._next_poll.get(cfg.name, 0.0)
             if due:
-                more = self._poll(cfg)
+                more, retry_at_ms = self._poll(cfg)
                 if self._hungry:
                     break
-                self._next_poll[cfg.name] = now if more else now + self._interval(cfg)
+                next_poll = now if more else now + self._interval(cfg)
+                if retry_at_ms is not None:  # a rate limit window reopens then
+                    next_poll = min(next_poll, now + max(0.0, (retry_at_ms - wall_ms) / 1000))
+                self._next_poll[cfg.name] = next_poll
             sleep = min(sleep, self._next_poll.get(cfg.name, now) - now)
         if self._next_delay_ms is not None:
             sleep = min(sleep, max(0.0, (self._next_delay_ms - rt.now_ms()) / 1000))
@@ -223,46 +227,45 @@ class Dispatcher:
     def _safety(self) -> float:
         return SAFETY_INTERVAL if self.rt.notifications else self.rt.polling_interval_sec
 
-    def _poll(self, cfg: QueueConfig) -> bool:
-        """Claim from one queue; True if it may hold more that we could take now."""
+    def _poll(self, cfg: QueueConfig) -> tuple[bool, Optional[int]]:
+        """Claim from one queue; returns (it may hold more we could take now, when a rate
+        limit that held work back reopens)."""
         rt = self.rt
         free = rt.pool.free_slots()
         if free <= 0:
             self._hungry = True
-            return False
+            return False, None
         limit = min(free, MAX_CLAIM)
         if cfg.worker_concurrency is not None:
             with self._count_lock:
                 limit = min(limit, cfg.worker_concurrency - self.running[cfg.name])
         if limit <= 0:
-            return False
+            return False, None
         with self._count_lock:
             local_parts = {
                 key: n for (queue, key), n in self.partition_running.items() if queue == cfg.name
             }
-        rows = rt.store.claim(
-            ClaimRequest(
-                queue_name=cfg.name,
-                limit=limit,
-                executor_id=rt.executor_id,
-                application_version=rt.app_version,
-                application_name=rt.app_name,
-                claim_token=uuid.uuid4().hex,
-                accept_unversioned=rt.is_latest_version(),
-                global_concurrency=cfg.global_concurrency,
-                rate_limit=(cfg.limiter.limit, cfg.limiter.period_sec) if cfg.limiter else None,
-                partitioned=cfg.partitioned,
-                partition_concurrency=cfg.partition_concurrency,
-                partition_rate_limit=(cfg.partition_limiter.limit, cfg.partition_limiter.period_sec)
-                if cfg.partition_limiter
-                else None,
-                partition_worker_concurrency=cfg.partition_worker_concurrency,
-                local_partition_running=local_parts,
-            ),
-            rt.now_ms(),
+        req = ClaimRequest(
+            queue_name=cfg.name,
+            limit=limit,
+            executor_id=rt.executor_id,
+            application_version=rt.app_version,
+            application_name=rt.app_name,
+            claim_token=uuid.uuid4().hex,
+            accept_unversioned=rt.is_latest_version(),
+            global_concurrency=cfg.global_concurrency,
+            rate_limit=(cfg.limiter.limit, cfg.limiter.period_sec) if cfg.limiter else None,
+            partitioned=cfg.partitioned,
+            partition_concurrency=cfg.partition_concurrency,
+            partition_rate_limit=(cfg.partition_limiter.limit, cfg.partition_limiter.period_sec)
+            if cfg.partition_limiter
+            else None,
+            partition_worker_concurrency=cfg.partition_worker_concurrency,
+            local_partition_running=local_parts,
         )
+        rows = rt.store.claim(req, rt.now_ms())
         self._start(rows)
-        return len(rows) == limit
+        return len(rows) == limit, req.retry_at_ms
 
     def _start(self, rows: list[WorkflowRow]) -> None:
         from waypoint.core.workflows import dispatch_claimed

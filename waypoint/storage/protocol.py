@@ -268,12 +268,29 @@ class ClaimRequest:
     # Per-process limit per partition, with this process's running counts.
     partition_worker_concurrency: Optional[int] = None
     local_partition_running: dict[str, int] = field(default_factory=dict)
+    # Set by the store when a rate limit held work back: when the window next reopens.
+    retry_at_ms: Optional[int] = None
 
     @property
     def shared_budget(self) -> bool:
         return (
             self.global_concurrency is not None or self.rate_limit is not None or self.partitioned
         )
+
+
+@dataclass(slots=True)
+class ForkRequest:
+    source_id: str
+    new_id: str
+    start_step: int
+    queue_name: str
+    now_ms: int
+    owner_xid: str
+    application_version: Optional[str] = None
+    partition_key: Optional[str] = None
+    timeout_ms: Optional[int] = None
+    application_name: Optional[str] = None
+    replacement_children: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -503,6 +520,24 @@ class SystemStore(Protocol):
         ...
 
     def forks_of(self, workflow_ids: Sequence[str]) -> list[str]: ...
+
+    # -- management ----------------------------------------------------------------------------
+    def resume_workflows(
+        self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
+    ) -> list[str]: ...
+    def fork_workflow(self, req: ForkRequest) -> None: ...
+    def delete_workflows(self, workflow_ids: Sequence[str]) -> int: ...
+    def set_delay(self, workflow_id: str, delay_until_ms: int) -> bool: ...
+    def set_attributes(self, workflow_id: str, attributes: Optional[str]) -> bool: ...
+    def set_latest_version(self, version_name: str, application_name: Optional[str]) -> bool: ...
+    def garbage_collect(
+        self,
+        cutoff_epoch_ms: Optional[int],
+        rows_threshold: Optional[int],
+        application_name: Optional[str],
+        batch_size: int = 10_000,
+    ) -> int: ...
+    def active_created_before(self, cutoff_epoch_ms: int) -> list[str]: ...
 
     # -- database-backed queues ----------------------------------------------------------------
     def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow: ...

@@ -92,6 +92,11 @@ class Dialect(ABC):
     # A column that orders rows by insertion, for ties on timestamps.
     insertion_order = "rowid"
 
+    def notify_when(self, condition: str, key_expr: str) -> str:
+        """Like ``notify`` but only for rows matching ``condition``."""
+        expr = self.notify(key_expr)
+        return f"CASE WHEN {condition} THEN {expr} END" if expr else ""
+
     def returning(self, *items: str) -> str:
         present = [i for i in items if i]
         return " RETURNING " + ", ".join(present) if present else ""

@@ -107,13 +107,17 @@ class QueueSql(SqlCore):
             budget = min(budget, req.global_concurrency - int(running[0] if running else 0))
         if req.rate_limit is not None:
             limit, period = req.rate_limit
-            started = cur.one(
-                f"SELECT count(*) FROM {ws} WHERE queue_name = %(queue)s AND rate_limited "
-                f"= {self.d.true} AND started_at_epoch_ms > %(since)s "
+            window = cur.one(
+                f"SELECT count(*), MIN(started_at_epoch_ms) FROM {ws} WHERE queue_name = %(queue)s "
+                f"AND rate_limited = {self.d.true} AND started_at_epoch_ms > %(since)s "
                 "AND status NOT IN ('ENQUEUED', 'DELAYED')",
                 {**q, "since": now - int(period * 1000)},
             )
-            budget = min(budget, limit - int(started[0] if started else 0))
+            started = int(window[0]) if window else 0
+            if started >= limit and window and window[1] is not None:
+                # Full window: nothing can start before its oldest start ages out.
+                req.retry_at_ms = int(window[1]) + int(period * 1000) + 1
+            budget = min(budget, limit - started)
         if budget <= 0:
             return []
         where, params = self._claim_where(req)
@@ -153,16 +157,17 @@ class QueueSql(SqlCore):
                 )
             }
         recent: dict[str, int] = {}
+        oldest: dict[str, int] = {}
         if req.partition_rate_limit is not None:
-            recent = {
-                r[0]: int(r[1])
-                for r in cur.all(
-                    f"SELECT queue_partition_key, count(*) FROM {ws} WHERE queue_name = %(queue)s "
-                    f"AND rate_limited = {self.d.true} AND started_at_epoch_ms > %(since)s "
-                    "AND status NOT IN ('ENQUEUED', 'DELAYED') GROUP BY queue_partition_key",
-                    {**q, "since": now - int(req.partition_rate_limit[1] * 1000)},
-                )
-            }
+            for key, count, first in cur.all(
+                f"SELECT queue_partition_key, count(*), MIN(started_at_epoch_ms) FROM {ws} "
+                "WHERE queue_name = %(queue)s "
+                f"AND rate_limited = {self.d.true} AND started_at_epoch_ms > %(since)s "
+                "AND status NOT IN ('ENQUEUED', 'DELAYED') GROUP BY queue_partition_key",
+                {**q, "since": now - int(req.partition_rate_limit[1] * 1000)},
+            ):
+                recent[key] = int(count)
+                oldest[key] = int(first)
         per_partition = budget
         for cap in (
             req.partition_concurrency,
@@ -196,6 +201,9 @@ class QueueSql(SqlCore):
             if req.partition_rate_limit is not None and (
                 recent.get(key, 0) + n >= req.partition_rate_limit[0]
             ):
+                if n == 0 and key in oldest:
+                    reopen = oldest[key] + int(req.partition_rate_limit[1] * 1000) + 1
+                    req.retry_at_ms = min(req.retry_at_ms or reopen, reopen)
                 continue
             taken[key] = n + 1
             ids.append(wfid)

@@ -106,7 +106,12 @@ class WorkflowSql(SqlCore):
             "error = %(error)s, updated_at = %(now)s, completed_at = %(now)s, "
             "deduplication_id = NULL "
             "WHERE workflow_uuid = %(id)s AND status = 'PENDING' AND owner_xid = %(owner)s"
-            + self.d.returning("1", self.d.notify("'d:' || workflow_uuid")),
+            + self.d.returning(
+                "1",
+                self.d.notify("'d:' || workflow_uuid"),
+                # A queue slot freed up: dispatchers everywhere may claim the next one.
+                self.d.notify_when("queue_name IS NOT NULL", "'q:' || queue_name"),
+            ),
             {
                 "status": status,
                 "output": output,

@@ -29,6 +29,7 @@ from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.protocol import (
     DBOS_MESSAGE_CHANNEL,
     NOTIFY_CHANNEL,
+    WORKFLOW_COLUMNS,
     ChildLink,
     ClaimRequest,
     InitOutcome,
@@ -41,7 +42,6 @@ from waypoint.storage.retry import Fault, RetryPolicy
 from waypoint.storage.sql_base import (
     EXISTING_COLUMNS,
     INIT_COLUMNS,
-    SELECT_WORKFLOW,
     Cursor,
     Dialect,
     Params,
@@ -428,11 +428,14 @@ class PostgresStore(SqlStore):
             limit=req.limit,
         )
         ws = self.d.t("workflow_status")
+        # The picked set is materialized: as a plain IN (subquery) the planner may re-run the
+        # SKIP LOCKED scan once per row and claim far more than LIMIT.
         sql = (
-            f"UPDATE {ws} SET {self._claim_set()} WHERE workflow_uuid IN ("
-            f"SELECT workflow_uuid FROM {ws} WHERE {where} "
+            f"WITH picked AS MATERIALIZED (SELECT workflow_uuid FROM {ws} WHERE {where} "
             "ORDER BY priority, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-            f"AND status = 'ENQUEUED' RETURNING {SELECT_WORKFLOW}"
+            f"UPDATE {ws} SET {self._claim_set()} FROM picked "
+            f"WHERE {ws}.workflow_uuid = picked.workflow_uuid AND status = 'ENQUEUED' "
+            f"RETURNING {', '.join(f'{ws}.{c}' for c in WORKFLOW_COLUMNS)}"
         )
         rows = self._claim_retrying(req.claim_token, lambda: self._all_raw(sql, params))
         return [workflow_row(r) for r in rows]

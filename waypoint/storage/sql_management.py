@@ -1,0 +1,222 @@
+"""SQL for managing workflows from outside: resume, fork, delete, delays, attributes,
+application versions and retention (both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
+from waypoint.storage.protocol import ForkRequest
+from waypoint.storage.sql_base import Cursor, Params, SqlCore, _now_ms
+
+ACTIVE = "('PENDING', 'ENQUEUED', 'DELAYED')"
+
+
+class ManagementSql(SqlCore):
+    def resume_workflows(
+        self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
+    ) -> list[str]:
+        """Put workflows back on a queue (unless they succeeded or failed); returns those moved.
+        Raises DBOSNonExistentWorkflowError, changing nothing, if an ID is unknown."""
+        ws = self.d.t("workflow_status")
+        ids = list(dict.fromkeys(workflow_ids))
+
+        def body(cur: Cursor) -> list[str]:
+            found = {
+                r[0]
+                for r in cur.all(
+                    f"SELECT workflow_uuid FROM {ws} WHERE {self.d.any('workflow_uuid', 'ids')}",
+                    {"ids": self.d.list_param(ids)},
+                )
+            }
+            for wfid in ids:
+                if wfid not in found:
+                    raise DBOSNonExistentWorkflowError(wfid)
+            rows = cur.all(
+                f"UPDATE {ws} SET status = 'ENQUEUED', queue_name = %(queue)s, "
+                "recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, "
+                "deduplication_id = NULL, started_at_epoch_ms = NULL, completed_at = NULL, "
+                "delay_until_epoch_ms = NULL, updated_at = %(now)s "
+                f"WHERE {self.d.any('workflow_uuid', 'ids')} "
+                "AND status NOT IN ('SUCCESS', 'ERROR')"
+                + self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name")),
+                {"ids": self.d.list_param(ids), "queue": queue_name, "now": now_ms},
+            )
+            return [r[0] for r in rows]
+
+        return self._tx(body, "resume workflows")
+
+    def fork_workflow(self, req: ForkRequest) -> None:
+        """Copy a workflow's row and its checkpoints before ``start_step`` into a new
+        ENQUEUED workflow, in one transaction."""
+        ws = self.d.t("workflow_status")
+        oo = self.d.t("operation_outputs")
+        eh = self.d.t("workflow_events_history")
+        ev = self.d.t("workflow_events")
+        st = self.d.t("streams")
+        p: Params = {
+            "src": req.source_id,
+            "new": req.new_id,
+            "step": req.start_step,
+            "queue": req.queue_name,
+            "pkey": req.partition_key,
+            "ver": req.application_version,
+            "now": req.now_ms,
+            "timeout": req.timeout_ms,
+            "owner": req.owner_xid,
+            "app": req.application_name,
+        }
+
+        def body(cur: Cursor) -> None:
+            src = cur.one(f"SELECT application_version FROM {ws} WHERE workflow_uuid = %(src)s", p)
+            if src is None:
+                raise DBOSNonExistentWorkflowError(req.source_id)
+            if cur.one(f"SELECT 1 FROM {ws} WHERE workflow_uuid = %(new)s", p) is not None:
+                raise DBOSException(f"cannot fork into {req.new_id!r}: that workflow exists")
+            p["ver"] = req.application_version or src[0]
+            cur.exec(
+                f"INSERT INTO {ws} (workflow_uuid, status, name, class_name, config_name, "
+                "authenticated_user, assumed_role, authenticated_roles, inputs, serialization, "
+                "application_version, application_id, application_name, executor_id, "
+                "created_at, updated_at, recovery_attempts, queue_name, queue_partition_key, "
+                "workflow_timeout_ms, forked_from, owner_xid, attributes, priority) "
+                "SELECT %(new)s, 'ENQUEUED', name, class_name, config_name, authenticated_user, "
+                "assumed_role, authenticated_roles, inputs, serialization, %(ver)s, "
+                "application_id, COALESCE(application_name, %(app)s), executor_id, %(now)s, "
+                "%(now)s, 0, %(queue)s, %(pkey)s, COALESCE(%(timeout)s, workflow_timeout_ms), "
+                f"%(src)s, %(owner)s, attributes, 0 FROM {ws} WHERE workflow_uuid = %(src)s",
+                p,
+            )
+            cur.exec(
+                f"UPDATE {ws} SET was_forked_from = {self.d.true} WHERE workflow_uuid = %(src)s", p
+            )
+            cur.exec(
+                f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, error, "
+                "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, "
+                "owner_xid, application_name) SELECT %(new)s, function_id, function_name, "
+                "output, error, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
+                f"serialization, %(owner)s, application_name FROM {oo} "
+                "WHERE workflow_uuid = %(src)s AND function_id < %(step)s",
+                p,
+            )
+            for old, new in req.replacement_children.items():
+                cur.exec(
+                    f"UPDATE {oo} SET child_workflow_id = %(newc)s WHERE workflow_uuid = %(new)s "
+                    "AND child_workflow_id = %(oldc)s",
+                    {**p, "oldc": old, "newc": new},
+                )
+            cur.exec(
+                f"INSERT INTO {eh} (workflow_uuid, function_id, key, value, serialization) "
+                f"SELECT %(new)s, function_id, key, value, serialization FROM {eh} "
+                "WHERE workflow_uuid = %(src)s AND function_id < %(step)s",
+                p,
+            )
+            # The latest value of each event as of the fork point.
+            cur.exec(
+                f"INSERT INTO {ev} (workflow_uuid, key, value, serialization) "
+                f"SELECT h.workflow_uuid, h.key, h.value, h.serialization FROM {eh} h "
+                "WHERE h.workflow_uuid = %(new)s AND h.function_id = (SELECT MAX(function_id) "
+                f"FROM {eh} h2 WHERE h2.workflow_uuid = h.workflow_uuid AND h2.key = h.key)",
+                p,
+            )
+            cur.exec(
+                f'INSERT INTO {st} (workflow_uuid, key, value, "offset", function_id, '
+                'serialization, write_key) SELECT %(new)s, key, value, "offset", function_id, '
+                f"serialization, write_key FROM {st} "
+                "WHERE workflow_uuid = %(src)s AND function_id < %(step)s",
+                p,
+            )
+            self.d.notify_in(cur, "'q:' || %(queue)s", p)
+
+        self._tx(body, "fork workflow")
+
+    def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
+        if not workflow_ids:
+            return 0
+        return self._exec(
+            f"DELETE FROM {self.d.t('workflow_status')} WHERE {self.d.any('workflow_uuid', 'ids')}",
+            {"ids": self.d.list_param(list(workflow_ids))},
+            "delete workflows",
+        )
+
+    def set_delay(self, workflow_id: str, delay_until_ms: int) -> bool:
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET delay_until_epoch_ms = %(until)s, "
+            "updated_at = %(now)s WHERE workflow_uuid = %(id)s AND status = 'DELAYED'"
+            + self.d.returning("1", self.d.notify("'t:' || queue_name")),
+            {"until": delay_until_ms, "now": _now_ms(), "id": workflow_id},
+            "set workflow delay",
+        )
+        return bool(rows)
+
+    def set_attributes(self, workflow_id: str, attributes: Optional[str]) -> bool:
+        jsonb = "::jsonb" if self.d.name == "postgresql" else ""
+        n = self._exec(
+            f"UPDATE {self.d.t('workflow_status')} SET attributes = %(attrs)s{jsonb}, "
+            "updated_at = %(now)s WHERE workflow_uuid = %(id)s",
+            {"attrs": attributes, "now": _now_ms(), "id": workflow_id},
+            "update workflow attributes",
+        )
+        return n > 0
+
+    def set_latest_version(self, version_name: str, application_name: Optional[str]) -> bool:
+        n = self._exec(
+            f"UPDATE {self.d.t('application_versions')} SET version_timestamp = %(now)s "
+            "WHERE version_name = %(name)s AND (application_name = %(app)s "
+            "OR application_name IS NULL OR %(app)s IS NULL)",
+            {"now": _now_ms(), "name": version_name, "app": application_name},
+            "set latest application version",
+        )
+        return n > 0
+
+    def garbage_collect(
+        self,
+        cutoff_epoch_ms: Optional[int],
+        rows_threshold: Optional[int],
+        application_name: Optional[str],
+        batch_size: int = 10_000,
+    ) -> int:
+        """Delete finished workflows older than the cutoff and beyond the newest
+        ``rows_threshold``; never PENDING, ENQUEUED or DELAYED ones. Each batch is one
+        transaction (its checkpoints, events and messages go with it by cascade)."""
+        ws = self.d.t("workflow_status")
+        cutoff = cutoff_epoch_ms
+        if rows_threshold is not None:
+            row = self._one(
+                f"SELECT created_at FROM {ws} ORDER BY created_at DESC LIMIT 1 OFFSET %(n)s",
+                {"n": max(0, rows_threshold - 1)},
+                "find retention cutoff",
+            )
+            if row is not None:
+                cutoff = row[0] if cutoff is None else min(cutoff, row[0])
+            elif cutoff is None:
+                return 0
+        if cutoff is None:
+            return 0
+        owner = (
+            "AND (application_name = %(app)s OR application_name IS NULL) "
+            if application_name is not None
+            else ""
+        )
+        deleted = 0
+        while True:
+            n = self._exec(
+                f"DELETE FROM {ws} WHERE workflow_uuid IN (SELECT workflow_uuid FROM {ws} "
+                f"WHERE created_at < %(cutoff)s AND status NOT IN {ACTIVE} {owner}"
+                "ORDER BY created_at LIMIT %(batch)s)",
+                {"cutoff": cutoff, "batch": batch_size, "app": application_name},
+                "garbage collect",
+            )
+            deleted += n
+            if n < batch_size:
+                return deleted
+
+    def active_created_before(self, cutoff_epoch_ms: int) -> list[str]:
+        rows = self._all(
+            f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+            f"WHERE status IN {ACTIVE} AND created_at <= %(cutoff)s",
+            {"cutoff": cutoff_epoch_ms},
+            "find workflows to time out",
+        )
+        return [r[0] for r in rows]

@@ -15,14 +15,12 @@ from typing import Any, Optional, TypeVar, cast
 
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
+from waypoint._api.management import ManagementMixin
 from waypoint._api.messaging import MessagingMixin
 from waypoint._api.queues import QueueMixin
 from waypoint.core import calls
 from waypoint.core.config import RuntimeConfig, resolve
 from waypoint.core.context import current_run, current_step
-from waypoint.core.effects import drive_async, drive_sync
-from waypoint.core.listing import build_filter
-from waypoint.core.outcomes import to_status
 from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
 from waypoint.core.runtime import Runtime, get_runtime, maybe_runtime, set_runtime
 from waypoint.core.types import (
@@ -93,7 +91,7 @@ def _step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
     return spec
 
 
-class DBOS(MessagingMixin, QueueMixin):
+class DBOS(MessagingMixin, QueueMixin, ManagementMixin):
     """Durable workflows: decorate functions, launch, start, wait."""
 
     _instance: Optional[DBOS] = None
@@ -408,113 +406,6 @@ class DBOS(MessagingMixin, QueueMixin):
     async def get_result_async(cls, workflow_id: str, *, polling_interval_sec: float = 1.0) -> Any:
         return await calls.get_result_async(workflow_id, polling_interval_sec)
 
-    # -- management -----------------------------------------------------------------------------
-    @classmethod
-    def cancel_workflow(cls, workflow_id: str, *, cancel_children: bool = False) -> None:
-        cls.cancel_workflows([workflow_id], cancel_children=cancel_children)
-
-    @classmethod
-    def cancel_workflows(cls, workflow_ids: list[str], *, cancel_children: bool = False) -> None:
-        drive_sync(calls.managed("DBOS.cancelWorkflow", _cancel_op(workflow_ids, cancel_children)))
-
-    @classmethod
-    async def cancel_workflow_async(
-        cls, workflow_id: str, *, cancel_children: bool = False
-    ) -> None:
-        await cls.cancel_workflows_async([workflow_id], cancel_children=cancel_children)
-
-    @classmethod
-    async def cancel_workflows_async(
-        cls, workflow_ids: list[str], *, cancel_children: bool = False
-    ) -> None:
-        await drive_async(
-            calls.managed("DBOS.cancelWorkflow", _cancel_op(workflow_ids, cancel_children))
-        )
-
-    @classmethod
-    def list_workflows(
-        cls,
-        *,
-        workflow_ids: Optional[list[str]] = None,
-        status: Optional[str | list[str]] = None,
-        start_time: Optional[str] = None,
-        end_time: Optional[str] = None,
-        name: Optional[str | list[str]] = None,
-        app_version: Optional[str | list[str]] = None,
-        user: Optional[str | list[str]] = None,
-        queue_name: Optional[str | list[str]] = None,
-        parent_workflow_id: Optional[str | list[str]] = None,
-        forked_from: Optional[str | list[str]] = None,
-        workflow_id_prefix: Optional[str | list[str]] = None,
-        executor_id: Optional[str | list[str]] = None,
-        limit: Optional[int] = None,
-        offset: Optional[int] = None,
-        sort_desc: bool = False,
-        load_input: bool = True,
-        load_output: bool = True,
-        queues_only: bool = False,
-    ) -> list[WorkflowStatus]:
-        flt = build_filter(
-            workflow_ids=workflow_ids,
-            status=status,
-            start_time=start_time,
-            end_time=end_time,
-            name=name,
-            app_version=app_version,
-            user=user,
-            queue_name=queue_name,
-            parent_workflow_id=parent_workflow_id,
-            forked_from=forked_from,
-            workflow_id_prefix=workflow_id_prefix,
-            executor_id=executor_id,
-            limit=limit,
-            offset=offset,
-            sort_desc=sort_desc,
-            load_input=load_input,
-            load_output=load_output,
-            queues_only=queues_only,
-        )
-
-        def op(rt: Runtime) -> list[WorkflowStatus]:
-            return [to_status(rt, row) for row in rt.store.list_workflows(flt)]
-
-        result: list[WorkflowStatus] = drive_sync(calls.managed("DBOS.listWorkflows", op))
-        return result
-
-    @classmethod
-    def list_workflow_steps(
-        cls,
-        workflow_id: str,
-        *,
-        load_output: bool = True,
-        limit: Optional[int] = None,
-        offset: Optional[int] = None,
-    ) -> list[Any]:
-        def op(rt: Runtime) -> list[Any]:
-            out = []
-            for row in rt.store.list_steps(workflow_id, limit, offset):
-                output: Any = None
-                error: Any = None
-                if load_output and row.output is not None:
-                    output = rt.codec.decode(row.output, row.serialization)
-                if load_output and row.error is not None:
-                    error = rt.codec.decode_error(row.error, row.serialization)
-                out.append(
-                    {
-                        "function_id": row.function_id,
-                        "function_name": row.function_name,
-                        "output": output,
-                        "error": error,
-                        "child_workflow_id": row.child_workflow_id,
-                        "started_at_epoch_ms": row.started_at_epoch_ms,
-                        "completed_at_epoch_ms": row.completed_at_epoch_ms,
-                    }
-                )
-            return out
-
-        result: list[Any] = drive_sync(calls.managed("DBOS.listWorkflowSteps", op))
-        return result
-
     # -- properties -----------------------------------------------------------------------------
     @classproperty
     def workflow_id(cls) -> Optional[str]:
@@ -589,24 +480,6 @@ def _register_step_workflow(entry: StepEntry, step: Callable[..., Any], is_async
         body = run
     DBOS.workflow(name=step_workflow_name(entry.name))(body)
     REGISTRY.workflows[step_workflow_name(entry.name)].internal = True
-
-
-def _cancel_op(workflow_ids: list[str], cancel_children: bool) -> Callable[[Runtime], None]:
-    ids = list(workflow_ids)
-
-    def op(rt: Runtime) -> None:
-        targets = list(ids)
-        if cancel_children:
-            frontier = list(ids)
-            seen = set(ids)
-            while frontier:
-                children = [c for c in rt.store.children_of(frontier) if c not in seen]
-                seen.update(children)
-                targets.extend(children)
-                frontier = children
-        rt.cancel(targets)
-
-    return op
 
 
 def _configure_logging(level: str) -> None:

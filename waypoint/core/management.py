@@ -13,7 +13,7 @@ from waypoint.core.effects import Flow
 from waypoint.core.engine import Engine
 from waypoint.core.run import WorkflowRun
 from waypoint.core.steps import check_cancelled, record
-from waypoint.core.types import INTERNAL_QUEUE_NAME, VersionInfo
+from waypoint.core.types import INTERNAL_QUEUE_NAME, StepInfo, VersionInfo
 from waypoint.core.workflows import validate_workflow_id
 from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
 from waypoint.storage.protocol import ForkRequest, queue_key, timer_key
@@ -30,6 +30,38 @@ def cancel(eng: Engine, workflow_ids: Sequence[str], cancel_children: bool) -> l
             targets.extend(children)
             frontier = children
     return eng.cancel(targets)
+
+
+def steps(
+    eng: Engine,
+    workflow_id: str,
+    load_output: bool = True,
+    limit: Optional[int] = None,
+    offset: Optional[int] = None,
+) -> list[StepInfo]:
+    out: list[StepInfo] = []
+    for row in eng.store.list_steps(workflow_id, limit, offset):
+        output: Any = None
+        error: Any = None
+        if load_output and row.output is not None:
+            try:
+                output = eng.codec.decode(row.output, row.serialization)
+            except DBOSException:
+                output = row.output  # shown raw rather than failing the whole listing
+        if load_output and row.error is not None:
+            error = eng.codec.decode_error(row.error, row.serialization)
+        out.append(
+            StepInfo(
+                function_id=row.function_id,
+                function_name=row.function_name,
+                output=output,
+                error=error,
+                child_workflow_id=row.child_workflow_id,
+                started_at_epoch_ms=row.started_at_epoch_ms,
+                completed_at_epoch_ms=row.completed_at_epoch_ms,
+            )
+        )
+    return out
 
 
 def resume(eng: Engine, workflow_ids: Sequence[str], queue_name: Optional[str]) -> list[str]:

@@ -74,6 +74,8 @@ class RuntimeConfig:
     log_level: str = "INFO"
     run_admin_server: bool = False
     admin_port: int = 3001
+    admin_host: str = "127.0.0.1"
+    admin_token: Optional[str] = None
     polling_interval_sec: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +155,8 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         log_level=str(config.get("log_level") or "INFO"),
         run_admin_server=bool(config.get("run_admin_server", False)),
         admin_port=admin_port,
+        admin_host=str(config.get("admin_host") or "127.0.0.1"),
+        admin_token=config.get("admin_token") or os.environ.get("DBOS__ADMIN_TOKEN") or None,
         polling_interval_sec=float(interval),
         raw=dict(config),
     )

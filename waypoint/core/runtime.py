@@ -49,6 +49,8 @@ class Runtime(Engine):
         self._tasks: set[Any] = set()
         self.stopping = threading.Event()
         self._latest = True
+        self.admin: Optional[Any] = None
+        self.deactivated = False
         from waypoint.queues.dispatcher import Dispatcher
 
         self.dispatcher = Dispatcher(self)
@@ -66,9 +68,27 @@ class Runtime(Engine):
         self.refresh_latest_version()
         self.dispatcher.start()
         self.recover([self.executor_id])
+        if self.config.run_admin_server:
+            from waypoint.admin.server import AdminServer
+
+            try:
+                self.admin = AdminServer(
+                    self, self.config.admin_host, self.config.admin_port, self.config.admin_token
+                )
+            except OSError as exc:
+                logger.warning(
+                    "admin API not started: cannot bind %s:%d (%s)",
+                    self.config.admin_host,
+                    self.config.admin_port,
+                    exc,
+                )
+            else:
+                self.admin.start()
 
     def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
         self.stopping.set()
+        if self.admin is not None:
+            self.admin.stop()
         self.dispatcher.stop()
         self.stop_listening()
         if workflow_completion_timeout_sec > 0:
@@ -129,6 +149,26 @@ class Runtime(Engine):
     def _deadline_passed(self, workflow_id: str) -> None:
         logger.info("workflow %s reached its deadline and is being cancelled", workflow_id)
         self.cancel([workflow_id])
+
+    # -- operations ------------------------------------------------------------------------------
+    def deactivate(self) -> None:
+        """Finish what runs here, but start and dequeue nothing new (a draining executor)."""
+        self.deactivated = True
+        self.dispatcher.paused = True
+
+    def executors(self) -> list[dict[str, Any]]:
+        import socket
+
+        return [
+            {
+                "executor_id": self.executor_id,
+                "application_version": self.app_version,
+                "application_name": self.app_name,
+                "hostname": socket.gethostname(),
+                "active_workflows": self.active_count(),
+                "deactivated": self.deactivated,
+            }
+        ]
 
     # -- application versions -------------------------------------------------------------------
     def refresh_latest_version(self) -> None:

@@ -230,6 +230,10 @@ class PostgresStore(SqlStore):
             ) from exc
         return listener
 
+    def ping_once(self) -> None:
+        with self._pool.connection(timeout=2.0) as conn:
+            conn.execute("SELECT 1")
+
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")
 

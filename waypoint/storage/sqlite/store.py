@@ -208,6 +208,9 @@ class SqliteStore(SqlStore):
         """SQLite has no notifications: other processes' writes are found by polling."""
         return None
 
+    def ping_once(self) -> None:
+        self._all_raw("SELECT 1", {})
+
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")
 

@@ -1,0 +1,151 @@
+"""The admin HTTP API (DBOS's endpoints, port 3001), safe by default.
+
+Differences from DBOS's admin server, all on purpose: it binds 127.0.0.1 unless told
+otherwise; with a token configured every endpoint but the health check needs
+``Authorization: Bearer <token>``; bodies are capped and must declare their length; every
+request body is validated, and every failure is a JSON ``{"error": {"code", "message"}}`` with
+a 4xx status, never a traceback; ``/deactivate`` really stops this executor from dequeueing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import unquote
+
+from waypoint.admin.routes import ApiError, route
+from waypoint.error import DBOSException
+
+if TYPE_CHECKING:
+    from waypoint.core.runtime import Runtime
+
+logger = logging.getLogger("waypoint")
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_PATH_LENGTH = 2048
+
+
+class AdminServer:
+    def __init__(self, rt: Runtime, host: str, port: int, token: Optional[str]) -> None:
+        self.rt = rt
+        self.token = token
+        server = self
+
+        class Handler(_Handler):
+            admin = server
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="waypoint-admin", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        logger.info("admin API listening on %s:%d", *self._httpd.server_address[:2])
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    admin: AdminServer
+    server_version = "waypoint-admin"
+    sys_version = ""
+    timeout = 10  # a slow client cannot hold a thread forever
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("admin %s - %s", self.address_string(), format % args)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _send(self, status: int, body: Any = None) -> None:
+        payload = b"" if body is None else json.dumps(body, default=str).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload and self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        self._send(status, {"error": {"code": code, "message": message}})
+
+    def _authorized(self, path: str) -> bool:
+        token = self.admin.token
+        if token is None or path == "/dbos-healthz":
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+    def _body(self) -> Any:
+        if self.headers.get("Transfer-Encoding"):
+            raise ApiError(411, "length_required", "chunked bodies are not accepted")
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None:
+            raise ApiError(411, "length_required", "a POST needs a Content-Length header")
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise ApiError(400, "bad_length", "Content-Length must be an integer") from None
+        if length < 0:
+            raise ApiError(400, "bad_length", "Content-Length cannot be negative")
+        if length > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+        data = self.rfile.read(length) if length else b""
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
+
+    def _handle(self, method: str) -> None:
+        raw_path = self.path.split("?", 1)[0]
+        if len(raw_path) > MAX_PATH_LENGTH:
+            self._error(414, "uri_too_long", "the path is too long")
+            return
+        path = unquote(raw_path)
+        if "\x00" in path:
+            self._error(400, "bad_path", "the path contains a NUL character")
+            return
+        if not self._authorized(path):
+            self._error(401, "unauthorized", "missing or wrong bearer token")
+            return
+        try:
+            body = self._body() if method == "POST" else None
+            status, result = route(self.admin.rt, method, path, body)
+        except ApiError as exc:
+            self._error(exc.status, exc.code, exc.message)
+            return
+        except DBOSException as exc:
+            code = type(exc).__name__
+            status = 404 if "does not exist" in exc.message else 400
+            self._error(status, code, exc.message)
+            return
+        except Exception:
+            logger.exception("admin request %s %s failed", method, path)
+            self._error(500, "internal", "the request failed; see the server log")
+            return
+        self._send(status, result)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_HEAD(self) -> None:
+        self._handle("GET")
+
+    def do_PUT(self) -> None:
+        self._error(405, "method_not_allowed", "use GET or POST")
+
+    do_DELETE = do_PUT
+    do_PATCH = do_PUT

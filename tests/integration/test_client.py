@@ -34,24 +34,6 @@ from ..conftest import requires_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 
-IN_TRANSACTION_NO_WAKEUP = (
-    "bug: enqueue_in_transaction inserts the ENQUEUED row without pg_notify, so with "
-    "LISTEN/NOTIFY on the application's dispatcher only finds it at its next safety poll "
-    "(SAFETY_INTERVAL, 30 s) instead of at commit"
-)
-EMPTY_ID_ACCEPTED = (
-    "bug: EnqueueOptions(workflow_id='') is not rejected: the empty ID is taken as 'no ID' and "
-    "a random UUID is used (DBOSClient.enqueue and DBOS.enqueue_workflow_with_options), while "
-    "'   ', NUL and over-long IDs raise ValueError and SetWorkflowID('') raises; a caller "
-    "retrying with the same (empty) ID gets a new workflow each time"
-)
-DB_QUEUE_NOT_DISCOVERED = (
-    "bug: a queue registered by a client in another process is not served until the "
-    "application re-reads queue definitions (SAFETY_INTERVAL, 30 s, with LISTEN/NOTIFY): "
-    "upsert_queue fires its 'Q:' wake-up only in the writing process, and the enqueue's "
-    "'q:<name>' NOTIFY is ignored for a queue the dispatcher does not know yet"
-)
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -260,8 +242,6 @@ def test_enqueue_onto_a_queue_registered_by_the_client(
     backend: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    if backend == "postgres":
-        request.applymarker(pytest.mark.xfail(reason=DB_QUEUE_NOT_DISCOVERED, strict=True))
 
     @DBOS.workflow(name="add")
     def add(a: int, b: int) -> int:
@@ -303,7 +283,6 @@ def test_bad_enqueue_options_raise_before_writing(
     assert count_rows("workflow_status") == 0
 
 
-@pytest.mark.xfail(reason=EMPTY_ID_ACCEPTED, strict=True)
 def test_empty_workflow_id_in_enqueue_options_is_rejected(
     dbos: type[DBOS], make_client: Callable[..., DBOSClient]
 ) -> None:
@@ -365,8 +344,6 @@ def test_enqueue_in_transaction(
         client.retrieve_workflow("tx-rolled-back")
     in_transaction("committed", commit=True)
     assert client.retrieve_workflow("tx-committed").get_status().queue_name == "q"
-    if backend == "postgres":
-        request.applymarker(pytest.mark.xfail(reason=IN_TRANSACTION_NO_WAKEUP, strict=True))
     # The application finds it without help (SQLite polls every second).
     wait_until(lambda: status_of("tx-committed") == "SUCCESS", 3, "the workflow to run")
     assert ran == ["committed"]

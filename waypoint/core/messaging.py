@@ -355,6 +355,7 @@ class StreamRead:
     found: bool  # a value was read
     value: Any = None
     ended: bool = False  # the stream is closed (or its writer finished) at this offset
+    timed_out: Optional[str] = None  # no value came in time (the message of the error)
 
 
 def read_stream_flow(
@@ -366,8 +367,10 @@ def read_stream_flow(
         fid = run.next_function_id()
         rec = run.replay.get(fid)
         if rec is not None:
-            recorded = replay(eng, run, rec, "DBOS.readStream")
-            return StreamRead(**recorded)
+            recorded = StreamRead(**replay(eng, run, rec, "DBOS.readStream"))
+            if recorded.timed_out is not None:
+                raise DBOSStreamTimeoutError(recorded.timed_out)
+            return recorded
     deadline = None if timeout is None else time.time() + timeout
     skey = stream_key(workflow_id, key)
     drained = False
@@ -390,17 +393,25 @@ def read_stream_flow(
             else:
                 remaining = None if deadline is None else deadline - time.time()
                 if remaining is not None and remaining <= 0:
-                    raise DBOSStreamTimeoutError(
-                        f"no value at offset {offset} of stream {key!r} of workflow "
-                        f"{workflow_id} within {timeout} seconds"
+                    result = StreamRead(
+                        False,
+                        timed_out=f"no value at offset {offset} of stream {key!r} of workflow "
+                        f"{workflow_id} within {timeout} seconds",
                     )
+                    break
                 wait = eng.wait_interval()
                 yield Wait(signal, wait if remaining is None else min(remaining, wait))
         finally:
             eng.wakeups.unsubscribe(signal, skey, done_key(workflow_id))
     if run is not None:
         text = eng.codec.encode(
-            {"found": result.found, "value": result.value, "ended": result.ended}, run.serializer
+            {
+                "found": result.found,
+                "value": result.value,
+                "ended": result.ended,
+                "timed_out": result.timed_out,
+            },
+            run.serializer,
         )
         outcome = yield Io(
             lambda: eng.store.record_step(
@@ -408,6 +419,8 @@ def read_stream_flow(
             )
         )
         after_record(run, outcome)
+    if result.timed_out is not None:  # checkpointed first, so replay times out the same way
+        raise DBOSStreamTimeoutError(result.timed_out)
     return result
 
 

@@ -146,7 +146,7 @@ def prepare(
             workflow_id = rec.child_workflow_id
             replayed_child = True
         else:
-            workflow_id = explicit or f"{parent.workflow_id}-{parent_fid}"
+            workflow_id = explicit if explicit is not None else f"{parent.workflow_id}-{parent_fid}"
             link = ChildLink(
                 parent_workflow_id=parent.workflow_id,
                 function_id=parent_fid,
@@ -155,7 +155,7 @@ def prepare(
                 started_at_epoch_ms=rt.now_ms(),
             )
     else:
-        workflow_id = explicit or str(uuid.uuid4())
+        workflow_id = explicit if explicit is not None else str(uuid.uuid4())
     validate_workflow_id(workflow_id)
 
     now = rt.now_ms()

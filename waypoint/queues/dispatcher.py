@@ -91,7 +91,11 @@ class Dispatcher:
             self._cond.notify()
 
     def _queue_woken(self, key: str) -> None:
-        self.wake(key[2:] if key else None)
+        name = key[2:] if key else None
+        if name and name not in self._db_queues and QUEUES.get(name) is None:
+            with self._cond:
+                self._db_queues_at = 0.0  # work for a queue we have not seen: re-read them
+        self.wake(name)
 
     def _timer_woken(self, key: str) -> None:
         with self._cond:

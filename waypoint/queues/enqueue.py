@@ -78,6 +78,10 @@ def spec_from_options(options: EnqueueOptions) -> EnqueueSpec:
     for key in ("workflow_name", "queue_name"):
         if not isinstance(options.get(key), str) or not str(options.get(key)).strip():
             raise EnqueueError(f"enqueue options need a non-empty {key!r}")
+    if "workflow_id" in options and options["workflow_id"] is not None:
+        from waypoint.core.workflows import validate_workflow_id
+
+        validate_workflow_id(options["workflow_id"])
     timeout = options.get("workflow_timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise EnqueueError(

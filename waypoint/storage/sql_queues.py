@@ -312,6 +312,8 @@ class QueueSql(SqlCore):
                 f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {qt} WHERE name = %(name)s", params
             )
             assert stored is not None
+            # Dispatchers in other processes re-read queue definitions.
+            self.d.notify_in(cur, "'Q:' || %(name)s", params)
             return self._queue_row(stored)
 
         return self._tx(body, "register queue")
@@ -325,14 +327,13 @@ class QueueSql(SqlCore):
         return self._queue_row(row) if row else None
 
     def delete_queue(self, name: str) -> bool:
-        return (
-            self._exec(
-                f"DELETE FROM {self.d.t('queues')} WHERE name = %(name)s",
-                {"name": name},
-                "delete queue",
-            )
-            > 0
+        rows = self._all(
+            f"DELETE FROM {self.d.t('queues')} WHERE name = %(name)s"
+            + self.d.returning("1", self.d.notify("'Q:' || name")),
+            {"name": name},
+            "delete queue",
         )
+        return bool(rows)
 
     def list_queues(self, application_name: Optional[str]) -> list[QueueRow]:
         sql = f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {self.d.t('queues')}"

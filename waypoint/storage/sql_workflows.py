@@ -47,12 +47,19 @@ class WorkflowSql(SqlCore):
         vals = ", ".join(
             f"%({c})s{jsonb}" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
         )
+        params = init_params(wf)
         try:
             self._on_caller_connection(
                 conn,
                 f"INSERT INTO {ws} ({cols}) VALUES ({vals}) ON CONFLICT (workflow_uuid) DO NOTHING",
-                init_params(wf),
+                params,
             )
+            wake = self.d.notify("%(wake)s")
+            if wake:  # delivered when (and only if) the caller commits
+                kind = "t:" if wf.status == "DELAYED" else "q:"
+                self._on_caller_connection(
+                    conn, f"SELECT {wake}", {"wake": kind + (wf.queue_name or "")}
+                )
         except Exception as exc:
             if wf.deduplication_id is not None and "dedup" in str(exc).lower():
                 from waypoint.error import DBOSQueueDeduplicatedError

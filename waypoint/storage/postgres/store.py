@@ -114,7 +114,9 @@ class PgDialect(Dialect):
     lock_exclusive = " FOR UPDATE"
     insertion_order = "seq"
 
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    # NO KEY UPDATE: rows share-locked by foreign-key checks (a message or checkpoint being
+    # written for that workflow) are still claimable; only other claimers are skipped.
+    skip_locked = " FOR NO KEY UPDATE SKIP LOCKED"
 
     def lock_queue(self, cur: Cursor, queue_name: str) -> None:
         digest = hashlib.blake2b(f"waypoint-queue:{queue_name}".encode(), digest_size=8).digest()
@@ -436,7 +438,7 @@ class PostgresStore(SqlStore):
         # SKIP LOCKED scan once per row and claim far more than LIMIT.
         sql = (
             f"WITH picked AS MATERIALIZED (SELECT workflow_uuid FROM {ws} WHERE {where} "
-            "ORDER BY priority, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "ORDER BY priority, created_at LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED) "
             f"UPDATE {ws} SET {self._claim_set()} FROM picked "
             f"WHERE {ws}.workflow_uuid = picked.workflow_uuid AND status = 'ENQUEUED' "
             f"RETURNING {', '.join(f'{ws}.{c}' for c in WORKFLOW_COLUMNS)}"

@@ -26,11 +26,14 @@ from waypoint.core.serialization import (
     Serializer,
 )
 from waypoint.core.types import (
+    ClientScheduleInput,
     DuplicationPolicy,
+    ScheduleInput,
     StepInfo,
     StepOptions,
     StepStatus,
     VersionInfo,
+    WorkflowSchedule,
     WorkflowSerializationFormat,
     WorkflowStatus,
     WorkflowStatusString,
@@ -41,6 +44,7 @@ from waypoint.queues.queue import Queue
 
 __all__ = [
     "DBOS",
+    "ClientScheduleInput",
     "DBOSClient",
     "DBOSConfig",
     "DBOSConfiguredInstance",
@@ -53,6 +57,7 @@ __all__ = [
     "EnqueueOptions",
     "PortableWorkflowError",
     "Queue",
+    "ScheduleInput",
     "SendMessage",
     "Serializer",
     "SetEnqueueOptions",
@@ -65,6 +70,7 @@ __all__ = [
     "VersionInfo",
     "WorkflowHandle",
     "WorkflowHandleAsync",
+    "WorkflowSchedule",
     "WorkflowSerializationFormat",
     "WorkflowStatus",
     "WorkflowStatusString",

@@ -26,6 +26,7 @@ from waypoint.storage.url import default_sqlite_url, parse_url, redact
 def test_public_names_are_pinned() -> None:
     assert sorted(waypoint.__all__) == sorted(
         [
+            "ClientScheduleInput",
             "DBOS",
             "DBOSClient",
             "DBOSConfig",
@@ -39,6 +40,7 @@ def test_public_names_are_pinned() -> None:
             "EnqueueOptions",
             "PortableWorkflowError",
             "Queue",
+            "ScheduleInput",
             "SendMessage",
             "Serializer",
             "SetEnqueueOptions",
@@ -51,6 +53,7 @@ def test_public_names_are_pinned() -> None:
             "VersionInfo",
             "WorkflowHandle",
             "WorkflowHandleAsync",
+            "WorkflowSchedule",
             "WorkflowSerializationFormat",
             "WorkflowStatus",
             "WorkflowStatusString",

@@ -46,3 +46,6 @@ class DBOSConfig(TypedDict, total=False):
     serializer: Optional[Serializer]
     enable_patching: Optional[bool]
     dead_executor_recovery_sec: Optional[float]
+    retention_max_age_sec: Optional[float]
+    retention_max_rows: Optional[int]
+    retention_interval_sec: Optional[float]

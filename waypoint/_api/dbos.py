@@ -18,6 +18,7 @@ from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowH
 from waypoint._api.management import ManagementMixin
 from waypoint._api.messaging import MessagingMixin
 from waypoint._api.queues import QueueMixin
+from waypoint._api.schedules import ScheduleMixin
 from waypoint.core import calls
 from waypoint.core.config import RuntimeConfig, resolve
 from waypoint.core.context import current_run, current_step
@@ -91,7 +92,7 @@ def _step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
     return spec
 
 
-class DBOS(MessagingMixin, QueueMixin, ManagementMixin):
+class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
     """Durable workflows: decorate functions, launch, start, wait."""
 
     _instance: Optional[DBOS] = None

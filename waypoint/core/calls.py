@@ -12,6 +12,7 @@ from waypoint.core.context import (
     UNSET,
     Auth,
     NextWorkflowID,
+    StartOptions,
     current_auth,
     current_run,
     current_step,
@@ -24,8 +25,8 @@ from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
 from waypoint.core.run import WorkflowRun
 from waypoint.core.runtime import Runtime, get_runtime
 from waypoint.core.steps import recorded_flow, sleep_flow, step_flow
-from waypoint.core.types import StepSpec, WorkflowStatus
-from waypoint.core.workflows import Start, direct_flow, prepare, start_flow
+from waypoint.core.types import INTERNAL_QUEUE_NAME, StepSpec, WorkflowStatus
+from waypoint.core.workflows import EnqueueSpec, Start, direct_flow, prepare, start_flow
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import (
     EnqueueOptions,
@@ -317,3 +318,52 @@ async def sleep_async(seconds: float) -> None:
 
 def registered_workflow_funcs() -> list[Callable[..., Any]]:
     return [info.func for info in REGISTRY.workflows.values() if not info.internal]
+
+
+# -- scheduled firings ---------------------------------------------------------------------------
+
+
+def enqueue_scheduled(
+    rt: Engine,
+    func: Callable[..., Any],
+    workflow_id: str,
+    queue_name: str,
+    args: tuple[Any, ...],
+    schedule_name: Optional[str],
+) -> str:
+    """Enqueue one firing of a schedule under its slot's workflow ID (idempotent per slot)."""
+    info, call_args = resolve_workflow(func, args)
+    options = start_options.set(StartOptions(next_id=NextWorkflowID(workflow_id)))
+    outer = current_run.set(None)
+    try:
+        st = prepare(rt, info, call_args, {}, EnqueueSpec(queue_name=queue_name))
+    finally:
+        current_run.reset(outer)
+        start_options.reset(options)
+    st.new.schedule_name = schedule_name
+    return drive_sync(start_flow(rt, st))
+
+
+def fire_schedule(rt: Engine, name: str, when: Any, workflow_id: str) -> Optional[str]:
+    """Fire a stored schedule for one time slot (its context is stored with it)."""
+    row = rt.store.get_schedule(name)
+    if row is None:
+        return None
+    info = REGISTRY.workflows.get(row.workflow_name)
+    if info is None or info.wrapper is None:
+        raise DBOSException(
+            f"schedule {name}: workflow {row.workflow_name!r} is not registered here"
+        )
+    context = rt.codec.decode(row.context, None) if row.context else None
+    wfid = enqueue_scheduled(
+        rt,
+        info.wrapper,
+        workflow_id,
+        row.queue_name or INTERNAL_QUEUE_NAME,
+        (when, context),
+        name,
+    )
+    from waypoint.queues.scheduler import iso
+
+    rt.store.set_last_fired(name, iso(when))
+    return wfid

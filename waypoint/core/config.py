@@ -52,6 +52,9 @@ KNOWN_KEYS = frozenset(
         "serializer",
         "enable_patching",
         "dead_executor_recovery_sec",
+        "retention_max_age_sec",
+        "retention_max_rows",
+        "retention_interval_sec",
     }
 )
 
@@ -77,6 +80,10 @@ class RuntimeConfig:
     admin_host: str = "127.0.0.1"
     admin_token: Optional[str] = None
     polling_interval_sec: float = 1.0
+    dead_executor_recovery_sec: Optional[float] = None
+    retention_max_age_sec: Optional[float] = None
+    retention_max_rows: Optional[int] = None
+    retention_interval_sec: float = 600.0
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,6 +94,15 @@ def _positive_int(config: Mapping[str, Any], key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DBOSInitializationError(f"config {key} must be a positive integer, got {value!r}")
     return value
+
+
+def _positive_number(config: Mapping[str, Any], key: str) -> Optional[float]:
+    value = config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise DBOSInitializationError(f"config {key} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
@@ -158,5 +174,9 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         admin_host=str(config.get("admin_host") or "127.0.0.1"),
         admin_token=config.get("admin_token") or os.environ.get("DBOS__ADMIN_TOKEN") or None,
         polling_interval_sec=float(interval),
+        dead_executor_recovery_sec=_positive_number(config, "dead_executor_recovery_sec"),
+        retention_max_age_sec=_positive_number(config, "retention_max_age_sec"),
+        retention_max_rows=_positive_int(config, "retention_max_rows", 0) or None,
+        retention_interval_sec=_positive_number(config, "retention_interval_sec") or 600.0,
         raw=dict(config),
     )

@@ -48,6 +48,8 @@ class Registry:
         self.steps: dict[str, StepEntry] = {}
         self.classes: dict[str, type] = {}
         self.instances: dict[str, object] = {}
+        # @DBOS.scheduled functions: (workflow name, cron, decorated workflow).
+        self.scheduled: list[tuple[str, str, Callable[..., Any]]] = []
 
     def add_workflow(self, info: WorkflowInfo) -> None:
         with self._lock:
@@ -88,6 +90,7 @@ class Registry:
             self.steps.clear()
             self.classes.clear()
             self.instances.clear()
+            self.scheduled.clear()
 
 
 REGISTRY = Registry()

@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 from waypoint.core.config import RuntimeConfig
 from waypoint.core.engine import Engine
+from waypoint.core.fleet import Fleet
 from waypoint.core.pool import WorkerPool
+from waypoint.core.registry import REGISTRY
 from waypoint.core.run import RunEntry
 from waypoint.core.timers import TimerService
 from waypoint.core.types import INTERNAL_QUEUE_NAME
@@ -54,6 +56,10 @@ class Runtime(Engine):
         from waypoint.queues.dispatcher import Dispatcher
 
         self.dispatcher = Dispatcher(self)
+        self.fleet = Fleet(self)
+        from waypoint.queues.scheduler import Scheduler
+
+        self.scheduler = Scheduler(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -66,7 +72,11 @@ class Runtime(Engine):
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
         self.refresh_latest_version()
+        self.fleet.start()
         self.dispatcher.start()
+        for name, cron, func in REGISTRY.scheduled:
+            self.scheduler.add_decorated(name, cron, func)
+        self.scheduler.start()
         self.recover([self.executor_id])
         if self.config.run_admin_server:
             from waypoint.admin.server import AdminServer
@@ -89,7 +99,9 @@ class Runtime(Engine):
         self.stopping.set()
         if self.admin is not None:
             self.admin.stop()
+        self.scheduler.stop()
         self.dispatcher.stop()
+        self.fleet.stop()
         self.stop_listening()
         if workflow_completion_timeout_sec > 0:
             deadline = time.monotonic() + workflow_completion_timeout_sec
@@ -157,18 +169,23 @@ class Runtime(Engine):
         self.dispatcher.paused = True
 
     def executors(self) -> list[dict[str, Any]]:
-        import socket
-
-        return [
-            {
-                "executor_id": self.executor_id,
-                "application_version": self.app_version,
-                "application_name": self.app_name,
-                "hostname": socket.gethostname(),
-                "active_workflows": self.active_count(),
-                "deactivated": self.deactivated,
-            }
-        ]
+        """Every executor incarnation of this application, with seconds since last heard."""
+        out = []
+        for row in self.store.list_executors(self.app_name):
+            out.append(
+                {
+                    "executor_id": row.executor_id,
+                    "incarnation": row.incarnation,
+                    "application_version": row.application_version,
+                    "hostname": row.hostname,
+                    "pid": row.pid,
+                    "started_at": row.started_at,
+                    "last_seen": row.last_seen,
+                    "silent_sec": ((row.db_now or 0) - (row.last_seen or 0)) / 1000,
+                    "this_process": row.incarnation == self.fleet.incarnation,
+                }
+            )
+        return out
 
     # -- application versions -------------------------------------------------------------------
     def refresh_latest_version(self) -> None:

@@ -171,3 +171,40 @@ class StepSpec:
     def retry_delay(self, attempt: int) -> float:
         """Delay after the failed attempt number ``attempt`` (0-based)."""
         return float(min(self.interval_seconds * (self.backoff_rate**attempt), 3600.0))
+
+
+class WorkflowSchedule(TypedDict):
+    schedule_id: str
+    schedule_name: str
+    workflow_name: str
+    workflow_class_name: Optional[str]
+    schedule: str
+    status: str
+    context: Any
+    last_fired_at: Optional[str]
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
+    queue_name: Optional[str]
+    application_name: Optional[str]
+
+
+class ScheduleInput(TypedDict, total=False):
+    schedule_name: str
+    workflow_fn: Callable[..., Any]
+    schedule: str
+    context: Any
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
+    queue_name: Optional[str]
+
+
+class ClientScheduleInput(TypedDict, total=False):
+    schedule_name: str
+    workflow_name: str
+    workflow_class_name: Optional[str]
+    schedule: str
+    context: Any
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
+    queue_name: Optional[str]
+    application_name: Optional[str]

@@ -279,6 +279,51 @@ class ClaimRequest:
 
 
 @dataclass(slots=True)
+class ExecutorRow:
+    executor_id: str
+    incarnation: str
+    application_name: Optional[str]
+    application_version: Optional[str]
+    hostname: Optional[str]
+    pid: Optional[int]
+    started_at: Optional[int] = None
+    last_seen: Optional[int] = None
+    db_now: Optional[int] = None  # the database's clock when this was read
+
+
+@dataclass(slots=True)
+class ScheduleRow:
+    schedule_id: str
+    schedule_name: str
+    workflow_name: str
+    workflow_class_name: Optional[str]
+    schedule: str
+    status: str
+    context: str
+    last_fired_at: Optional[str]
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
+    queue_name: Optional[str]
+    application_name: Optional[str]
+
+
+SCHEDULE_COLUMNS: tuple[str, ...] = (
+    "schedule_id",
+    "schedule_name",
+    "workflow_name",
+    "workflow_class_name",
+    "schedule",
+    "status",
+    "context",
+    "last_fired_at",
+    "automatic_backfill",
+    "cron_timezone",
+    "queue_name",
+    "application_name",
+)
+
+
+@dataclass(slots=True)
 class ForkRequest:
     source_id: str
     new_id: str
@@ -541,6 +586,26 @@ class SystemStore(Protocol):
         batch_size: int = 10_000,
     ) -> int: ...
     def active_created_before(self, cutoff_epoch_ms: int) -> list[str]: ...
+
+    # -- executors and schedules ---------------------------------------------------------------
+    def heartbeat(self, row: ExecutorRow) -> None: ...
+    def retire(self, executor_id: str, incarnation: str) -> None: ...
+    def list_executors(self, application_name: Optional[str]) -> list[ExecutorRow]: ...
+    def claim_dead_executors(
+        self, application_name: Optional[str], application_version: str, silent_ms: int
+    ) -> list[str]: ...
+    def upsert_schedule(self, row: ScheduleRow, replace: bool) -> ScheduleRow: ...
+    def get_schedule(self, name: str) -> Optional[ScheduleRow]: ...
+    def list_schedules(
+        self,
+        application_name: Optional[str],
+        status: Optional[str] = None,
+        workflow_name: Optional[str] = None,
+        name_prefix: Optional[str] = None,
+    ) -> list[ScheduleRow]: ...
+    def delete_schedule(self, name: str) -> bool: ...
+    def set_schedule_status(self, name: str, status: str) -> bool: ...
+    def set_last_fired(self, name: str, fired_at_iso: str) -> None: ...
 
     # -- database-backed queues ----------------------------------------------------------------
     def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow: ...

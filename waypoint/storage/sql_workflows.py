@@ -330,6 +330,7 @@ class WorkflowSql(SqlCore):
         "workflow_schedules",
         "application_versions",
         "queues",
+        "executors",
     )
 
     def truncate_all(self) -> None:

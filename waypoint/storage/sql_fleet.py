@@ -1,0 +1,186 @@
+"""SQL for the fleet: executor heartbeats and cron schedules (both backends)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from waypoint.storage.protocol import SCHEDULE_COLUMNS, ExecutorRow, ScheduleRow
+from waypoint.storage.sql_base import Cursor, Params, SqlCore
+
+
+class FleetSql(SqlCore):
+    # -- executors ------------------------------------------------------------------------------
+    def heartbeat(self, row: ExecutorRow) -> None:
+        """Record that this incarnation is alive, by the database's clock."""
+        ex = self.d.t("executors")
+        self._exec(
+            f"INSERT INTO {ex} (executor_id, incarnation, application_name, application_version, "
+            "hostname, pid, started_at, last_seen) VALUES (%(id)s, %(inc)s, %(app)s, %(ver)s, "
+            f"%(host)s, %(pid)s, {self.d.now_ms}, {self.d.now_ms}) "
+            "ON CONFLICT (executor_id, incarnation) DO UPDATE SET "
+            f"last_seen = {self.d.now_ms}, application_version = excluded.application_version",
+            {
+                "id": row.executor_id,
+                "inc": row.incarnation,
+                "app": row.application_name,
+                "ver": row.application_version,
+                "host": row.hostname,
+                "pid": row.pid,
+            },
+            "heartbeat",
+        )
+
+    def retire(self, executor_id: str, incarnation: str) -> None:
+        """A clean shutdown: this incarnation is gone (its work was finished or abandoned)."""
+        self._exec(
+            f"DELETE FROM {self.d.t('executors')} WHERE executor_id = %(id)s "
+            "AND incarnation = %(inc)s",
+            {"id": executor_id, "inc": incarnation},
+            "retire executor",
+        )
+
+    def list_executors(self, application_name: Optional[str]) -> list[ExecutorRow]:
+        sql = (
+            "SELECT executor_id, incarnation, application_name, application_version, hostname, "
+            f"pid, started_at, last_seen, {self.d.now_ms} FROM {self.d.t('executors')}"
+        )
+        params: Params = {}
+        if application_name is not None:
+            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
+            params["app"] = application_name
+        rows = self._all(sql + " ORDER BY executor_id, started_at", params, "list executors")
+        return [
+            ExecutorRow(
+                executor_id=r[0],
+                incarnation=r[1],
+                application_name=r[2],
+                application_version=r[3],
+                hostname=r[4],
+                pid=r[5],
+                started_at=r[6],
+                last_seen=r[7],
+                db_now=int(r[8]),
+            )
+            for r in rows
+        ]
+
+    def claim_dead_executors(
+        self, application_name: Optional[str], application_version: str, silent_ms: int
+    ) -> list[str]:
+        """Executor IDs (of this version) with no incarnation heard from in ``silent_ms``;
+        their rows are removed in the same transaction so one survivor takes each over."""
+        ex = self.d.t("executors")
+
+        def body(cur: Cursor) -> list[str]:
+            self.d.lock_queue(cur, "waypoint-executors")
+            dead = [
+                r[0]
+                for r in cur.all(
+                    f"SELECT executor_id FROM {ex} WHERE application_version = %(ver)s "
+                    "AND (application_name = %(app)s OR application_name IS NULL) "
+                    "GROUP BY executor_id "
+                    f"HAVING MAX(last_seen) < {self.d.now_ms} - %(silent)s",
+                    {"ver": application_version, "app": application_name, "silent": silent_ms},
+                )
+            ]
+            if dead:
+                cur.exec(
+                    f"DELETE FROM {ex} WHERE {self.d.any('executor_id', 'ids')}",
+                    {"ids": self.d.list_param(dead)},
+                )
+            return dead
+
+        return self._tx(body, "find dead executors")
+
+    # -- schedules ------------------------------------------------------------------------------
+    def _schedule(self, row: Any) -> ScheduleRow:
+        values = dict(zip(SCHEDULE_COLUMNS, row, strict=True))
+        values["automatic_backfill"] = bool(values["automatic_backfill"])
+        return ScheduleRow(**values)
+
+    def upsert_schedule(self, row: ScheduleRow, replace: bool) -> ScheduleRow:
+        st = self.d.t("workflow_schedules")
+        params: Params = {c: getattr(row, c) for c in SCHEDULE_COLUMNS}
+        cols = ", ".join(SCHEDULE_COLUMNS)
+        vals = ", ".join(f"%({c})s" for c in SCHEDULE_COLUMNS)
+        update = ", ".join(
+            f"{c} = excluded.{c}"
+            for c in SCHEDULE_COLUMNS
+            if c not in ("schedule_id", "schedule_name", "last_fired_at")
+        )
+        conflict = f"DO UPDATE SET {update}" if replace else "DO NOTHING"
+        self._exec(
+            f"INSERT INTO {st} ({cols}) VALUES ({vals}) ON CONFLICT (schedule_name) {conflict}",
+            params,
+            "save schedule",
+        )
+        stored = self.get_schedule(row.schedule_name)
+        assert stored is not None
+        return stored
+
+    def get_schedule(self, name: str) -> Optional[ScheduleRow]:
+        row = self._one(
+            f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM {self.d.t('workflow_schedules')} "
+            "WHERE schedule_name = %(name)s",
+            {"name": name},
+            "read schedule",
+        )
+        return self._schedule(row) if row else None
+
+    def list_schedules(
+        self,
+        application_name: Optional[str],
+        status: Optional[str] = None,
+        workflow_name: Optional[str] = None,
+        name_prefix: Optional[str] = None,
+    ) -> list[ScheduleRow]:
+        where: list[str] = []
+        params: Params = {}
+        if application_name is not None:
+            where.append("(application_name = %(app)s OR application_name IS NULL)")
+            params["app"] = application_name
+        if status is not None:
+            where.append("status = %(status)s")
+            params["status"] = status
+        if workflow_name is not None:
+            where.append("workflow_name = %(wf)s")
+            params["wf"] = workflow_name
+        if name_prefix is not None:
+            from waypoint.storage.sql_base import _like_prefix
+
+            where.append("schedule_name LIKE %(prefix)s ESCAPE '\\'")
+            params["prefix"] = _like_prefix(name_prefix)
+        sql = f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM {self.d.t('workflow_schedules')}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._all(sql + " ORDER BY schedule_name", params, "list schedules")
+        return [self._schedule(r) for r in rows]
+
+    def delete_schedule(self, name: str) -> bool:
+        return (
+            self._exec(
+                f"DELETE FROM {self.d.t('workflow_schedules')} WHERE schedule_name = %(name)s",
+                {"name": name},
+                "delete schedule",
+            )
+            > 0
+        )
+
+    def set_schedule_status(self, name: str, status: str) -> bool:
+        return (
+            self._exec(
+                f"UPDATE {self.d.t('workflow_schedules')} SET status = %(status)s "
+                "WHERE schedule_name = %(name)s",
+                {"name": name, "status": status},
+                "change schedule status",
+            )
+            > 0
+        )
+
+    def set_last_fired(self, name: str, fired_at_iso: str) -> None:
+        self._exec(
+            f"UPDATE {self.d.t('workflow_schedules')} SET last_fired_at = %(at)s "
+            "WHERE schedule_name = %(name)s AND (last_fired_at IS NULL OR last_fired_at < %(at)s)",
+            {"name": name, "at": fired_at_iso},
+            "record schedule firing",
+        )

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any, Generic, Optional, TypeVar
 
 from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync
+from waypoint.core import management
 from waypoint.core.effects import Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.listing import build_filter
@@ -20,7 +21,7 @@ from waypoint.core.messaging import (
 )
 from waypoint.core.outcomes import await_outcome, to_status
 from waypoint.core.serialization import Serializer
-from waypoint.core.types import WorkflowSerializationFormat, WorkflowStatus
+from waypoint.core.types import StepInfo, VersionInfo, WorkflowSerializationFormat, WorkflowStatus
 from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException, DBOSNonExistentWorkflowError, DBOSStreamTimeoutError
 from waypoint.queues.enqueue import EnqueueOptions, find_queue
@@ -303,15 +304,112 @@ class DBOSClient:
         first = await drive_async(wait_first_flow(self._engine, ids, polling_interval_sec))
         return next(h for h in handles if h.workflow_id == first)
 
-    def cancel_workflow(self, workflow_id: str) -> None:
-        self._engine.cancel([workflow_id])
+    def cancel_workflow(self, workflow_id: str, *, cancel_children: bool = False) -> None:
+        management.cancel(self._engine, [workflow_id], cancel_children)
 
-    def cancel_workflows(self, workflow_ids: list[str]) -> None:
-        self._engine.cancel(list(workflow_ids))
+    def cancel_workflows(self, workflow_ids: list[str], *, cancel_children: bool = False) -> None:
+        management.cancel(self._engine, list(workflow_ids), cancel_children)
+
+    def resume_workflow(
+        self, workflow_id: str, *, queue_name: Optional[str] = None
+    ) -> WorkflowHandle[Any]:
+        management.resume(self._engine, [workflow_id], queue_name)
+        return ClientHandle(self._engine, workflow_id)
+
+    def resume_workflows(
+        self, workflow_ids: list[str], *, queue_name: Optional[str] = None
+    ) -> list[WorkflowHandle[Any]]:
+        management.resume(self._engine, list(workflow_ids), queue_name)
+        return [ClientHandle(self._engine, w) for w in workflow_ids]
+
+    def fork_workflow(
+        self,
+        workflow_id: str,
+        start_step: int,
+        *,
+        application_version: Optional[str] = None,
+        queue_name: Optional[str] = None,
+        queue_partition_key: Optional[str] = None,
+        replacement_children: Optional[dict[str, str]] = None,
+        timeout_seconds: Optional[float] = None,
+        forked_workflow_id: Optional[str] = None,
+    ) -> WorkflowHandle[Any]:
+        new_id = management.fork(
+            self._engine,
+            workflow_id,
+            start_step,
+            application_version=application_version,
+            queue_name=queue_name,
+            queue_partition_key=queue_partition_key,
+            replacement_children=replacement_children,
+            timeout_seconds=timeout_seconds,
+            new_workflow_id=forked_workflow_id,
+        )
+        return ClientHandle(self._engine, new_id)
+
+    def delete_workflow(self, workflow_id: str, *, delete_children: bool = False) -> None:
+        management.delete(self._engine, [workflow_id], delete_children)
+
+    def delete_workflows(self, workflow_ids: list[str], *, delete_children: bool = False) -> None:
+        management.delete(self._engine, list(workflow_ids), delete_children)
+
+    def set_workflow_delay(
+        self,
+        workflow_id: str,
+        *,
+        delay_seconds: Optional[float] = None,
+        delay_until_epoch_ms: Optional[int] = None,
+    ) -> None:
+        management.set_delay(self._engine, workflow_id, delay_seconds, delay_until_epoch_ms)
+
+    def update_workflow_attributes(
+        self, workflow_id: str, attributes: Optional[dict[str, Any]]
+    ) -> None:
+        management.update_attributes(self._engine, workflow_id, attributes)
 
     def list_workflows(self, **filters: Any) -> list[WorkflowStatus]:
         flt = build_filter(**filters)
         return [to_status(self._engine, r) for r in self._engine.store.list_workflows(flt)]
+
+    def list_queued_workflows(self, **filters: Any) -> list[WorkflowStatus]:
+        filters["queues_only"] = True
+        filters.setdefault("status", ["ENQUEUED", "PENDING", "DELAYED"])
+        return self.list_workflows(**filters)
+
+    def list_workflow_steps(
+        self,
+        workflow_id: str,
+        *,
+        load_output: bool = True,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+    ) -> list[StepInfo]:
+        return management.steps(self._engine, workflow_id, load_output, limit, offset)
+
+    def list_application_versions(self) -> list[VersionInfo]:
+        return management.versions(self._engine, None)
+
+    def get_latest_application_version(self) -> VersionInfo:
+        return management.latest_version(self._engine, None)
+
+    def set_latest_application_version(
+        self, version_name: str, *, application_name: Optional[str] = None
+    ) -> None:
+        management.set_latest_version(self._engine, version_name, application_name)
+
+    def list_executors(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "executor_id": r.executor_id,
+                "incarnation": r.incarnation,
+                "application_version": r.application_version,
+                "hostname": r.hostname,
+                "pid": r.pid,
+                "last_seen": r.last_seen,
+                "silent_sec": ((r.db_now or 0) - (r.last_seen or 0)) / 1000,
+            }
+            for r in self._engine.store.list_executors(self._engine.app_name)
+        ]
 
     # -- queues ---------------------------------------------------------------------------------
     def register_queue(

@@ -438,10 +438,11 @@ def _run_in_background(
     kwargs: dict[str, Any],
     *,
     load_replay: bool,
+    verify: bool = False,
 ) -> None:
     def flow() -> Flow[Any]:
         if load_replay:
-            ready = yield Io(lambda: _prepare_replay(rt, run))
+            ready = yield Io(lambda: _prepare_replay(rt, run, verify))
             if not ready:
                 rt.unregister(run.entry)
                 run.entry.abandon()
@@ -475,11 +476,13 @@ def _log_background_end(workflow_id: str, exc: BaseException) -> None:
         logger.warning("workflow %s was interrupted: %r", workflow_id, exc)
 
 
-def _prepare_replay(rt: Runtime, run: WorkflowRun) -> bool:
-    """Load earlier checkpoints; False if the claim is stale (finished or re-claimed since)."""
-    row = rt.store.get_workflow(run.workflow_id)
-    if row is None or row.status != "PENDING" or row.owner_xid != run.owner_xid:
-        return False
+def _prepare_replay(rt: Runtime, run: WorkflowRun, verify: bool) -> bool:
+    """Load earlier checkpoints. A claim just made is ours; a claim handed over from a run
+    that was still going is first checked (False: it finished or was re-claimed since)."""
+    if verify:
+        row = rt.store.get_workflow(run.workflow_id)
+        if row is None or row.status != "PENDING" or row.owner_xid != run.owner_xid:
+            return False
     run.replay = rt.store.load_steps(run.workflow_id)
     return True
 
@@ -487,7 +490,7 @@ def _prepare_replay(rt: Runtime, run: WorkflowRun) -> bool:
 # -- dispatching claimed rows -----------------------------------------------------------------
 
 
-def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
+def dispatch_claimed(rt: Runtime, row: WorkflowRow, verify: bool = False) -> None:
     """Run a workflow this executor just claimed from a queue (or from recovery)."""
     info = REGISTRY.workflows.get(row.name or "")
     if info is None:
@@ -570,7 +573,7 @@ def dispatch_claimed(rt: Runtime, row: WorkflowRow) -> None:
     entry.run = run
     rt.dispatcher.started(entry, row.queue_name, row.queue_partition_key)
     rt.arm_deadline(row.workflow_id, run.deadline_ms)
-    _run_in_background(rt, run, info, call_args, kwargs, load_replay=True)
+    _run_in_background(rt, run, info, call_args, kwargs, load_replay=True, verify=verify)
 
 
 def _hand_over(rt: Runtime, existing: RunEntry, row: WorkflowRow) -> None:
@@ -582,6 +585,6 @@ def _hand_over(rt: Runtime, existing: RunEntry, row: WorkflowRow) -> None:
     def later() -> None:
         existing.done.wait()
         if existing.lost:
-            dispatch_claimed(rt, row)
+            dispatch_claimed(rt, row, verify=True)
 
     rt.pool.submit(later, name=f"handover-{row.workflow_id}")

@@ -222,6 +222,10 @@ class PostgresStore(SqlStore):
             on_notify,
             on_connect,
         )
+        if self.pool_size > 1:
+            # The LISTEN connection counts against sys_db_pool_size: that is the bound on
+            # connections per process the operator configured.
+            self._pool.resize(min_size=1, max_size=self.pool_size - 1)
         try:
             listener.start()
         except ListenerError as exc:

@@ -42,8 +42,10 @@ class Fleet:
         self.retention_every = cfg.retention_interval_sec
         self.interval = HEARTBEAT_SEC
         if self.dead_after is not None:
-            self.interval = min(HEARTBEAT_SEC, max(0.2, self.dead_after / 3))
-        self._last_gc = 0.0
+            self.interval = min(self.interval, max(0.2, self.dead_after / 3))
+        if self.retention_age is not None or self.retention_rows is not None:
+            self.interval = min(self.interval, max(0.2, self.retention_every))
+        self._last_gc = -float("inf")  # the first tick applies the retention policy
 
     def _row(self) -> ExecutorRow:
         return ExecutorRow(

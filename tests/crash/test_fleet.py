@@ -229,12 +229,6 @@ def test_paused_zombie_cannot_overwrite_the_takeover(harness: Harness, store: An
     }
 
 
-@pytest.mark.xfail(
-    reason="bug: an executor without dead_executor_recovery_sec heartbeats only every 10 s, so "
-    "a peer configured with a shorter dead_executor_recovery_sec takes over its live "
-    "workflows (duplicate step execution during a rolling config change)",
-    strict=True,
-)
 def test_live_executor_with_default_heartbeat_is_not_taken_over(harness: Harness) -> None:
     b = spawn(harness, "idle", vmid="fleet-b", dead_sec=1)
     a = spawn(harness, "start", "fw-m", vmid="fleet-a", hold="forever")

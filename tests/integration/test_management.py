@@ -618,11 +618,6 @@ def test_list_workflows_filters_and_validation(dbos: type[DBOS]) -> None:
         DBOS.list_workflows(no_such_filter=1)
 
 
-@pytest.mark.xfail(
-    reason="bug: list_workflows rejects filters the spec lists (was_forked_from, has_parent, "
-    "schedule_name, completed_after, dequeued_after, attributes) as unknown",
-    strict=True,
-)
 def test_list_workflows_accepts_all_spec_filters(dbos: type[DBOS]) -> None:
     @DBOS.workflow()
     def wf() -> None:
@@ -698,12 +693,6 @@ def test_application_versions_and_unversioned_enqueues(
     assert DBOS.get_latest_application_version()["version_name"] == "v2"
 
 
-@pytest.mark.xfail(
-    reason="bug: promoting this executor's version with set_latest_application_version does "
-    "not wake its dispatcher, so unversioned ENQUEUED work waits for the 30 s safety poll "
-    "(PostgreSQL with LISTEN/NOTIFY)",
-    strict=True,
-)
 @requires_postgres
 def test_promotion_starts_waiting_unversioned_work_promptly(
     dbos: type[DBOS], config: dict[str, Any], backend: str
@@ -731,12 +720,6 @@ def test_promotion_starts_waiting_unversioned_work_promptly(
     wait_status("unv-p", "SUCCESS", timeout=3)
 
 
-@pytest.mark.xfail(
-    reason="bug: an executor decides whether it runs the latest version only at launch and on "
-    "its own set_latest_application_version; a newer version registered (or promoted) by "
-    "another process is never noticed, so the old executor keeps claiming unversioned work",
-    strict=True,
-)
 def test_version_promoted_elsewhere_is_noticed(
     dbos: type[DBOS], config: dict[str, Any], store: Any
 ) -> None:
@@ -1042,12 +1025,6 @@ def test_garbage_collect_by_rows_threshold(dbos: type[DBOS], db_url: str) -> Non
     assert DBOS.garbage_collect(rows_threshold=2) == 0
 
 
-@pytest.mark.xfail(
-    reason="bug: with both cutoff_epoch_timestamp_ms and rows_threshold, garbage_collect "
-    "deletes only rows matching both (min of the cutoffs) instead of rows older than the "
-    "cutoff or beyond the threshold (DBOS takes the later cutoff)",
-    strict=True,
-)
 def test_garbage_collect_cutoff_or_rows_threshold(dbos: type[DBOS], db_url: str) -> None:
     wfs = _gc_fixture_workflows(db_url)
     DBOS.launch()

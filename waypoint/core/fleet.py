@@ -55,6 +55,7 @@ class Fleet:
             application_version=self.rt.app_version,
             hostname=socket.gethostname(),
             pid=os.getpid(),
+            heartbeat_ms=int(self.interval * 1000),
         )
 
     def start(self) -> None:
@@ -83,6 +84,7 @@ class Fleet:
     def tick(self) -> None:
         rt = self.rt
         rt.store.heartbeat(self._row())
+        rt.refresh_latest_version()  # in case a notification about a new version was lost
         if self.dead_after is not None and not rt.deactivated:
             dead = rt.store.claim_dead_executors(
                 rt.app_name, rt.app_version, int(self.dead_after * 1000)

@@ -24,6 +24,8 @@ def _many(name: str, value: Any) -> Optional[list[str]]:
 def _time(name: str, value: Any) -> Optional[int]:
     if value is None:
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # epoch milliseconds
     if isinstance(value, dt.datetime):
         when = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
         return int(when.timestamp() * 1000)
@@ -44,6 +46,25 @@ def _count(name: str, value: Any) -> Optional[int]:
     return value
 
 
+def _flag(name: str, value: Any) -> Optional[bool]:
+    if value is None or isinstance(value, bool):
+        return value
+    raise DBOSException(f"list filter {name} must be true or false")
+
+
+def _json_object(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DBOSException(f"list filter {name} must be a dict")
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise DBOSException(f"list filter {name} must be JSON-serializable: {exc}") from exc
+
+
 def build_filter(
     *,
     workflow_ids: Many = None,
@@ -60,6 +81,14 @@ def build_filter(
     workflow_id_prefix: Many = None,
     application_name: Optional[str] = None,
     queues_only: bool = False,
+    schedule_name: Many = None,
+    completed_after: Any = None,
+    completed_before: Any = None,
+    dequeued_after: Any = None,
+    dequeued_before: Any = None,
+    was_forked_from: Optional[bool] = None,
+    has_parent: Optional[bool] = None,
+    attributes: Optional[dict[str, Any]] = None,
     limit: Optional[int] = None,
     offset: Optional[int] = None,
     sort_desc: bool = False,
@@ -89,6 +118,14 @@ def build_filter(
         workflow_id_prefix=_many("workflow_id_prefix", workflow_id_prefix),
         application_name=application_name,
         queues_only=queues_only,
+        schedule_name=_many("schedule_name", schedule_name),
+        completed_after=_time("completed_after", completed_after),
+        completed_before=_time("completed_before", completed_before),
+        dequeued_after=_time("dequeued_after", dequeued_after),
+        dequeued_before=_time("dequeued_before", dequeued_before),
+        was_forked_from=_flag("was_forked_from", was_forked_from),
+        has_parent=_flag("has_parent", has_parent),
+        attributes=_json_object("attributes", attributes),
         limit=_count("limit", limit),
         offset=_count("offset", offset),
         sort_desc=bool(sort_desc),

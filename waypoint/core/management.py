@@ -177,6 +177,7 @@ def latest_version(eng: Engine, application_name: Optional[str]) -> VersionInfo:
 def set_latest_version(eng: Engine, version_name: str, application_name: Optional[str]) -> None:
     if not eng.store.set_latest_version(version_name, application_name or eng.app_name):
         raise DBOSException(f"application version {version_name!r} is not registered")
+    eng.wakeups.fire(f"V:{version_name}")
 
 
 def global_timeout(eng: Engine, cutoff_epoch_ms: int) -> list[str]:

@@ -72,6 +72,7 @@ class Runtime(Engine):
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
         self.refresh_latest_version()
+        self.wakeups.add_hook("V:", self._versions_changed)
         self.fleet.start()
         self.dispatcher.start()
         for name, cron, func in REGISTRY.scheduled:
@@ -97,6 +98,7 @@ class Runtime(Engine):
 
     def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
         self.stopping.set()
+        self.wakeups.remove_hooks([self._versions_changed])
         if self.admin is not None:
             self.admin.stop()
         self.scheduler.stop()
@@ -190,7 +192,21 @@ class Runtime(Engine):
     # -- application versions -------------------------------------------------------------------
     def refresh_latest_version(self) -> None:
         versions = self.store.list_versions(self.app_name)
+        was = self._latest
         self._latest = not versions or versions[0].version_name == self.app_version
+        if self._latest and not was:
+            self.dispatcher.wake()  # unversioned work waiting for the latest version is ours
+
+    def _versions_changed(self, key: str) -> None:
+        # Runs on the notifying thread: re-read off it, on the worker pool.
+        if not self.stopping.is_set():
+            self.pool.submit(self._refresh_quietly, name="refresh-latest-version")
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh_latest_version()
+        except Exception as exc:
+            logger.debug("could not re-read application versions: %s", exc)
 
     def is_latest_version(self) -> bool:
         """Workflows enqueued without a version run only on executors of the latest one."""

@@ -256,7 +256,6 @@ class Dispatcher:
             application_version=rt.app_version,
             application_name=rt.app_name,
             claim_token=uuid.uuid4().hex,
-            accept_unversioned=rt.is_latest_version(),
             global_concurrency=cfg.global_concurrency,
             rate_limit=(cfg.limiter.limit, cfg.limiter.period_sec) if cfg.limiter else None,
             partitioned=cfg.partitioned,

@@ -258,7 +258,6 @@ class ClaimRequest:
     application_version: str
     application_name: Optional[str]
     claim_token: str
-    accept_unversioned: bool = True
     # Shared limits: when any is set, claims of this queue are serialised across processes.
     global_concurrency: Optional[int] = None
     rate_limit: Optional[tuple[int, float]] = None  # (starts, period in seconds)
@@ -286,6 +285,7 @@ class ExecutorRow:
     application_version: Optional[str]
     hostname: Optional[str]
     pid: Optional[int]
+    heartbeat_ms: int = 10_000
     started_at: Optional[int] = None
     last_seen: Optional[int] = None
     db_now: Optional[int] = None  # the database's clock when this was read
@@ -424,6 +424,14 @@ class ListFilter:
     workflow_id_prefix: Optional[list[str]] = None
     application_name: Optional[str] = None
     queues_only: bool = False
+    schedule_name: Optional[list[str]] = None
+    completed_after: Optional[int] = None
+    completed_before: Optional[int] = None
+    dequeued_after: Optional[int] = None
+    dequeued_before: Optional[int] = None
+    was_forked_from: Optional[bool] = None
+    has_parent: Optional[bool] = None
+    attributes: Optional[str] = None  # JSON object the attributes must contain
     limit: Optional[int] = None
     offset: Optional[int] = None
     sort_desc: bool = False

@@ -86,6 +86,14 @@ class Dialect(ABC):
         """Tell other processes about a change made in this transaction (if possible)."""
 
     least = "MIN"  # the smaller of two values (PostgreSQL: LEAST)
+    greatest = "MAX"  # the larger of two values (PostgreSQL: GREATEST)
+
+    def json_contains(self, column: str, param: str) -> str:
+        """``column`` (a JSON object) contains the JSON object parameter ``param``."""
+        from waypoint.error import DBOSException
+
+        raise DBOSException("filtering workflows by attributes needs PostgreSQL")
+
     # Row locks for read-modify-write inside a transaction (SQLite: the write lock suffices).
     lock_shared = ""
     lock_exclusive = ""

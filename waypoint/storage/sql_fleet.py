@@ -15,10 +15,11 @@ class FleetSql(SqlCore):
         ex = self.d.t("executors")
         self._exec(
             f"INSERT INTO {ex} (executor_id, incarnation, application_name, application_version, "
-            "hostname, pid, started_at, last_seen) VALUES (%(id)s, %(inc)s, %(app)s, %(ver)s, "
-            f"%(host)s, %(pid)s, {self.d.now_ms}, {self.d.now_ms}) "
+            "hostname, pid, heartbeat_ms, started_at, last_seen) VALUES (%(id)s, %(inc)s, "
+            f"%(app)s, %(ver)s, %(host)s, %(pid)s, %(every)s, {self.d.now_ms}, {self.d.now_ms}) "
             "ON CONFLICT (executor_id, incarnation) DO UPDATE SET "
-            f"last_seen = {self.d.now_ms}, application_version = excluded.application_version",
+            f"last_seen = {self.d.now_ms}, application_version = excluded.application_version, "
+            "heartbeat_ms = excluded.heartbeat_ms",
             {
                 "id": row.executor_id,
                 "inc": row.incarnation,
@@ -26,6 +27,7 @@ class FleetSql(SqlCore):
                 "ver": row.application_version,
                 "host": row.hostname,
                 "pid": row.pid,
+                "every": row.heartbeat_ms,
             },
             "heartbeat",
         )
@@ -79,7 +81,10 @@ class FleetSql(SqlCore):
                     f"SELECT executor_id FROM {ex} WHERE application_version = %(ver)s "
                     "AND (application_name = %(app)s OR application_name IS NULL) "
                     "GROUP BY executor_id "
-                    f"HAVING MAX(last_seen) < {self.d.now_ms} - %(silent)s",
+                    # Silent for the asked time *and* for three of its own heartbeat periods:
+                    # a peer that checks in rarely is not taken for dead.
+                    f"HAVING MAX(last_seen) < {self.d.now_ms} - "
+                    f"{self.d.greatest}(%(silent)s, 3 * MAX(heartbeat_ms))",
                     {"ver": application_version, "app": application_name, "silent": silent_ms},
                 )
             ]

@@ -161,14 +161,15 @@ class ManagementSql(SqlCore):
         return n > 0
 
     def set_latest_version(self, version_name: str, application_name: Optional[str]) -> bool:
-        n = self._exec(
+        rows = self._all(
             f"UPDATE {self.d.t('application_versions')} SET version_timestamp = %(now)s "
             "WHERE version_name = %(name)s AND (application_name = %(app)s "
-            "OR application_name IS NULL OR %(app)s IS NULL)",
+            "OR application_name IS NULL OR %(app)s IS NULL)"
+            + self.d.returning("1", self.d.notify("'V:' || version_name")),
             {"now": _now_ms(), "name": version_name, "app": application_name},
             "set latest application version",
         )
-        return n > 0
+        return bool(rows)
 
     def garbage_collect(
         self,
@@ -188,8 +189,8 @@ class ManagementSql(SqlCore):
                 {"n": max(0, rows_threshold - 1)},
                 "find retention cutoff",
             )
-            if row is not None:
-                cutoff = row[0] if cutoff is None else min(cutoff, row[0])
+            if row is not None:  # older than the cutoff *or* beyond the newest N rows
+                cutoff = row[0] if cutoff is None else max(cutoff, row[0])
             elif cutoff is None:
                 return 0
         if cutoff is None:

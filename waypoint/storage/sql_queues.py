@@ -26,12 +26,20 @@ from waypoint.storage.sql_base import (
 
 class QueueSql(SqlCore):
     def _claim_where(self, req: ClaimRequest) -> tuple[str, Params]:
+        # Unversioned rows go to executors of the latest version, decided here in the same
+        # statement, so a version registered or promoted elsewhere counts at once.
         sql = (
             "queue_name = %(queue)s AND status = 'ENQUEUED' "
-            "AND (application_version = %(ver)s"
-            + (" OR application_version IS NULL)" if req.accept_unversioned else ")")
+            "AND (application_version = %(ver)s OR (application_version IS NULL AND "
+            f"%(ver)s = (SELECT version_name FROM {self.d.t('application_versions')} "
+            "WHERE application_name = %(app)s OR application_name IS NULL "
+            "ORDER BY version_timestamp DESC LIMIT 1)))"
         )
-        params: Params = {"queue": req.queue_name, "ver": req.application_version}
+        params: Params = {
+            "queue": req.queue_name,
+            "ver": req.application_version,
+            "app": req.application_name,
+        }
         if req.application_name is not None:
             sql += " AND (application_name = %(app)s OR application_name IS NULL)"
             params["app"] = req.application_name

@@ -192,6 +192,26 @@ class WorkflowSql(SqlCore):
             params["app"] = flt.application_name
         if flt.queues_only:
             where.append("queue_name IS NOT NULL")
+        any_of("schedule_name", "sched", flt.schedule_name)
+        for column, key, op in (
+            ("completed_at", "completed_after", ">="),
+            ("completed_at", "completed_before", "<="),
+            ("started_at_epoch_ms", "dequeued_after", ">="),
+            ("started_at_epoch_ms", "dequeued_before", "<="),
+        ):
+            value = getattr(flt, key)
+            if value is not None:
+                where.append(f"{column} {op} %({key})s")
+                params[key] = value
+        if flt.was_forked_from is not None:
+            where.append(
+                "was_forked_from = " + (self.d.true if flt.was_forked_from else self.d.false)
+            )
+        if flt.has_parent is not None:
+            where.append("parent_workflow_id IS " + ("NOT NULL" if flt.has_parent else "NULL"))
+        if flt.attributes is not None:
+            where.append(self.d.json_contains("attributes", "attrs"))
+            params["attrs"] = flt.attributes
         columns = list(WORKFLOW_COLUMNS)
         select = ", ".join(
             "NULL"
@@ -294,10 +314,11 @@ class WorkflowSql(SqlCore):
 
     # -- application versions -------------------------------------------------------------------
     def register_version(self, version_name: str, application_name: Optional[str]) -> None:
-        self._exec(
+        self._all(
             f"INSERT INTO {self.d.t('application_versions')} "
             "(version_id, version_name, version_timestamp, created_at, application_name) "
-            "VALUES (%(id)s, %(name)s, %(ts)s, %(ts)s, %(app)s) ON CONFLICT DO NOTHING",
+            "VALUES (%(id)s, %(name)s, %(ts)s, %(ts)s, %(app)s) ON CONFLICT DO NOTHING"
+            + self.d.returning(self.d.notify("'V:' || version_name")),
             {
                 "id": str(uuid.uuid4()),
                 "name": version_name,

@@ -110,6 +110,11 @@ class PgDialect(Dialect):
         cur.exec(f"SELECT {self.notify(key_expr)}", params)
 
     least = "LEAST"
+    greatest = "GREATEST"
+
+    def json_contains(self, column: str, param: str) -> str:
+        return f"{column} @> %({param})s::jsonb"
+
     lock_shared = " FOR SHARE"
     lock_exclusive = " FOR UPDATE"
     insertion_order = "seq"

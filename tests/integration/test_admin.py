@@ -2,7 +2,7 @@
 bearer token), and fuzzing with malformed requests (reliability scenarios 12 and 14).
 
 Each test launches its own runtime with ``admin_port=0`` and reads the port the server got.
-Known bugs are ``xfail(strict=True)`` tests at the end of the file.
+Tests named test_bug_* pin bugs found (and fixed) while writing them.
 """
 
 from __future__ import annotations
@@ -1065,14 +1065,6 @@ def get_runtime_or_none() -> Any:
 def test_prefix_is_case_sensitive(
     dbos: type[DBOS], backend: str, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="bug: SQLite matches workflow_id_prefix case-insensitively "
-                "(LIKE folds ASCII case)",
-                strict=True,
-            )
-        )
     _seed_prefix_rows(extra=("ABC", "Abe"))
     assert ids(call("POST", "/workflows", {"workflow_id_prefix": "A"})) == ["ABC", "Abe"]
     assert "ABC" not in ids(call("POST", "/workflows", {"workflow_id_prefix": "a"}))
@@ -1080,11 +1072,6 @@ def test_prefix_is_case_sensitive(
     assert api == ["ABC", "Abe"]
 
 
-@pytest.mark.xfail(
-    reason="bug: integers beyond 64 bits in a body reach the database and give 500 "
-    "(OverflowError on SQLite, NumericValueOutOfRange on PostgreSQL)",
-    strict=True,
-)
 def test_bug_huge_integers_are_a_400(dbos: type[DBOS]) -> None:
     _seed_fuzz_rows()
     failures = []
@@ -1102,20 +1089,11 @@ def test_bug_huge_integers_are_a_400(dbos: type[DBOS]) -> None:
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: deeply nested JSON bodies raise RecursionError in json.loads: 500, not 400",
-    strict=True,
-)
 def test_bug_deeply_nested_json_is_a_400(dbos: type[DBOS]) -> None:
     DBOS.launch()
     assert_error(call("POST", "/workflows", b"[" * 100_000), 400)
 
 
-@pytest.mark.xfail(
-    reason="bug: PostgreSQL: NUL characters or lone surrogates in filter strings reach "
-    "psycopg and give 500",
-    strict=True,
-)
 @requires_postgres
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_bug_unstorable_strings_in_filters_are_a_400(dbos: type[DBOS]) -> None:
@@ -1130,11 +1108,6 @@ def test_bug_unstorable_strings_in_filters_are_a_400(dbos: type[DBOS]) -> None:
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: the path is percent-decoded before routing: a workflow whose ID contains '/' "
-    "cannot be addressed, and /workflows/x%2Fsteps is read as the steps of workflow x",
-    strict=True,
-)
 def test_bug_workflow_ids_with_slashes(dbos: type[DBOS]) -> None:
     @DBOS.workflow()
     def slashy() -> int:
@@ -1152,11 +1125,6 @@ def test_bug_workflow_ids_with_slashes(dbos: type[DBOS]) -> None:
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: a non-ASCII bearer token makes hmac.compare_digest raise TypeError; the "
-    "connection is dropped without a response",
-    strict=True,
-)
 def test_bug_non_ascii_token_is_a_401(dbos: type[DBOS], config: dict[str, Any]) -> None:
     DBOS.destroy(destroy_registry=True)
     DBOS(config={**config, "admin_token": TOKEN})  # type: ignore[arg-type]
@@ -1166,11 +1134,6 @@ def test_bug_non_ascii_token_is_a_401(dbos: type[DBOS], config: dict[str, Any]) 
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: the listen backlog is socketserver's default of 5: a burst of 200 "
-    "simultaneous connections gets some connections reset",
-    strict=True,
-)
 def test_bug_200_simultaneous_connections(dbos: type[DBOS]) -> None:
     DBOS.launch()
     start = threading.Barrier(200, timeout=20)
@@ -1196,11 +1159,6 @@ def test_bug_200_simultaneous_connections(dbos: type[DBOS]) -> None:
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: a body shorter than its Content-Length times out after 10 s and is "
-    "answered 500 (TimeoutError reaches the catch-all), not 400/408",
-    strict=True,
-)
 def test_bug_short_body_is_a_4xx(dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch) -> None:
     from waypoint.admin import server
 
@@ -1211,11 +1169,6 @@ def test_bug_short_body_is_a_4xx(dbos: type[DBOS], monkeypatch: pytest.MonkeyPat
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: HTTP-level errors of http.server (431 header flood, 501 unknown method, "
-    "414 over 64 KB) are HTML pages, and an unknown method is a 5xx",
-    strict=True,
-)
 def test_bug_protocol_errors_are_json(dbos: type[DBOS]) -> None:
     DBOS.launch()
     flood = b"GET /dbos-healthz HTTP/1.1\r\n" + b"".join(
@@ -1237,11 +1190,6 @@ def test_bug_protocol_errors_are_json(dbos: type[DBOS]) -> None:
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: Content-Length is parsed with int(): '1_0' and '+2' are accepted, and of two "
-    "conflicting Content-Length headers the first silently wins (RFC 9112: 400)",
-    strict=True,
-)
 def test_bug_content_length_is_strict(dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch) -> None:
     from waypoint.admin import server
 
@@ -1263,11 +1211,6 @@ def test_bug_content_length_is_strict(dbos: type[DBOS], monkeypatch: pytest.Monk
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: known endpoints called with the wrong method answer 404 (GET /workflows, "
-    "POST /dbos-healthz), and 405 replies carry no Allow header",
-    strict=True,
-)
 def test_bug_wrong_method_is_405_with_allow(dbos: type[DBOS]) -> None:
     DBOS.launch()
     problems = []

@@ -2,7 +2,7 @@
 tests prepare: migrate/reset, workflow list/get/steps/cancel/resume/fork, queue list, gc;
 where the URL comes from; and, on PostgreSQL, ``migrate --app-role`` with real roles.
 
-Known bugs are ``xfail(strict=True)`` tests at the end of the file.
+Tests named test_bug_* pin bugs found (and fixed) while writing them.
 """
 
 from __future__ import annotations
@@ -451,21 +451,12 @@ def test_migrate_with_app_role(app_role: tuple[str, list[str]]) -> None:
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: `workflow steps` of a workflow that does not exist exits 0 with [] "
-    "(get/cancel/resume/fork exit 1)",
-    strict=True,
-)
 def test_bug_steps_of_missing_workflow_exits_1(db_url: str) -> None:
     DBOS.reset_system_database(system_database_url=db_url, truncate=True)  # migrated, empty
     fails(wp("workflow", "steps", "nope", "-s", db_url, "--json"), "does not exist")
 
 
 @one_backend
-@pytest.mark.xfail(
-    reason="bug: error messages go to stdout, mixed with --json output, not to stderr",
-    strict=True,
-)
 def test_bug_errors_go_to_stderr(db_url: str) -> None:
     DBOS.reset_system_database(system_database_url=db_url, truncate=True)
     proc = wp("workflow", "get", "nope", "-s", db_url, "--json")
@@ -473,22 +464,12 @@ def test_bug_errors_go_to_stderr(db_url: str) -> None:
     assert proc.stdout == "" and "does not exist" in proc.stderr
 
 
-@pytest.mark.xfail(
-    reason="bug: commands other than migrate on a SQLite file without the schema dump a "
-    "traceback ('no such table: workflow_status') instead of saying to run migrate",
-    strict=True,
-)
 def test_bug_unmigrated_sqlite_gives_a_clear_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/never-migrated.sqlite"
     fails(wp("workflow", "list", "-s", url), "migrate")
 
 
 @requires_postgres
-@pytest.mark.xfail(
-    reason="bug: commands other than migrate against a PostgreSQL database that does not "
-    "exist hang forever (the connection pool keeps retrying) instead of exiting 1",
-    strict=True,
-)
 def test_bug_missing_postgres_database_gives_a_clear_error() -> None:
     url = pg_url(f"wp_cli_never_{os.getpid()}")
     proc = wp("workflow", "list", "-s", url, timeout=3)  # raises TimeoutExpired

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import unquote
 
 from waypoint.core import management
 from waypoint.core.listing import build_filter
@@ -17,15 +17,41 @@ if TYPE_CHECKING:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
         super().__init__(message)
 
 
-_WORKFLOW = re.compile(r"^/workflows/([^/]+)(?:/(steps|cancel|resume|restart|fork))?$")
 _STATUSES = {s.value for s in WorkflowStatusString}
+_ACTIONS = {"steps", "cancel", "resume", "restart", "fork"}
+_FIXED = {
+    "/dbos-healthz": "GET",
+    "/deactivate": "GET",
+    "/dbos-workflow-queues-metadata": "GET",
+    "/executors": "GET",
+    "/dbos-workflow-recovery": "POST",
+    "/workflows": "POST",
+    "/queues": "POST",
+    "/dbos-garbage-collect": "POST",
+    "/dbos-global-timeout": "POST",
+}
+MAX_INT = 2**53  # larger numbers are never meaningful here and overflow the databases
+
+
+def _clean(value: str, what: str, code: str = "invalid_field") -> str:
+    """Reject strings no database column can hold (NUL, lone surrogates)."""
+    if "\x00" in value:
+        raise ApiError(400, code, f"{what} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, code, f"{what} is not valid Unicode text") from None
+    return value
 
 
 def _obj(body: Any, allowed: set[str]) -> dict[str, Any]:
@@ -43,8 +69,10 @@ def _int(body: dict[str, Any], key: str, *, minimum: int = 0) -> Optional[int]:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ApiError(400, "invalid_field", f"{key} must be an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INT:
+        raise ApiError(
+            400, "invalid_field", f"{key} must be an integer from {minimum} to {MAX_INT}"
+        )
     return value
 
 
@@ -54,7 +82,7 @@ def _str(body: dict[str, Any], key: str) -> Optional[str]:
         return None
     if not isinstance(value, str) or not value:
         raise ApiError(400, "invalid_field", f"{key} must be a non-empty string")
-    return value
+    return _clean(value, key)
 
 
 def _strs(body: dict[str, Any], key: str) -> Optional[list[str]]:
@@ -65,7 +93,7 @@ def _strs(body: dict[str, Any], key: str) -> Optional[list[str]]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(400, "invalid_field", f"{key} must be a string or a list of strings")
-    return value
+    return [_clean(v, key) for v in value]
 
 
 def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
@@ -204,6 +232,10 @@ def _health(rt: Runtime) -> tuple[int, Any]:
 
 
 def route(rt: Runtime, method: str, path: str, body: Any) -> tuple[int, Any]:
+    """Dispatch on the raw (still percent-encoded) path: a workflow ID may contain "/"."""
+    allowed = _FIXED.get(path)
+    if allowed is not None and method != allowed:
+        raise ApiError(405, "method_not_allowed", f"{path} takes {allowed}", {"Allow": allowed})
     if method == "GET" and path == "/dbos-healthz":
         return _health(rt)
     if method == "GET" and path == "/deactivate":
@@ -235,10 +267,16 @@ def route(rt: Runtime, method: str, path: str, body: Any) -> tuple[int, Any]:
             raise ApiError(400, "invalid_body", "cutoff_epoch_timestamp_ms is required")
         management.global_timeout(rt, cutoff)
         return 204, None
-    match = _WORKFLOW.match(path)
-    if match is None:
+    parts = path.split("/")
+    if len(parts) not in (3, 4) or parts[1] != "workflows" or not parts[2]:
         raise ApiError(404, "not_found", f"no endpoint {method} {path}")
-    wfid, action = match.group(1), match.group(2)
+    action = parts[3] if len(parts) == 4 else None
+    if action is not None and action not in _ACTIONS:
+        raise ApiError(404, "not_found", f"no endpoint {method} {path}")
+    try:
+        wfid = _clean(unquote(parts[2], errors="strict"), "the workflow ID", "bad_path")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_path", "the workflow ID is not valid UTF-8") from None
     if method == "GET" and action is None:
         row = rt.store.get_workflow(wfid)
         if row is None:

@@ -15,7 +15,6 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import unquote
 
 from waypoint.admin.routes import ApiError, route
 from waypoint.error import DBOSException
@@ -38,7 +37,7 @@ class AdminServer:
         class Handler(_Handler):
             admin = server
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd = _Server((host, port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
@@ -54,6 +53,10 @@ class AdminServer:
         self._httpd.server_close()
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # bursts of connections queue instead of being reset
+
+
 class _Handler(BaseHTTPRequestHandler):
     admin: AdminServer
     server_version = "waypoint-admin"
@@ -64,17 +67,30 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("admin %s - %s", self.address_string(), format % args)
 
     # -- plumbing -------------------------------------------------------------------------------
-    def _send(self, status: int, body: Any = None) -> None:
+    def _send(
+        self, status: int, body: Any = None, headers: Optional[dict[str, str]] = None
+    ) -> None:
         payload = b"" if body is None else json.dumps(body, default=str).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if payload and self.command != "HEAD":
             self.wfile.write(payload)
 
-    def _error(self, status: int, code: str, message: str) -> None:
-        self._send(status, {"error": {"code": code, "message": message}})
+    def _error(
+        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
+    ) -> None:
+        self._send(status, {"error": {"code": code, "message": message}}, headers)
+
+    def send_error(
+        self, code: int, message: Optional[str] = None, explain: Optional[str] = None
+    ) -> None:
+        """Errors found while parsing HTTP itself get the same JSON body as the rest."""
+        self.close_connection = True
+        self._error(code, "bad_request" if code < 500 else "unsupported", message or explain or "")
 
     def _authorized(self, path: str) -> bool:
         token = self.admin.token
@@ -82,28 +98,35 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         header = self.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+        )
 
     def _body(self) -> Any:
         if self.headers.get("Transfer-Encoding"):
             raise ApiError(411, "length_required", "chunked bodies are not accepted")
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None:
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
             raise ApiError(411, "length_required", "a POST needs a Content-Length header")
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise ApiError(400, "bad_length", "Content-Length must be an integer") from None
-        if length < 0:
-            raise ApiError(400, "bad_length", "Content-Length cannot be negative")
+        if len(set(lengths)) > 1:
+            raise ApiError(400, "bad_length", "conflicting Content-Length headers")
+        raw_length = lengths[0].strip()
+        if not raw_length.isascii() or not raw_length.isdigit():
+            raise ApiError(400, "bad_length", "Content-Length must be a non-negative integer")
+        length = int(raw_length)
         if length > MAX_BODY_BYTES:
             raise ApiError(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-        data = self.rfile.read(length) if length else b""
+        try:
+            data = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            raise ApiError(408, "timeout", "the body did not arrive in time") from None
+        if len(data) < length:
+            raise ApiError(400, "short_body", "the body is shorter than its Content-Length")
         if not data.strip():
             return None
         try:
             return json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise ApiError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
 
     def _handle(self, method: str) -> None:
@@ -111,18 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
         if len(raw_path) > MAX_PATH_LENGTH:
             self._error(414, "uri_too_long", "the path is too long")
             return
-        path = unquote(raw_path)
-        if "\x00" in path:
-            self._error(400, "bad_path", "the path contains a NUL character")
-            return
-        if not self._authorized(path):
+        if not self._authorized(raw_path):
             self._error(401, "unauthorized", "missing or wrong bearer token")
             return
         try:
             body = self._body() if method == "POST" else None
-            status, result = route(self.admin.rt, method, path, body)
+            status, result = route(self.admin.rt, method, raw_path, body)
         except ApiError as exc:
-            self._error(exc.status, exc.code, exc.message)
+            self._error(exc.status, exc.code, exc.message, exc.headers)
             return
         except DBOSException as exc:
             code = type(exc).__name__
@@ -130,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(status, code, exc.message)
             return
         except Exception:
-            logger.exception("admin request %s %s failed", method, path)
+            logger.exception("admin request %s %s failed", method, raw_path)
             self._error(500, "internal", "the request failed; see the server log")
             return
         self._send(status, result)
@@ -145,7 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("GET")
 
     def do_PUT(self) -> None:
-        self._error(405, "method_not_allowed", "use GET or POST")
+        self._error(405, "method_not_allowed", "use GET or POST", {"Allow": "GET, POST, HEAD"})
 
     do_DELETE = do_PUT
     do_PATCH = do_PUT
+    do_OPTIONS = do_PUT
+    do_TRACE = do_PUT
+    do_CONNECT = do_PUT

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -33,6 +33,7 @@ queue_app = typer.Typer(help="Inspect queues.")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(queue_app, name="queue")
 console = Console()
+errors = Console(stderr=True)
 
 UrlOpt = typer.Option(None, "--sys-db-url", "-s", help="System database URL.")
 SchemaOpt = typer.Option("dbos", "--schema", help="System schema (PostgreSQL).")
@@ -58,7 +59,7 @@ def _config_url() -> Optional[str]:
 def resolve_url(url: Optional[str]) -> str:
     found = url or os.environ.get("DBOS_SYSTEM_DATABASE_URL") or _config_url()
     if not found:
-        console.print(
+        errors.print(
             "[red]No system database URL: pass --sys-db-url, set DBOS_SYSTEM_DATABASE_URL, or "
             "run where dbos-config.yaml names one.[/red]"
         )
@@ -68,12 +69,18 @@ def resolve_url(url: Optional[str]) -> str:
 
 def _engine(url: Optional[str], schema: str) -> Engine:
     store: AnyStore = open_url(resolve_url(url), schema=schema, pool_size=2)
+    try:
+        # Fail fast with advice (no such database, no schema yet) instead of retrying.
+        store.verify_schema()
+    except DBOSException as exc:
+        store.close()
+        _fail(exc)
     store.open()
     return Engine(store, app_name=None, executor_id="cli", app_version=None)
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]{exc}[/red]")
+def _fail(exc: Exception) -> NoReturn:
+    errors.print(f"[red]{exc}[/red]")
     raise typer.Exit(1)
 
 
@@ -215,7 +222,7 @@ def workflow_get(
     row = eng.store.get_workflow(workflow_id)
     if row is None:
         _fail(DBOSException(f"workflow {workflow_id} does not exist"))
-    status = to_status(eng, row)  # type: ignore[arg-type]
+    status = to_status(eng, row)
     if as_json:
         typer.echo(json.dumps(_status_dict(status), indent=2, default=str))
         return
@@ -234,6 +241,8 @@ def workflow_steps(
 ) -> None:
     """List a workflow's checkpointed steps."""
     eng = _engine(sys_db_url, schema)
+    if eng.store.get_workflow(workflow_id) is None:
+        _fail(DBOSException(f"workflow {workflow_id} does not exist"))
     steps = management.steps(eng, workflow_id)
     if as_json:
         typer.echo(json.dumps([dict(s) for s in steps], indent=2, default=repr))

@@ -85,6 +85,14 @@ class Dialect(ABC):
     def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:  # noqa: B027
         """Tell other processes about a change made in this transaction (if possible)."""
 
+    def starts_with(self, column: str, param: str) -> str:
+        """``column`` starts with the literal text of ``param`` (no wildcards, case matters).
+        SQLite's LIKE ignores ASCII case, so it compares the leading substring instead."""
+        return f"substr({column}, 1, length(%({param})s)) = %({param})s"
+
+    def prefix_param(self, prefix: str) -> str:
+        return prefix
+
     least = "MIN"  # the smaller of two values (PostgreSQL: LEAST)
     greatest = "MAX"  # the larger of two values (PostgreSQL: GREATEST)
 

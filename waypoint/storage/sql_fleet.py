@@ -151,10 +151,8 @@ class FleetSql(SqlCore):
             where.append("workflow_name = %(wf)s")
             params["wf"] = workflow_name
         if name_prefix is not None:
-            from waypoint.storage.sql_base import _like_prefix
-
-            where.append("schedule_name LIKE %(prefix)s ESCAPE '\\'")
-            params["prefix"] = _like_prefix(name_prefix)
+            where.append(self.d.starts_with("schedule_name", "prefix"))
+            params["prefix"] = self.d.prefix_param(name_prefix)
         sql = f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM {self.d.t('workflow_schedules')}"
         if where:
             sql += " WHERE " + " AND ".join(where)

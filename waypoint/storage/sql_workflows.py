@@ -22,7 +22,6 @@ from waypoint.storage.sql_base import (
     Cursor,
     Params,
     SqlCore,
-    _like_prefix,
     _now_ms,
     init_params,
     step_row,
@@ -184,8 +183,8 @@ class WorkflowSql(SqlCore):
         if flt.workflow_id_prefix:
             ors = []
             for i, prefix in enumerate(flt.workflow_id_prefix):
-                ors.append(f"workflow_uuid LIKE %(pfx{i})s ESCAPE '\\'")
-                params[f"pfx{i}"] = _like_prefix(prefix)
+                ors.append(self.d.starts_with("workflow_uuid", f"pfx{i}"))
+                params[f"pfx{i}"] = self.d.prefix_param(prefix)
             where.append("(" + " OR ".join(ors) + ")")
         if flt.application_name is not None:
             where.append("(application_name = %(app)s OR application_name IS NULL)")

@@ -46,6 +46,7 @@ from waypoint.storage.sql_base import (
     Dialect,
     Params,
     Row,
+    _like_prefix,
     created_outcome,
     existing_outcome,
     init_params,
@@ -108,6 +109,12 @@ class PgDialect(Dialect):
 
     def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:
         cur.exec(f"SELECT {self.notify(key_expr)}", params)
+
+    def starts_with(self, column: str, param: str) -> str:
+        return f"{column} LIKE %({param})s ESCAPE '\\'"
+
+    def prefix_param(self, prefix: str) -> str:
+        return _like_prefix(prefix)
 
     least = "LEAST"
     greatest = "GREATEST"

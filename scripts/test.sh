@@ -32,6 +32,13 @@ if [ "${WAYPOINT_TEST_BACKENDS:-sqlite,postgres}" != "sqlite" ] && ! pg_up; then
   pg_up || { echo "could not start PostgreSQL on 127.0.0.1:5432" >&2; exit 1; }
 fi
 
+# pgbouncer, for the connection-pooler tests (they skip without it).
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ] \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 \
+    || echo "could not install pgbouncer; its tests will be skipped"
+fi
+
 .venv/bin/ruff check waypoint tests examples
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -45,25 +45,24 @@ class Listener:
         self.connected = threading.Event()
 
     def start(self) -> None:
-        self._connect()  # fail launch loudly if LISTEN cannot work here
+        # Fail launch loudly if LISTEN cannot work here.
         self._check_session_affinity()
+        self._connect()
         self._thread.start()
 
     def _check_session_affinity(self) -> None:
         """A transaction-mode pooler hands each transaction whichever server connection is
         free: while another client holds one in a transaction, our next statement lands on a
         different backend, and a LISTEN made on the first one would never be heard."""
-        conn = self._conn
-        assert conn is not None
-        before = conn.execute("SELECT pg_backend_pid()").fetchone()
-        with psycopg.connect(self._url, **{**self._kwargs, "autocommit": False}) as other:
+        with (
+            psycopg.connect(self._url, **self._kwargs) as conn,
+            psycopg.connect(self._url, **{**self._kwargs, "autocommit": False}) as other,
+        ):
+            before = conn.execute("SELECT pg_backend_pid()").fetchone()
             other.execute("SELECT pg_backend_pid()")  # holds a server connection in a transaction
             after = conn.execute("SELECT pg_backend_pid()").fetchone()
             other.rollback()
         if before != after:
-            self.stop()
-            conn.close()
-            self._conn = None
             raise ListenerError(
                 "the database connection does not keep its server session (a connection "
                 "pooler in transaction mode): LISTEN/NOTIFY cannot work through it. Connect "

@@ -14,16 +14,19 @@ from waypoint.core.listing import build_filter
 from waypoint.core.messaging import (
     SendMessage,
     StreamRead,
+    aiter_stream,
     get_event_flow,
+    iter_stream,
     read_stream_flow,
     send_flow,
+    stream_value,
     wait_first_flow,
 )
 from waypoint.core.outcomes import await_outcome, to_status
 from waypoint.core.serialization import Serializer
 from waypoint.core.types import StepInfo, VersionInfo, WorkflowSerializationFormat, WorkflowStatus
 from waypoint.core.workflows import start_flow
-from waypoint.error import DBOSException, DBOSNonExistentWorkflowError, DBOSStreamTimeoutError
+from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
 from waypoint.queues.enqueue import EnqueueOptions, find_queue
 from waypoint.queues.model import build_config
 from waypoint.queues.queue import Queue, row_from_config
@@ -234,14 +237,7 @@ class DBOSClient:
         polling_interval_sec: Optional[float] = None,
         timeout_seconds: Optional[float] = None,
     ) -> Generator[Any, None, None]:
-        while True:
-            got: StreamRead = drive_sync(
-                read_stream_flow(self._engine, workflow_id, key, offset, timeout_seconds)
-            )
-            if got.ended:
-                return
-            yield got.value
-            offset += 1
+        return iter_stream(self._engine, workflow_id, key, offset, timeout_seconds)
 
     async def read_stream_async(
         self,
@@ -252,14 +248,8 @@ class DBOSClient:
         polling_interval_sec: Optional[float] = None,
         timeout_seconds: Optional[float] = None,
     ) -> AsyncGenerator[Any, None]:
-        while True:
-            got: StreamRead = await drive_async(
-                read_stream_flow(self._engine, workflow_id, key, offset, timeout_seconds)
-            )
-            if got.ended:
-                return
-            yield got.value
-            offset += 1
+        async for value in aiter_stream(self._engine, workflow_id, key, offset, timeout_seconds):
+            yield value
 
     def read_stream_offset(
         self,
@@ -273,11 +263,7 @@ class DBOSClient:
         got: StreamRead = drive_sync(
             read_stream_flow(self._engine, workflow_id, key, offset, timeout_seconds)
         )
-        if got.ended:
-            raise DBOSStreamTimeoutError(
-                f"stream {key!r} of workflow {workflow_id} ended before offset {offset}"
-            )
-        return got.value
+        return stream_value(got, workflow_id, key, offset)
 
     # -- workflows ------------------------------------------------------------------------------
     def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:

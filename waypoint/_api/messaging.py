@@ -12,12 +12,15 @@ from waypoint.core.effects import drive_async, drive_sync
 from waypoint.core.messaging import (
     SendMessage,
     StreamRead,
+    aiter_stream,
     get_all_events_flow,
     get_event_flow,
+    iter_stream,
     read_stream_flow,
     recv_flow,
     send_flow,
     set_event_flow,
+    stream_value,
     wait_first_flow,
     write_stream_flow,
 )
@@ -186,15 +189,7 @@ class MessagingMixin:
         polling_interval_sec: Optional[float] = None,
         timeout_seconds: Optional[float] = None,
     ) -> Generator[Any, None, None]:
-        rt = get_runtime()
-        while True:
-            got: StreamRead = drive_sync(
-                read_stream_flow(rt, workflow_id, key, offset, timeout_seconds)
-            )
-            if got.ended:
-                return
-            yield got.value
-            offset += 1
+        return iter_stream(get_runtime(), workflow_id, key, offset, timeout_seconds)
 
     @classmethod
     async def read_stream_async(
@@ -206,15 +201,8 @@ class MessagingMixin:
         polling_interval_sec: Optional[float] = None,
         timeout_seconds: Optional[float] = None,
     ) -> AsyncGenerator[Any, None]:
-        rt = get_runtime()
-        while True:
-            got: StreamRead = await drive_async(
-                read_stream_flow(rt, workflow_id, key, offset, timeout_seconds)
-            )
-            if got.ended:
-                return
-            yield got.value
-            offset += 1
+        async for value in aiter_stream(get_runtime(), workflow_id, key, offset, timeout_seconds):
+            yield value
 
     @classmethod
     def read_stream_offset(
@@ -229,9 +217,7 @@ class MessagingMixin:
         got: StreamRead = drive_sync(
             read_stream_flow(get_runtime(), workflow_id, key, offset, timeout_seconds)
         )
-        if got.ended:
-            raise _ended(workflow_id, key, offset)
-        return got.value
+        return stream_value(got, workflow_id, key, offset)
 
     @classmethod
     async def read_stream_offset_async(
@@ -246,9 +232,7 @@ class MessagingMixin:
         got: StreamRead = await drive_async(
             read_stream_flow(get_runtime(), workflow_id, key, offset, timeout_seconds)
         )
-        if got.ended:
-            raise _ended(workflow_id, key, offset)
-        return got.value
+        return stream_value(got, workflow_id, key, offset)
 
     # -- several workflows ----------------------------------------------------------------------
     @classmethod

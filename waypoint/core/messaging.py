@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
 from waypoint.core.context import current_run, current_step
-from waypoint.core.effects import Flow, Io, Wait
+from waypoint.core.effects import Flow, Io, Wait, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import PORTABLE_NAME, Serializer
@@ -467,3 +467,37 @@ def wait_first_flow(eng: Engine, workflow_ids: Sequence[str], polling_interval: 
             yield Wait(signal, min(polling_interval, eng.wait_interval()))
         finally:
             eng.wakeups.unsubscribe(signal, *keys)
+
+
+def iter_stream(
+    eng: Engine, workflow_id: str, key: str, offset: int, timeout: Optional[float]
+) -> Generator[Any, None, None]:
+    """The stream's values from ``offset`` until it is closed or its writer ends."""
+    while True:
+        got: StreamRead = drive_sync(read_stream_flow(eng, workflow_id, key, offset, timeout))
+        if got.ended:
+            return
+        yield got.value
+        offset += 1
+
+
+async def aiter_stream(
+    eng: Engine, workflow_id: str, key: str, offset: int, timeout: Optional[float]
+) -> AsyncIterator[Any]:
+    while True:
+        got: StreamRead = await drive_async(
+            read_stream_flow(eng, workflow_id, key, offset, timeout)
+        )
+        if got.ended:
+            return
+        yield got.value
+        offset += 1
+
+
+def stream_value(got: StreamRead, workflow_id: str, key: str, offset: int) -> Any:
+    """The value of a single-offset read; the stream having ended there is an error."""
+    if got.ended:
+        raise DBOSStreamTimeoutError(
+            f"stream {key!r} of workflow {workflow_id} ended before offset {offset}"
+        )
+    return got.value

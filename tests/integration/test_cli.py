@@ -474,3 +474,11 @@ def test_bug_missing_postgres_database_gives_a_clear_error() -> None:
     url = pg_url(f"wp_cli_never_{os.getpid()}")
     proc = wp("workflow", "list", "-s", url, timeout=3)  # raises TimeoutExpired
     fails(proc, "does not exist")
+
+
+def test_executors_lists_this_process(dbos: type[DBOS], db_url: str) -> None:
+    DBOS.launch()
+    rows = json.loads(ok(wp("executors", "-s", db_url, "--json")))
+    assert [(r["executor_id"], r["pid"]) for r in rows] == [("local", os.getpid())]
+    assert rows[0]["silent_sec"] < 30
+    assert "local" in ok(wp("executors", "-s", db_url))

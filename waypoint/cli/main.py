@@ -307,6 +307,43 @@ def workflow_fork(
     typer.echo(json.dumps({"workflow_id": new_id}) if as_json else f"Forked as {new_id}.")
 
 
+@app.command()
+def executors(
+    sys_db_url: Optional[str] = UrlOpt,
+    schema: str = SchemaOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List executor processes and how long ago each was heard from."""
+    eng = _engine(sys_db_url, schema)
+    rows = eng.store.list_executors(None)
+    items = [
+        {
+            "executor_id": r.executor_id,
+            "incarnation": r.incarnation,
+            "application_name": r.application_name,
+            "application_version": r.application_version,
+            "hostname": r.hostname,
+            "pid": r.pid,
+            "silent_sec": round(((r.db_now or 0) - (r.last_seen or 0)) / 1000, 1),
+        }
+        for r in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    table = Table("Executor", "App", "Version", "Host", "PID", "Silent (s)")
+    for i in items:
+        table.add_row(
+            str(i["executor_id"]),
+            str(i["application_name"] or ""),
+            str(i["application_version"] or ""),
+            str(i["hostname"] or ""),
+            str(i["pid"] or ""),
+            str(i["silent_sec"]),
+        )
+    console.print(table)
+
+
 @queue_app.command("list")
 def queue_list(
     sys_db_url: Optional[str] = UrlOpt,

@@ -298,13 +298,6 @@ def test_deactivated_executor_drains_and_dequeues_nothing(
     assert d.alive() and e.alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: /dbos-workflow-recovery on a deactivated executor answers the workflow IDs "
-    "but only re-enqueues them on the internal queue, which its paused dispatcher never "
-    "claims: the workflows stay ENQUEUED (the seed: a deactivated executor may recover "
-    "PENDING workflows)",
-)
 def test_deactivated_executor_still_recovers_when_asked(harness: Harness) -> None:
     """The seed: "A deactivated executor may complete active workflows and recover PENDING
     workflows, but may not start new workflows or dequeue workflows"."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Coroutine
 from typing import Any, Optional
 
@@ -214,15 +215,28 @@ class Runtime(Engine):
 
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, executor_ids: list[str]) -> list[str]:
-        ids = self.store.recover_pending(
-            executor_ids, self.app_version, self.app_name, INTERNAL_QUEUE_NAME, self.now_ms()
+        """Recover these executors' PENDING workflows of our version: run them here (queued
+        ones go back on their own queue, where their limits apply)."""
+        found = self.store.recover_pending(
+            executor_ids,
+            self.app_version,
+            self.app_name,
+            INTERNAL_QUEUE_NAME,
+            self.now_ms(),
+            claimant=(self.executor_id, uuid.uuid4().hex),
         )
-        if ids:
+        if found.workflow_ids:
             logger.info(
-                "recovering %d pending workflow(s) of executor(s) %s", len(ids), executor_ids
+                "recovering %d pending workflow(s) of executor(s) %s",
+                len(found.workflow_ids),
+                executor_ids,
             )
+            from waypoint.core.workflows import dispatch_claimed
+
+            for row in found.claimed:
+                dispatch_claimed(self, row)
             self.dispatcher.wake()
-        return ids
+        return found.workflow_ids
 
     # -- async plumbing -------------------------------------------------------------------------
     def background_loop(self) -> asyncio.AbstractEventLoop:

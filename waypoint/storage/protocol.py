@@ -239,6 +239,14 @@ WORKFLOW_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(slots=True)
+class Recovered:
+    """What a recovery took back: every workflow ID, and the rows claimed for the caller."""
+
+    workflow_ids: list[str]
+    claimed: list[WorkflowRow]
+
+
+@dataclass(slots=True)
 class Outcome:
     """The terminal (or current) state of a workflow, for result waiters."""
 
@@ -510,7 +518,8 @@ class SystemStore(Protocol):
         application_name: Optional[str],
         internal_queue: str,
         now_ms: int,
-    ) -> list[str]: ...
+        claimant: Optional[tuple[str, str]] = None,
+    ) -> Recovered: ...
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]: ...
     def promote_delayed(self, now_ms: int) -> list[str]:
         """Move due DELAYED workflows to ENQUEUED; returns the queues that got work."""

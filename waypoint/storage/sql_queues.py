@@ -45,18 +45,6 @@ class QueueSql(SqlCore):
             params["app"] = req.application_name
         return sql, params
 
-    def _claim_set(self) -> str:
-        return (
-            "status = 'PENDING', executor_id = %(executor)s, "
-            "application_version = %(ver)s, "
-            "application_name = COALESCE(application_name, %(app)s), "
-            "started_at_epoch_ms = %(now)s, updated_at = %(now)s, owner_xid = %(token)s, "
-            "recovery_attempts = COALESCE(recovery_attempts, 0) + 1, "
-            "workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL "
-            "AND workflow_deadline_epoch_ms IS NULL THEN %(now)s + workflow_timeout_ms "
-            "ELSE workflow_deadline_epoch_ms END"
-        )
-
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         if req.shared_budget:
             rows = self._claim_retrying(

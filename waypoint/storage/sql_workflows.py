@@ -11,6 +11,7 @@ from waypoint.storage.protocol import (
     ListFilter,
     NewWorkflow,
     Outcome,
+    Recovered,
     StepRow,
     VersionRow,
     WorkflowRow,
@@ -21,6 +22,7 @@ from waypoint.storage.sql_base import (
     STEP_COLUMNS,
     Cursor,
     Params,
+    Row,
     SqlCore,
     _now_ms,
     init_params,
@@ -270,28 +272,54 @@ class WorkflowSql(SqlCore):
         application_name: Optional[str],
         internal_queue: str,
         now_ms: int,
-    ) -> list[str]:
+        claimant: Optional[tuple[str, str]] = None,
+    ) -> Recovered:
+        """Take back the PENDING workflows of these executors (of this version).
+
+        Workflows of a user queue go back on their queue (its limits still apply). The others
+        are claimed at once by ``claimant`` (executor ID, claim token) when given, so the
+        process asked to recover them runs them, even if it no longer dequeues; without a
+        claimant they go on the internal queue for any executor."""
         if not executor_ids:
-            return []
-        sql = (
-            f"UPDATE {self.d.t('workflow_status')} SET status = 'ENQUEUED', "
-            "started_at_epoch_ms = NULL, updated_at = %(now)s, "
-            "queue_name = COALESCE(queue_name, %(iq)s) "
-            f"WHERE status = 'PENDING' AND {self.d.any('executor_id', 'ids')} "
-        )
+            return Recovered([], [])
+        ws = self.d.t("workflow_status")
+        where = f"status = 'PENDING' AND {self.d.any('executor_id', 'ids')} "
         params: Params = {
             "now": now_ms,
             "iq": internal_queue,
             "ids": self.d.list_param(list(executor_ids)),
         }
         if application_version is not None:
-            sql += "AND application_version = %(ver)s "
+            where += "AND application_version = %(ver)s "
             params["ver"] = application_version
         if application_name is not None:
-            sql += "AND (application_name = %(app)s OR application_name IS NULL) "
-            params["app"] = application_name
-        sql += self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name"))
-        return [r[0] for r in self._all(sql, params, "recover_pending")]
+            where += "AND (application_name = %(app)s OR application_name IS NULL) "
+        params["app"] = application_name
+        requeue_sql = (
+            f"UPDATE {ws} SET status = 'ENQUEUED', started_at_epoch_ms = NULL, "
+            "updated_at = %(now)s, queue_name = COALESCE(queue_name, %(iq)s) WHERE " + where
+        )
+        notify = self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name"))
+        if claimant is None:
+            rows = self._all(requeue_sql + notify, params, "recover pending workflows")
+            return Recovered([r[0] for r in rows], [])
+        params["executor"], params["token"] = claimant
+        params.setdefault("ver", application_version)
+        mine = "AND (queue_name IS NULL OR queue_name = %(iq)s) "
+        queued = "AND queue_name IS NOT NULL AND queue_name <> %(iq)s "
+        requeued: list[str] = []
+
+        def body(cur: Cursor) -> list[Row]:
+            requeued[:] = [r[0] for r in cur.all(requeue_sql + queued + notify, params)]
+            return cur.all(
+                f"UPDATE {ws} SET {self._claim_set()}, queue_name = COALESCE(queue_name, %(iq)s) "
+                f"WHERE {where}{mine}RETURNING {SELECT_WORKFLOW}",
+                params,
+            )
+
+        rows = self._claim_retrying(claimant[1], lambda: self._tx_raw(body))
+        claimed = [workflow_row(r) for r in rows]
+        return Recovered(requeued + [w.workflow_id for w in claimed], claimed)
 
     def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]:
         rows = self._all(self._reclaim_sql(), {"token": claim_token}, "reclaim_by_token")

@@ -12,7 +12,6 @@ stream value once.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator, Sequence
@@ -24,8 +23,15 @@ from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import Flow, Io, Wait, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.run import WorkflowRun
-from waypoint.core.serialization import PORTABLE_NAME, Serializer
-from waypoint.core.steps import SLEEP_STEP, after_record, check_cancelled, replay
+from waypoint.core.serialization import Serializer
+from waypoint.core.steps import (
+    after_record,
+    check_cancelled,
+    durable_wake,
+    record,
+    replay,
+    step_record,
+)
 from waypoint.core.types import ACTIVE_STATUSES, NULL_TOPIC, WorkflowSerializationFormat
 from waypoint.error import (
     DBOSException,
@@ -35,7 +41,6 @@ from waypoint.error import (
 )
 from waypoint.storage.protocol import (
     NewMessage,
-    StepRecord,
     cancel_key,
     done_key,
     event_key,
@@ -86,52 +91,6 @@ def _step_write_id(kind: str) -> Optional[tuple[str, int, int]]:
     n = int(step.extra.get(kind, 0))
     step.extra[kind] = n + 1
     return run.workflow_id, step.step_id, n
-
-
-def _record(
-    run: WorkflowRun, fid: int, name: str, started: int, output: Optional[str], ser: Optional[str]
-) -> StepRecord:
-    eng = run.runtime
-    return StepRecord(
-        workflow_id=run.workflow_id,
-        function_id=fid,
-        function_name=name,
-        output=output,
-        error=None,
-        serialization=ser or run.serializer.name(),
-        owner_xid=run.owner_xid,
-        started_at_epoch_ms=started,
-        completed_at_epoch_ms=eng.now_ms(),
-        application_name=eng.app_name,
-    )
-
-
-def durable_deadline(run: WorkflowRun, fid: int, timeout: float) -> Flow[float]:
-    """The wall-clock deadline of a timeout, checkpointed at ``fid`` the first time."""
-    eng = run.runtime
-    rec = run.replay.get(fid)
-    if rec is not None:
-        return float(replay(eng, run, rec, SLEEP_STEP))
-    now = time.time()
-    wake = now + max(0.0, float(timeout))
-    outcome = yield Io(
-        lambda: eng.store.record_step(
-            StepRecord(
-                workflow_id=run.workflow_id,
-                function_id=fid,
-                function_name=SLEEP_STEP,
-                output=json.dumps(wake),
-                error=None,
-                serialization=PORTABLE_NAME,
-                owner_xid=run.owner_xid,
-                started_at_epoch_ms=int(now * 1000),
-                completed_at_epoch_ms=int(wake * 1000),
-                application_name=eng.app_name,
-            )
-        )
-    )
-    after_record(run, outcome)
-    return wake
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -187,8 +146,8 @@ def send_flow(
                 for fork in forks
             )
         rows.extend(extra)
-    record = _record(run, fid, step_name, started, None, None) if run is not None else None
-    outcome = yield Io(lambda: eng.store.send_messages(rows, record))
+    checkpoint = step_record(run, fid, step_name, started) if run is not None else None
+    outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
     if run is not None and outcome is not None:
         after_record(run, outcome)
     for r in rows:
@@ -206,14 +165,14 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
     if rec is not None:
         return replay(eng, run, rec, "DBOS.recv")
     yield from check_cancelled(run.runtime, run)
-    deadline = yield from durable_deadline(run, sleep_fid, timeout)
+    deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout)
     started = eng.now_ms()
     keys = (message_key(run.workflow_id, topic_s), cancel_key(run.workflow_id))
     while True:
         signal = eng.wakeups.subscribe(*keys)
         try:
-            record = _record(run, fid, "DBOS.recv", started, None, None)
-            got = yield Io(partial(eng.store.consume_message, run.workflow_id, topic_s, record))
+            checkpoint = step_record(run, fid, "DBOS.recv", started)
+            got = yield Io(partial(eng.store.consume_message, run.workflow_id, topic_s, checkpoint))
             if got.found:
                 if not got.accepted:
                     from waypoint.error import DBOSWorkflowConflictIDError
@@ -223,9 +182,7 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
             remaining = deadline - time.time()
             if remaining <= 0:
                 none_text = run.serializer.serialize(None)
-                timed_out = _record(run, fid, "DBOS.recv", started, none_text, None)
-                outcome = yield Io(partial(eng.store.record_step, timed_out))
-                after_record(run, outcome)
+                yield from record(run.runtime, run, fid, "DBOS.recv", started, output=none_text)
                 return None
             yield Wait(signal, min(remaining, eng.wait_interval()))
             if run.entry.cancel.is_set():
@@ -247,7 +204,7 @@ def set_event_flow(
         raise DBOSException("an event key must be a string")
     ser = _serializer(eng, fmt, run)
     text = _encode(eng, value, ser, f"event {key!r}")
-    record = None
+    checkpoint = None
     if step is None:
         fid = run.next_function_id()
         rec = run.replay.get(fid)
@@ -255,13 +212,13 @@ def set_event_flow(
             replay(eng, run, rec, "DBOS.setEvent")
             return None
         yield from check_cancelled(run.runtime, run)
-        record = _record(run, fid, "DBOS.setEvent", eng.now_ms(), None, None)
+        checkpoint = step_record(run, fid, "DBOS.setEvent", eng.now_ms())
     else:
         fid = step.step_id  # not checkpointed: an upsert, so a retried step is harmless
     outcome = yield Io(
-        lambda: eng.store.set_event(run.workflow_id, key, text, ser.name(), fid, record)
+        lambda: eng.store.set_event(run.workflow_id, key, text, ser.name(), fid, checkpoint)
     )
-    if record is not None and outcome is not None:
+    if checkpoint is not None and outcome is not None:
         after_record(run, outcome)
     eng.wakeups.fire(event_key(run.workflow_id, key))
 
@@ -276,7 +233,7 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
         rec = run.replay.get(fid)
         if rec is not None:
             return replay(eng, run, rec, "DBOS.getEvent")
-        deadline = yield from durable_deadline(run, sleep_fid, timeout)
+        deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout)
     started = eng.now_ms()
     ekey = event_key(workflow_id, key)
     while True:
@@ -289,9 +246,15 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
                 if run is not None:
                     if text is None:
                         text, ser = run.serializer.serialize(None), run.serializer.name()
-                    seen = _record(run, fid, "DBOS.getEvent", started, text, ser)
-                    outcome = yield Io(partial(eng.store.record_step, seen))
-                    after_record(run, outcome)
+                    yield from record(
+                        run.runtime,
+                        run,
+                        fid,
+                        "DBOS.getEvent",
+                        started,
+                        output=text,
+                        serialization=ser,
+                    )
                 return eng.codec.decode(text, ser) if text is not None else None
             yield Wait(signal, min(remaining, eng.wait_interval()))
         finally:
@@ -313,7 +276,7 @@ def write_stream_flow(
     fmt: Optional[WorkflowSerializationFormat],
     closing: bool = False,
 ) -> Flow[None]:
-    run, step = current_run.get(), current_step.get()
+    run = current_run.get()
     if run is None:
         raise DBOSException("streams can only be written from a workflow or its steps")
     if not isinstance(key, str):
@@ -325,27 +288,26 @@ def write_stream_flow(
         ser = _serializer(eng, fmt, run)
         text = _encode(eng, value, ser, f"a value of stream {key!r}")
     name = "DBOS.closeStream" if closing else "DBOS.writeStream"
-    record = None
-    if step is None:
+    checkpoint = None
+    step_write = _step_write_id("stream")
+    if step_write is None:
         fid = run.next_function_id()
         rec = run.replay.get(fid)
         if rec is not None:
             replay(eng, run, rec, name)
             return None
         yield from check_cancelled(run.runtime, run)
-        record = _record(run, fid, name, eng.now_ms(), None, None)
+        checkpoint = step_record(run, fid, name, eng.now_ms())
         write_key = f"wf:{fid}"
     else:
-        fid = step.step_id
-        n = int(step.extra.get("stream", 0))
-        step.extra["stream"] = n + 1
+        _, fid, n = step_write
         write_key = f"step:{fid}:{n}"
     outcome = yield Io(
         lambda: eng.store.write_stream(
-            run.workflow_id, key, text, ser.name(), fid, write_key, record
+            run.workflow_id, key, text, ser.name(), fid, write_key, checkpoint
         )
     )
-    if record is not None and outcome is not None:
+    if checkpoint is not None and outcome is not None:
         after_record(run, outcome)
     eng.wakeups.fire(stream_key(run.workflow_id, key))
 
@@ -413,12 +375,7 @@ def read_stream_flow(
             },
             run.serializer,
         )
-        outcome = yield Io(
-            lambda: eng.store.record_step(
-                _record(run, fid, "DBOS.readStream", eng.now_ms(), text, None)
-            )
-        )
-        after_record(run, outcome)
+        yield from record(run.runtime, run, fid, "DBOS.readStream", eng.now_ms(), output=text)
     if result.timed_out is not None:  # checkpointed first, so replay times out the same way
         raise DBOSStreamTimeoutError(result.timed_out)
     return result
@@ -453,16 +410,14 @@ def wait_first_flow(eng: Engine, workflow_ids: Sequence[str], polling_interval: 
             if done:
                 first = done[0]
                 if run is not None:
-                    chosen = _record(
+                    yield from record(
+                        run.runtime,
                         run,
                         fid,
                         "DBOS.waitFirst",
                         started,
-                        eng.codec.encode(first, run.serializer),
-                        None,
+                        output=eng.codec.encode(first, run.serializer),
                     )
-                    outcome = yield Io(partial(eng.store.record_step, chosen))
-                    after_record(run, outcome)
                 return first
             yield Wait(signal, min(polling_interval, eng.wait_interval()))
         finally:

@@ -141,6 +141,33 @@ def after_record(run: WorkflowRun, outcome: RecordOutcome) -> None:
         run.entry.cancel.set()
 
 
+def step_record(
+    run: WorkflowRun,
+    fid: int,
+    name: str,
+    started_ms: int,
+    *,
+    output: Optional[str] = None,
+    error: Optional[str] = None,
+    serialization: Optional[str] = None,
+    completed_ms: Optional[int] = None,
+) -> StepRecord:
+    """The checkpoint of operation ``fid`` of ``run``, written as that run (its token)."""
+    rt = run.runtime
+    return StepRecord(
+        workflow_id=run.workflow_id,
+        function_id=fid,
+        function_name=name,
+        output=output,
+        error=error,
+        serialization=serialization or run.serializer.name(),
+        owner_xid=run.owner_xid,
+        started_at_epoch_ms=started_ms,
+        completed_at_epoch_ms=completed_ms if completed_ms is not None else rt.now_ms(),
+        application_name=rt.app_name,
+    )
+
+
 def record(
     rt: Runtime,
     run: WorkflowRun,
@@ -151,21 +178,17 @@ def record(
     output: Optional[str] = None,
     error: Optional[str] = None,
     serialization: Optional[str] = None,
-    child_workflow_id: Optional[str] = None,
     completed_ms: Optional[int] = None,
 ) -> Flow[None]:
-    rec = StepRecord(
-        workflow_id=run.workflow_id,
-        function_id=fid,
-        function_name=name,
+    rec = step_record(
+        run,
+        fid,
+        name,
+        started_ms,
         output=output,
         error=error,
-        serialization=serialization or run.serializer.name(),
-        owner_xid=run.owner_xid,
-        started_at_epoch_ms=started_ms,
-        completed_at_epoch_ms=completed_ms if completed_ms is not None else rt.now_ms(),
-        child_workflow_id=child_workflow_id,
-        application_name=rt.app_name,
+        serialization=serialization,
+        completed_ms=completed_ms,
     )
     outcome = yield Io(lambda: rt.store.record_step(rec))
     after_record(run, outcome)
@@ -267,26 +290,33 @@ def _cancel_probe(
     return probe
 
 
+def durable_wake(rt: Runtime, run: WorkflowRun, fid: int, seconds: float) -> Flow[float]:
+    """The wall-clock time ``seconds`` from now, checkpointed at ``fid`` the first time, so
+    a recovered run keeps the original deadline (sleeps, and the timeouts of waits)."""
+    rec = run.replay.get(fid)
+    if rec is not None:
+        return float(replay(rt, run, rec, SLEEP_STEP))
+    now = time.time()
+    wake = now + max(0.0, float(seconds))
+    yield from record(
+        rt,
+        run,
+        fid,
+        SLEEP_STEP,
+        int(now * 1000),
+        output=json.dumps(wake),
+        serialization=PORTABLE_NAME,
+        completed_ms=int(wake * 1000),
+    )
+    return wake
+
+
 def sleep_flow(rt: Runtime, run: WorkflowRun, seconds: float) -> Flow[None]:
     """A durable sleep: the wake-up time is checkpointed, so recovery sleeps the remainder."""
     fid = run.next_function_id()
-    rec = run.replay.get(fid)
-    if rec is not None:
-        wake = float(replay(rt, run, rec, SLEEP_STEP))
-    else:
+    if fid not in run.replay:
         yield from check_cancelled(rt, run)
-        now = time.time()
-        wake = now + max(0.0, float(seconds))
-        yield from record(
-            rt,
-            run,
-            fid,
-            SLEEP_STEP,
-            int(now * 1000),
-            output=json.dumps(wake),
-            serialization=PORTABLE_NAME,
-            completed_ms=int(wake * 1000),
-        )
+    wake = yield from durable_wake(rt, run, fid, seconds)
     remaining = wake - time.time()
     if remaining > 0:
         interrupted = yield Sleep(remaining, run.entry.cancel)

@@ -27,7 +27,7 @@ from waypoint.core.serialization import Serializer
 from waypoint.core.types import StepInfo, VersionInfo, WorkflowSerializationFormat, WorkflowStatus
 from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
-from waypoint.queues.enqueue import EnqueueOptions, find_queue
+from waypoint.queues.enqueue import EnqueueOptions
 from waypoint.queues.model import build_config
 from waypoint.queues.queue import Queue, row_from_config
 from waypoint.storage.factory import open_url
@@ -450,9 +450,6 @@ class DBOSClient:
     def list_queues(self, *, application_name: Optional[str] = None) -> list[Queue]:
         rows = self._engine.store.list_queues(application_name or self._engine.app_name)
         return [Queue._from_row(r, self._engine) for r in rows]
-
-    def queue_exists(self, name: str) -> bool:
-        return find_queue(self._engine, name) is not None
 
 
 def _ping(engine: Engine) -> Any:

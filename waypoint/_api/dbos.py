@@ -56,18 +56,6 @@ class classproperty:
         return self.fget(owner)
 
 
-def _check_not_in_loop(name: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    if current_run.get() is None:
-        raise RuntimeError(
-            f"DBOS.{name} was called while an event loop is running. Use await "
-            f"DBOS.{name}_async(...) instead."
-        )
-
-
 def _step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
     spec = StepSpec(
         name=name,

@@ -91,25 +91,25 @@ def await_outcome(
             rt.wakeups.unsubscribe(signal, *keys)
 
 
-def to_status(rt: Engine, row: WorkflowRow, *, load: bool = True) -> WorkflowStatus:
+def to_status(rt: Engine, row: WorkflowRow) -> WorkflowStatus:
     codec = rt.codec
     inputs: Any = None
     output: Any = None
     error: Any = None
-    if load and row.inputs is not None:
+    if row.inputs is not None:
         try:
             args, kwargs = codec.decode_inputs(row.inputs, row.serialization)
             inputs = {"args": args, "kwargs": kwargs}
         except Exception as exc:
             logger.warning("cannot deserialize the inputs of workflow %s: %s", row.workflow_id, exc)
             inputs = row.inputs
-    if load and row.output is not None:
+    if row.output is not None:
         try:
             output = codec.decode(row.output, row.serialization)
         except Exception as exc:
             logger.warning("cannot deserialize the output of workflow %s: %s", row.workflow_id, exc)
             output = row.output
-    if load and row.error is not None:
+    if row.error is not None:
         error = codec.decode_error(row.error, row.serialization)
     roles: Any = None
     if row.authenticated_roles:

@@ -88,10 +88,6 @@ class WorkerPool:
         with self._cond:
             return max(0, self.max_workers - self._busy - len(self._tasks))
 
-    def busy(self) -> int:
-        with self._cond:
-            return self._busy + len(self._tasks)
-
     def _work(self) -> None:
         while True:
             with self._cond:

@@ -122,7 +122,3 @@ class WorkflowRun:
 
     def peek_function_id(self) -> int:
         return self._next_fid
-
-    @property
-    def cancelled(self) -> bool:
-        return self.entry.cancel.is_set()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional, TypedDict
 
 INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
@@ -166,7 +166,6 @@ class StepSpec:
     should_retry: Optional[Callable[[BaseException], Any]] = None
     preemptible: bool = False
     timeout_seconds: Optional[float] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def retry_delay(self, attempt: int) -> float:
         """Delay after the failed attempt number ``attempt`` (0-based)."""

@@ -15,8 +15,7 @@ Keys: ``q:<queue>`` (work enqueued), ``d:<workflow>`` (a workflow finished),
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 from waypoint.core.signals import Signal
 from waypoint.storage.protocol import (
@@ -49,14 +48,6 @@ class Wakeups:
                     if not subs:
                         del self._subs[key]
 
-    @contextmanager
-    def watching(self, *keys: str) -> Iterator[Signal]:
-        sig = self.subscribe(*keys)
-        try:
-            yield sig
-        finally:
-            self.unsubscribe(sig, *keys)
-
     def add_hook(self, prefix: str, callback: Callable[[str], None]) -> None:
         """Call ``callback(key)`` for every fired key starting with ``prefix`` (and with ``""``
         on ``fire_all``); the dispatcher hooks ``q:`` this way."""
@@ -86,10 +77,6 @@ class Wakeups:
                 sig.set()
         for cb in hooks:
             cb("")
-
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(len(s) for s in self._subs.values())
 
     def notified(self, channel: str, payload: str) -> None:
         """Translate a database notification into a wake-up."""

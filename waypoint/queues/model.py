@@ -70,16 +70,6 @@ class QueueConfig:
             or self.partition_limiter is not None
         )
 
-    @property
-    def shared_budget(self) -> bool:
-        """Whether claiming must be serialised across processes (a shared limit exists)."""
-        return (
-            self.global_concurrency is not None
-            or self.limiter is not None
-            or self.partition_concurrency is not None
-            or self.partition_limiter is not None
-        )
-
     def effective(self) -> QueueConfig:
         """Resolve the legacy ``partition_queue`` flag into explicit per-partition limits."""
         if not self.partition_queue:

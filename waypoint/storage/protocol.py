@@ -445,7 +445,6 @@ class ListFilter:
     sort_desc: bool = False
     load_input: bool = True
     load_output: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -541,7 +540,6 @@ class SystemStore(Protocol):
         application_name: Optional[str],
         now_ms: int,
     ) -> Optional[str]: ...
-    def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]: ...
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool: ...
 
     # -- messages, events, streams -------------------------------------------------------------

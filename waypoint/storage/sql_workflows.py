@@ -321,10 +321,6 @@ class WorkflowSql(SqlCore):
         claimed = [workflow_row(r) for r in rows]
         return Recovered(requeued + [w.workflow_id for w in claimed], claimed)
 
-    def reclaim_by_token(self, claim_token: str) -> list[WorkflowRow]:
-        rows = self._all(self._reclaim_sql(), {"token": claim_token}, "reclaim_by_token")
-        return [workflow_row(r) for r in rows]
-
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool:
         rows = self._all(
             f"UPDATE {self.d.t('workflow_status')} SET "

@@ -314,21 +314,19 @@ class ManagementMixin:
     def set_latest_application_version(
         cls, version_name: str, *, application_name: Optional[str] = None
     ) -> None:
-        def op(rt: Runtime) -> None:
-            management.set_latest_version(rt, version_name, application_name)
-            rt.refresh_latest_version()
-
-        _sync("DBOS.setLatestApplicationVersion", op)
+        _sync(
+            "DBOS.setLatestApplicationVersion",
+            lambda rt: management.set_latest_version(rt, version_name, application_name),
+        )
 
     @classmethod
     async def set_latest_application_version_async(
         cls, version_name: str, *, application_name: Optional[str] = None
     ) -> None:
-        def op(rt: Runtime) -> None:
-            management.set_latest_version(rt, version_name, application_name)
-            rt.refresh_latest_version()
-
-        await _async("DBOS.setLatestApplicationVersion", op)
+        await _async(
+            "DBOS.setLatestApplicationVersion",
+            lambda rt: management.set_latest_version(rt, version_name, application_name),
+        )
 
     # -- retention ------------------------------------------------------------------------------
     @classmethod

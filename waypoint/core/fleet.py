@@ -84,7 +84,6 @@ class Fleet:
     def tick(self) -> None:
         rt = self.rt
         rt.store.heartbeat(self._row())
-        rt.refresh_latest_version()  # in case a notification about a new version was lost
         if self.dead_after is not None and not rt.deactivated:
             dead = rt.store.claim_dead_executors(
                 rt.app_name, rt.app_version, int(self.dead_after * 1000)

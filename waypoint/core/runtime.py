@@ -51,7 +51,6 @@ class Runtime(Engine):
         self._loop_lock = threading.Lock()
         self._tasks: set[Any] = set()
         self.stopping = threading.Event()
-        self._latest = True
         self.admin: Optional[Any] = None
         self.deactivated = False
         from waypoint.queues.dispatcher import Dispatcher
@@ -72,7 +71,6 @@ class Runtime(Engine):
         if self.config.use_listen_notify:
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
-        self.refresh_latest_version()
         self.wakeups.add_hook("V:", self._versions_changed)
         self.fleet.start()
         self.dispatcher.start()
@@ -191,27 +189,14 @@ class Runtime(Engine):
         return out
 
     # -- application versions -------------------------------------------------------------------
-    def refresh_latest_version(self) -> None:
-        versions = self.store.list_versions(self.app_name)
-        was = self._latest
-        self._latest = not versions or versions[0].version_name == self.app_version
-        if self._latest and not was:
-            self.dispatcher.wake()  # unversioned work waiting for the latest version is ours
-
     def _versions_changed(self, key: str) -> None:
-        # Runs on the notifying thread: re-read off it, on the worker pool.
-        if not self.stopping.is_set():
-            self.pool.submit(self._refresh_quietly, name="refresh-latest-version")
-
-    def _refresh_quietly(self) -> None:
-        try:
-            self.refresh_latest_version()
-        except Exception as exc:
-            logger.debug("could not re-read application versions: %s", exc)
+        # Unversioned work waits for the latest version; after a change it may now be ours.
+        self.dispatcher.wake()
 
     def is_latest_version(self) -> bool:
         """Workflows enqueued without a version run only on executors of the latest one."""
-        return self._latest
+        versions = self.store.list_versions(self.app_name)
+        return not versions or versions[0].version_name == self.app_version
 
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, executor_ids: list[str]) -> list[str]:

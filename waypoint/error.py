@@ -65,8 +65,8 @@ class DBOSErrorCode(IntEnum):
     PayloadError = 42
 
 
-class DBOSException(Exception):
-    """Base of every error Waypoint raises on purpose."""
+class _Coded(BaseException):
+    """Message, DBOS error code and pickling shared by both roots of the hierarchy."""
 
     status_code: int = 500
 
@@ -93,23 +93,12 @@ def _rebuild_exception(cls: type[BaseException], state: dict[str, Any]) -> BaseE
     return obj
 
 
-class DBOSBaseException(BaseException):
+class DBOSException(_Coded, Exception):
+    """Base of every error Waypoint raises on purpose."""
+
+
+class DBOSBaseException(_Coded, BaseException):
     """Base of control-flow errors that must pass through ``except Exception``."""
-
-    status_code: int = 500
-
-    def __init__(self, message: str, dbos_error_code: int | None = None) -> None:
-        self.message = message
-        self.dbos_error_code = dbos_error_code
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        if self.dbos_error_code is not None:
-            return f"DBOS Error {self.dbos_error_code}: {self.message}"
-        return f"DBOS Error: {self.message}"
-
-    def __reduce__(self) -> Any:
-        return (_rebuild_exception, (type(self), self.__dict__.copy()))
 
 
 class DBOSWorkflowConflictIDError(DBOSBaseException):

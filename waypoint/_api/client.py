@@ -384,18 +384,7 @@ class DBOSClient:
         management.set_latest_version(self._engine, version_name, application_name)
 
     def list_executors(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "executor_id": r.executor_id,
-                "incarnation": r.incarnation,
-                "application_version": r.application_version,
-                "hostname": r.hostname,
-                "pid": r.pid,
-                "last_seen": r.last_seen,
-                "silent_sec": ((r.db_now or 0) - (r.last_seen or 0)) / 1000,
-            }
-            for r in self._engine.store.list_executors(self._engine.app_name)
-        ]
+        return management.executors(self._engine, self._engine.app_name)
 
     # -- queues ---------------------------------------------------------------------------------
     def register_queue(

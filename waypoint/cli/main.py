@@ -315,18 +315,8 @@ def executors(
 ) -> None:
     """List executor processes and how long ago each was heard from."""
     eng = _engine(sys_db_url, schema)
-    rows = eng.store.list_executors(None)
     items = [
-        {
-            "executor_id": r.executor_id,
-            "incarnation": r.incarnation,
-            "application_name": r.application_name,
-            "application_version": r.application_version,
-            "hostname": r.hostname,
-            "pid": r.pid,
-            "silent_sec": round(((r.db_now or 0) - (r.last_seen or 0)) / 1000, 1),
-        }
-        for r in rows
+        {**e, "silent_sec": round(e["silent_sec"], 1)} for e in management.executors(eng, None)
     ]
     if as_json:
         typer.echo(json.dumps(items, indent=2))

@@ -180,6 +180,27 @@ def set_latest_version(eng: Engine, version_name: str, application_name: Optiona
     eng.wakeups.fire(f"V:{version_name}")
 
 
+def executors(
+    eng: Engine, application_name: Optional[str], this_incarnation: Optional[str] = None
+) -> list[dict[str, Any]]:
+    """Executor incarnations (of one application, or all), with seconds since last heard."""
+    return [
+        {
+            "executor_id": r.executor_id,
+            "incarnation": r.incarnation,
+            "application_name": r.application_name,
+            "application_version": r.application_version,
+            "hostname": r.hostname,
+            "pid": r.pid,
+            "started_at": r.started_at,
+            "last_seen": r.last_seen,
+            "silent_sec": ((r.db_now or 0) - (r.last_seen or 0)) / 1000,
+            "this_process": r.incarnation == this_incarnation,
+        }
+        for r in eng.store.list_executors(application_name)
+    ]
+
+
 def global_timeout(eng: Engine, cutoff_epoch_ms: int) -> list[str]:
     """Cancel every workflow still in flight that was created at or before the cutoff."""
     ids = eng.store.active_created_before(cutoff_epoch_ms)

@@ -171,22 +171,9 @@ class Runtime(Engine):
 
     def executors(self) -> list[dict[str, Any]]:
         """Every executor incarnation of this application, with seconds since last heard."""
-        out = []
-        for row in self.store.list_executors(self.app_name):
-            out.append(
-                {
-                    "executor_id": row.executor_id,
-                    "incarnation": row.incarnation,
-                    "application_version": row.application_version,
-                    "hostname": row.hostname,
-                    "pid": row.pid,
-                    "started_at": row.started_at,
-                    "last_seen": row.last_seen,
-                    "silent_sec": ((row.db_now or 0) - (row.last_seen or 0)) / 1000,
-                    "this_process": row.incarnation == self.fleet.incarnation,
-                }
-            )
-        return out
+        from waypoint.core.management import executors
+
+        return executors(self, self.app_name, self.fleet.incarnation)
 
     # -- application versions -------------------------------------------------------------------
     def _versions_changed(self, key: str) -> None:

@@ -16,8 +16,7 @@ from waypoint.core.context import (
     start_options,
 )
 from waypoint.core.workflows import validate_workflow_id
-
-MAX_PRIORITY = 2**31 - 1
+from waypoint.queues.enqueue import check_priority
 
 
 class _StartOptionsBlock:
@@ -85,14 +84,7 @@ class SetEnqueueOptions(_StartOptionsBlock):
         delay_seconds: Optional[float] = None,
         duplication_policy: Optional[str] = None,
     ) -> None:
-        if priority is not None and (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or not 1 <= priority <= MAX_PRIORITY
-        ):
-            raise ValueError(
-                f"priority must be an integer from 1 to {MAX_PRIORITY}, got {priority!r}"
-            )
+        check_priority(priority)
         if delay_seconds is not None and (
             not isinstance(delay_seconds, (int, float)) or delay_seconds < 0
         ):

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("waypoint")
 
+SAFETY_INTERVAL = 30.0  # re-read period while notifications cover other processes' writes
+
 
 class Engine:
     def __init__(
@@ -62,7 +64,7 @@ class Engine:
     def wait_interval(self) -> float:
         """How long a waiter may sleep before re-reading the database on its own: one polling
         interval, or a slow safety period while notifications reach this process."""
-        return 30.0 if self.notifications else self.polling_interval_sec
+        return SAFETY_INTERVAL if self.notifications else self.polling_interval_sec
 
     @property
     def notifications(self) -> bool:

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Optional
 
+from waypoint.core.engine import SAFETY_INTERVAL
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.queues.model import INTERNAL_QUEUE, QUEUES, QueueConfig, RateLimit
 from waypoint.storage.protocol import ClaimRequest, QueueRow, WorkflowRow
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("waypoint")
 
 MAX_CLAIM = 256
-SAFETY_INTERVAL = 30.0  # poll period when notifications cover other processes' writes
 QUEUE_REFRESH = 5.0  # how often database-backed queue definitions are re-read
 
 
@@ -203,16 +203,16 @@ class Dispatcher:
         if (
             timers
             or (self._next_delay_ms is not None and wall_ms >= self._next_delay_ms)
-            or now - self._delay_checked_at >= self._safety()
+            or now - self._delay_checked_at >= self.rt.wait_interval()
         ):
             for queue in rt.store.promote_delayed(wall_ms):
                 woken.add(queue)
             self._next_delay_ms = rt.store.next_delayed()
             self._delay_checked_at = now
         if self.paused:
-            return self._safety()
+            return self.rt.wait_interval()
         self._hungry = False
-        sleep = self._safety()
+        sleep = self.rt.wait_interval()
         for cfg in self.queues():
             due = all_woken or cfg.name in woken or now >= self._next_poll.get(cfg.name, 0.0)
             if due:
@@ -227,9 +227,6 @@ class Dispatcher:
         if self._next_delay_ms is not None:
             sleep = min(sleep, max(0.0, (self._next_delay_ms - rt.now_ms()) / 1000))
         return max(0.0, sleep)
-
-    def _safety(self) -> float:
-        return SAFETY_INTERVAL if self.rt.notifications else self.rt.polling_interval_sec
 
     def _poll(self, cfg: QueueConfig) -> tuple[bool, Optional[int]]:
         """Claim from one queue; returns (it may hold more we could take now, when a rate

@@ -33,7 +33,7 @@ class Dropped(AssertionError):
 
 
 def admin_port() -> int:
-    admin = get_runtime().admin
+    admin = get_runtime().service("admin")
     assert admin is not None, "the admin server is not running"
     return int(admin.port)
 
@@ -161,7 +161,7 @@ def destroy_quickly() -> None:
     does every 0.5 s or on a new connection; the teardown of every admin test would pay that
     half second, so connections are made until the server has stopped."""
     try:
-        admin = get_runtime().admin
+        admin = get_runtime().service("admin")
     except Exception:
         admin = None
     stop = threading.Event()

@@ -4,11 +4,12 @@ The public API mirrors DBOS Transact's, so ``from waypoint import DBOS`` ports a
 application. Everything public is re-exported here and nowhere else.
 """
 
+from waypoint import admin as admin  # imported for its effect: registers the admin server
 from waypoint import error
 from waypoint.__version__ import VERSION as __version__
 from waypoint._api.client import DBOSClient
 from waypoint._api.config import DBOSConfig
-from waypoint._api.context import (
+from waypoint._api.context_managers import (
     DBOSContextEnsure,
     DBOSContextSetAuth,
     SetEnqueueOptions,
@@ -17,8 +18,10 @@ from waypoint._api.context import (
     SetWorkflowTimeout,
 )
 from waypoint._api.dbos import DBOS, DBOSConfiguredInstance
+from waypoint._api.debouncer import Debouncer, DebouncerClient
 from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.migrate import run_dbos_database_migrations
+from waypoint._api.queue import Queue
 from waypoint.core.messaging import SendMessage
 from waypoint.core.serialization import (
     DBOSPortableJSONSerializer,
@@ -38,9 +41,7 @@ from waypoint.core.types import (
     WorkflowStatus,
     WorkflowStatusString,
 )
-from waypoint.queues.debouncer import Debouncer, DebouncerClient
 from waypoint.queues.enqueue import EnqueueOptions
-from waypoint.queues.queue import Queue
 
 __all__ = [
     "DBOS",

@@ -101,7 +101,7 @@ def main() -> None:
     }
     DBOS(config=config)  # type: ignore[arg-type]
     DBOS.launch()
-    admin = get_runtime().admin
+    admin = get_runtime().service("admin")
     if admin is None:
         raise SystemExit("the admin server did not start")
     port = int(admin.port)

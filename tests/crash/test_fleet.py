@@ -21,7 +21,7 @@ import pytest
 
 from tests.crash.conftest import BACKENDS
 from tests.crash.harness import APP_VERSION, Harness, Proc
-from waypoint.storage.factory import open_url
+from waypoint.storage.registry import open_url
 
 pytestmark = [
     pytest.mark.crash,

@@ -149,7 +149,7 @@ def test_health_routing_and_queue_metadata(dbos: type[DBOS]) -> None:
     Queue("meta-a", concurrency=3, worker_concurrency=2, limiter={"limit": 5, "period": 2.0})
     Queue("meta-b")
     DBOS.launch()
-    admin = get_runtime().admin
+    admin = get_runtime().service("admin")
     assert admin is not None
     assert admin._httpd.server_address[0] == "127.0.0.1"  # loopback unless told otherwise
 

@@ -11,7 +11,7 @@ import pytest
 from waypoint import DBOS, SetWorkflowID, run_dbos_database_migrations
 from waypoint.error import DBOSInitializationError
 from waypoint.storage import migrations
-from waypoint.storage.factory import open_url
+from waypoint.storage.registry import open_url
 
 
 def test_no_url_means_a_sqlite_file_named_after_the_app(
@@ -55,7 +55,7 @@ def test_bad_config_is_a_clear_error(config: dict[str, Any], message: str) -> No
 
 def test_run_migrations_false_needs_a_migrated_schema(db_url: str, backend: str) -> None:
     if backend == "postgres":
-        from waypoint.storage.admin import reset_database
+        from waypoint.storage.registry import reset_database
 
         reset_database(db_url)
     config = {"name": "schema-app", "system_database_url": db_url, "run_migrations": False}
@@ -80,7 +80,7 @@ def test_run_migrations_false_needs_a_migrated_schema(db_url: str, backend: str)
 
 def test_migrations_are_idempotent_and_concurrent(db_url: str, backend: str) -> None:
     if backend == "postgres":
-        from waypoint.storage.admin import reset_database
+        from waypoint.storage.registry import reset_database
 
         reset_database(db_url)
     errors: list[BaseException] = []

@@ -22,7 +22,7 @@ from waypoint.error import (
     DBOSException,
     DBOSNonExistentWorkflowError,
 )
-from waypoint.storage.factory import open_url
+from waypoint.storage.registry import open_url
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -1109,9 +1109,8 @@ def test_executors_table_lists_this_process(
     DBOS.destroy(destroy_registry=True)
     DBOS(config={**config, "executor_id": "exec-live", "application_version": "ev1"})  # type: ignore[arg-type]
     DBOS.launch()
-    from waypoint.core.runtime import get_runtime
 
-    rows = get_runtime().executors()
+    rows = DBOS.list_executors()
     mine = [r for r in rows if r["this_process"]]
     assert len(mine) == 1
     assert mine[0]["executor_id"] == "exec-live" and mine[0]["pid"] == os.getpid()

@@ -507,8 +507,8 @@ def test_automatic_backfill_fires_slots_missed_while_down(
 
     # While no process runs, the schedules become every-second ones that last fired 3 s ago
     # (as if the application had been down since then).
-    from waypoint.queues.scheduler import iso
-    from waypoint.storage.factory import open_url
+    from waypoint.scheduling.cron import iso
+    from waypoint.storage.registry import open_url
 
     last = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(seconds=3)
     store = open_url(db_url)

@@ -217,7 +217,7 @@ def test_cancel_does_not_touch_finished_workflows(dbos: type[DBOS]) -> None:
 def test_cancel_from_another_process_is_seen(dbos: type[DBOS], db_url: str) -> None:
     """A cancellation written straight to the database (as another process would) stops the
     workflow at its next step."""
-    from waypoint.storage.factory import open_url
+    from waypoint.storage.registry import open_url
 
     entered = threading.Event()
     release = threading.Event()

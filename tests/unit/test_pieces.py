@@ -10,17 +10,19 @@ from typing import Any
 import pytest
 
 import waypoint
-from waypoint.core.config import resolve
 from waypoint.core.effects import Call, Flow, Io, Sleep, drive_async, drive_sync
 from waypoint.core.pool import WorkerPool
 from waypoint.core.serialization import Codec, DBOSPortableJSONSerializer
+from waypoint.core.settings import resolve
 from waypoint.core.signals import Signal
 from waypoint.core.timers import TimerService
 from waypoint.core.versioning import compute_app_version
 from waypoint.error import DBOSException, DBOSInitializationError, WaypointPayloadError
+from waypoint.storage.errors import StorageConfigError
 from waypoint.storage.migrations import load, split_statements
 from waypoint.storage.postgres.group_commit import GroupCommitter
-from waypoint.storage.url import default_sqlite_url, parse_url, redact
+from waypoint.storage.registry import default_sqlite_url, parse_url
+from waypoint.storage.url import redact
 
 
 def test_public_names_are_pinned() -> None:
@@ -85,8 +87,10 @@ def test_urls() -> None:
     assert parse_url("sqlite:////abs/x.sqlite").url == "/abs/x.sqlite"
     assert default_sqlite_url("9-lives") == "sqlite:///_9_lives.sqlite"
     assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
-    with pytest.raises(DBOSInitializationError, match="memory"):
-        parse_url("sqlite:///:memory:")
+    with pytest.raises(StorageConfigError, match="memory"):
+        parse_url("sqlite:///:memory:")  # storage raises its own errors...
+    with pytest.raises(DBOSInitializationError, match="memory"):  # ...the API, public ones
+        resolve({"name": "app", "system_database_url": "sqlite:///:memory:"})
 
 
 def test_config_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

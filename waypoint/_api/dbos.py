@@ -1,48 +1,46 @@
-"""The ``DBOS`` class: decorators, lifecycle and workflow operations.
+"""The ``DBOS`` class: decorators, lifecycle, starting workflows and the operations of the
+launched runtime.
 
-A thin layer: it validates arguments and delegates to ``waypoint.core``. The class is a
-process-wide singleton, as in DBOS, because decorators run at import time.
+A thin layer: the operations it shares with ``DBOSClient`` come from ``shared``, the ones only
+a workflow body makes from ``ops.body`` and ``ops.messages``, and the engine does the rest.
+The class is a process-wide singleton, as in DBOS, because decorators run at import time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Optional, TypeVar, cast
+from typing import Any, Optional, TypeVar
 
+from waypoint._api import decorators
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
-from waypoint._api.management import ManagementMixin
-from waypoint._api.messaging import MessagingMixin
-from waypoint._api.queues import QueueMixin
-from waypoint._api.schedules import ScheduleMixin
+from waypoint._api.launch import launch
+from waypoint._api.ops import body, messages, queues
+from waypoint._api.ops.base import RUNTIME, Ops
+from waypoint._api.queue import Queue
+from waypoint._api.shared import SharedOperations
+from waypoint._api.surface import handle, handle_async, twins
 from waypoint.core import calls
-from waypoint.core.config import RuntimeConfig, resolve
 from waypoint.core.context import current_run, current_step
-from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
-from waypoint.core.runtime import Runtime, get_runtime, maybe_runtime, set_runtime
-from waypoint.core.types import (
-    StepOptions,
-    StepSpec,
-    StepStatus,
-    WorkflowSerializationFormat,
-    WorkflowStatus,
-)
+from waypoint.core.effects import drive_async, drive_sync
+from waypoint.core.registry import REGISTRY
+from waypoint.core.runtime import Runtime, maybe_runtime, set_runtime
+from waypoint.core.settings import RuntimeConfig, resolve
+from waypoint.core.store import translated
+from waypoint.core.types import StepOptions, StepStatus, WorkflowSerializationFormat
 from waypoint.core.versioning import compute_app_version
-from waypoint.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
-from waypoint.queues.enqueue import step_workflow_name
+from waypoint.error import DBOSException, DBOSInitializationError
+from waypoint.queues.enqueue import enqueue_flow
 from waypoint.queues.model import QUEUES
+from waypoint.storage.registry import reset_database
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 T = TypeVar("T")
 
 logger = logging.getLogger("waypoint")
-
-DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
 
 
 class classproperty:
@@ -56,31 +54,7 @@ class classproperty:
         return self.fget(owner)
 
 
-def _step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
-    spec = StepSpec(
-        name=name,
-        retries_allowed=bool(options.get("retries_allowed", False)),
-        interval_seconds=float(options.get("interval_seconds", 1.0)),
-        max_attempts=int(options.get("max_attempts", 3)),
-        backoff_rate=float(options.get("backoff_rate", 2.0)),
-        should_retry=options.get("should_retry"),
-        preemptible=bool(options.get("preemptible", False)),
-        timeout_seconds=options.get("timeout_seconds"),
-    )
-    if spec.max_attempts < 1:
-        raise ValueError(f"step {name}: max_attempts must be at least 1")
-    if spec.interval_seconds < 0 or spec.backoff_rate <= 0:
-        raise ValueError(f"step {name}: interval_seconds must be >= 0 and backoff_rate > 0")
-    if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
-        raise ValueError(f"step {name}: timeout_seconds must be positive")
-    if not is_async and (spec.preemptible or spec.timeout_seconds is not None):
-        raise ValueError(
-            f"step {name}: preemptible and timeout_seconds are only supported for async steps"
-        )
-    return spec
-
-
-class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
+class DBOS(SharedOperations):
     """Durable workflows: decorate functions, launch, start, wait."""
 
     _instance: Optional[DBOS] = None
@@ -108,6 +82,10 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         self._initialized = True
         _configure_logging(self._config.log_level)
 
+    @classmethod
+    def _ops(cls) -> Ops:
+        return RUNTIME
+
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
     def _get(cls) -> DBOS:
@@ -126,17 +104,13 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         version = config.application_version or compute_app_version(
             config.name, calls.registered_workflow_funcs()
         )
-        rt = Runtime(config, version)
         try:
-            rt.start()
+            rt = launch(config, version)
         except DBOSException:
-            rt.stop()
             raise
         except Exception as exc:
-            rt.stop()
             raise DBOSInitializationError(f"launch failed: {exc}") from exc
         inst._runtime = rt
-        set_runtime(rt)
         logger.info(
             "Waypoint launched: executor %s, application version %s, %s",
             rt.executor_id,
@@ -178,17 +152,24 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
                 )
             system_database_url = inst._config.system_database_url
             schema = schema or inst._config.schema
-        from waypoint.storage.admin import reset_database
-
-        reset_database(system_database_url, schema or "dbos", truncate=truncate)
+        with translated():
+            reset_database(system_database_url, schema or "dbos", truncate=truncate)
 
     @classmethod
     def register_instance(cls, inst: object) -> None:
-        config_name = getattr(inst, "config_name", None)
-        if not isinstance(config_name, str):
-            raise DBOSException("register_instance needs an object with a str config_name")
-        class_name = getattr(type(inst), "__waypoint_class_name__", type(inst).__qualname__)
-        REGISTRY.add_instance(class_name, config_name, inst)
+        decorators.register_instance(inst)
+
+    @classmethod
+    def listen_queues(cls, queues: list[Queue | str]) -> None:
+        """Before launch: dequeue only from these queues (the internal queue is implied)."""
+        if maybe_runtime() is not None:
+            raise DBOSException("listen_queues must be called before DBOS.launch()")
+        if QUEUES.listen is not None:
+            raise DBOSException("listen_queues can be called only once")
+        names = {q.name if isinstance(q, Queue) else q for q in queues}
+        if not all(isinstance(n, str) and n for n in names):
+            raise DBOSException("listen_queues takes Queue objects or queue names")
+        QUEUES.listen = names
 
     # -- decorators -----------------------------------------------------------------------------
     @classmethod
@@ -196,43 +177,11 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         cls,
         *,
         name: Optional[str] = None,
-        max_recovery_attempts: Optional[int] = DEFAULT_MAX_RECOVERY_ATTEMPTS,
+        max_recovery_attempts: Optional[int] = decorators.DEFAULT_MAX_RECOVERY_ATTEMPTS,
         serialization_type: Optional[WorkflowSerializationFormat] = None,
         validate_args: Optional[Callable[..., Any]] = None,
     ) -> Callable[[F], F]:
-        if max_recovery_attempts is not None and max_recovery_attempts < 0:
-            raise ValueError("max_recovery_attempts must be >= 0 or None")
-
-        def decorator(func: F) -> F:
-            is_async = inspect.iscoroutinefunction(func)
-            info = WorkflowInfo(
-                name=name or func.__qualname__,
-                func=func,
-                is_async=is_async,
-                max_recovery_attempts=max_recovery_attempts,
-                serialization=serialization_type,
-                validate_args=validate_args,
-            )
-            if is_async:
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return await calls.call_workflow_async(info, args, kwargs)
-
-                wrapper: Callable[..., Any] = async_wrapper
-            else:
-
-                @functools.wraps(func)
-                def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return calls.call_workflow(info, args, kwargs)
-
-                wrapper = sync_wrapper
-            info.wrapper = wrapper
-            wrapper.__waypoint_workflow__ = info  # type: ignore[attr-defined]
-            REGISTRY.add_workflow(info)
-            return cast(F, wrapper)
-
-        return decorator
+        return decorators.workflow(name, max_recovery_attempts, serialization_type, validate_args)
 
     @classmethod
     def step(
@@ -247,68 +196,30 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         preemptible: bool = False,
         timeout_seconds: Optional[float] = None,
     ) -> Callable[[F], F]:
-        def decorator(func: F) -> F:
-            is_async = inspect.iscoroutinefunction(func)
-            spec = _step_spec(
-                name or func.__qualname__,
-                {
-                    "retries_allowed": retries_allowed,
-                    "interval_seconds": interval_seconds,
-                    "max_attempts": max_attempts,
-                    "backoff_rate": backoff_rate,
-                    "should_retry": should_retry,
-                    "preemptible": preemptible,
-                    "timeout_seconds": timeout_seconds,
-                },
-                is_async,
-            )
-            entry = StepEntry(spec.name, func, spec)
-            REGISTRY.add_step(entry)
-            if is_async:
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return await calls.call_step_async(entry, args, kwargs)
-
-                wrapper: Callable[..., Any] = async_wrapper
-            else:
-
-                @functools.wraps(func)
-                def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return calls.call_step(entry, args, kwargs)
-
-                wrapper = sync_wrapper
-            wrapper.__waypoint_step__ = entry  # type: ignore[attr-defined]
-            _register_step_workflow(entry, wrapper, is_async)
-            return cast(F, wrapper)
-
-        return decorator
+        options = {
+            "retries_allowed": retries_allowed,
+            "interval_seconds": interval_seconds,
+            "max_attempts": max_attempts,
+            "backoff_rate": backoff_rate,
+            "should_retry": should_retry,
+            "preemptible": preemptible,
+            "timeout_seconds": timeout_seconds,
+        }
+        return decorators.step(name, options)
 
     @classmethod
     def dbos_class(cls, class_name: Optional[str] = None) -> Callable[[type[T]], type[T]]:
-        def decorator(klass: type[T]) -> type[T]:
-            name = class_name or klass.__qualname__
-            REGISTRY.add_class(name, klass)
-            klass.__waypoint_class_name__ = name  # type: ignore[attr-defined]
-            for value in klass.__dict__.values():
-                if isinstance(value, classmethod):
-                    fn, kind = value.__func__, "class"
-                elif isinstance(value, staticmethod):
-                    fn, kind = value.__func__, "static"
-                else:
-                    fn, kind = value, "instance"
-                info = getattr(fn, "__waypoint_workflow__", None)
-                if isinstance(info, WorkflowInfo):
-                    info.kind = kind  # type: ignore[assignment]
-                    info.class_name = name if kind != "static" else None
-            return klass
+        return decorators.dbos_class(class_name)
 
-        return decorator
+    @classmethod
+    def scheduled(cls, cron: str) -> Callable[[F], F]:
+        """Fire a workflow ``(scheduled_time, actual_time)`` on a cron schedule."""
+        return decorators.scheduled(cron)
 
-    # -- starting workflows ---------------------------------------------------------------------
+    # -- starting workflows and steps -----------------------------------------------------------
     @classmethod
     def start_workflow(cls, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
-        return Handle(calls.start(func, args, kwargs))
+        return Handle(RUNTIME, drive_sync(calls.start_workflow_flow(func, args, kwargs)))
 
     @classmethod
     async def start_workflow_async(
@@ -317,7 +228,30 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         *args: Any,
         **kwargs: Any,
     ) -> WorkflowHandleAsync[R]:
-        return HandleAsync(await calls.start_async(func, args, kwargs))
+        wfid = await drive_async(calls.start_workflow_flow(func, args, kwargs))
+        return HandleAsync(RUNTIME, wfid)
+
+    @classmethod
+    def enqueue_workflow(
+        cls, queue_name: str, func: Callable[..., R], *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[R]:
+        flow = enqueue_flow(RUNTIME.engine(), queue_name, func, args, kwargs)
+        return Handle(RUNTIME, drive_sync(flow))
+
+    @classmethod
+    async def enqueue_workflow_async(
+        cls,
+        queue_name: str,
+        func: Callable[..., Coroutine[Any, Any, R]] | Callable[..., R],
+        *args: Any,
+        **kwargs: Any,
+    ) -> WorkflowHandleAsync[R]:
+        flow = enqueue_flow(RUNTIME.engine(), queue_name, func, args, kwargs)
+        return HandleAsync(RUNTIME, await drive_async(flow))
+
+    enqueue_workflow_with_options, enqueue_workflow_with_options_async = twins(
+        None, queues.enqueue_with_options, handle, handle_async
+    )
 
     @classmethod
     def run_step(
@@ -328,7 +262,7 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         **kwargs: Any,
     ) -> R:
         opts: dict[str, Any] = dict(dbos_step_options or {})
-        spec = _step_spec(str(opts.get("name") or func.__qualname__), opts, False)
+        spec = decorators.step_spec(str(opts.get("name") or func.__qualname__), opts, False)
         result: R = calls.run_step(spec, func, args, kwargs)
         return result
 
@@ -341,59 +275,20 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
         **kwargs: Any,
     ) -> R:
         opts: dict[str, Any] = dict(dbos_step_options or {})
-        spec = _step_spec(
-            str(opts.get("name") or getattr(func, "__qualname__", "step")),
-            opts,
-            inspect.iscoroutinefunction(func),
-        )
+        name = str(opts.get("name") or getattr(func, "__qualname__", "step"))
+        spec = decorators.step_spec(name, opts, inspect.iscoroutinefunction(func))
         result: R = await calls.run_step_async(spec, func, args, kwargs)
         return result
 
-    @classmethod
-    def sleep(cls, seconds: float) -> None:
-        calls.sleep(seconds)
-
-    @classmethod
-    async def sleep_async(cls, seconds: float) -> None:
-        await calls.sleep_async(seconds)
-
-    # -- results and status ---------------------------------------------------------------------
-    @classmethod
-    def retrieve_workflow(
-        cls, workflow_id: str, existing_workflow: bool = True
-    ) -> WorkflowHandle[Any]:
-        if existing_workflow and get_runtime().store.get_workflow(workflow_id) is None:
-            raise DBOSNonExistentWorkflowError(workflow_id)
-        return Handle(workflow_id)
-
-    @classmethod
-    async def retrieve_workflow_async(
-        cls, workflow_id: str, existing_workflow: bool = True
-    ) -> WorkflowHandleAsync[Any]:
-        if existing_workflow:
-            rt = get_runtime()
-            row = await asyncio.get_running_loop().run_in_executor(
-                None, rt.store.get_workflow, workflow_id
-            )
-            if row is None:
-                raise DBOSNonExistentWorkflowError(workflow_id)
-        return HandleAsync(workflow_id)
-
-    @classmethod
-    def get_workflow_status(cls, workflow_id: str) -> Optional[WorkflowStatus]:
-        return calls.get_status(workflow_id)
-
-    @classmethod
-    async def get_workflow_status_async(cls, workflow_id: str) -> Optional[WorkflowStatus]:
-        return await calls.get_status_async(workflow_id)
-
-    @classmethod
-    def get_result(cls, workflow_id: str, *, polling_interval_sec: float = 1.0) -> Any:
-        return calls.get_result(workflow_id, polling_interval_sec)
-
-    @classmethod
-    async def get_result_async(cls, workflow_id: str, *, polling_interval_sec: float = 1.0) -> Any:
-        return await calls.get_result_async(workflow_id, polling_interval_sec)
+    # -- what a workflow body does ------------------------------------------------------------
+    sleep, sleep_async = twins(None, body.sleep)
+    recv, recv_async = twins(None, messages.recv)
+    set_event, set_event_async = twins(None, messages.set_event)
+    write_stream, write_stream_async = twins(None, messages.write_stream)
+    close_stream, close_stream_async = twins(None, messages.close_stream)
+    patch, patch_async = twins(None, body.patch)
+    deprecate_patch, deprecate_patch_async = twins(None, body.deprecate_patch)
+    asyncio_wait = staticmethod(body.asyncio_wait)
 
     # -- properties -----------------------------------------------------------------------------
     @classproperty
@@ -451,24 +346,6 @@ class DBOS(MessagingMixin, QueueMixin, ManagementMixin, ScheduleMixin):
     def assumed_role(cls) -> Optional[str]:
         run = current_run.get()
         return run.auth.assumed_role if run is not None and run.auth is not None else None
-
-
-def _register_step_workflow(entry: StepEntry, step: Callable[..., Any], is_async: bool) -> None:
-    """Let a step be started or enqueued on its own, as a one-step workflow."""
-    if is_async:
-
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            return await step(*args, **kwargs)
-
-        body: Callable[..., Any] = run_async
-    else:
-
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return step(*args, **kwargs)
-
-        body = run
-    DBOS.workflow(name=step_workflow_name(entry.name))(body)
-    REGISTRY.workflows[step_workflow_name(entry.name)].internal = True
 
 
 def _configure_logging(level: str) -> None:

@@ -1,10 +1,18 @@
-"""Handles to workflow executions, sync and async."""
+"""Handles to workflow executions: one family for ``DBOS`` and ``DBOSClient``, sync and async.
+
+A handle holds the workflow's ID and the ``Ops`` it came from: a runtime handle waits on the
+local run when the workflow executes in this process and, called from a workflow body,
+checkpoints what it read; a client handle reads the database (woken by NOTIFY when the client
+listens).
+"""
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Optional, Protocol, TypeVar
 
-from waypoint.core import calls
+from waypoint._api.ops.base import Ops
+from waypoint.core.effects import Flow, Io, drive_async, drive_sync
+from waypoint.core.outcomes import await_outcome, to_status
 from waypoint.core.types import WorkflowStatus
 from waypoint.error import DBOSNonExistentWorkflowError
 
@@ -28,45 +36,56 @@ class WorkflowHandleAsync(Protocol[R]):
     async def get_status(self) -> WorkflowStatus: ...
 
 
-class Handle(Generic[T]):
-    """A handle; waits on the local run when it is here, reads the database otherwise."""
+def status_flow(ops: Ops, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:
+    """The workflow's status (None if it does not exist); a step from a workflow body."""
+    eng = ops.engine()
 
-    def __init__(self, workflow_id: str) -> None:
+    def read() -> Flow[Optional[WorkflowStatus]]:
+        row = yield Io(lambda: eng.store.get_workflow(workflow_id))
+        return to_status(eng, row) if row is not None else None
+
+    return ops.checkpointed("DBOS.getStatus", read())
+
+
+def result_flow(ops: Ops, workflow_id: str, polling_interval_sec: float = 1.0) -> Flow[Any]:
+    """The workflow's result once it is done (its error raised); a step from a workflow body."""
+    body = await_outcome(ops.engine(), workflow_id, polling_interval_sec)
+    return ops.checkpointed("DBOS.getResult", body)
+
+
+def _existing(status: Optional[WorkflowStatus], workflow_id: str) -> WorkflowStatus:
+    if status is None:
+        raise DBOSNonExistentWorkflowError(workflow_id)
+    return status
+
+
+class _Handle:
+    def __init__(self, ops: Ops, workflow_id: str) -> None:
+        self._ops = ops
         self.workflow_id = workflow_id
 
     def get_workflow_id(self) -> str:
         return self.workflow_id
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.workflow_id!r})"
+
+
+class Handle(_Handle, Generic[T]):
     def get_result(self, *, polling_interval_sec: float = 1.0) -> T:
-        result: T = calls.get_result(self.workflow_id, polling_interval_sec)
+        result: T = drive_sync(result_flow(self._ops, self.workflow_id, polling_interval_sec))
         return result
 
     def get_status(self) -> WorkflowStatus:
-        status = calls.get_status(self.workflow_id)
-        if status is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return status
-
-    def __repr__(self) -> str:
-        return f"WorkflowHandle({self.workflow_id!r})"
+        return _existing(drive_sync(status_flow(self._ops, self.workflow_id)), self.workflow_id)
 
 
-class HandleAsync(Generic[T]):
-    def __init__(self, workflow_id: str) -> None:
-        self.workflow_id = workflow_id
-
-    def get_workflow_id(self) -> str:
-        return self.workflow_id
-
+class HandleAsync(_Handle, Generic[T]):
     async def get_result(self, *, polling_interval_sec: float = 1.0) -> T:
-        result: T = await calls.get_result_async(self.workflow_id, polling_interval_sec)
+        flow = result_flow(self._ops, self.workflow_id, polling_interval_sec)
+        result: T = await drive_async(flow)
         return result
 
     async def get_status(self) -> WorkflowStatus:
-        status = await calls.get_status_async(self.workflow_id)
-        if status is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return status
-
-    def __repr__(self) -> str:
-        return f"WorkflowHandleAsync({self.workflow_id!r})"
+        status = await drive_async(status_flow(self._ops, self.workflow_id))
+        return _existing(status, self.workflow_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from waypoint.storage.factory import open_url
+from waypoint._api.database import migrate
 
 
 def run_dbos_database_migrations(
@@ -19,10 +19,4 @@ def run_dbos_database_migrations(
     Run it with a privileged role; the application can then launch with
     ``run_migrations=False`` as a role that cannot create tables.
     """
-    store = open_url(system_database_url, schema=schema, pool_size=1)
-    try:
-        store.migrate()
-        if application_role is not None:
-            store.grant(application_role)
-    finally:
-        store.close()
+    migrate(system_database_url, schema=schema, app_role=application_role)

@@ -1,4 +1,7 @@
-"""The admin HTTP API (DBOS's endpoints, port 3001), safe by default.
+"""The admin HTTP server (DBOS's endpoints on port 3001 by default), safe by default.
+
+It serves a ``RouteTable``: the DBOS endpoints (``admin.routes``) and whatever else is added
+to the table before it starts.
 
 Differences from DBOS's admin server, all on purpose: it binds 127.0.0.1 unless told
 otherwise; with a token configured every endpoint but the health check needs
@@ -14,13 +17,10 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from waypoint.admin.routes import ApiError, route
+from waypoint.admin.routing import ApiError, Response, RouteTable
 from waypoint.error import DBOSException
-
-if TYPE_CHECKING:
-    from waypoint.core.runtime import Runtime
 
 logger = logging.getLogger("waypoint")
 
@@ -29,8 +29,10 @@ MAX_PATH_LENGTH = 2048
 
 
 class AdminServer:
-    def __init__(self, rt: Runtime, host: str, port: int, token: Optional[str]) -> None:
-        self.rt = rt
+    name = "admin"
+
+    def __init__(self, table: RouteTable, host: str, port: int, token: Optional[str]) -> None:
+        self.table = table
         self.token = token
         server = self
 
@@ -67,23 +69,25 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("admin %s - %s", self.address_string(), format % args)
 
     # -- plumbing -------------------------------------------------------------------------------
-    def _send(
-        self, status: int, body: Any = None, headers: Optional[dict[str, str]] = None
-    ) -> None:
-        payload = b"" if body is None else json.dumps(body, default=str).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+    def _respond(self, response: Response) -> None:
+        payload = response.payload()
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
+        for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
         if payload and self.command != "HEAD":
-            self.wfile.write(payload)
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client left without reading the answer
 
     def _error(
         self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
     ) -> None:
-        self._send(status, {"error": {"code": code, "message": message}}, headers)
+        error = {"error": {"code": code, "message": message}}
+        self._respond(Response(status, error, headers=dict(headers or {})))
 
     def send_error(
         self, code: int, message: Optional[str] = None, explain: Optional[str] = None
@@ -130,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
 
     def _handle(self, method: str) -> None:
-        raw_path = self.path.split("?", 1)[0]
+        raw_path, _, raw_query = self.path.partition("?")
         if len(raw_path) > MAX_PATH_LENGTH:
             self._error(414, "uri_too_long", "the path is too long")
             return
@@ -139,7 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._body() if method == "POST" else None
-            status, result = route(self.admin.rt, method, raw_path, body)
+            route, request = self.admin.table.resolve(method, raw_path, raw_query)
+            request.body = body
+            response = route.handler(request)
         except ApiError as exc:
             self._error(exc.status, exc.code, exc.message, exc.headers)
             return
@@ -152,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("admin request %s %s failed", method, raw_path)
             self._error(500, "internal", "the request failed; see the server log")
             return
-        self._send(status, result)
+        self._respond(response)
 
     def do_GET(self) -> None:
         self._handle("GET")

@@ -18,14 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from waypoint.__version__ import VERSION
-from waypoint.core import management
-from waypoint.core.engine import Engine
-from waypoint.core.listing import build_filter
-from waypoint.core.outcomes import to_status
-from waypoint.core.types import WorkflowStatus
+from waypoint._api import database
+from waypoint._api.ops import fleet, workflows
+from waypoint._api.ops.base import ClientOps
+from waypoint._api.records import WorkflowStatus
 from waypoint.error import DBOSException
-from waypoint.storage.factory import AnyStore, open_url
-from waypoint.storage.url import redact
 
 app = typer.Typer(help="Waypoint: durable workflows. Manage the system database and workflows.")
 workflow_app = typer.Typer(help="Inspect and control workflows.")
@@ -67,16 +64,17 @@ def resolve_url(url: Optional[str]) -> str:
     return found
 
 
-def _engine(url: Optional[str], schema: str) -> Engine:
-    store: AnyStore = open_url(resolve_url(url), schema=schema, pool_size=2)
+def _ops(url: Optional[str], schema: str) -> ClientOps:
     try:
         # Fail fast with advice (no such database, no schema yet) instead of retrying.
-        store.verify_schema()
+        return database.open_ops(resolve_url(url), schema=schema)
     except DBOSException as exc:
-        store.close()
         _fail(exc)
-    store.open()
-    return Engine(store, app_name=None, executor_id="cli", app_version=None)
+
+
+def _existing(ops: ClientOps, workflow_id: str) -> None:
+    if ops.run(workflows.get_workflow_status(ops, workflow_id)) is None:
+        _fail(DBOSException(f"workflow {workflow_id} does not exist"))
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -125,16 +123,11 @@ def migrate(
 ) -> None:
     """Create or upgrade the system schema (run with a privileged role)."""
     url = resolve_url(sys_db_url)
-    store = open_url(url, schema=schema, pool_size=1)
     try:
-        store.migrate()
-        if app_role:
-            store.grant(app_role)
+        database.migrate(url, schema=schema, app_role=app_role or None)
     except DBOSException as exc:
         _fail(exc)
-    finally:
-        store.close()
-    typer.echo(f"System database {redact(url)} is up to date.")
+    typer.echo(f"System database {database.redact(url)} is up to date.")
 
 
 @app.command()
@@ -145,11 +138,12 @@ def reset(
 ) -> None:
     """Drop the system database (every workflow is lost)."""
     url = resolve_url(sys_db_url)
-    if not yes and not typer.confirm(f"Drop the system database {redact(url)}?"):
+    if not yes and not typer.confirm(f"Drop the system database {database.redact(url)}?"):
         raise typer.Exit(1)
-    from waypoint.storage.admin import reset_database
-
-    reset_database(url, schema)
+    try:
+        database.drop(url, schema=schema)
+    except DBOSException as exc:
+        _fail(exc)
     typer.echo("System database dropped.")
 
 
@@ -168,8 +162,10 @@ def gc(
     """Delete old finished workflows (never PENDING, ENQUEUED or DELAYED ones)."""
     if cutoff_ms is None and rows is None:
         _fail(DBOSException("give --cutoff-epoch-ms or --rows-threshold"))
-    eng = _engine(sys_db_url, schema)
-    deleted = eng.store.garbage_collect(cutoff_ms, rows, None)
+    ops = _ops(sys_db_url, schema)
+    deleted = ops.run(
+        fleet.garbage_collect(ops, cutoff_epoch_timestamp_ms=cutoff_ms, rows_threshold=rows)
+    )
     typer.echo(json.dumps({"deleted": deleted}) if as_json else f"Deleted {deleted} workflows.")
 
 
@@ -189,22 +185,24 @@ def workflow_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List workflows."""
-    eng = _engine(sys_db_url, schema)
+    ops = _ops(sys_db_url, schema)
     try:
-        flt = build_filter(
-            status=status,
-            name=name,
-            user=user,
-            start_time=start_time,
-            end_time=end_time,
-            app_version=app_version,
-            limit=limit,
-            offset=offset,
-            sort_desc=sort_desc,
-            load_input=False,
-            load_output=False,
+        rows = ops.run(
+            workflows.list_workflows(
+                ops,
+                status=status,
+                name=name,
+                user=user,
+                start_time=start_time,
+                end_time=end_time,
+                app_version=app_version,
+                limit=limit,
+                offset=offset,
+                sort_desc=sort_desc,
+                load_input=False,
+                load_output=False,
+            )
         )
-        rows = [to_status(eng, r) for r in eng.store.list_workflows(flt)]
     except DBOSException as exc:
         _fail(exc)
     _print_workflows(rows, as_json)
@@ -218,11 +216,10 @@ def workflow_get(
     as_json: bool = JsonOpt,
 ) -> None:
     """Show one workflow."""
-    eng = _engine(sys_db_url, schema)
-    row = eng.store.get_workflow(workflow_id)
-    if row is None:
+    ops = _ops(sys_db_url, schema)
+    status = ops.run(workflows.get_workflow_status(ops, workflow_id))
+    if status is None:
         _fail(DBOSException(f"workflow {workflow_id} does not exist"))
-    status = to_status(eng, row)
     if as_json:
         typer.echo(json.dumps(_status_dict(status), indent=2, default=str))
         return
@@ -240,10 +237,9 @@ def workflow_steps(
     as_json: bool = JsonOpt,
 ) -> None:
     """List a workflow's checkpointed steps."""
-    eng = _engine(sys_db_url, schema)
-    if eng.store.get_workflow(workflow_id) is None:
-        _fail(DBOSException(f"workflow {workflow_id} does not exist"))
-    steps = management.steps(eng, workflow_id)
+    ops = _ops(sys_db_url, schema)
+    _existing(ops, workflow_id)
+    steps = ops.run(workflows.list_workflow_steps(ops, workflow_id))
     if as_json:
         typer.echo(json.dumps([dict(s) for s in steps], indent=2, default=repr))
         return
@@ -266,10 +262,9 @@ def workflow_cancel(
     workflow_id: str, sys_db_url: Optional[str] = UrlOpt, schema: str = SchemaOpt
 ) -> None:
     """Cancel a workflow (it stops at its next step)."""
-    eng = _engine(sys_db_url, schema)
-    if eng.store.get_workflow(workflow_id) is None:
-        _fail(DBOSException(f"workflow {workflow_id} does not exist"))
-    management.cancel(eng, [workflow_id], cancel_children=False)
+    ops = _ops(sys_db_url, schema)
+    _existing(ops, workflow_id)
+    ops.run(workflows.cancel_workflow(ops, workflow_id))
     typer.echo(f"Cancelled {workflow_id}.")
 
 
@@ -278,9 +273,9 @@ def workflow_resume(
     workflow_id: str, sys_db_url: Optional[str] = UrlOpt, schema: str = SchemaOpt
 ) -> None:
     """Put a cancelled or failed-over workflow back on a queue."""
-    eng = _engine(sys_db_url, schema)
+    ops = _ops(sys_db_url, schema)
     try:
-        management.resume(eng, [workflow_id], None)
+        ops.run(workflows.resume_workflow(ops, workflow_id))
     except DBOSException as exc:
         _fail(exc)
     typer.echo(f"Resumed {workflow_id}.")
@@ -297,10 +292,16 @@ def workflow_fork(
     as_json: bool = JsonOpt,
 ) -> None:
     """Start a copy of a workflow that re-runs it from a step."""
-    eng = _engine(sys_db_url, schema)
+    ops = _ops(sys_db_url, schema)
     try:
-        new_id = management.fork(
-            eng, workflow_id, step, application_version=app_version, new_workflow_id=forked_id
+        new_id = ops.run(
+            workflows.fork_workflow(
+                ops,
+                workflow_id,
+                step,
+                application_version=app_version,
+                forked_workflow_id=forked_id,
+            )
         )
     except DBOSException as exc:
         _fail(exc)
@@ -314,9 +315,9 @@ def executors(
     as_json: bool = JsonOpt,
 ) -> None:
     """List executor processes and how long ago each was heard from."""
-    eng = _engine(sys_db_url, schema)
+    ops = _ops(sys_db_url, schema)
     items = [
-        {**e, "silent_sec": round(e["silent_sec"], 1)} for e in management.executors(eng, None)
+        {**e, "silent_sec": round(e["silent_sec"], 1)} for e in ops.run(fleet.list_executors(ops))
     ]
     if as_json:
         typer.echo(json.dumps(items, indent=2))
@@ -344,17 +345,18 @@ def queue_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List queued (ENQUEUED, PENDING, DELAYED) workflows."""
-    eng = _engine(sys_db_url, schema)
+    ops = _ops(sys_db_url, schema)
     try:
-        flt = build_filter(
-            queue_name=queue_name,
-            status=status or ["ENQUEUED", "PENDING", "DELAYED"],
-            limit=limit,
-            queues_only=True,
-            load_input=False,
-            load_output=False,
+        rows = ops.run(
+            workflows.list_queued_workflows(
+                ops,
+                queue_name=queue_name,
+                status=status,
+                limit=limit,
+                load_input=False,
+                load_output=False,
+            )
         )
-        rows = [to_status(eng, r) for r in eng.store.list_workflows(flt)]
     except DBOSException as exc:
         _fail(exc)
     _print_workflows(rows, as_json)

@@ -1,42 +1,26 @@
-"""The engine's entry points behind the public API, each written once as a flow and exposed
-in a sync and an async form."""
+"""The engine's entry points behind the decorators and ``DBOS``'s workflow methods, each
+written once as a flow and driven sync or async by the caller."""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from waypoint.core.context import (
-    UNSET,
-    Auth,
-    NextWorkflowID,
-    StartOptions,
-    current_auth,
-    current_run,
-    current_step,
-    start_options,
-)
+from waypoint.core.context import current_run, current_step, start_options
 from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome, to_status
-from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo
+from waypoint.core.prepare import prepare
+from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo, target_of
 from waypoint.core.run import WorkflowRun
-from waypoint.core.runtime import Runtime, get_runtime
+from waypoint.core.runtime import get_runtime
 from waypoint.core.steps import recorded_flow, sleep_flow, step_flow
-from waypoint.core.types import INTERNAL_QUEUE_NAME, StepSpec, WorkflowStatus
-from waypoint.core.workflows import EnqueueSpec, Start, direct_flow, prepare, start_flow
+from waypoint.core.types import StepSpec, WorkflowStatus
+from waypoint.core.workflows import direct_flow, start_flow
 from waypoint.error import DBOSException
-from waypoint.queues.enqueue import (
-    EnqueueOptions,
-    by_name,
-    require_queue,
-    spec_from_context,
-    spec_from_options,
-    target_of,
-    validate_for_queue,
-)
 
 # -- where are we? ------------------------------------------------------------------------------
 
@@ -46,6 +30,14 @@ def workflow_scope() -> Optional[WorkflowRun]:
     if current_step.get() is not None:
         return None
     return current_run.get()
+
+
+def checkpointed(eng: Engine, name: str, body: Flow[Any]) -> Flow[Any]:
+    """Run ``body``; from a workflow body, as a step named ``name`` whose result replays."""
+    run = workflow_scope()
+    if run is None:
+        return (yield from body)
+    return (yield from recorded_flow(eng, run, name, body))
 
 
 def resolve_workflow(
@@ -101,159 +93,40 @@ def _reject_enqueue_options() -> None:
         )
 
 
-def start(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    rt = get_runtime()
-    _reject_enqueue_options()
-    info, args = resolve_workflow(target_of(func), args)
-    return drive_sync(start_flow(rt, prepare(rt, info, args, kwargs)))
-
-
-async def start_async(
+def start_workflow_flow(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
+) -> Flow[str]:
+    """Start a workflow in the background; returns its ID."""
     rt = get_runtime()
     _reject_enqueue_options()
     info, args = resolve_workflow(target_of(func), args)
-    return await drive_async(start_flow(rt, prepare(rt, info, args, kwargs)))
-
-
-def _enqueue_start(
-    rt: Engine,
-    queue_name: str,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Start:
-    spec = spec_from_context(queue_name)
-    validate_for_queue(spec, require_queue(rt, queue_name))
-    info, args = resolve_workflow(target_of(func), args)
-    return prepare(rt, info, args, kwargs, spec)
-
-
-def enqueue(
-    queue_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    rt = get_runtime()
-    return drive_sync(start_flow(rt, _enqueue_start(rt, queue_name, func, args, kwargs)))
-
-
-async def enqueue_async(
-    queue_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    rt = get_runtime()
-    return await drive_async(start_flow(rt, _enqueue_start(rt, queue_name, func, args, kwargs)))
-
-
-def by_name_start(
-    rt: Engine,
-    options: EnqueueOptions,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    check_queue: bool,
-) -> Start:
-    """Prepare an enqueue by workflow name (the function may live in another process)."""
-    spec = spec_from_options(options)
-    validate_for_queue(spec, require_queue(rt, spec.queue_name) if check_queue else None)
-    info = by_name(options)
-    wfid = options.get("workflow_id")
-    holder = NextWorkflowID(wfid) if wfid is not None else None
-    token = start_options.set(
-        dataclasses.replace(
-            start_options.get(),
-            next_id=holder,
-            attributes=options.get("attributes", UNSET),
-        )
-    )
-    auth_token = None
-    if options.get("authenticated_user") is not None or options.get("authenticated_roles"):
-        auth_token = current_auth.set(
-            Auth(options.get("authenticated_user"), options.get("authenticated_roles"))
-        )
-    try:
-        return prepare(rt, info, args, kwargs, spec)
-    finally:
-        start_options.reset(token)
-        if auth_token is not None:
-            current_auth.reset(auth_token)
-
-
-def enqueue_with_options(
-    options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    rt = get_runtime()
-    return drive_sync(start_flow(rt, by_name_start(rt, options, args, kwargs, check_queue=True)))
-
-
-async def enqueue_with_options_async(
-    options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    rt = get_runtime()
-    return await drive_async(
-        start_flow(rt, by_name_start(rt, options, args, kwargs, check_queue=True))
-    )
+    return (yield from start_flow(rt, prepare(rt, info, args, kwargs)))
 
 
 # -- results and status ------------------------------------------------------------------------
 
 
-def result_flow(rt: Runtime, workflow_id: str, polling_interval_sec: float) -> Flow[Any]:
-    run = workflow_scope()
-    body = await_outcome(rt, workflow_id, polling_interval_sec)
-    if run is None:
-        return (yield from body)
-    return (yield from recorded_flow(rt, run, "DBOS.getResult", body))
+def result_flow(eng: Engine, workflow_id: str, polling_interval_sec: float) -> Flow[Any]:
+    return (
+        yield from checkpointed(
+            eng, "DBOS.getResult", await_outcome(eng, workflow_id, polling_interval_sec)
+        )
+    )
 
 
-def get_result(workflow_id: str, polling_interval_sec: float = 1.0) -> Any:
-    rt = get_runtime()
-    return drive_sync(result_flow(rt, workflow_id, polling_interval_sec))
-
-
-async def get_result_async(workflow_id: str, polling_interval_sec: float = 1.0) -> Any:
-    rt = get_runtime()
-    return await drive_async(result_flow(rt, workflow_id, polling_interval_sec))
-
-
-def status_flow(rt: Runtime, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:
+def status_flow(eng: Engine, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:
     def read() -> Flow[Optional[WorkflowStatus]]:
-        row = yield Io(lambda: rt.store.get_workflow(workflow_id))
-        return to_status(rt, row) if row is not None else None
+        row = yield Io(lambda: eng.store.get_workflow(workflow_id))
+        return to_status(eng, row) if row is not None else None
 
-    run = workflow_scope()
-    if run is None:
-        return (yield from read())
-    status: Optional[WorkflowStatus] = yield from recorded_flow(rt, run, "DBOS.getStatus", read())
+    status: Optional[WorkflowStatus] = yield from checkpointed(eng, "DBOS.getStatus", read())
     return status
-
-
-def get_status(workflow_id: str) -> Optional[WorkflowStatus]:
-    rt = get_runtime()
-    return drive_sync(status_flow(rt, workflow_id))
-
-
-async def get_status_async(workflow_id: str) -> Optional[WorkflowStatus]:
-    rt = get_runtime()
-    return await drive_async(status_flow(rt, workflow_id))
-
-
-def managed(name: str, op: Callable[[Runtime], Any]) -> Flow[Any]:
-    """A management operation; checkpointed as a step when called from a workflow."""
-    rt = get_runtime()
-
-    def body() -> Flow[Any]:
-        return (yield Io(lambda: op(rt)))
-
-    run = workflow_scope()
-    if run is None:
-        return (yield from body())
-    return (yield from recorded_flow(rt, run, name, body()))
 
 
 # -- steps ---------------------------------------------------------------------------------------
 
 
-def _step_scope() -> tuple[Optional[Runtime], Optional[WorkflowRun]]:
+def _step_scope() -> tuple[Optional[Engine], Optional[WorkflowRun]]:
     run = workflow_scope()
     if run is None:
         return None, None
@@ -299,8 +172,6 @@ async def run_step_async(
 def sleep(seconds: float) -> None:
     run = workflow_scope()
     if run is None:
-        import time
-
         time.sleep(max(0.0, seconds))
         return
     drive_sync(sleep_flow(run.runtime, run, seconds))
@@ -309,8 +180,6 @@ def sleep(seconds: float) -> None:
 async def sleep_async(seconds: float) -> None:
     run = workflow_scope()
     if run is None:
-        import asyncio
-
         await asyncio.sleep(max(0.0, seconds))
         return
     await drive_async(sleep_flow(run.runtime, run, seconds))
@@ -318,52 +187,3 @@ async def sleep_async(seconds: float) -> None:
 
 def registered_workflow_funcs() -> list[Callable[..., Any]]:
     return [info.func for info in REGISTRY.workflows.values() if not info.internal]
-
-
-# -- scheduled firings ---------------------------------------------------------------------------
-
-
-def enqueue_scheduled(
-    rt: Engine,
-    func: Callable[..., Any],
-    workflow_id: str,
-    queue_name: str,
-    args: tuple[Any, ...],
-    schedule_name: Optional[str],
-) -> str:
-    """Enqueue one firing of a schedule under its slot's workflow ID (idempotent per slot)."""
-    info, call_args = resolve_workflow(func, args)
-    options = start_options.set(StartOptions(next_id=NextWorkflowID(workflow_id)))
-    outer = current_run.set(None)
-    try:
-        st = prepare(rt, info, call_args, {}, EnqueueSpec(queue_name=queue_name))
-    finally:
-        current_run.reset(outer)
-        start_options.reset(options)
-    st.new.schedule_name = schedule_name
-    return drive_sync(start_flow(rt, st))
-
-
-def fire_schedule(rt: Engine, name: str, when: Any, workflow_id: str) -> Optional[str]:
-    """Fire a stored schedule for one time slot (its context is stored with it)."""
-    row = rt.store.get_schedule(name)
-    if row is None:
-        return None
-    info = REGISTRY.workflows.get(row.workflow_name)
-    if info is None or info.wrapper is None:
-        raise DBOSException(
-            f"schedule {name}: workflow {row.workflow_name!r} is not registered here"
-        )
-    context = rt.codec.decode(row.context, None) if row.context else None
-    wfid = enqueue_scheduled(
-        rt,
-        info.wrapper,
-        workflow_id,
-        row.queue_name or INTERNAL_QUEUE_NAME,
-        (when, context),
-        name,
-    )
-    from waypoint.queues.scheduler import iso
-
-    rt.store.set_last_fired(name, iso(when))
-    return wfid

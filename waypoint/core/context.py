@@ -12,6 +12,8 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from waypoint.core.types import Auth
+
 if TYPE_CHECKING:
     from waypoint.core.run import WorkflowRun
 
@@ -44,13 +46,6 @@ class StartOptions:
     duplication_policy: Optional[str] = None
     attributes: Any = UNSET
     enqueue_options_set: bool = False
-
-
-@dataclass(frozen=True)
-class Auth:
-    user: Optional[str]
-    roles: Optional[list[str]] = None
-    assumed_role: Optional[str] = None
 
 
 @dataclass

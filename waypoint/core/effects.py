@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, TypeVar
 
+from waypoint.core.observe import Scope
 from waypoint.core.signals import Signal
 
 T = TypeVar("T")
@@ -39,9 +40,10 @@ Binding = tuple["contextvars.ContextVar[Any]", Any]
 
 
 class Call(Effect):
-    """Invoke user code with context variables bound (the workflow or step in scope)."""
+    """Invoke user code with context variables bound (the workflow or step in scope) and the
+    operation's observers entered, on whichever thread or task runs the effect."""
 
-    __slots__ = ("args", "bindings", "fn", "kwargs")
+    __slots__ = ("args", "bindings", "fn", "kwargs", "scope")
 
     def __init__(
         self,
@@ -49,32 +51,43 @@ class Call(Effect):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         bindings: tuple[Binding, ...] = (),
+        scope: Optional[Scope] = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.bindings = bindings
+        self.scope = scope
 
     def run_sync(self) -> Any:
-        if not self.bindings:
+        if not self.bindings and self.scope is None:
             return self.fn(*self.args, **self.kwargs)
-        tokens = [(var, var.set(value)) for var, value in self.bindings]
+        tokens = self._enter()
         try:
             return self.fn(*self.args, **self.kwargs)
         finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
+            self._exit(tokens)
 
     async def run_async(self) -> Any:
-        tokens = [(var, var.set(value)) for var, value in self.bindings]
+        tokens = self._enter()
         try:
             result = self.fn(*self.args, **self.kwargs)
             if inspect.isawaitable(result):
                 result = await result
             return result
         finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
+            self._exit(tokens)
+
+    def _enter(self) -> tuple[list[tuple[Any, Any]], Any]:
+        bound = [(var, var.set(value)) for var, value in self.bindings]
+        return bound, self.scope.enter() if self.scope is not None else None
+
+    def _exit(self, tokens: tuple[list[tuple[Any, Any]], Any]) -> None:
+        bound, watched = tokens
+        if self.scope is not None:
+            self.scope.exit(watched)
+        for var, token in reversed(bound):
+            var.reset(token)
 
 
 class Io(Effect):

@@ -1,31 +1,42 @@
 """What every engine flow needs: a store, a codec, an identity and wake-ups.
 
 The launched runtime (``Runtime``) and the out-of-process client (``DBOSClient``) are both
-engines; the runtime adds a worker pool, a dispatcher and runs of its own.
+engines; the runtime adds a worker pool, the runs in flight and its services.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
+from waypoint.core.observe import Observers
 from waypoint.core.serialization import Codec, Serializer
+from waypoint.core.signals import Signal
+from waypoint.core.store import guarded
 from waypoint.core.wakeups import for_database
-from waypoint.storage.protocol import Closeable, SystemStore, cancel_key
-
-if TYPE_CHECKING:
-    from waypoint.core.run import RunEntry
+from waypoint.storage.protocol import Closeable, Store, cancel_key
 
 logger = logging.getLogger("waypoint")
 
 SAFETY_INTERVAL = 30.0  # re-read period while notifications cover other processes' writes
 
 
+class LocalRun(Protocol):
+    """A run executing in this process, as waiters see it (``core.run.RunEntry``)."""
+
+    done: Signal
+    cancel: Signal
+    lost: bool
+    output: Any
+    error: Optional[BaseException]
+    task: Any
+
+
 class Engine:
     def __init__(
         self,
-        store: SystemStore,
+        store: Store,
         *,
         app_name: Optional[str],
         executor_id: str,
@@ -33,12 +44,13 @@ class Engine:
         serializer: Optional[Serializer] = None,
         polling_interval_sec: float = 1.0,
     ) -> None:
-        self.store = store
+        self.store = guarded(store)
         self.app_name = app_name
         self.executor_id = executor_id
         self.app_version = app_version
         self.app_id: Optional[str] = None
         self.codec = Codec(serializer)
+        self.observers = Observers()  # empty unless a runtime's assembly adds some
         self.wakeups = for_database(store.identity)
         self.polling_interval_sec = polling_interval_sec
         # How long a step may trust the last status it saw before re-reading it to notice a
@@ -49,7 +61,7 @@ class Engine:
     def now_ms(self) -> int:
         return int(time.time() * 1000)
 
-    def active(self, workflow_id: str) -> Optional[RunEntry]:
+    def active(self, workflow_id: str) -> Optional[LocalRun]:
         """The run of ``workflow_id`` executing in this process, if any."""
         return None
 

@@ -12,8 +12,7 @@ import logging
 from typing import Any, Optional
 
 from waypoint.core.effects import Flow, Io, Wait
-from waypoint.core.engine import Engine
-from waypoint.core.run import RunEntry
+from waypoint.core.engine import Engine, LocalRun
 from waypoint.core.types import TERMINAL_STATUSES, WorkflowStatus
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -30,7 +29,7 @@ class StealOrWait(Wait):
 
     __slots__ = ("entry",)
 
-    def __init__(self, entry: RunEntry, timeout: Optional[float]) -> None:
+    def __init__(self, entry: LocalRun, timeout: Optional[float]) -> None:
         super().__init__(entry.done, timeout)
         self.entry = entry
 

@@ -6,6 +6,7 @@ process-wide; recovery resolves a stored ``name``/``class_name``/``config_name``
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -94,3 +95,19 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def step_workflow_name(step_name: str) -> str:
+    """The one-step workflow under which a step can be started or enqueued on its own."""
+    return f"waypoint.step:{step_name}"
+
+
+def target_of(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Steps can be started or enqueued directly: they run inside a one-step workflow."""
+    target = func.__func__ if inspect.ismethod(func) else func
+    entry = getattr(target, "__waypoint_step__", None)
+    if entry is not None:
+        info = REGISTRY.workflows.get(step_workflow_name(entry.name))
+        if info is not None and info.wrapper is not None:
+            return info.wrapper
+    return func

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
-from waypoint.core.context import Auth
+from waypoint.core.observe import Scope
 from waypoint.core.serialization import Serializer
 from waypoint.core.signals import Signal
+from waypoint.core.types import Auth
 from waypoint.storage.protocol import StepRow
 
 if TYPE_CHECKING:
-    from waypoint.core.runtime import Runtime
+    from waypoint.core.engine import Engine
 
 
 class RunEntry:
@@ -75,6 +76,7 @@ class WorkflowRun:
         "queue_name",
         "replay",
         "runtime",
+        "scope",
         "serializer",
         "status_checked",
         "workflow_id",
@@ -82,7 +84,7 @@ class WorkflowRun:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Engine,
         workflow_id: str,
         name: str,
         owner_xid: str,
@@ -110,6 +112,7 @@ class WorkflowRun:
         self.class_name = class_name
         self.config_name = config_name
         self.queue_name = queue_name
+        self.scope: Optional[Scope] = None  # the observers watching this run
         self._next_fid = 0
         self._fid_lock = threading.Lock()
         self.status_checked = time.monotonic()

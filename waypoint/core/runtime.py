@@ -1,7 +1,8 @@
-"""The launched engine: store, worker pool, timers, dispatcher and the runs in flight.
+"""The launched engine: worker pool, timers, the runs in flight and the services beside them.
 
-One ``Runtime`` exists per launched ``DBOS``; ``DBOS.destroy`` stops it. Everything that
-needs "the current engine" reaches it through ``get_runtime()``.
+One ``Runtime`` exists per launched ``DBOS``; ``DBOS.destroy`` stops it. The assembly
+(``waypoint._api.launch``) builds it, registers its services and makes it current; everything
+that needs "the current engine" reaches it through ``get_runtime()``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any, Optional
 
-from waypoint.core.config import RuntimeConfig
 from waypoint.core.engine import Engine
-from waypoint.core.fleet import Fleet
 from waypoint.core.pool import WorkerPool
-from waypoint.core.registry import REGISTRY
 from waypoint.core.run import RunEntry
+from waypoint.core.services import Dispatch, NoDispatch, Service
+from waypoint.core.settings import RuntimeConfig
 from waypoint.core.timers import TimerService
-from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
-from waypoint.storage.factory import open_store
+from waypoint.storage.protocol import Store
 
 logger = logging.getLogger("waypoint")
 
@@ -31,9 +30,9 @@ logger = logging.getLogger("waypoint")
 class Runtime(Engine):
     app_version: str  # a launched runtime always knows its version
 
-    def __init__(self, config: RuntimeConfig, app_version: str) -> None:
+    def __init__(self, config: RuntimeConfig, app_version: str, store: Store) -> None:
         super().__init__(
-            open_store(config),
+            store,
             app_name=config.name,
             executor_id=config.executor_id,
             app_version=app_version,
@@ -41,8 +40,12 @@ class Runtime(Engine):
             polling_interval_sec=config.polling_interval_sec,
         )
         self.config = config
+        self.incarnation = uuid.uuid4().hex  # this launch of this process
         self.pool = WorkerPool(config.max_executor_threads)
         self.timers = TimerService()
+        self.dispatch: Dispatch = NoDispatch()
+        self.services: list[Service] = []
+        self._started: list[Service] = []
         self._active: dict[str, RunEntry] = {}
         self._active_lock = threading.Lock()
         self._deadline_timers: dict[str, int] = {}
@@ -51,18 +54,14 @@ class Runtime(Engine):
         self._loop_lock = threading.Lock()
         self._tasks: set[Any] = set()
         self.stopping = threading.Event()
-        self.admin: Optional[Any] = None
         self.deactivated = False
-        from waypoint.queues.dispatcher import Dispatcher
 
-        self.dispatcher = Dispatcher(self)
-        self.fleet = Fleet(self)
-        from waypoint.queues.scheduler import Scheduler
-
-        self.scheduler = Scheduler(self)
+    def service(self, name: str) -> Optional[Service]:
+        return next((s for s in self.services if s.name == name), None)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        """Make the database ready, then start the services in the order they were added."""
         if self.config.run_migrations:
             self.store.migrate()
         else:
@@ -71,38 +70,18 @@ class Runtime(Engine):
         if self.config.use_listen_notify:
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
-        self.wakeups.add_hook("V:", self._versions_changed)
-        self.fleet.start()
-        self.dispatcher.start()
-        for name, cron, func in REGISTRY.scheduled:
-            self.scheduler.add_decorated(name, cron, func)
-        self.scheduler.start()
-        self.recover([self.executor_id])
-        if self.config.run_admin_server:
-            from waypoint.admin.server import AdminServer
-
-            try:
-                self.admin = AdminServer(
-                    self, self.config.admin_host, self.config.admin_port, self.config.admin_token
-                )
-            except OSError as exc:
-                logger.warning(
-                    "admin API not started: cannot bind %s:%d (%s)",
-                    self.config.admin_host,
-                    self.config.admin_port,
-                    exc,
-                )
-            else:
-                self.admin.start()
+        for svc in self.services:
+            svc.start()
+            self._started.append(svc)
 
     def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
         self.stopping.set()
-        self.wakeups.remove_hooks([self._versions_changed])
-        if self.admin is not None:
-            self.admin.stop()
-        self.scheduler.stop()
-        self.dispatcher.stop()
-        self.fleet.stop()
+        while self._started:
+            svc = self._started.pop()
+            try:
+                svc.stop()
+            except Exception:
+                logger.exception("stopping %s failed", svc.name)
         self.stop_listening()
         if workflow_completion_timeout_sec > 0:
             deadline = time.monotonic() + workflow_completion_timeout_sec
@@ -163,52 +142,15 @@ class Runtime(Engine):
         logger.info("workflow %s reached its deadline and is being cancelled", workflow_id)
         self.cancel([workflow_id])
 
-    # -- operations ------------------------------------------------------------------------------
     def deactivate(self) -> None:
         """Finish what runs here, but start and dequeue nothing new (a draining executor)."""
         self.deactivated = True
-        self.dispatcher.paused = True
-
-    def executors(self) -> list[dict[str, Any]]:
-        """Every executor incarnation of this application, with seconds since last heard."""
-        from waypoint.core.management import executors
-
-        return executors(self, self.app_name, self.fleet.incarnation)
-
-    # -- application versions -------------------------------------------------------------------
-    def _versions_changed(self, key: str) -> None:
-        # Unversioned work waits for the latest version; after a change it may now be ours.
-        self.dispatcher.wake()
+        self.dispatch.pause()
 
     def is_latest_version(self) -> bool:
         """Workflows enqueued without a version run only on executors of the latest one."""
         versions = self.store.list_versions(self.app_name)
         return not versions or versions[0].version_name == self.app_version
-
-    # -- recovery -------------------------------------------------------------------------------
-    def recover(self, executor_ids: list[str]) -> list[str]:
-        """Recover these executors' PENDING workflows of our version: run them here (queued
-        ones go back on their own queue, where their limits apply)."""
-        found = self.store.recover_pending(
-            executor_ids,
-            self.app_version,
-            self.app_name,
-            INTERNAL_QUEUE_NAME,
-            self.now_ms(),
-            claimant=(self.executor_id, uuid.uuid4().hex),
-        )
-        if found.workflow_ids:
-            logger.info(
-                "recovering %d pending workflow(s) of executor(s) %s",
-                len(found.workflow_ids),
-                executor_ids,
-            )
-            from waypoint.core.workflows import dispatch_claimed
-
-            for row in found.claimed:
-                dispatch_claimed(self, row)
-            self.dispatcher.wake()
-        return found.workflow_ids
 
     # -- async plumbing -------------------------------------------------------------------------
     def background_loop(self) -> asyncio.AbstractEventLoop:

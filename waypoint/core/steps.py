@@ -18,8 +18,8 @@ from typing import Any, Optional
 from waypoint.core.context import StepState, current_step
 from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
 from waypoint.core.engine import Engine
+from waypoint.core.observe import Scope
 from waypoint.core.run import WorkflowRun
-from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PORTABLE_NAME
 from waypoint.core.signals import Signal
 from waypoint.core.types import StepSpec
@@ -52,8 +52,9 @@ class StepCall(Call):
         timeout: Optional[float],
         preempt: Optional[Signal],
         probe: Optional[Callable[[], bool]],
+        scope: Optional[Scope] = None,
     ) -> None:
-        super().__init__(fn, args, kwargs, ((current_step, state),))
+        super().__init__(fn, args, kwargs, ((current_step, state),), scope)
         self.state = state
         self.step_name = state.name
         self.timeout = timeout
@@ -63,14 +64,14 @@ class StepCall(Call):
     async def run_async(self) -> Any:
         if self.timeout is None and self.preempt is None:
             return await super().run_async()
-        token = current_step.set(self.state)
+        tokens = self._enter()
         try:
             result = self.fn(*self.args, **self.kwargs)
             if not asyncio.iscoroutine(result) and not isinstance(result, asyncio.Future):
                 return result
-            task = asyncio.ensure_future(result)
+            task = asyncio.ensure_future(result)  # copies the context: the task sees the step
         finally:
-            current_step.reset(token)
+            self._exit(tokens)
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         cancel_wait = (
@@ -116,7 +117,7 @@ def replay(rt: Engine, run: WorkflowRun, rec: StepRow, name: str) -> Any:
     return rt.codec.decode(rec.output, rec.serialization)
 
 
-def check_cancelled(rt: Runtime, run: WorkflowRun) -> Flow[None]:
+def check_cancelled(rt: Engine, run: WorkflowRun) -> Flow[None]:
     """Raise if the workflow was cancelled (or its deadline passed) before the next operation."""
     if run.entry.cancel.is_set():
         raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
@@ -169,7 +170,7 @@ def step_record(
 
 
 def record(
-    rt: Runtime,
+    rt: Engine,
     run: WorkflowRun,
     fid: int,
     name: str,
@@ -195,7 +196,7 @@ def record(
 
 
 def step_flow(
-    rt: Optional[Runtime],
+    rt: Optional[Engine],
     run: Optional[WorkflowRun],
     spec: StepSpec,
     fn: Callable[..., Any],
@@ -203,13 +204,37 @@ def step_flow(
     kwargs: dict[str, Any],
 ) -> Flow[Any]:
     """Run ``fn`` as a step: checkpointed inside a workflow, a retried plain call outside."""
-    fid = -1
-    if run is not None and rt is not None:
-        fid = run.next_function_id()
-        rec = run.replay.get(fid)
-        if rec is not None:
-            return replay(rt, run, rec, spec.name)
-        yield from check_cancelled(rt, run)
+    if run is None or rt is None:
+        return (yield from _attempts(None, None, spec, fn, args, kwargs, -1, None))
+    fid = run.next_function_id()
+    rec = run.replay.get(fid)
+    if rec is not None:
+        return replay(rt, run, rec, spec.name)
+    yield from check_cancelled(rt, run)
+    scope = rt.observers.step(run, spec.name, fid) if rt.observers else None
+    try:
+        value = yield from _attempts(rt, run, spec, fn, args, kwargs, fid, scope)
+    except BaseException as exc:
+        if scope is not None:
+            cancelled = isinstance(exc, DBOSWorkflowCancelledError)
+            scope.end("CANCELLED" if cancelled else "ERROR", exc)
+        raise
+    if scope is not None:
+        scope.end("SUCCESS")
+    return value
+
+
+def _attempts(
+    rt: Optional[Engine],
+    run: Optional[WorkflowRun],
+    spec: StepSpec,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    fid: int,
+    scope: Optional[Scope],
+) -> Flow[Any]:
+    """The attempts of one step (with its retry policy), then its checkpoint."""
     started = int(time.time() * 1000)
     attempts = max(1, spec.max_attempts) if spec.retries_allowed else 1
     errors: list[Exception] = []
@@ -224,7 +249,9 @@ def step_flow(
             max_attempts=attempts if spec.retries_allowed else None,
         )
         try:
-            value = yield StepCall(fn, args, kwargs, state, spec.timeout_seconds, preempt, probe)
+            value = yield StepCall(
+                fn, args, kwargs, state, spec.timeout_seconds, preempt, probe, scope
+            )
             break
         except Exception as exc:
             errors.append(exc)
@@ -253,6 +280,8 @@ def step_flow(
                 exc,
                 delay,
             )
+            if scope is not None:
+                scope.event("retry", attempt=attempt + 1, error=exc, delay=delay)
             interrupted = yield Sleep(delay, run.entry.cancel if run is not None else None)
             if interrupted and run is not None:
                 raise DBOSWorkflowCancelledError(
@@ -274,9 +303,7 @@ def step_flow(
     return value
 
 
-def _cancel_probe(
-    rt: Optional[Runtime], run: Optional[WorkflowRun]
-) -> Optional[Callable[[], bool]]:
+def _cancel_probe(rt: Optional[Engine], run: Optional[WorkflowRun]) -> Optional[Callable[[], bool]]:
     if rt is None or run is None:
         return None
 
@@ -290,7 +317,7 @@ def _cancel_probe(
     return probe
 
 
-def durable_wake(rt: Runtime, run: WorkflowRun, fid: int, seconds: float) -> Flow[float]:
+def durable_wake(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow[float]:
     """The wall-clock time ``seconds`` from now, checkpointed at ``fid`` the first time, so
     a recovered run keeps the original deadline (sleeps, and the timeouts of waits)."""
     rec = run.replay.get(fid)
@@ -311,7 +338,7 @@ def durable_wake(rt: Runtime, run: WorkflowRun, fid: int, seconds: float) -> Flo
     return wake
 
 
-def sleep_flow(rt: Runtime, run: WorkflowRun, seconds: float) -> Flow[None]:
+def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
     """A durable sleep: the wake-up time is checkpointed, so recovery sleeps the remainder."""
     fid = run.next_function_id()
     if fid not in run.replay:
@@ -324,7 +351,7 @@ def sleep_flow(rt: Runtime, run: WorkflowRun, seconds: float) -> Flow[None]:
             raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
 
 
-def recorded_flow(rt: Runtime, run: WorkflowRun, name: str, body: Flow[Any]) -> Flow[Any]:
+def recorded_flow(rt: Engine, run: WorkflowRun, name: str, body: Flow[Any]) -> Flow[Any]:
     """Checkpoint the result of ``body`` (a read that must replay identically) as a step."""
     fid = run.next_function_id()
     rec = run.replay.get(fid)

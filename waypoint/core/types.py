@@ -154,6 +154,16 @@ class VersionInfo(TypedDict):
 DuplicationPolicy = Literal["reject", "return-existing"]
 
 
+@dataclass(frozen=True)
+class Auth:
+    """Who started a workflow (``DBOSContextSetAuth``), stored with it and inherited by its
+    children."""
+
+    user: Optional[str]
+    roles: Optional[list[str]] = None
+    assumed_role: Optional[str] = None
+
+
 @dataclass
 class StepSpec:
     """How a step is run: its recorded name and retry policy."""

@@ -9,7 +9,10 @@ lost.
 
 Keys: ``q:<queue>`` (work enqueued), ``d:<workflow>`` (a workflow finished),
 ``c:<workflow>`` (cancelled), ``m:<workflow>::<topic>`` (a message arrived),
-``e:<workflow>::<key>`` (an event was set), ``s:<workflow>::<key>`` (a stream grew).
+``e:<workflow>::<key>`` (an event was set), ``s:<workflow>::<key>`` (a stream grew),
+``t:<queue>`` (a delayed workflow's timer), ``Q:<queue>`` (a queue's definition changed),
+``V:<version>`` (the latest application version changed), ``S:<schedule>`` (a schedule
+changed; this process only).
 """
 
 from __future__ import annotations

@@ -15,17 +15,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from waypoint.core.engine import SAFETY_INTERVAL
+from waypoint.core.run import RunEntry
+from waypoint.core.runtime import Runtime
+from waypoint.core.store import StoreClosed
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.queues.model import INTERNAL_QUEUE, QUEUES, QueueConfig, RateLimit
-from waypoint.storage.protocol import ClaimRequest, QueueRow, WorkflowRow
-from waypoint.storage.retry import StoreClosedError
-
-if TYPE_CHECKING:
-    from waypoint.core.run import RunEntry
-    from waypoint.core.runtime import Runtime
+from waypoint.core.workflows import dispatch_claimed
+from waypoint.queues.model import INTERNAL_QUEUE, QUEUES, QueueConfig, config_from_row
+from waypoint.storage.protocol import ClaimRequest, WorkflowRow
 
 logger = logging.getLogger("waypoint")
 
@@ -33,30 +33,11 @@ MAX_CLAIM = 256
 QUEUE_REFRESH = 5.0  # how often database-backed queue definitions are re-read
 
 
-def config_from_row(row: QueueRow) -> QueueConfig:
-    """A database-backed queue's row as a QueueConfig (rows were validated when written)."""
-    return QueueConfig(
-        name=row.name,
-        global_concurrency=row.concurrency,
-        worker_concurrency=row.worker_concurrency,
-        limiter=RateLimit(row.rate_limit_max, float(row.rate_limit_period_sec))
-        if row.rate_limit_max is not None and row.rate_limit_period_sec is not None
-        else None,
-        partition_concurrency=row.partition_concurrency,
-        partition_worker_concurrency=row.partition_worker_concurrency,
-        partition_limiter=RateLimit(
-            row.partition_rate_limit_max, float(row.partition_rate_limit_period_sec)
-        )
-        if row.partition_rate_limit_max is not None
-        and row.partition_rate_limit_period_sec is not None
-        else None,
-        polling_interval_sec=float(row.polling_interval_sec or 1.0),
-        partition_queue=row.partition_queue,
-        priority_enabled=row.priority_enabled,
-    )
-
-
 class Dispatcher:
+    """The runtime's ``Dispatch`` service."""
+
+    name = "dispatcher"
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._cond = threading.Condition()
@@ -76,10 +57,12 @@ class Dispatcher:
         self.partition_running: Counter[tuple[str, str]] = Counter()
         self._count_lock = threading.Lock()
         rt.pool.on_slot_free = self._slot_freed
-        self._hooks = [self._queue_woken, self._timer_woken, self._config_woken]
+        self._hooks = [self._queue_woken, self._timer_woken, self._config_woken, self._woken_all]
         rt.wakeups.add_hook("q:", self._queue_woken)
         rt.wakeups.add_hook("t:", self._timer_woken)
         rt.wakeups.add_hook("Q:", self._config_woken)
+        # Unversioned work waits for the latest version; after a change it may now be ours.
+        rt.wakeups.add_hook("V:", self._woken_all)
 
     # -- wake-ups -------------------------------------------------------------------------------
     def wake(self, queue_name: Optional[str] = None) -> None:
@@ -108,6 +91,12 @@ class Dispatcher:
             self._all_woken = True
             self._cond.notify()
 
+    def _woken_all(self, key: str) -> None:
+        self.wake()
+
+    def pause(self) -> None:
+        self.paused = True
+
     def _slot_freed(self) -> None:
         if self._hungry:
             self._hungry = False
@@ -127,14 +116,19 @@ class Dispatcher:
             self._thread.join(10)
 
     # -- accounting of what runs here ---------------------------------------------------------
-    def started(self, entry: RunEntry, queue: Optional[str], partition: Optional[str]) -> None:
-        if queue is None:
-            return
-        with self._count_lock:
-            self.running[queue] += 1
-            if partition is not None:
-                self.partition_running[(queue, partition)] += 1
-        entry.on_end = lambda: self._ended(queue, partition)
+    def _admitted(self, row: WorkflowRow) -> Callable[[RunEntry], None]:
+        queue, partition = row.queue_name, row.queue_partition_key
+
+        def admitted(entry: RunEntry) -> None:
+            if queue is None:
+                return
+            with self._count_lock:
+                self.running[queue] += 1
+                if partition is not None:
+                    self.partition_running[(queue, partition)] += 1
+            entry.on_end = lambda: self._ended(queue, partition)
+
+        return admitted
 
     def _ended(self, queue: str, partition: Optional[str]) -> None:
         with self._count_lock:
@@ -151,7 +145,7 @@ class Dispatcher:
             self._db_queues_at = now
             try:
                 rows = self.rt.store.list_queues(self.rt.app_name)
-            except StoreClosedError:
+            except StoreClosed:
                 raise
             except Exception:
                 logger.exception("could not read database-backed queues")
@@ -184,7 +178,7 @@ class Dispatcher:
                 timers, self._timers_dirty = self._timers_dirty, False
             try:
                 wait = self._pass(woken, all_woken, timers)
-            except StoreClosedError:
+            except StoreClosed:
                 return
             except Exception:
                 logger.exception("dequeue failed; retrying shortly")
@@ -264,14 +258,14 @@ class Dispatcher:
             local_partition_running=local_parts,
         )
         rows = rt.store.claim(req, rt.now_ms())
+        if rows and rt.observers:
+            rt.observers.claimed(cfg.name, [r.workflow_id for r in rows])
         self._start(rows)
         return len(rows) == limit, req.retry_at_ms
 
     def _start(self, rows: list[WorkflowRow]) -> None:
-        from waypoint.core.workflows import dispatch_claimed
-
         for row in rows:
             try:
-                dispatch_claimed(self.rt, row)
+                dispatch_claimed(self.rt, row, admitted=self._admitted(row))
             except Exception:
                 logger.exception("could not start claimed workflow %s", row.workflow_id)

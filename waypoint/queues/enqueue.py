@@ -1,19 +1,22 @@
 """Enqueueing: turn a queue name plus options into an ``EnqueueSpec`` (validated before
-anything is written) and start the flow that writes the ENQUEUED (or DELAYED) row."""
+anything is written) and run the flow that writes the ENQUEUED (or DELAYED) row."""
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Optional, TypedDict
 
-from waypoint.core.context import start_options
+from waypoint.core.calls import resolve_workflow
+from waypoint.core.context import UNSET, NextWorkflowID, current_auth, start_options
+from waypoint.core.effects import Flow
 from waypoint.core.engine import Engine
-from waypoint.core.registry import REGISTRY, WorkflowInfo
-from waypoint.core.types import WorkflowSerializationFormat
-from waypoint.core.workflows import EnqueueSpec
+from waypoint.core.prepare import EnqueueSpec, Start, prepare, validate_workflow_id
+from waypoint.core.registry import REGISTRY, WorkflowInfo, target_of
+from waypoint.core.types import Auth, WorkflowSerializationFormat
+from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException
-from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError
+from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError, config_from_row
 
 MAX_PRIORITY = 2**31 - 1
 
@@ -79,8 +82,6 @@ def spec_from_options(options: EnqueueOptions) -> EnqueueSpec:
         if not isinstance(options.get(key), str) or not str(options.get(key)).strip():
             raise EnqueueError(f"enqueue options need a non-empty {key!r}")
     if "workflow_id" in options and options["workflow_id"] is not None:
-        from waypoint.core.workflows import validate_workflow_id
-
         validate_workflow_id(options["workflow_id"])
     timeout = options.get("workflow_timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -139,11 +140,7 @@ def find_queue(engine: Engine, name: str) -> Optional[QueueConfig]:
     if cfg is not None:
         return cfg
     row = engine.store.get_queue(name)
-    if row is None:
-        return None
-    from waypoint.queues.dispatcher import config_from_row
-
-    return config_from_row(row)
+    return config_from_row(row) if row is not None else None
 
 
 def require_queue(engine: Engine, name: str) -> QueueConfig:
@@ -156,21 +153,6 @@ def require_queue(engine: Engine, name: str) -> QueueConfig:
             "DBOS.register_queue before enqueueing to it"
         )
     return cfg
-
-
-def target_of(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Steps can be enqueued directly: they run inside a one-step workflow of their own."""
-    target = func.__func__ if inspect.ismethod(func) else func
-    entry = getattr(target, "__waypoint_step__", None)
-    if entry is not None:
-        info = REGISTRY.workflows.get(step_workflow_name(entry.name))
-        if info is not None and info.wrapper is not None:
-            return info.wrapper
-    return func
-
-
-def step_workflow_name(step_name: str) -> str:
-    return f"waypoint.step:{step_name}"
 
 
 def by_name(options: EnqueueOptions) -> WorkflowInfo:
@@ -196,3 +178,66 @@ def by_name(options: EnqueueOptions) -> WorkflowInfo:
 
 def _not_here(*args: Any, **kwargs: Any) -> Any:
     raise DBOSException("this workflow is not registered in this process")
+
+
+# -- the enqueue flows --------------------------------------------------------------------------
+
+
+def enqueue_flow(
+    eng: Engine,
+    queue_name: str,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Flow[str]:
+    """Enqueue a registered workflow (or step) with the options of the enclosing blocks."""
+    spec = spec_from_context(queue_name)
+    validate_for_queue(spec, require_queue(eng, queue_name))
+    info, args = resolve_workflow(target_of(func), args)
+    return (yield from start_flow(eng, prepare(eng, info, args, kwargs, spec)))
+
+
+def by_name_start(
+    eng: Engine,
+    options: EnqueueOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    check_queue: bool,
+) -> Start:
+    """Prepare an enqueue by workflow name (the function may live in another process)."""
+    spec = spec_from_options(options)
+    validate_for_queue(spec, require_queue(eng, spec.queue_name) if check_queue else None)
+    info = by_name(options)
+    wfid = options.get("workflow_id")
+    holder = NextWorkflowID(wfid) if wfid is not None else None
+    token = start_options.set(
+        dataclasses.replace(
+            start_options.get(),
+            next_id=holder,
+            attributes=options.get("attributes", UNSET),
+        )
+    )
+    auth_token = None
+    if options.get("authenticated_user") is not None or options.get("authenticated_roles"):
+        auth_token = current_auth.set(
+            Auth(options.get("authenticated_user"), options.get("authenticated_roles"))
+        )
+    try:
+        return prepare(eng, info, args, kwargs, spec)
+    finally:
+        start_options.reset(token)
+        if auth_token is not None:
+            current_auth.reset(auth_token)
+
+
+def enqueue_by_name_flow(
+    eng: Engine,
+    options: EnqueueOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    check_queue: bool,
+) -> Flow[str]:
+    st = by_name_start(eng, options, args, kwargs, check_queue=check_queue)
+    return (yield from start_flow(eng, st))

@@ -1,4 +1,5 @@
-"""A queue's limits, validated once, independent of where they are declared (code or database)."""
+"""A queue's limits, validated once, independent of where they are declared (code or database),
+and their form as a row of the ``queues`` table."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, Optional
 
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
+from waypoint.storage.protocol import QueueRow
 
 
 class QueueConfigError(DBOSException, ValueError):
@@ -155,6 +157,64 @@ def build_config(
         partition_queue=bool(partition_queue),
         priority_enabled=bool(priority_enabled),
     )
+
+
+def config_from_row(row: QueueRow) -> QueueConfig:
+    """A database-backed queue's row as a QueueConfig (rows were validated when written)."""
+    return QueueConfig(
+        name=row.name,
+        global_concurrency=row.concurrency,
+        worker_concurrency=row.worker_concurrency,
+        limiter=RateLimit(row.rate_limit_max, float(row.rate_limit_period_sec))
+        if row.rate_limit_max is not None and row.rate_limit_period_sec is not None
+        else None,
+        partition_concurrency=row.partition_concurrency,
+        partition_worker_concurrency=row.partition_worker_concurrency,
+        partition_limiter=RateLimit(
+            row.partition_rate_limit_max, float(row.partition_rate_limit_period_sec)
+        )
+        if row.partition_rate_limit_max is not None
+        and row.partition_rate_limit_period_sec is not None
+        else None,
+        polling_interval_sec=float(row.polling_interval_sec or 1.0),
+        partition_queue=row.partition_queue,
+        priority_enabled=row.priority_enabled,
+    )
+
+
+def row_from_config(cfg: QueueConfig, application_name: Optional[str]) -> QueueRow:
+    return QueueRow(
+        name=cfg.name,
+        concurrency=cfg.global_concurrency,
+        worker_concurrency=cfg.worker_concurrency,
+        rate_limit_max=cfg.limiter.limit if cfg.limiter else None,
+        rate_limit_period_sec=cfg.limiter.period_sec if cfg.limiter else None,
+        priority_enabled=cfg.priority_enabled,
+        partition_queue=cfg.partition_queue,
+        polling_interval_sec=cfg.polling_interval_sec,
+        application_name=application_name,
+        partition_concurrency=cfg.partition_concurrency,
+        partition_worker_concurrency=cfg.partition_worker_concurrency,
+        partition_rate_limit_max=cfg.partition_limiter.limit if cfg.partition_limiter else None,
+        partition_rate_limit_period_sec=cfg.partition_limiter.period_sec
+        if cfg.partition_limiter
+        else None,
+    )
+
+
+def config_kwargs(cfg: QueueConfig) -> dict[str, Any]:
+    """The keyword arguments of ``build_config`` that rebuild ``cfg``."""
+    return {
+        "global_concurrency": cfg.global_concurrency,
+        "worker_concurrency": cfg.worker_concurrency,
+        "limiter": cfg.limiter.as_dict() if cfg.limiter else None,
+        "partition_concurrency": cfg.partition_concurrency,
+        "partition_worker_concurrency": cfg.partition_worker_concurrency,
+        "partition_limiter": cfg.partition_limiter.as_dict() if cfg.partition_limiter else None,
+        "polling_interval_sec": cfg.polling_interval_sec,
+        "partition_queue": cfg.partition_queue,
+        "priority_enabled": cfg.priority_enabled,
+    }
 
 
 INTERNAL_QUEUE = QueueConfig(INTERNAL_QUEUE_NAME)

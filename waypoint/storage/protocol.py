@@ -54,6 +54,17 @@ def stream_key(workflow_id: str, key: str) -> str:
     return f"s:{workflow_id}::{key}"
 
 
+def version_key(version_name: str) -> str:
+    return f"V:{version_name}"
+
+
+SCHEDULE_KEY_PREFIX = "S:"
+
+
+def schedule_key(schedule_name: str) -> str:
+    return f"{SCHEDULE_KEY_PREFIX}{schedule_name}"
+
+
 class Closeable(Protocol):
     def stop(self) -> None: ...
 
@@ -405,15 +416,6 @@ QUEUE_COLUMNS: tuple[str, ...] = (
 )
 
 
-class QueueOwnedError(Exception):
-    """The queue name belongs to another application."""
-
-    def __init__(self, name: str, owner: Optional[str]) -> None:
-        self.name = name
-        self.owner = owner
-        super().__init__(name)
-
-
 @dataclass(slots=True)
 class ListFilter:
     """Filters of ``list_workflows``; every field optional; lists mean "any of"."""
@@ -457,7 +459,12 @@ class VersionRow:
 
 
 class SystemStore(Protocol):
-    """A system database. Implementations: ``storage.postgres`` and ``storage.sqlite``."""
+    """A system database at work. Implementations: ``storage.postgres`` and ``storage.sqlite``;
+    ``tests/storage`` is the contract every implementation must pass.
+
+    Failures are ``storage.errors`` classes (the engine translates them), or the driver's own
+    error when it is neither transient nor one of those.
+    """
 
     dialect: str
     identity: str  # names the database (URL and schema), without credentials
@@ -471,9 +478,6 @@ class SystemStore(Protocol):
         ...
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def migrate(self) -> None: ...
-    def verify_schema(self) -> None: ...
-    def truncate_all(self) -> None: ...
     def ping(self) -> None: ...
     def ping_once(self) -> None:
         """One quick check, no retries: raises if the database cannot answer now."""
@@ -547,8 +551,8 @@ class SystemStore(Protocol):
         self, messages: Sequence[NewMessage], record: Optional[StepRecord]
     ) -> Optional[RecordOutcome]:
         """Insert messages (duplicate IDs are ignored) and, from a workflow, checkpoint the
-        send in the same transaction. Raises DBOSNonExistentWorkflowError for a missing
-        destination, writing nothing."""
+        send in the same transaction. Raises NotFoundError for a missing destination, writing
+        nothing."""
         ...
 
     def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
@@ -631,3 +635,32 @@ class SystemStore(Protocol):
     # -- application versions ------------------------------------------------------------------
     def register_version(self, version_name: str, application_name: Optional[str]) -> None: ...
     def list_versions(self, application_name: Optional[str]) -> list[VersionRow]: ...
+
+
+class SchemaAdmin(Protocol):
+    """Creating, checking and destroying a system database (migrations, CLI, tests)."""
+
+    def migrate(self) -> None:
+        """Create the database (where the backend can) and apply every pending migration."""
+        ...
+
+    def verify_schema(self) -> None:
+        """Raise StorageConfigError unless the schema is at this version (no changes made)."""
+        ...
+
+    def schema_version(self) -> int: ...
+    def grant(self, role: str) -> None:
+        """Give an application role what it needs to run (no DDL) on the system schema."""
+        ...
+
+    def drop(self) -> None:
+        """Destroy the system database and everything in it."""
+        ...
+
+    def truncate_all(self) -> None:
+        """Delete every row of every table, keeping the schema."""
+        ...
+
+
+class Store(SystemStore, SchemaAdmin, Protocol):
+    """What a backend hands the registry: both halves of the contract."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TypeVar
 
-from waypoint.error import WaypointStorageError, WaypointStorageFullError
+from waypoint.storage.errors import StorageFullError, StoreClosedError
 
 logger = logging.getLogger("waypoint")
 
@@ -25,13 +25,8 @@ T = TypeVar("T")
 
 class Fault(Enum):
     TRANSIENT = "transient"  # retry: connection lost, server restarting, lock busy
-    FULL = "full"  # out of disk: surface as WaypointStorageFullError
+    FULL = "full"  # out of disk: surface as StorageFullError
     FATAL = "fatal"  # a bug or a constraint: surface as is
-
-
-class StoreClosedError(WaypointStorageError):
-    def __init__(self) -> None:
-        super().__init__("the system database connection was closed (DBOS.destroy was called)")
 
 
 class RetryPolicy:
@@ -62,7 +57,7 @@ class RetryPolicy:
             except BaseException as exc:
                 fault = self.classify(exc)
                 if fault is Fault.FULL:
-                    raise WaypointStorageFullError(
+                    raise StorageFullError(
                         f"the system database is full; {what} was not written: {exc}"
                     ) from exc
                 if fault is not Fault.TRANSIENT:

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar
 
+from waypoint.storage.errors import UnsupportedError
 from waypoint.storage.protocol import (
     WORKFLOW_COLUMNS,
     InitOutcome,
@@ -98,9 +99,14 @@ class Dialect(ABC):
 
     def json_contains(self, column: str, param: str) -> str:
         """``column`` (a JSON object) contains the JSON object parameter ``param``."""
-        from waypoint.error import DBOSException
+        raise UnsupportedError("filtering workflows by attributes needs PostgreSQL")
 
-        raise DBOSException("filtering workflows by attributes needs PostgreSQL")
+    def json_value(self, param: str) -> str:
+        """The placeholder of a JSON text parameter stored in a JSON column."""
+        return f"%({param})s"
+
+    # What an OFFSET without a LIMIT needs in front of it (SQLite: LIMIT -1).
+    no_limit = " LIMIT -1"
 
     # Row locks for read-modify-write inside a transaction (SQLite: the write lock suffices).
     lock_shared = ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
-from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
+from waypoint.storage.errors import AlreadyExistsError, NotFoundError
 from waypoint.storage.protocol import ForkRequest
 from waypoint.storage.sql_base import Cursor, Params, SqlCore, _now_ms
 
@@ -18,7 +18,7 @@ class ManagementSql(SqlCore):
         self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
     ) -> list[str]:
         """Put workflows back on a queue (unless they succeeded or failed); returns those moved.
-        Raises DBOSNonExistentWorkflowError, changing nothing, if an ID is unknown."""
+        Raises NotFoundError, changing nothing, if an ID is unknown."""
         ws = self.d.t("workflow_status")
         ids = list(dict.fromkeys(workflow_ids))
 
@@ -32,7 +32,7 @@ class ManagementSql(SqlCore):
             }
             for wfid in ids:
                 if wfid not in found:
-                    raise DBOSNonExistentWorkflowError(wfid)
+                    raise NotFoundError(wfid)
             rows = cur.all(
                 f"UPDATE {ws} SET status = 'ENQUEUED', queue_name = %(queue)s, "
                 "recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, "
@@ -71,9 +71,9 @@ class ManagementSql(SqlCore):
         def body(cur: Cursor) -> None:
             src = cur.one(f"SELECT application_version FROM {ws} WHERE workflow_uuid = %(src)s", p)
             if src is None:
-                raise DBOSNonExistentWorkflowError(req.source_id)
+                raise NotFoundError(req.source_id)
             if cur.one(f"SELECT 1 FROM {ws} WHERE workflow_uuid = %(new)s", p) is not None:
-                raise DBOSException(f"cannot fork into {req.new_id!r}: that workflow exists")
+                raise AlreadyExistsError(f"cannot fork into {req.new_id!r}: that workflow exists")
             p["ver"] = req.application_version or src[0]
             cur.exec(
                 f"INSERT INTO {ws} (workflow_uuid, status, name, class_name, config_name, "
@@ -151,9 +151,8 @@ class ManagementSql(SqlCore):
         return bool(rows)
 
     def set_attributes(self, workflow_id: str, attributes: Optional[str]) -> bool:
-        jsonb = "::jsonb" if self.d.name == "postgresql" else ""
         n = self._exec(
-            f"UPDATE {self.d.t('workflow_status')} SET attributes = %(attrs)s{jsonb}, "
+            f"UPDATE {self.d.t('workflow_status')} SET attributes = {self.d.json_value('attrs')}, "
             "updated_at = %(now)s WHERE workflow_uuid = %(id)s",
             {"attrs": attributes, "now": _now_ms(), "id": workflow_id},
             "update workflow attributes",

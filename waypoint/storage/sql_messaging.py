@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
-from waypoint.error import DBOSNonExistentWorkflowError
+from waypoint.storage.errors import NotFoundError
 from waypoint.storage.protocol import (
     NewMessage,
     Received,
@@ -43,7 +43,7 @@ class MessagingSql(SqlCore):
             }
             missing = [d for d in dests if d not in found]
             if missing:
-                raise DBOSNonExistentWorkflowError(missing[0])
+                raise NotFoundError(missing[0])
             for m in messages:
                 cur.exec(
                     f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Optional
 
+from waypoint.storage.errors import QueueOwnedError
 from waypoint.storage.protocol import (
     QUEUE_COLUMNS,
     ClaimRequest,
-    QueueOwnedError,
     QueueRow,
     WorkflowRow,
 )

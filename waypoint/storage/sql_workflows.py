@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from waypoint.storage.errors import DeduplicatedError
 from waypoint.storage.protocol import (
     WORKFLOW_COLUMNS,
     ListFilter,
@@ -44,9 +45,8 @@ class WorkflowSql(SqlCore):
     def insert_on_connection(self, conn: Any, wf: NewWorkflow) -> None:
         ws = self.d.t("workflow_status")
         cols = ", ".join(INIT_COLUMNS)
-        jsonb = "::jsonb" if self.d.name == "postgresql" else ""
         vals = ", ".join(
-            f"%({c})s{jsonb}" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
+            self.d.json_value(c) if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
         )
         params = init_params(wf)
         try:
@@ -63,9 +63,7 @@ class WorkflowSql(SqlCore):
                 )
         except Exception as exc:
             if wf.deduplication_id is not None and "dedup" in str(exc).lower():
-                from waypoint.error import DBOSQueueDeduplicatedError
-
-                raise DBOSQueueDeduplicatedError(
+                raise DeduplicatedError(
                     wf.workflow_id, wf.queue_name or "", wf.deduplication_id
                 ) from exc
             raise
@@ -231,7 +229,7 @@ class WorkflowSql(SqlCore):
             params["limit"] = flt.limit
         if flt.offset is not None:
             if flt.limit is None:
-                sql += " LIMIT -1" if self.d.name == "sqlite" else ""
+                sql += self.d.no_limit
             sql += " OFFSET %(offset)s"
             params["offset"] = flt.offset
         return [workflow_row(r) for r in self._all(sql, params, "list_workflows")]
@@ -257,8 +255,8 @@ class WorkflowSql(SqlCore):
         if limit is not None:
             sql += " LIMIT %(limit)s"
             params["limit"] = limit
-        elif offset is not None and self.d.name == "sqlite":
-            sql += " LIMIT -1"
+        elif offset is not None:
+            sql += self.d.no_limit
         if offset is not None:
             sql += " OFFSET %(offset)s"
             params["offset"] = offset

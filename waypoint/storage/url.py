@@ -1,7 +1,8 @@
-"""Database URLs: which backend, and how to reach it.
+"""Database URLs: the parts every backend shares.
 
-Accepts SQLAlchemy-style URLs as DBOS does: ``postgresql://``, ``postgresql+psycopg://``,
-``postgres://`` and ``sqlite:///relative.db`` / ``sqlite:////absolute.db``.
+Which backend a URL names is decided by its scheme (``storage.registry``); each backend parses
+the rest. URLs follow SQLAlchemy's style, as DBOS's do: ``postgresql://``,
+``postgresql+psycopg://``, ``postgres://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``.
 """
 
 from __future__ import annotations
@@ -9,17 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from waypoint.error import DBOSInitializationError
+from waypoint.storage.errors import StorageConfigError
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
 class DatabaseTarget:
-    dialect: str  # "postgresql" or "sqlite"
-    url: str  # libpq URL (postgresql) or file path (sqlite)
+    dialect: str  # the backend's name: "postgresql", "sqlite", ...
+    url: str  # what the backend's driver connects to (a libpq URL, a file path)
     database: Optional[str] = None
 
     def with_database(self, name: str) -> DatabaseTarget:
@@ -27,46 +28,22 @@ class DatabaseTarget:
         return DatabaseTarget(self.dialect, parts._replace(path="/" + name).geturl(), database=name)
 
 
-def parse_url(url: str) -> DatabaseTarget:
+def split_scheme(url: str) -> tuple[str, str]:
+    """``(base scheme in lower case, the rest after "://")``; the driver suffix is dropped."""
     if not isinstance(url, str) or not url.strip():
-        raise DBOSInitializationError("system_database_url must be a non-empty string")
+        raise StorageConfigError("system_database_url must be a non-empty string")
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise DBOSInitializationError(
+        raise StorageConfigError(
             f"system_database_url {redact(url)!r} is not a URL "
             "(expected postgresql://... or sqlite:///...)"
         )
-    base = scheme.split("+", 1)[0].lower()
-    if base in ("postgresql", "postgres"):
-        libpq = "postgresql://" + rest
-        db = unquote(urlsplit(libpq).path.lstrip("/")) or None
-        return DatabaseTarget("postgresql", libpq, database=db)
-    if base == "sqlite":
-        # sqlite:///relative/path or sqlite:////absolute/path
-        path = rest[1:] if rest.startswith("/") else rest
-        path = path.split("?", 1)[0]
-        if not path or path == ":memory:":
-            raise DBOSInitializationError(
-                "an in-memory SQLite database cannot hold durable workflows; give a file path "
-                "(sqlite:///app.sqlite)"
-            )
-        return DatabaseTarget("sqlite", path, database=path)
-    raise DBOSInitializationError(
-        f"unsupported database URL scheme {scheme!r} in system_database_url; use postgresql:// "
-        "or sqlite:///"
-    )
-
-
-def default_sqlite_url(app_name: str) -> str:
-    name = app_name.replace("-", "_")
-    if name[:1].isdigit():
-        name = "_" + name
-    return f"sqlite:///{name}.sqlite"
+    return scheme.split("+", 1)[0].lower(), rest
 
 
 def check_schema_name(schema: str) -> str:
     if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
-        raise DBOSInitializationError(
+        raise StorageConfigError(
             f"invalid system schema name {schema!r}: use letters, digits and underscores, "
             "starting with a letter or underscore (at most 63 characters)"
         )

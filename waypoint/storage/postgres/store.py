@@ -18,12 +18,12 @@ import psycopg.errors as pgerr
 from psycopg import sql as pgsql
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from waypoint.error import (
-    DBOSInitializationError,
-    DBOSQueueDeduplicatedError,
-    DBOSWorkflowConflictIDError,
-)
 from waypoint.storage import migrations
+from waypoint.storage.errors import (
+    DeduplicatedError,
+    OwnershipLostError,
+    StorageConfigError,
+)
 from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.protocol import (
@@ -122,6 +122,11 @@ class PgDialect(Dialect):
     def json_contains(self, column: str, param: str) -> str:
         return f"{column} @> %({param})s::jsonb"
 
+    def json_value(self, param: str) -> str:
+        return f"%({param})s::jsonb"
+
+    no_limit = ""
+
     lock_shared = " FOR SHARE"
     lock_exclusive = " FOR UPDATE"
     insertion_order = "seq"
@@ -143,7 +148,7 @@ def raise_if_dedup(exc: BaseException, wf: NewWorkflow) -> None:
         diag = getattr(exc, "diag", None)
         constraint = getattr(diag, "constraint_name", None)
         if constraint in (None, "uq_workflow_status_dedup_id"):
-            raise DBOSQueueDeduplicatedError(
+            raise DeduplicatedError(
                 wf.workflow_id, wf.queue_name or "", wf.deduplication_id
             ) from exc
 
@@ -241,9 +246,9 @@ class PostgresStore(SqlStore):
         try:
             listener.start()
         except ListenerError as exc:
-            raise DBOSInitializationError(str(exc)) from exc
+            raise StorageConfigError(str(exc)) from exc
         except psycopg.OperationalError as exc:
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"cannot open the notification connection to {redact(self.target.url)}: {exc}"
             ) from exc
         return listener
@@ -354,7 +359,7 @@ class PostgresStore(SqlStore):
             assert row is not None
             child_owner, fence_ok, linked_child, linked_name, link_owner = row
             if not fence_ok or (link_owner is not None and link_owner != link.parent_owner_xid):
-                raise DBOSWorkflowConflictIDError(link.parent_workflow_id)
+                raise OwnershipLostError(link.parent_workflow_id)
             if linked_child is not None and linked_child != wf.workflow_id:
                 outcome = self._existing(wf)
                 outcome.linked_child_id = linked_child
@@ -474,7 +479,7 @@ class PostgresStore(SqlStore):
                 return
         except psycopg.OperationalError as exc:
             if "does not exist" not in str(exc) or not self.target.database:
-                raise DBOSInitializationError(
+                raise StorageConfigError(
                     f"cannot connect to the system database {redact(self.target.url)}: {exc}"
                 ) from exc
         with self._connect_admin("postgres") as admin:
@@ -537,7 +542,7 @@ class PostgresStore(SqlStore):
         try:
             current = self.schema_version()
         except pgerr.UndefinedTable as exc:
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"the system database has no Waypoint schema {self.schema!r}; run "
                 "`waypoint migrate` (or set run_migrations=True) first"
             ) from exc
@@ -547,13 +552,25 @@ class PostgresStore(SqlStore):
                 if "does not exist" in str(exc)
                 else ""
             )
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"cannot connect to the system database {redact(self.target.url)}: {exc}{hint}"
             ) from exc
         if current < latest:
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"the system schema is at version {current} but this Waypoint needs {latest}; "
                 "run `waypoint migrate` with a privileged role"
+            )
+
+    def drop(self) -> None:
+        self.close()
+        if not self.target.database:
+            raise StorageConfigError("the system database URL names no database to drop")
+        admin = self.target.with_database("postgres")
+        with psycopg.connect(admin.url, autocommit=True) as conn:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    pgsql.Identifier(self.target.database)
+                )
             )
 
     def grant(self, role: str) -> None:

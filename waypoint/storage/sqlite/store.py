@@ -16,12 +16,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar
 
-from waypoint.error import (
-    DBOSInitializationError,
-    DBOSQueueDeduplicatedError,
-    DBOSWorkflowConflictIDError,
-)
 from waypoint.storage import migrations
+from waypoint.storage.errors import (
+    DeduplicatedError,
+    OwnershipLostError,
+    StorageConfigError,
+)
 from waypoint.storage.protocol import (
     ChildLink,
     InitOutcome,
@@ -228,14 +228,14 @@ class SqliteStore(SqlStore):
                     {"id": link.parent_workflow_id, "owner": link.parent_owner_xid},
                 )
                 if fence is None:
-                    raise DBOSWorkflowConflictIDError(link.parent_workflow_id)
+                    raise OwnershipLostError(link.parent_workflow_id)
                 linked = cur.one(
                     f"SELECT child_workflow_id, function_name, owner_xid FROM {oo} "
                     "WHERE workflow_uuid = %(id)s AND function_id = %(fid)s",
                     {"id": link.parent_workflow_id, "fid": link.function_id},
                 )
                 if linked is not None and linked[2] != link.parent_owner_xid:
-                    raise DBOSWorkflowConflictIDError(link.parent_workflow_id)
+                    raise OwnershipLostError(link.parent_workflow_id)
                 if linked is None:
                     cur.exec(
                         f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
@@ -265,7 +265,7 @@ class SqliteStore(SqlStore):
                 inserted = cur.one(self._sql_init, params)
             except sqlite3.IntegrityError as exc:
                 if wf.deduplication_id is not None and "deduplication_id" in str(exc):
-                    raise DBOSQueueDeduplicatedError(
+                    raise DeduplicatedError(
                         wf.workflow_id, wf.queue_name or "", wf.deduplication_id
                     ) from exc
                 raise
@@ -278,55 +278,14 @@ class SqliteStore(SqlStore):
         return self._tx(body, "start workflow")
 
     def record_step(self, rec: StepRecord) -> RecordOutcome:
-        oo = self.d.t("operation_outputs")
-
-        def body(cur: Cursor) -> RecordOutcome:
-            wf = cur.one(
-                f"SELECT status, owner_xid FROM {self.d.t('workflow_status')} "
-                "WHERE workflow_uuid = %(id)s",
-                {"id": rec.workflow_id},
-            )
-            if wf is None:
-                return RecordOutcome(False, None)
-            if wf[1] != rec.owner_xid:
-                return RecordOutcome(False, wf[0])
-            inserted = cur.one(
-                f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, error, "
-                "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, "
-                "owner_xid, application_name) VALUES (%(wf)s, %(fid)s, %(fname)s, %(output)s, "
-                "%(error)s, %(child)s, %(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s) "
-                "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
-                {
-                    "wf": rec.workflow_id,
-                    "fid": rec.function_id,
-                    "fname": rec.function_name,
-                    "output": rec.output,
-                    "error": rec.error,
-                    "child": rec.child_workflow_id,
-                    "started": rec.started_at_epoch_ms,
-                    "completed": rec.completed_at_epoch_ms,
-                    "ser": rec.serialization,
-                    "owner": rec.owner_xid,
-                    "app": rec.application_name,
-                },
-            )
-            if inserted is not None:
-                return RecordOutcome(True, wf[0])
-            existing = cur.one(
-                f"SELECT owner_xid FROM {oo} "
-                "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
-                {"wf": rec.workflow_id, "fid": rec.function_id},
-            )
-            return RecordOutcome(existing is not None and existing[0] == rec.owner_xid, wf[0])
-
-        return self._tx(body, "checkpoint step")
+        return self._tx(lambda cur: self._record_in(cur, rec), "checkpoint step")
 
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> None:
         try:
             self.retry.run(self._migrate_once, "migrate the system schema")
         except sqlite3.OperationalError as exc:
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"cannot create the SQLite system database at {self.path!r}: {exc}"
             ) from exc
 
@@ -368,24 +327,25 @@ class SqliteStore(SqlStore):
     def verify_schema(self) -> None:
         latest = migrations.latest_version("sqlite")
         if not os.path.exists(self.path):
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"the SQLite system database {self.path!r} does not exist and run_migrations is "
                 "False; run `waypoint migrate` first"
             )
         try:
             current = self.schema_version()
         except sqlite3.OperationalError as exc:
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"the SQLite system database {self.path!r} has no Waypoint schema; run "
                 "`waypoint migrate` first"
             ) from exc
         if current < latest:
-            raise DBOSInitializationError(
+            raise StorageConfigError(
                 f"the system schema is at version {current} but this Waypoint needs {latest}; "
                 "run `waypoint migrate`"
             )
 
-    def destroy_file(self) -> None:
+    def drop(self) -> None:
+        self.close()
         for suffix in ("", "-wal", "-shm"):
             try:
                 os.remove(self.path + suffix)
@@ -393,6 +353,4 @@ class SqliteStore(SqlStore):
                 continue
 
     def grant(self, role: str) -> None:
-        raise DBOSInitializationError(
-            f"SQLite has no database roles; cannot grant access to {role!r}"
-        )
+        raise StorageConfigError(f"SQLite has no database roles; cannot grant access to {role!r}")

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from waypoint.core.serialization import Serializer
+from waypoint.core.store import translated
 from waypoint.error import DBOSInitializationError
-from waypoint.storage.url import check_schema_name, default_sqlite_url, parse_url
+from waypoint.storage.registry import default_sqlite_url, parse_url, system_url_for
+from waypoint.storage.url import check_schema_name
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{3,30}$")
 
@@ -118,17 +120,11 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         )
     url = config.get("system_database_url")
     app_url = config.get("database_url") or config.get("application_database_url")
-    if not url:
-        if app_url:
-            target = parse_url(app_url)
-            if target.dialect == "sqlite":
-                url = app_url
-            else:
-                db = target.database or name
-                url = target.with_database(f"{db}_dbos_sys").url
-        else:
-            url = default_sqlite_url(name)
-    parse_url(url)  # validate early: a bad URL is an initialization error, not a launch crash
+    with translated():
+        if not url:
+            url = system_url_for(app_url, name) if app_url else default_sqlite_url(name)
+        parse_url(url)  # validate early: a bad URL is an initialization error, not a launch crash
+        schema = check_schema_name(config.get("dbos_system_schema") or "dbos")
 
     executor_id = config.get("executor_id") or os.environ.get("DBOS__VMID") or "local"
     if not isinstance(executor_id, str) or not executor_id.strip():
@@ -159,7 +155,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     return RuntimeConfig(
         name=name,
         system_database_url=url,
-        schema=check_schema_name(config.get("dbos_system_schema") or "dbos"),
+        schema=schema,
         pool_size=_positive_int(config, "sys_db_pool_size", 20),
         executor_id=executor_id,
         application_version=version,

@@ -3,51 +3,26 @@ of the ``queues`` table (limits changeable at runtime)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
-from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError, build_config
-from waypoint.storage.protocol import QueueRow
-
-if TYPE_CHECKING:
-    from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync
-    from waypoint.core.engine import Engine
+from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
+from waypoint._api.ops.base import RUNTIME, Ops, as_ops
+from waypoint.core.effects import drive_async, drive_sync
+from waypoint.queues.enqueue import enqueue_flow
+from waypoint.queues.model import (
+    QUEUES,
+    QueueConfig,
+    QueueConfigError,
+    build_config,
+    config_from_row,
+    config_kwargs,
+    row_from_config,
+)
+from waypoint.storage.protocol import QueueRow, queue_config_key
 
 R = TypeVar("R")
-
-
-def row_from_config(cfg: QueueConfig, application_name: Optional[str]) -> QueueRow:
-    return QueueRow(
-        name=cfg.name,
-        concurrency=cfg.global_concurrency,
-        worker_concurrency=cfg.worker_concurrency,
-        rate_limit_max=cfg.limiter.limit if cfg.limiter else None,
-        rate_limit_period_sec=cfg.limiter.period_sec if cfg.limiter else None,
-        priority_enabled=cfg.priority_enabled,
-        partition_queue=cfg.partition_queue,
-        polling_interval_sec=cfg.polling_interval_sec,
-        application_name=application_name,
-        partition_concurrency=cfg.partition_concurrency,
-        partition_worker_concurrency=cfg.partition_worker_concurrency,
-        partition_rate_limit_max=cfg.partition_limiter.limit if cfg.partition_limiter else None,
-        partition_rate_limit_period_sec=cfg.partition_limiter.period_sec
-        if cfg.partition_limiter
-        else None,
-    )
-
-
-def config_kwargs(cfg: QueueConfig) -> dict[str, Any]:
-    return {
-        "global_concurrency": cfg.global_concurrency,
-        "worker_concurrency": cfg.worker_concurrency,
-        "limiter": cfg.limiter.as_dict() if cfg.limiter else None,
-        "partition_concurrency": cfg.partition_concurrency,
-        "partition_worker_concurrency": cfg.partition_worker_concurrency,
-        "partition_limiter": cfg.partition_limiter.as_dict() if cfg.partition_limiter else None,
-        "polling_interval_sec": cfg.polling_interval_sec,
-        "partition_queue": cfg.partition_queue,
-        "priority_enabled": cfg.priority_enabled,
-    }
 
 
 class Queue:
@@ -67,7 +42,7 @@ class Queue:
         partition_limiter: Optional[dict[str, Any]] = None,
         polling_interval_sec: float = 1.0,
         database_backed_queue: bool = False,
-        client_system_database: Optional[Engine] = None,
+        client_system_database: Any = None,
         application_name: Optional[str] = None,
         priority_enabled: bool = False,
         partition_queue: bool = False,
@@ -88,20 +63,19 @@ class Queue:
         self.name = name
         self.database_backed = database_backed_queue
         self.application_name = application_name
-        self._engine = client_system_database
+        self._ops = as_ops(client_system_database)
         if not database_backed_queue:
             QUEUES.add(self._config)
 
     @classmethod
-    def _from_row(cls, row: QueueRow, engine: Optional[Engine] = None) -> Queue:
-        from waypoint.queues.dispatcher import config_from_row
-
+    def from_row(cls, row: QueueRow, ops: Ops) -> Queue:
+        """A database-backed queue, reached through ``ops``."""
         queue = cls.__new__(cls)
         queue._config = config_from_row(row)
         queue.name = row.name
         queue.database_backed = True
         queue.application_name = row.application_name
-        queue._engine = engine
+        queue._ops = ops
         return queue
 
     def __repr__(self) -> str:
@@ -110,10 +84,8 @@ class Queue:
 
     # -- enqueueing -----------------------------------------------------------------------------
     def enqueue(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
-        from waypoint._api.handles import Handle
-        from waypoint.core import calls
-
-        return Handle(calls.enqueue(self.name, func, args, kwargs))
+        wfid = drive_sync(enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs))
+        return Handle(RUNTIME, wfid)
 
     async def enqueue_async(
         self,
@@ -121,28 +93,18 @@ class Queue:
         *args: Any,
         **kwargs: Any,
     ) -> WorkflowHandleAsync[R]:
-        from waypoint._api.handles import HandleAsync
-        from waypoint.core import calls
-
-        return HandleAsync(await calls.enqueue_async(self.name, func, args, kwargs))
+        flow = enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs)
+        return HandleAsync(RUNTIME, await drive_async(flow))
 
     # -- configuration ------------------------------------------------------------------------
-    def _store_engine(self) -> Engine:
-        if self._engine is not None:
-            return self._engine
-        from waypoint.core.runtime import get_runtime
-
-        return get_runtime()
-
     def config(self) -> QueueConfig:
         """The current limits (re-read from the database for database-backed queues)."""
         if not self.database_backed:
             return self._config
-        row = self._store_engine().store.get_queue(self.name)
+        engine = self._ops.engine()
+        row = engine.store.get_queue(self.name)
         if row is None:
             raise QueueConfigError(f"queue {self.name!r} was deleted")
-        from waypoint.queues.dispatcher import config_from_row
-
         self._config = config_from_row(row)
         return self._config
 
@@ -155,13 +117,11 @@ class Queue:
         current = config_kwargs(self.config())
         current.update(change)
         cfg = build_config(self.name, **current)
-        engine = self._store_engine()
+        engine = self._ops.engine()
         self._config = cfg
         engine.store.upsert_queue(
             row_from_config(cfg, self.application_name or engine.app_name), True
         )
-        from waypoint.storage.protocol import queue_config_key
-
         engine.wakeups.fire(queue_config_key(self.name))
 
     @property
@@ -239,8 +199,6 @@ class Queue:
 
 def _add_async_accessors() -> None:
     """``get_<attr>_async`` / ``set_<attr>_async`` twins, run on a worker thread."""
-    import asyncio
-
     names = (
         "concurrency",
         "global_concurrency",

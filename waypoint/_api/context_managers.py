@@ -8,14 +8,9 @@ import json
 from types import TracebackType
 from typing import Any, Optional
 
-from waypoint.core.context import (
-    Auth,
-    NextWorkflowID,
-    StartOptions,
-    current_auth,
-    start_options,
-)
-from waypoint.core.workflows import validate_workflow_id
+from waypoint.core.context import NextWorkflowID, StartOptions, current_auth, start_options
+from waypoint.core.prepare import validate_workflow_id
+from waypoint.core.types import Auth
 from waypoint.queues.enqueue import check_priority
 
 

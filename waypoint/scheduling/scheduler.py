@@ -4,7 +4,7 @@ One thread computes every schedule's next firing time and sleeps until the earli
 enqueues the workflow with the ID ``sched-<name>-<ISO time>``: every process of the
 application may fire the same slot, and the workflow ID makes exactly one of them count.
 Stored schedules are re-read every ``scheduler_polling_interval_sec`` (and at once when this
-process changes one). A deactivated executor fires nothing.
+process changes one: the ``S:`` wake-up). A deactivated executor fires nothing.
 """
 
 from __future__ import annotations
@@ -15,48 +15,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Optional
 
-from croniter import croniter
-
-from waypoint.core.types import INTERNAL_QUEUE_NAME
+from waypoint.core.effects import drive_sync
+from waypoint.core.registry import REGISTRY
+from waypoint.core.runtime import Runtime
+from waypoint.core.store import StoreClosed
 from waypoint.error import DBOSException
-from waypoint.storage.retry import StoreClosedError
-
-if TYPE_CHECKING:
-    from waypoint.core.runtime import Runtime
+from waypoint.scheduling.cron import MAX_BACKFILL, next_time, slot_workflow_id, zone
+from waypoint.scheduling.firing import enqueue_decorated, fire_flow
+from waypoint.storage.protocol import SCHEDULE_KEY_PREFIX
 
 logger = logging.getLogger("waypoint")
-
-MAX_BACKFILL = 10_000
-
-
-def parse_cron(expr: str) -> bool:
-    """Whether a cron expression is valid (5 fields, or 6 with leading seconds)."""
-    if not isinstance(expr, str):
-        return False
-    seconds = len(expr.split()) == 6
-    return bool(croniter.is_valid(expr, second_at_beginning=seconds))
-
-
-def next_time(expr: str, after: dt.datetime) -> dt.datetime:
-    seconds = len(expr.split()) == 6
-    result: dt.datetime = croniter(expr, after, second_at_beginning=seconds).get_next(dt.datetime)
-    return result
-
-
-def zone(name: Optional[str]) -> dt.tzinfo:
-    if not name:
-        return dt.timezone.utc
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise DBOSException(f"unknown cron timezone {name!r}") from exc
-
-
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat()
 
 
 @dataclass
@@ -72,6 +42,8 @@ class Scheduled:
 
 
 class Scheduler:
+    name = "scheduler"
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._cond = threading.Condition()
@@ -86,16 +58,18 @@ class Scheduler:
     def add_decorated(self, name: str, cron: str, workflow: Callable[..., Any]) -> None:
         self._decorated.append((name, cron, workflow))
 
-    def refresh(self) -> None:
+    def refresh(self, key: str = "") -> None:
         with self._cond:
             self._dirty = True
             self._cond.notify()
 
     def start(self) -> None:
+        self.rt.wakeups.add_hook(SCHEDULE_KEY_PREFIX, self.refresh)
         self._thread = threading.Thread(target=self._loop, name="waypoint-scheduler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        self.rt.wakeups.remove_hooks([self.refresh])
         with self._cond:
             self._stop = True
             self._cond.notify()
@@ -110,8 +84,6 @@ class Scheduler:
             wanted[name] = Scheduled(
                 name, cron, dt.timezone.utc, self._legacy_fire(name, workflow), now
             )
-        from waypoint.core.registry import REGISTRY
-
         for row in self.rt.store.list_schedules(self.rt.app_name, status="ACTIVE"):
             info = REGISTRY.workflows.get(row.workflow_name)
             if info is None:
@@ -148,24 +120,16 @@ class Scheduler:
         self, name: str, workflow: Callable[..., Any]
     ) -> Callable[[dt.datetime], None]:
         def fire(when: dt.datetime) -> None:
-            from waypoint.core.calls import enqueue_scheduled
-
-            enqueue_scheduled(
-                self.rt,
-                workflow,
-                f"sched-{name}-{iso(when)}",
-                INTERNAL_QUEUE_NAME,
-                (when, dt.datetime.now(dt.timezone.utc)),
-                None,
-            )
+            args = (when, dt.datetime.now(dt.timezone.utc))
+            drive_sync(enqueue_decorated(self.rt, workflow, slot_workflow_id(name, when), args))
 
         return fire
 
     def _dynamic_fire(self, name: str) -> Callable[[dt.datetime], None]:
         def fire(when: dt.datetime) -> None:
-            from waypoint.core.calls import fire_schedule
-
-            fire_schedule(self.rt, name, when, f"sched-{name}-{iso(when)}")
+            row = self.rt.store.get_schedule(name)
+            if row is not None:
+                drive_sync(fire_flow(self.rt, row, when, slot_workflow_id(name, when)))
 
         return fire
 
@@ -181,7 +145,7 @@ class Scheduler:
                     self._last_db_read = time.monotonic()
                     self._load()
                 wait = self._fire_due()
-            except StoreClosedError:
+            except StoreClosed:
                 return
             except Exception:
                 logger.exception("scheduler pass failed; retrying")

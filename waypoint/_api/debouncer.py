@@ -1,0 +1,158 @@
+"""``Debouncer`` and ``DebouncerClient``: many calls within a quiet period become one
+workflow run, with the last call's arguments (see ``waypoint.queues.debounce``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
+
+from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
+from waypoint._api.ops.base import RUNTIME, Ops
+from waypoint._api.queue import Queue
+from waypoint.core.effects import Flow, drive_async, drive_sync
+from waypoint.core.registry import WorkflowInfo
+from waypoint.core.types import INTERNAL_QUEUE_NAME
+from waypoint.error import DBOSException
+from waypoint.queues.debounce import debounce_by_name, debounce_registered
+from waypoint.queues.enqueue import EnqueueOptions
+
+if TYPE_CHECKING:
+    from waypoint._api.client import DBOSClient
+
+
+def _queue_name(queue: Optional[Queue | str]) -> str:
+    if queue is None:
+        return INTERNAL_QUEUE_NAME
+    return queue.name if isinstance(queue, Queue) else queue
+
+
+class _Debounce:
+    """Shared by both: drive the debounce flow sync or async and hand back a handle."""
+
+    _handle_ops: Ops
+
+    def _flow(
+        self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Flow[str]:
+        raise NotImplementedError
+
+    def debounce(
+        self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        wfid = drive_sync(self._flow(debounce_key, debounce_period_sec, args, kwargs))
+        return Handle(self._handle_ops, wfid)
+
+    async def debounce_async(
+        self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        wfid = await drive_async(self._flow(debounce_key, debounce_period_sec, args, kwargs))
+        return HandleAsync(self._handle_ops, wfid)
+
+
+class Debouncer(_Debounce):
+    """Debounce a workflow of this application (``Debouncer.create(workflow)``)."""
+
+    def __init__(
+        self,
+        workflow_name: str,
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> None:
+        if debounce_timeout_sec is not None and debounce_timeout_sec <= 0:
+            raise DBOSException("debounce_timeout_sec must be positive")
+        self.workflow_name = workflow_name
+        self.debounce_timeout_sec = debounce_timeout_sec
+        self.queue_name = _queue_name(queue)
+        self.application_name = application_name
+        self._func: Optional[Callable[..., Any]] = None
+        self._handle_ops = RUNTIME
+
+    @classmethod
+    def create(
+        cls,
+        workflow: Callable[..., Any],
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> Debouncer:
+        info = getattr(workflow, "__waypoint_workflow__", None)
+        if not isinstance(info, WorkflowInfo):
+            raise DBOSException("Debouncer.create needs a function decorated with @DBOS.workflow")
+        if info.kind in ("instance", "class"):
+            raise DBOSException("Debouncer.create does not accept methods")
+        deb = cls(
+            info.name,
+            debounce_timeout_sec=debounce_timeout_sec,
+            queue=queue,
+            application_name=application_name,
+        )
+        deb._func = workflow
+        return deb
+
+    @classmethod
+    async def create_async(
+        cls,
+        workflow: Callable[..., Any],
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> Debouncer:
+        return cls.create(
+            workflow,
+            debounce_timeout_sec=debounce_timeout_sec,
+            queue=queue,
+            application_name=application_name,
+        )
+
+    def _flow(
+        self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Flow[str]:
+        return debounce_registered(
+            RUNTIME.engine(),
+            self.workflow_name,
+            self._func,
+            self.queue_name,
+            key,
+            period,
+            self.debounce_timeout_sec,
+            args,
+            kwargs,
+        )
+
+
+class DebouncerClient(_Debounce):
+    """Debounce a workflow by name from a ``DBOSClient``."""
+
+    def __init__(
+        self,
+        client: DBOSClient,
+        workflow_options: EnqueueOptions,
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> None:
+        if debounce_timeout_sec is not None and debounce_timeout_sec <= 0:
+            raise DBOSException("debounce_timeout_sec must be positive")
+        for forbidden in ("deduplication_id", "delay_seconds", "priority", "queue_partition_key"):
+            if workflow_options.get(forbidden) is not None:
+                raise DBOSException(f"a debounced workflow cannot take {forbidden}")
+        self.client = client
+        self.options = dict(workflow_options)
+        if queue is not None:
+            self.options["queue_name"] = _queue_name(queue)
+        self.options.setdefault("queue_name", INTERNAL_QUEUE_NAME)
+        self.debounce_timeout_sec = debounce_timeout_sec
+        self.application_name = application_name
+        self._handle_ops = client._ops()
+
+    def _flow(
+        self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Flow[str]:
+        options: EnqueueOptions = self.options  # type: ignore[assignment]
+        eng = self.client._ops().engine()
+        return debounce_by_name(eng, options, key, period, self.debounce_timeout_sec, args, kwargs)

@@ -1,0 +1,175 @@
+"""What ``@DBOS.workflow``, ``@DBOS.step``, ``@DBOS.dbos_class`` and ``@DBOS.scheduled`` do:
+register the function under its recorded name and wrap it so each call goes through the
+engine. Decorators run at import time, before any ``DBOS`` object exists, so registrations
+are process-wide (``core.registry``)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar, cast
+
+from waypoint.core import calls
+from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo, step_workflow_name
+from waypoint.core.types import StepSpec, WorkflowSerializationFormat
+from waypoint.error import DBOSException
+from waypoint.scheduling.cron import parse_cron
+from waypoint.scheduling.schedules import registered
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
+
+
+def step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
+    spec = StepSpec(
+        name=name,
+        retries_allowed=bool(options.get("retries_allowed", False)),
+        interval_seconds=float(options.get("interval_seconds", 1.0)),
+        max_attempts=int(options.get("max_attempts", 3)),
+        backoff_rate=float(options.get("backoff_rate", 2.0)),
+        should_retry=options.get("should_retry"),
+        preemptible=bool(options.get("preemptible", False)),
+        timeout_seconds=options.get("timeout_seconds"),
+    )
+    if spec.max_attempts < 1:
+        raise ValueError(f"step {name}: max_attempts must be at least 1")
+    if spec.interval_seconds < 0 or spec.backoff_rate <= 0:
+        raise ValueError(f"step {name}: interval_seconds must be >= 0 and backoff_rate > 0")
+    if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
+        raise ValueError(f"step {name}: timeout_seconds must be positive")
+    if not is_async and (spec.preemptible or spec.timeout_seconds is not None):
+        raise ValueError(
+            f"step {name}: preemptible and timeout_seconds are only supported for async steps"
+        )
+    return spec
+
+
+def workflow(
+    name: Optional[str],
+    max_recovery_attempts: Optional[int],
+    serialization_type: Optional[WorkflowSerializationFormat],
+    validate_args: Optional[Callable[..., Any]],
+) -> Callable[[F], F]:
+    if max_recovery_attempts is not None and max_recovery_attempts < 0:
+        raise ValueError("max_recovery_attempts must be >= 0 or None")
+
+    def decorator(func: F) -> F:
+        is_async = inspect.iscoroutinefunction(func)
+        info = WorkflowInfo(
+            name=name or func.__qualname__,
+            func=func,
+            is_async=is_async,
+            max_recovery_attempts=max_recovery_attempts,
+            serialization=serialization_type,
+            validate_args=validate_args,
+        )
+        if is_async:
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await calls.call_workflow_async(info, args, kwargs)
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return calls.call_workflow(info, args, kwargs)
+
+            wrapper = sync_wrapper
+        info.wrapper = wrapper
+        wrapper.__waypoint_workflow__ = info  # type: ignore[attr-defined]
+        REGISTRY.add_workflow(info)
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def step(name: Optional[str], options: dict[str, Any]) -> Callable[[F], F]:
+    def decorator(func: F) -> F:
+        is_async = inspect.iscoroutinefunction(func)
+        spec = step_spec(name or func.__qualname__, options, is_async)
+        entry = StepEntry(spec.name, func, spec)
+        REGISTRY.add_step(entry)
+        if is_async:
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await calls.call_step_async(entry, args, kwargs)
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return calls.call_step(entry, args, kwargs)
+
+            wrapper = sync_wrapper
+        wrapper.__waypoint_step__ = entry  # type: ignore[attr-defined]
+        _register_step_workflow(entry, wrapper, is_async)
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def _register_step_workflow(entry: StepEntry, step_fn: Callable[..., Any], is_async: bool) -> None:
+    """Let a step be started or enqueued on its own, as a one-step workflow."""
+    if is_async:
+
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await step_fn(*args, **kwargs)
+
+        body: Callable[..., Any] = run_async
+    else:
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return step_fn(*args, **kwargs)
+
+        body = run
+    name = step_workflow_name(entry.name)
+    workflow(name, DEFAULT_MAX_RECOVERY_ATTEMPTS, None, None)(body)
+    REGISTRY.workflows[name].internal = True
+
+
+def dbos_class(class_name: Optional[str]) -> Callable[[type[T]], type[T]]:
+    def decorator(klass: type[T]) -> type[T]:
+        name = class_name or klass.__qualname__
+        REGISTRY.add_class(name, klass)
+        klass.__waypoint_class_name__ = name  # type: ignore[attr-defined]
+        for value in klass.__dict__.values():
+            if isinstance(value, classmethod):
+                fn, kind = value.__func__, "class"
+            elif isinstance(value, staticmethod):
+                fn, kind = value.__func__, "static"
+            else:
+                fn, kind = value, "instance"
+            info = getattr(fn, "__waypoint_workflow__", None)
+            if isinstance(info, WorkflowInfo):
+                info.kind = kind  # type: ignore[assignment]
+                info.class_name = name if kind != "static" else None
+        return klass
+
+    return decorator
+
+
+def scheduled(cron: str) -> Callable[[F], F]:
+    if not parse_cron(cron):
+        raise DBOSException(f"invalid cron expression {cron!r}")
+
+    def decorator(func: F) -> F:
+        info = registered(func)
+        REGISTRY.scheduled.append((info.name, cron, func))
+        return func
+
+    return decorator
+
+
+def register_instance(inst: object) -> None:
+    config_name = getattr(inst, "config_name", None)
+    if not isinstance(config_name, str):
+        raise DBOSException("register_instance needs an object with a str config_name")
+    class_name = getattr(type(inst), "__waypoint_class_name__", type(inst).__qualname__)
+    REGISTRY.add_instance(class_name, config_name, inst)

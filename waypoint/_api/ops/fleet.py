@@ -1,0 +1,134 @@
+"""Operations on the application as a whole: versions, executors, recovery, retention."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from waypoint._api.ops.base import Ops
+from waypoint.core.effects import Flow, Io
+from waypoint.core.recovery import recover
+from waypoint.core.runtime import Runtime
+from waypoint.core.types import VersionInfo
+from waypoint.error import DBOSException
+from waypoint.storage.protocol import version_key
+
+
+def list_application_versions(ops: Ops) -> Flow[list[VersionInfo]]:
+    """The application's versions, the latest first."""
+    eng = ops.engine()
+    rows = yield Io(lambda: eng.store.list_versions(eng.app_name))
+    return [
+        VersionInfo(
+            version_id=v.version_id,
+            version_name=v.version_name,
+            version_timestamp=v.version_timestamp,
+            created_at=v.created_at,
+            application_name=v.application_name,
+        )
+        for v in rows
+    ]
+
+
+def get_latest_application_version(ops: Ops) -> Flow[VersionInfo]:
+    """The version unversioned work runs on."""
+    found = yield from list_application_versions(ops)
+    if not found:
+        raise DBOSException("no application version is registered yet")
+    return found[0]
+
+
+def set_latest_application_version(
+    ops: Ops, version_name: str, *, application_name: Optional[str] = None
+) -> Flow[None]:
+    """Make a registered version the latest (its timestamp becomes now)."""
+    eng = ops.engine()
+    app = application_name or eng.app_name
+    changed = yield Io(lambda: eng.store.set_latest_version(version_name, app))
+    if not changed:
+        raise DBOSException(f"application version {version_name!r} is not registered")
+    eng.wakeups.fire(version_key(version_name))
+
+
+def list_executors(ops: Ops) -> Flow[list[dict[str, Any]]]:
+    """Executor incarnations of this application (of every one, from a client without an
+    application name), with the seconds since each was last heard from."""
+    eng = ops.engine()
+    rt = ops.runtime()
+    this = rt.incarnation if rt is not None else None
+    rows = yield Io(lambda: eng.store.list_executors(eng.app_name))
+    return [
+        {
+            "executor_id": r.executor_id,
+            "incarnation": r.incarnation,
+            "application_name": r.application_name,
+            "application_version": r.application_version,
+            "hostname": r.hostname,
+            "pid": r.pid,
+            "started_at": r.started_at,
+            "last_seen": r.last_seen,
+            "silent_sec": ((r.db_now or 0) - (r.last_seen or 0)) / 1000,
+            "this_process": r.incarnation == this,
+        }
+        for r in rows
+    ]
+
+
+def garbage_collect(
+    ops: Ops,
+    *,
+    cutoff_epoch_timestamp_ms: Optional[int] = None,
+    rows_threshold: Optional[int] = None,
+) -> Flow[int]:
+    """Delete finished workflows older than the cutoff or beyond the newest
+    ``rows_threshold`` (never PENDING, ENQUEUED or DELAYED ones); returns how many."""
+    eng = ops.engine()
+    deleted: int = yield Io(
+        lambda: eng.store.garbage_collect(cutoff_epoch_timestamp_ms, rows_threshold, eng.app_name)
+    )
+    return deleted
+
+
+def global_timeout(ops: Ops, cutoff_epoch_timestamp_ms: int) -> Flow[list[str]]:
+    """Cancel every in-flight workflow created at or before the cutoff."""
+    eng = ops.engine()
+    ids = yield Io(lambda: eng.store.active_created_before(cutoff_epoch_timestamp_ms))
+    if not ids:
+        return []
+    cancelled: list[str] = yield Io(lambda: eng.cancel(ids))
+    return cancelled
+
+
+def _launched(ops: Ops) -> Runtime:
+    rt = ops.runtime()
+    if rt is None:
+        raise DBOSException("this operation needs a launched DBOS, not a client")
+    return rt
+
+
+def recover_executors(ops: Ops, executor_ids: list[str]) -> Flow[list[str]]:
+    """Take over the PENDING workflows of these executors and run them here."""
+    rt = _launched(ops)
+    recovered: list[str] = yield Io(lambda: recover(rt, list(executor_ids)))
+    return recovered
+
+
+def deactivate(ops: Ops) -> Flow[None]:
+    """Finish what runs here, but dequeue and start nothing new."""
+    rt = _launched(ops)
+    rt.deactivate()
+    yield from ()
+
+
+def health(ops: Ops) -> Flow[Optional[str]]:
+    """None if the system database answers now, else why not (no retries)."""
+    eng = ops.engine()
+
+    def ping() -> Optional[str]:
+        try:
+            eng.store.ping_once()
+        except Exception as exc:
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None
+
+    problem: Optional[str] = yield Io(ping)
+    return problem

@@ -1,0 +1,1 @@
+"""Cron scheduling: ``@DBOS.scheduled`` functions and schedules stored in the database."""

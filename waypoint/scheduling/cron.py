@@ -1,0 +1,45 @@
+"""Cron expressions (5 fields, or 6 with leading seconds), time zones and slot names."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from waypoint.error import DBOSException
+
+MAX_BACKFILL = 10_000  # slots fired at most in one catch-up
+
+
+def parse_cron(expr: str) -> bool:
+    """Whether a cron expression is valid (5 fields, or 6 with leading seconds)."""
+    if not isinstance(expr, str):
+        return False
+    seconds = len(expr.split()) == 6
+    return bool(croniter.is_valid(expr, second_at_beginning=seconds))
+
+
+def next_time(expr: str, after: dt.datetime) -> dt.datetime:
+    seconds = len(expr.split()) == 6
+    result: dt.datetime = croniter(expr, after, second_at_beginning=seconds).get_next(dt.datetime)
+    return result
+
+
+def zone(name: Optional[str]) -> dt.tzinfo:
+    if not name:
+        return dt.timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DBOSException(f"unknown cron timezone {name!r}") from exc
+
+
+def iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat()
+
+
+def slot_workflow_id(schedule_name: str, when: dt.datetime) -> str:
+    """The workflow ID of one firing: every process may fire a slot, one of them counts."""
+    return f"sched-{schedule_name}-{iso(when)}"

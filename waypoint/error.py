@@ -37,7 +37,7 @@ through user code that says ``except Exception``.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Optional
 
 
 class DBOSErrorCode(IntEnum):
@@ -66,12 +66,16 @@ class DBOSErrorCode(IntEnum):
 
 
 class _Coded(BaseException):
-    """Message, DBOS error code and pickling shared by both roots of the hierarchy."""
+    """Message, DBOS error code and pickling shared by both roots of the hierarchy. A class
+    names its code once (``_code``); raising it with just a message uses that code."""
 
     status_code: int = 500
+    _code: Optional[DBOSErrorCode] = None
 
     def __init__(self, message: str, dbos_error_code: int | None = None) -> None:
         self.message = message
+        if dbos_error_code is None and self._code is not None:
+            dbos_error_code = self._code.value
         self.dbos_error_code = dbos_error_code
         super().__init__(message)
 
@@ -104,189 +108,174 @@ class DBOSBaseException(_Coded, BaseException):
 class DBOSWorkflowConflictIDError(DBOSBaseException):
     """Another execution of the same workflow checkpointed this step first."""
 
+    _code = DBOSErrorCode.ConflictingIdError
+
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
         super().__init__(
-            f"Conflicting workflow ID {workflow_id}: another execution already recorded this step",
-            DBOSErrorCode.ConflictingIdError.value,
+            f"Conflicting workflow ID {workflow_id}: another execution already recorded this step"
         )
 
 
 class DBOSWorkflowCancelledError(DBOSBaseException):
     """The running workflow observed its own cancellation (or its deadline passed)."""
 
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg, DBOSErrorCode.WorkflowCancelled.value)
+    _code = DBOSErrorCode.WorkflowCancelled
+
+
+def _detail(text: str, detail: Optional[str]) -> str:
+    return f"{text}: {detail}" if detail else text
 
 
 class DBOSRecoveryError(DBOSException):
+    _code = DBOSErrorCode.RecoveryError
+
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
         self.workflow_id = workflow_id
-        super().__init__(
-            f"Recovery error for workflow {workflow_id}: {message or ''}".rstrip(": "),
-            DBOSErrorCode.RecoveryError.value,
-        )
+        super().__init__(_detail(f"Recovery error for workflow {workflow_id}", message))
 
 
 class DBOSInitializationError(DBOSException):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, DBOSErrorCode.InitializationError.value)
+    _code = DBOSErrorCode.InitializationError
 
 
 class DBOSWorkflowFunctionNotFoundError(DBOSException):
+    _code = DBOSErrorCode.WorkflowFunctionNotFound
+
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
         self.workflow_id = workflow_id
-        super().__init__(
-            f"Workflow function not found for workflow {workflow_id}: {message or ''}".rstrip(": "),
-            DBOSErrorCode.WorkflowFunctionNotFound.value,
-        )
+        text = f"Workflow function not found for workflow {workflow_id}"
+        super().__init__(_detail(text, message))
 
 
 class DBOSNonExistentWorkflowError(DBOSException):
+    _code = DBOSErrorCode.NonExistentWorkflowError
+
     def __init__(self, destination_id: str) -> None:
         self.workflow_id = destination_id
-        super().__init__(
-            f"Workflow {destination_id} does not exist",
-            DBOSErrorCode.NonExistentWorkflowError.value,
-        )
+        super().__init__(f"Workflow {destination_id} does not exist")
 
 
 class MaxRecoveryAttemptsExceededError(DBOSException):
+    _code = DBOSErrorCode.MaxRecoveryAttemptsExceeded
+
     def __init__(self, workflow_id: str, max_retries: int) -> None:
-        self.workflow_id = workflow_id
-        self.max_retries = max_retries
+        self.workflow_id, self.max_retries = workflow_id, max_retries
         super().__init__(
             f"Workflow {workflow_id} exceeded its maximum of {max_retries} recovery attempts "
-            "and was moved to the dead-letter status MAX_RECOVERY_ATTEMPTS_EXCEEDED",
-            DBOSErrorCode.MaxRecoveryAttemptsExceeded.value,
+            "and was moved to the dead-letter status MAX_RECOVERY_ATTEMPTS_EXCEEDED"
         )
 
 
 class DBOSMaxStepRetriesExceeded(DBOSException):
+    _code = DBOSErrorCode.MaxStepRetriesExceeded
+
     def __init__(self, step_name: str, max_retries: int, errors: list[Exception]) -> None:
-        self.step_name = step_name
-        self.max_retries = max_retries
-        self.errors = errors
-        super().__init__(
-            f"Step {step_name} has exceeded its maximum of {max_retries} attempts",
-            DBOSErrorCode.MaxStepRetriesExceeded.value,
-        )
+        self.step_name, self.max_retries, self.errors = step_name, max_retries, errors
+        super().__init__(f"Step {step_name} has exceeded its maximum of {max_retries} attempts")
 
 
 class DBOSNotAuthorizedError(DBOSException):
     status_code = 403
-
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg, DBOSErrorCode.NotAuthorized.value)
+    _code = DBOSErrorCode.NotAuthorized
 
 
 class DBOSConflictingWorkflowError(DBOSException):
+    _code = DBOSErrorCode.ConflictingWorkflowError
+
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
         self.workflow_id = workflow_id
         text = f"Conflicting workflow invocation with the same ID ({workflow_id})"
-        super().__init__(
-            f"{text}: {message}" if message else text,
-            DBOSErrorCode.ConflictingWorkflowError.value,
-        )
+        super().__init__(_detail(text, message))
 
 
 class DBOSUnexpectedStepError(DBOSException):
+    _code = DBOSErrorCode.UnexpectedStep
+
     def __init__(self, workflow_id: str, step_id: int, expected_name: str, recorded_name: str):
-        self.workflow_id = workflow_id
-        self.step_id = step_id
-        self.expected_name = expected_name
-        self.recorded_name = recorded_name
+        self.workflow_id, self.step_id = workflow_id, step_id
+        self.expected_name, self.recorded_name = expected_name, recorded_name
         super().__init__(
             f"During execution of workflow {workflow_id} step {step_id}, function "
             f"{recorded_name} was recorded when {expected_name} was expected. The workflow's "
-            "code changed or is not deterministic.",
-            DBOSErrorCode.UnexpectedStep.value,
+            "code changed or is not deterministic."
         )
 
 
 class DBOSQueueDeduplicatedError(DBOSException):
+    _code = DBOSErrorCode.QueueDeduplicated
+
     def __init__(self, workflow_id: str, queue_name: str, deduplication_id: str) -> None:
-        self.workflow_id = workflow_id
-        self.queue_name = queue_name
+        self.workflow_id, self.queue_name = workflow_id, queue_name
         self.deduplication_id = deduplication_id
         super().__init__(
             f"Workflow {workflow_id} was deduplicated: deduplication ID {deduplication_id} is "
-            f"already held by another workflow on queue {queue_name}",
-            DBOSErrorCode.QueueDeduplicated.value,
+            f"already held by another workflow on queue {queue_name}"
         )
 
 
 class DBOSAwaitedWorkflowCancelledError(DBOSException):
+    _code = DBOSErrorCode.AwaitedWorkflowCancelled
+
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
-        super().__init__(
-            f"Awaited workflow {workflow_id} was cancelled",
-            DBOSErrorCode.AwaitedWorkflowCancelled.value,
-        )
+        super().__init__(f"Awaited workflow {workflow_id} was cancelled")
 
 
 class DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(DBOSException):
+    _code = DBOSErrorCode.AwaitedWorkflowMaxRecoveryAttemptsExceeded
+
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
-        super().__init__(
-            f"Awaited workflow {workflow_id} exceeded its maximum recovery attempts",
-            DBOSErrorCode.AwaitedWorkflowMaxRecoveryAttemptsExceeded.value,
-        )
+        super().__init__(f"Awaited workflow {workflow_id} exceeded its maximum recovery attempts")
 
 
 class DBOSPatchNondeterminismError(DBOSException):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, DBOSErrorCode.PatchNondeterminism.value)
+    _code = DBOSErrorCode.PatchNondeterminism
 
 
 class DBOSStreamTimeoutError(DBOSException):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, DBOSErrorCode.StreamTimeout.value)
+    _code = DBOSErrorCode.StreamTimeout
 
 
 class DBOSStreamNondeterminismError(DBOSException):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, DBOSErrorCode.StreamNondeterminism.value)
+    _code = DBOSErrorCode.StreamNondeterminism
 
 
 class DBOSStepTimeoutError(DBOSException):
+    _code = DBOSErrorCode.StepTimeout
+
     def __init__(self, step_name: str, timeout_seconds: float) -> None:
-        self.step_name = step_name
-        self.timeout_seconds = timeout_seconds
-        super().__init__(
-            f"Step {step_name} timed out after {timeout_seconds} seconds",
-            DBOSErrorCode.StepTimeout.value,
-        )
+        self.step_name, self.timeout_seconds = step_name, timeout_seconds
+        super().__init__(f"Step {step_name} timed out after {timeout_seconds} seconds")
 
 
 class DBOSConflictingRegistrationError(DBOSException):
+    _code = DBOSErrorCode.ConflictingRegistrationError
+
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
-            f"Operation (Name: {name}) is already registered with a conflicting function type",
-            DBOSErrorCode.ConflictingRegistrationError.value,
+            f"Operation (Name: {name}) is already registered with a conflicting function type"
         )
 
 
 class WaypointStorageError(DBOSException):
     """The system database rejected an operation in a way retrying will not fix."""
 
-    def __init__(self, message: str, code: int = DBOSErrorCode.StorageError.value) -> None:
-        super().__init__(message, code)
+    _code = DBOSErrorCode.StorageError
 
 
 class WaypointStorageFullError(WaypointStorageError):
     """The system database is out of space; nothing of the failed call was written."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, DBOSErrorCode.StorageFull.value)
+    _code = DBOSErrorCode.StorageFull
 
 
 class WaypointPayloadError(DBOSException):
     """A value could not be serialized (or deserialized) for the system database."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, DBOSErrorCode.PayloadError.value)
+    _code = DBOSErrorCode.PayloadError
 
 
 __all__ = [

@@ -1226,3 +1226,35 @@ def test_bug_wrong_method_is_405_with_allow(dbos: type[DBOS]) -> None:
         if reply.status != 405 or "allow" not in reply.headers:
             problems.append((method, path, reply.status, reply.headers.get("allow")))
     assert problems == []
+
+
+@one_backend
+def test_route_table_query_strings_and_other_content_types(dbos: type[DBOS]) -> None:
+    from waypoint.admin.routing import Response
+
+    @DBOS.step()
+    def part(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def three() -> int:
+        return part(1) + part(2) + part(3)
+
+    DBOS.launch()
+    with SetWorkflowID("adm-q-steps"):
+        three()
+    rows = call("GET", "/workflows/adm-q-steps/steps?limit=2&offset=1").json()
+    assert [r["function_id"] for r in rows] == ["1", "2"]
+    assert_error(call("GET", "/workflows/adm-q-steps/steps?limit=x"), 400, "invalid_query")
+    assert_error(call("GET", "/workflows/adm-q-steps/steps?bogus=1"), 400, "invalid_query")
+    assert_error(call("GET", "/dbos-healthz?x=1"), 400, "invalid_query")
+
+    # Whatever is added to the table is served, in its own content type.
+    admin = get_runtime().service("admin")
+    admin.table.add(
+        "GET", "/extra/{name}", lambda r: Response(200, f"hi {r.params['name']}\n", "text/plain")
+    )
+    reply = call("GET", "/extra/b%C3%A9a")
+    assert reply.status == 200 and reply.headers["content-type"] == "text/plain"
+    assert reply.body == "hi béa\n".encode()
+    assert call("HEAD", "/extra/x").body == b""

@@ -308,25 +308,25 @@ class DBOS(SharedOperations):
             return None
         return StepStatus(step.step_id, step.current_attempt, step.max_attempts)
 
-    @classproperty
-    def executor_id(cls) -> str:
+    @classmethod
+    def _current(cls, runtime_attr: str, config_attr: str) -> Any:
+        """A setting of the launched runtime, else of the initialized ``DBOS``, else None."""
         rt = maybe_runtime()
         if rt is not None:
-            return rt.executor_id
+            return getattr(rt, runtime_attr)
         inst = cls._instance
         if inst is not None and inst._initialized:
-            return inst._config.executor_id
-        return "local"
+            return getattr(inst._config, config_attr)
+        return None
+
+    @classproperty
+    def executor_id(cls) -> str:
+        return str(cls._current("executor_id", "executor_id") or "local")
 
     @classproperty
     def application_version(cls) -> Optional[str]:
-        rt = maybe_runtime()
-        if rt is not None:
-            return rt.app_version
-        inst = cls._instance
-        if inst is not None and inst._initialized:
-            return inst._config.application_version
-        return None
+        version: Optional[str] = cls._current("app_version", "application_version")
+        return version
 
     @classproperty
     def logger(cls) -> logging.Logger:

@@ -13,7 +13,7 @@ from waypoint.core.effects import Flow, drive_async, drive_sync
 from waypoint.core.registry import WorkflowInfo
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
-from waypoint.queues.debounce import debounce_by_name, debounce_registered
+from waypoint.queues.debounce import Bounce, debounce_by_name, debounce_registered
 from waypoint.queues.enqueue import EnqueueOptions
 
 if TYPE_CHECKING:
@@ -29,7 +29,14 @@ def _queue_name(queue: Optional[Queue | str]) -> str:
 class _Debounce:
     """Shared by both: drive the debounce flow sync or async and hand back a handle."""
 
-    _handle_ops: Ops
+    def __init__(
+        self, debounce_timeout_sec: Optional[float], application_name: Optional[str], ops: Ops
+    ) -> None:
+        if debounce_timeout_sec is not None and debounce_timeout_sec <= 0:
+            raise DBOSException("debounce_timeout_sec must be positive")
+        self.debounce_timeout_sec = debounce_timeout_sec
+        self.application_name = application_name
+        self._handle_ops = ops
 
     def _flow(
         self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -60,14 +67,10 @@ class Debouncer(_Debounce):
         queue: Optional[Queue | str] = None,
         application_name: Optional[str] = None,
     ) -> None:
-        if debounce_timeout_sec is not None and debounce_timeout_sec <= 0:
-            raise DBOSException("debounce_timeout_sec must be positive")
+        super().__init__(debounce_timeout_sec, application_name, RUNTIME)
         self.workflow_name = workflow_name
-        self.debounce_timeout_sec = debounce_timeout_sec
         self.queue_name = _queue_name(queue)
-        self.application_name = application_name
         self._func: Optional[Callable[..., Any]] = None
-        self._handle_ops = RUNTIME
 
     @classmethod
     def create(
@@ -93,34 +96,17 @@ class Debouncer(_Debounce):
         return deb
 
     @classmethod
-    async def create_async(
-        cls,
-        workflow: Callable[..., Any],
-        *,
-        debounce_timeout_sec: Optional[float] = None,
-        queue: Optional[Queue | str] = None,
-        application_name: Optional[str] = None,
-    ) -> Debouncer:
-        return cls.create(
-            workflow,
-            debounce_timeout_sec=debounce_timeout_sec,
-            queue=queue,
-            application_name=application_name,
-        )
+    async def create_async(cls, workflow: Callable[..., Any], **options: Any) -> Debouncer:
+        """``create``, for async code (nothing to await: it writes nothing)."""
+        return cls.create(workflow, **options)
 
     def _flow(
         self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Flow[str]:
+        bounce = Bounce(key, period, self.debounce_timeout_sec)
+        engine = RUNTIME.engine()
         return debounce_registered(
-            RUNTIME.engine(),
-            self.workflow_name,
-            self._func,
-            self.queue_name,
-            key,
-            period,
-            self.debounce_timeout_sec,
-            args,
-            kwargs,
+            engine, self.workflow_name, self._func, self.queue_name, bounce, args, kwargs
         )
 
 
@@ -136,8 +122,7 @@ class DebouncerClient(_Debounce):
         queue: Optional[Queue | str] = None,
         application_name: Optional[str] = None,
     ) -> None:
-        if debounce_timeout_sec is not None and debounce_timeout_sec <= 0:
-            raise DBOSException("debounce_timeout_sec must be positive")
+        super().__init__(debounce_timeout_sec, application_name, client._ops())
         for forbidden in ("deduplication_id", "delay_seconds", "priority", "queue_partition_key"):
             if workflow_options.get(forbidden) is not None:
                 raise DBOSException(f"a debounced workflow cannot take {forbidden}")
@@ -146,13 +131,11 @@ class DebouncerClient(_Debounce):
         if queue is not None:
             self.options["queue_name"] = _queue_name(queue)
         self.options.setdefault("queue_name", INTERNAL_QUEUE_NAME)
-        self.debounce_timeout_sec = debounce_timeout_sec
-        self.application_name = application_name
-        self._handle_ops = client._ops()
 
     def _flow(
         self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Flow[str]:
         options: EnqueueOptions = self.options  # type: ignore[assignment]
         eng = self.client._ops().engine()
-        return debounce_by_name(eng, options, key, period, self.debounce_timeout_sec, args, kwargs)
+        bounce = Bounce(key, period, self.debounce_timeout_sec)
+        return debounce_by_name(eng, options, bounce, args, kwargs)

@@ -12,10 +12,12 @@ from waypoint._api.ops.base import RUNTIME, Ops, as_ops
 from waypoint.core.effects import drive_async, drive_sync
 from waypoint.queues.enqueue import enqueue_flow
 from waypoint.queues.model import (
+    LIMIT_OPTIONS,
     QUEUES,
     QueueConfig,
     QueueConfigError,
     build_config,
+    config_from_arguments,
     config_from_row,
     config_kwargs,
     row_from_config,
@@ -47,19 +49,7 @@ class Queue:
         priority_enabled: bool = False,
         partition_queue: bool = False,
     ) -> None:
-        self._config = build_config(
-            name,
-            concurrency=concurrency,
-            global_concurrency=global_concurrency,
-            worker_concurrency=worker_concurrency,
-            limiter=limiter,
-            partition_concurrency=partition_concurrency,
-            partition_worker_concurrency=partition_worker_concurrency,
-            partition_limiter=partition_limiter,
-            polling_interval_sec=polling_interval_sec,
-            partition_queue=partition_queue,
-            priority_enabled=priority_enabled,
-        )
+        self._config = config_from_arguments(name, locals())
         self.name = name
         self.database_backed = database_backed_queue
         self.application_name = application_name
@@ -199,19 +189,7 @@ class Queue:
 
 def _add_async_accessors() -> None:
     """``get_<attr>_async`` / ``set_<attr>_async`` twins, run on a worker thread."""
-    names = (
-        "concurrency",
-        "global_concurrency",
-        "worker_concurrency",
-        "limiter",
-        "partition_concurrency",
-        "partition_worker_concurrency",
-        "partition_limiter",
-        "polling_interval_sec",
-        "priority_enabled",
-        "partition_queue",
-    )
-    for name in names:
+    for name in LIMIT_OPTIONS:
 
         async def getter(self: Queue, _name: str = name) -> Any:
             return await asyncio.to_thread(getattr, self, _name)

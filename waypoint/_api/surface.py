@@ -29,10 +29,20 @@ V = TypeVar("V")
 OpFlow = Callable[Concatenate[Ops, P], Flow[T]]
 
 
-def _public_signature(fn: Callable[..., Any]) -> inspect.Signature:
-    """The flow function's signature without its leading ``ops``."""
+def _public_signature(
+    fn: Callable[..., Any], result: Optional[Callable[..., Any]] = None
+) -> inspect.Signature:
+    """The flow function's signature without its leading ``ops``, returning what the method
+    returns: the flow's value (``Flow[X]`` gives ``X``), or what ``result`` makes of it."""
     signature = inspect.signature(fn)
-    return signature.replace(parameters=list(signature.parameters.values())[1:])
+    returns = signature.return_annotation
+    if result is not None:
+        returns = inspect.signature(result).return_annotation
+    elif isinstance(returns, str) and returns.startswith("Flow[") and returns.endswith("]"):
+        returns = returns[len("Flow[") : -1]
+    return signature.replace(
+        parameters=list(signature.parameters.values())[1:], return_annotation=returns
+    )
 
 
 def _dress(call: Any, fn: Callable[..., Any], name: str, signature: inspect.Signature) -> None:
@@ -60,7 +70,7 @@ class _Operation(Generic[P, T]):
         self.result = result
         self.__doc__ = flow.__doc__
         self.__name__ = flow.__name__
-        self.signature = _public_signature(flow)
+        self.signature = _public_signature(flow, result)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
@@ -166,6 +176,16 @@ class Bound(Generic[P, T]):
         self.signature = _public_signature(fn)
 
     def __get__(self, obj: Any, owner: Any = None) -> Callable[P, T]:
+        fn: Any = self.fn
+        if inspect.isasyncgenfunction(fn):
+
+            async def agen(*args: Any, **kwargs: Any) -> Any:
+                async for value in fn(_ops_of(obj, owner), *args, **kwargs):
+                    yield value
+
+            _dress(agen, fn, fn.__name__, self.signature)
+            return agen
+
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
             return self.fn(_ops_of(obj, owner), *args, **kwargs)
 

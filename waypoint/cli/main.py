@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -20,7 +21,6 @@ from rich.table import Table
 from waypoint.__version__ import VERSION
 from waypoint._api import database
 from waypoint._api.ops import fleet, workflows
-from waypoint._api.ops.base import ClientOps
 from waypoint._api.records import WorkflowStatus
 from waypoint.error import DBOSException
 
@@ -64,22 +64,37 @@ def resolve_url(url: Optional[str]) -> str:
     return found
 
 
-def _ops(url: Optional[str], schema: str) -> ClientOps:
+def _call(
+    url: Optional[str],
+    schema: str,
+    operation: Callable[..., Any],
+    *args: Any,
+    existing: Optional[str] = None,
+    **kwargs: Any,
+) -> Any:
+    """Run one operation (``_api.ops``) on the database; any refusal is printed, exit 1.
+    With ``existing``, that workflow must exist first."""
     try:
         # Fail fast with advice (no such database, no schema yet) instead of retrying.
-        return database.open_ops(resolve_url(url), schema=schema)
+        ops = database.open_ops(resolve_url(url), schema=schema)
+        if existing is not None and ops.run(workflows.get_workflow_status(ops, existing)) is None:
+            raise DBOSException(f"workflow {existing} does not exist")
+        return ops.run(operation(ops, *args, **kwargs))
     except DBOSException as exc:
         _fail(exc)
-
-
-def _existing(ops: ClientOps, workflow_id: str) -> None:
-    if ops.run(workflows.get_workflow_status(ops, workflow_id)) is None:
-        _fail(DBOSException(f"workflow {workflow_id} does not exist"))
 
 
 def _fail(exc: Exception) -> NoReturn:
     errors.print(f"[red]{exc}[/red]")
     raise typer.Exit(1)
+
+
+def _table(columns: dict[str, Callable[[Any], Any]], items: list[Any]) -> None:
+    """Print ``items`` as a table: one column per title, each cell what its function gives."""
+    table = Table(*columns)
+    for item in items:
+        table.add_row(*("" if (v := get(item)) is None else str(v) for get in columns.values()))
+    console.print(table)
 
 
 def _status_dict(s: WorkflowStatus) -> dict[str, Any]:
@@ -93,18 +108,18 @@ def _print_workflows(rows: list[WorkflowStatus], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([_status_dict(r) for r in rows], indent=2, default=str))
         return
-    table = Table("ID", "Status", "Name", "Queue", "Executor", "Version", "Created")
-    for r in rows:
-        table.add_row(
-            r.workflow_id,
-            r.status,
-            r.name or "",
-            r.queue_name or "",
-            r.executor_id or "",
-            r.app_version or "",
-            str(r.created_at or ""),
-        )
-    console.print(table)
+    _table(
+        {
+            "ID": lambda r: r.workflow_id,
+            "Status": lambda r: r.status,
+            "Name": lambda r: r.name,
+            "Queue": lambda r: r.queue_name,
+            "Executor": lambda r: r.executor_id,
+            "Version": lambda r: r.app_version,
+            "Created": lambda r: r.created_at,
+        },
+        rows,
+    )
 
 
 @app.command()
@@ -162,9 +177,12 @@ def gc(
     """Delete old finished workflows (never PENDING, ENQUEUED or DELAYED ones)."""
     if cutoff_ms is None and rows is None:
         _fail(DBOSException("give --cutoff-epoch-ms or --rows-threshold"))
-    ops = _ops(sys_db_url, schema)
-    deleted = ops.run(
-        fleet.garbage_collect(ops, cutoff_epoch_timestamp_ms=cutoff_ms, rows_threshold=rows)
+    deleted = _call(
+        sys_db_url,
+        schema,
+        fleet.garbage_collect,
+        cutoff_epoch_timestamp_ms=cutoff_ms,
+        rows_threshold=rows,
     )
     typer.echo(json.dumps({"deleted": deleted}) if as_json else f"Deleted {deleted} workflows.")
 
@@ -185,26 +203,22 @@ def workflow_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List workflows."""
-    ops = _ops(sys_db_url, schema)
-    try:
-        rows = ops.run(
-            workflows.list_workflows(
-                ops,
-                status=status,
-                name=name,
-                user=user,
-                start_time=start_time,
-                end_time=end_time,
-                app_version=app_version,
-                limit=limit,
-                offset=offset,
-                sort_desc=sort_desc,
-                load_input=False,
-                load_output=False,
-            )
-        )
-    except DBOSException as exc:
-        _fail(exc)
+    rows = _call(
+        sys_db_url,
+        schema,
+        workflows.list_workflows,
+        status=status,
+        name=name,
+        user=user,
+        start_time=start_time,
+        end_time=end_time,
+        app_version=app_version,
+        limit=limit,
+        offset=offset,
+        sort_desc=sort_desc,
+        load_input=False,
+        load_output=False,
+    )
     _print_workflows(rows, as_json)
 
 
@@ -216,17 +230,13 @@ def workflow_get(
     as_json: bool = JsonOpt,
 ) -> None:
     """Show one workflow."""
-    ops = _ops(sys_db_url, schema)
-    status = ops.run(workflows.get_workflow_status(ops, workflow_id))
+    status = _call(sys_db_url, schema, workflows.get_workflow_status, workflow_id)
     if status is None:
         _fail(DBOSException(f"workflow {workflow_id} does not exist"))
     if as_json:
         typer.echo(json.dumps(_status_dict(status), indent=2, default=str))
         return
-    table = Table("Field", "Value")
-    for key, value in _status_dict(status).items():
-        table.add_row(key, "" if value is None else str(value))
-    console.print(table)
+    _table({"Field": lambda kv: kv[0], "Value": lambda kv: kv[1]}, [*_status_dict(status).items()])
 
 
 @workflow_app.command("steps")
@@ -237,24 +247,28 @@ def workflow_steps(
     as_json: bool = JsonOpt,
 ) -> None:
     """List a workflow's checkpointed steps."""
-    ops = _ops(sys_db_url, schema)
-    _existing(ops, workflow_id)
-    steps = ops.run(workflows.list_workflow_steps(ops, workflow_id))
+    steps = _call(
+        sys_db_url, schema, workflows.list_workflow_steps, workflow_id, existing=workflow_id
+    )
     if as_json:
         typer.echo(json.dumps([dict(s) for s in steps], indent=2, default=repr))
         return
-    table = Table("ID", "Name", "Output", "Error", "Child", "Started", "Completed")
-    for s in steps:
-        table.add_row(
-            str(s["function_id"]),
-            s["function_name"],
-            "" if s["output"] is None else repr(s["output"])[:60],
-            "" if s["error"] is None else repr(s["error"])[:60],
-            s["child_workflow_id"] or "",
-            str(s["started_at_epoch_ms"] or ""),
-            str(s["completed_at_epoch_ms"] or ""),
-        )
-    console.print(table)
+
+    def short(key: str) -> Callable[[Any], Any]:
+        return lambda s: None if s[key] is None else repr(s[key])[:60]
+
+    _table(
+        {
+            "ID": lambda s: s["function_id"],
+            "Name": lambda s: s["function_name"],
+            "Output": short("output"),
+            "Error": short("error"),
+            "Child": lambda s: s["child_workflow_id"],
+            "Started": lambda s: s["started_at_epoch_ms"],
+            "Completed": lambda s: s["completed_at_epoch_ms"],
+        },
+        steps,
+    )
 
 
 @workflow_app.command("cancel")
@@ -262,9 +276,7 @@ def workflow_cancel(
     workflow_id: str, sys_db_url: Optional[str] = UrlOpt, schema: str = SchemaOpt
 ) -> None:
     """Cancel a workflow (it stops at its next step)."""
-    ops = _ops(sys_db_url, schema)
-    _existing(ops, workflow_id)
-    ops.run(workflows.cancel_workflow(ops, workflow_id))
+    _call(sys_db_url, schema, workflows.cancel_workflow, workflow_id, existing=workflow_id)
     typer.echo(f"Cancelled {workflow_id}.")
 
 
@@ -273,11 +285,7 @@ def workflow_resume(
     workflow_id: str, sys_db_url: Optional[str] = UrlOpt, schema: str = SchemaOpt
 ) -> None:
     """Put a cancelled or failed-over workflow back on a queue."""
-    ops = _ops(sys_db_url, schema)
-    try:
-        ops.run(workflows.resume_workflow(ops, workflow_id))
-    except DBOSException as exc:
-        _fail(exc)
+    _call(sys_db_url, schema, workflows.resume_workflow, workflow_id)
     typer.echo(f"Resumed {workflow_id}.")
 
 
@@ -292,19 +300,15 @@ def workflow_fork(
     as_json: bool = JsonOpt,
 ) -> None:
     """Start a copy of a workflow that re-runs it from a step."""
-    ops = _ops(sys_db_url, schema)
-    try:
-        new_id = ops.run(
-            workflows.fork_workflow(
-                ops,
-                workflow_id,
-                step,
-                application_version=app_version,
-                forked_workflow_id=forked_id,
-            )
-        )
-    except DBOSException as exc:
-        _fail(exc)
+    new_id = _call(
+        sys_db_url,
+        schema,
+        workflows.fork_workflow,
+        workflow_id,
+        step,
+        application_version=app_version,
+        forked_workflow_id=forked_id,
+    )
     typer.echo(json.dumps({"workflow_id": new_id}) if as_json else f"Forked as {new_id}.")
 
 
@@ -315,24 +319,22 @@ def executors(
     as_json: bool = JsonOpt,
 ) -> None:
     """List executor processes and how long ago each was heard from."""
-    ops = _ops(sys_db_url, schema)
-    items = [
-        {**e, "silent_sec": round(e["silent_sec"], 1)} for e in ops.run(fleet.list_executors(ops))
-    ]
+    found = _call(sys_db_url, schema, fleet.list_executors)
+    items = [{**e, "silent_sec": round(e["silent_sec"], 1)} for e in found]
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
-    table = Table("Executor", "App", "Version", "Host", "PID", "Silent (s)")
-    for i in items:
-        table.add_row(
-            str(i["executor_id"]),
-            str(i["application_name"] or ""),
-            str(i["application_version"] or ""),
-            str(i["hostname"] or ""),
-            str(i["pid"] or ""),
-            str(i["silent_sec"]),
-        )
-    console.print(table)
+    _table(
+        {
+            "Executor": lambda i: i["executor_id"],
+            "App": lambda i: i["application_name"],
+            "Version": lambda i: i["application_version"],
+            "Host": lambda i: i["hostname"],
+            "PID": lambda i: i["pid"],
+            "Silent (s)": lambda i: i["silent_sec"],
+        },
+        items,
+    )
 
 
 @queue_app.command("list")
@@ -345,20 +347,16 @@ def queue_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List queued (ENQUEUED, PENDING, DELAYED) workflows."""
-    ops = _ops(sys_db_url, schema)
-    try:
-        rows = ops.run(
-            workflows.list_queued_workflows(
-                ops,
-                queue_name=queue_name,
-                status=status,
-                limit=limit,
-                load_input=False,
-                load_output=False,
-            )
-        )
-    except DBOSException as exc:
-        _fail(exc)
+    rows = _call(
+        sys_db_url,
+        schema,
+        workflows.list_queued_workflows,
+        queue_name=queue_name,
+        status=status,
+        limit=limit,
+        load_input=False,
+        load_output=False,
+    )
     _print_workflows(rows, as_json)
 
 

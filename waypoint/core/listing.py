@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Callable
 from typing import Any, Optional, Union
 
+from waypoint.core.types import WorkflowStatusString
 from waypoint.error import DBOSException
 from waypoint.storage.protocol import ListFilter
 
@@ -57,78 +60,72 @@ def _json_object(name: str, value: Any) -> Optional[str]:
         return None
     if not isinstance(value, dict):
         raise DBOSException(f"list filter {name} must be a dict")
-    import json
-
     try:
         return json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise DBOSException(f"list filter {name} must be JSON-serializable: {exc}") from exc
 
 
-def build_filter(
-    *,
-    workflow_ids: Many = None,
-    status: Many = None,
-    start_time: Any = None,
-    end_time: Any = None,
-    name: Many = None,
-    app_version: Many = None,
-    user: Many = None,
-    queue_name: Many = None,
-    executor_id: Many = None,
-    parent_workflow_id: Many = None,
-    forked_from: Many = None,
-    workflow_id_prefix: Many = None,
-    application_name: Optional[str] = None,
-    queues_only: bool = False,
-    schedule_name: Many = None,
-    completed_after: Any = None,
-    completed_before: Any = None,
-    dequeued_after: Any = None,
-    dequeued_before: Any = None,
-    was_forked_from: Optional[bool] = None,
-    has_parent: Optional[bool] = None,
-    attributes: Optional[dict[str, Any]] = None,
-    limit: Optional[int] = None,
-    offset: Optional[int] = None,
-    sort_desc: bool = False,
-    load_input: bool = True,
-    load_output: bool = True,
-) -> ListFilter:
-    from waypoint.core.types import WorkflowStatusString
-
-    statuses = _many("status", status)
+def _statuses(name: str, value: Any) -> Optional[list[str]]:
+    statuses = _many(name, value)
     if statuses is not None:
         valid = {s.value for s in WorkflowStatusString}
         bad = [s for s in statuses if s not in valid]
         if bad:
             raise DBOSException(f"unknown workflow status {bad[0]!r}; use one of {sorted(valid)}")
-    return ListFilter(
-        workflow_ids=_many("workflow_ids", workflow_ids),
-        status=statuses,
-        start_time_ms=_time("start_time", start_time),
-        end_time_ms=_time("end_time", end_time),
-        name=_many("name", name),
-        app_version=_many("app_version", app_version),
-        user=_many("user", user),
-        queue_name=_many("queue_name", queue_name),
-        executor_id=_many("executor_id", executor_id),
-        parent_workflow_id=_many("parent_workflow_id", parent_workflow_id),
-        forked_from=_many("forked_from", forked_from),
-        workflow_id_prefix=_many("workflow_id_prefix", workflow_id_prefix),
-        application_name=application_name,
-        queues_only=queues_only,
-        schedule_name=_many("schedule_name", schedule_name),
-        completed_after=_time("completed_after", completed_after),
-        completed_before=_time("completed_before", completed_before),
-        dequeued_after=_time("dequeued_after", dequeued_after),
-        dequeued_before=_time("dequeued_before", dequeued_before),
-        was_forked_from=_flag("was_forked_from", was_forked_from),
-        has_parent=_flag("has_parent", has_parent),
-        attributes=_json_object("attributes", attributes),
-        limit=_count("limit", limit),
-        offset=_count("offset", offset),
-        sort_desc=bool(sort_desc),
-        load_input=bool(load_input),
-        load_output=bool(load_output),
-    )
+    return statuses
+
+
+def _as_is(name: str, value: Any) -> Any:
+    return value
+
+
+def _truth(name: str, value: Any) -> bool:
+    return bool(value)
+
+
+Convert = Callable[[str, Any], Any]
+
+# Each filter a caller may give: the ListFilter field it sets, and how its value is checked.
+FILTERS: dict[str, tuple[str, Convert]] = {
+    **{
+        key: (key, _many)
+        for key in [
+            "workflow_ids",
+            "name",
+            "app_version",
+            "user",
+            "queue_name",
+            "executor_id",
+            "parent_workflow_id",
+            "forked_from",
+            "workflow_id_prefix",
+            "schedule_name",
+        ]
+    },
+    **{
+        key: (key, _time)
+        for key in ["completed_after", "completed_before", "dequeued_after", "dequeued_before"]
+    },
+    **{key: (key, _flag) for key in ("was_forked_from", "has_parent")},
+    **{key: (key, _count) for key in ("limit", "offset")},
+    **{key: (key, _truth) for key in ("queues_only", "sort_desc", "load_input", "load_output")},
+    "status": ("status", _statuses),
+    "start_time": ("start_time_ms", _time),
+    "end_time": ("end_time_ms", _time),
+    "application_name": ("application_name", _as_is),
+    "attributes": ("attributes", _json_object),
+}
+
+
+def build_filter(**filters: Any) -> ListFilter:
+    """A ``ListFilter`` from ``list_workflows`` keywords (see ``FILTERS``), each checked."""
+    fields: dict[str, Any] = {}
+    for key, value in filters.items():
+        if key not in FILTERS:
+            raise DBOSException(
+                f"unknown workflow list filter {key!r}; use any of {', '.join(sorted(FILTERS))}"
+            )
+        field, convert = FILTERS[key]
+        fields[field] = convert(key, value)
+    return ListFilter(**fields)

@@ -25,9 +25,11 @@ from waypoint.core.engine import Engine
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import Serializer
 from waypoint.core.steps import (
+    NOT_RECORDED,
     after_record,
     check_cancelled,
     durable_wake,
+    next_operation,
     record,
     replay,
     step_record,
@@ -117,12 +119,9 @@ def send_flow(
     fid = -1
     started = eng.now_ms()
     if run is not None:
-        fid = run.next_function_id()
-        rec = run.replay.get(fid)
-        if rec is not None:
-            replay(eng, run, rec, step_name)
+        fid, recorded = yield from next_operation(run, step_name)
+        if recorded is not NOT_RECORDED:
             return None
-        yield from check_cancelled(run.runtime, run)
     step_id = _step_write_id("send")
     rows: list[NewMessage] = []
     for i, (m, topic, text) in enumerate(encoded):
@@ -206,12 +205,9 @@ def set_event_flow(
     text = _encode(eng, value, ser, f"event {key!r}")
     checkpoint = None
     if step is None:
-        fid = run.next_function_id()
-        rec = run.replay.get(fid)
-        if rec is not None:
-            replay(eng, run, rec, "DBOS.setEvent")
+        fid, recorded = yield from next_operation(run, "DBOS.setEvent")
+        if recorded is not NOT_RECORDED:
             return None
-        yield from check_cancelled(run.runtime, run)
         checkpoint = step_record(run, fid, "DBOS.setEvent", eng.now_ms())
     else:
         fid = step.step_id  # not checkpointed: an upsert, so a retried step is harmless
@@ -291,12 +287,9 @@ def write_stream_flow(
     checkpoint = None
     step_write = _step_write_id("stream")
     if step_write is None:
-        fid = run.next_function_id()
-        rec = run.replay.get(fid)
-        if rec is not None:
-            replay(eng, run, rec, name)
+        fid, recorded = yield from next_operation(run, name)
+        if recorded is not NOT_RECORDED:
             return None
-        yield from check_cancelled(run.runtime, run)
         checkpoint = step_record(run, fid, name, eng.now_ms())
         write_key = f"wf:{fid}"
     else:
@@ -392,10 +385,9 @@ def wait_first_flow(eng: Engine, workflow_ids: Sequence[str], polling_interval: 
     run = in_body()
     fid = -1
     if run is not None:
-        fid = run.next_function_id()
-        rec = run.replay.get(fid)
-        if rec is not None:
-            return str(replay(eng, run, rec, "DBOS.waitFirst"))
+        fid, recorded = yield from next_operation(run, "DBOS.waitFirst", check=False)
+        if recorded is not NOT_RECORDED:
+            return str(recorded)
     keys = [done_key(w) for w in workflow_ids] + [cancel_key(w) for w in workflow_ids]
     started = eng.now_ms()
     while True:

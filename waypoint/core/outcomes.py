@@ -119,40 +119,52 @@ def to_status(rt: Engine, row: WorkflowRow) -> WorkflowStatus:
     attributes: Any = None
     if row.attributes is not None:
         attributes = row.attributes if isinstance(row.attributes, dict) else _json(row.attributes)
+    fields = {name: getattr(row, column) for name, column in _STATUS_COLUMNS.items()}
     return WorkflowStatus(
-        workflow_id=row.workflow_id,
-        status=row.status,
-        name=row.name,
-        class_name=row.class_name,
-        config_name=row.config_name,
-        authenticated_user=row.authenticated_user,
-        assumed_role=row.assumed_role,
+        **fields,
         authenticated_roles=roles,
         input=inputs,
         output=output,
         error=error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        queue_name=row.queue_name,
-        executor_id=row.executor_id,
-        app_version=row.application_version,
-        workflow_timeout_ms=row.workflow_timeout_ms,
-        workflow_deadline_epoch_ms=row.workflow_deadline_epoch_ms,
-        deduplication_id=row.deduplication_id,
-        priority=row.priority,
-        queue_partition_key=row.queue_partition_key,
-        forked_from=row.forked_from,
-        was_forked_from=row.was_forked_from,
-        parent_workflow_id=row.parent_workflow_id,
-        dequeued_at=row.started_at_epoch_ms,
-        delay_until_epoch_ms=row.delay_until_epoch_ms,
-        completed_at=row.completed_at,
         attributes=attributes,
-        schedule_name=row.schedule_name,
-        application_name=row.application_name,
-        app_id=row.application_id,
-        recovery_attempts=row.recovery_attempts,
     )
+
+
+# WorkflowStatus fields copied from the row as they are: field name -> WorkflowRow attribute.
+_STATUS_COLUMNS = {
+    **{
+        name: name
+        for name in [
+            "workflow_id",
+            "status",
+            "name",
+            "class_name",
+            "config_name",
+            "authenticated_user",
+            "assumed_role",
+            "created_at",
+            "updated_at",
+            "queue_name",
+            "executor_id",
+            "workflow_timeout_ms",
+            "workflow_deadline_epoch_ms",
+            "deduplication_id",
+            "priority",
+            "queue_partition_key",
+            "forked_from",
+            "was_forked_from",
+            "parent_workflow_id",
+            "delay_until_epoch_ms",
+            "completed_at",
+            "schedule_name",
+            "application_name",
+            "recovery_attempts",
+        ]
+    },
+    "app_version": "application_version",
+    "dequeued_at": "started_at_epoch_ms",
+    "app_id": "application_id",
+}
 
 
 def _json(text: Any) -> Any:

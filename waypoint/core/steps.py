@@ -9,6 +9,7 @@ reads the workflow's status, so a cancellation made while the step ran is seen a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -60,6 +61,13 @@ class StepCall(Call):
         self.timeout = timeout
         self.preempt = preempt
         self.probe = probe
+
+    @classmethod
+    def of(
+        cls, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[..., StepCall]:
+        """What calls ``fn(*args, **kwargs)`` as one attempt, given the attempt's settings."""
+        return functools.partial(cls, fn, args, kwargs)
 
     async def run_async(self) -> Any:
         if self.timeout is None and self.preempt is None:
@@ -117,6 +125,22 @@ def replay(rt: Engine, run: WorkflowRun, rec: StepRow, name: str) -> Any:
     return rt.codec.decode(rec.output, rec.serialization)
 
 
+NOT_RECORDED: Any = object()  # what ``next_operation`` gives for a position not yet recorded
+
+
+def next_operation(run: WorkflowRun, name: str, *, check: bool = True) -> Flow[tuple[int, Any]]:
+    """Take the run's next operation position. If an earlier execution recorded it, its
+    recorded value (replay; a recorded error is raised); else ``NOT_RECORDED``, after checking
+    for a cancellation (unless ``check`` is False)."""
+    fid = run.next_function_id()
+    rec = run.replay.get(fid)
+    if rec is not None:
+        return fid, replay(run.runtime, run, rec, name)
+    if check:
+        yield from check_cancelled(run.runtime, run)
+    return fid, NOT_RECORDED
+
+
 def check_cancelled(rt: Engine, run: WorkflowRun) -> Flow[None]:
     """Raise if the workflow was cancelled (or its deadline passed) before the next operation."""
     if run.entry.cancel.is_set():
@@ -170,27 +194,10 @@ def step_record(
 
 
 def record(
-    rt: Engine,
-    run: WorkflowRun,
-    fid: int,
-    name: str,
-    started_ms: int,
-    *,
-    output: Optional[str] = None,
-    error: Optional[str] = None,
-    serialization: Optional[str] = None,
-    completed_ms: Optional[int] = None,
+    rt: Engine, run: WorkflowRun, fid: int, name: str, started_ms: int, **fields: Any
 ) -> Flow[None]:
-    rec = step_record(
-        run,
-        fid,
-        name,
-        started_ms,
-        output=output,
-        error=error,
-        serialization=serialization,
-        completed_ms=completed_ms,
-    )
+    """Write ``step_record(run, fid, name, started_ms, **fields)`` and act on the answer."""
+    rec = step_record(run, fid, name, started_ms, **fields)
     outcome = yield Io(lambda: rt.store.record_step(rec))
     after_record(run, outcome)
 
@@ -205,15 +212,13 @@ def step_flow(
 ) -> Flow[Any]:
     """Run ``fn`` as a step: checkpointed inside a workflow, a retried plain call outside."""
     if run is None or rt is None:
-        return (yield from _attempts(None, None, spec, fn, args, kwargs, -1, None))
-    fid = run.next_function_id()
-    rec = run.replay.get(fid)
-    if rec is not None:
-        return replay(rt, run, rec, spec.name)
-    yield from check_cancelled(rt, run)
+        return (yield from _attempts(None, None, spec, StepCall.of(fn, args, kwargs), -1, None))
+    fid, recorded = yield from next_operation(run, spec.name)
+    if recorded is not NOT_RECORDED:
+        return recorded
     scope = rt.observers.step(run, spec.name, fid) if rt.observers else None
     try:
-        value = yield from _attempts(rt, run, spec, fn, args, kwargs, fid, scope)
+        value = yield from _attempts(rt, run, spec, StepCall.of(fn, args, kwargs), fid, scope)
     except BaseException as exc:
         if scope is not None:
             cancelled = isinstance(exc, DBOSWorkflowCancelledError)
@@ -228,13 +233,12 @@ def _attempts(
     rt: Optional[Engine],
     run: Optional[WorkflowRun],
     spec: StepSpec,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    call: Callable[..., StepCall],
     fid: int,
     scope: Optional[Scope],
 ) -> Flow[Any]:
-    """The attempts of one step (with its retry policy), then its checkpoint."""
+    """The attempts of one step (with its retry policy), then its checkpoint; ``call`` makes
+    the effect of one attempt."""
     started = int(time.time() * 1000)
     attempts = max(1, spec.max_attempts) if spec.retries_allowed else 1
     errors: list[Exception] = []
@@ -249,9 +253,7 @@ def _attempts(
             max_attempts=attempts if spec.retries_allowed else None,
         )
         try:
-            value = yield StepCall(
-                fn, args, kwargs, state, spec.timeout_seconds, preempt, probe, scope
-            )
+            value = yield call(state, spec.timeout_seconds, preempt, probe, scope)
             break
         except Exception as exc:
             errors.append(exc)
@@ -353,10 +355,9 @@ def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
 
 def recorded_flow(rt: Engine, run: WorkflowRun, name: str, body: Flow[Any]) -> Flow[Any]:
     """Checkpoint the result of ``body`` (a read that must replay identically) as a step."""
-    fid = run.next_function_id()
-    rec = run.replay.get(fid)
-    if rec is not None:
-        return replay(rt, run, rec, name)
+    fid, recorded = yield from next_operation(run, name, check=False)
+    if recorded is not NOT_RECORDED:
+        return recorded
     started = rt.now_ms()
     try:
         value = yield from body

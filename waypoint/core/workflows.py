@@ -287,12 +287,7 @@ def dispatch_claimed(
     ``admitted`` sees its entry before it starts (the dispatcher's accounting)."""
     info = REGISTRY.workflows.get(row.name or "")
     if info is None:
-        logger.error(
-            "%s",
-            DBOSWorkflowFunctionNotFoundError(
-                row.workflow_id, f"no workflow named {row.name!r} is registered in this process"
-            ),
-        )
+        _unrunnable(row, f"no workflow named {row.name!r} is registered in this process")
         return
     attempts = row.recovery_attempts or 0
     if info.max_recovery_attempts is not None and attempts > info.max_recovery_attempts + 1:
@@ -323,23 +318,12 @@ def dispatch_claimed(
     if info.kind == "instance":
         bound = REGISTRY.instance(row.class_name or "", row.config_name or "")
         if bound is None:
-            logger.error(
-                "%s",
-                DBOSWorkflowFunctionNotFoundError(
-                    row.workflow_id,
-                    f"no instance {row.class_name}/{row.config_name} is registered",
-                ),
-            )
+            _unrunnable(row, f"no instance {row.class_name}/{row.config_name} is registered")
             return
     elif info.kind == "class":
         bound = REGISTRY.classes.get(row.class_name or "")
         if bound is None:
-            logger.error(
-                "%s",
-                DBOSWorkflowFunctionNotFoundError(
-                    row.workflow_id, f"no class {row.class_name} is registered"
-                ),
-            )
+            _unrunnable(row, f"no class {row.class_name} is registered")
             return
     call_args = (bound, *args) if info.kind in ("instance", "class") else tuple(args)
     entry, fresh = rt.register(row.workflow_id)
@@ -368,6 +352,12 @@ def dispatch_claimed(
         admitted(entry)
     rt.arm_deadline(row.workflow_id, run.deadline_ms)
     _run_in_background(rt, run, info, call_args, kwargs, load_replay=True, verify=verify)
+
+
+def _unrunnable(row: WorkflowRow, why: str) -> None:
+    """The claimed workflow cannot run in this process: say so (another process, or this
+    one after a deploy, runs it when it is claimed again)."""
+    logger.error("%s", DBOSWorkflowFunctionNotFoundError(row.workflow_id, why))
 
 
 def _hand_over(

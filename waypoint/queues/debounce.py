@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
@@ -43,13 +44,17 @@ def _reject_conflicting_options() -> None:
         )
 
 
-def debounce_flow(
-    eng: Engine,
-    make_start: Callable[[], Start],
-    key: str,
-    period_sec: float,
-    timeout_sec: Optional[float],
-) -> Flow[str]:
+@dataclass(frozen=True)
+class Bounce:
+    """One call: its key, how long to wait for quiet, and the most the workflow may wait."""
+
+    key: str
+    period_sec: float
+    timeout_sec: Optional[float] = None
+
+
+def debounce_flow(eng: Engine, make_start: Callable[[], Start], bounce: Bounce) -> Flow[str]:
+    key, period_sec, timeout_sec = bounce.key, bounce.period_sec, bounce.timeout_sec
     if not isinstance(key, str) or not key:
         raise DBOSException("a debounce key must be a non-empty string")
     if not isinstance(period_sec, (int, float)) or period_sec < 0:
@@ -101,9 +106,7 @@ def debounce_registered(
     workflow_name: str,
     func: Optional[Callable[..., Any]],
     queue_name: str,
-    key: str,
-    period: float,
-    timeout_sec: Optional[float],
+    bounce: Bounce,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Flow[str]:
@@ -126,7 +129,7 @@ def debounce_registered(
             current_run.reset(run_token)
             start_options.reset(token)
 
-    body = debounce_flow(eng, make_start, key, period, timeout_sec)
+    body = debounce_flow(eng, make_start, bounce)
     result: str = yield from checkpointed(eng, "DBOS.debounce", body)
     return result
 
@@ -134,9 +137,7 @@ def debounce_registered(
 def debounce_by_name(
     eng: Engine,
     options: EnqueueOptions,
-    key: str,
-    period: float,
-    timeout_sec: Optional[float],
+    bounce: Bounce,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Flow[str]:
@@ -146,4 +147,4 @@ def debounce_by_name(
     def make_start() -> Start:
         return by_name_start(eng, options, args, kwargs, check_queue=False)
 
-    return (yield from debounce_flow(eng, make_start, key, period, timeout_sec))
+    return (yield from debounce_flow(eng, make_start, bounce))

@@ -85,6 +85,26 @@ class QueueConfig:
         )
 
 
+LIMIT_OPTIONS = (
+    "concurrency",
+    "global_concurrency",
+    "worker_concurrency",
+    "limiter",
+    "partition_concurrency",
+    "partition_worker_concurrency",
+    "partition_limiter",
+    "polling_interval_sec",
+    "partition_queue",
+    "priority_enabled",
+)
+
+
+def config_from_arguments(name: Any, arguments: dict[str, Any]) -> QueueConfig:
+    """``build_config`` from the arguments of a function that takes every limit by the same
+    name (``Queue(...)``, ``register_queue(...)``: pass their ``locals()``)."""
+    return build_config(name, **{key: arguments[key] for key in LIMIT_OPTIONS})
+
+
 def build_config(
     name: Any,
     *,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from waypoint.core.engine import Engine
 from waypoint.core.registry import REGISTRY, WorkflowInfo
@@ -14,7 +14,7 @@ from waypoint.core.types import WorkflowSchedule
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import require_queue
 from waypoint.scheduling.cron import parse_cron, zone
-from waypoint.storage.protocol import ScheduleRow
+from waypoint.storage.protocol import SCHEDULE_COLUMNS, ScheduleRow
 
 SCHEDULE_FIELDS = frozenset(
     {
@@ -94,17 +94,6 @@ def public(eng: Engine, row: ScheduleRow) -> WorkflowSchedule:
         context = eng.codec.decode(row.context, None) if row.context else None
     except DBOSException:
         context = row.context
-    return WorkflowSchedule(
-        schedule_id=row.schedule_id,
-        schedule_name=row.schedule_name,
-        workflow_name=row.workflow_name,
-        workflow_class_name=row.workflow_class_name,
-        schedule=row.schedule,
-        status=row.status,
-        context=context,
-        last_fired_at=row.last_fired_at,
-        automatic_backfill=row.automatic_backfill,
-        cron_timezone=row.cron_timezone,
-        queue_name=row.queue_name,
-        application_name=row.application_name,
-    )
+    fields = {column: getattr(row, column) for column in SCHEDULE_COLUMNS}
+    fields["context"] = context
+    return cast(WorkflowSchedule, fields)

@@ -9,7 +9,7 @@ from waypoint._api.queue import Queue
 from waypoint.core.effects import Flow, Io
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import EnqueueOptions, enqueue_by_name_flow
-from waypoint.queues.model import QUEUES, build_config, config_from_row, row_from_config
+from waypoint.queues.model import QUEUES, config_from_arguments, config_from_row, row_from_config
 from waypoint.storage.protocol import queue_config_key
 
 ON_CONFLICT = ("update_if_latest_version", "always_update", "never_update")
@@ -40,19 +40,7 @@ def register_queue(
             f"on_conflict must be one of {', '.join(repr(p) for p in ON_CONFLICT)}, got "
             f"{on_conflict!r}"
         )
-    cfg = build_config(
-        name,
-        concurrency=concurrency,
-        global_concurrency=global_concurrency,
-        worker_concurrency=worker_concurrency,
-        limiter=limiter,
-        partition_concurrency=partition_concurrency,
-        partition_worker_concurrency=partition_worker_concurrency,
-        partition_limiter=partition_limiter,
-        polling_interval_sec=polling_interval_sec,
-        partition_queue=partition_queue,
-        priority_enabled=priority_enabled,
-    )
+    cfg = config_from_arguments(name, locals())
     eng = ops.engine()
     rt = ops.runtime()
     update = policy == "always_update" or (

@@ -65,10 +65,7 @@ def wait_first(
 
 def list_workflows(ops: Ops, /, **filters: Any) -> Flow[list[WorkflowStatus]]:
     """Workflows matching every filter given (strings or lists of them; ISO times)."""
-    try:
-        flt = build_filter(**filters)
-    except TypeError as exc:
-        raise DBOSException(f"unknown workflow list filter: {exc}") from exc
+    flt = build_filter(**filters)
     eng = ops.engine()
     if flt.application_name is None:
         flt.application_name = eng.app_name

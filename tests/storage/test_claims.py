@@ -1,0 +1,251 @@
+"""Recovery and claims: taking back PENDING work, claiming queued work under every kind of
+limit, in priority order and by version, delays, deduplication, debouncing, dead letters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from tests.storage.build import (
+    EXECUTOR,
+    T0,
+    claim_request,
+    enqueue,
+    ids,
+    start,
+    status,
+)
+from waypoint.storage.protocol import Store
+
+INTERNAL = "_wp_internal"
+
+# -- recover_pending ----------------------------------------------------------------------------
+
+
+def pending_mix(store: Store) -> None:
+    start(store, "mine")
+    start(store, "mine-queued", queue_name="q")
+    start(store, "other-executor", executor_id="exec-2")
+    start(store, "other-version", application_version="v0")
+    start(store, "other-app", application_name="other")
+    start(store, "no-app", application_name=None)
+    start(store, "done")
+    store.complete_workflow("done", "run-done", "SUCCESS", None, None, T0)
+
+
+def test_recover_without_claimant_requeues(store: Store) -> None:
+    pending_mix(store)
+    found = store.recover_pending([EXECUTOR], "v1", "app", INTERNAL, T0 + 9)
+    assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app"]
+    assert found.claimed == []
+    mine = store.get_workflow("mine")
+    assert mine is not None and (mine.status, mine.queue_name) == ("ENQUEUED", INTERNAL)
+    assert mine.started_at_epoch_ms is None and mine.updated_at == T0 + 9
+    queued = store.get_workflow("mine-queued")
+    assert queued is not None and (queued.status, queued.queue_name) == ("ENQUEUED", "q")
+    for untouched in ("other-executor", "other-version", "other-app"):
+        assert status(store, untouched) == "PENDING"
+    assert status(store, "done") == "SUCCESS"
+    assert store.recover_pending([], "v1", "app", INTERNAL, T0).workflow_ids == []
+
+
+def test_recover_any_version_and_application(store: Store) -> None:
+    pending_mix(store)
+    found = store.recover_pending([EXECUTOR, "exec-2"], None, None, INTERNAL, T0)
+    assert len(found.workflow_ids) == 6
+
+
+def test_recover_with_claimant_runs_them_here(store: Store) -> None:
+    pending_mix(store)
+    found = store.recover_pending([EXECUTOR], "v1", "app", INTERNAL, T0 + 9, ("exec-9", "tok"))
+    assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app"]
+    assert sorted(ids(found.claimed)) == ["mine", "no-app"]
+    for row in found.claimed:
+        assert (row.status, row.executor_id, row.owner_xid) == ("PENDING", "exec-9", "tok")
+        assert (row.queue_name, row.started_at_epoch_ms, row.recovery_attempts) == (
+            INTERNAL,
+            T0 + 9,
+            2,
+        )
+        assert row.application_name == "app"  # an unowned row is adopted by the claimant
+    # Workflows of a user queue go back on it, where its limits apply.
+    assert status(store, "mine-queued") == "ENQUEUED"
+
+
+# -- claim --------------------------------------------------------------------------------------
+
+
+def claim(store: Store, **fields: Any) -> list[str]:
+    return ids(store.claim(claim_request(**fields), T0 + 100))
+
+
+def test_claim_moves_enqueued_work_to_this_executor(store: Store) -> None:
+    enqueue(store, "a", workflow_timeout_ms=500)
+    enqueue(store, "b", workflow_timeout_ms=500, workflow_deadline_epoch_ms=T0 + 7)
+    enqueue(store, "elsewhere", queue="q2")
+    rows = store.claim(claim_request(limit=5, claim_token="tok"), T0 + 100)
+    assert sorted(ids(rows)) == ["a", "b"]
+    a = next(r for r in rows if r.workflow_id == "a")
+    assert (a.status, a.executor_id, a.owner_xid) == ("PENDING", EXECUTOR, "tok")
+    assert (a.started_at_epoch_ms, a.recovery_attempts) == (T0 + 100, 2)
+    # The timeout starts counting at the claim, unless a deadline was set already.
+    assert a.workflow_deadline_epoch_ms == T0 + 600
+    assert next(r for r in rows if r.workflow_id == "b").workflow_deadline_epoch_ms == T0 + 7
+    assert claim(store) == []
+    assert claim(store, queue="q2") == ["elsewhere"]
+
+
+def test_claim_order_is_priority_then_age(store: Store) -> None:
+    enqueue(store, "old-low", priority=5, created_at=T0)
+    enqueue(store, "new-high", priority=1, created_at=T0 + 2)
+    enqueue(store, "old-high", priority=1, created_at=T0 + 1)
+    enqueue(store, "default", created_at=T0 + 3)
+    assert sorted(claim(store, limit=2)) == ["default", "old-high"]  # in no particular order
+    assert claim(store, limit=1) == ["new-high"]
+    assert claim(store, limit=9) == ["old-low"]
+
+
+def test_claim_respects_version_and_application(store: Store) -> None:
+    enqueue(store, "v1")
+    enqueue(store, "v2", application_version="v2")
+    enqueue(store, "other-app", application_name="other")
+    enqueue(store, "unversioned", application_version=None)
+    # Unversioned work goes only to the latest registered version; none is registered yet.
+    assert claim(store) == ["v1"]
+    store.register_version("v1", "app")
+    time.sleep(0.003)
+    store.register_version("v2", "app")
+    assert claim(store) == []  # v1 is not the latest
+    store.set_latest_version("v1", "app")
+    assert claim(store) == ["unversioned"]
+    assert claim(store, application_version="v2") == ["v2"]
+    assert claim(store, application_name="other", application_version="v1") == ["other-app"]
+
+
+def test_claim_under_global_concurrency(store: Store) -> None:
+    for i in range(5):
+        enqueue(store, f"w{i}", created_at=T0 + i)
+    start(store, "running", queue_name="q", created_at=T0 - 1)
+    assert sorted(claim(store, global_concurrency=3, limit=9)) == ["w0", "w1"]
+    assert claim(store, global_concurrency=3) == []
+    store.complete_workflow("running", "run-running", "SUCCESS", None, None, T0)
+    assert claim(store, global_concurrency=3) == ["w2"]
+
+
+def test_claim_under_a_rate_limit(store: Store) -> None:
+    for i in range(5):
+        enqueue(store, f"w{i}", created_at=T0 + i)
+    req = claim_request(limit=9, rate_limit=(2, 60.0))
+    assert sorted(ids(store.claim(req, T0))) == ["w0", "w1"]
+    assert req.retry_at_ms is None
+    full = claim_request(limit=9, rate_limit=(2, 60.0))
+    assert store.claim(full, T0) == []
+    # The window reopens when its oldest start is a period old.
+    assert full.retry_at_ms is not None and full.retry_at_ms > time.time() * 1000 + 50_000
+
+
+def test_claim_per_partition(store: Store) -> None:
+    for i, key in enumerate(["a", "a", "a", "b", "b", "c"]):
+        enqueue(store, f"{key}{i}", queue_partition_key=key, created_at=T0 + i)
+    got = claim(store, partitioned=True, partition_concurrency=1, limit=9)
+    assert sorted(got) == ["a0", "b3", "c5"]
+    assert claim(store, partitioned=True, partition_concurrency=1) == []
+    # This process's own running count per partition caps it further.
+    store.complete_workflow("a0", "claim-q", "SUCCESS", None, None, T0)
+    store.complete_workflow("b3", "claim-q", "SUCCESS", None, None, T0)
+    assert claim(
+        store,
+        partitioned=True,
+        partition_worker_concurrency=1,
+        local_partition_running={"a": 1},
+    ) == ["b4"]
+    assert claim(store, partitioned=True, limit=1) == ["a1"]
+
+
+def test_claim_under_a_partition_rate_limit(store: Store) -> None:
+    for i, key in enumerate(["a", "a", "b"]):
+        enqueue(store, f"{key}{i}", queue_partition_key=key, created_at=T0 + i)
+    req = claim_request(partitioned=True, partition_rate_limit=(1, 60.0))
+    assert sorted(ids(store.claim(req, T0))) == ["a0", "b2"]
+    again = claim_request(partitioned=True, partition_rate_limit=(1, 60.0))
+    assert store.claim(again, T0) == []
+    assert again.retry_at_ms is not None
+
+
+def test_concurrent_claims_never_share_a_workflow(store: Store) -> None:
+    for i in range(40):
+        enqueue(store, f"w{i:02d}", created_at=T0 + i)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int, limited: bool) -> None:
+        while True:
+            extra: dict[str, Any] = {"global_concurrency": 100} if limited else {}
+            got = claim(store, limit=3, claim_token=f"tok{n}", **extra)
+            if not got:
+                return
+            with lock:
+                claimed.extend(got)
+
+    threads = [threading.Thread(target=worker, args=(n, n % 2 == 0)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == [f"w{i:02d}" for i in range(40)]
+
+
+# -- delays, deduplication, debouncing, dead letters ------------------------------------------
+
+
+def test_promote_delayed(store: Store) -> None:
+    assert store.next_delayed() is None
+    enqueue(store, "soon", status="DELAYED", delay_until_epoch_ms=T0 + 10)
+    enqueue(store, "later", queue="q2", status="DELAYED", delay_until_epoch_ms=T0 + 20)
+    enqueue(store, "ready")
+    assert store.next_delayed() == T0 + 10
+    assert store.promote_delayed(T0 + 9) == []
+    assert store.promote_delayed(T0 + 10) == ["q"]
+    assert status(store, "soon") == "ENQUEUED"
+    assert store.next_delayed() == T0 + 20
+    assert store.promote_delayed(T0 + 100) == ["q2"]
+    assert store.next_delayed() is None
+
+
+def test_debounce(store: Store) -> None:
+    enqueue(
+        store,
+        "deb",
+        status="DELAYED",
+        name="job",
+        deduplication_id="job-k",
+        is_debounced=True,
+        delay_until_epoch_ms=T0 + 10,
+        debounce_deadline_epoch_ms=T0 + 50,
+    )
+    assert store.dedup_holder("q", "job-k") == "deb"
+    assert store.dedup_holder("q", "nobody") is None
+    assert store.extend_debounce("q", "job-k", "job", '"new"', "json", T0 + 30, "app", T0) == "deb"
+    row = store.get_workflow("deb")
+    assert row is not None and (row.inputs, row.delay_until_epoch_ms) == ('"new"', T0 + 30)
+    # Never past the deadline.
+    store.extend_debounce("q", "job-k", "job", '"x"', "json", T0 + 99, "app", T0)
+    assert store.next_delayed() == T0 + 50
+    # Only a DELAYED debounced row of the same workflow name is extended.
+    assert store.extend_debounce("q", "job-k", "other", '"x"', "json", T0, "app", T0) is None
+    assert store.extend_debounce("q", "nope", "job", '"x"', "json", T0, "app", T0) is None
+    # Promotion releases the key for the next debounce round.
+    store.promote_delayed(T0 + 50)
+    assert store.dedup_holder("q", "job-k") is None
+    assert store.extend_debounce("q", "job-k", "job", '"x"', "json", T0, "app", T0) is None
+
+
+def test_dead_letter(store: Store) -> None:
+    start(store, "w", recovery_attempts=4)
+    assert not store.dead_letter("w", 3, T0)  # someone claimed it again meanwhile
+    assert store.dead_letter("w", 4, T0 + 1)
+    row = store.get_workflow("w")
+    assert row is not None and row.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    assert row.completed_at == T0 + 1
+    assert not store.dead_letter("w", 4, T0 + 2)

@@ -1,0 +1,142 @@
+"""Messages (sent once, consumed first in first out and exactly once), events and streams,
+each optionally checkpointed in the same transaction and fenced on the writer's token."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.storage.build import start, step
+from waypoint.storage.errors import NotFoundError
+from waypoint.storage.protocol import NewMessage, Received, Store
+
+
+def message(n: int, dest: str = "dest", topic: str = "t") -> NewMessage:
+    return NewMessage(f"m{n}", dest, topic, f'"{n}"', "json")
+
+
+def consume(store: Store, fid: int, topic: str = "t", owner: str = "run-dest") -> Received:
+    return store.consume_message("dest", topic, step("dest", fid, owner, output=None))
+
+
+def test_messages_are_consumed_in_order_exactly_once(store: Store) -> None:
+    start(store, "dest")
+    assert store.send_messages([message(1), message(2)], None) is None
+    store.send_messages([message(3)], None)
+    store.send_messages([message(9, topic="other")], None)
+    got = [consume(store, fid) for fid in range(4)]
+    assert [(r.found, r.accepted, r.output) for r in got] == [
+        (True, True, '"1"'),
+        (True, True, '"2"'),
+        (True, True, '"3"'),
+        (False, True, None),
+    ]
+    assert got[0].serialization == "json"
+    # The receive is checkpointed with the message it took.
+    assert store.load_steps("dest")[1].output == '"2"'
+    assert 3 not in store.load_steps("dest")  # nothing taken, nothing recorded
+    assert consume(store, 5, topic="other").output == '"9"'
+
+
+def test_consume_retried_returns_the_same_message(store: Store) -> None:
+    start(store, "dest")
+    store.send_messages([message(1), message(2)], None)
+    first = consume(store, 7)
+    retried = consume(store, 7)  # the acknowledgement of the first was lost
+    assert (first.output, retried.output, retried.found, retried.accepted) == (
+        '"1"',
+        '"1"',
+        True,
+        True,
+    )
+    assert consume(store, 8).output == '"2"'
+
+
+def test_consume_is_fenced(store: Store) -> None:
+    start(store, "dest")
+    store.send_messages([message(1)], None)
+    refused = consume(store, 1, owner="run-stale")
+    assert refused.found and not refused.accepted
+    assert store.load_steps("dest") == {}
+    assert consume(store, 1).output == '"1"'  # the message was left for its owner
+
+
+def test_sent_twice_is_delivered_once(store: Store) -> None:
+    start(store, "dest")
+    store.send_messages([message(1)], None)
+    store.send_messages([message(1)], None)
+    assert consume(store, 1).found
+    assert not consume(store, 2).found
+
+
+def test_send_to_a_missing_destination_writes_nothing(store: Store) -> None:
+    start(store, "dest")
+    start(store, "sender")
+    with pytest.raises(NotFoundError) as caught:
+        store.send_messages([message(1), message(2, dest="ghost")], step("sender", 1, "run-sender"))
+    assert caught.value.workflow_id == "ghost"
+    assert not consume(store, 1).found
+    assert store.load_steps("sender") == {}
+
+
+def test_send_from_a_workflow_is_checkpointed_and_fenced(store: Store) -> None:
+    start(store, "dest")
+    start(store, "sender")
+    sent = store.send_messages([message(1)], step("sender", 1, "run-sender"))
+    assert sent is not None and sent.accepted and sent.workflow_status == "PENDING"
+    assert 1 in store.load_steps("sender")
+    retried = store.send_messages([message(1)], step("sender", 1, "run-sender"))
+    assert retried is not None and retried.accepted
+    stale = store.send_messages([message(2)], step("sender", 2, "run-stale"))
+    assert stale is not None and not stale.accepted
+    assert consume(store, 1).output == '"1"'
+    assert not consume(store, 2).found
+
+
+def test_events(store: Store) -> None:
+    start(store, "w")
+    assert store.get_event("w", "k") is None
+    first = store.set_event("w", "k", '"a"', "json", 1, step("w", 1, "run-w"))
+    retried = store.set_event("w", "k", '"a"', "json", 1, step("w", 1, "run-w"))
+    assert first is not None and first.accepted and retried is not None and retried.accepted
+    assert store.get_event("w", "k") == ('"a"', "json")
+    # From inside a step: an upsert, not checkpointed.
+    assert store.set_event("w", "k", '"b"', "portable", 2, None) is None
+    store.set_event("w", "j", '"c"', None, 3, None)
+    assert store.get_event("w", "k") == ('"b"', "portable")
+    assert store.get_events("w") == {"j": ('"c"', None), "k": ('"b"', "portable")}
+    assert store.get_events("missing") == {}
+    assert sorted(store.load_steps("w")) == [1]
+
+
+def test_set_event_is_fenced(store: Store) -> None:
+    start(store, "w")
+    outcome = store.set_event("w", "k", '"x"', "json", 1, step("w", 1, "run-stale"))
+    assert outcome is not None and not outcome.accepted
+    assert store.get_event("w", "k") is None
+
+
+def test_streams(store: Store) -> None:
+    start(store, "w")
+    assert store.read_stream("w", "s", 0) == (None, "PENDING")
+    store.write_stream("w", "s", '"a"', "json", 1, "wf:1", step("w", 1, "run-w"))
+    store.write_stream("w", "s", '"b"', "json", 2, "step:2:0", None)
+    store.write_stream("w", "s", '"b"', "json", 2, "step:2:0", None)  # a retried write
+    store.write_stream("w", "other", '"z"', None, 3, "step:3:0", None)
+    store.write_stream("w", "s", '"c"', None, 4, "wf:4", None)
+    assert [store.read_stream("w", "s", i)[0] for i in range(4)] == [
+        ('"a"', "json"),
+        ('"b"', "json"),
+        ('"c"', None),
+        None,
+    ]
+    assert store.read_stream("w", "other", 0) == (('"z"', None), "PENDING")
+    store.complete_workflow("w", "run-w", "SUCCESS", None, None, 1)
+    assert store.read_stream("w", "s", 3) == (None, "SUCCESS")
+    assert store.read_stream("missing", "s", 0) == (None, None)
+
+
+def test_write_stream_is_fenced(store: Store) -> None:
+    start(store, "w")
+    outcome = store.write_stream("w", "s", '"x"', "json", 1, "wf:1", step("w", 1, "run-stale"))
+    assert outcome is not None and not outcome.accepted
+    assert store.read_stream("w", "s", 0) == (None, "PENDING")

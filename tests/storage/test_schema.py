@@ -1,0 +1,191 @@
+"""Schema administration, URLs, the store's lifecycle and its errors: migrations that can run
+twice, a missing or unmigrated database reported as a configuration error, truncation, drop,
+notifications, enqueueing on the caller's connection, and a closed store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import requires_postgres
+from tests.storage.build import T0, enqueue, queued, start, status, step, with_everything
+from tests.storage.conftest import SCHEMA, is_public_error, open_store
+from waypoint.error import DBOSException, DBOSWorkflowConflictIDError
+from waypoint.storage.errors import (
+    DeduplicatedError,
+    StorageConfigError,
+    StorageError,
+    StoreClosedError,
+)
+from waypoint.storage.protocol import QueueRow, Store, done_key, queue_key
+from waypoint.storage.registry import open_url, reset_database
+
+# -- migrations and schema checks -------------------------------------------------------------
+
+
+def test_migrate_twice_is_harmless(store: Store) -> None:
+    version = store.schema_version()
+    assert version >= 1
+    start(store, "w")
+    store.migrate()
+    store.verify_schema()
+    assert store.schema_version() == version
+    assert status(store, "w") == "PENDING"
+
+
+def test_a_database_that_does_not_exist(scratch_url: str) -> None:
+    missing = open_url(scratch_url, schema=SCHEMA)
+    with pytest.raises(StorageConfigError):
+        missing.verify_schema()
+    # migrate creates it (where the backend can create databases).
+    missing.migrate()
+    missing.verify_schema()
+    missing.drop()
+    with pytest.raises(StorageConfigError):
+        missing.verify_schema()
+
+
+def test_a_database_without_the_schema(store_url: str) -> None:
+    empty = open_url(store_url, schema="wp_never_migrated")
+    empty.open()
+    try:
+        with pytest.raises(StorageConfigError):
+            empty.verify_schema()
+    finally:
+        empty.close()
+
+
+def test_truncate_all_keeps_the_schema(store: Store) -> None:
+    with_everything(store, "w")
+    enqueue(store, "q1")
+    store.upsert_queue(QueueRow("emails"), update=False)
+    store.register_version("v1", "app")
+    store.truncate_all()
+    store.verify_schema()
+    assert store.get_workflow("w") is None and store.get_workflow("q1") is None
+    assert store.list_queues(None) == [] and store.list_versions(None) == []
+    start(store, "w")
+    assert not store.consume_message("w", "t", step("w", 1, "run-w")).found
+    assert store.get_events("w") == {} and store.load_steps("w") == {}
+
+
+def test_reset_database(store_url: str, store: Store) -> None:
+    start(store, "w")
+    reset_database(store_url, SCHEMA, truncate=True)
+    assert store.get_workflow("w") is None
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "   ",
+        "no scheme at all",
+        "mysql://user@host/db",
+        "sqlite:///:memory:",
+        "sqlite://",
+    ],
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(StorageConfigError):
+        open_url(url)
+
+
+@pytest.mark.parametrize("schema", ["bad-name", "1abc", "", "x" * 64, "a;drop"])
+def test_bad_schema_names(schema: str) -> None:
+    with pytest.raises(StorageConfigError):
+        open_url("postgresql://postgres@127.0.0.1/db", schema=schema)
+
+
+def test_identity_names_the_database_without_credentials(store: Store) -> None:
+    assert isinstance(store.dialect, str) and isinstance(store.identity, str)
+    other = open_url("postgresql://alice:s3cret@127.0.0.1:5432/db")
+    assert "s3cret" not in other.identity and "db" in other.identity
+
+
+@requires_postgres
+def test_an_unreachable_server() -> None:
+    down = open_url("postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2")
+    for admin in (down.verify_schema, down.migrate):
+        with pytest.raises(StorageConfigError):
+            admin()
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+
+
+def test_ping_and_close(connect: Callable[[], Store]) -> None:
+    s = connect()
+    s.ping()
+    s.ping_once()
+    s.close()
+    with pytest.raises(StoreClosedError):
+        s.get_workflow("w")
+
+
+def test_notifications_reach_other_processes(store: Store, connect: Callable[[], Store]) -> None:
+    received: list[str] = []
+    connected = threading.Event()
+    arrived = threading.Condition()
+
+    def on_notify(channel: str, payload: str) -> None:
+        with arrived:
+            received.append(payload)
+            arrived.notify_all()
+
+    listener = store.listen(on_notify, connected.set)
+    if listener is None:
+        return  # a polling backend: nothing is pushed
+    try:
+        assert connected.wait(10)
+        other = connect()
+        wf = start(other, "w")
+        enqueue(other, "q1")
+        other.complete_workflow("w", wf.owner_xid, "SUCCESS", None, None, T0)
+        wanted = {done_key("w"), queue_key("q")}
+        with arrived:
+            assert arrived.wait_for(lambda: wanted <= set(received), timeout=10), received
+    finally:
+        listener.stop()
+
+
+def test_enqueue_on_the_callers_connection(store: Store, driver_connection: Any) -> None:
+    store.insert_on_connection(driver_connection, queued("rolled-back"))
+    driver_connection.rollback()
+    assert store.get_workflow("rolled-back") is None
+    store.insert_on_connection(driver_connection, queued("committed", deduplication_id="d"))
+    store.insert_on_connection(driver_connection, queued("committed"))  # a retry: harmless
+    driver_connection.commit()
+    assert status(store, "committed") == "ENQUEUED"
+    with pytest.raises(DeduplicatedError):
+        store.insert_on_connection(driver_connection, queued("again", deduplication_id="d"))
+    driver_connection.rollback()
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_the_public_error_check() -> None:
+    assert is_public_error(DBOSException("x"))
+    assert is_public_error(DBOSWorkflowConflictIDError("w"))
+    assert not is_public_error(StorageError("x"))
+    assert not is_public_error(ValueError("x"))
+
+
+def test_protocol_only(store: Store) -> None:
+    with pytest.raises(AttributeError):
+        store._all  # type: ignore[attr-defined]
+
+
+def test_the_conforming_store_is_reused(store_url: str) -> None:
+    # Any number of stores on one database, opened and closed in any order.
+    first, second = open_store(store_url), open_store(store_url)
+    first.close()
+    assert second.get_workflow("w") is None
+    second.close()

@@ -1,0 +1,153 @@
+"""Administration of a PostgreSQL system database: creating it, migrating its schema,
+checking the schema's version, granting an application role, dropping it.
+
+These run on connections of their own, outside the store's pool, so they work before the
+store is opened and on a database the pool could not reach.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import psycopg.errors as pgerr
+from psycopg import sql as pgsql
+
+from waypoint.storage import migrations
+from waypoint.storage.errors import StorageConfigError
+from waypoint.storage.url import DatabaseTarget, redact
+
+logger = logging.getLogger("waypoint")
+
+MIGRATION_LOCK_KEY = 7_321_004_281  # advisory lock serialising concurrent migrators
+
+
+class PgSchemaAdmin:
+    """The ``SchemaAdmin`` half of ``PostgresStore``."""
+
+    target: DatabaseTarget
+    schema: str
+    _conn_kwargs: dict[str, Any]
+    close: Callable[[], None]  # the store's own: a database is not dropped under its pool
+
+    def _connect_admin(self, dbname: str) -> psycopg.Connection[Any]:
+        target = self.target.with_database(dbname)
+        return psycopg.connect(target.url, **self._conn_kwargs)
+
+    def ensure_database(self) -> None:
+        """Create the system database if it does not exist (needs CREATEDB privilege)."""
+        try:
+            with psycopg.connect(self.target.url, **self._conn_kwargs):
+                return
+        except psycopg.OperationalError as exc:
+            if "does not exist" not in str(exc) or not self.target.database:
+                raise StorageConfigError(
+                    f"cannot connect to the system database {redact(self.target.url)}: {exc}"
+                ) from exc
+        with self._connect_admin("postgres") as admin:
+            try:
+                admin.execute(
+                    pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(self.target.database))
+                )
+                logger.info("created system database %s", self.target.database)
+            except (pgerr.DuplicateDatabase, pgerr.UniqueViolation):
+                logger.debug("system database %s was created concurrently", self.target.database)
+
+    def migrate(self) -> None:
+        self.ensure_database()
+        pending = migrations.load("postgresql")
+        ident = pgsql.Identifier(self.schema)
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if not exists:
+                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            conn.execute(
+                pgsql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.waypoint_migrations ("
+                    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                    "applied_at BIGINT NOT NULL "
+                    "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
+                ).format(ident)
+            )
+            row = conn.execute(
+                pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
+                    ident
+                )
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            for mig in pending:
+                if mig.version <= current:
+                    continue
+                conn.execute(mig.sql.replace("{schema}", self.schema))
+                conn.execute(
+                    pgsql.SQL(
+                        "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
+                    ).format(ident),
+                    (mig.version, mig.name),
+                )
+                logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+
+    def schema_version(self) -> int:
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
+            row = conn.execute(
+                pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
+                    pgsql.Identifier(self.schema)
+                )
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def verify_schema(self) -> None:
+        latest = migrations.latest_version("postgresql")
+        try:
+            current = self.schema_version()
+        except pgerr.UndefinedTable as exc:
+            raise StorageConfigError(
+                f"the system database has no Waypoint schema {self.schema!r}; run "
+                "`waypoint migrate` (or set run_migrations=True) first"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            hint = (
+                "; create it and its schema with `waypoint migrate` first"
+                if "does not exist" in str(exc)
+                else ""
+            )
+            raise StorageConfigError(
+                f"cannot connect to the system database {redact(self.target.url)}: {exc}{hint}"
+            ) from exc
+        if current < latest:
+            raise StorageConfigError(
+                f"the system schema is at version {current} but this Waypoint needs {latest}; "
+                "run `waypoint migrate` with a privileged role"
+            )
+
+    def drop(self) -> None:
+        self.close()
+        if not self.target.database:
+            raise StorageConfigError("the system database URL names no database to drop")
+        admin = self.target.with_database("postgres")
+        with psycopg.connect(admin.url, autocommit=True) as conn:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    pgsql.Identifier(self.target.database)
+                )
+            )
+
+    def grant(self, role: str) -> None:
+        """Give an application role what it needs to run (no DDL) on the system schema."""
+        schema, who = pgsql.Identifier(self.schema), pgsql.Identifier(role)
+        statements = (
+            "GRANT USAGE ON SCHEMA {s} TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} "
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+        )
+        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
+            for text in statements:
+                conn.execute(pgsql.SQL(text).format(s=schema, r=who))

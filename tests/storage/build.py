@@ -7,11 +7,13 @@ from typing import Any
 
 from waypoint.storage.protocol import (
     ClaimRequest,
+    EventWrite,
     ForkRequest,
     NewMessage,
     NewWorkflow,
     StepRecord,
     Store,
+    StreamWrite,
     WorkflowRow,
 )
 
@@ -69,8 +71,8 @@ def with_everything(store: Store, workflow_id: str) -> NewWorkflow:
     value and a message."""
     wf = start(store, workflow_id)
     store.record_step(step(workflow_id, 1, wf.owner_xid))
-    store.set_event(workflow_id, "k", '"v"', "json", 1, None)
-    store.write_stream(workflow_id, "s", '"v"', "json", 1, "wf:1", None)
+    store.set_event(EventWrite(workflow_id, "k", '"v"', "json", 1), None)
+    store.write_stream(StreamWrite(workflow_id, "s", '"v"', "json", 1, "wf:1"), None)
     store.send_messages([NewMessage(f"m-{workflow_id}", workflow_id, "t", '"v"', "json")], None)
     return wf
 

@@ -16,7 +16,7 @@ from tests.storage.build import (
     start,
     status,
 )
-from waypoint.storage.protocol import Store
+from waypoint.storage.protocol import Completion, DebounceUpdate, RecoveryRequest, Store
 
 INTERNAL = "_wp_internal"
 
@@ -31,12 +31,12 @@ def pending_mix(store: Store) -> None:
     start(store, "other-app", application_name="other")
     start(store, "no-app", application_name=None)
     start(store, "done")
-    store.complete_workflow("done", "run-done", "SUCCESS", None, None, T0)
+    store.complete_workflow(Completion("done", "run-done", "SUCCESS", None, None, T0))
 
 
 def test_recover_without_claimant_requeues(store: Store) -> None:
     pending_mix(store)
-    found = store.recover_pending([EXECUTOR], "v1", "app", INTERNAL, T0 + 9)
+    found = store.recover_pending(RecoveryRequest([EXECUTOR], "v1", "app", INTERNAL, T0 + 9))
     assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app"]
     assert found.claimed == []
     mine = store.get_workflow("mine")
@@ -47,18 +47,20 @@ def test_recover_without_claimant_requeues(store: Store) -> None:
     for untouched in ("other-executor", "other-version", "other-app"):
         assert status(store, untouched) == "PENDING"
     assert status(store, "done") == "SUCCESS"
-    assert store.recover_pending([], "v1", "app", INTERNAL, T0).workflow_ids == []
+    assert store.recover_pending(RecoveryRequest([], "v1", "app", INTERNAL, T0)).workflow_ids == []
 
 
 def test_recover_any_version_and_application(store: Store) -> None:
     pending_mix(store)
-    found = store.recover_pending([EXECUTOR, "exec-2"], None, None, INTERNAL, T0)
+    found = store.recover_pending(RecoveryRequest([EXECUTOR, "exec-2"], None, None, INTERNAL, T0))
     assert len(found.workflow_ids) == 6
 
 
 def test_recover_with_claimant_runs_them_here(store: Store) -> None:
     pending_mix(store)
-    found = store.recover_pending([EXECUTOR], "v1", "app", INTERNAL, T0 + 9, ("exec-9", "tok"))
+    found = store.recover_pending(
+        RecoveryRequest([EXECUTOR], "v1", "app", INTERNAL, T0 + 9, ("exec-9", "tok"))
+    )
     assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app"]
     assert sorted(ids(found.claimed)) == ["mine", "no-app"]
     for row in found.claimed:
@@ -129,7 +131,7 @@ def test_claim_under_global_concurrency(store: Store) -> None:
     start(store, "running", queue_name="q", created_at=T0 - 1)
     assert sorted(claim(store, global_concurrency=3, limit=9)) == ["w0", "w1"]
     assert claim(store, global_concurrency=3) == []
-    store.complete_workflow("running", "run-running", "SUCCESS", None, None, T0)
+    store.complete_workflow(Completion("running", "run-running", "SUCCESS", None, None, T0))
     assert claim(store, global_concurrency=3) == ["w2"]
 
 
@@ -152,8 +154,8 @@ def test_claim_per_partition(store: Store) -> None:
     assert sorted(got) == ["a0", "b3", "c5"]
     assert claim(store, partitioned=True, partition_concurrency=1) == []
     # This process's own running count per partition caps it further.
-    store.complete_workflow("a0", "claim-q", "SUCCESS", None, None, T0)
-    store.complete_workflow("b3", "claim-q", "SUCCESS", None, None, T0)
+    store.complete_workflow(Completion("a0", "claim-q", "SUCCESS", None, None, T0))
+    store.complete_workflow(Completion("b3", "claim-q", "SUCCESS", None, None, T0))
     assert claim(
         store,
         partitioned=True,
@@ -226,19 +228,33 @@ def test_debounce(store: Store) -> None:
     )
     assert store.dedup_holder("q", "job-k") == "deb"
     assert store.dedup_holder("q", "nobody") is None
-    assert store.extend_debounce("q", "job-k", "job", '"new"', "json", T0 + 30, "app", T0) == "deb"
+    assert (
+        store.extend_debounce(
+            DebounceUpdate("q", "job-k", "job", '"new"', "json", T0 + 30, "app", T0)
+        )
+        == "deb"
+    )
     row = store.get_workflow("deb")
     assert row is not None and (row.inputs, row.delay_until_epoch_ms) == ('"new"', T0 + 30)
     # Never past the deadline.
-    store.extend_debounce("q", "job-k", "job", '"x"', "json", T0 + 99, "app", T0)
+    store.extend_debounce(DebounceUpdate("q", "job-k", "job", '"x"', "json", T0 + 99, "app", T0))
     assert store.next_delayed() == T0 + 50
     # Only a DELAYED debounced row of the same workflow name is extended.
-    assert store.extend_debounce("q", "job-k", "other", '"x"', "json", T0, "app", T0) is None
-    assert store.extend_debounce("q", "nope", "job", '"x"', "json", T0, "app", T0) is None
+    assert (
+        store.extend_debounce(DebounceUpdate("q", "job-k", "other", '"x"', "json", T0, "app", T0))
+        is None
+    )
+    assert (
+        store.extend_debounce(DebounceUpdate("q", "nope", "job", '"x"', "json", T0, "app", T0))
+        is None
+    )
     # Promotion releases the key for the next debounce round.
     store.promote_delayed(T0 + 50)
     assert store.dedup_holder("q", "job-k") is None
-    assert store.extend_debounce("q", "job-k", "job", '"x"', "json", T0, "app", T0) is None
+    assert (
+        store.extend_debounce(DebounceUpdate("q", "job-k", "job", '"x"', "json", T0, "app", T0))
+        is None
+    )
 
 
 def test_dead_letter(store: Store) -> None:

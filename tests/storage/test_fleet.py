@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from waypoint.storage.errors import QueueOwnedError
-from waypoint.storage.protocol import ExecutorRow, QueueRow, ScheduleRow, Store
+from waypoint.storage.protocol import ExecutorRow, QueueRow, ScheduleFilter, ScheduleRow, Store
 
 # -- executors ----------------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def test_list_schedules(store: Store) -> None:
         store.upsert_schedule(row, replace=False)
 
     def names(*args: object, **kwargs: object) -> list[str]:
-        return [s.schedule_name for s in store.list_schedules(*args, **kwargs)]  # type: ignore[arg-type]
+        return [s.schedule_name for s in store.list_schedules(ScheduleFilter(*args, **kwargs))]  # type: ignore[arg-type]
 
     assert names("app") == ["Rep-c", "rep%_b", "rep-a1", "rep-a2"]
     assert names(None) == ["Rep-c", "rep%_b", "rep-a1", "rep-a2", "theirs"]

@@ -8,7 +8,7 @@ import pytest
 
 from tests.storage.build import T0, enqueue, fork_request, ids, start
 from waypoint.storage.errors import UnsupportedError
-from waypoint.storage.protocol import ListFilter, Store
+from waypoint.storage.protocol import Completion, ListFilter, Store
 
 # In creation order.
 ALL = ["a1", "a2", "b1", "b_%x", "B1", "f1"]
@@ -25,7 +25,7 @@ def listing(store: Store) -> None:
         queue_name="q",
         started_at_epoch_ms=T0 + 6,
     )
-    store.complete_workflow("a2", "run-a2", "SUCCESS", '"out"', None, T0 + 20)
+    store.complete_workflow(Completion("a2", "run-a2", "SUCCESS", '"out"', None, T0 + 20))
     enqueue(
         store,
         "b1",

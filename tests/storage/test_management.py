@@ -11,12 +11,21 @@ import pytest
 
 from tests.storage.build import T0, enqueue, fork_request, start, status, step, with_everything
 from waypoint.storage.errors import AlreadyExistsError, NotFoundError
-from waypoint.storage.protocol import ForkRequest, Store
+from waypoint.storage.protocol import (
+    Completion,
+    EventWrite,
+    ForkRequest,
+    RetentionRequest,
+    Store,
+    StreamWrite,
+)
 
 
 def finished(store: Store, workflow_id: str, outcome: str = "SUCCESS", **fields: object) -> None:
     start(store, workflow_id, **fields)
-    assert store.complete_workflow(workflow_id, f"run-{workflow_id}", outcome, None, None, T0)
+    assert store.complete_workflow(
+        Completion(workflow_id, f"run-{workflow_id}", outcome, None, None, T0)
+    )
 
 
 # -- resume -------------------------------------------------------------------------------------
@@ -72,12 +81,12 @@ def forkable(store: Store) -> None:
     store.record_step(step("src", 0, "run-src", child_workflow_id="old-child"))
     for fid in (1, 2, 3):
         store.record_step(step("src", fid, "run-src"))
-    store.set_event("src", "k", '"at-1"', "json", 1, None)
-    store.set_event("src", "k", '"at-3"', "json", 3, None)
-    store.set_event("src", "late", '"x"', "json", 3, None)
-    store.write_stream("src", "s", '"s1"', "json", 1, "wf:1", None)
-    store.write_stream("src", "s", '"s3"', "json", 3, "wf:3", None)
-    store.complete_workflow("src", "run-src", "SUCCESS", '"r"', None, T0)
+    store.set_event(EventWrite("src", "k", '"at-1"', "json", 1), None)
+    store.set_event(EventWrite("src", "k", '"at-3"', "json", 3), None)
+    store.set_event(EventWrite("src", "late", '"x"', "json", 3), None)
+    store.write_stream(StreamWrite("src", "s", '"s1"', "json", 1, "wf:1"), None)
+    store.write_stream(StreamWrite("src", "s", '"s3"', "json", 3, "wf:3"), None)
+    store.complete_workflow(Completion("src", "run-src", "SUCCESS", '"r"', None, T0))
 
 
 def test_fork_copies_what_came_before_the_step(store: Store) -> None:
@@ -241,27 +250,27 @@ ACTIVE = ["old-delayed", "old-pending", "old-queued"]
 
 def test_garbage_collect_by_age(store: Store) -> None:
     retention_mix(store)
-    assert store.garbage_collect(None, None, None) == 0
-    assert store.garbage_collect(T0 + 50, None, "app", batch_size=2) == 4
+    assert store.garbage_collect(RetentionRequest(None, None, None)) == 0
+    assert store.garbage_collect(RetentionRequest(T0 + 50, None, "app", batch_size=2)) == 4
     assert store.get_workflow("old0") is None and store.load_steps("old0") == {}
     left = sorted(store.get_outcomes([*ACTIVE, "theirs", "new", "old1"]))
     assert left == sorted([*ACTIVE, "new", "theirs"])
-    assert store.garbage_collect(T0 + 50, None, None) == 1  # any application
+    assert store.garbage_collect(RetentionRequest(T0 + 50, None, None)) == 1  # any application
 
 
 def test_garbage_collect_beyond_the_newest_rows(store: Store) -> None:
     retention_mix(store)
     # The 5th newest row was created at T0: nothing is older.
-    assert store.garbage_collect(None, 5, None) == 0
+    assert store.garbage_collect(RetentionRequest(None, 5, None)) == 0
     # The 3rd newest (old2) was created at T0 + 2: the finished ones before it go.
-    assert store.garbage_collect(None, 3, None) == 3
+    assert store.garbage_collect(RetentionRequest(None, 3, None)) == 3
     assert [status(store, w) for w in ("old2", "old1", "old0", "theirs")] == [
         "SUCCESS",
         None,
         None,
         None,
     ]
-    assert store.garbage_collect(None, 100, None) == 0
+    assert store.garbage_collect(RetentionRequest(None, 100, None)) == 0
 
 
 def test_active_created_before(store: Store) -> None:

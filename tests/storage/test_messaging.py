@@ -7,7 +7,14 @@ import pytest
 
 from tests.storage.build import start, step
 from waypoint.storage.errors import NotFoundError
-from waypoint.storage.protocol import NewMessage, Received, Store
+from waypoint.storage.protocol import (
+    Completion,
+    EventWrite,
+    NewMessage,
+    Received,
+    Store,
+    StreamWrite,
+)
 
 
 def message(n: int, dest: str = "dest", topic: str = "t") -> NewMessage:
@@ -95,13 +102,13 @@ def test_send_from_a_workflow_is_checkpointed_and_fenced(store: Store) -> None:
 def test_events(store: Store) -> None:
     start(store, "w")
     assert store.get_event("w", "k") is None
-    first = store.set_event("w", "k", '"a"', "json", 1, step("w", 1, "run-w"))
-    retried = store.set_event("w", "k", '"a"', "json", 1, step("w", 1, "run-w"))
+    first = store.set_event(EventWrite("w", "k", '"a"', "json", 1), step("w", 1, "run-w"))
+    retried = store.set_event(EventWrite("w", "k", '"a"', "json", 1), step("w", 1, "run-w"))
     assert first is not None and first.accepted and retried is not None and retried.accepted
     assert store.get_event("w", "k") == ('"a"', "json")
     # From inside a step: an upsert, not checkpointed.
-    assert store.set_event("w", "k", '"b"', "portable", 2, None) is None
-    store.set_event("w", "j", '"c"', None, 3, None)
+    assert store.set_event(EventWrite("w", "k", '"b"', "portable", 2), None) is None
+    store.set_event(EventWrite("w", "j", '"c"', None, 3), None)
     assert store.get_event("w", "k") == ('"b"', "portable")
     assert store.get_events("w") == {"j": ('"c"', None), "k": ('"b"', "portable")}
     assert store.get_events("missing") == {}
@@ -110,7 +117,7 @@ def test_events(store: Store) -> None:
 
 def test_set_event_is_fenced(store: Store) -> None:
     start(store, "w")
-    outcome = store.set_event("w", "k", '"x"', "json", 1, step("w", 1, "run-stale"))
+    outcome = store.set_event(EventWrite("w", "k", '"x"', "json", 1), step("w", 1, "run-stale"))
     assert outcome is not None and not outcome.accepted
     assert store.get_event("w", "k") is None
 
@@ -118,11 +125,11 @@ def test_set_event_is_fenced(store: Store) -> None:
 def test_streams(store: Store) -> None:
     start(store, "w")
     assert store.read_stream("w", "s", 0) == (None, "PENDING")
-    store.write_stream("w", "s", '"a"', "json", 1, "wf:1", step("w", 1, "run-w"))
-    store.write_stream("w", "s", '"b"', "json", 2, "step:2:0", None)
-    store.write_stream("w", "s", '"b"', "json", 2, "step:2:0", None)  # a retried write
-    store.write_stream("w", "other", '"z"', None, 3, "step:3:0", None)
-    store.write_stream("w", "s", '"c"', None, 4, "wf:4", None)
+    store.write_stream(StreamWrite("w", "s", '"a"', "json", 1, "wf:1"), step("w", 1, "run-w"))
+    store.write_stream(StreamWrite("w", "s", '"b"', "json", 2, "step:2:0"), None)
+    store.write_stream(StreamWrite("w", "s", '"b"', "json", 2, "step:2:0"), None)  # a retried write
+    store.write_stream(StreamWrite("w", "other", '"z"', None, 3, "step:3:0"), None)
+    store.write_stream(StreamWrite("w", "s", '"c"', None, 4, "wf:4"), None)
     assert [store.read_stream("w", "s", i)[0] for i in range(4)] == [
         ('"a"', "json"),
         ('"b"', "json"),
@@ -130,13 +137,15 @@ def test_streams(store: Store) -> None:
         None,
     ]
     assert store.read_stream("w", "other", 0) == (('"z"', None), "PENDING")
-    store.complete_workflow("w", "run-w", "SUCCESS", None, None, 1)
+    store.complete_workflow(Completion("w", "run-w", "SUCCESS", None, None, 1))
     assert store.read_stream("w", "s", 3) == (None, "SUCCESS")
     assert store.read_stream("missing", "s", 0) == (None, None)
 
 
 def test_write_stream_is_fenced(store: Store) -> None:
     start(store, "w")
-    outcome = store.write_stream("w", "s", '"x"', "json", 1, "wf:1", step("w", 1, "run-stale"))
+    outcome = store.write_stream(
+        StreamWrite("w", "s", '"x"', "json", 1, "wf:1"), step("w", 1, "run-stale")
+    )
     assert outcome is not None and not outcome.accepted
     assert store.read_stream("w", "s", 0) == (None, "PENDING")

@@ -20,7 +20,7 @@ from waypoint.storage.errors import (
     StorageError,
     StoreClosedError,
 )
-from waypoint.storage.protocol import QueueRow, Store, done_key, queue_key
+from waypoint.storage.protocol import Completion, QueueRow, Store, done_key, queue_key
 from waypoint.storage.registry import open_url, reset_database
 
 # -- migrations and schema checks -------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_notifications_reach_other_processes(store: Store, connect: Callable[[],
         other = connect()
         wf = start(other, "w")
         enqueue(other, "q1")
-        other.complete_workflow("w", wf.owner_xid, "SUCCESS", None, None, T0)
+        other.complete_workflow(Completion("w", wf.owner_xid, "SUCCESS", None, None, T0))
         wanted = {done_key("w"), queue_key("q")}
         with arrived:
             assert arrived.wait_for(lambda: wanted <= set(received), timeout=10), received

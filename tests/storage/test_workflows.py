@@ -10,7 +10,7 @@ import pytest
 
 from tests.storage.build import T0, claim_request, enqueue, start, status, step, workflow
 from waypoint.storage.errors import DeduplicatedError, OwnershipLostError
-from waypoint.storage.protocol import ChildLink, Outcome, Store
+from waypoint.storage.protocol import ChildLink, Completion, Outcome, RecoveryRequest, Store
 
 # -- init_workflow ------------------------------------------------------------------------------
 
@@ -24,7 +24,7 @@ def test_init_creates_then_reports_the_existing_row(store: Store) -> None:
     # A retry by the same execution (its acknowledgement was lost) is still "created".
     assert store.init_workflow(wf, None).created
 
-    store.complete_workflow("w1", wf.owner_xid, "SUCCESS", '"done"', None, T0 + 5)
+    store.complete_workflow(Completion("w1", wf.owner_xid, "SUCCESS", '"done"', None, T0 + 5))
     again = store.init_workflow(workflow("w1", owner_xid="run-other"), None)
     assert not again.created
     assert (again.status, again.output, again.serialization) == ("SUCCESS", '"done"', "json")
@@ -137,7 +137,9 @@ def test_child_start_at_a_position_another_run_recorded(
     )
     start(store, "parent", owner_xid="run-old")
     assert store.record_step(step("parent", 2, "run-old")).accepted
-    store.recover_pending(["exec-1"], "v1", "app", "_internal", T0, ("exec-1", "run-new"))
+    store.recover_pending(
+        RecoveryRequest(["exec-1"], "v1", "app", "_internal", T0, ("exec-1", "run-new"))
+    )
     # The new run owns the parent, but position 2 was written by the old one.
     with pytest.raises(OwnershipLostError):
         store.init_workflow(workflow("child"), link("parent", 2, "run-new"))
@@ -149,11 +151,15 @@ def test_child_start_at_a_position_another_run_recorded(
 
 def test_complete_is_fenced_and_applies_once(store: Store) -> None:
     wf = start(store, "w")
-    assert not store.complete_workflow("w", "run-stale", "ERROR", None, '"boom"', T0 + 1)
+    assert not store.complete_workflow(
+        Completion("w", "run-stale", "ERROR", None, '"boom"', T0 + 1)
+    )
     assert status(store, "w") == "PENDING"
-    assert store.complete_workflow("w", wf.owner_xid, "SUCCESS", '"ok"', None, T0 + 2)
+    assert store.complete_workflow(Completion("w", wf.owner_xid, "SUCCESS", '"ok"', None, T0 + 2))
     # A retry after a lost acknowledgement changes nothing.
-    assert not store.complete_workflow("w", wf.owner_xid, "ERROR", None, '"late"', T0 + 3)
+    assert not store.complete_workflow(
+        Completion("w", wf.owner_xid, "ERROR", None, '"late"', T0 + 3)
+    )
     assert store.get_outcome("w") == Outcome("SUCCESS", '"ok"', None, "json")
     row = store.get_workflow("w")
     assert row is not None and (row.completed_at, row.updated_at) == (T0 + 2, T0 + 2)
@@ -164,7 +170,7 @@ def test_finishing_frees_the_deduplication_id(store: Store) -> None:
     enqueue(store, "b", deduplication_id="e")
     [claimed] = store.claim(claim_request(limit=1), T0)
     assert claimed.workflow_id == "a" and claimed.owner_xid == "claim-q"
-    assert store.complete_workflow("a", "claim-q", "SUCCESS", None, None, T0)
+    assert store.complete_workflow(Completion("a", "claim-q", "SUCCESS", None, None, T0))
     assert store.get_workflow("a").deduplication_id is None  # type: ignore[union-attr]
     enqueue(store, "a2", deduplication_id="d")
     store.cancel_workflows(["b"], T0)
@@ -175,7 +181,7 @@ def test_finishing_frees_the_deduplication_id(store: Store) -> None:
 def test_get_outcomes(store: Store) -> None:
     start(store, "a")
     start(store, "b")
-    store.complete_workflow("b", "run-b", "ERROR", None, '"bad"', T0)
+    store.complete_workflow(Completion("b", "run-b", "ERROR", None, '"bad"', T0))
     assert store.get_outcome("missing") is None
     assert store.get_outcomes([]) == {}
     assert store.get_outcomes(["a", "b", "missing"]) == {
@@ -190,7 +196,7 @@ def test_cancel_and_children(store: Store) -> None:
     enqueue(store, "c2", parent_workflow_id="p", deduplication_id="d")
     start(store, "grandchild", parent_workflow_id="c1")
     start(store, "done")
-    store.complete_workflow("done", "run-done", "SUCCESS", None, None, T0)
+    store.complete_workflow(Completion("done", "run-done", "SUCCESS", None, None, T0))
     assert sorted(store.children_of(["p"])) == ["c1", "c2"]
     assert sorted(store.children_of(["p", "c1"])) == ["c1", "c2", "grandchild"]
     assert store.children_of([]) == []
@@ -226,14 +232,16 @@ def test_record_step_is_idempotent_and_fenced(store: Store) -> None:
 def test_a_recovered_workflow_fences_its_old_run(store: Store) -> None:
     start(store, "w")
     store.record_step(step("w", 1, "run-w"))
-    found = store.recover_pending(["exec-1"], "v1", "app", "_internal", T0, ("exec-2", "tok"))
+    found = store.recover_pending(
+        RecoveryRequest(["exec-1"], "v1", "app", "_internal", T0, ("exec-2", "tok"))
+    )
     assert found.workflow_ids == ["w"]
     assert not store.record_step(step("w", 2, "run-w")).accepted
     # The new owner cannot overwrite what the old one recorded, but may add to it.
     assert not store.record_step(step("w", 1, "tok")).accepted
     assert store.record_step(step("w", 2, "tok")).accepted
-    assert not store.complete_workflow("w", "run-w", "SUCCESS", None, None, T0)
-    assert store.complete_workflow("w", "tok", "SUCCESS", None, None, T0)
+    assert not store.complete_workflow(Completion("w", "run-w", "SUCCESS", None, None, T0))
+    assert store.complete_workflow(Completion("w", "tok", "SUCCESS", None, None, T0))
 
 
 def test_concurrent_checkpoints_each_get_their_outcome(store: Store) -> None:

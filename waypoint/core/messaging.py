@@ -42,7 +42,9 @@ from waypoint.error import (
     WaypointPayloadError,
 )
 from waypoint.storage.protocol import (
+    EventWrite,
     NewMessage,
+    StreamWrite,
     cancel_key,
     done_key,
     event_key,
@@ -212,7 +214,9 @@ def set_event_flow(
     else:
         fid = step.step_id  # not checkpointed: an upsert, so a retried step is harmless
     outcome = yield Io(
-        lambda: eng.store.set_event(run.workflow_id, key, text, ser.name(), fid, checkpoint)
+        lambda: eng.store.set_event(
+            EventWrite(run.workflow_id, key, text, ser.name(), fid), checkpoint
+        )
     )
     if checkpoint is not None and outcome is not None:
         after_record(run, outcome)
@@ -297,7 +301,7 @@ def write_stream_flow(
         write_key = f"step:{fid}:{n}"
     outcome = yield Io(
         lambda: eng.store.write_stream(
-            run.workflow_id, key, text, ser.name(), fid, write_key, checkpoint
+            StreamWrite(run.workflow_id, key, text, ser.name(), fid, write_key), checkpoint
         )
     )
     if checkpoint is not None and outcome is not None:

@@ -15,6 +15,7 @@ import uuid
 from waypoint.core.runtime import Runtime
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.core.workflows import dispatch_claimed
+from waypoint.storage.protocol import RecoveryRequest
 
 logger = logging.getLogger("waypoint")
 
@@ -22,12 +23,14 @@ logger = logging.getLogger("waypoint")
 def recover(rt: Runtime, executor_ids: list[str]) -> list[str]:
     """Recover these executors' PENDING workflows of our version; returns their IDs."""
     found = rt.store.recover_pending(
-        executor_ids,
-        rt.app_version,
-        rt.app_name,
-        INTERNAL_QUEUE_NAME,
-        rt.now_ms(),
-        claimant=(rt.executor_id, uuid.uuid4().hex),
+        RecoveryRequest(
+            executor_ids,
+            rt.app_version,
+            rt.app_name,
+            INTERNAL_QUEUE_NAME,
+            rt.now_ms(),
+            claimant=(rt.executor_id, uuid.uuid4().hex),
+        )
     )
     if found.workflow_ids:
         logger.info(

@@ -10,6 +10,7 @@ from typing import Optional
 from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
 from waypoint.core.store import StoreClosed
+from waypoint.storage.protocol import RetentionRequest
 
 logger = logging.getLogger("waypoint")
 
@@ -48,6 +49,6 @@ class Retention:
     def tick(self) -> None:
         rt = self.rt
         cutoff = rt.now_ms() - int(self.max_age * 1000) if self.max_age is not None else None
-        deleted = rt.store.garbage_collect(cutoff, self.max_rows, rt.app_name)
+        deleted = rt.store.garbage_collect(RetentionRequest(cutoff, self.max_rows, rt.app_name))
         if deleted:
             logger.info("retention policy deleted %d finished workflow(s)", deleted)

@@ -36,7 +36,7 @@ from waypoint.error import (
     MaxRecoveryAttemptsExceededError,
     WaypointPayloadError,
 )
-from waypoint.storage.protocol import WorkflowRow, done_key, queue_key, timer_key
+from waypoint.storage.protocol import Completion, WorkflowRow, done_key, queue_key, timer_key
 
 logger = logging.getLogger("waypoint")
 
@@ -138,7 +138,7 @@ def finish(
 ) -> Flow[None]:
     ok = yield Io(
         lambda: rt.store.complete_workflow(
-            run.workflow_id, run.owner_xid, status, output, error, rt.now_ms()
+            Completion(run.workflow_id, run.owner_xid, status, output, error, rt.now_ms())
         )
     )
     if not ok:
@@ -305,12 +305,14 @@ def dispatch_claimed(
     except WaypointPayloadError as exc:
         logger.error("workflow %s has unreadable inputs and fails: %s", row.workflow_id, exc)
         rt.store.complete_workflow(
-            row.workflow_id,
-            row.owner_xid or "",
-            "ERROR",
-            None,
-            rt.codec.encode_error(exc, rt.codec.default),
-            rt.now_ms(),
+            Completion(
+                row.workflow_id,
+                row.owner_xid or "",
+                "ERROR",
+                None,
+                rt.codec.encode_error(exc, rt.codec.default),
+                rt.now_ms(),
+            )
         )
         rt.wakeups.fire(done_key(row.workflow_id))
         return

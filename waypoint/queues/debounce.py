@@ -26,6 +26,7 @@ from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException, DBOSQueueDeduplicatedError
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start, spec_from_options
+from waypoint.storage.protocol import DebounceUpdate
 
 
 def _reject_conflicting_options() -> None:
@@ -69,14 +70,9 @@ def debounce_flow(eng: Engine, make_start: Callable[[], Start], bounce: Bounce) 
         extended = yield Io(
             partial(
                 eng.store.extend_debounce,
-                queue,
-                dedup,
-                wf.name,
-                wf.inputs,
-                wf.serialization,
-                until,
-                eng.app_name,
-                now,
+                DebounceUpdate(
+                    queue, dedup, wf.name, wf.inputs, wf.serialization, until, eng.app_name, now
+                ),
             )
         )
         if extended is not None:

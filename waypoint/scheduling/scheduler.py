@@ -24,7 +24,7 @@ from waypoint.core.store import StoreClosed
 from waypoint.error import DBOSException
 from waypoint.scheduling.cron import MAX_BACKFILL, next_time, slot_workflow_id, zone
 from waypoint.scheduling.firing import enqueue_decorated, fire_flow
-from waypoint.storage.protocol import SCHEDULE_KEY_PREFIX
+from waypoint.storage.protocol import SCHEDULE_KEY_PREFIX, ScheduleFilter
 
 logger = logging.getLogger("waypoint")
 
@@ -84,7 +84,7 @@ class Scheduler:
             wanted[name] = Scheduled(
                 name, cron, dt.timezone.utc, self._legacy_fire(name, workflow), now
             )
-        for row in self.rt.store.list_schedules(self.rt.app_name, status="ACTIVE"):
+        for row in self.rt.store.list_schedules(ScheduleFilter(self.rt.app_name, "ACTIVE")):
             info = REGISTRY.workflows.get(row.workflow_name)
             if info is None:
                 continue  # another application version defines it

@@ -20,6 +20,9 @@ from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
     ChildLink,
     ClaimRequest,
+    Completion,
+    DebounceUpdate,
+    EventWrite,
     ExecutorRow,
     ForkRequest,
     InitOutcome,
@@ -31,9 +34,13 @@ from waypoint.storage.records import (
     Received,
     RecordOutcome,
     Recovered,
+    RecoveryRequest,
+    RetentionRequest,
+    ScheduleFilter,
     ScheduleRow,
     StepRecord,
     StepRow,
+    StreamWrite,
     VersionRow,
     WorkflowRow,
 )
@@ -50,6 +57,9 @@ __all__ = [
     "ChildLink",
     "ClaimRequest",
     "Closeable",
+    "Completion",
+    "DebounceUpdate",
+    "EventWrite",
     "ExecutorRow",
     "ForkRequest",
     "InitOutcome",
@@ -61,11 +71,15 @@ __all__ = [
     "Received",
     "RecordOutcome",
     "Recovered",
+    "RecoveryRequest",
+    "RetentionRequest",
+    "ScheduleFilter",
     "ScheduleRow",
     "SchemaAdmin",
     "StepRecord",
     "StepRow",
     "Store",
+    "StreamWrite",
     "SystemStore",
     "VersionRow",
     "WorkflowRow",
@@ -167,15 +181,11 @@ class SystemStore(Protocol):
         inside the caller's transaction."""
         ...
 
-    def complete_workflow(
-        self,
-        workflow_id: str,
-        owner_xid: str,
-        status: str,
-        output: Optional[str],
-        error: Optional[str],
-        now_ms: int,
-    ) -> bool: ...
+    def complete_workflow(self, done: Completion) -> bool:
+        """Record the outcome if ``done.owner_xid`` still runs the workflow (and it is PENDING);
+        False otherwise, changing nothing."""
+        ...
+
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]: ...
     def get_outcome(self, workflow_id: str) -> Optional[Outcome]: ...
     def get_outcomes(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]: ...
@@ -191,15 +201,7 @@ class SystemStore(Protocol):
     ) -> list[StepRow]: ...
 
     # -- recovery and dispatch -----------------------------------------------------------------
-    def recover_pending(
-        self,
-        executor_ids: Sequence[str],
-        application_version: Optional[str],
-        application_name: Optional[str],
-        internal_queue: str,
-        now_ms: int,
-        claimant: Optional[tuple[str, str]] = None,
-    ) -> Recovered: ...
+    def recover_pending(self, req: RecoveryRequest) -> Recovered: ...
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]: ...
     def promote_delayed(self, now_ms: int) -> list[str]:
         """Move due DELAYED workflows to ENQUEUED; returns the queues that got work."""
@@ -210,17 +212,11 @@ class SystemStore(Protocol):
         ...
 
     def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]: ...
-    def extend_debounce(
-        self,
-        queue_name: str,
-        deduplication_id: str,
-        name: str,
-        inputs: str,
-        serialization: str,
-        delay_until_ms: int,
-        application_name: Optional[str],
-        now_ms: int,
-    ) -> Optional[str]: ...
+    def extend_debounce(self, update: DebounceUpdate) -> Optional[str]:
+        """Apply ``update`` to the workflow holding its deduplication ID; returns that ID, or
+        None when no DELAYED debounced workflow of that name holds it."""
+        ...
+
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool: ...
 
     # -- messages, events, streams -------------------------------------------------------------
@@ -236,27 +232,19 @@ class SystemStore(Protocol):
         """Atomically take the oldest unconsumed message and checkpoint it as ``record``."""
         ...
 
-    def set_event(
-        self,
-        workflow_id: str,
-        key: str,
-        value: str,
-        serialization: Optional[str],
-        function_id: int,
-        record: Optional[StepRecord],
-    ) -> Optional[RecordOutcome]: ...
+    def set_event(self, event: EventWrite, record: Optional[StepRecord]) -> Optional[RecordOutcome]:
+        """Upsert the event (and its history at ``function_id``); from a workflow, checkpoint
+        it as ``record`` in the same transaction, writing nothing when that is refused."""
+        ...
+
     def get_event(self, workflow_id: str, key: str) -> Optional[tuple[str, Optional[str]]]: ...
     def get_events(self, workflow_id: str) -> dict[str, tuple[str, Optional[str]]]: ...
     def write_stream(
-        self,
-        workflow_id: str,
-        key: str,
-        value: str,
-        serialization: Optional[str],
-        function_id: int,
-        write_key: str,
-        record: Optional[StepRecord],
-    ) -> Optional[RecordOutcome]: ...
+        self, value: StreamWrite, record: Optional[StepRecord]
+    ) -> Optional[RecordOutcome]:
+        """Append the value at the stream's next offset, checkpointed like ``set_event``."""
+        ...
+
     def read_stream(
         self, workflow_id: str, key: str, offset: int
     ) -> tuple[Optional[tuple[str, Optional[str]]], Optional[str]]:
@@ -274,13 +262,11 @@ class SystemStore(Protocol):
     def set_delay(self, workflow_id: str, delay_until_ms: int) -> bool: ...
     def set_attributes(self, workflow_id: str, attributes: Optional[str]) -> bool: ...
     def set_latest_version(self, version_name: str, application_name: Optional[str]) -> bool: ...
-    def garbage_collect(
-        self,
-        cutoff_epoch_ms: Optional[int],
-        rows_threshold: Optional[int],
-        application_name: Optional[str],
-        batch_size: int = 10_000,
-    ) -> int: ...
+    def garbage_collect(self, req: RetentionRequest) -> int:
+        """Delete what ``req`` names, never a PENDING, ENQUEUED or DELAYED workflow; returns
+        how many workflows went."""
+        ...
+
     def active_created_before(self, cutoff_epoch_ms: int) -> list[str]: ...
 
     # -- executors and schedules ---------------------------------------------------------------
@@ -292,13 +278,7 @@ class SystemStore(Protocol):
     ) -> list[str]: ...
     def upsert_schedule(self, row: ScheduleRow, replace: bool) -> ScheduleRow: ...
     def get_schedule(self, name: str) -> Optional[ScheduleRow]: ...
-    def list_schedules(
-        self,
-        application_name: Optional[str],
-        status: Optional[str] = None,
-        workflow_name: Optional[str] = None,
-        name_prefix: Optional[str] = None,
-    ) -> list[ScheduleRow]: ...
+    def list_schedules(self, flt: ScheduleFilter) -> list[ScheduleRow]: ...
     def delete_schedule(self, name: str) -> bool: ...
     def set_schedule_status(self, name: str, status: str) -> bool: ...
     def set_last_fired(self, name: str, fired_at_iso: str) -> None: ...

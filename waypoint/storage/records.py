@@ -1,14 +1,17 @@
-"""The plain records that cross the storage boundary.
+"""The plain records that cross the storage boundary, by concern.
 
-Requests (``New*``, ``*Request``, filters) go into a store; rows (``*Row``) and outcomes come
-back. Payloads (inputs, outputs, errors, values) are already-serialized text plus the name of
-the serializer that wrote them; the store never (de)serializes.
+Requests (``New*``, ``*Request``, ``*Write``, filters) go into a store; rows (``*Row``) and
+outcomes come back. Payloads (inputs, outputs, errors, values) are already-serialized text
+plus the name of the serializer that wrote them; the store never (de)serializes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Optional
+
+# -- workflows ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -65,52 +68,29 @@ class InitOutcome:
 
     created: bool
     status: str
-    name: Optional[str]
-    class_name: Optional[str]
-    config_name: Optional[str]
-    serialization: Optional[str]
-    output: Optional[str]
-    error: Optional[str]
-    workflow_deadline_epoch_ms: Optional[int]
-    queue_name: Optional[str]
+    name: Optional[str] = None
+    class_name: Optional[str] = None
+    config_name: Optional[str] = None
+    serialization: Optional[str] = None
+    output: Optional[str] = None
+    error: Optional[str] = None
+    workflow_deadline_epoch_ms: Optional[int] = None
+    queue_name: Optional[str] = None
     # Set when the parent's step position already names a different child (nondeterminism).
     linked_child_id: Optional[str] = None
     linked_function_name: Optional[str] = None
 
 
 @dataclass(slots=True)
-class StepRecord:
+class Completion:
+    """A run's final status, written only while that run (``owner_xid``) owns the workflow."""
+
     workflow_id: str
-    function_id: int
-    function_name: str
-    output: Optional[str]
-    error: Optional[str]
-    serialization: Optional[str]
     owner_xid: str
-    started_at_epoch_ms: int
-    completed_at_epoch_ms: int
-    child_workflow_id: Optional[str] = None
-    application_name: Optional[str] = None
-
-
-@dataclass(slots=True)
-class RecordOutcome:
-    """``accepted`` is False when another execution owns the row or the workflow."""
-
-    accepted: bool
-    workflow_status: Optional[str]
-
-
-@dataclass(slots=True)
-class StepRow:
-    function_id: int
-    function_name: str
+    status: str
     output: Optional[str]
     error: Optional[str]
-    child_workflow_id: Optional[str]
-    started_at_epoch_ms: Optional[int]
-    completed_at_epoch_ms: Optional[int]
-    serialization: Optional[str]
+    now_ms: int
 
 
 @dataclass(slots=True)
@@ -153,50 +133,8 @@ class WorkflowRow:
     application_name: Optional[str]
 
 
-WORKFLOW_COLUMNS: tuple[str, ...] = (
-    "workflow_uuid",
-    "status",
-    "name",
-    "class_name",
-    "config_name",
-    "authenticated_user",
-    "assumed_role",
-    "authenticated_roles",
-    "output",
-    "error",
-    "executor_id",
-    "created_at",
-    "updated_at",
-    "application_version",
-    "application_id",
-    "recovery_attempts",
-    "queue_name",
-    "workflow_timeout_ms",
-    "workflow_deadline_epoch_ms",
-    "inputs",
-    "started_at_epoch_ms",
-    "deduplication_id",
-    "priority",
-    "queue_partition_key",
-    "forked_from",
-    "owner_xid",
-    "parent_workflow_id",
-    "serialization",
-    "delay_until_epoch_ms",
-    "was_forked_from",
-    "completed_at",
-    "attributes",
-    "schedule_name",
-    "application_name",
-)
-
-
-@dataclass(slots=True)
-class Recovered:
-    """What a recovery took back: every workflow ID, and the rows claimed for the caller."""
-
-    workflow_ids: list[str]
-    claimed: list[WorkflowRow]
+# The workflow_status columns of a WorkflowRow, in its order (the ID column is DBOS's name).
+WORKFLOW_COLUMNS: tuple[str, ...] = ("workflow_uuid", *(f.name for f in fields(WorkflowRow)[1:]))
 
 
 @dataclass(slots=True)
@@ -207,155 +145,6 @@ class Outcome:
     output: Optional[str]
     error: Optional[str]
     serialization: Optional[str]
-
-
-@dataclass(slots=True)
-class ClaimRequest:
-    """Ask to move up to ``limit`` ENQUEUED workflows of a queue to PENDING on this executor."""
-
-    queue_name: str
-    limit: int
-    executor_id: str
-    application_version: str
-    application_name: Optional[str]
-    claim_token: str
-    # Shared limits: when any is set, claims of this queue are serialised across processes.
-    global_concurrency: Optional[int] = None
-    rate_limit: Optional[tuple[int, float]] = None  # (starts, period in seconds)
-    partitioned: bool = False
-    partition_concurrency: Optional[int] = None
-    partition_rate_limit: Optional[tuple[int, float]] = None
-    # Per-process limit per partition, with this process's running counts.
-    partition_worker_concurrency: Optional[int] = None
-    local_partition_running: dict[str, int] = field(default_factory=dict)
-    # Set by the store when a rate limit held work back: when the window next reopens.
-    retry_at_ms: Optional[int] = None
-
-    @property
-    def shared_budget(self) -> bool:
-        return (
-            self.global_concurrency is not None or self.rate_limit is not None or self.partitioned
-        )
-
-
-@dataclass(slots=True)
-class ExecutorRow:
-    executor_id: str
-    incarnation: str
-    application_name: Optional[str]
-    application_version: Optional[str]
-    hostname: Optional[str]
-    pid: Optional[int]
-    heartbeat_ms: int = 10_000
-    started_at: Optional[int] = None
-    last_seen: Optional[int] = None
-    db_now: Optional[int] = None  # the database's clock when this was read
-
-
-@dataclass(slots=True)
-class ScheduleRow:
-    schedule_id: str
-    schedule_name: str
-    workflow_name: str
-    workflow_class_name: Optional[str]
-    schedule: str
-    status: str
-    context: str
-    last_fired_at: Optional[str]
-    automatic_backfill: bool
-    cron_timezone: Optional[str]
-    queue_name: Optional[str]
-    application_name: Optional[str]
-
-
-SCHEDULE_COLUMNS: tuple[str, ...] = (
-    "schedule_id",
-    "schedule_name",
-    "workflow_name",
-    "workflow_class_name",
-    "schedule",
-    "status",
-    "context",
-    "last_fired_at",
-    "automatic_backfill",
-    "cron_timezone",
-    "queue_name",
-    "application_name",
-)
-
-
-@dataclass(slots=True)
-class ForkRequest:
-    source_id: str
-    new_id: str
-    start_step: int
-    queue_name: str
-    now_ms: int
-    owner_xid: str
-    application_version: Optional[str] = None
-    partition_key: Optional[str] = None
-    timeout_ms: Optional[int] = None
-    application_name: Optional[str] = None
-    replacement_children: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class NewMessage:
-    message_uuid: str
-    destination_id: str
-    topic: str
-    message: str
-    serialization: Optional[str]
-
-
-@dataclass(slots=True)
-class Received:
-    """What ``consume_message`` found: ``found`` is False when no message is waiting."""
-
-    found: bool
-    accepted: bool
-    output: Optional[str] = None
-    serialization: Optional[str] = None
-
-
-@dataclass(slots=True)
-class QueueRow:
-    """A database-backed queue (the ``queues`` table)."""
-
-    name: str
-    concurrency: Optional[int] = None
-    worker_concurrency: Optional[int] = None
-    rate_limit_max: Optional[int] = None
-    rate_limit_period_sec: Optional[float] = None
-    priority_enabled: bool = False
-    partition_queue: bool = False
-    polling_interval_sec: float = 1.0
-    application_name: Optional[str] = None
-    partition_concurrency: Optional[int] = None
-    partition_worker_concurrency: Optional[int] = None
-    partition_rate_limit_max: Optional[int] = None
-    partition_rate_limit_period_sec: Optional[float] = None
-    created_at: Optional[int] = None
-    updated_at: Optional[int] = None
-
-
-QUEUE_COLUMNS: tuple[str, ...] = (
-    "name",
-    "concurrency",
-    "worker_concurrency",
-    "rate_limit_max",
-    "rate_limit_period_sec",
-    "priority_enabled",
-    "partition_queue",
-    "polling_interval_sec",
-    "application_name",
-    "partition_concurrency",
-    "partition_worker_concurrency",
-    "partition_rate_limit_max",
-    "partition_rate_limit_period_sec",
-    "created_at",
-    "updated_at",
-)
 
 
 @dataclass(slots=True)
@@ -391,6 +180,184 @@ class ListFilter:
     load_output: bool = True
 
 
+# -- steps ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StepRecord:
+    workflow_id: str
+    function_id: int
+    function_name: str
+    output: Optional[str]
+    error: Optional[str]
+    serialization: Optional[str]
+    owner_xid: str
+    started_at_epoch_ms: int
+    completed_at_epoch_ms: int
+    child_workflow_id: Optional[str] = None
+    application_name: Optional[str] = None
+
+
+@dataclass(slots=True)
+class RecordOutcome:
+    """``accepted`` is False when another execution owns the row or the workflow."""
+
+    accepted: bool
+    workflow_status: Optional[str]
+
+
+@dataclass(slots=True)
+class StepRow:
+    function_id: int
+    function_name: str
+    output: Optional[str]
+    error: Optional[str]
+    child_workflow_id: Optional[str]
+    started_at_epoch_ms: Optional[int]
+    completed_at_epoch_ms: Optional[int]
+    serialization: Optional[str]
+
+
+# -- recovery and dispatch ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RecoveryRequest:
+    """Take back the PENDING workflows of these executors (of this version, when given).
+
+    Workflows of a user queue go back on their queue. The others are claimed at once by
+    ``claimant`` (executor ID, claim token) when given; without one they go on
+    ``internal_queue`` for any executor."""
+
+    executor_ids: Sequence[str]
+    application_version: Optional[str]
+    application_name: Optional[str]
+    internal_queue: str
+    now_ms: int
+    claimant: Optional[tuple[str, str]] = None
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a recovery took back: every workflow ID, and the rows claimed for the caller."""
+
+    workflow_ids: list[str]
+    claimed: list[WorkflowRow]
+
+
+@dataclass(slots=True)
+class ClaimRequest:
+    """Ask to move up to ``limit`` ENQUEUED workflows of a queue to PENDING on this executor."""
+
+    queue_name: str
+    limit: int
+    executor_id: str
+    application_version: str
+    application_name: Optional[str]
+    claim_token: str
+    # Shared limits: when any is set, claims of this queue are serialised across processes.
+    global_concurrency: Optional[int] = None
+    rate_limit: Optional[tuple[int, float]] = None  # (starts, period in seconds)
+    partitioned: bool = False
+    partition_concurrency: Optional[int] = None
+    partition_rate_limit: Optional[tuple[int, float]] = None
+    # Per-process limit per partition, with this process's running counts.
+    partition_worker_concurrency: Optional[int] = None
+    local_partition_running: dict[str, int] = field(default_factory=dict)
+    # Set by the store when a rate limit held work back: when the window next reopens.
+    retry_at_ms: Optional[int] = None
+
+    @property
+    def shared_budget(self) -> bool:
+        return (
+            self.global_concurrency is not None or self.rate_limit is not None or self.partitioned
+        )
+
+
+@dataclass(slots=True)
+class DebounceUpdate:
+    """New inputs for the DELAYED debounced workflow ``name`` holding a deduplication ID, due
+    at ``delay_until_ms`` (never past its debounce deadline)."""
+
+    queue_name: str
+    deduplication_id: str
+    name: str
+    inputs: str
+    serialization: str
+    delay_until_ms: int
+    application_name: Optional[str]
+    now_ms: int
+
+
+# -- messages, events, streams --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NewMessage:
+    message_uuid: str
+    destination_id: str
+    topic: str
+    message: str
+    serialization: Optional[str]
+
+
+@dataclass(slots=True)
+class Received:
+    """What ``consume_message`` found: ``found`` is False when no message is waiting."""
+
+    found: bool
+    accepted: bool
+    output: Optional[str] = None
+    serialization: Optional[str] = None
+
+
+@dataclass(slots=True)
+class EventWrite:
+    """A value of a workflow's key, written by its operation ``function_id``."""
+
+    workflow_id: str
+    key: str
+    value: str
+    serialization: Optional[str]
+    function_id: int
+
+
+@dataclass(slots=True)
+class StreamWrite(EventWrite):
+    """A value appended to a stream; a second write with the same ``write_key`` is ignored."""
+
+    write_key: str
+
+
+# -- management -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ForkRequest:
+    source_id: str
+    new_id: str
+    start_step: int
+    queue_name: str
+    now_ms: int
+    owner_xid: str
+    application_version: Optional[str] = None
+    partition_key: Optional[str] = None
+    timeout_ms: Optional[int] = None
+    application_name: Optional[str] = None
+    replacement_children: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RetentionRequest:
+    """Finished workflows to delete: created before the cutoff or beyond the newest
+    ``rows_threshold`` (of this application, when given), ``batch_size`` per transaction."""
+
+    cutoff_epoch_ms: Optional[int] = None
+    rows_threshold: Optional[int] = None
+    application_name: Optional[str] = None
+    batch_size: int = 10_000
+
+
 @dataclass(slots=True)
 class VersionRow:
     version_id: str
@@ -398,3 +365,73 @@ class VersionRow:
     version_timestamp: int
     created_at: int
     application_name: Optional[str]
+
+
+# -- executors, schedules, queues -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ExecutorRow:
+    executor_id: str
+    incarnation: str
+    application_name: Optional[str]
+    application_version: Optional[str]
+    hostname: Optional[str]
+    pid: Optional[int]
+    heartbeat_ms: int = 10_000
+    started_at: Optional[int] = None
+    last_seen: Optional[int] = None
+    db_now: Optional[int] = None  # the database's clock when this was read
+
+
+@dataclass(slots=True)
+class ScheduleRow:
+    schedule_id: str
+    schedule_name: str
+    workflow_name: str
+    workflow_class_name: Optional[str]
+    schedule: str
+    status: str
+    context: str
+    last_fired_at: Optional[str]
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
+    queue_name: Optional[str]
+    application_name: Optional[str]
+
+
+SCHEDULE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ScheduleRow))
+
+
+@dataclass(slots=True)
+class ScheduleFilter:
+    """Schedules of an application (and unowned ones); ``None`` matches anything."""
+
+    application_name: Optional[str]
+    status: Optional[str] = None
+    workflow_name: Optional[str] = None
+    name_prefix: Optional[str] = None
+
+
+@dataclass(slots=True)
+class QueueRow:
+    """A database-backed queue (the ``queues`` table)."""
+
+    name: str
+    concurrency: Optional[int] = None
+    worker_concurrency: Optional[int] = None
+    rate_limit_max: Optional[int] = None
+    rate_limit_period_sec: Optional[float] = None
+    priority_enabled: bool = False
+    partition_queue: bool = False
+    polling_interval_sec: float = 1.0
+    application_name: Optional[str] = None
+    partition_concurrency: Optional[int] = None
+    partition_worker_concurrency: Optional[int] = None
+    partition_rate_limit_max: Optional[int] = None
+    partition_rate_limit_period_sec: Optional[float] = None
+    created_at: Optional[int] = None
+    updated_at: Optional[int] = None
+
+
+QUEUE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(QueueRow))

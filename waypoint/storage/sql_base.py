@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any, Optional, TypeVar
 
 from waypoint.storage.errors import UnsupportedError
-from waypoint.storage.protocol import (
+from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
     InitOutcome,
     NewWorkflow,
@@ -143,113 +144,73 @@ def step_row(row: Row) -> StepRow:
     return StepRow(*row)
 
 
-INIT_COLUMNS = (
-    "workflow_uuid",
+_NEW_FIELDS = tuple(f.name for f in fields(NewWorkflow))
+# The columns a new workflow_status row is written with (``NewWorkflow`` plus updated_at).
+INIT_COLUMNS: tuple[str, ...] = ("workflow_uuid", *_NEW_FIELDS[1:], "updated_at")
+
+
+def init_params(wf: NewWorkflow) -> Params:
+    params = {name: getattr(wf, name) for name in _NEW_FIELDS}
+    params["workflow_uuid"] = params.pop("workflow_id")
+    params["updated_at"] = wf.created_at
+    return params
+
+
+# What ``init_workflow`` reports about a workflow: InitOutcome's fields from ``status`` on.
+_OUTCOME_FIELDS = (
     "status",
     "name",
     "class_name",
     "config_name",
-    "inputs",
     "serialization",
-    "owner_xid",
-    "executor_id",
-    "application_version",
-    "application_id",
-    "application_name",
-    "created_at",
-    "updated_at",
-    "authenticated_user",
-    "assumed_role",
-    "authenticated_roles",
-    "queue_name",
-    "queue_partition_key",
-    "deduplication_id",
-    "priority",
-    "workflow_timeout_ms",
+    "output",
+    "error",
     "workflow_deadline_epoch_ms",
-    "delay_until_epoch_ms",
-    "parent_workflow_id",
-    "recovery_attempts",
-    "attributes",
-    "schedule_name",
-    "forked_from",
-    "started_at_epoch_ms",
-    "is_debounced",
-    "debounce_deadline_epoch_ms",
+    "queue_name",
 )
-
-EXISTING_COLUMNS = (
-    "status, name, class_name, config_name, serialization, output, error, "
-    "workflow_deadline_epoch_ms, queue_name, owner_xid"
-)
-
-
-def init_params(wf: NewWorkflow) -> Params:
-    return {
-        "workflow_uuid": wf.workflow_id,
-        "status": wf.status,
-        "name": wf.name,
-        "class_name": wf.class_name,
-        "config_name": wf.config_name,
-        "inputs": wf.inputs,
-        "serialization": wf.serialization,
-        "owner_xid": wf.owner_xid,
-        "executor_id": wf.executor_id,
-        "application_version": wf.application_version,
-        "application_id": wf.application_id,
-        "application_name": wf.application_name,
-        "created_at": wf.created_at,
-        "updated_at": wf.created_at,
-        "authenticated_user": wf.authenticated_user,
-        "assumed_role": wf.assumed_role,
-        "authenticated_roles": wf.authenticated_roles,
-        "queue_name": wf.queue_name,
-        "queue_partition_key": wf.queue_partition_key,
-        "deduplication_id": wf.deduplication_id,
-        "priority": wf.priority,
-        "workflow_timeout_ms": wf.workflow_timeout_ms,
-        "workflow_deadline_epoch_ms": wf.workflow_deadline_epoch_ms,
-        "delay_until_epoch_ms": wf.delay_until_epoch_ms,
-        "parent_workflow_id": wf.parent_workflow_id,
-        "recovery_attempts": wf.recovery_attempts,
-        "attributes": wf.attributes,
-        "schedule_name": wf.schedule_name,
-        "forked_from": wf.forked_from,
-        "started_at_epoch_ms": wf.started_at_epoch_ms,
-        "is_debounced": wf.is_debounced,
-        "debounce_deadline_epoch_ms": wf.debounce_deadline_epoch_ms,
-    }
+EXISTING_COLUMNS = ", ".join((*_OUTCOME_FIELDS, "owner_xid"))
 
 
 def existing_outcome(row: Row, owner_xid: str) -> InitOutcome:
-    status, name, cls, cfg, ser, output, error, deadline, queue, owner = row
-    return InitOutcome(
-        created=owner == owner_xid,
-        status=status,
-        name=name,
-        class_name=cls,
-        config_name=cfg,
-        serialization=ser,
-        output=output,
-        error=error,
-        workflow_deadline_epoch_ms=deadline,
-        queue_name=queue,
-    )
+    """The outcome from a row of EXISTING_COLUMNS: "created" when this run wrote it."""
+    return InitOutcome(row[-1] == owner_xid, *row[:-1])
 
 
 def created_outcome(wf: NewWorkflow) -> InitOutcome:
-    return InitOutcome(
-        created=True,
-        status=wf.status,
-        name=wf.name,
-        class_name=wf.class_name,
-        config_name=wf.config_name,
-        serialization=wf.serialization,
-        output=None,
-        error=None,
-        workflow_deadline_epoch_ms=wf.workflow_deadline_epoch_ms,
-        queue_name=wf.queue_name,
-    )
+    """The outcome of writing ``wf`` (no output or error yet)."""
+    values: dict[str, Any] = {name: getattr(wf, name, None) for name in _OUTCOME_FIELDS}
+    return InitOutcome(True, **values)
+
+
+# A step checkpoint (operation_outputs row) and the parameters ``record_params`` gives it.
+RECORD_COLUMNS = (
+    "workflow_uuid, function_id, function_name, output, error, child_workflow_id, "
+    "started_at_epoch_ms, completed_at_epoch_ms, serialization, owner_xid, application_name"
+)
+RECORD_VALUES = (
+    "%(wf)s, %(fid)s, %(fname)s, %(output)s, %(error)s, %(child)s, %(started)s, "
+    "%(completed)s, %(ser)s, %(owner)s, %(app)s"
+)
+
+
+def record_params(rec: StepRecord) -> Params:
+    return {
+        "wf": rec.workflow_id,
+        "fid": rec.function_id,
+        "fname": rec.function_name,
+        "output": rec.output,
+        "error": rec.error,
+        "child": rec.child_workflow_id,
+        "started": rec.started_at_epoch_ms,
+        "completed": rec.completed_at_epoch_ms,
+        "ser": rec.serialization,
+        "owner": rec.owner_xid,
+        "app": rec.application_name,
+    }
+
+
+# Rows that belong to an application: its own and those of none.
+OWNED = "(application_name = %(app)s OR application_name IS NULL)"
 
 
 class SqlCore(ABC):
@@ -282,6 +243,24 @@ class SqlCore(ABC):
     def _one(self, sql: str, params: Params, what: str) -> Optional[Row]:
         rows = self._all(sql, params, what)
         return rows[0] if rows else None
+
+    def _workflow_columns(self, columns: str, workflow_id: str, what: str) -> Optional[Row]:
+        """``columns`` of one workflow's row (None: no such workflow)."""
+        return self._one(
+            f"SELECT {columns} FROM {self.d.t('workflow_status')} WHERE workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            what,
+        )
+
+    def _owned_rows(
+        self, select: str, application_name: Optional[str], order: str, what: str
+    ) -> list[Row]:
+        """The rows of ``select`` (no WHERE) of the application (every row when None)."""
+        params: Params = {}
+        if application_name is not None:
+            select += f" WHERE {OWNED}"
+            params["app"] = application_name
+        return self._all(f"{select} ORDER BY {order}", params, what)
 
     def _claim_retrying(self, token: str, attempt: Callable[[], list[Row]]) -> list[Row]:
         """Retry a claim; after an ambiguous failure first look for rows it already claimed,
@@ -318,6 +297,20 @@ class SqlCore(ABC):
         )
 
     # -- checkpoints inside a transaction ----------------------------------------------------
+    def _checkpointed(
+        self, record: Optional[StepRecord], write: Callable[[Cursor], None], what: str
+    ) -> Optional[RecordOutcome]:
+        """One transaction: checkpoint ``record`` (from a workflow), then ``write``. A refused
+        checkpoint writes nothing and is returned; without a record the result is None."""
+
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            outcome = None if record is None else self._record_in(cur, record)
+            if outcome is None or outcome.accepted:
+                write(cur)
+            return outcome
+
+        return self._tx(body, what)
+
     def _record_in(self, cur: Cursor, rec: StepRecord) -> RecordOutcome:
         """Fenced, idempotent checkpoint as part of a larger transaction."""
         wf = cur.one(
@@ -329,24 +322,9 @@ class SqlCore(ABC):
             return RecordOutcome(False, wf[0] if wf else None)
         oo = self.d.t("operation_outputs")
         inserted = cur.one(
-            f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, error, "
-            "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, "
-            "owner_xid, application_name) VALUES (%(wf)s, %(fid)s, %(fname)s, %(output)s, "
-            "%(error)s, %(child)s, %(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s) "
+            f"INSERT INTO {oo} ({RECORD_COLUMNS}) VALUES ({RECORD_VALUES}) "
             "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
-            {
-                "wf": rec.workflow_id,
-                "fid": rec.function_id,
-                "fname": rec.function_name,
-                "output": rec.output,
-                "error": rec.error,
-                "child": rec.child_workflow_id,
-                "started": rec.started_at_epoch_ms,
-                "completed": rec.completed_at_epoch_ms,
-                "ser": rec.serialization,
-                "owner": rec.owner_xid,
-                "app": rec.application_name,
-            },
+            record_params(rec),
         )
         if inserted is not None:
             return RecordOutcome(True, wf[0])

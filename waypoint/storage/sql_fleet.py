@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from waypoint.storage.protocol import SCHEDULE_COLUMNS, ExecutorRow, ScheduleRow
-from waypoint.storage.sql_base import Cursor, Params, SqlCore
+from waypoint.storage.records import SCHEDULE_COLUMNS, ExecutorRow, ScheduleFilter, ScheduleRow
+from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore
 
 
 class FleetSql(SqlCore):
@@ -42,15 +42,13 @@ class FleetSql(SqlCore):
         )
 
     def list_executors(self, application_name: Optional[str]) -> list[ExecutorRow]:
-        sql = (
+        rows = self._owned_rows(
             "SELECT executor_id, incarnation, application_name, application_version, hostname, "
-            f"pid, started_at, last_seen, {self.d.now_ms} FROM {self.d.t('executors')}"
+            f"pid, started_at, last_seen, {self.d.now_ms} FROM {self.d.t('executors')}",
+            application_name,
+            "executor_id, started_at",
+            "list executors",
         )
-        params: Params = {}
-        if application_name is not None:
-            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
-            params["app"] = application_name
-        rows = self._all(sql + " ORDER BY executor_id, started_at", params, "list executors")
         return [
             ExecutorRow(
                 executor_id=r[0],
@@ -79,8 +77,7 @@ class FleetSql(SqlCore):
                 r[0]
                 for r in cur.all(
                     f"SELECT executor_id FROM {ex} WHERE application_version = %(ver)s "
-                    "AND (application_name = %(app)s OR application_name IS NULL) "
-                    "GROUP BY executor_id "
+                    f"AND {OWNED} GROUP BY executor_id "
                     # Silent for the asked time *and* for three of its own heartbeat periods:
                     # a peer that checks in rarely is not taken for dead.
                     f"HAVING MAX(last_seen) < {self.d.now_ms} - "
@@ -132,27 +129,22 @@ class FleetSql(SqlCore):
         )
         return self._schedule(row) if row else None
 
-    def list_schedules(
-        self,
-        application_name: Optional[str],
-        status: Optional[str] = None,
-        workflow_name: Optional[str] = None,
-        name_prefix: Optional[str] = None,
-    ) -> list[ScheduleRow]:
+    def list_schedules(self, flt: ScheduleFilter) -> list[ScheduleRow]:
         where: list[str] = []
-        params: Params = {}
-        if application_name is not None:
-            where.append("(application_name = %(app)s OR application_name IS NULL)")
-            params["app"] = application_name
-        if status is not None:
+        params: Params = {
+            "app": flt.application_name,
+            "status": flt.status,
+            "wf": flt.workflow_name,
+        }
+        if flt.application_name is not None:
+            where.append(OWNED)
+        if flt.status is not None:
             where.append("status = %(status)s")
-            params["status"] = status
-        if workflow_name is not None:
+        if flt.workflow_name is not None:
             where.append("workflow_name = %(wf)s")
-            params["wf"] = workflow_name
-        if name_prefix is not None:
+        if flt.name_prefix is not None:
             where.append(self.d.starts_with("schedule_name", "prefix"))
-            params["prefix"] = self.d.prefix_param(name_prefix)
+            params["prefix"] = self.d.prefix_param(flt.name_prefix)
         sql = f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM {self.d.t('workflow_schedules')}"
         if where:
             sql += " WHERE " + " AND ".join(where)

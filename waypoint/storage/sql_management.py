@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Optional
 
 from waypoint.storage.errors import AlreadyExistsError, NotFoundError
-from waypoint.storage.protocol import ForkRequest
-from waypoint.storage.sql_base import Cursor, Params, SqlCore, _now_ms
+from waypoint.storage.records import ForkRequest, RetentionRequest
+from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore, _now_ms
 
 ACTIVE = "('PENDING', 'ENQUEUED', 'DELAYED')"
 
@@ -170,22 +170,15 @@ class ManagementSql(SqlCore):
         )
         return bool(rows)
 
-    def garbage_collect(
-        self,
-        cutoff_epoch_ms: Optional[int],
-        rows_threshold: Optional[int],
-        application_name: Optional[str],
-        batch_size: int = 10_000,
-    ) -> int:
-        """Delete finished workflows older than the cutoff and beyond the newest
-        ``rows_threshold``; never PENDING, ENQUEUED or DELAYED ones. Each batch is one
-        transaction (its checkpoints, events and messages go with it by cascade)."""
+    def garbage_collect(self, req: RetentionRequest) -> int:
+        """Each batch is one transaction (its checkpoints, events and messages go with it by
+        cascade)."""
         ws = self.d.t("workflow_status")
-        cutoff = cutoff_epoch_ms
-        if rows_threshold is not None:
+        cutoff = req.cutoff_epoch_ms
+        if req.rows_threshold is not None:
             row = self._one(
                 f"SELECT created_at FROM {ws} ORDER BY created_at DESC LIMIT 1 OFFSET %(n)s",
-                {"n": max(0, rows_threshold - 1)},
+                {"n": max(0, req.rows_threshold - 1)},
                 "find retention cutoff",
             )
             if row is not None:  # older than the cutoff *or* beyond the newest N rows
@@ -194,22 +187,18 @@ class ManagementSql(SqlCore):
                 return 0
         if cutoff is None:
             return 0
-        owner = (
-            "AND (application_name = %(app)s OR application_name IS NULL) "
-            if application_name is not None
-            else ""
-        )
+        owner = f"AND {OWNED} " if req.application_name is not None else ""
         deleted = 0
         while True:
             n = self._exec(
                 f"DELETE FROM {ws} WHERE workflow_uuid IN (SELECT workflow_uuid FROM {ws} "
                 f"WHERE created_at < %(cutoff)s AND status NOT IN {ACTIVE} {owner}"
                 "ORDER BY created_at LIMIT %(batch)s)",
-                {"cutoff": cutoff, "batch": batch_size, "app": application_name},
+                {"cutoff": cutoff, "batch": req.batch_size, "app": req.application_name},
                 "garbage collect",
             )
             deleted += n
-            if n < batch_size:
+            if n < req.batch_size:
                 return deleted
 
     def active_created_before(self, cutoff_epoch_ms: int) -> list[str]:

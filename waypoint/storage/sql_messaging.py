@@ -6,17 +6,25 @@ from collections.abc import Sequence
 from typing import Optional
 
 from waypoint.storage.errors import NotFoundError
-from waypoint.storage.protocol import (
+from waypoint.storage.records import (
+    EventWrite,
     NewMessage,
     Received,
     RecordOutcome,
     StepRecord,
+    StreamWrite,
 )
-from waypoint.storage.sql_base import (
-    Cursor,
-    Params,
-    SqlCore,
-)
+from waypoint.storage.sql_base import Cursor, Params, SqlCore
+
+
+def value_params(w: EventWrite) -> Params:
+    return {
+        "wf": w.workflow_id,
+        "key": w.key,
+        "value": w.value,
+        "ser": w.serialization,
+        "fid": w.function_id,
+    }
 
 
 class MessagingSql(SqlCore):
@@ -27,12 +35,7 @@ class MessagingSql(SqlCore):
         nt = self.d.t("notifications")
         dests = sorted({m.destination_id for m in messages})
 
-        def body(cur: Cursor) -> Optional[RecordOutcome]:
-            outcome: Optional[RecordOutcome] = None
-            if record is not None:
-                outcome = self._record_in(cur, record)
-                if not outcome.accepted:
-                    return outcome
+        def write(cur: Cursor) -> None:
             found = {
                 r[0]
                 for r in cur.all(
@@ -57,9 +60,8 @@ class MessagingSql(SqlCore):
                         "ser": m.serialization,
                     },
                 )
-            return outcome
 
-        return self._tx(body, "send message")
+        return self._checkpointed(record, write, "send message")
 
     def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
         nt = self.d.t("notifications")
@@ -117,47 +119,38 @@ class MessagingSql(SqlCore):
         return found
 
     # -- events ---------------------------------------------------------------------------------
-    def set_event(
+    def _write_value(
         self,
-        workflow_id: str,
-        key: str,
-        value: str,
-        serialization: Optional[str],
-        function_id: int,
+        kind: str,
+        params: Params,
+        statements: Sequence[str],
         record: Optional[StepRecord],
+        what: str,
     ) -> Optional[RecordOutcome]:
-        params: Params = {
-            "wf": workflow_id,
-            "key": key,
-            "value": value,
-            "ser": serialization,
-            "fid": function_id,
-        }
+        """Run ``statements`` after the checkpoint (see ``_checkpointed``) and wake whoever
+        waits on the value's key (``kind`` is the wake-up key's prefix)."""
 
-        def body(cur: Cursor) -> Optional[RecordOutcome]:
-            outcome: Optional[RecordOutcome] = None
-            if record is not None:
-                outcome = self._record_in(cur, record)
-                if not outcome.accepted:
-                    return outcome
-            cur.exec(
-                f"INSERT INTO {self.d.t('workflow_events')} (workflow_uuid, key, value, "
-                "serialization) VALUES (%(wf)s, %(key)s, %(value)s, %(ser)s) "
-                "ON CONFLICT (workflow_uuid, key) DO UPDATE SET value = excluded.value, "
-                "serialization = excluded.serialization",
-                params,
-            )
-            cur.exec(
-                f"INSERT INTO {self.d.t('workflow_events_history')} (workflow_uuid, function_id, "
-                "key, value, serialization) VALUES (%(wf)s, %(fid)s, %(key)s, %(value)s, "
-                "%(ser)s) ON CONFLICT (workflow_uuid, function_id, key) DO UPDATE "
-                "SET value = excluded.value, serialization = excluded.serialization",
-                params,
-            )
-            self.d.notify_in(cur, "'e:' || %(wf)s || '::' || %(key)s", params)
-            return outcome
+        def write(cur: Cursor) -> None:
+            for sql in statements:
+                cur.exec(sql, params)
+            self.d.notify_in(cur, f"'{kind}:' || %(wf)s || '::' || %(key)s", params)
 
-        return self._tx(body, "set event")
+        return self._checkpointed(record, write, what)
+
+    def set_event(self, event: EventWrite, record: Optional[StepRecord]) -> Optional[RecordOutcome]:
+        latest = (
+            f"INSERT INTO {self.d.t('workflow_events')} (workflow_uuid, key, value, "
+            "serialization) VALUES (%(wf)s, %(key)s, %(value)s, %(ser)s) "
+            "ON CONFLICT (workflow_uuid, key) DO UPDATE SET value = excluded.value, "
+            "serialization = excluded.serialization"
+        )
+        history = (
+            f"INSERT INTO {self.d.t('workflow_events_history')} (workflow_uuid, function_id, "
+            "key, value, serialization) VALUES (%(wf)s, %(fid)s, %(key)s, %(value)s, "
+            "%(ser)s) ON CONFLICT (workflow_uuid, function_id, key) DO UPDATE "
+            "SET value = excluded.value, serialization = excluded.serialization"
+        )
+        return self._write_value("e", value_params(event), (latest, history), record, "set event")
 
     def get_event(self, workflow_id: str, key: str) -> Optional[tuple[str, Optional[str]]]:
         row = self._one(
@@ -179,50 +172,23 @@ class MessagingSql(SqlCore):
 
     # -- streams --------------------------------------------------------------------------------
     def write_stream(
-        self,
-        workflow_id: str,
-        key: str,
-        value: str,
-        serialization: Optional[str],
-        function_id: int,
-        write_key: str,
-        record: Optional[StepRecord],
+        self, value: StreamWrite, record: Optional[StepRecord]
     ) -> Optional[RecordOutcome]:
         st = self.d.t("streams")
-        params: Params = {
-            "wf": workflow_id,
-            "key": key,
-            "value": value,
-            "ser": serialization,
-            "fid": function_id,
-            "wk": write_key,
-        }
-
-        def body(cur: Cursor) -> Optional[RecordOutcome]:
-            outcome: Optional[RecordOutcome] = None
-            if record is not None:
-                outcome = self._record_in(cur, record)
-                if not outcome.accepted:
-                    return outcome
-            # Writers of one stream queue up on the workflow row, so offsets never collide.
-            cur.one(
-                f"SELECT 1 FROM {self.d.t('workflow_status')} WHERE workflow_uuid = %(wf)s"
-                + self.d.lock_exclusive,
-                params,
-            )
-            cur.exec(
-                f'INSERT INTO {st} (workflow_uuid, key, value, "offset", function_id, '
-                "serialization, write_key) SELECT %(wf)s, %(key)s, %(value)s, "
-                f'COALESCE(MAX("offset"), -1) + 1, %(fid)s, %(ser)s, %(wk)s FROM {st} '
-                "WHERE workflow_uuid = %(wf)s AND key = %(key)s "
-                "ON CONFLICT (workflow_uuid, key, write_key) WHERE write_key IS NOT NULL "
-                "DO NOTHING",
-                params,
-            )
-            self.d.notify_in(cur, "'s:' || %(wf)s || '::' || %(key)s", params)
-            return outcome
-
-        return self._tx(body, "write stream")
+        # Writers of one stream queue up on the workflow row, so offsets never collide.
+        lock = (
+            f"SELECT 1 FROM {self.d.t('workflow_status')} WHERE workflow_uuid = %(wf)s"
+            + self.d.lock_exclusive
+        )
+        append = (
+            f'INSERT INTO {st} (workflow_uuid, key, value, "offset", function_id, '
+            "serialization, write_key) SELECT %(wf)s, %(key)s, %(value)s, "
+            f'COALESCE(MAX("offset"), -1) + 1, %(fid)s, %(ser)s, %(wk)s FROM {st} '
+            "WHERE workflow_uuid = %(wf)s AND key = %(key)s "
+            "ON CONFLICT (workflow_uuid, key, write_key) WHERE write_key IS NOT NULL DO NOTHING"
+        )
+        params = {**value_params(value), "wk": value.write_key}
+        return self._write_value("s", params, (lock, append), record, "write stream")
 
     def read_stream(
         self, workflow_id: str, key: str, offset: int

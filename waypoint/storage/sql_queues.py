@@ -4,16 +4,19 @@ database-backed queue definitions (both backends)."""
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Optional
 
 from waypoint.storage.errors import QueueOwnedError
-from waypoint.storage.protocol import (
+from waypoint.storage.records import (
     QUEUE_COLUMNS,
     ClaimRequest,
+    DebounceUpdate,
     QueueRow,
     WorkflowRow,
 )
 from waypoint.storage.sql_base import (
+    OWNED,
     SELECT_WORKFLOW,
     Cursor,
     Params,
@@ -25,55 +28,52 @@ from waypoint.storage.sql_base import (
 
 
 class QueueSql(SqlCore):
-    def _claim_where(self, req: ClaimRequest) -> tuple[str, Params]:
+    def _claim_where(self, req: ClaimRequest, now_ms: int, limit: int) -> tuple[str, Params]:
+        """Which rows a claim may take, and every parameter of the claim's statements."""
         # Unversioned rows go to executors of the latest version, decided here in the same
         # statement, so a version registered or promoted elsewhere counts at once.
         sql = (
             "queue_name = %(queue)s AND status = 'ENQUEUED' "
             "AND (application_version = %(ver)s OR (application_version IS NULL AND "
             f"%(ver)s = (SELECT version_name FROM {self.d.t('application_versions')} "
-            "WHERE application_name = %(app)s OR application_name IS NULL "
-            "ORDER BY version_timestamp DESC LIMIT 1)))"
+            f"WHERE {OWNED} ORDER BY version_timestamp DESC LIMIT 1)))"
         )
+        if req.application_name is not None:
+            sql += f" AND {OWNED}"
         params: Params = {
             "queue": req.queue_name,
             "ver": req.application_version,
             "app": req.application_name,
+            "executor": req.executor_id,
+            "now": now_ms,
+            "token": req.claim_token,
+            "limit": limit,
+            # Starts count against rate limits only when a limit is enforced.
+            "rl": req.shared_budget
+            and (req.rate_limit is not None or req.partition_rate_limit is not None),
         }
-        if req.application_name is not None:
-            sql += " AND (application_name = %(app)s OR application_name IS NULL)"
-            params["app"] = req.application_name
         return sql, params
 
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         if req.shared_budget:
-            rows = self._claim_retrying(
-                req.claim_token, lambda: self._tx_raw(lambda cur: self._claim_limited(cur, req))
-            )
-            return [workflow_row(r) for r in rows]
-        where, params = self._claim_where(req)
-        params.update(
-            executor=req.executor_id,
-            app=req.application_name,
-            now=now_ms,
-            token=req.claim_token,
-            limit=req.limit,
-            rl=False,
-        )
-
-        def body(cur: Cursor) -> list[Row]:
-            ids = [
-                r[0]
-                for r in cur.all(
-                    f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} WHERE {where} "
-                    "ORDER BY priority, created_at LIMIT %(limit)s" + self.d.skip_locked,
-                    params,
-                )
-            ]
-            return self._flip(cur, ids, params)
-
+            body = partial(self._claim_limited, req=req)
+        else:
+            where, params = self._claim_where(req, now_ms, req.limit)
+            body = partial(self._claim_first, where=where, params=params)
         rows = self._claim_retrying(req.claim_token, lambda: self._tx_raw(body))
         return [workflow_row(r) for r in rows]
+
+    def _claim_first(self, cur: Cursor, where: str, params: Params) -> list[Row]:
+        """Claim the first ``limit`` claimable rows, by priority then age."""
+        ids = [
+            r[0]
+            for r in cur.all(
+                f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} WHERE {where} "
+                "ORDER BY priority, created_at LIMIT %(limit)s" + self.d.skip_locked,
+                params,
+            )
+        ]
+        return self._flip(cur, ids, params)
 
     def _flip(self, cur: Cursor, ids: list[str], params: Params) -> list[Row]:
         if not ids:
@@ -116,25 +116,9 @@ class QueueSql(SqlCore):
             budget = min(budget, limit - started)
         if budget <= 0:
             return []
-        where, params = self._claim_where(req)
-        params.update(
-            executor=req.executor_id,
-            app=req.application_name,
-            now=now,
-            token=req.claim_token,
-            limit=budget,
-            rl=req.rate_limit is not None or req.partition_rate_limit is not None,
-        )
+        where, params = self._claim_where(req, now, budget)
         if not req.partitioned:
-            ids = [
-                r[0]
-                for r in cur.all(
-                    f"SELECT workflow_uuid FROM {ws} WHERE {where} "
-                    "ORDER BY priority, created_at LIMIT %(limit)s" + self.d.skip_locked,
-                    params,
-                )
-            ]
-            return self._flip(cur, ids, params)
+            return self._claim_first(cur, where, params)
         return self._flip(cur, self._pick_partitions(cur, req, where, params, budget, now), params)
 
     def _pick_partitions(
@@ -226,18 +210,7 @@ class QueueSql(SqlCore):
         )
         return int(row[0]) if row and row[0] is not None else None
 
-    def extend_debounce(
-        self,
-        queue_name: str,
-        deduplication_id: str,
-        name: str,
-        inputs: str,
-        serialization: str,
-        delay_until_ms: int,
-        application_name: Optional[str],
-        now_ms: int,
-    ) -> Optional[str]:
-        """Push back a pending debounced workflow (never past its deadline) with new inputs."""
+    def extend_debounce(self, update: DebounceUpdate) -> Optional[str]:
         row = self._one(
             f"UPDATE {self.d.t('workflow_status')} SET inputs = %(inputs)s, "
             "serialization = %(ser)s, updated_at = %(now)s, "
@@ -248,14 +221,14 @@ class QueueSql(SqlCore):
             f"AND status = 'DELAYED' AND is_debounced = {self.d.true} AND name = %(name)s "
             "RETURNING workflow_uuid",
             {
-                "inputs": inputs,
-                "ser": serialization,
-                "now": now_ms,
-                "app": application_name,
-                "until": delay_until_ms,
-                "queue": queue_name,
-                "dedup": deduplication_id,
-                "name": name,
+                "inputs": update.inputs,
+                "ser": update.serialization,
+                "now": update.now_ms,
+                "app": update.application_name,
+                "until": update.delay_until_ms,
+                "queue": update.queue_name,
+                "dedup": update.deduplication_id,
+                "name": update.name,
             },
             "extend a debounced workflow",
         )
@@ -332,11 +305,10 @@ class QueueSql(SqlCore):
         return bool(rows)
 
     def list_queues(self, application_name: Optional[str]) -> list[QueueRow]:
-        sql = f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {self.d.t('queues')}"
-        params: Params = {}
-        if application_name is not None:
-            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
-            params["app"] = application_name
-        return [
-            self._queue_row(r) for r in self._all(sql + " ORDER BY name", params, "list queues")
-        ]
+        rows = self._owned_rows(
+            f"SELECT {', '.join(QUEUE_COLUMNS)} FROM {self.d.t('queues')}",
+            application_name,
+            "name",
+            "list queues",
+        )
+        return [self._queue_row(r) for r in rows]

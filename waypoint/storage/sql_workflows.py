@@ -7,18 +7,21 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from waypoint.storage.errors import DeduplicatedError
-from waypoint.storage.protocol import (
+from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
+    Completion,
     ListFilter,
     NewWorkflow,
     Outcome,
     Recovered,
+    RecoveryRequest,
     StepRow,
     VersionRow,
     WorkflowRow,
 )
 from waypoint.storage.sql_base import (
     INIT_COLUMNS,
+    OWNED,
     SELECT_WORKFLOW,
     STEP_COLUMNS,
     Cursor,
@@ -70,20 +73,12 @@ class WorkflowSql(SqlCore):
 
     # -- workflows ------------------------------------------------------------------------------
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:
-        row = self._one(
-            f"SELECT {SELECT_WORKFLOW} FROM {self.d.t('workflow_status')} "
-            "WHERE workflow_uuid = %(id)s",
-            {"id": workflow_id},
-            "get_workflow",
-        )
+        row = self._workflow_columns(SELECT_WORKFLOW, workflow_id, "get_workflow")
         return workflow_row(row) if row else None
 
     def get_outcome(self, workflow_id: str) -> Optional[Outcome]:
-        row = self._one(
-            f"SELECT status, output, error, serialization FROM {self.d.t('workflow_status')} "
-            "WHERE workflow_uuid = %(id)s",
-            {"id": workflow_id},
-            "get_outcome",
+        row = self._workflow_columns(
+            "status, output, error, serialization", workflow_id, "get_outcome"
         )
         return Outcome(*row) if row else None
 
@@ -98,15 +93,7 @@ class WorkflowSql(SqlCore):
         )
         return {r[0]: Outcome(r[1], r[2], r[3], r[4]) for r in rows}
 
-    def complete_workflow(
-        self,
-        workflow_id: str,
-        owner_xid: str,
-        status: str,
-        output: Optional[str],
-        error: Optional[str],
-        now_ms: int,
-    ) -> bool:
+    def complete_workflow(self, done: Completion) -> bool:
         rows = self._all(
             f"UPDATE {self.d.t('workflow_status')} SET status = %(status)s, output = %(output)s, "
             "error = %(error)s, updated_at = %(now)s, completed_at = %(now)s, "
@@ -119,12 +106,12 @@ class WorkflowSql(SqlCore):
                 self.d.notify_when("queue_name IS NOT NULL", "'q:' || queue_name"),
             ),
             {
-                "status": status,
-                "output": output,
-                "error": error,
-                "now": now_ms,
-                "id": workflow_id,
-                "owner": owner_xid,
+                "status": done.status,
+                "output": done.output,
+                "error": done.error,
+                "now": done.now_ms,
+                "id": done.workflow_id,
+                "owner": done.owner_xid,
             },
             "complete_workflow",
         )
@@ -263,46 +250,31 @@ class WorkflowSql(SqlCore):
         return [step_row(r) for r in self._all(sql, params, "list_steps")]
 
     # -- recovery and dispatch ------------------------------------------------------------------
-    def recover_pending(
-        self,
-        executor_ids: Sequence[str],
-        application_version: Optional[str],
-        application_name: Optional[str],
-        internal_queue: str,
-        now_ms: int,
-        claimant: Optional[tuple[str, str]] = None,
-    ) -> Recovered:
-        """Take back the PENDING workflows of these executors (of this version).
-
-        Workflows of a user queue go back on their queue (its limits still apply). The others
-        are claimed at once by ``claimant`` (executor ID, claim token) when given, so the
-        process asked to recover them runs them, even if it no longer dequeues; without a
-        claimant they go on the internal queue for any executor."""
-        if not executor_ids:
+    def recover_pending(self, req: RecoveryRequest) -> Recovered:
+        if not req.executor_ids:
             return Recovered([], [])
         ws = self.d.t("workflow_status")
         where = f"status = 'PENDING' AND {self.d.any('executor_id', 'ids')} "
         params: Params = {
-            "now": now_ms,
-            "iq": internal_queue,
-            "ids": self.d.list_param(list(executor_ids)),
+            "now": req.now_ms,
+            "iq": req.internal_queue,
+            "ids": self.d.list_param(list(req.executor_ids)),
+            "ver": req.application_version,
+            "app": req.application_name,
         }
-        if application_version is not None:
+        if req.application_version is not None:
             where += "AND application_version = %(ver)s "
-            params["ver"] = application_version
-        if application_name is not None:
-            where += "AND (application_name = %(app)s OR application_name IS NULL) "
-        params["app"] = application_name
+        if req.application_name is not None:
+            where += f"AND {OWNED} "
         requeue_sql = (
             f"UPDATE {ws} SET status = 'ENQUEUED', started_at_epoch_ms = NULL, "
             "updated_at = %(now)s, queue_name = COALESCE(queue_name, %(iq)s) WHERE " + where
         )
         notify = self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name"))
-        if claimant is None:
+        if req.claimant is None:
             rows = self._all(requeue_sql + notify, params, "recover pending workflows")
             return Recovered([r[0] for r in rows], [])
-        params["executor"], params["token"] = claimant
-        params.setdefault("ver", application_version)
+        params["executor"], params["token"] = req.claimant
         mine = "AND (queue_name IS NULL OR queue_name = %(iq)s) "
         queued = "AND queue_name IS NOT NULL AND queue_name <> %(iq)s "
         requeued: list[str] = []
@@ -315,7 +287,7 @@ class WorkflowSql(SqlCore):
                 params,
             )
 
-        rows = self._claim_retrying(claimant[1], lambda: self._tx_raw(body))
+        rows = self._claim_retrying(req.claimant[1], lambda: self._tx_raw(body))
         claimed = [workflow_row(r) for r in rows]
         return Recovered(requeued + [w.workflow_id for w in claimed], claimed)
 
@@ -350,16 +322,14 @@ class WorkflowSql(SqlCore):
         )
 
     def list_versions(self, application_name: Optional[str]) -> list[VersionRow]:
-        sql = (
+        rows = self._owned_rows(
             "SELECT version_id, version_name, version_timestamp, created_at, application_name "
-            f"FROM {self.d.t('application_versions')}"
+            f"FROM {self.d.t('application_versions')}",
+            application_name,
+            "version_timestamp DESC, version_name",
+            "list_versions",
         )
-        params: Params = {}
-        if application_name is not None:
-            sql += " WHERE application_name = %(app)s OR application_name IS NULL"
-            params["app"] = application_name
-        sql += " ORDER BY version_timestamp DESC, version_name"
-        return [VersionRow(*r) for r in self._all(sql, params, "list_versions")]
+        return [VersionRow(*r) for r in rows]
 
     # -- maintenance ----------------------------------------------------------------------------
     _DATA_TABLES = (

@@ -10,7 +10,7 @@ from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
 from waypoint.core.types import VersionInfo
 from waypoint.error import DBOSException
-from waypoint.storage.protocol import version_key
+from waypoint.storage.protocol import RetentionRequest, version_key
 
 
 def list_application_versions(ops: Ops) -> Flow[list[VersionInfo]]:
@@ -83,7 +83,9 @@ def garbage_collect(
     ``rows_threshold`` (never PENDING, ENQUEUED or DELAYED ones); returns how many."""
     eng = ops.engine()
     deleted: int = yield Io(
-        lambda: eng.store.garbage_collect(cutoff_epoch_timestamp_ms, rows_threshold, eng.app_name)
+        lambda: eng.store.garbage_collect(
+            RetentionRequest(cutoff_epoch_timestamp_ms, rows_threshold, eng.app_name)
+        )
     )
     return deleted
 

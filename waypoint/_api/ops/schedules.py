@@ -18,7 +18,7 @@ from waypoint.error import DBOSException
 from waypoint.scheduling.cron import iso, next_time, slot_workflow_id, zone
 from waypoint.scheduling.firing import fire_flow
 from waypoint.scheduling.schedules import public, schedule_row
-from waypoint.storage.protocol import ScheduleRow, schedule_key
+from waypoint.storage.protocol import ScheduleFilter, ScheduleRow, schedule_key
 
 
 def _changed(eng: Engine, name: str) -> None:
@@ -74,7 +74,9 @@ def list_schedules(
     eng = ops.engine()
     app = application_name or eng.app_name
     rows = yield Io(
-        lambda: eng.store.list_schedules(app, status, workflow_name, schedule_name_prefix)
+        lambda: eng.store.list_schedules(
+            ScheduleFilter(app, status, workflow_name, schedule_name_prefix)
+        )
     )
     return [public(eng, r) for r in rows]
 

@@ -6,10 +6,16 @@ DBOS schema level the tables are equivalent to, so DBOS tooling sees a current s
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+
+from waypoint.storage.errors import StorageConfigError
+
+logger = logging.getLogger("waypoint")
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -38,6 +44,24 @@ def load(dialect: str) -> list[Migration]:
 def latest_version(dialect: str) -> int:
     migrations = load(dialect)
     return migrations[-1].version if migrations else 0
+
+
+def apply(dialect: str, current: int, run: Callable[[Migration], None]) -> None:
+    """Apply every migration of ``dialect`` after version ``current``, in order: ``run``
+    executes one and records its version, inside the caller's transaction."""
+    for mig in load(dialect):
+        if mig.version > current:
+            run(mig)
+            logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+
+
+def require_current(dialect: str, current: int, advice: str) -> None:
+    """Raise StorageConfigError when a schema at version ``current`` is behind this code."""
+    latest = latest_version(dialect)
+    if current < latest:
+        raise StorageConfigError(
+            f"the system schema is at version {current} but this Waypoint needs {latest}; " + advice
+        )
 
 
 def split_statements(sql: str) -> list[str]:

@@ -23,6 +23,14 @@ logger = logging.getLogger("waypoint")
 
 MIGRATION_LOCK_KEY = 7_321_004_281  # advisory lock serialising concurrent migrators
 
+_GRANTS = (
+    "GRANT USAGE ON SCHEMA {s} TO {r}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+)
+
 
 class PgSchemaAdmin:
     """The ``SchemaAdmin`` half of ``PostgresStore``."""
@@ -32,21 +40,25 @@ class PgSchemaAdmin:
     _conn_kwargs: dict[str, Any]
     close: Callable[[], None]  # the store's own: a database is not dropped under its pool
 
-    def _connect_admin(self, dbname: str) -> psycopg.Connection[Any]:
-        target = self.target.with_database(dbname)
-        return psycopg.connect(target.url, **self._conn_kwargs)
+    def _connect(self, target: DatabaseTarget | None = None) -> psycopg.Connection[Any]:
+        return psycopg.connect((target or self.target).url, **self._conn_kwargs)
+
+    def _version_sql(self) -> pgsql.Composed:
+        return pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
+            pgsql.Identifier(self.schema)
+        )
 
     def ensure_database(self) -> None:
         """Create the system database if it does not exist (needs CREATEDB privilege)."""
         try:
-            with psycopg.connect(self.target.url, **self._conn_kwargs):
+            with self._connect():
                 return
         except psycopg.OperationalError as exc:
             if "does not exist" not in str(exc) or not self.target.database:
                 raise StorageConfigError(
                     f"cannot connect to the system database {redact(self.target.url)}: {exc}"
                 ) from exc
-        with self._connect_admin("postgres") as admin:
+        with self._connect(self.target.with_database("postgres")) as admin:
             try:
                 admin.execute(
                     pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(self.target.database))
@@ -57,9 +69,8 @@ class PgSchemaAdmin:
 
     def migrate(self) -> None:
         self.ensure_database()
-        pending = migrations.load("postgresql")
         ident = pgsql.Identifier(self.schema)
-        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
+        with self._connect() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             exists = conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
@@ -74,35 +85,23 @@ class PgSchemaAdmin:
                     "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
                 ).format(ident)
             )
-            row = conn.execute(
-                pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
-                    ident
-                )
-            ).fetchone()
-            current = int(row[0]) if row else 0
-            for mig in pending:
-                if mig.version <= current:
-                    continue
+            row = conn.execute(self._version_sql()).fetchone()
+            record = pgsql.SQL(
+                "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
+            ).format(ident)
+
+            def run(mig: migrations.Migration) -> None:
                 conn.execute(mig.sql.replace("{schema}", self.schema))
-                conn.execute(
-                    pgsql.SQL(
-                        "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
-                    ).format(ident),
-                    (mig.version, mig.name),
-                )
-                logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+                conn.execute(record, (mig.version, mig.name))
+
+            migrations.apply("postgresql", int(row[0]) if row else 0, run)
 
     def schema_version(self) -> int:
-        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
-            row = conn.execute(
-                pgsql.SQL("SELECT COALESCE(MAX(version), 0) FROM {}.waypoint_migrations").format(
-                    pgsql.Identifier(self.schema)
-                )
-            ).fetchone()
+        with self._connect() as conn:
+            row = conn.execute(self._version_sql()).fetchone()
         return int(row[0]) if row else 0
 
     def verify_schema(self) -> None:
-        latest = migrations.latest_version("postgresql")
         try:
             current = self.schema_version()
         except pgerr.UndefinedTable as exc:
@@ -119,11 +118,9 @@ class PgSchemaAdmin:
             raise StorageConfigError(
                 f"cannot connect to the system database {redact(self.target.url)}: {exc}{hint}"
             ) from exc
-        if current < latest:
-            raise StorageConfigError(
-                f"the system schema is at version {current} but this Waypoint needs {latest}; "
-                "run `waypoint migrate` with a privileged role"
-            )
+        migrations.require_current(
+            "postgresql", current, "run `waypoint migrate` with a privileged role"
+        )
 
     def drop(self) -> None:
         self.close()
@@ -138,16 +135,7 @@ class PgSchemaAdmin:
             )
 
     def grant(self, role: str) -> None:
-        """Give an application role what it needs to run (no DDL) on the system schema."""
         schema, who = pgsql.Identifier(self.schema), pgsql.Identifier(role)
-        statements = (
-            "GRANT USAGE ON SCHEMA {s} TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
-            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} "
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
-        )
-        with psycopg.connect(self.target.url, **self._conn_kwargs) as conn, conn.transaction():
-            for text in statements:
+        with self._connect() as conn, conn.transaction():
+            for text in _GRANTS:
                 conn.execute(pgsql.SQL(text).format(s=schema, r=who))

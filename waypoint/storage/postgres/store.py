@@ -17,17 +17,12 @@ import psycopg
 import psycopg.errors as pgerr
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from waypoint.storage.errors import (
-    DeduplicatedError,
-    OwnershipLostError,
-    StorageConfigError,
-)
+from waypoint.storage.errors import DeduplicatedError, OwnershipLostError, StorageConfigError
 from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.postgres.schema import PgSchemaAdmin
-from waypoint.storage.protocol import (
-    DBOS_MESSAGE_CHANNEL,
-    NOTIFY_CHANNEL,
+from waypoint.storage.protocol import DBOS_MESSAGE_CHANNEL, NOTIFY_CHANNEL
+from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
     ChildLink,
     ClaimRequest,
@@ -41,6 +36,8 @@ from waypoint.storage.retry import Fault, RetryPolicy
 from waypoint.storage.sql_base import (
     EXISTING_COLUMNS,
     INIT_COLUMNS,
+    RECORD_COLUMNS,
+    RECORD_VALUES,
     Cursor,
     Dialect,
     Params,
@@ -49,6 +46,7 @@ from waypoint.storage.sql_base import (
     created_outcome,
     existing_outcome,
     init_params,
+    record_params,
     workflow_row,
 )
 from waypoint.storage.sql_store import SqlStore
@@ -300,25 +298,18 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
         # A step checkpoint in one statement: fenced on the run still owning the workflow
         # (a superseded run inserts nothing), idempotent on retry (the row names its writer),
         # and returning the workflow's status so a cancellation is seen at no extra cost.
-        record_cols = (
-            "workflow_uuid, function_id, function_name, output, error, child_workflow_id, "
-            "started_at_epoch_ms, completed_at_epoch_ms, serialization, owner_xid, "
-            "application_name"
-        )
         returning = (
             f"ON CONFLICT (workflow_uuid, function_id) DO UPDATE SET owner_xid = {oo}.owner_xid "
             f"RETURNING {oo}.workflow_uuid, {oo}.function_id, {oo}.owner_xid, "
             f"(SELECT status FROM {ws} s WHERE s.workflow_uuid = {oo}.workflow_uuid)"
         )
         self._sql_record = (
-            f"INSERT INTO {oo} ({record_cols}) "
-            "SELECT %(wf)s, %(fid)s, %(fname)s, %(output)s, %(error)s, %(child)s, "
-            "%(started)s, %(completed)s, %(ser)s, %(owner)s, %(app)s "
+            f"INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {RECORD_VALUES} "
             f"FROM {ws} w WHERE w.workflow_uuid = %(wf)s AND w.owner_xid = %(owner)s " + returning
         )
         # The same for many checkpoints at once (group commit across workflows).
         self._sql_record_many = (
-            f"INSERT INTO {oo} ({record_cols}) "
+            f"INSERT INTO {oo} ({RECORD_COLUMNS}) "
             "SELECT d.wf, d.fid, d.fname, d.output, d.error, d.child, d.started, d.completed, "
             "d.ser, d.owner, d.app FROM unnest(%(wf)s::text[], %(fid)s::int[], "
             "%(fname)s::text[], %(output)s::text[], %(error)s::text[], %(child)s::text[], "
@@ -370,41 +361,14 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
         row = self._one(self._sql_existing, {"id": wf.workflow_id}, "read existing workflow")
         if row is None:
             # Deleted between our insert attempt and this read: report it as missing.
-            return InitOutcome(
-                created=False,
-                status="MISSING",
-                name=None,
-                class_name=None,
-                config_name=None,
-                serialization=None,
-                output=None,
-                error=None,
-                workflow_deadline_epoch_ms=None,
-                queue_name=None,
-            )
+            return InitOutcome(created=False, status="MISSING")
         return existing_outcome(row, wf.owner_xid)
 
     def record_step(self, rec: StepRecord) -> RecordOutcome:
         return self._records.submit(rec)
 
     def _record_one(self, rec: StepRecord) -> RecordOutcome:
-        row = self._one(
-            self._sql_record,
-            {
-                "wf": rec.workflow_id,
-                "fid": rec.function_id,
-                "fname": rec.function_name,
-                "output": rec.output,
-                "error": rec.error,
-                "child": rec.child_workflow_id,
-                "started": rec.started_at_epoch_ms,
-                "completed": rec.completed_at_epoch_ms,
-                "ser": rec.serialization,
-                "owner": rec.owner_xid,
-                "app": rec.application_name,
-            },
-            "checkpoint step",
-        )
+        row = self._one(self._sql_record, record_params(rec), "checkpoint step")
         if row is None:  # fenced: another execution owns the workflow
             return RecordOutcome(accepted=False, workflow_status=None)
         return RecordOutcome(accepted=row[2] == rec.owner_xid, workflow_status=row[3])
@@ -413,23 +377,9 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
         keys = [(r.workflow_id, r.function_id) for r in recs]
         if len(set(keys)) != len(keys):
             raise ValueError("duplicate checkpoint positions in one batch")
-        rows = self._all(
-            self._sql_record_many,
-            {
-                "wf": [r.workflow_id for r in recs],
-                "fid": [r.function_id for r in recs],
-                "fname": [r.function_name for r in recs],
-                "output": [r.output for r in recs],
-                "error": [r.error for r in recs],
-                "child": [r.child_workflow_id for r in recs],
-                "started": [r.started_at_epoch_ms for r in recs],
-                "completed": [r.completed_at_epoch_ms for r in recs],
-                "ser": [r.serialization for r in recs],
-                "owner": [r.owner_xid for r in recs],
-                "app": [r.application_name for r in recs],
-            },
-            "checkpoint steps",
-        )
+        each = [record_params(r) for r in recs]
+        columns = {name: [p[name] for p in each] for name in each[0]}
+        rows = self._all(self._sql_record_many, columns, "checkpoint steps")
         found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
         out = []
         for rec in recs:
@@ -443,14 +393,7 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         if req.shared_budget:
             return super().claim(req, now_ms)
-        where, params = self._claim_where(req)
-        params.update(
-            executor=req.executor_id,
-            app=req.application_name,
-            now=now_ms,
-            token=req.claim_token,
-            limit=req.limit,
-        )
+        where, params = self._claim_where(req, now_ms, req.limit)
         ws = self.d.t("workflow_status")
         # The picked set is materialized: as a plain IN (subquery) the planner may re-run the
         # SKIP LOCKED scan once per row and claim far more than LIMIT.

@@ -22,7 +22,7 @@ from waypoint.storage.errors import (
     OwnershipLostError,
     StorageConfigError,
 )
-from waypoint.storage.protocol import (
+from waypoint.storage.records import (
     ChildLink,
     InitOutcome,
     NewWorkflow,
@@ -301,17 +301,16 @@ class SqliteStore(SqlStore):
                     "(CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)))"
                 )
                 row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM waypoint_migrations")
-                current = int(row.fetchone()[0])
-                for mig in migrations.load("sqlite"):
-                    if mig.version <= current:
-                        continue
+
+                def run(mig: migrations.Migration) -> None:
                     for statement in migrations.split_statements(mig.sql):
                         conn.execute(statement)
                     conn.execute(
                         "INSERT INTO waypoint_migrations (version, name) VALUES (?, ?)",
                         (mig.version, mig.name),
                     )
-                    logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+
+                migrations.apply("sqlite", int(row.fetchone()[0]), run)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -325,7 +324,6 @@ class SqliteStore(SqlStore):
         return int(rows[0][0])
 
     def verify_schema(self) -> None:
-        latest = migrations.latest_version("sqlite")
         if not os.path.exists(self.path):
             raise StorageConfigError(
                 f"the SQLite system database {self.path!r} does not exist and run_migrations is "
@@ -338,11 +336,7 @@ class SqliteStore(SqlStore):
                 f"the SQLite system database {self.path!r} has no Waypoint schema; run "
                 "`waypoint migrate` first"
             ) from exc
-        if current < latest:
-            raise StorageConfigError(
-                f"the system schema is at version {current} but this Waypoint needs {latest}; "
-                "run `waypoint migrate`"
-            )
+        migrations.require_current("sqlite", current, "run `waypoint migrate`")
 
     def drop(self) -> None:
         self.close()

@@ -81,7 +81,7 @@ class DBOSClient(SharedOperations):
         self.engine.stop_listening()
         self.engine.store.close()
 
-    enqueue, enqueue_async = twins(None, queues.enqueue_with_options, handle, handle_async)
+    enqueue, enqueue_async = twins(queues.enqueue_with_options, handle, handle_async)
 
     def enqueue_in_transaction(
         self, conn_or_session: Any, options: EnqueueOptions, *args: Any, **kwargs: Any

@@ -250,7 +250,7 @@ class DBOS(SharedOperations):
         return HandleAsync(RUNTIME, await drive_async(flow))
 
     enqueue_workflow_with_options, enqueue_workflow_with_options_async = twins(
-        None, queues.enqueue_with_options, handle, handle_async
+        queues.enqueue_with_options, handle, handle_async
     )
 
     @classmethod
@@ -281,13 +281,13 @@ class DBOS(SharedOperations):
         return result
 
     # -- what a workflow body does ------------------------------------------------------------
-    sleep, sleep_async = twins(None, body.sleep)
-    recv, recv_async = twins(None, messages.recv)
-    set_event, set_event_async = twins(None, messages.set_event)
-    write_stream, write_stream_async = twins(None, messages.write_stream)
-    close_stream, close_stream_async = twins(None, messages.close_stream)
-    patch, patch_async = twins(None, body.patch)
-    deprecate_patch, deprecate_patch_async = twins(None, body.deprecate_patch)
+    sleep, sleep_async = twins(body.sleep)
+    recv, recv_async = twins(messages.recv)
+    set_event, set_event_async = twins(messages.set_event)
+    write_stream, write_stream_async = twins(messages.write_stream)
+    close_stream, close_stream_async = twins(messages.close_stream)
+    patch, patch_async = twins(body.patch)
+    deprecate_patch, deprecate_patch_async = twins(body.deprecate_patch)
     asyncio_wait = staticmethod(body.asyncio_wait)
 
     # -- properties -----------------------------------------------------------------------------

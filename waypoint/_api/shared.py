@@ -3,13 +3,14 @@ explains how one line gives a sync method, its async twin, and the right target 
 
 from __future__ import annotations
 
-from waypoint._api.ops import fleet, messages, queues, schedules, workflows
+from waypoint._api.ops import fleet, messages, queues, schedules
+from waypoint._api.ops import workflows as wf
 from waypoint._api.surface import (
-    Bound,
     handle,
     handle_async,
     handles,
     handles_async,
+    stream_twins,
     sync_only,
     twins,
 )
@@ -19,79 +20,60 @@ class SharedOperations:
     """Subclasses say what the operations act on with ``_ops()`` (see ``surface``)."""
 
     # -- workflows ------------------------------------------------------------------------------
-    retrieve_workflow, retrieve_workflow_async = twins(
-        None, workflows.retrieve_workflow, handle, handle_async
-    )
-    get_workflow_status, get_workflow_status_async = twins(None, workflows.get_workflow_status)
-    get_result, get_result_async = twins(None, workflows.get_result)
-    wait_first, wait_first_async = twins(None, workflows.wait_first)
-    list_workflows, list_workflows_async = twins("DBOS.listWorkflows", workflows.list_workflows)
-    list_queued_workflows, list_queued_workflows_async = twins(
-        "DBOS.listQueuedWorkflows", workflows.list_queued_workflows
-    )
-    list_workflow_steps, list_workflow_steps_async = twins(
-        "DBOS.listWorkflowSteps", workflows.list_workflow_steps
-    )
-    cancel_workflow, cancel_workflow_async = twins("DBOS.cancelWorkflow", workflows.cancel_workflow)
-    cancel_workflows, cancel_workflows_async = twins(
-        "DBOS.cancelWorkflow", workflows.cancel_workflows
-    )
-    resume_workflow, resume_workflow_async = twins(
-        "DBOS.resumeWorkflow", workflows.resume_workflow, handle, handle_async
-    )
-    resume_workflows, resume_workflows_async = twins(
-        "DBOS.resumeWorkflow", workflows.resume_workflows, handles, handles_async
-    )
-    fork_workflow, fork_workflow_async = twins(
-        "DBOS.forkWorkflow", workflows.fork_workflow, handle, handle_async
-    )
-    delete_workflow, delete_workflow_async = twins("DBOS.deleteWorkflow", workflows.delete_workflow)
-    delete_workflows, delete_workflows_async = twins(
-        "DBOS.deleteWorkflow", workflows.delete_workflows
-    )
-    set_workflow_delay, set_workflow_delay_async = twins(
-        "DBOS.setWorkflowDelay", workflows.set_workflow_delay
-    )
+    retrieve_workflow, retrieve_workflow_async = twins(wf.retrieve_workflow, handle, handle_async)
+    get_workflow_status, get_workflow_status_async = twins(wf.get_workflow_status)
+    get_result, get_result_async = twins(wf.get_result)
+    wait_first, wait_first_async = twins(wf.wait_first)
+    list_workflows, list_workflows_async = twins(wf.list_workflows)
+    list_queued_workflows, list_queued_workflows_async = twins(wf.list_queued_workflows)
+    list_workflow_steps, list_workflow_steps_async = twins(wf.list_workflow_steps)
+    cancel_workflow, cancel_workflow_async = twins(wf.cancel_workflow)
+    cancel_workflows, cancel_workflows_async = twins(wf.cancel_workflows)
+    resume_workflow, resume_workflow_async = twins(wf.resume_workflow, handle, handle_async)
+    resume_workflows, resume_workflows_async = twins(wf.resume_workflows, handles, handles_async)
+    fork_workflow, fork_workflow_async = twins(wf.fork_workflow, handle, handle_async)
+    delete_workflow, delete_workflow_async = twins(wf.delete_workflow)
+    delete_workflows, delete_workflows_async = twins(wf.delete_workflows)
+    set_workflow_delay, set_workflow_delay_async = twins(wf.set_workflow_delay)
     update_workflow_attributes, update_workflow_attributes_async = twins(
-        "DBOS.updateWorkflowAttributes", workflows.update_workflow_attributes
+        wf.update_workflow_attributes
     )
 
     # -- messages, events, streams --------------------------------------------------------------
-    send, send_async = twins(None, messages.send)
-    send_bulk, send_bulk_async = twins(None, messages.send_bulk)
-    get_event, get_event_async = twins(None, messages.get_event)
-    get_all_events, get_all_events_async = twins("DBOS.get_events", messages.get_all_events)
-    read_stream = Bound(messages.read_stream)
-    read_stream_async = Bound(messages.read_stream_async)
-    read_stream_offset, read_stream_offset_async = twins(None, messages.read_stream_offset)
+    send, send_async = twins(messages.send)
+    send_bulk, send_bulk_async = twins(messages.send_bulk)
+    get_event, get_event_async = twins(messages.get_event)
+    get_all_events, get_all_events_async = twins(messages.get_all_events)
+    read_stream, read_stream_async = stream_twins(messages.read_stream)
+    read_stream_offset, read_stream_offset_async = twins(messages.read_stream_offset)
 
     # -- queues ---------------------------------------------------------------------------------
-    register_queue, register_queue_async = twins(None, queues.register_queue)
-    retrieve_queue, retrieve_queue_async = twins(None, queues.retrieve_queue)
-    delete_queue, delete_queue_async = twins(None, queues.delete_queue)
-    list_queues, list_queues_async = twins(None, queues.list_queues)
+    register_queue, register_queue_async = twins(queues.register_queue)
+    retrieve_queue, retrieve_queue_async = twins(queues.retrieve_queue)
+    delete_queue, delete_queue_async = twins(queues.delete_queue)
+    list_queues, list_queues_async = twins(queues.list_queues)
 
     # -- schedules ------------------------------------------------------------------------------
-    create_schedule, create_schedule_async = twins("DBOS.createSchedule", schedules.create_schedule)
-    list_schedules, list_schedules_async = twins("DBOS.listSchedules", schedules.list_schedules)
-    get_schedule, get_schedule_async = twins("DBOS.getSchedule", schedules.get_schedule)
-    delete_schedule, delete_schedule_async = twins("DBOS.deleteSchedule", schedules.delete_schedule)
-    apply_schedules, apply_schedules_async = twins(None, schedules.apply_schedules)
-    pause_schedule = sync_only("DBOS.setScheduleStatus", schedules.pause_schedule)
-    resume_schedule = sync_only("DBOS.setScheduleStatus", schedules.resume_schedule)
-    backfill_schedule = sync_only(None, schedules.backfill_schedule, handles)
-    trigger_schedule = sync_only(None, schedules.trigger_schedule, handle)
+    create_schedule, create_schedule_async = twins(schedules.create_schedule)
+    list_schedules, list_schedules_async = twins(schedules.list_schedules)
+    get_schedule, get_schedule_async = twins(schedules.get_schedule)
+    delete_schedule, delete_schedule_async = twins(schedules.delete_schedule)
+    apply_schedules, apply_schedules_async = twins(schedules.apply_schedules)
+    pause_schedule = sync_only(schedules.pause_schedule)
+    resume_schedule = sync_only(schedules.resume_schedule)
+    backfill_schedule = sync_only(schedules.backfill_schedule, handles)
+    trigger_schedule = sync_only(schedules.trigger_schedule, handle)
 
     # -- versions, executors, retention ---------------------------------------------------------
     list_application_versions, list_application_versions_async = twins(
-        "DBOS.listApplicationVersions", fleet.list_application_versions
+        fleet.list_application_versions
     )
     get_latest_application_version, get_latest_application_version_async = twins(
-        "DBOS.getLatestApplicationVersion", fleet.get_latest_application_version
+        fleet.get_latest_application_version
     )
     set_latest_application_version, set_latest_application_version_async = twins(
-        "DBOS.setLatestApplicationVersion", fleet.set_latest_application_version
+        fleet.set_latest_application_version
     )
-    list_executors, list_executors_async = twins("DBOS.listExecutors", fleet.list_executors)
-    garbage_collect, garbage_collect_async = twins("DBOS.garbageCollect", fleet.garbage_collect)
-    global_timeout, global_timeout_async = twins("DBOS.globalTimeout", fleet.global_timeout)
+    list_executors, list_executors_async = twins(fleet.list_executors)
+    garbage_collect, garbage_collect_async = twins(fleet.garbage_collect)
+    global_timeout, global_timeout_async = twins(fleet.global_timeout)

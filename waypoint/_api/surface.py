@@ -2,24 +2,25 @@
 instance), in a sync and an async form.
 
 An operation is a flow function ``f(ops, *args, **kwargs) -> Flow[T]`` (see ``_api.ops``).
-``twins(step, f)`` makes the pair of descriptors ``(method, method_async)``: looked up on
+``twins(f)`` makes the pair of descriptors ``(method, method_async)``: looked up on
 ``DBOS`` or a subclass they act on the launched runtime, looked up on a client instance they
 act on that client's engine (each class says which through its ``_ops()``). The sync method
 drives the flow on the calling thread; the async one awaits it, with storage calls on the I/O
-pool. Both have the flow function's signature, for users and for type checkers. ``step``
-names the checkpoint the operation becomes when ``DBOS`` calls it from a workflow body
-(``None``: it is not one, or it checkpoints itself).
+pool. Both have the flow function's signature, for users and for type checkers. The flow
+function names the checkpoint it becomes when ``DBOS`` calls it from a workflow body
+(``ops.base.checkpoint``).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, Generic, Optional, ParamSpec, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Concatenate, Generic, Optional, ParamSpec, TypeVar, cast, overload
 
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import Ops
 from waypoint.core.effects import Flow, drive_async, drive_sync
+from waypoint.core.messaging import StreamReader
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -106,29 +107,29 @@ class AsyncOperation(_Operation[P, T]):
         return call
 
 
+def _step(flow: Callable[..., Any]) -> Optional[str]:
+    step: Optional[str] = getattr(flow, "checkpoint_name", None)
+    return step
+
+
 @overload
-def twins(
-    step: Optional[str], flow: OpFlow[P, T]
-) -> tuple[SyncOperation[P, T], AsyncOperation[P, T]]: ...
+def twins(flow: OpFlow[P, T]) -> tuple[SyncOperation[P, T], AsyncOperation[P, T]]: ...
 
 
 @overload
 def twins(
-    step: Optional[str],
-    flow: OpFlow[P, T],
-    result: Callable[[Ops, T], U],
-    result_async: Callable[[Ops, T], V],
+    flow: OpFlow[P, T], result: Callable[[Ops, T], U], result_async: Callable[[Ops, T], V]
 ) -> tuple[SyncOperation[P, U], AsyncOperation[P, V]]: ...
 
 
 def twins(
-    step: Optional[str],
     flow: Callable[..., Flow[Any]],
     result: Optional[Callable[[Ops, Any], Any]] = None,
     result_async: Optional[Callable[[Ops, Any], Any]] = None,
 ) -> tuple[SyncOperation[Any, Any], AsyncOperation[Any, Any]]:
     """``(method, method_async)`` from one flow; ``result``/``result_async`` turn the flow's
     value into what each returns (a workflow ID into a sync or an async handle)."""
+    step = _step(flow)
     return SyncOperation(step, flow, result), AsyncOperation(step, flow, result_async)
 
 
@@ -149,45 +150,46 @@ def handles_async(ops: Ops, workflow_ids: list[str]) -> list[WorkflowHandleAsync
 
 
 @overload
-def sync_only(step: Optional[str], flow: OpFlow[P, T]) -> SyncOperation[P, T]: ...
+def sync_only(flow: OpFlow[P, T]) -> SyncOperation[P, T]: ...
 
 
 @overload
-def sync_only(
-    step: Optional[str], flow: OpFlow[P, T], result: Callable[[Ops, T], U]
-) -> SyncOperation[P, U]: ...
+def sync_only(flow: OpFlow[P, T], result: Callable[[Ops, T], U]) -> SyncOperation[P, U]: ...
 
 
 def sync_only(
-    step: Optional[str],
-    flow: Callable[..., Flow[Any]],
-    result: Optional[Callable[[Ops, Any], Any]] = None,
+    flow: Callable[..., Flow[Any]], result: Optional[Callable[[Ops, Any], Any]] = None
 ) -> SyncOperation[Any, Any]:
     """An operation with no async twin (as in DBOS's API)."""
-    return SyncOperation(step, flow, result)
+    return SyncOperation(_step(flow), flow, result)
 
 
-class Bound(Generic[P, T]):
-    """A plain function of ``ops`` (an iterator, say) offered the same way as an operation."""
+class StreamMethod(Generic[P]):
+    """``read_stream`` / ``read_stream_async`` from one function that returns a reader: the
+    sync method gives a generator, the async one is an async generator."""
 
-    def __init__(self, fn: Callable[Concatenate[Ops, P], T]) -> None:
+    def __init__(self, fn: Callable[Concatenate[Ops, P], StreamReader], is_async: bool) -> None:
         self.fn = fn
+        self.is_async = is_async
         self.__doc__ = fn.__doc__
         self.signature = _public_signature(fn)
 
-    def __get__(self, obj: Any, owner: Any = None) -> Callable[P, T]:
-        fn: Any = self.fn
-        if inspect.isasyncgenfunction(fn):
+    def __get__(self, obj: Any, owner: Any = None) -> Callable[P, Any]:
+        fn, name = self.fn, self.fn.__name__ + ("_async" if self.is_async else "")
 
-            async def agen(*args: Any, **kwargs: Any) -> Any:
-                async for value in fn(_ops_of(obj, owner), *args, **kwargs):
-                    yield value
+        def read(*args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+            return iter(fn(_ops_of(obj, owner), *args, **kwargs))
 
-            _dress(agen, fn, fn.__name__, self.signature)
-            return agen
+        async def read_async(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
+            async for value in fn(_ops_of(obj, owner), *args, **kwargs):
+                yield value
 
-        def call(*args: P.args, **kwargs: P.kwargs) -> T:
-            return self.fn(_ops_of(obj, owner), *args, **kwargs)
+        method: Any = read_async if self.is_async else read
+        _dress(method, fn, name, self.signature.replace(return_annotation=inspect.Signature.empty))
+        return cast(Callable[P, Any], method)
 
-        _dress(call, self.fn, self.fn.__name__, self.signature)
-        return call
+
+def stream_twins(
+    fn: Callable[Concatenate[Ops, P], StreamReader],
+) -> tuple[StreamMethod[P], StreamMethod[P]]:
+    return StreamMethod(fn, is_async=False), StreamMethod(fn, is_async=True)

@@ -89,11 +89,19 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _table(columns: dict[str, Callable[[Any], Any]], items: list[Any]) -> None:
-    """Print ``items`` as a table: one column per title, each cell what its function gives."""
-    table = Table(*columns)
+def _table(columns: str, items: list[Any], short: tuple[str, ...] = ()) -> None:
+    """Print ``items`` (records or dicts) as a table. ``columns`` is ``"Title=field ..."``
+    (``_`` in a title is a space); fields in ``short`` are shown abbreviated."""
+    spec = [column.split("=") for column in columns.split()]
+    table = Table(*(title.replace("_", " ") for title, _ in spec))
     for item in items:
-        table.add_row(*("" if (v := get(item)) is None else str(v) for get in columns.values()))
+        cells = []
+        for _, field in spec:
+            value = item[field] if isinstance(item, dict) else getattr(item, field)
+            if value is not None and field in short:
+                value = repr(value)[:60]
+            cells.append("" if value is None else str(value))
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -109,15 +117,8 @@ def _print_workflows(rows: list[WorkflowStatus], as_json: bool) -> None:
         typer.echo(json.dumps([_status_dict(r) for r in rows], indent=2, default=str))
         return
     _table(
-        {
-            "ID": lambda r: r.workflow_id,
-            "Status": lambda r: r.status,
-            "Name": lambda r: r.name,
-            "Queue": lambda r: r.queue_name,
-            "Executor": lambda r: r.executor_id,
-            "Version": lambda r: r.app_version,
-            "Created": lambda r: r.created_at,
-        },
+        "ID=workflow_id Status=status Name=name Queue=queue_name Executor=executor_id "
+        "Version=app_version Created=created_at",
         rows,
     )
 
@@ -236,7 +237,8 @@ def workflow_get(
     if as_json:
         typer.echo(json.dumps(_status_dict(status), indent=2, default=str))
         return
-    _table({"Field": lambda kv: kv[0], "Value": lambda kv: kv[1]}, [*_status_dict(status).items()])
+    fields = [{"field": k, "value": v} for k, v in _status_dict(status).items()]
+    _table("Field=field Value=value", fields)
 
 
 @workflow_app.command("steps")
@@ -254,20 +256,11 @@ def workflow_steps(
         typer.echo(json.dumps([dict(s) for s in steps], indent=2, default=repr))
         return
 
-    def short(key: str) -> Callable[[Any], Any]:
-        return lambda s: None if s[key] is None else repr(s[key])[:60]
-
     _table(
-        {
-            "ID": lambda s: s["function_id"],
-            "Name": lambda s: s["function_name"],
-            "Output": short("output"),
-            "Error": short("error"),
-            "Child": lambda s: s["child_workflow_id"],
-            "Started": lambda s: s["started_at_epoch_ms"],
-            "Completed": lambda s: s["completed_at_epoch_ms"],
-        },
+        "ID=function_id Name=function_name Output=output Error=error Child=child_workflow_id "
+        "Started=started_at_epoch_ms Completed=completed_at_epoch_ms",
         steps,
+        short=("output", "error"),
     )
 
 
@@ -325,14 +318,8 @@ def executors(
         typer.echo(json.dumps(items, indent=2))
         return
     _table(
-        {
-            "Executor": lambda i: i["executor_id"],
-            "App": lambda i: i["application_name"],
-            "Version": lambda i: i["application_version"],
-            "Host": lambda i: i["hostname"],
-            "PID": lambda i: i["pid"],
-            "Silent (s)": lambda i: i["silent_sec"],
-        },
+        "Executor=executor_id App=application_name Version=application_version Host=hostname "
+        "PID=pid Silent_(s)=silent_sec",
         items,
     )
 

@@ -3,22 +3,19 @@ written once as a flow and driven sync or async by the caller."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import time
 from collections.abc import Callable
 from typing import Any, Optional
 
 from waypoint.core.context import current_run, current_step, start_options
-from waypoint.core.effects import Flow, Io, drive_async, drive_sync
+from waypoint.core.effects import Flow, drive_async, drive_sync
 from waypoint.core.engine import Engine
-from waypoint.core.outcomes import await_outcome, to_status
 from waypoint.core.prepare import prepare
 from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo, target_of
 from waypoint.core.run import WorkflowRun
 from waypoint.core.runtime import get_runtime
-from waypoint.core.steps import recorded_flow, sleep_flow, step_flow
-from waypoint.core.types import StepSpec, WorkflowStatus
+from waypoint.core.steps import recorded_flow, step_flow
+from waypoint.core.types import StepSpec
 from waypoint.core.workflows import direct_flow, start_flow
 from waypoint.error import DBOSException
 
@@ -103,26 +100,6 @@ def start_workflow_flow(
     return (yield from start_flow(rt, prepare(rt, info, args, kwargs)))
 
 
-# -- results and status ------------------------------------------------------------------------
-
-
-def result_flow(eng: Engine, workflow_id: str, polling_interval_sec: float) -> Flow[Any]:
-    return (
-        yield from checkpointed(
-            eng, "DBOS.getResult", await_outcome(eng, workflow_id, polling_interval_sec)
-        )
-    )
-
-
-def status_flow(eng: Engine, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:
-    def read() -> Flow[Optional[WorkflowStatus]]:
-        row = yield Io(lambda: eng.store.get_workflow(workflow_id))
-        return to_status(eng, row) if row is not None else None
-
-    status: Optional[WorkflowStatus] = yield from checkpointed(eng, "DBOS.getStatus", read())
-    return status
-
-
 # -- steps ---------------------------------------------------------------------------------------
 
 
@@ -164,25 +141,6 @@ async def run_step_async(
         return await result if inspect.isawaitable(result) else result
     rt, run = _step_scope()
     return await drive_async(step_flow(rt, run, spec, func, args, kwargs))
-
-
-# -- durable sleep -------------------------------------------------------------------------------
-
-
-def sleep(seconds: float) -> None:
-    run = workflow_scope()
-    if run is None:
-        time.sleep(max(0.0, seconds))
-        return
-    drive_sync(sleep_flow(run.runtime, run, seconds))
-
-
-async def sleep_async(seconds: float) -> None:
-    run = workflow_scope()
-    if run is None:
-        await asyncio.sleep(max(0.0, seconds))
-        return
-    await drive_async(sleep_flow(run.runtime, run, seconds))
 
 
 def registered_workflow_funcs() -> list[Callable[..., Any]]:

@@ -420,29 +420,29 @@ def wait_first_flow(eng: Engine, workflow_ids: Sequence[str], polling_interval: 
             eng.wakeups.unsubscribe(signal, *keys)
 
 
-def iter_stream(
-    eng: Engine, workflow_id: str, key: str, offset: int, timeout: Optional[float]
-) -> Generator[Any, None, None]:
-    """The stream's values from ``offset`` until it is closed or its writer ends."""
-    while True:
-        got: StreamRead = drive_sync(read_stream_flow(eng, workflow_id, key, offset, timeout))
-        if got.ended:
-            return
-        yield got.value
-        offset += 1
+@dataclass
+class StreamReader:
+    """A stream's values from ``offset`` until it is closed or its writer ends; iterate it
+    with ``for`` or ``async for`` (the same reads, driven either way)."""
 
+    eng: Engine
+    workflow_id: str
+    key: str
+    offset: int = 0
+    timeout: Optional[float] = None
 
-async def aiter_stream(
-    eng: Engine, workflow_id: str, key: str, offset: int, timeout: Optional[float]
-) -> AsyncIterator[Any]:
-    while True:
-        got: StreamRead = await drive_async(
-            read_stream_flow(eng, workflow_id, key, offset, timeout)
-        )
-        if got.ended:
-            return
-        yield got.value
-        offset += 1
+    def _next(self) -> Flow[StreamRead]:
+        return read_stream_flow(self.eng, self.workflow_id, self.key, self.offset, self.timeout)
+
+    def __iter__(self) -> Generator[Any, None, None]:
+        while not (got := drive_sync(self._next())).ended:
+            yield got.value
+            self.offset += 1
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while not (got := await drive_async(self._next())).ended:
+            yield got.value
+            self.offset += 1
 
 
 def stream_value(got: StreamRead, workflow_id: str, key: str, offset: int) -> Any:

@@ -229,15 +229,3 @@ def by_name_start(
         start_options.reset(token)
         if auth_token is not None:
             current_auth.reset(auth_token)
-
-
-def enqueue_by_name_flow(
-    eng: Engine,
-    options: EnqueueOptions,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    check_queue: bool,
-) -> Flow[str]:
-    st = by_name_start(eng, options, args, kwargs, check_queue=check_queue)
-    return (yield from start_flow(eng, st))

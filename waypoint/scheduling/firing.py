@@ -75,6 +75,8 @@ def fire_flow(eng: Engine, row: ScheduleRow, when: dt.datetime, workflow_id: str
     call_args: tuple[Any, ...] = (when, context)
     if info.wrapper is not None:
         info, call_args = resolve_workflow(info.wrapper, call_args)
+        if info.kind == "class":  # a classmethod workflow: its class is its first argument
+            call_args = (REGISTRY.classes.get(info.class_name or ""), *call_args)
     wfid = yield from enqueue_slot(
         eng, info, call_args, workflow_id, row.queue_name or INTERNAL_QUEUE_NAME, row.schedule_name
     )

@@ -8,6 +8,7 @@ never checkpoints, and cannot know what another process declared in code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional, TypeVar
 
 from waypoint.core.calls import checkpointed
@@ -16,6 +17,18 @@ from waypoint.core.engine import Engine
 from waypoint.core.runtime import Runtime, get_runtime
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checkpoint(name: str) -> Callable[[F], F]:
+    """Name the step an operation becomes when ``DBOS`` calls it from a workflow body (an
+    operation without one is not checkpointed, or checkpoints itself)."""
+
+    def mark(operation: F) -> F:
+        setattr(operation, "checkpoint_name", name)  # noqa: B010 (a function attribute)
+        return operation
+
+    return mark
 
 
 class Ops:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from waypoint._api.ops.base import Ops
+from waypoint._api.ops.base import Ops, checkpoint
 from waypoint.core.effects import Flow, Io
 from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
@@ -13,6 +13,7 @@ from waypoint.error import DBOSException
 from waypoint.storage.protocol import RetentionRequest, version_key
 
 
+@checkpoint("DBOS.listApplicationVersions")
 def list_application_versions(ops: Ops) -> Flow[list[VersionInfo]]:
     """The application's versions, the latest first."""
     eng = ops.engine()
@@ -29,6 +30,7 @@ def list_application_versions(ops: Ops) -> Flow[list[VersionInfo]]:
     ]
 
 
+@checkpoint("DBOS.getLatestApplicationVersion")
 def get_latest_application_version(ops: Ops) -> Flow[VersionInfo]:
     """The version unversioned work runs on."""
     found = yield from list_application_versions(ops)
@@ -37,6 +39,7 @@ def get_latest_application_version(ops: Ops) -> Flow[VersionInfo]:
     return found[0]
 
 
+@checkpoint("DBOS.setLatestApplicationVersion")
 def set_latest_application_version(
     ops: Ops, version_name: str, *, application_name: Optional[str] = None
 ) -> Flow[None]:
@@ -49,6 +52,7 @@ def set_latest_application_version(
     eng.wakeups.fire(version_key(version_name))
 
 
+@checkpoint("DBOS.listExecutors")
 def list_executors(ops: Ops) -> Flow[list[dict[str, Any]]]:
     """Executor incarnations of this application (of every one, from a client without an
     application name), with the seconds since each was last heard from."""
@@ -73,6 +77,7 @@ def list_executors(ops: Ops) -> Flow[list[dict[str, Any]]]:
     ]
 
 
+@checkpoint("DBOS.garbageCollect")
 def garbage_collect(
     ops: Ops,
     *,
@@ -90,6 +95,7 @@ def garbage_collect(
     return deleted
 
 
+@checkpoint("DBOS.globalTimeout")
 def global_timeout(ops: Ops, cutoff_epoch_timestamp_ms: int) -> Flow[list[str]]:
     """Cancel every in-flight workflow created at or before the cutoff."""
     eng = ops.engine()

@@ -3,18 +3,17 @@ workflow (or its steps) can make. Called from a workflow body, each checkpoints 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional
 
-from waypoint._api.ops.base import Ops
+from waypoint._api.ops.base import Ops, checkpoint
 from waypoint.core.effects import Flow
 from waypoint.core.messaging import (
     SendMessage,
     StreamRead,
-    aiter_stream,
+    StreamReader,
     get_all_events_flow,
     get_event_flow,
-    iter_stream,
     read_stream_flow,
     recv_flow,
     send_flow,
@@ -71,6 +70,7 @@ def get_event(ops: Ops, workflow_id: str, key: str, timeout_seconds: float = 60)
     return get_event_flow(ops.engine(), workflow_id, key, timeout_seconds)
 
 
+@checkpoint("DBOS.get_events")
 def get_all_events(ops: Ops, workflow_id: str) -> Flow[dict[str, Any]]:
     """The current value of each of a workflow's events."""
     return get_all_events_flow(ops.engine(), workflow_id)
@@ -112,20 +112,6 @@ def read_stream(
     offset: int = 0,
     polling_interval_sec: Optional[float] = None,
     timeout_seconds: Optional[float] = None,
-) -> Iterator[Any]:
+) -> StreamReader:
     """The stream's values from ``offset`` until it is closed or its writer ends."""
-    return iter_stream(ops.engine(), workflow_id, key, offset, timeout_seconds)
-
-
-async def read_stream_async(
-    ops: Ops,
-    workflow_id: str,
-    key: str,
-    *,
-    offset: int = 0,
-    polling_interval_sec: Optional[float] = None,
-    timeout_seconds: Optional[float] = None,
-) -> AsyncIterator[Any]:
-    """The stream's values from ``offset`` until it is closed or its writer ends."""
-    async for value in aiter_stream(ops.engine(), workflow_id, key, offset, timeout_seconds):
-        yield value
+    return StreamReader(ops.engine(), workflow_id, key, offset, timeout_seconds)

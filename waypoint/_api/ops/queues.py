@@ -7,8 +7,9 @@ from typing import Any, Optional
 from waypoint._api.ops.base import Ops
 from waypoint._api.queue import Queue
 from waypoint.core.effects import Flow, Io
+from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException
-from waypoint.queues.enqueue import EnqueueOptions, enqueue_by_name_flow
+from waypoint.queues.enqueue import EnqueueOptions, by_name_start
 from waypoint.queues.model import QUEUES, config_from_arguments, config_from_row, row_from_config
 from waypoint.storage.protocol import queue_config_key
 
@@ -75,7 +76,8 @@ def list_queues(ops: Ops, *, application_name: Optional[str] = None) -> Flow[lis
 
 def enqueue_with_options(ops: Ops, options: EnqueueOptions, *args: Any, **kwargs: Any) -> Flow[str]:
     """Enqueue a workflow by name (it may be registered only in another process)."""
-    return enqueue_by_name_flow(ops.engine(), options, args, kwargs, check_queue=ops.strict)
+    eng = ops.engine()
+    return start_flow(eng, by_name_start(eng, options, args, kwargs, check_queue=ops.strict))
 
 
 def queues_metadata(ops: Ops) -> Flow[list[dict[str, Any]]]:

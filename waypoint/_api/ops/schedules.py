@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Optional
 
-from waypoint._api.ops.base import Ops
+from waypoint._api.ops.base import Ops, checkpoint
 from waypoint.core.calls import workflow_scope
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
@@ -25,6 +25,7 @@ def _changed(eng: Engine, name: str) -> None:
     eng.wakeups.fire(schedule_key(name))  # this process's scheduler re-reads at once
 
 
+@checkpoint("DBOS.createSchedule")
 def create_schedule(
     ops: Ops,
     *,
@@ -62,6 +63,7 @@ def create_schedule(
     _changed(eng, row.schedule_name)
 
 
+@checkpoint("DBOS.listSchedules")
 def list_schedules(
     ops: Ops,
     *,
@@ -81,6 +83,7 @@ def list_schedules(
     return [public(eng, r) for r in rows]
 
 
+@checkpoint("DBOS.getSchedule")
 def get_schedule(ops: Ops, name: str) -> Flow[Optional[WorkflowSchedule]]:
     """One stored schedule (None if there is none by that name)."""
     eng = ops.engine()
@@ -88,6 +91,7 @@ def get_schedule(ops: Ops, name: str) -> Flow[Optional[WorkflowSchedule]]:
     return public(eng, row) if row is not None else None
 
 
+@checkpoint("DBOS.deleteSchedule")
 def delete_schedule(ops: Ops, name: str) -> Flow[None]:
     """Delete a stored schedule; it fires no more."""
     eng = ops.engine()
@@ -103,11 +107,13 @@ def _set_status(ops: Ops, name: str, status: str) -> Flow[None]:
     _changed(eng, name)
 
 
+@checkpoint("DBOS.setScheduleStatus")
 def pause_schedule(ops: Ops, name: str) -> Flow[None]:
     """Stop a schedule from firing until it is resumed."""
     return _set_status(ops, name, "PAUSED")
 
 
+@checkpoint("DBOS.setScheduleStatus")
 def resume_schedule(ops: Ops, name: str) -> Flow[None]:
     """Let a paused schedule fire again."""
     return _set_status(ops, name, "ACTIVE")

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any, Optional
 
 from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync, result_flow, status_flow
-from waypoint._api.ops.base import Ops
+from waypoint._api.ops.base import Ops, checkpoint
 from waypoint.core.context import take_workflow_id
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
@@ -63,6 +63,7 @@ def wait_first(
 # -- listing ------------------------------------------------------------------------------------
 
 
+@checkpoint("DBOS.listWorkflows")
 def list_workflows(ops: Ops, /, **filters: Any) -> Flow[list[WorkflowStatus]]:
     """Workflows matching every filter given (strings or lists of them; ISO times)."""
     flt = build_filter(**filters)
@@ -73,6 +74,7 @@ def list_workflows(ops: Ops, /, **filters: Any) -> Flow[list[WorkflowStatus]]:
     return [to_status(eng, row) for row in rows]
 
 
+@checkpoint("DBOS.listQueuedWorkflows")
 def list_queued_workflows(ops: Ops, /, **filters: Any) -> Flow[list[WorkflowStatus]]:
     """Workflows on a queue: ENQUEUED, PENDING or DELAYED unless ``status`` says otherwise."""
     filters["queues_only"] = True
@@ -81,6 +83,7 @@ def list_queued_workflows(ops: Ops, /, **filters: Any) -> Flow[list[WorkflowStat
     return list_workflows(ops, **filters)
 
 
+@checkpoint("DBOS.listWorkflowSteps")
 def list_workflow_steps(
     ops: Ops,
     workflow_id: str,
@@ -132,6 +135,7 @@ def _with_descendants(eng: Engine, workflow_ids: Sequence[str], follow: bool) ->
     return targets
 
 
+@checkpoint("DBOS.cancelWorkflow")
 def cancel_workflows(
     ops: Ops, workflow_ids: Sequence[str], *, cancel_children: bool = False
 ) -> Flow[list[str]]:
@@ -143,11 +147,13 @@ def cancel_workflows(
     return changed
 
 
+@checkpoint("DBOS.cancelWorkflow")
 def cancel_workflow(ops: Ops, workflow_id: str, *, cancel_children: bool = False) -> Flow[None]:
     """Cancel a workflow (and, if asked, its descendants)."""
     yield from cancel_workflows(ops, [workflow_id], cancel_children=cancel_children)
 
 
+@checkpoint("DBOS.resumeWorkflow")
 def resume_workflows(
     ops: Ops, workflow_ids: Sequence[str], *, queue_name: Optional[str] = None
 ) -> Flow[list[str]]:
@@ -162,12 +168,14 @@ def resume_workflows(
     return ids
 
 
+@checkpoint("DBOS.resumeWorkflow")
 def resume_workflow(ops: Ops, workflow_id: str, *, queue_name: Optional[str] = None) -> Flow[str]:
     """Put a workflow back on a queue; returns a handle to it."""
     yield from resume_workflows(ops, [workflow_id], queue_name=queue_name)
     return workflow_id
 
 
+@checkpoint("DBOS.forkWorkflow")
 def fork_workflow(
     ops: Ops,
     workflow_id: str,
@@ -213,6 +221,7 @@ def _fork(eng: Engine, request: ForkRequest) -> Flow[str]:
     return request.new_id
 
 
+@checkpoint("DBOS.deleteWorkflow")
 def delete_workflows(
     ops: Ops, workflow_ids: Sequence[str], *, delete_children: bool = False
 ) -> Flow[int]:
@@ -224,6 +233,7 @@ def delete_workflows(
     return deleted
 
 
+@checkpoint("DBOS.deleteWorkflow")
 def delete_workflow(ops: Ops, workflow_id: str, *, delete_children: bool = False) -> Flow[None]:
     """Delete a workflow (and, if asked, its descendants)."""
     yield from delete_workflows(ops, [workflow_id], delete_children=delete_children)
@@ -232,6 +242,7 @@ def delete_workflow(ops: Ops, workflow_id: str, *, delete_children: bool = False
 # -- delays and attributes ----------------------------------------------------------------------
 
 
+@checkpoint("DBOS.setWorkflowDelay")
 def set_workflow_delay(
     ops: Ops,
     workflow_id: str,
@@ -255,6 +266,7 @@ def set_workflow_delay(
     return changed
 
 
+@checkpoint("DBOS.updateWorkflowAttributes")
 def update_workflow_attributes(
     ops: Ops, workflow_id: str, attributes: Optional[dict[str, Any]]
 ) -> Flow[None]:

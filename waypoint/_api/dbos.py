@@ -280,15 +280,17 @@ class DBOS(SharedOperations):
         result: R = await calls.run_step_async(spec, func, args, kwargs)
         return result
 
-    # -- what a workflow body does ------------------------------------------------------------
-    sleep, sleep_async = twins(body.sleep)
+    # -- what a workflow body does: its messages, events and streams --------------------------
     recv, recv_async = twins(messages.recv)
     set_event, set_event_async = twins(messages.set_event)
     write_stream, write_stream_async = twins(messages.write_stream)
     close_stream, close_stream_async = twins(messages.close_stream)
+
+    # -- ...durable time, checkpointed waits and patches ----------------------------------------
+    sleep, sleep_async = twins(body.sleep)
+    asyncio_wait = staticmethod(body.asyncio_wait)
     patch, patch_async = twins(body.patch)
     deprecate_patch, deprecate_patch_async = twins(body.deprecate_patch)
-    asyncio_wait = staticmethod(body.asyncio_wait)
 
     # -- properties -----------------------------------------------------------------------------
     @classproperty

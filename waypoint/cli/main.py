@@ -112,14 +112,28 @@ def _status_dict(s: WorkflowStatus) -> dict[str, Any]:
     }
 
 
-def _print_workflows(rows: list[WorkflowStatus], as_json: bool) -> None:
+def _show(
+    items: Any,
+    as_json: bool,
+    columns: str,
+    *,
+    short: tuple[str, ...] = (),
+    default: Callable[[Any], str] = str,
+) -> None:
+    """Print records as JSON (``--json``; ``default`` for what JSON cannot hold) or as a
+    table (see ``_table``)."""
     if as_json:
-        typer.echo(json.dumps([_status_dict(r) for r in rows], indent=2, default=str))
-        return
-    _table(
+        typer.echo(json.dumps(items, indent=2, default=default))
+    else:
+        _table(columns, items, short)
+
+
+def _print_workflows(rows: list[WorkflowStatus], as_json: bool) -> None:
+    _show(
+        [_status_dict(r) for r in rows],
+        as_json,
         "ID=workflow_id Status=status Name=name Queue=queue_name Executor=executor_id "
         "Version=app_version Created=created_at",
-        rows,
     )
 
 
@@ -252,15 +266,13 @@ def workflow_steps(
     steps = _call(
         sys_db_url, schema, workflows.list_workflow_steps, workflow_id, existing=workflow_id
     )
-    if as_json:
-        typer.echo(json.dumps([dict(s) for s in steps], indent=2, default=repr))
-        return
-
-    _table(
+    _show(
+        [dict(s) for s in steps],
+        as_json,
         "ID=function_id Name=function_name Output=output Error=error Child=child_workflow_id "
         "Started=started_at_epoch_ms Completed=completed_at_epoch_ms",
-        steps,
         short=("output", "error"),
+        default=repr,
     )
 
 
@@ -314,13 +326,11 @@ def executors(
     """List executor processes and how long ago each was heard from."""
     found = _call(sys_db_url, schema, fleet.list_executors)
     items = [{**e, "silent_sec": round(e["silent_sec"], 1)} for e in found]
-    if as_json:
-        typer.echo(json.dumps(items, indent=2))
-        return
-    _table(
+    _show(
+        items,
+        as_json,
         "Executor=executor_id App=application_name Version=application_version Host=hostname "
         "PID=pid Silent_(s)=silent_sec",
-        items,
     )
 
 

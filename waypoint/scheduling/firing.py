@@ -15,6 +15,7 @@ from waypoint.core.prepare import EnqueueSpec, prepare
 from waypoint.core.registry import REGISTRY, WorkflowInfo
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.core.workflows import start_flow
+from waypoint.queues.enqueue import EnqueueOptions, by_name
 from waypoint.scheduling.cron import iso
 from waypoint.storage.protocol import ScheduleRow
 
@@ -53,19 +54,13 @@ def _target(row: ScheduleRow) -> WorkflowInfo:
     info = REGISTRY.workflows.get(row.workflow_name)
     if info is not None and info.wrapper is not None:
         return info
-    return WorkflowInfo(
-        name=row.workflow_name,
-        func=_not_here,
-        is_async=False,
-        max_recovery_attempts=None,
-        serialization=None,
-        validate_args=None,
-        class_name=row.workflow_class_name,
+    return by_name(
+        EnqueueOptions(
+            workflow_name=row.workflow_name,
+            queue_name=row.queue_name or INTERNAL_QUEUE_NAME,
+            class_name=row.workflow_class_name or "",
+        )
     )
-
-
-def _not_here(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("a schedule's workflow is only enqueued here, never called")
 
 
 def fire_flow(eng: Engine, row: ScheduleRow, when: dt.datetime, workflow_id: str) -> Flow[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync, result_flow, status_flow
 from waypoint._api.ops.base import Ops, checkpoint
@@ -23,6 +23,7 @@ from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
 from waypoint.storage.protocol import ForkRequest, queue_key, timer_key
 
 QUEUED_STATUSES = ["ENQUEUED", "PENDING", "DELAYED"]
+T = TypeVar("T")
 
 
 # -- finding and waiting ------------------------------------------------------------------------
@@ -135,16 +136,22 @@ def _with_descendants(eng: Engine, workflow_ids: Sequence[str], follow: bool) ->
     return targets
 
 
+def _on_tree(
+    ops: Ops, workflow_ids: Sequence[str], descendants: bool, act: Callable[[list[str]], T]
+) -> Flow[T]:
+    """``act`` on these workflows and, if asked, on every workflow they started."""
+    targets = yield from _with_descendants(ops.engine(), workflow_ids, descendants)
+    done: T = yield Io(partial(act, targets))
+    return done
+
+
 @checkpoint("DBOS.cancelWorkflow")
 def cancel_workflows(
     ops: Ops, workflow_ids: Sequence[str], *, cancel_children: bool = False
 ) -> Flow[list[str]]:
     """Cancel workflows (and, if asked, their descendants); running code stops at its next
     step. Returns the IDs whose status changed."""
-    eng = ops.engine()
-    targets = yield from _with_descendants(eng, workflow_ids, cancel_children)
-    changed: list[str] = yield Io(lambda: eng.cancel(targets))
-    return changed
+    return _on_tree(ops, workflow_ids, cancel_children, ops.engine().cancel)
 
 
 @checkpoint("DBOS.cancelWorkflow")
@@ -227,10 +234,7 @@ def delete_workflows(
 ) -> Flow[int]:
     """Delete workflows (and, if asked, their descendants) with everything recorded for
     them; returns how many rows went."""
-    eng = ops.engine()
-    targets = yield from _with_descendants(eng, workflow_ids, delete_children)
-    deleted: int = yield Io(lambda: eng.store.delete_workflows(targets))
-    return deleted
+    return _on_tree(ops, workflow_ids, delete_children, ops.engine().store.delete_workflows)
 
 
 @checkpoint("DBOS.deleteWorkflow")

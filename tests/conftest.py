@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.private_pg import private_pg  # noqa: F401  (the fixture, for every test)
 from waypoint import DBOS
 
 PG_BASE = os.environ.get("WAYPOINT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")

@@ -10,10 +10,8 @@ side-effect ledger, what Waypoint believes from the tables.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,8 +22,9 @@ from typing import Any, Optional
 import pytest
 
 from tests.admin_http import Reply, call
-from tests.crash.conftest import BACKENDS
+from tests.crash.conftest import BACKENDS, PG_BASE
 from tests.crash.harness import Harness, Proc
+from tests.private_pg import PrivatePostgres, accepts_connections
 from waypoint import DBOSClient, EnqueueOptions
 
 pytestmark = [
@@ -318,40 +317,25 @@ def test_deactivated_executor_still_recovers_when_asked(harness: Harness) -> Non
     finished_by(harness, "wf-r", a, d, "ops-d")
 
 
-# -- 4. health through a database outage (last: it stops the whole PostgreSQL server) -----------
+# -- 4. health through a database outage (of a private server: only this test's is stopped) ------
 
 
-def _cluster() -> Optional[list[str]]:
-    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
-        return None
-    versions = sorted(glob.glob("/etc/postgresql/*/main"), key=lambda p: int(p.split("/")[3]))
-    if not versions:
-        return None
-    return [versions[-1].split("/")[3], "main"]
+@pytest.fixture
+def private_harness(
+    crash_backend: str, private_pg: PrivatePostgres, tmp_path: Path
+) -> Iterator[Harness]:
+    """A harness whose system database is on a private server, which the test may stop."""
+    h = Harness(crash_backend, private_pg.create_database("ops_health"), tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()  # before the private server goes away
 
 
-def _pg(action: str, cluster: list[str], *extra: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action, *extra],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
-def _pg_running(cluster: list[str]) -> bool:
-    done = subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "status"],
-        capture_output=True,
-        timeout=30,
-    )
-    return done.returncode == 0
-
-
-def test_health_check_follows_a_database_outage(harness: Harness) -> None:
-    cluster = _cluster()
-    if cluster is None:
-        pytest.skip("needs root and pg_ctlcluster to stop and start PostgreSQL")
+def test_health_check_follows_a_database_outage(
+    private_harness: Harness, private_pg: PrivatePostgres
+) -> None:
+    harness = private_harness
     w = spawn(harness, "idle", vmid="ops-h", version="v1")
     port = admin_port(harness, w)
     healthy = get(port, "/dbos-healthz")
@@ -359,20 +343,19 @@ def test_health_check_follows_a_database_outage(harness: Harness) -> None:
     assert healthy.json() == {"status": "healthy"}
 
     down: list[Reply] = []
+    private_pg.stop("fast")
     try:
-        _pg("stop", cluster, "-m", "fast")
         stopped_at = time.monotonic()
+        # The outage is of the worker's server only: the machine's shared server stays up.
+        assert not accepts_connections(private_pg.url())
+        assert accepts_connections(f"{PG_BASE}/postgres"), "the shared PostgreSQL went down"
         # While PostgreSQL is down, every health check answers an error status with JSON.
         while time.monotonic() - stopped_at < 1.5:
             reply = get(port, "/dbos-healthz", timeout=10)
             down.append(reply)
             time.sleep(0.1)
     finally:
-        try:
-            _pg("start", cluster)
-        except subprocess.CalledProcessError:
-            if not _pg_running(cluster):  # not "already running": a real failure
-                raise
+        private_pg.start()
     assert down, "no health check ran during the outage"
     bad = [(r.status, r.body) for r in down if not 500 <= r.status < 600]
     assert not bad, f"health checks during the outage that did not fail: {bad}"

@@ -1,12 +1,8 @@
 """Operating guide requirements that need the real PostgreSQL server: the connection bound and
-a server crash-restart in the middle of work."""
+a server crash-restart in the middle of work (of a private server: see tests/private_pg.py)."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -15,7 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import requires_postgres
+from tests.conftest import pg_url, requires_postgres
+from tests.private_pg import PrivatePostgres, accepts_connections
 from waypoint import DBOS, Queue, SetWorkflowID
 
 
@@ -70,35 +67,15 @@ def test_sys_db_pool_size_bounds_connections(pg_database: str) -> None:
         DBOS.destroy(destroy_registry=True)
 
 
-def _cluster() -> list[str] | None:
-    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
-        return None
-    versions = sorted(glob.glob("/etc/postgresql/*/main"))
-    if not versions:
-        return None
-    return [versions[-1].split("/")[3], "main"]
-
-
-def _pg(action: str, cluster: list[str], *extra: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action, *extra],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 @requires_postgres
 @pytest.mark.crash
-def test_postgres_crash_restart_mid_run(pg_database: str) -> None:
+def test_postgres_crash_restart_mid_run(private_pg: PrivatePostgres) -> None:
     """Stop PostgreSQL hard (immediate shutdown, WAL replay on start) while workflows run:
-    everything completes, no checkpointed step runs again, no process restarts."""
-    cluster = _cluster()
-    if cluster is None:
-        pytest.skip("needs root and pg_ctlcluster to stop and start PostgreSQL")
+    everything completes, no checkpointed step runs again, no process restarts. The server
+    is a private one: the machine's shared server is never stopped."""
+    db_url = private_pg.create_database("crash_restart")
     DBOS.destroy(destroy_registry=True)
-    DBOS.reset_system_database(system_database_url=pg_database, truncate=True)
-    DBOS(config={"name": "outage-app", "system_database_url": pg_database})
+    DBOS(config={"name": "outage-app", "system_database_url": db_url})
     ran: Counter[tuple[str, int]] = Counter()
     lock = threading.Lock()
     try:
@@ -120,11 +97,13 @@ def test_postgres_crash_restart_mid_run(pg_database: str) -> None:
             with SetWorkflowID(f"crash-restart-{k}"):
                 handles.append(DBOS.start_workflow(wf, 30))
         time.sleep(0.3)
+        private_pg.stop("immediate")
         try:
-            _pg("stop", cluster, "-m", "immediate")
+            assert not accepts_connections(private_pg.url())
+            assert accepts_connections(pg_url("postgres")), "the shared PostgreSQL went down"
             time.sleep(1.0)
         finally:
-            _pg("start", cluster)
+            private_pg.start()
         results: list[Any] = [h.get_result(polling_interval_sec=0.2) for h in handles]
         assert results == [sum(range(30))] * 6
         # The process never restarted: a checkpoint interrupted by the crash is retried (and

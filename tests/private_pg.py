@@ -1,0 +1,210 @@
+"""A private PostgreSQL server for the tests that stop, kill or reconfigure one.
+
+House rule: a test that stops, kills or reconfigures a database server starts its own
+private server; it never does that to the machine's shared cluster on 5432, which every
+other test (and anything else on the machine) is using at the same time.
+
+The ``private_pg`` fixture ``initdb``s a fresh cluster in a temporary directory (trust
+authentication, listening on 127.0.0.1 on a free port, its socket in that directory), starts
+it with ``pg_ctl -w``, and at teardown stops it (immediate) and removes the directory. The
+test stops and starts that same server again, on the same port, with ``stop()`` and
+``start()``. PostgreSQL refuses to run as root: as root the server programs run as the
+``postgres`` OS user (``runuser``), in a directory that user owns; as anyone else, as
+themselves. The binaries are the newest under /usr/lib/postgresql/*/bin (Debian's
+``postgresql`` package), else those on PATH; without them the test is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import psycopg
+import pytest
+from psycopg import sql
+
+OS_USER = "postgres"  # the server's OS user when the suite runs as root
+
+
+def _bindir() -> Optional[Path]:
+    """The newest PostgreSQL server binaries: /usr/lib/postgresql/<version>/bin, else PATH."""
+
+    def usable(d: Path) -> bool:
+        return all(os.access(d / p, os.X_OK) for p in ("initdb", "pg_ctl", "postgres"))
+
+    root = Path("/usr/lib/postgresql")
+    versions = [d for d in root.glob("*/bin") if d.parent.name.isdigit() and usable(d)]
+    if versions:
+        return max(versions, key=lambda d: int(d.parent.name))
+    on_path = shutil.which("pg_ctl")
+    if on_path and usable(Path(on_path).parent):
+        return Path(on_path).parent
+    return None
+
+
+def _run_as() -> tuple[list[str], Optional[pwd.struct_passwd]]:
+    """The command prefix that runs a server program as a user PostgreSQL accepts."""
+    if os.geteuid() != 0:
+        return [], None
+    try:
+        user = pwd.getpwnam(OS_USER)
+    except KeyError:
+        pytest.skip(f"running as root and there is no {OS_USER!r} OS user to run PostgreSQL as")
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("running as root and runuser is missing: cannot run PostgreSQL as postgres")
+    return [runuser, "-u", OS_USER, "--"], user
+
+
+def _tempdir_base() -> str:
+    """A temporary directory whose ancestors the server's OS user can traverse."""
+    base = Path(tempfile.gettempdir())
+    traversable = all(p.stat().st_mode & stat.S_IXOTH for p in [base, *base.parents])
+    return str(base) if traversable or os.geteuid() != 0 else "/tmp"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivatePostgres:
+    """One throwaway PostgreSQL server. Create it with ``private_postgres()`` or the
+    ``private_pg`` fixture; ``url()`` connects as the superuser ``postgres``."""
+
+    def __init__(self) -> None:
+        bindir = _bindir()
+        if bindir is None:
+            pytest.skip(
+                "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found under "
+                "/usr/lib/postgresql/*/bin or on PATH: install the postgresql package"
+            )
+        self.bindir = bindir
+        self._prefix, user = _run_as()
+        self.dir = Path(tempfile.mkdtemp(prefix="waypoint-pg-", dir=_tempdir_base()))
+        if user is not None:
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self.port = _free_port()
+        # Our own environment for the server programs: no PGDATA/PGPORT/... of the caller's.
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+    def initdb(self) -> None:
+        """Create the cluster: trust authentication, 127.0.0.1 only, socket in our directory."""
+        # --no-sync only skips flushing initdb's files to disk; the server keeps fsync=on.
+        self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+            "--locale=C", "--no-sync",
+        )  # fmt: skip
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# waypoint tests: a private server\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.dir}'\n"
+            )
+
+    def _run(
+        self, program: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*self._prefix, str(self.bindir / program), *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=self.dir,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"{program} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}"
+                f"{done.stderr}\n--- server log ---\n{self.log_tail()}"
+            )
+        return done
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "<no server log>"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create a database on this server and return its URL."""
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def start(self) -> None:
+        """Start the server (on the same port every time) and wait until it accepts
+        connections; after an immediate stop this replays the WAL first."""
+        self._run(
+            "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+            "-o", f"-p {self.port}",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` (clean shutdown) or ``immediate`` (no shutdown
+        checkpoint: like a crash, recovered from the WAL at the next start)."""
+        assert mode in ("smart", "fast", "immediate"), mode
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "60")
+
+    def running(self) -> bool:
+        return self._run("pg_ctl", "status", "-D", str(self.data), check=False).returncode == 0
+
+    def destroy(self) -> None:
+        try:
+            if self.data.exists() and self.running():
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def accepts_connections(url: str) -> bool:
+    """Whether a server answers at ``url`` now (a stopped one refuses at once)."""
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A private server, started; stopped (immediate) and removed on exit."""
+    server = PrivatePostgres()
+    try:
+        server.initdb()
+        for attempt in range(3):
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                # The free port was taken between choosing it and binding it: another one.
+                if attempt == 2 or "already in use" not in server.log_tail():
+                    raise
+                server.port = _free_port()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server for a test that stops or crashes it (see the module doc)."""
+    with private_postgres() as server:
+        yield server

@@ -15,7 +15,7 @@ from waypoint._api.surface import handle, handle_async, twins
 from waypoint.core.effects import Flow, Io, drive_async
 from waypoint.core.engine import Engine
 from waypoint.core.serialization import Serializer
-from waypoint.core.store import translated
+from waypoint.core.storage_errors import translated
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start
 from waypoint.storage.registry import open_url

@@ -7,7 +7,7 @@ from typing import Optional
 
 from waypoint._api.ops.base import ClientOps
 from waypoint.core.engine import Engine
-from waypoint.core.store import translated
+from waypoint.core.storage_errors import translated
 from waypoint.storage.registry import open_url, reset_database
 from waypoint.storage.url import redact as _redact
 

@@ -25,10 +25,10 @@ from waypoint._api.surface import handle, handle_async, twins
 from waypoint.core import calls
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_async, drive_sync
-from waypoint.core.registry import REGISTRY
+from waypoint.core.registrations import REGISTRY
 from waypoint.core.runtime import Runtime, maybe_runtime, set_runtime
 from waypoint.core.settings import RuntimeConfig, resolve
-from waypoint.core.store import translated
+from waypoint.core.storage_errors import translated
 from waypoint.core.types import StepOptions, StepStatus, WorkflowSerializationFormat
 from waypoint.core.versioning import compute_app_version
 from waypoint.error import DBOSException, DBOSInitializationError

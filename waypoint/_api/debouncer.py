@@ -10,7 +10,7 @@ from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowH
 from waypoint._api.ops.base import RUNTIME, Ops
 from waypoint._api.queue import Queue
 from waypoint.core.effects import Flow, drive_async, drive_sync
-from waypoint.core.registry import WorkflowInfo
+from waypoint.core.registrations import WorkflowInfo
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
 from waypoint.queues.debounce import Bounce, debounce_by_name, debounce_registered

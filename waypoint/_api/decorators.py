@@ -1,7 +1,7 @@
 """What ``@DBOS.workflow``, ``@DBOS.step``, ``@DBOS.dbos_class`` and ``@DBOS.scheduled`` do:
 register the function under its recorded name and wrap it so each call goes through the
 engine. Decorators run at import time, before any ``DBOS`` object exists, so registrations
-are process-wide (``core.registry``)."""
+are process-wide (``core.registrations``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any, Optional, TypeVar, cast
 
 from waypoint.core import calls
-from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo, step_workflow_name
+from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, step_workflow_name
 from waypoint.core.types import StepSpec, WorkflowSerializationFormat
 from waypoint.error import DBOSException
 from waypoint.scheduling.cron import parse_cron
-from waypoint.scheduling.schedules import registered
+from waypoint.scheduling.definitions import registered
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

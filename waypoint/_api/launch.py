@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from waypoint._api.ops.base import RUNTIME, Ops
-from waypoint.core.fleet import Heartbeat
+from waypoint.core.heartbeat import Heartbeat
 from waypoint.core.recovery import recover
-from waypoint.core.registry import REGISTRY
+from waypoint.core.registrations import REGISTRY
 from waypoint.core.retention import Retention
 from waypoint.core.runtime import Runtime, set_runtime
 from waypoint.core.services import Service
 from waypoint.core.settings import RuntimeConfig
-from waypoint.core.store import translated
+from waypoint.core.storage_errors import translated
 from waypoint.queues.dispatcher import Dispatcher
 from waypoint.scheduling.scheduler import Scheduler
 from waypoint.storage.registry import open_url

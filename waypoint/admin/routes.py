@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from waypoint._api.ops import fleet, queues, workflows
 from waypoint._api.ops.base import Ops
-from waypoint._api.records import WorkflowStatus, WorkflowStatusString
+from waypoint._api.public_types import WorkflowStatus, WorkflowStatusString
 from waypoint.admin.routing import ApiError, Request, Response, RouteTable, clean
 from waypoint.error import DBOSException
 

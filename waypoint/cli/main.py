@@ -21,7 +21,7 @@ from rich.table import Table
 from waypoint.__version__ import VERSION
 from waypoint._api import database
 from waypoint._api.ops import fleet, workflows
-from waypoint._api.records import WorkflowStatus
+from waypoint._api.public_types import WorkflowStatus
 from waypoint.error import DBOSException
 
 app = typer.Typer(help="Waypoint: durable workflows. Manage the system database and workflows.")

@@ -10,13 +10,13 @@ from typing import Any, Optional
 from waypoint.core.context import current_run, current_step, start_options
 from waypoint.core.effects import Flow, drive_async, drive_sync
 from waypoint.core.engine import Engine
+from waypoint.core.execution import direct_flow, start_flow
 from waypoint.core.prepare import prepare
-from waypoint.core.registry import REGISTRY, StepEntry, WorkflowInfo, target_of
+from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, target_of
 from waypoint.core.run import WorkflowRun
 from waypoint.core.runtime import get_runtime
 from waypoint.core.steps import recorded_flow, step_flow
 from waypoint.core.types import StepSpec
-from waypoint.core.workflows import direct_flow, start_flow
 from waypoint.error import DBOSException
 
 # -- where are we? ------------------------------------------------------------------------------

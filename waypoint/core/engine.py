@@ -13,7 +13,7 @@ from typing import Any, Optional, Protocol
 from waypoint.core.observe import Observers
 from waypoint.core.serialization import Codec, Serializer
 from waypoint.core.signals import Signal
-from waypoint.core.store import guarded
+from waypoint.core.storage_errors import guarded
 from waypoint.core.wakeups import for_database
 from waypoint.storage.protocol import Closeable, Store, cancel_key
 

@@ -20,7 +20,7 @@ from waypoint.core.context import (
     take_workflow_id,
 )
 from waypoint.core.engine import Engine
-from waypoint.core.registry import WorkflowInfo
+from waypoint.core.registrations import WorkflowInfo
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import Serializer
 from waypoint.core.types import Auth

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import uuid
 
+from waypoint.core.execution import dispatch_claimed
 from waypoint.core.runtime import Runtime
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.core.workflows import dispatch_claimed
 from waypoint.storage.protocol import RecoveryRequest
 
 logger = logging.getLogger("waypoint")

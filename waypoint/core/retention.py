@@ -9,7 +9,7 @@ from typing import Optional
 
 from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
-from waypoint.core.store import StoreClosed
+from waypoint.core.storage_errors import StoreClosed
 from waypoint.storage.protocol import RetentionRequest
 
 logger = logging.getLogger("waypoint")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from waypoint.core.serialization import Serializer
-from waypoint.core.store import translated
+from waypoint.core.storage_errors import translated
 from waypoint.error import DBOSInitializationError
 from waypoint.storage.registry import default_sqlite_url, parse_url, system_url_for
 from waypoint.storage.url import check_schema_name

@@ -20,10 +20,10 @@ from waypoint.core.calls import checkpointed, resolve_workflow
 from waypoint.core.context import current_run, start_options
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
+from waypoint.core.execution import start_flow
 from waypoint.core.prepare import EnqueueSpec, Start, prepare
-from waypoint.core.registry import REGISTRY
+from waypoint.core.registrations import REGISTRY
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException, DBOSQueueDeduplicatedError
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start, spec_from_options
 from waypoint.storage.protocol import DebounceUpdate

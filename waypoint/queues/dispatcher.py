@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Optional
 
 from waypoint.core.engine import SAFETY_INTERVAL
+from waypoint.core.execution import dispatch_claimed
 from waypoint.core.run import RunEntry
 from waypoint.core.runtime import Runtime
-from waypoint.core.store import StoreClosed
+from waypoint.core.storage_errors import StoreClosed
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.core.workflows import dispatch_claimed
 from waypoint.queues.model import INTERNAL_QUEUE, QUEUES, QueueConfig, config_from_row
 from waypoint.storage.protocol import ClaimRequest, WorkflowRow
 

@@ -11,10 +11,10 @@ from waypoint.core.calls import resolve_workflow
 from waypoint.core.context import UNSET, NextWorkflowID, current_auth, start_options
 from waypoint.core.effects import Flow
 from waypoint.core.engine import Engine
+from waypoint.core.execution import start_flow
 from waypoint.core.prepare import EnqueueSpec, Start, prepare, validate_workflow_id
-from waypoint.core.registry import REGISTRY, WorkflowInfo, target_of
+from waypoint.core.registrations import REGISTRY, WorkflowInfo, target_of
 from waypoint.core.types import Auth, WorkflowSerializationFormat
-from waypoint.core.workflows import start_flow
 from waypoint.error import DBOSException
 from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError, config_from_row
 

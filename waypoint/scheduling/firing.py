@@ -11,10 +11,10 @@ from waypoint.core.calls import resolve_workflow
 from waypoint.core.context import NextWorkflowID, StartOptions, current_run, start_options
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
+from waypoint.core.execution import start_flow
 from waypoint.core.prepare import EnqueueSpec, prepare
-from waypoint.core.registry import REGISTRY, WorkflowInfo
+from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.core.workflows import start_flow
 from waypoint.queues.enqueue import EnqueueOptions, by_name
 from waypoint.scheduling.cron import iso
 from waypoint.storage.protocol import ScheduleRow

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from waypoint.core.effects import drive_sync
-from waypoint.core.registry import REGISTRY
+from waypoint.core.registrations import REGISTRY
 from waypoint.core.runtime import Runtime
-from waypoint.core.store import StoreClosed
+from waypoint.core.storage_errors import StoreClosed
 from waypoint.error import DBOSException
 from waypoint.scheduling.cron import MAX_BACKFILL, next_time, slot_workflow_id, zone
 from waypoint.scheduling.firing import enqueue_decorated, fire_flow

@@ -14,8 +14,9 @@ The tree::
      └─ QueueOwnedError          a queue name belongs to another application
 
 Storage knows nothing of the public ``waypoint.error`` classes: the engine translates these
-once, where it holds the store (``waypoint.core.store``). Driver errors that retrying cannot
-fix and that are none of the above (a bug, a broken constraint) pass through unchanged.
+once, where it holds the store (``waypoint.core.storage_errors``). Driver errors that
+retrying cannot fix and that are none of the above (a bug, a broken constraint) pass through
+unchanged.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from waypoint._api.ops.base import Ops
 from waypoint._api.queue import Queue
 from waypoint.core.effects import Flow, Io
-from waypoint.core.workflows import start_flow
+from waypoint.core.execution import start_flow
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start
 from waypoint.queues.model import QUEUES, config_from_arguments, config_from_row, row_from_config

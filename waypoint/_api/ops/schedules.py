@@ -16,8 +16,8 @@ from waypoint.core.engine import Engine
 from waypoint.core.types import WorkflowSchedule
 from waypoint.error import DBOSException
 from waypoint.scheduling.cron import iso, next_time, slot_workflow_id, zone
+from waypoint.scheduling.definitions import public, schedule_row
 from waypoint.scheduling.firing import fire_flow
-from waypoint.scheduling.schedules import public, schedule_row
 from waypoint.storage.protocol import ScheduleFilter, ScheduleRow, schedule_key
 
 

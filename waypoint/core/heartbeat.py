@@ -17,7 +17,7 @@ import socket
 from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
-from waypoint.core.store import StoreClosed
+from waypoint.core.storage_errors import StoreClosed
 from waypoint.storage.protocol import ExecutorRow
 
 logger = logging.getLogger("waypoint")

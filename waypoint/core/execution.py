@@ -22,7 +22,7 @@ from waypoint.core.effects import Call, Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome
 from waypoint.core.prepare import Start, check_init
-from waypoint.core.registry import REGISTRY, WorkflowInfo
+from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.run import RunEntry, WorkflowRun
 from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PORTABLE_NAME, coerce_portable_args

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from waypoint.core.engine import Engine
-from waypoint.core.registry import REGISTRY, WorkflowInfo
+from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.types import WorkflowSchedule
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import require_queue

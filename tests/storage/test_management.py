@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -194,8 +193,7 @@ def test_set_delay(store: Store) -> None:
     assert not store.set_delay("ghost", T0)
 
 
-def test_set_attributes(store: Store, known_bug: Callable[[str, str], None]) -> None:
-    known_bug("postgresql", "WorkflowRow.attributes comes back decoded (a dict), not JSON text")
+def test_set_attributes(store: Store) -> None:
     start(store, "w")
     assert store.set_attributes("w", '{"team": "b", "n": 1}')
     assert not store.set_attributes("ghost", "{}")

@@ -4,7 +4,6 @@ on the owner token, idempotent retries, outcomes, cancellation and step listings
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 
@@ -102,14 +101,7 @@ def test_child_start_links_the_parent_step(store: Store) -> None:
     assert store.children_of(["parent"]) == ["child"]
 
 
-def test_child_start_at_a_position_naming_another_child(
-    store: Store, known_bug: Callable[[str, str], None]
-) -> None:
-    known_bug(
-        "postgresql",
-        "the child's row is inserted although the parent's step names another child: an "
-        "orphan PENDING workflow that recovery later runs",
-    )
+def test_child_start_at_a_position_naming_another_child(store: Store) -> None:
     parent = start(store, "parent")
     store.init_workflow(workflow("child-a"), link("parent", 1, parent.owner_xid))
     outcome = store.init_workflow(workflow("child-b"), link("parent", 1, parent.owner_xid))
@@ -127,14 +119,7 @@ def test_child_start_is_fenced_on_the_parent_owner(store: Store) -> None:
     assert store.load_steps("parent") == {}
 
 
-def test_child_start_at_a_position_another_run_recorded(
-    store: Store, known_bug: Callable[[str, str], None]
-) -> None:
-    known_bug(
-        "postgresql",
-        "the child's row is inserted before the parent's step is found to belong to another "
-        "run, and stays after OwnershipLostError",
-    )
+def test_child_start_at_a_position_another_run_recorded(store: Store) -> None:
     start(store, "parent", owner_xid="run-old")
     assert store.record_step(step("parent", 2, "run-old")).accepted
     store.recover_pending(

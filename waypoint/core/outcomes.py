@@ -118,7 +118,7 @@ def to_status(rt: Engine, row: WorkflowRow) -> WorkflowStatus:
             roles = row.authenticated_roles
     attributes: Any = None
     if row.attributes is not None:
-        attributes = row.attributes if isinstance(row.attributes, dict) else _json(row.attributes)
+        attributes = _json(row.attributes)
     fields = {name: getattr(row, column) for name, column in _STATUS_COLUMNS.items()}
     return WorkflowStatus(
         **fields,

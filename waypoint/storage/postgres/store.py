@@ -15,6 +15,7 @@ from typing import Any, Optional, TypeVar
 
 import psycopg
 import psycopg.errors as pgerr
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from waypoint.storage.errors import DeduplicatedError, OwnershipLostError, StorageConfigError
@@ -148,6 +149,12 @@ def raise_if_dedup(exc: BaseException, wf: NewWorkflow) -> None:
             ) from exc
 
 
+def _json_as_text(conn: psycopg.Connection[Any]) -> None:
+    """The store hands out JSON columns as text, as every backend does (the engine decodes)."""
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, TextLoader)
+
+
 class PostgresStore(PgSchemaAdmin, SqlStore):
     dialect = "postgresql"
 
@@ -186,6 +193,7 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             name="waypoint",
             reconnect_timeout=0,  # give up at once: our retry policy decides when to try again
             timeout=2.0,  # a short wait for a connection, so an outage surfaces to the retry loop
+            configure=_json_as_text,
         )
         self._build_sql()
         self._records: GroupCommitter[StepRecord, RecordOutcome] = GroupCommitter(
@@ -278,18 +286,23 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             )
             # Child start: the child's row and the parent's checkpoint in one statement, both
             # fenced on the parent still being owned by the calling execution.
+            # The child's row is written only from the parent's link as it now stands: one
+            # that this run recorded and that names this child (never an orphan row when the
+            # position belongs to another run or names another child).
             self._sql_init_child[enqueue] = (
                 f"WITH fence AS (SELECT 1 AS ok FROM {ws} "
                 "WHERE workflow_uuid = %(parent)s AND owner_xid = %(powner)s), "
-                f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM fence "
-                f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}), "
                 f"link AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
                 "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, owner_xid, "
                 "application_name) SELECT %(parent)s, %(fid)s, %(fname)s, %(workflow_uuid)s, "
                 "%(lt)s, %(lt)s, %(powner)s, %(application_name)s FROM fence "
                 "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
                 f"SET owner_xid = {oo}.owner_xid "
-                "RETURNING child_workflow_id, function_name, owner_xid) "
+                "RETURNING child_workflow_id, function_name, owner_xid), "
+                f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM link "
+                "WHERE link.child_workflow_id = %(workflow_uuid)s "
+                "AND link.owner_xid = %(powner)s "
+                f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}) "
                 "SELECT (SELECT owner_xid FROM ins), (SELECT count(*) FROM fence), "
                 "link.child_workflow_id, link.function_name, link.owner_xid "
                 "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"

@@ -81,7 +81,7 @@ def received(h: Harness) -> list[Any]:
 def waiting_in_recv(h: Harness, n: int) -> Optional[bool]:
     """True once the consumer checkpointed n messages and the deadline of recv number n+1."""
     steps = h.steps("consumer")
-    return (len(received(h)) == n and any(fid == 2 * n + 1 for fid, _, _ in steps)) or None
+    return (len(received(h)) == n and any(fid == 2 * n + 2 for fid, _, _ in steps)) or None
 
 
 def test_recv_and_step_writes_survive_sigkill(harness: Harness) -> None:
@@ -116,4 +116,4 @@ def test_recv_and_step_writes_survive_sigkill(harness: Harness) -> None:
     sent = messages(h, "consumer")
     assert len(sent) == 6 and all(consumed for _, consumed in sent), sent
     recv_steps = [(fid, out) for fid, name, out in h.steps("consumer") if name == "DBOS.recv"]
-    assert [fid for fid, _ in recv_steps] == [0, 2, 4, 6, 8, 10]
+    assert [fid for fid, _ in recv_steps] == [1, 3, 5, 7, 9, 11]

@@ -238,7 +238,7 @@ def test_workflow_get_steps_and_listing(dbos: type[DBOS]) -> None:
         assert steps.status == 200
         rows = steps.json()
         assert [set(r) for r in rows] == [STEP_KEYS, STEP_KEYS]
-        assert [(r["function_id"], r["output"]) for r in rows] == [("0", "4"), ("1", "6")]
+        assert [(r["function_id"], r["output"]) for r in rows] == [("1", "4"), ("2", "6")]
         assert all(r["function_name"].endswith("double") for r in rows)
         assert call("GET", "/workflows/adm-boom/steps").json() == []
         assert_error(call("GET", "/workflows/adm-missing/steps"), 404)
@@ -332,8 +332,8 @@ def test_cancel_resume_restart_fork(dbos: type[DBOS]) -> None:
     assert DBOS.retrieve_workflow(new_id).get_result(polling_interval_sec=0.05) == 12
     assert calls == [10, 11, 10, 11]
 
-    # fork from step 1 under a chosen ID: step 0 is copied, step 1 runs again
-    forked = call("POST", "/workflows/adm-src/fork", {"start_step": 1, "new_workflow_id": "adm-f"})
+    # fork from step 2 under a chosen ID: step 1 is copied, step 2 runs again
+    forked = call("POST", "/workflows/adm-src/fork", {"start_step": 2, "new_workflow_id": "adm-f"})
     assert forked.status == 200 and forked.json() == {"workflow_id": "adm-f"}
     assert DBOS.retrieve_workflow("adm-f").get_result(polling_interval_sec=0.05) == 12
     assert calls == [10, 11, 10, 11, 11]
@@ -808,7 +808,7 @@ def test_malformed_requests_get_json_4xx_and_change_nothing(dbos: type[DBOS]) ->
     assert checksum() == before
     assert not get_runtime().deactivated
     assert _health_latency() < 0.1
-    assert [s["function_id"] for s in DBOS.list_workflow_steps("fz-1")] == [0]
+    assert [s["function_id"] for s in DBOS.list_workflow_steps("fz-1")] == [1]
 
     # The error codes clients can rely on ("a stable error code").
     assert assert_error(call("POST", "/workflows", b"{")) == "invalid_json"
@@ -1244,7 +1244,7 @@ def test_route_table_query_strings_and_other_content_types(dbos: type[DBOS]) -> 
     with SetWorkflowID("adm-q-steps"):
         three()
     rows = call("GET", "/workflows/adm-q-steps/steps?limit=2&offset=1").json()
-    assert [r["function_id"] for r in rows] == ["1", "2"]
+    assert [r["function_id"] for r in rows] == ["2", "3"]
     assert_error(call("GET", "/workflows/adm-q-steps/steps?limit=x"), 400, "invalid_query")
     assert_error(call("GET", "/workflows/adm-q-steps/steps?bogus=1"), 400, "invalid_query")
     assert_error(call("GET", "/dbos-healthz?x=1"), 400, "invalid_query")

@@ -152,7 +152,7 @@ def test_portable_json_workflow(dbos: type[DBOS]) -> None:
         "amount": "1.50",
         "tags": ["a", "b"],
     }
-    step_row = get_runtime().store.load_steps("portable")[0]
+    step_row = get_runtime().store.load_steps("portable")[1]
     assert step_row.serialization == "portable_json"
     # Read back as JSON, whatever the process default is.
     assert DBOS.retrieve_workflow("portable").get_result()["tags"] == ["a", "b"]

@@ -304,7 +304,7 @@ def test_workflow_and_queue_commands(
     assert got["output"] == 6
 
     steps = as_json(r["steps"])
-    assert [(st["function_id"], st["output"]) for st in steps] == [(0, 2), (1, 4)]
+    assert [(st["function_id"], st["output"]) for st in steps] == [(1, 2), (2, 4)]
     assert all(st["function_name"].endswith("double") for st in steps)
 
     assert [w["workflow_id"] for w in as_json(r["queue list"])] == ["cli-q-1", "cli-q-2"]
@@ -329,7 +329,7 @@ def test_workflow_and_queue_commands(
     assert waiting.get_result(polling_interval_sec=0.05) == "went"
 
     forked = as_json(
-        wp("workflow", "fork", "cli-a-1", "--step", "1", "-f", "cli-fork", *s, "--json")
+        wp("workflow", "fork", "cli-a-1", "--step", "2", "-f", "cli-fork", *s, "--json")
     )
     assert forked == {"workflow_id": "cli-fork"}
     assert DBOS.retrieve_workflow("cli-fork").get_result(polling_interval_sec=0.05) == 6

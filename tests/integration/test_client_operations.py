@@ -419,8 +419,8 @@ def test_client_async_cancel_resume_fork_steps_retrieve_and_delete(
         assert await resumed.get_result(polling_interval_sec=0.05) == 20
         steps = await client.list_workflow_steps_async("as-g")
         assert [(s["function_id"], s["function_name"]) for s in steps] == [
-            (0, "first"),
-            (1, "hold"),
+            (1, "first"),
+            (2, "hold"),
         ]
         assert steps[0]["output"] == 2
         assert (await client.list_workflow_steps_async("as-g", limit=1, offset=1))[0][
@@ -428,7 +428,7 @@ def test_client_async_cancel_resume_fork_steps_retrieve_and_delete(
         ] == "hold"
 
         with SetWorkflowID("as-fork"):
-            fork = await client.fork_workflow_async("as-g", 1)
+            fork = await client.fork_workflow_async("as-g", 2)
         assert fork.workflow_id == "as-fork" and inspect.iscoroutinefunction(fork.get_result)
         assert await fork.get_result(polling_interval_sec=0.05) == 20
         forked = await fork.get_status()

@@ -263,8 +263,8 @@ def test_fork_reruns_only_later_steps_and_copies_earlier_events_and_streams(
     with SetWorkflowID("src"):
         assert forkable() == "abc"
     names = step_names("src")
-    start = names.index(next(n for n in names if n.endswith("b")))
-    assert start == 3, names  # a, setEvent, writeStream, then b
+    start = names.index(next(n for n in names if n.endswith("b"))) + 1  # numbered from 1
+    assert start == 4, names  # a, setEvent, writeStream, then b
     assert runs == {"a": 1, "b": 1, "c": 1}
 
     gate["fork-1"] = threading.Event()
@@ -276,7 +276,7 @@ def test_fork_reruns_only_later_steps_and_copies_earlier_events_and_streams(
     assert DBOS.get_all_events("fork-1") == {"e1": "v1"}
     assert DBOS.read_stream_offset("fork-1", "s", 0) == "x1"
     copied = DBOS.list_workflow_steps("fork-1")
-    assert [s["function_id"] for s in copied] == [0, 1, 2]
+    assert [s["function_id"] for s in copied] == [1, 2, 3]
     gate["fork-1"].set()
     assert handle.get_result(polling_interval_sec=0.05) == "abc"
     assert runs == {"a": 1, "b": 2, "c": 2}
@@ -292,9 +292,9 @@ def test_fork_reruns_only_later_steps_and_copies_earlier_events_and_streams(
     assert fork.app_version == src.app_version
     assert [w.workflow_id for w in DBOS.list_workflows(forked_from="src")] == ["fork-1"]
 
-    # From step 0 everything runs again; a fork without SetWorkflowID gets a fresh ID, and
+    # From step 1 everything runs again; a fork without SetWorkflowID gets a fresh ID, and
     # it can go to a queue of choice with a timeout of its own.
-    again = DBOS.fork_workflow("src", 0, queue_name="fork-q", timeout_seconds=30)
+    again = DBOS.fork_workflow("src", 1, queue_name="fork-q", timeout_seconds=30)
     assert again.workflow_id not in ("src", "fork-1")
     assert again.get_result(polling_interval_sec=0.05) == "abc"
     assert runs == {"a": 2, "b": 3, "c": 3}
@@ -333,17 +333,17 @@ def test_fork_replacement_children(dbos: type[DBOS]) -> None:
 
     DBOS.launch()
     with SetWorkflowID("par"):
-        assert parent() == "child:par-0"
+        assert parent() == "child:par-1"
     steps = DBOS.list_workflow_steps("par")
-    assert steps[0]["child_workflow_id"] == "par-0"
+    assert steps[0]["child_workflow_id"] == "par-1"
     with SetWorkflowID("new-child"):
-        DBOS.fork_workflow("par-0", 0).get_result(polling_interval_sec=0.05)
+        DBOS.fork_workflow("par-1", 1).get_result(polling_interval_sec=0.05)
     with SetWorkflowID("par-fork"):
-        handle = DBOS.fork_workflow("par", 1, replacement_children={"par-0": "new-child"})
+        handle = DBOS.fork_workflow("par", 2, replacement_children={"par-1": "new-child"})
     assert handle.get_result(polling_interval_sec=0.05) == "child:new-child"
     assert DBOS.list_workflow_steps("par-fork")[0]["child_workflow_id"] == "new-child"
-    assert DBOS.list_workflow_steps("par")[0]["child_workflow_id"] == "par-0"
-    assert child_runs == ["par-0", "new-child"]
+    assert DBOS.list_workflow_steps("par")[0]["child_workflow_id"] == "par-1"
+    assert child_runs == ["par-1", "new-child"]
 
 
 def test_fork_errors(dbos: type[DBOS]) -> None:
@@ -771,11 +771,11 @@ def test_patch_takes_new_path_and_records_marker(dbos: type[DBOS], config: dict[
     with SetWorkflowID("p-new"):
         assert define.wf() == "new"  # type: ignore[attr-defined]
     steps = DBOS.list_workflow_steps("p-new")
-    assert (steps[0]["function_id"], steps[0]["function_name"]) == (0, "DBOS.patch-fix-1")
+    assert (steps[0]["function_id"], steps[0]["function_name"]) == (1, "DBOS.patch-fix-1")
     assert steps[1]["output"] == "new"
     assert calls == ["new"]
     # Replaying the same ID (a fork past the end) sees the marker and keeps the new path.
-    assert DBOS.fork_workflow("p-new", 2).get_result(polling_interval_sec=0.05) == "new"
+    assert DBOS.fork_workflow("p-new", 3).get_result(polling_interval_sec=0.05) == "new"
     assert calls == ["new"]
 
 
@@ -900,7 +900,7 @@ def test_deprecate_patch(dbos: type[DBOS], config: dict[str, Any]) -> None:
     calls.clear()
     # Replay of a workflow that has the marker: the marker's position is consumed.
     with SetWorkflowID("dp-1b"):
-        fork = DBOS.fork_workflow("dp-1", 2)
+        fork = DBOS.fork_workflow("dp-1", 3)
     assert fork.get_result(polling_interval_sec=0.05) == "wt"
     assert calls == ["tail"]
     names = step_names("dp-1b")

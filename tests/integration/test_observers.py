@@ -104,10 +104,10 @@ def test_steps_retries_and_outcomes_are_observed(dbos: type[DBOS]) -> None:
     seen = observe()
     with SetWorkflowID("obs-1"):
         result = wf()
-    assert result == ("obs-1|obs-1#0", 2, 3)
+    assert result == ("obs-1|obs-1#1", 2, 3)
     assert seen.steps["obs-1"] == 3
-    assert seen.events == [("obs-1#0", "retry", 1)]
-    assert ("obs-1#0", "SUCCESS", None) in seen.ended
+    assert seen.events == [("obs-1#1", "retry", 1)]
+    assert ("obs-1#1", "SUCCESS", None) in seen.ended
     assert ("obs-1", "SUCCESS", None) in seen.ended
     with SetWorkflowID("obs-2"), pytest.raises(ValueError):
         broken()
@@ -150,21 +150,21 @@ def test_context_follows_the_run_across_threads_and_tasks(dbos: type[DBOS]) -> N
     while wfid not in seen.workflows and time.monotonic() < deadline:
         time.sleep(0.005)  # (a waiter would otherwise run a not-yet-started workflow itself)
     first, second = handle.get_result()
-    assert (first[0], first[1]) == (wfid, f"{wfid}#0")
-    assert (second[0], second[1]) == (wfid, f"{wfid}#1")
+    assert (first[0], first[1]) == (wfid, f"{wfid}#1")
+    assert (second[0], second[1]) == (wfid, f"{wfid}#2")
     assert first[2] != threading.current_thread().name
 
     with SetWorkflowID("obs-async"):
         assert asyncio.run(async_wf()) == [
-            ("obs-async", "obs-async#0"),
             ("obs-async", "obs-async#1"),
+            ("obs-async", "obs-async#2"),
         ]
 
     with SetWorkflowID("obs-queued"):
         queued = queue.enqueue(sync_wf)
     assert [r[:2] for r in queued.get_result()] == [
-        ("obs-queued", "obs-queued#0"),
         ("obs-queued", "obs-queued#1"),
+        ("obs-queued", "obs-queued#2"),
     ]
     assert ("obs-q", ["obs-queued"]) in seen.claims
 

@@ -290,12 +290,12 @@ def test_enqueue_from_a_workflow_records_the_child_and_replays(
     with SetWorkflowID("parent-q"):
         DBOS.start_workflow(define.parent, 7)  # type: ignore[attr-defined]
     assert enqueued.wait(10)
-    wait_status("parent-q-0", "SUCCESS")
-    child = DBOS.get_workflow_status("parent-q-0")
+    wait_status("parent-q-1", "SUCCESS")
+    child = DBOS.get_workflow_status("parent-q-1")
     assert child is not None
     assert child.parent_workflow_id == "parent-q" and child.queue_name == "children"
     steps = DBOS.list_workflow_steps("parent-q")
-    assert [s["child_workflow_id"] for s in steps] == ["parent-q-0"]
+    assert [s["child_workflow_id"] for s in steps] == ["parent-q-1"]
 
     # Abandon the parent mid-body and recover it: the enqueue is replayed, not redone.
     DBOS.destroy(destroy_registry=True)
@@ -305,9 +305,9 @@ def test_enqueue_from_a_workflow_records_the_child_and_replays(
     release.set()
     assert DBOS.retrieve_workflow("parent-q").get_result(polling_interval_sec=0.05) == 701
     assert child_runs == [7]
-    assert [w.workflow_id for w in DBOS.list_workflows(queue_name="children")] == ["parent-q-0"]
+    assert [w.workflow_id for w in DBOS.list_workflows(queue_name="children")] == ["parent-q-1"]
     steps = DBOS.list_workflow_steps("parent-q")
-    assert steps[0]["child_workflow_id"] == "parent-q-0"
+    assert steps[0]["child_workflow_id"] == "parent-q-1"
     assert [s["function_name"] for s in steps][1:] == ["DBOS.getResult"]
 
 

@@ -44,7 +44,7 @@ def test_sleep_zero_consumes_a_step_id(dbos: type[DBOS]) -> None:
         return s()
 
     DBOS.launch()
-    assert wf() == 1
+    assert wf() == 2
 
 
 def test_timeout_cancels_at_deadline(dbos: type[DBOS]) -> None:
@@ -161,7 +161,7 @@ def test_cancel_stops_at_next_step(dbos: type[DBOS]) -> None:
     assert status.status == "CANCELLED"
     assert status.completed_at is not None
     # The step in flight when the cancel arrived still has its checkpoint.
-    assert [s["function_id"] for s in DBOS.list_workflow_steps("cancel-1")] == [0]
+    assert [s["function_id"] for s in DBOS.list_workflow_steps("cancel-1")] == [1]
 
 
 def test_cancel_interrupts_sleep(dbos: type[DBOS]) -> None:
@@ -194,10 +194,10 @@ def test_cancel_children(dbos: type[DBOS]) -> None:
     with SetWorkflowID("cp"):
         DBOS.start_workflow(parent)
     deadline = time.time() + 10
-    while DBOS.get_workflow_status("cp-0") is None and time.time() < deadline:
+    while DBOS.get_workflow_status("cp-1") is None and time.time() < deadline:
         time.sleep(0.02)
     DBOS.cancel_workflow("cp", cancel_children=True)
-    for wid in ("cp", "cp-0"):
+    for wid in ("cp", "cp-1"):
         with pytest.raises(DBOSAwaitedWorkflowCancelledError):
             DBOS.retrieve_workflow(wid).get_result()
 
@@ -263,6 +263,6 @@ def test_sleep_output_is_portable_json(dbos: type[DBOS]) -> None:
         wf()
     from waypoint.core.runtime import get_runtime
 
-    row = get_runtime().store.load_steps("sleep-json")[0]
+    row = get_runtime().store.load_steps("sleep-json")[1]
     assert row.serialization == "portable_json"
     assert isinstance(json.loads(row.output or "null"), float)

@@ -42,7 +42,7 @@ def test_steps_are_checkpointed_in_order(dbos: type[DBOS]) -> None:
     with SetWorkflowID("chain-1"):
         assert chain(1) == 8
     steps = DBOS.list_workflow_steps("chain-1")
-    assert [s["function_id"] for s in steps] == [0, 1, 2]
+    assert [s["function_id"] for s in steps] == [1, 2, 3]
     assert [s["output"] for s in steps] == [2, 4, 8]
     assert all(s["function_name"].endswith("double") for s in steps)
     status = DBOS.get_workflow_status("chain-1")
@@ -276,13 +276,13 @@ def test_children_called_and_started(dbos: type[DBOS]) -> None:
     assert child_runs["n"] == 3
     steps = DBOS.list_workflow_steps("parent")
     assert [s["child_workflow_id"] for s in steps] == [
-        "parent-0",
         "parent-1",
+        "parent-2",
         None,
         "explicit-child",
     ]
     assert steps[2]["function_name"] == "DBOS.getResult" and steps[2]["output"] == 20
-    for cid in ("parent-0", "parent-1", "explicit-child"):
+    for cid in ("parent-1", "parent-2", "explicit-child"):
         status = DBOS.get_workflow_status(cid)
         assert status is not None and status.parent_workflow_id == "parent"
     # Running the parent again replays: no child runs again.
@@ -307,7 +307,7 @@ def test_workflow_properties(dbos: type[DBOS]) -> None:
     DBOS.launch()
     with SetWorkflowID("props"):
         wf()
-    assert seen == {"wf": "props", "step_id": 0, "step_wf": "props"}
+    assert seen == {"wf": "props", "step_id": 1, "step_wf": "props"}
     assert DBOS.workflow_id is None
     assert DBOS.step_id is None
     assert DBOS.executor_id == "local"

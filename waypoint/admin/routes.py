@@ -247,7 +247,7 @@ def routes(ops: Ops) -> RouteTable:
 
     def restart(req: Request) -> Response:
         return Response(
-            200, {"workflow_id": ops.run(workflows.fork_workflow(ops, existing(req), 0))}
+            200, {"workflow_id": ops.run(workflows.fork_workflow(ops, existing(req), 1))}
         )
 
     def fork(req: Request) -> Response:
@@ -258,7 +258,7 @@ def routes(ops: Ops) -> RouteTable:
             workflows.fork_workflow(
                 ops,
                 wfid,
-                start if start is not None else 0,
+                start if start is not None else 1,
                 application_version=_str(b, "application_version"),
                 forked_workflow_id=_str(b, "new_workflow_id"),
             )

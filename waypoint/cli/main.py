@@ -297,7 +297,7 @@ def workflow_resume(
 @workflow_app.command("fork")
 def workflow_fork(
     workflow_id: str,
-    step: int = typer.Option(0, "--step", "-S", help="First step to re-run."),
+    step: int = typer.Option(1, "--step", "-S", help="First step to re-run (from 1)."),
     forked_id: Optional[str] = typer.Option(None, "--forked-workflow-id", "-f"),
     app_version: Optional[str] = typer.Option(None, "--application-version", "-v"),
     sys_db_url: Optional[str] = UrlOpt,

@@ -113,7 +113,7 @@ class WorkflowRun:
         self.config_name = config_name
         self.queue_name = queue_name
         self.scope: Optional[Scope] = None  # the observers watching this run
-        self._next_fid = 0
+        self._next_fid = 1  # as DBOS numbers them: the first step is 1, the first child wf-1
         self._fid_lock = threading.Lock()
         self.status_checked = time.monotonic()
 

@@ -29,7 +29,9 @@ def test_async_workflow_with_gathered_steps(dbos: type[DBOS]) -> None:
             assert await fan() == [0, 1, 4, 9, 16]
         steps = await asyncio.to_thread(DBOS.list_workflow_steps, "fan")
         # Step IDs follow creation order, not completion order, so replay is deterministic.
-        assert [(s["function_id"], s["output"]) for s in steps] == [(i + 1, i * i) for i in range(5)]
+        assert [(s["function_id"], s["output"]) for s in steps] == [
+            (i + 1, i * i) for i in range(5)
+        ]
         with SetWorkflowID("fan"):
             assert await fan() == [0, 1, 4, 9, 16]
 

@@ -4,13 +4,16 @@ notifications, enqueueing on the caller's connection, and a closed store."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql as pgsql
 
-from tests.conftest import requires_postgres
+from tests.conftest import pg_url, requires_postgres
 from tests.storage.build import T0, enqueue, queued, start, status, step, with_everything
 from tests.storage.conftest import SCHEMA, is_public_error, open_store
 from waypoint.error import DBOSException, DBOSWorkflowConflictIDError
@@ -76,6 +79,75 @@ def test_reset_database(store_url: str, store: Store) -> None:
     start(store, "w")
     reset_database(store_url, SCHEMA, truncate=True)
     assert store.get_workflow("w") is None
+
+
+def _table(store_url: str, name: str) -> str:
+    return name if store_url.startswith("sqlite:") else f'"{SCHEMA}".{name}'
+
+
+def test_a_version_registered_without_a_timestamp(
+    store_url: str, store: Store, driver_connection: Any
+) -> None:
+    # DBOS inserts (version_id, version_name, application_name) and lets the database stamp it.
+    table = _table(store_url, "application_versions")
+    placeholder = "?" if store_url.startswith("sqlite:") else "%s"
+    driver_connection.execute(
+        f"INSERT INTO {table} (version_id, version_name, application_name) "
+        f"VALUES ({placeholder}, {placeholder}, {placeholder})",
+        ("id-1", "v-dbos", "app"),
+    )
+    driver_connection.commit()
+    (row,) = store.list_versions("app")
+    assert row.version_name == "v-dbos" and row.version_timestamp > T0
+
+
+def _write_dbos_level(url: str, schema: str, version: int) -> None:
+    """Leave ``url`` as an older DBOS would: a dbos_migrations table at ``version``."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute("CREATE TABLE dbos_migrations (version INTEGER NOT NULL PRIMARY KEY)")
+            conn.execute("INSERT INTO dbos_migrations VALUES (?)", (version,))
+        return
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+        admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    with psycopg.connect(url) as conn:
+        conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(schema)))
+        conn.execute(
+            pgsql.SQL("CREATE TABLE {}.dbos_migrations (version BIGINT PRIMARY KEY)").format(
+                pgsql.Identifier(schema)
+            )
+        )
+        conn.execute(
+            pgsql.SQL("INSERT INTO {}.dbos_migrations VALUES (%s)").format(
+                pgsql.Identifier(schema)
+            ),
+            (version,),
+        )
+
+
+def test_an_older_dbos_database_is_not_adopted(scratch_url: str) -> None:
+    _write_dbos_level(scratch_url, SCHEMA, 95)
+    older = open_url(scratch_url, schema=SCHEMA)
+    with pytest.raises(StorageConfigError, match="DBOS migration 95"):
+        older.migrate()
+
+
+def test_a_current_or_newer_dbos_level_is_kept(scratch_url: str) -> None:
+    # A DBOS database at a later level (a newer DBOS) is adopted; its level is left alone, so
+    # neither side migrates the other's objects again.
+    _write_dbos_level(scratch_url, SCHEMA, 120)
+    newer = open_url(scratch_url, schema=SCHEMA)
+    newer.migrate()
+    newer.verify_schema()
+    if scratch_url.startswith("sqlite:///"):
+        with sqlite3.connect(scratch_url.removeprefix("sqlite:///")) as conn:
+            levels = conn.execute("SELECT version FROM dbos_migrations").fetchall()
+    else:
+        with psycopg.connect(scratch_url) as pg:
+            levels = pg.execute(f'SELECT version FROM "{SCHEMA}".dbos_migrations').fetchall()
+    assert levels == [(120,)]
+    newer.drop()
 
 
 # -- URLs -------------------------------------------------------------------------------------

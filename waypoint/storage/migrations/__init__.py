@@ -41,6 +41,24 @@ def load(dialect: str) -> list[Migration]:
     return found
 
 
+# The DBOS migration level Waypoint's schema is equivalent to (DBOS 2.31's last migration, the
+# same number in both dialects). A database at a lower level was last migrated by an older DBOS.
+DBOS_SCHEMA_VERSION = 108
+
+
+def check_adoptable(current: int, dbos_version: int | None, where: str) -> None:
+    """Refuse to adopt (``current`` == 0) a DBOS database below ``DBOS_SCHEMA_VERSION``.
+
+    Waypoint's version 1 creates only the tables that are missing, so an older DBOS's tables
+    would stay without the columns both sides need; DBOS itself upgrades them in place."""
+    if current == 0 and dbos_version and dbos_version < DBOS_SCHEMA_VERSION:
+        raise StorageConfigError(
+            f"the system database {where} was last migrated by an older DBOS (its schema is at "
+            f"DBOS migration {dbos_version}; Waypoint needs {DBOS_SCHEMA_VERSION}, DBOS 2.31): "
+            "launch DBOS 2.31 or later on it once to upgrade it, then Waypoint"
+        )
+
+
 def latest_version(dialect: str) -> int:
     migrations = load(dialect)
     return migrations[-1].version if migrations else 0
@@ -62,6 +80,19 @@ def require_current(dialect: str, current: int, advice: str) -> None:
         raise StorageConfigError(
             f"the system schema is at version {current} but this Waypoint needs {latest}; " + advice
         )
+
+
+_ADD_COLUMN_RE = re.compile(r'^ALTER\s+TABLE\s+"?(\w+)"?\s+ADD\s+COLUMN\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def added_column(statement: str) -> tuple[str, str] | None:
+    """The (table, column) an ``ALTER TABLE ... ADD COLUMN`` statement adds, else None.
+
+    SQLite has no ``ADD COLUMN IF NOT EXISTS``; its runner asks this to skip a column that is
+    already there, as when Waypoint adopts a database DBOS created (same tables, without
+    Waypoint's additions)."""
+    m = _ADD_COLUMN_RE.match(statement.strip())
+    return (m.group(1), m.group(2)) if m else None
 
 
 def split_statements(sql: str) -> list[str]:

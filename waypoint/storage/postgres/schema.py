@@ -86,6 +86,8 @@ class PgSchemaAdmin:
                 ).format(ident)
             )
             row = conn.execute(self._version_sql()).fetchone()
+            current = int(row[0]) if row else 0
+            migrations.check_adoptable(current, self._dbos_version(conn), redact(self.target.url))
             record = pgsql.SQL(
                 "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
             ).format(ident)
@@ -94,7 +96,21 @@ class PgSchemaAdmin:
                 conn.execute(mig.sql.replace("{schema}", self.schema))
                 conn.execute(record, (mig.version, mig.name))
 
-            migrations.apply("postgresql", int(row[0]) if row else 0, run)
+            migrations.apply("postgresql", current, run)
+
+    def _dbos_version(self, conn: psycopg.Connection[Any]) -> int | None:
+        """The DBOS migration level recorded in the schema, None when DBOS has recorded none."""
+        if not conn.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'dbos_migrations'",
+            (self.schema,),
+        ).fetchone():
+            return None
+        row = conn.execute(
+            pgsql.SQL("SELECT MAX(version) FROM {}.dbos_migrations").format(
+                pgsql.Identifier(self.schema)
+            )
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def schema_version(self) -> int:
         with self._connect() as conn:

@@ -62,6 +62,23 @@ def classify(exc: BaseException) -> Fault:
     return Fault.FATAL
 
 
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f'PRAGMA table_info("{table}")'))
+
+
+def _dbos_version(conn: sqlite3.Connection) -> Optional[int]:
+    """The DBOS migration level recorded in the file, None when DBOS has recorded none."""
+    if (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dbos_migrations'"
+        ).fetchone()
+        is None
+    ):
+        return None
+    row = conn.execute("SELECT MAX(version) FROM dbos_migrations").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 class SqliteDialect(Dialect):
     name = "sqlite"
     true = "1"
@@ -301,16 +318,20 @@ class SqliteStore(SqlStore):
                     "(CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)))"
                 )
                 row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM waypoint_migrations")
+                current = int(row.fetchone()[0])
+                migrations.check_adoptable(current, _dbos_version(conn), repr(self.path))
 
                 def run(mig: migrations.Migration) -> None:
                     for statement in migrations.split_statements(mig.sql):
-                        conn.execute(statement)
+                        added = migrations.added_column(statement)
+                        if added is None or not _has_column(conn, *added):
+                            conn.execute(statement)
                     conn.execute(
                         "INSERT INTO waypoint_migrations (version, name) VALUES (?, ?)",
                         (mig.version, mig.name),
                     )
 
-                migrations.apply("sqlite", int(row.fetchone()[0]), run)
+                migrations.apply("sqlite", current, run)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

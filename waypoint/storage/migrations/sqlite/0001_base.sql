@@ -95,6 +95,9 @@ CREATE TABLE IF NOT EXISTS operation_outputs (
     owner_xid TEXT,
     PRIMARY KEY (workflow_uuid, function_id)
 );
+-- Adopting a database DBOS created: its operation_outputs predates owner_xid (the migration
+-- runner skips an ADD COLUMN whose column is already there).
+ALTER TABLE operation_outputs ADD COLUMN owner_xid TEXT;
 CREATE INDEX IF NOT EXISTS idx_operation_outputs_completed_at_function_name
     ON operation_outputs (completed_at_epoch_ms, function_name);
 

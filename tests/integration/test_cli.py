@@ -224,7 +224,7 @@ def test_workflow_and_queue_commands(
 
     @DBOS.workflow()
     def waiter() -> Any:
-        return DBOS.recv("go", timeout_seconds=30)
+        return DBOS.recv("go", timeout_seconds=600)
 
     DBOS.launch()
     for i in range(3):

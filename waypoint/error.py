@@ -41,6 +41,8 @@ from typing import Any, Optional
 
 
 class DBOSErrorCode(IntEnum):
+    """The stable numeric code of each error (``dbos_error_code``), as DBOS numbers them."""
+
     ConflictingIdError = 1
     RecoveryError = 2
     InitializationError = 3
@@ -128,6 +130,8 @@ def _detail(text: str, detail: Optional[str]) -> str:
 
 
 class DBOSRecoveryError(DBOSException):
+    """A workflow could not be recovered."""
+
     _code = DBOSErrorCode.RecoveryError
 
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
@@ -136,10 +140,14 @@ class DBOSRecoveryError(DBOSException):
 
 
 class DBOSInitializationError(DBOSException):
+    """DBOS could not be configured or launched (bad config, unreachable database)."""
+
     _code = DBOSErrorCode.InitializationError
 
 
 class DBOSWorkflowFunctionNotFoundError(DBOSException):
+    """A stored workflow names a function this process has not registered."""
+
     _code = DBOSErrorCode.WorkflowFunctionNotFound
 
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
@@ -149,6 +157,8 @@ class DBOSWorkflowFunctionNotFoundError(DBOSException):
 
 
 class DBOSNonExistentWorkflowError(DBOSException):
+    """No workflow has this ID (e.g. the destination of ``send``)."""
+
     _code = DBOSErrorCode.NonExistentWorkflowError
 
     def __init__(self, destination_id: str) -> None:
@@ -157,6 +167,8 @@ class DBOSNonExistentWorkflowError(DBOSException):
 
 
 class MaxRecoveryAttemptsExceededError(DBOSException):
+    """A workflow was recovered more than its ``max_recovery_attempts``."""
+
     _code = DBOSErrorCode.MaxRecoveryAttemptsExceeded
 
     def __init__(self, workflow_id: str, max_retries: int) -> None:
@@ -168,6 +180,8 @@ class MaxRecoveryAttemptsExceededError(DBOSException):
 
 
 class DBOSMaxStepRetriesExceeded(DBOSException):
+    """A step failed on every one of its ``max_attempts``; holds each error."""
+
     _code = DBOSErrorCode.MaxStepRetriesExceeded
 
     def __init__(self, step_name: str, max_retries: int, errors: list[Exception]) -> None:
@@ -176,11 +190,15 @@ class DBOSMaxStepRetriesExceeded(DBOSException):
 
 
 class DBOSNotAuthorizedError(DBOSException):
+    """The caller lacks a role the workflow requires (HTTP 403)."""
+
     status_code = 403
     _code = DBOSErrorCode.NotAuthorized
 
 
 class DBOSConflictingWorkflowError(DBOSException):
+    """A workflow ID is already used by a different workflow function."""
+
     _code = DBOSErrorCode.ConflictingWorkflowError
 
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
@@ -190,6 +208,9 @@ class DBOSConflictingWorkflowError(DBOSException):
 
 
 class DBOSUnexpectedStepError(DBOSException):
+    """Replay met a different operation than the one recorded at this position
+    (the workflow code changed non-deterministically)."""
+
     _code = DBOSErrorCode.UnexpectedStep
 
     def __init__(self, workflow_id: str, step_id: int, expected_name: str, recorded_name: str):
@@ -203,6 +224,8 @@ class DBOSUnexpectedStepError(DBOSException):
 
 
 class DBOSQueueDeduplicatedError(DBOSException):
+    """A workflow with this deduplication ID is already queued."""
+
     _code = DBOSErrorCode.QueueDeduplicated
 
     def __init__(self, workflow_id: str, queue_name: str, deduplication_id: str) -> None:
@@ -215,6 +238,8 @@ class DBOSQueueDeduplicatedError(DBOSException):
 
 
 class DBOSAwaitedWorkflowCancelledError(DBOSException):
+    """The workflow whose result was awaited was cancelled."""
+
     _code = DBOSErrorCode.AwaitedWorkflowCancelled
 
     def __init__(self, workflow_id: str) -> None:
@@ -223,6 +248,8 @@ class DBOSAwaitedWorkflowCancelledError(DBOSException):
 
 
 class DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(DBOSException):
+    """The awaited workflow exceeded its recovery attempts."""
+
     _code = DBOSErrorCode.AwaitedWorkflowMaxRecoveryAttemptsExceeded
 
     def __init__(self, workflow_id: str) -> None:
@@ -231,18 +258,26 @@ class DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(DBOSException):
 
 
 class DBOSPatchNondeterminismError(DBOSException):
+    """A patch was applied differently on replay than on the first run."""
+
     _code = DBOSErrorCode.PatchNondeterminism
 
 
 class DBOSStreamTimeoutError(DBOSException):
+    """Reading a stream timed out before it was closed."""
+
     _code = DBOSErrorCode.StreamTimeout
 
 
 class DBOSStreamNondeterminismError(DBOSException):
+    """A stream was written differently on replay than on the first run."""
+
     _code = DBOSErrorCode.StreamNondeterminism
 
 
 class DBOSStepTimeoutError(DBOSException):
+    """A step ran longer than its ``timeout_seconds``."""
+
     _code = DBOSErrorCode.StepTimeout
 
     def __init__(self, step_name: str, timeout_seconds: float) -> None:
@@ -251,6 +286,8 @@ class DBOSStepTimeoutError(DBOSException):
 
 
 class DBOSConflictingRegistrationError(DBOSException):
+    """Two functions were registered under one name."""
+
     _code = DBOSErrorCode.ConflictingRegistrationError
 
     def __init__(self, name: str) -> None:

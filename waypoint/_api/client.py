@@ -22,6 +22,10 @@ from waypoint.storage.registry import open_url
 
 
 class DBOSClient(SharedOperations):
+    """Drive the workflows of an application from another process, with only the system
+    database URL: enqueue by name, send messages, read events and streams, manage workflows,
+    queues, schedules and versions. ``lazy`` defers connecting to the first call."""
+
     def __init__(
         self,
         database_url: Optional[str] = None,
@@ -69,15 +73,19 @@ class DBOSClient(SharedOperations):
 
     @property
     def engine(self) -> Engine:
+        """The client's engine (its store and codec); internal, for tests and tools."""
         return self._client_ops.engine()
 
     def check_connection(self) -> None:
+        """Raise if the system database cannot be reached."""
         self.engine.store.ping()
 
     async def check_connection_async(self) -> None:
+        """Async twin of ``check_connection``."""
         await drive_async(_ping(self.engine))
 
     def destroy(self) -> None:
+        """Close the client's connections."""
         self.engine.stop_listening()
         self.engine.store.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, ParamSpec, TypeVar, overload
 
 from waypoint._api import decorators
 from waypoint._api.config import DBOSConfig
@@ -37,6 +37,7 @@ from waypoint.queues.model import QUEUES
 from waypoint.storage.registry import reset_database
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
@@ -96,6 +97,9 @@ class DBOS(SharedOperations):
 
     @classmethod
     def launch(cls) -> None:
+        """Connect to the system database (migrating it unless ``run_migrations`` is False),
+        start the queue dispatcher, scheduler and admin server, and recover this executor's
+        unfinished workflows. Call once, after every workflow is registered."""
         inst = cls._get()
         if inst._runtime is not None:
             logger.warning("DBOS.launch() was called more than once; ignoring")
@@ -122,6 +126,10 @@ class DBOS(SharedOperations):
     def destroy(
         cls, *, destroy_registry: bool = False, workflow_completion_timeout_sec: float = 0
     ) -> None:
+        """Stop the runtime: wait up to ``workflow_completion_timeout_sec`` for running
+        workflows (unfinished ones are recovered at the next launch), close the database and
+        forget the configuration; ``destroy_registry`` also forgets registered workflows and
+        queues (for tests)."""
         inst = cls._instance
         if inst is not None and inst._initialized and inst._runtime is not None:
             inst._runtime.stop(workflow_completion_timeout_sec)
@@ -142,6 +150,8 @@ class DBOS(SharedOperations):
         schema: Optional[str] = None,
         truncate: bool = False,
     ) -> None:
+        """Before launch: drop the system database (``truncate``: empty its tables instead).
+        Every workflow is lost; meant for tests and development."""
         inst = cls._instance
         if inst is not None and inst._runtime is not None:
             raise DBOSException("reset_system_database must be called before DBOS.launch()")
@@ -157,6 +167,8 @@ class DBOS(SharedOperations):
 
     @classmethod
     def register_instance(cls, inst: object) -> None:
+        """Register an object whose methods are workflows, so recovery finds it again by
+        its class and ``config_name`` (``DBOSConfiguredInstance`` does this itself)."""
         decorators.register_instance(inst)
 
     @classmethod
@@ -181,6 +193,11 @@ class DBOS(SharedOperations):
         serialization_type: Optional[WorkflowSerializationFormat] = None,
         validate_args: Optional[Callable[..., Any]] = None,
     ) -> Callable[[F], F]:
+        """Decorate a function (sync or ``async def``) as a durable workflow.
+
+        ``name`` defaults to the qualified name; ``max_recovery_attempts`` bounds how often
+        a workflow that keeps crashing its process is recovered; ``serialization_type`` picks
+        how its inputs and outputs are stored; ``validate_args`` checks arguments at start."""
         return decorators.workflow(name, max_recovery_attempts, serialization_type, validate_args)
 
     @classmethod
@@ -196,6 +213,10 @@ class DBOS(SharedOperations):
         preemptible: bool = False,
         timeout_seconds: Optional[float] = None,
     ) -> Callable[[F], F]:
+        """Decorate a function as a step: its result is checkpointed, so a recovered workflow
+        gets it back instead of running it again. With ``retries_allowed`` a failing call is
+        retried up to ``max_attempts`` times, ``interval_seconds`` apart, growing by
+        ``backoff_rate`` (``should_retry`` decides per error)."""
         options = {
             "retries_allowed": retries_allowed,
             "interval_seconds": interval_seconds,
@@ -209,6 +230,8 @@ class DBOS(SharedOperations):
 
     @classmethod
     def dbos_class(cls, class_name: Optional[str] = None) -> Callable[[type[T]], type[T]]:
+        """Decorate a class whose methods are workflows or steps; ``class_name`` (default the
+        class's name) is what recovery and ``DBOSClient`` use to find them."""
         return decorators.dbos_class(class_name)
 
     @classmethod
@@ -218,34 +241,61 @@ class DBOS(SharedOperations):
 
     # -- starting workflows and steps -----------------------------------------------------------
     @classmethod
-    def start_workflow(cls, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+    def start_workflow(
+        cls, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]:
+        """Start workflow ``func(*args, **kwargs)`` in the background; returns its handle.
+
+        The workflow ID is the one set by ``SetWorkflowID``, else a new UUID. Starting an ID
+        that already exists returns a handle to that workflow instead of running it again."""
         return Handle(RUNTIME, drive_sync(calls.start_workflow_flow(func, args, kwargs)))
 
+    @overload
     @classmethod
     async def start_workflow_async(
-        cls,
-        func: Callable[..., Coroutine[Any, Any, R]] | Callable[..., R],
-        *args: Any,
-        **kwargs: Any,
-    ) -> WorkflowHandleAsync[R]:
+        cls, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandleAsync[R]: ...
+    @overload
+    @classmethod
+    async def start_workflow_async(
+        cls, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandleAsync[R]: ...
+    @classmethod
+    async def start_workflow_async(
+        cls, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async twin of ``start_workflow``: an ``async def`` workflow runs on this event loop."""
         wfid = await drive_async(calls.start_workflow_flow(func, args, kwargs))
         return HandleAsync(RUNTIME, wfid)
 
     @classmethod
     def enqueue_workflow(
-        cls, queue_name: str, func: Callable[..., R], *args: Any, **kwargs: Any
+        cls, queue_name: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandle[R]:
+        """Enqueue ``func(*args, **kwargs)`` on the queue named ``queue_name`` (declared in code
+        or stored in the database), with the options of any ``SetEnqueueOptions`` block."""
         flow = enqueue_flow(RUNTIME.engine(), queue_name, func, args, kwargs)
         return Handle(RUNTIME, drive_sync(flow))
 
+    @overload
     @classmethod
     async def enqueue_workflow_async(
         cls,
         queue_name: str,
-        func: Callable[..., Coroutine[Any, Any, R]] | Callable[..., R],
-        *args: Any,
-        **kwargs: Any,
-    ) -> WorkflowHandleAsync[R]:
+        func: Callable[P, Coroutine[Any, Any, R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> WorkflowHandleAsync[R]: ...
+    @overload
+    @classmethod
+    async def enqueue_workflow_async(
+        cls, queue_name: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandleAsync[R]: ...
+    @classmethod
+    async def enqueue_workflow_async(
+        cls, queue_name: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async twin of ``enqueue_workflow``."""
         flow = enqueue_flow(RUNTIME.engine(), queue_name, func, args, kwargs)
         return HandleAsync(RUNTIME, await drive_async(flow))
 
@@ -257,28 +307,50 @@ class DBOS(SharedOperations):
     def run_step(
         cls,
         dbos_step_options: Optional[StepOptions],
-        func: Callable[..., R],
-        *args: Any,
-        **kwargs: Any,
+        func: Callable[P, R],
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> R:
+        """Run ``func(*args, **kwargs)`` as a step of the current workflow, with the options a
+        ``@DBOS.step`` decorator takes (``name``, retries, timeout); outside a workflow it is a
+        plain call. Its result is checkpointed: a recovered workflow gets it back instead of
+        running it again."""
         opts: dict[str, Any] = dict(dbos_step_options or {})
         spec = decorators.step_spec(str(opts.get("name") or func.__qualname__), opts, False)
         result: R = calls.run_step(spec, func, args, kwargs)
         return result
 
+    @overload
     @classmethod
     async def run_step_async(
         cls,
         dbos_step_options: Optional[StepOptions],
-        func: Callable[..., Awaitable[R]] | Callable[..., R],
+        func: Callable[P, Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+    @overload
+    @classmethod
+    async def run_step_async(
+        cls,
+        dbos_step_options: Optional[StepOptions],
+        func: Callable[P, R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+    @classmethod
+    async def run_step_async(
+        cls,
+        dbos_step_options: Optional[StepOptions],
+        func: Callable[..., Any],
         *args: Any,
         **kwargs: Any,
-    ) -> R:
+    ) -> Any:
+        """Async twin of ``run_step``: a coroutine function is awaited on this event loop."""
         opts: dict[str, Any] = dict(dbos_step_options or {})
         name = str(opts.get("name") or getattr(func, "__qualname__", "step"))
         spec = decorators.step_spec(name, opts, inspect.iscoroutinefunction(func))
-        result: R = await calls.run_step_async(spec, func, args, kwargs)
-        return result
+        return await calls.run_step_async(spec, func, args, kwargs)
 
     # -- what a workflow body does: its messages, events and streams --------------------------
     recv, recv_async = twins(messages.recv)
@@ -295,16 +367,19 @@ class DBOS(SharedOperations):
     # -- properties -----------------------------------------------------------------------------
     @classproperty
     def workflow_id(cls) -> Optional[str]:
+        """The ID of the workflow running here (None outside a workflow)."""
         run = current_run.get()
         return run.workflow_id if run is not None else None
 
     @classproperty
     def step_id(cls) -> Optional[int]:
+        """The position of the step running here (None outside a step)."""
         step = current_step.get()
         return step.step_id if step is not None else None
 
     @classproperty
     def step_status(cls) -> Optional[StepStatus]:
+        """The step running here: its ID, current attempt and maximum attempts."""
         step = current_step.get()
         if step is None:
             return None
@@ -323,29 +398,35 @@ class DBOS(SharedOperations):
 
     @classproperty
     def executor_id(cls) -> str:
+        """This process's executor ID (``DBOS__VMID``, config ``executor_id``, or "local")."""
         return str(cls._current("executor_id", "executor_id") or "local")
 
     @classproperty
     def application_version(cls) -> Optional[str]:
+        """The application version this process runs (None before launch unless configured)."""
         version: Optional[str] = cls._current("app_version", "application_version")
         return version
 
     @classproperty
     def logger(cls) -> logging.Logger:
+        """The ``waypoint`` logger."""
         return logger
 
     @classproperty
     def authenticated_user(cls) -> Optional[str]:
+        """The user the current workflow runs for (set by ``DBOSContextSetAuth``)."""
         run = current_run.get()
         return run.auth.user if run is not None and run.auth is not None else None
 
     @classproperty
     def authenticated_roles(cls) -> Optional[list[str]]:
+        """The roles of the current workflow's authenticated user."""
         run = current_run.get()
         return run.auth.roles if run is not None and run.auth is not None else None
 
     @classproperty
     def assumed_role(cls) -> Optional[str]:
+        """The role the current workflow assumed."""
         run = current_run.get()
         return run.auth.assumed_role if run is not None and run.auth is not None else None
 

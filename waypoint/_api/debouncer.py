@@ -46,12 +46,16 @@ class _Debounce:
     def debounce(
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
     ) -> WorkflowHandle[Any]:
+        """Start the workflow with these arguments once ``debounce_period_sec`` passes with no
+        other call for ``debounce_key``; each call restarts the wait and replaces the arguments
+        (until ``debounce_timeout_sec`` after the first). Returns the run's handle."""
         wfid = drive_sync(self._flow(debounce_key, debounce_period_sec, args, kwargs))
         return Handle(self._handle_ops, wfid)
 
     async def debounce_async(
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
     ) -> WorkflowHandleAsync[Any]:
+        """Async twin of ``debounce``."""
         wfid = await drive_async(self._flow(debounce_key, debounce_period_sec, args, kwargs))
         return HandleAsync(self._handle_ops, wfid)
 
@@ -81,6 +85,8 @@ class Debouncer(_Debounce):
         queue: Optional[Queue | str] = None,
         application_name: Optional[str] = None,
     ) -> Debouncer:
+        """A debouncer for ``workflow`` (a function decorated with ``@DBOS.workflow``), started
+        on ``queue`` (default: the internal queue)."""
         info = getattr(workflow, "__waypoint_workflow__", None)
         if not isinstance(info, WorkflowInfo):
             raise DBOSException("Debouncer.create needs a function decorated with @DBOS.workflow")

@@ -21,19 +21,41 @@ T = TypeVar("T")
 
 
 class WorkflowHandle(Protocol[R]):
+    """A workflow execution, by ID: wait for its result or read its status."""
+
     workflow_id: str
 
-    def get_workflow_id(self) -> str: ...
-    def get_result(self, *, polling_interval_sec: float = 1.0) -> R: ...
-    def get_status(self) -> WorkflowStatus: ...
+    def get_workflow_id(self) -> str:
+        """The workflow's ID."""
+        ...
+
+    def get_result(self, *, polling_interval_sec: float = 1.0) -> R:
+        """Wait for the workflow to finish and return its result, or raise its error
+        (``DBOSAwaitedWorkflowCancelledError`` if it was cancelled). From a workflow body the
+        result is checkpointed."""
+        ...
+
+    def get_status(self) -> WorkflowStatus:
+        """The workflow's current status (``DBOSNonExistentWorkflowError`` if it is gone)."""
+        ...
 
 
 class WorkflowHandleAsync(Protocol[R]):
+    """``WorkflowHandle`` for async code: the same methods, awaited."""
+
     workflow_id: str
 
-    def get_workflow_id(self) -> str: ...
-    async def get_result(self, *, polling_interval_sec: float = 1.0) -> R: ...
-    async def get_status(self) -> WorkflowStatus: ...
+    def get_workflow_id(self) -> str:
+        """The workflow's ID."""
+        ...
+
+    async def get_result(self, *, polling_interval_sec: float = 1.0) -> R:
+        """Await the workflow's result, or raise its error (see ``WorkflowHandle``)."""
+        ...
+
+    async def get_status(self) -> WorkflowStatus:
+        """The workflow's current status."""
+        ...
 
 
 def status_flow(ops: Ops, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, ParamSpec, TypeVar, overload
 
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import RUNTIME, Ops, as_ops
@@ -24,6 +24,7 @@ from waypoint.queues.model import (
 )
 from waypoint.storage.protocol import QueueRow, queue_config_key
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -73,16 +74,24 @@ class Queue:
         return f"Queue({self.name!r}, {kind})"
 
     # -- enqueueing -----------------------------------------------------------------------------
-    def enqueue(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+    def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
+        """Enqueue workflow ``func(*args, **kwargs)`` on this queue; returns its handle. The
+        options of an enclosing ``SetEnqueueOptions``/``SetWorkflowID`` block apply."""
         wfid = drive_sync(enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs))
         return Handle(RUNTIME, wfid)
 
+    @overload
     async def enqueue_async(
-        self,
-        func: Callable[..., Coroutine[Any, Any, R]] | Callable[..., R],
-        *args: Any,
-        **kwargs: Any,
-    ) -> WorkflowHandleAsync[R]:
+        self, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandleAsync[R]: ...
+    @overload
+    async def enqueue_async(
+        self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandleAsync[R]: ...
+    async def enqueue_async(
+        self, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async twin of ``enqueue``."""
         flow = enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs)
         return HandleAsync(RUNTIME, await drive_async(flow))
 
@@ -116,74 +125,94 @@ class Queue:
 
     @property
     def concurrency(self) -> Optional[int]:
+        """Alias of ``global_concurrency`` (DBOS's older name)."""
         return self.config().global_concurrency
 
     @property
     def global_concurrency(self) -> Optional[int]:
+        """At most this many of the queue's workflows run at once, in all processes together."""
         return self.config().global_concurrency
 
     @property
     def worker_concurrency(self) -> Optional[int]:
+        """At most this many of the queue's workflows run at once in each process."""
         return self.config().worker_concurrency
 
     @property
     def limiter(self) -> Optional[dict[str, Any]]:
+        """The rate limit ``{"limit": n, "period": seconds}``: at most n starts per period."""
         lim = self.config().limiter
         return lim.as_dict() if lim else None
 
     @property
     def partition_concurrency(self) -> Optional[int]:
+        """Like ``global_concurrency``, for each ``queue_partition_key``."""
         return self.config().partition_concurrency
 
     @property
     def partition_worker_concurrency(self) -> Optional[int]:
+        """Like ``worker_concurrency``, for each ``queue_partition_key``."""
         return self.config().partition_worker_concurrency
 
     @property
     def partition_limiter(self) -> Optional[dict[str, Any]]:
+        """Like ``limiter``, for each ``queue_partition_key``."""
         lim = self.config().partition_limiter
         return lim.as_dict() if lim else None
 
     @property
     def polling_interval_sec(self) -> float:
+        """How often the dispatcher looks at the queue when nothing wakes it."""
         return self.config().polling_interval_sec
 
     @property
     def priority_enabled(self) -> bool:
+        """Whether the ``priority`` enqueue option orders this queue (lower first)."""
         return self.config().priority_enabled
 
     @property
     def partition_queue(self) -> bool:
+        """Whether workflows are enqueued with a ``queue_partition_key``."""
         return self.config().partition_queue
 
     def set_concurrency(self, value: Optional[int]) -> None:
+        """Change ``concurrency`` for every process (database-backed queues)."""
         self._set(global_concurrency=value)
 
     def set_global_concurrency(self, value: Optional[int]) -> None:
+        """Change ``global_concurrency`` for every process (database-backed queues)."""
         self._set(global_concurrency=value)
 
     def set_worker_concurrency(self, value: Optional[int]) -> None:
+        """Change ``worker_concurrency`` for every process (database-backed queues)."""
         self._set(worker_concurrency=value)
 
     def set_limiter(self, value: Optional[dict[str, Any]]) -> None:
+        """Change ``limiter`` for every process (database-backed queues)."""
         self._set(limiter=value)
 
     def set_partition_concurrency(self, value: Optional[int]) -> None:
+        """Change ``partition_concurrency`` for every process (database-backed queues)."""
         self._set(partition_concurrency=value)
 
     def set_partition_worker_concurrency(self, value: Optional[int]) -> None:
+        """Change ``partition_worker_concurrency`` for every process (database-backed queues)."""
         self._set(partition_worker_concurrency=value)
 
     def set_partition_limiter(self, value: Optional[dict[str, Any]]) -> None:
+        """Change ``partition_limiter`` for every process (database-backed queues)."""
         self._set(partition_limiter=value)
 
     def set_polling_interval_sec(self, value: float) -> None:
+        """Change ``polling_interval_sec`` for every process (database-backed queues)."""
         self._set(polling_interval_sec=value)
 
     def set_priority_enabled(self, value: bool) -> None:
+        """Change ``priority_enabled`` for every process (database-backed queues)."""
         self._set(priority_enabled=value)
 
     def set_partition_queue(self, value: bool) -> None:
+        """Change ``partition_queue`` for every process (database-backed queues)."""
         self._set(partition_queue=value)
 
 
@@ -197,6 +226,8 @@ def _add_async_accessors() -> None:
         async def setter(self: Queue, value: Any, _name: str = name) -> None:
             await asyncio.to_thread(getattr(self, f"set_{_name}"), value)
 
+        getter.__doc__ = f"``{name}``, read on a worker thread (for async code)."
+        setter.__doc__ = f"``set_{name}``, run on a worker thread (for async code)."
         setattr(Queue, f"get_{name}_async", getter)
         setattr(Queue, f"set_{name}_async", setter)
 

@@ -36,12 +36,15 @@ class Serializer(ABC):
     """A custom value codec. Processes that share a database must agree on it."""
 
     @abstractmethod
-    def serialize(self, data: Any) -> str: ...
+    def serialize(self, data: Any) -> str:
+        """The text stored for ``data``; raise if it cannot be stored."""
 
     @abstractmethod
-    def deserialize(self, serialized_data: str) -> Any: ...
+    def deserialize(self, serialized_data: str) -> Any:
+        """The value that ``serialize`` turned into ``serialized_data``."""
 
     def name(self) -> str:
+        """The name stored beside each value, to pick the serializer that reads it back."""
         return "custom_serializer"
 
 
@@ -110,13 +113,16 @@ class DBOSPortableJSONSerializer(Serializer):
     """Compact JSON that any language can read (datetimes as RFC 3339 UTC, Decimal as text)."""
 
     def serialize(self, data: Any) -> str:
+        """JSON text; ``TypeError`` for what JSON cannot hold (non-string keys, objects)."""
         _check_keys(data)
         return json.dumps(data, separators=(",", ":"), default=_portable_default, allow_nan=False)
 
     def deserialize(self, serialized_data: str) -> Any:
+        """The JSON value (datetimes stay strings unless a workflow signature asks for them)."""
         return json.loads(serialized_data)
 
     def name(self) -> str:
+        """``portable_json``, as DBOS names it."""
         return PORTABLE_NAME
 
 

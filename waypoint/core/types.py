@@ -15,6 +15,8 @@ NULL_TOPIC = "__null__topic__"
 
 
 class WorkflowStatusString(enum.Enum):
+    """The states a workflow can be in (the ``status`` column)."""
+
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
@@ -114,6 +116,8 @@ _STATUS_FIELDS = tuple(WorkflowStatus.__annotations__)
 
 
 class StepInfo(TypedDict):
+    """One recorded operation of a workflow, as ``list_workflow_steps`` returns it."""
+
     function_id: int
     function_name: str
     output: Optional[Any]
@@ -124,6 +128,8 @@ class StepInfo(TypedDict):
 
 
 class StepOptions(TypedDict, total=False):
+    """The options of ``DBOS.run_step``: those of the ``@DBOS.step`` decorator."""
+
     name: str
     retries_allowed: bool
     interval_seconds: float
@@ -144,6 +150,8 @@ class StepStatus:
 
 
 class VersionInfo(TypedDict):
+    """A registered application version (``list_application_versions``)."""
+
     version_id: str
     version_name: str
     version_timestamp: int
@@ -183,6 +191,8 @@ class StepSpec:
 
 
 class WorkflowSchedule(TypedDict):
+    """A stored schedule, as ``list_schedules``/``get_schedule`` return it."""
+
     schedule_id: str
     schedule_name: str
     workflow_name: str
@@ -198,6 +208,8 @@ class WorkflowSchedule(TypedDict):
 
 
 class ScheduleInput(TypedDict, total=False):
+    """A schedule for ``DBOS.create_schedule``/``apply_schedules``, naming the function."""
+
     schedule_name: str
     workflow_fn: Callable[..., Any]
     schedule: str
@@ -208,6 +220,8 @@ class ScheduleInput(TypedDict, total=False):
 
 
 class ClientScheduleInput(TypedDict, total=False):
+    """A schedule for ``DBOSClient``, naming the workflow by name (and class)."""
+
     schedule_name: str
     workflow_name: str
     workflow_class_name: Optional[str]

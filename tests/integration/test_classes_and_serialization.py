@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from waypoint import (
     DBOSConfiguredInstance,
     DBOSPortableJSONSerializer,
     PortableWorkflowError,
+    Queue,
     Serializer,
     SetWorkflowID,
     WorkflowSerializationFormat,
@@ -188,6 +191,46 @@ def test_unserializable_input_writes_nothing(dbos: type[DBOS]) -> None:
         pickled(threading.Lock())
     with SetWorkflowID("bad-in-3"), pytest.raises(WaypointPayloadError, match=r"NaN|nan|compliant"):
         portable(float("nan"))
+    assert DBOS.list_workflows() == []
+
+
+def test_an_unserializable_argument_is_named(dbos: type[DBOS]) -> None:
+    @DBOS.workflow(name="ship")
+    def ship(order: str, box: Any, *extra: Any, **options: Any) -> None:
+        return None
+
+    @DBOS.workflow(name="portable", serialization_type=WorkflowSerializationFormat.PORTABLE)
+    def portable(order: str, box: Any) -> None:
+        return None
+
+    @DBOS.dbos_class()
+    class Depot:
+        @classmethod
+        @DBOS.workflow()
+        def store(cls, crate: Any) -> None:
+            return None
+
+    queue = Queue("ser-q")
+    DBOS.launch()
+    lock = threading.Lock()
+
+    def refused(argument: str, workflow: str, call: Callable[[], Any]) -> None:
+        expected = f"argument {argument} of workflow '(.*[.])?{workflow}' cannot be serialized"
+        with pytest.raises(WaypointPayloadError, match=expected) as info:
+            call()
+        # ...and says why, in the serializer's own words.
+        assert re.search(
+            "cannot pickle '_thread.lock'|cannot be stored as portable JSON", str(info.value)
+        )
+
+    refused("'box'", "ship", lambda: ship("o1", lock))
+    refused("'box'", "ship", lambda: ship("o1", box=lock))
+    refused("4", "ship", lambda: ship("o1", 1, 2, lock))
+    refused("'gift'", "ship", lambda: ship("o1", 1, gift=lock))
+    refused("'box'", "ship", lambda: DBOS.start_workflow(ship, "o1", lock))
+    refused("'box'", "ship", lambda: queue.enqueue(ship, "o1", lock))
+    refused("'box'", "portable", lambda: portable("o1", object()))
+    refused("'crate'", "Depot.store", lambda: Depot.store(lock))
     assert DBOS.list_workflows() == []
 
 

@@ -22,7 +22,7 @@ from waypoint.core.context import (
 from waypoint.core.engine import Engine
 from waypoint.core.registrations import WorkflowInfo
 from waypoint.core.run import WorkflowRun
-from waypoint.core.serialization import Serializer
+from waypoint.core.serialization import Serializer, positional_names
 from waypoint.core.types import Auth
 from waypoint.error import (
     DBOSConflictingWorkflowError,
@@ -145,7 +145,9 @@ def prepare(
 
     auth = current_auth.get() or (parent.auth if parent is not None else None)
     serializer = rt.codec.for_format(info.serialization)
-    inputs = rt.codec.encode_inputs(stored_args, kwargs, serializer)
+    names = positional_names(info.func, skip_first=info.kind in ("instance", "class"))
+    what = f"workflow {info.name!r}"
+    inputs = rt.codec.encode_inputs(stored_args, kwargs, serializer, names=names, what=what)
     attributes: Optional[str] = None
     if opts.attributes is not UNSET and opts.attributes is not None:
         try:

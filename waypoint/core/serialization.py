@@ -20,7 +20,7 @@ import pickle
 import typing
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from waypoint.core.types import WorkflowSerializationFormat
@@ -183,10 +183,29 @@ class Codec:
 
     # -- workflow inputs ------------------------------------------------------------------------
 
-    def encode_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], ser: Serializer) -> str:
+    def encode_inputs(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ser: Serializer,
+        *,
+        names: Sequence[str] = (),
+        what: str = "the workflow",
+    ) -> str:
+        """The stored inputs. An argument that cannot be serialized is named in the error:
+        by its parameter name (``names``: the positional parameters), else by position."""
         if ser.name() == PORTABLE_NAME:
-            return self.encode({"positionalArgs": list(args), "namedArgs": kwargs}, ser)
-        return self.encode({"args": args, "kwargs": kwargs}, ser)
+            payload: Any = {"positionalArgs": list(args), "namedArgs": kwargs}
+        else:
+            payload = {"args": args, "kwargs": kwargs}
+        try:
+            return ser.serialize(payload)
+        except Exception as exc:
+            culprit = _unserializable_argument(args, kwargs, ser, names)
+            raise WaypointPayloadError(
+                f"{culprit} of {what} cannot be serialized with {ser.name()}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def decode_inputs(
         self, text: Optional[str], name: Optional[str]
@@ -230,6 +249,36 @@ class Codec:
                 data=data.get("data"),
             )
         return Exception(str(data))
+
+
+def positional_names(func: Callable[..., Any], skip_first: bool = False) -> list[str]:
+    """The names of ``func``'s positional parameters (without ``self``/``cls`` if
+    ``skip_first``), to name an argument in an error; empty if there is no signature."""
+    if isinstance(func, (classmethod, staticmethod)):
+        skip_first, func = isinstance(func, classmethod), func.__func__
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names[1:] if skip_first else names
+
+
+def _unserializable_argument(
+    args: tuple[Any, ...], kwargs: dict[str, Any], ser: Serializer, names: Sequence[str]
+) -> str:
+    """Which argument ``ser`` cannot serialize on its own: ``argument 'x'`` (or
+    ``argument 2`` past the named ones); ``an argument`` if each one alone can be."""
+    candidates = [
+        (f"argument {names[i]!r}" if i < len(names) else f"argument {i + 1}", value)
+        for i, value in enumerate(args)
+    ] + [(f"argument {key!r}", value) for key, value in kwargs.items()]
+    for label, value in candidates:
+        try:
+            ser.serialize([value] if ser.name() == PORTABLE_NAME else value)
+        except Exception:
+            return label
+    return "an argument"
 
 
 def portable_error_dict(exc: BaseException) -> dict[str, Any]:

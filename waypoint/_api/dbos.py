@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Optional, ParamSpec, TypeVar, overload
 
+from waypoint._api import auth as _auth
 from waypoint._api import decorators
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
@@ -82,6 +83,10 @@ class DBOS(SharedOperations):
         self._runtime: Optional[Runtime] = None
         self._initialized = True
         _configure_logging(self._config.log_level)
+        if fastapi is not None or flask is not None:
+            from waypoint._api.integrations import install
+
+            install(fastapi=fastapi, flask=flask, start=DBOS._launch_once, stop=DBOS.destroy)
 
     @classmethod
     def _ops(cls) -> Ops:
@@ -121,6 +126,12 @@ class DBOS(SharedOperations):
             rt.app_version,
             rt.store.dialect,
         )
+
+    @classmethod
+    def _launch_once(cls) -> None:
+        """Launch unless launched (FastAPI's startup, after the user's lifespan began)."""
+        if cls._get()._runtime is None:
+            cls.launch()
 
     @classmethod
     def destroy(
@@ -233,6 +244,16 @@ class DBOS(SharedOperations):
         """Decorate a class whose methods are workflows or steps; ``class_name`` (default the
         class's name) is what recovery and ``DBOSClient`` use to find them."""
         return decorators.dbos_class(class_name)
+
+    @classmethod
+    def required_roles(cls, roles: list[str]) -> Callable[[F], F]:
+        """Calls need one of ``roles`` (else ``DBOSNotAuthorizedError``, HTTP 403)."""
+        return _auth.required_roles(roles)
+
+    @classmethod
+    def default_required_roles(cls, roles: list[str]) -> Callable[[type[T]], type[T]]:
+        """The roles the class's workflows and steps require unless they name their own."""
+        return _auth.default_required_roles(roles)
 
     @classmethod
     def scheduled(cls, cron: str) -> Callable[[F], F]:
@@ -414,21 +435,29 @@ class DBOS(SharedOperations):
 
     @classproperty
     def authenticated_user(cls) -> Optional[str]:
-        """The user the current workflow runs for (set by ``DBOSContextSetAuth``)."""
-        run = current_run.get()
-        return run.auth.user if run is not None and run.auth is not None else None
+        """The authenticated user in scope (``set_authentication``, ``DBOSContextSetAuth``,
+        or the one recorded with the running workflow)."""
+        auth = _auth.current()
+        return auth.user if auth is not None else None
 
     @classproperty
     def authenticated_roles(cls) -> Optional[list[str]]:
-        """The roles of the current workflow's authenticated user."""
-        run = current_run.get()
-        return run.auth.roles if run is not None and run.auth is not None else None
+        """The roles granted to the authenticated user in scope."""
+        auth = _auth.current()
+        return auth.roles if auth is not None else None
 
     @classproperty
     def assumed_role(cls) -> Optional[str]:
-        """The role the current workflow assumed."""
-        run = current_run.get()
-        return run.auth.assumed_role if run is not None and run.auth is not None else None
+        """The role the running function assumed to pass its ``required_roles`` check."""
+        auth = _auth.current()
+        return auth.assumed_role if auth is not None else None
+
+    @classmethod
+    def set_authentication(
+        cls, authenticated_user: Optional[str], authenticated_roles: Optional[list[str]]
+    ) -> None:
+        """Set the authenticated user and roles of the code that runs from here on."""
+        _auth.set_authentication(authenticated_user, authenticated_roles)
 
 
 def _configure_logging(level: str) -> None:

@@ -5,13 +5,16 @@ are process-wide (``core.registrations``)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Optional, TypeVar, cast
 
 from waypoint.core import calls
 from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, step_workflow_name
+from waypoint.core.roles import authorized, rule_for
 from waypoint.core.types import StepSpec, WorkflowSerializationFormat
 from waypoint.error import DBOSException
 from waypoint.scheduling.cron import parse_cron
@@ -65,19 +68,22 @@ def workflow(
             max_recovery_attempts=max_recovery_attempts,
             serialization=serialization_type,
             validate_args=validate_args,
+            roles=rule_for(func),
         )
         if is_async:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await calls.call_workflow_async(info, args, kwargs)
+                with authorized(info.roles, info.name):
+                    return await calls.call_workflow_async(info, args, kwargs)
 
             wrapper: Callable[..., Any] = async_wrapper
         else:
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return calls.call_workflow(info, args, kwargs)
+                with authorized(info.roles, info.name):
+                    return calls.call_workflow(info, args, kwargs)
 
             wrapper = sync_wrapper
         info.wrapper = wrapper
@@ -92,20 +98,22 @@ def step(name: Optional[str], options: dict[str, Any]) -> Callable[[F], F]:
     def decorator(func: F) -> F:
         is_async = inspect.iscoroutinefunction(func)
         spec = step_spec(name or func.__qualname__, options, is_async)
-        entry = StepEntry(spec.name, func, spec)
+        entry = StepEntry(spec.name, func, spec, rule_for(func))
         REGISTRY.add_step(entry)
         if is_async:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await calls.call_step_async(entry, args, kwargs)
+                with _step_roles(entry):
+                    return await calls.call_step_async(entry, args, kwargs)
 
             wrapper: Callable[..., Any] = async_wrapper
         else:
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return calls.call_step(entry, args, kwargs)
+                with _step_roles(entry):
+                    return calls.call_step(entry, args, kwargs)
 
             wrapper = sync_wrapper
         wrapper.__waypoint_step__ = entry  # type: ignore[attr-defined]
@@ -113,6 +121,13 @@ def step(name: Optional[str], options: dict[str, Any]) -> Callable[[F], F]:
         return cast(F, wrapper)
 
     return decorator
+
+
+def _step_roles(entry: StepEntry) -> AbstractContextManager[None]:
+    """A step checks its roles when a workflow calls it (elsewhere it is a plain call)."""
+    if calls.workflow_scope() is None:
+        return contextlib.nullcontext()
+    return authorized(entry.roles, entry.name)
 
 
 def _register_step_workflow(entry: StepEntry, step_fn: Callable[..., Any], is_async: bool) -> None:
@@ -132,6 +147,7 @@ def _register_step_workflow(entry: StepEntry, step_fn: Callable[..., Any], is_as
     name = step_workflow_name(entry.name)
     workflow(name, DEFAULT_MAX_RECOVERY_ATTEMPTS, None, None)(body)
     REGISTRY.workflows[name].internal = True
+    REGISTRY.workflows[name].roles = entry.roles
 
 
 def dbos_class(class_name: Optional[str]) -> Callable[[type[T]], type[T]]:

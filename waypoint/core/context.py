@@ -1,5 +1,5 @@
 """What is in scope for the code running now: options for the next start, the workflow run,
-the step, and the authenticated user.
+the step, the authenticated user and the HTTP request being handled.
 
 Each lives in its own ``ContextVar`` so threads and asyncio tasks see their own values;
 ``asyncio`` copies the context into new tasks, which is how ``gather`` of steps inside an async
@@ -12,7 +12,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from waypoint.core.types import Auth
+from waypoint.core.types import Auth, RequestInfo
 
 if TYPE_CHECKING:
     from waypoint.core.run import WorkflowRun
@@ -70,6 +70,9 @@ current_step: contextvars.ContextVar[Optional[StepState]] = contextvars.ContextV
 )
 current_auth: contextvars.ContextVar[Optional[Auth]] = contextvars.ContextVar(
     "waypoint_current_auth", default=None
+)
+current_request: contextvars.ContextVar[Optional[RequestInfo]] = contextvars.ContextVar(
+    "waypoint_current_request", default=None
 )
 
 

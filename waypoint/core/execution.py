@@ -17,12 +17,20 @@ import logging
 from collections.abc import Callable
 from typing import Any, Optional
 
-from waypoint.core.context import StartOptions, current_run, current_step, start_options
+from waypoint.core.context import (
+    StartOptions,
+    current_auth,
+    current_request,
+    current_run,
+    current_step,
+    start_options,
+)
 from waypoint.core.effects import Call, Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome
 from waypoint.core.prepare import Start, check_init
 from waypoint.core.registrations import REGISTRY, WorkflowInfo
+from waypoint.core.roles import check_roles, with_role
 from waypoint.core.run import RunEntry, WorkflowRun
 from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PORTABLE_NAME, coerce_portable_args
@@ -54,6 +62,7 @@ def new_run(rt: Runtime, st: Start, entry: RunEntry) -> WorkflowRun:
         auth=st.auth,
         class_name=st.new.class_name,
         config_name=st.new.config_name,
+        request=st.request,
     )
     entry.run = run
     return run
@@ -69,7 +78,8 @@ def run_body(
     run.scope = rt.observers.workflow(run) if rt.observers else None
     try:
         try:
-            output = yield Call(info.func, args, kwargs, _body_bindings(run), run.scope)
+            auth = with_role(run.auth, check_roles(info.roles, run.auth, info.name))
+            output = yield Call(info.func, args, kwargs, _body_bindings(run, auth), run.scope)
         except DBOSWorkflowConflictIDError as exc:
             if exc.workflow_id != run.workflow_id:
                 return (yield from _fail(rt, run, exc))
@@ -113,10 +123,17 @@ def _how_it_ended(entry: RunEntry) -> tuple[str, Optional[BaseException]]:
     return ("ERROR", entry.error) if entry.error is not None else ("SUCCESS", None)
 
 
-def _body_bindings(run: WorkflowRun) -> tuple[Any, ...]:
+def _body_bindings(run: WorkflowRun, auth: Optional[Auth]) -> tuple[Any, ...]:
     # The body starts with a clean slate: options set around the call (an ID, a timeout)
-    # applied to this workflow and must not leak into the children it starts.
-    return ((current_run, run), (current_step, None), (start_options, StartOptions()))
+    # applied to this workflow and must not leak into the children it starts. Its
+    # authentication is the one recorded with it, with the role its own check assumed.
+    return (
+        (current_run, run),
+        (current_step, None),
+        (start_options, StartOptions()),
+        (current_auth, auth),
+        (current_request, run.request),
+    )
 
 
 def _fail(rt: Runtime, run: WorkflowRun, exc: BaseException) -> Flow[Any]:

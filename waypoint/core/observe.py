@@ -19,6 +19,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Optional, Protocol
 
+from waypoint.core.types import RequestInfo
+
 logger = logging.getLogger("waypoint")
 
 
@@ -35,6 +37,9 @@ class ObservedRun(Protocol):
     def class_name(self) -> Optional[str]: ...
     @property
     def config_name(self) -> Optional[str]: ...
+    @property
+    def request(self) -> Optional[RequestInfo]:
+        """The HTTP request (FastAPI/Flask) whose handler started the run in this process."""
 
 
 class Watch:

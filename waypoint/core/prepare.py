@@ -14,6 +14,7 @@ from typing import Any, Optional
 from waypoint.core.context import (
     UNSET,
     current_auth,
+    current_request,
     current_run,
     current_step,
     start_options,
@@ -23,7 +24,7 @@ from waypoint.core.engine import Engine
 from waypoint.core.registrations import WorkflowInfo
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import Serializer, positional_names
-from waypoint.core.types import Auth
+from waypoint.core.types import Auth, RequestInfo
 from waypoint.error import (
     DBOSConflictingWorkflowError,
     DBOSUnexpectedStepError,
@@ -79,6 +80,7 @@ class Start:
     parent_fid: Optional[int]
     serializer: Serializer
     auth: Optional[Auth]
+    request: Optional[RequestInfo] = None
     replayed_child: bool = False
     duplication_policy: Optional[str] = None
 
@@ -175,7 +177,7 @@ def prepare(
         created_at=now,
         authenticated_user=auth.user if auth else None,
         assumed_role=auth.assumed_role if auth else None,
-        authenticated_roles=json.dumps(auth.roles) if auth and auth.roles is not None else None,
+        authenticated_roles=json.dumps(auth.roles) if auth and auth.roles else None,
         workflow_timeout_ms=timeout_ms,
         workflow_deadline_epoch_ms=deadline,
         parent_workflow_id=parent.workflow_id if parent is not None else None,
@@ -208,6 +210,7 @@ def prepare(
         parent_fid=parent_fid,
         serializer=serializer,
         auth=auth,
+        request=current_request.get() or (parent.request if parent is not None else None),
         replayed_child=replayed_child,
         duplication_policy=enqueue.duplication_policy if enqueue is not None else None,
     )

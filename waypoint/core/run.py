@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from waypoint.core.observe import Scope
 from waypoint.core.serialization import Serializer
 from waypoint.core.signals import Signal
-from waypoint.core.types import Auth
+from waypoint.core.types import Auth, RequestInfo
 from waypoint.storage.protocol import StepRow
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class WorkflowRun:
         "owner_xid",
         "queue_name",
         "replay",
+        "request",
         "runtime",
         "scope",
         "serializer",
@@ -98,6 +99,7 @@ class WorkflowRun:
         class_name: Optional[str] = None,
         config_name: Optional[str] = None,
         queue_name: Optional[str] = None,
+        request: Optional[RequestInfo] = None,
     ) -> None:
         self.runtime = runtime
         self.workflow_id = workflow_id
@@ -112,6 +114,7 @@ class WorkflowRun:
         self.class_name = class_name
         self.config_name = config_name
         self.queue_name = queue_name
+        self.request = request  # the HTTP request that started it, in this process
         self.scope: Optional[Scope] = None  # the observers watching this run
         self._next_fid = 1  # as DBOS numbers them: the first step is 1, the first child wf-1
         self._fid_lock = threading.Lock()

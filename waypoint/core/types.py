@@ -172,6 +172,18 @@ class Auth:
     assumed_role: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class RequestInfo:
+    """The HTTP request being handled (set by the FastAPI and Flask integrations): workflows
+    started while handling it carry it, so observers can tie them to the request."""
+
+    request_id: str  # the ``x-request-id`` header, else a generated UUID
+    method: str
+    url: str
+    path: str
+    client_ip: Optional[str]
+
+
 @dataclass
 class StepSpec:
     """How a step is run: its recorded name and retry policy."""

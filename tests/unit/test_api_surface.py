@@ -290,7 +290,6 @@ NOT_YET = {"send_in_transaction", "send_bulk_in_transaction", "rename_applicatio
 # or Conductor): each xfail turns into a failure the day it is added.
 DBOS_MISSING = {
     "alert_handler": "Conductor alerts",
-    "transaction": "application-database transactions",
     "kafka_consumer": "Kafka consumers",
 }
 # A None default that stands for a default each surface picks (its value is checked by the
@@ -451,10 +450,10 @@ def test_dbos_method_accepts_the_spec_signature(name: str) -> None:
         "authenticated_user",
         "authenticated_roles",
         "assumed_role",
+        "sql_session",
         *[
             pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"missing: {why}"))
             for n, why in [
-                ("sql_session", "application-database transactions"),
                 ("span", "OpenTelemetry"),
                 ("tracer", "OpenTelemetry"),
             ]

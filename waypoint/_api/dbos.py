@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Optional, ParamSpec, TypeVar, overload
 
 from waypoint._api import auth as _auth
-from waypoint._api import decorators
+from waypoint._api import decorators, transactions
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.launch import launch
@@ -30,6 +30,7 @@ from waypoint.core.registrations import REGISTRY
 from waypoint.core.runtime import Runtime, maybe_runtime, set_runtime
 from waypoint.core.settings import RuntimeConfig, resolve
 from waypoint.core.storage_errors import translated
+from waypoint.core.transactions import in_transaction
 from waypoint.core.types import StepOptions, StepStatus, WorkflowSerializationFormat
 from waypoint.core.versioning import compute_app_version
 from waypoint.error import DBOSException, DBOSInitializationError
@@ -114,10 +115,12 @@ class DBOS(SharedOperations):
             config.name, calls.registered_workflow_funcs()
         )
         try:
+            transactions.open_application_database(config)
             rt = launch(config, version)
-        except DBOSException:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            transactions.close_application_database()
+            if isinstance(exc, DBOSException) or not isinstance(exc, Exception):
+                raise
             raise DBOSInitializationError(f"launch failed: {exc}") from exc
         inst._runtime = rt
         logger.info(
@@ -145,6 +148,7 @@ class DBOS(SharedOperations):
         if inst is not None and inst._initialized and inst._runtime is not None:
             inst._runtime.stop(workflow_completion_timeout_sec)
             inst._runtime = None
+        transactions.close_application_database()
         set_runtime(None)
         cls._instance = None
         if inst is not None:
@@ -238,6 +242,14 @@ class DBOS(SharedOperations):
             "timeout_seconds": timeout_seconds,
         }
         return decorators.step(name, options)
+
+    @classmethod
+    def transaction(
+        cls, isolation_level: str = "SERIALIZABLE", *, name: Optional[str] = None
+    ) -> Callable[[F], F]:
+        """Run the function in one transaction on the application database, its output
+        recorded in the same commit (``DBOS.sql_session`` is the transaction's session)."""
+        return transactions.transaction(name, isolation_level)
 
     @classmethod
     def dbos_class(cls, class_name: Optional[str] = None) -> Callable[[type[T]], type[T]]:
@@ -399,10 +411,15 @@ class DBOS(SharedOperations):
         return step.step_id if step is not None else None
 
     @classproperty
+    def sql_session(cls) -> Any:
+        """The SQLAlchemy ``Session`` of the running ``@DBOS.transaction``."""
+        return transactions.sql_session()
+
+    @classproperty
     def step_status(cls) -> Optional[StepStatus]:
         """The step running here: its ID, current attempt and maximum attempts."""
         step = current_step.get()
-        if step is None:
+        if step is None or in_transaction() is not None:
             return None
         return StepStatus(step.step_id, step.current_attempt, step.max_attempts)
 

@@ -16,6 +16,7 @@ from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, targe
 from waypoint.core.run import WorkflowRun
 from waypoint.core.runtime import get_runtime
 from waypoint.core.steps import recorded_flow, step_flow
+from waypoint.core.transactions import in_transaction
 from waypoint.core.types import StepSpec
 from waypoint.error import DBOSException
 
@@ -31,6 +32,8 @@ def workflow_scope() -> Optional[WorkflowRun]:
 
 def checkpointed(eng: Engine, name: str, body: Flow[Any]) -> Flow[Any]:
     """Run ``body``; from a workflow body, as a step named ``name`` whose result replays."""
+    if in_transaction() is not None:
+        raise DBOSException(f"Invalid call to `{name}` inside a transaction")
     run = workflow_scope()
     if run is None:
         return (yield from body)

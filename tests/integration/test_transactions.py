@@ -1,0 +1,384 @@
+"""@DBOS.transaction and DBOS.sql_session on a real application database (SQLite file or a
+PostgreSQL database of its own), beside the system database of each backend."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+
+from tests.conftest import pg_url
+from waypoint import DBOS, DBOSConfiguredInstance, Queue, SetWorkflowID
+from waypoint.core.runtime import get_runtime
+from waypoint.error import DBOSException, DBOSUnexpectedStepError
+
+
+@pytest.fixture
+def app_url(backend: str, tmp_path: Any) -> Iterator[str]:
+    """A fresh application database: a SQLite file, or a PostgreSQL database that launch
+    creates (DBOS creates a missing application database) and the test drops."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/app-{uuid.uuid4().hex[:8]}.sqlite"
+        return
+    name = f"wp_txn_app_{uuid.uuid4().hex[:10]}"
+    yield pg_url(name)
+    with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def txn_dbos(config: dict[str, Any], app_url: str) -> Iterator[type[DBOS]]:
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "application_database_url": app_url})  # type: ignore[typeddict-item]
+    yield DBOS
+    DBOS.destroy(destroy_registry=True)
+
+
+def app_engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, poolclass=sa.pool.NullPool)
+
+
+def outputs_table(url: str) -> str:
+    return "transaction_outputs" if url.startswith("sqlite") else "dbos.transaction_outputs"
+
+
+def query(url: str, statement: str, **params: Any) -> list[Any]:
+    engine = app_engine(url)
+    try:
+        with engine.begin() as conn:
+            return list(conn.execute(sa.text(statement), params).fetchall())
+    finally:
+        engine.dispose()
+
+
+def create_ledger(url: str) -> None:
+    engine = app_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE ledger (entry TEXT PRIMARY KEY, amount INT)"))
+    finally:
+        engine.dispose()
+
+
+def test_output_is_recorded_in_the_same_commit_and_replayed(
+    txn_dbos: type[DBOS], app_url: str
+) -> None:
+    runs: list[str] = []
+
+    @DBOS.transaction()
+    def credit(entry: str, amount: int) -> int:
+        runs.append(entry)
+        assert DBOS.step_id == 1 and DBOS.step_status is None
+        session = DBOS.sql_session
+        session.execute(sa.text("INSERT INTO ledger VALUES (:e, :a)"), {"e": entry, "a": amount})
+        total = session.execute(sa.text("SELECT sum(amount) FROM ledger")).scalar()
+        return int(total)
+
+    @DBOS.workflow()
+    def deposit(entry: str, amount: int) -> int:
+        return credit(entry, amount)
+
+    DBOS.launch()
+    create_ledger(app_url)
+    with SetWorkflowID("dep-1"):
+        assert deposit("a", 5) == 5
+    with SetWorkflowID("dep-1"):
+        assert deposit("a", 5) == 5  # the recorded outcome: the body does not run again
+    assert runs == ["a"]
+
+    rows = query(
+        app_url,
+        "SELECT workflow_uuid, function_id, output, error, function_name, txn_id, "
+        f"txn_snapshot, executor_id, created_at FROM {outputs_table(app_url)}",
+    )
+    assert len(rows) == 1
+    wfid, fid, output, error, name, txn_id, snapshot, executor, created = rows[0]
+    codec = get_runtime().codec
+    assert (wfid, fid, error, name) == ("dep-1", 1, None, credit.__qualname__)
+    assert codec.decode(output, "py_pickle") == 5
+    assert (txn_id, snapshot, executor) == ("", "", None) and created > 0
+
+    steps = DBOS.list_workflow_steps("dep-1")
+    assert [(s["function_id"], s["function_name"], s["output"]) for s in steps] == [
+        (1, credit.__qualname__, 5)
+    ]
+    assert query(app_url, "SELECT entry, amount FROM ledger") == [("a", 5)]
+
+
+def test_errors_roll_back_and_are_recorded_in_both_databases(
+    txn_dbos: type[DBOS], app_url: str
+) -> None:
+    runs = 0
+
+    @DBOS.transaction()
+    def overdraw(entry: str) -> None:
+        nonlocal runs
+        runs += 1
+        DBOS.sql_session.execute(sa.text("INSERT INTO ledger VALUES (:e, -100)"), {"e": entry})
+        raise ValueError(f"insufficient funds for {entry}")
+
+    @DBOS.workflow()
+    def attempt(entry: str) -> str:
+        try:
+            overdraw(entry)
+        except ValueError as exc:
+            return str(exc)
+        return "no error"
+
+    DBOS.launch()
+    create_ledger(app_url)
+    with SetWorkflowID("od-1"):
+        assert attempt("x") == "insufficient funds for x"
+    assert runs == 1
+    assert query(app_url, "SELECT * FROM ledger") == []  # rolled back
+    rows = query(app_url, f"SELECT output, error FROM {outputs_table(app_url)}")
+    assert len(rows) == 1 and rows[0][0] is None
+    error = get_runtime().codec.decode_error(rows[0][1], "py_pickle")
+    assert isinstance(error, ValueError) and str(error) == "insufficient funds for x"
+    [step] = DBOS.list_workflow_steps("od-1")
+    assert step["output"] is None and isinstance(step["error"], ValueError)
+
+    # Outside a workflow: a one-operation workflow, so its ID replays the recorded error.
+    with SetWorkflowID("od-2"), pytest.raises(ValueError):
+        overdraw("y")
+    with SetWorkflowID("od-2"), pytest.raises(ValueError):
+        overdraw("y")
+    assert runs == 2
+
+
+def test_outside_a_workflow_it_runs_as_a_temp_workflow(txn_dbos: type[DBOS]) -> None:
+    @DBOS.transaction(name="stamp")
+    def stamp(x: int) -> str:
+        assert DBOS.workflow_id is not None
+        return f"{DBOS.workflow_id}:{x}"
+
+    queue = Queue("txn-queue")
+    DBOS.launch()
+    with SetWorkflowID("direct"):
+        assert stamp(1) == "direct:1"
+    status = DBOS.get_workflow_status("direct")
+    assert status is not None and status.name == "<temp>.stamp" and status.status == "SUCCESS"
+
+    handle = DBOS.start_workflow(stamp, 2)
+    assert handle.get_result() == f"{handle.workflow_id}:2"
+    queued = queue.enqueue(stamp, 3)
+    assert queued.get_result() == f"{queued.workflow_id}:3"
+    assert queued.get_status().name == "<temp>.stamp"
+
+
+def test_isolation_levels_are_honoured(txn_dbos: type[DBOS], backend: str) -> None:
+    def level() -> str:
+        if backend == "sqlite":
+            return str(DBOS.sql_session.execute(sa.text("PRAGMA read_uncommitted")).scalar())
+        return str(DBOS.sql_session.execute(sa.text("SHOW transaction_isolation")).scalar())
+
+    @DBOS.transaction()
+    def default_level() -> str:
+        return level()
+
+    @DBOS.transaction(isolation_level="REPEATABLE READ")
+    def repeatable() -> str:
+        return level()
+
+    @DBOS.transaction(isolation_level="READ COMMITTED")
+    def committed() -> str:
+        return level()
+
+    @DBOS.workflow()
+    def levels() -> list[str]:
+        return [default_level(), repeatable(), committed()]
+
+    DBOS.launch()
+    if backend == "sqlite":
+        # SQLite transactions are always serializable (read_uncommitted stays off).
+        assert levels() == ["0", "0", "0"]
+    else:
+        assert levels() == ["serializable", "repeatable read", "read committed"]
+
+    with pytest.raises(DBOSException, match="isolation_level"):
+        DBOS.transaction(isolation_level="CHAOS")
+
+
+def test_serialization_failures_are_retried(txn_dbos: type[DBOS], backend: str) -> None:
+    """Two SERIALIZABLE transactions read the same counter, then both write it: PostgreSQL
+    fails the second writer (40001); Waypoint runs that transaction again, and both
+    increments land."""
+    if backend != "postgres":
+        pytest.skip("serialization failures are a PostgreSQL matter")
+    both_read = threading.Barrier(2, timeout=30)
+    attempts: dict[str, int] = {"a": 0, "b": 0}
+
+    @DBOS.transaction()
+    def increment(who: str) -> int:
+        attempts[who] += 1
+        session = DBOS.sql_session
+        value = int(session.execute(sa.text("SELECT v FROM counter")).scalar_one())
+        if attempts[who] == 1:
+            both_read.wait()  # both transactions have their snapshot before either writes
+        session.execute(sa.text("UPDATE counter SET v = :v"), {"v": value + 1})
+        return value + 1
+
+    @DBOS.transaction()
+    def setup() -> None:
+        DBOS.sql_session.execute(sa.text("CREATE TABLE counter (v INT)"))
+        DBOS.sql_session.execute(sa.text("INSERT INTO counter VALUES (0)"))
+
+    DBOS.launch()
+    setup()
+    results: dict[str, int] = {}
+
+    def run(who: str) -> None:
+        with SetWorkflowID(f"inc-{who}"):
+            results[who] = increment(who)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results.values()) == [1, 2]
+    assert sorted(attempts.values()) == [1, 2]  # the loser ran once more, then committed
+    loser = "a" if attempts["a"] == 2 else "b"
+    assert results[loser] == 2
+
+
+def test_instance_method_transactions(txn_dbos: type[DBOS]) -> None:
+    @DBOS.dbos_class()
+    class Teller(DBOSConfiguredInstance):
+        def __init__(self, rate: int) -> None:
+            self.rate = rate
+            super().__init__("teller")
+
+        @DBOS.transaction()
+        def fee(self, amount: int) -> int:
+            return amount * self.rate
+
+        @DBOS.workflow()
+        def charge(self, amount: int) -> int:
+            return self.fee(amount) + 1
+
+    teller = Teller(3)
+    DBOS.launch()
+    assert teller.charge(2) == 7
+    with SetWorkflowID("fee-direct"):
+        assert teller.fee(5) == 15
+    status = DBOS.get_workflow_status("fee-direct")
+    assert status is not None
+    assert status.class_name == Teller.__qualname__ and status.config_name == "teller"
+    handle = DBOS.start_workflow(teller.fee, 4)
+    assert handle.get_result() == 12
+    assert handle.get_status().config_name == "teller"
+
+
+def test_misuse_is_refused_with_a_clear_error(txn_dbos: type[DBOS]) -> None:
+    @DBOS.transaction()
+    def peek() -> None:
+        DBOS.get_workflow_status("anything")
+
+    @DBOS.transaction()
+    def plain() -> int:
+        return 1
+
+    @DBOS.step()
+    def step_calling_txn() -> int:
+        return plain()
+
+    @DBOS.workflow()
+    def wf() -> int:
+        return step_calling_txn()
+
+    with pytest.raises(DBOSException, match="coroutine"):
+
+        @DBOS.transaction()
+        async def not_allowed() -> None: ...
+
+    DBOS.launch()
+    with pytest.raises(DBOSException, match=r"only available within a @DBOS\.transaction"):
+        _ = DBOS.sql_session
+    with pytest.raises(DBOSException, match=r"Invalid call to `DBOS\.getStatus` inside a"):
+        peek()
+    with pytest.raises(DBOSException, match="inside step"):
+        wf()
+
+
+def test_without_an_application_database(dbos: type[DBOS]) -> None:
+    @DBOS.transaction()
+    def txn() -> int:
+        return 1
+
+    DBOS.launch()
+    with pytest.raises(DBOSException, match="application_database_url"):
+        txn()
+
+
+def test_a_recorded_transaction_of_another_name_is_nondeterminism(
+    txn_dbos: type[DBOS], app_url: str
+) -> None:
+    """The application database's record is checked too: a committed transaction whose
+    system checkpoint was lost is replayed only under its own name."""
+
+    @DBOS.transaction()
+    def first() -> int:
+        return 1
+
+    @DBOS.transaction()
+    def second() -> int:
+        return 2
+
+    @DBOS.workflow()
+    def wf(which: str) -> int:
+        return first() if which == "first" else second()
+
+    DBOS.launch()
+    with SetWorkflowID("nd-1"):
+        assert wf("first") == 1
+    # Forget the system checkpoint and the outcome, keep the application database's record.
+    store = get_runtime().store
+    store.delete_workflows(["nd-1"])
+    with SetWorkflowID("nd-1"), pytest.raises(DBOSUnexpectedStepError):
+        wf("second")
+    DBOS.destroy()
+
+
+def test_application_database_schema_matches_dbos(txn_dbos: type[DBOS], app_url: str) -> None:
+    DBOS.launch()
+    engine = app_engine(app_url)
+    try:
+        inspector = sa.inspect(engine)
+        schema = None if app_url.startswith("sqlite") else "dbos"
+        columns = {
+            c["name"]: (str(c["type"]).upper(), c["nullable"])
+            for c in inspector.get_columns("transaction_outputs", schema=schema)
+        }
+        pk = inspector.get_pk_constraint("transaction_outputs", schema=schema)
+        indexes = inspector.get_indexes("transaction_outputs", schema=schema)
+    finally:
+        engine.dispose()
+    assert list(columns) == [
+        "workflow_uuid",
+        "function_id",
+        "output",
+        "error",
+        "txn_id",
+        "txn_snapshot",
+        "executor_id",
+        "function_name",
+        "created_at",
+    ]
+    assert columns["workflow_uuid"][1] is False and columns["function_name"][1] is False
+    assert columns["created_at"] == ("BIGINT", False)
+    assert pk["constrained_columns"] == ["workflow_uuid", "function_id"]
+    assert [(i["name"], i["column_names"]) for i in indexes] == [
+        ("transaction_outputs_created_at_index", ["created_at"])
+    ]

@@ -1,5 +1,6 @@
 """Real HTTP servers for the integration tests: uvicorn for ASGI (FastAPI) and werkzeug's
-threaded server for WSGI (Flask), each on a free port of 127.0.0.1 in a thread."""
+threaded server for WSGI (Flask), each on a free port of 127.0.0.1 in a thread; and an
+observer that notes the request each workflow run was started for."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import uvicorn
 from werkzeug.serving import make_server
+
+from waypoint.core.observe import ObservedRun, Observer, Watch
 
 
 def _wait(ready: Any, thread: threading.Thread, what: str) -> None:
@@ -59,3 +62,12 @@ def serve_wsgi(app: Any) -> Iterator[str]:
         server.shutdown()
         thread.join(30)
         server.server_close()
+
+
+class RequestLog(Observer):
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+
+    def workflow(self, run: ObservedRun) -> Optional[Watch]:
+        self.seen[run.workflow_id] = run.request
+        return None

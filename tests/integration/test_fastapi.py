@@ -15,9 +15,8 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 
-from tests.web_servers import serve_asgi
+from tests.web_servers import RequestLog, serve_asgi
 from waypoint import DBOS
-from waypoint.core.observe import ObservedRun, Observer, Watch
 from waypoint.core.runtime import get_runtime, maybe_runtime
 from waypoint.error import DBOSException, DBOSNotAuthorizedError
 
@@ -145,15 +144,6 @@ def test_idempotency_key_is_the_first_workflows_id(
         assert charged == [10, 20, 30]
         # The key does not outlive its request.
         assert http.post("/pay/40").json()["workflow_id"] != f"pay-{kind}-1"
-
-
-class RequestLog(Observer):
-    def __init__(self) -> None:
-        self.seen: dict[str, Any] = {}
-
-    def workflow(self, run: ObservedRun) -> Optional[Watch]:
-        self.seen[run.workflow_id] = run.request
-        return None
 
 
 def test_request_id_reaches_the_workflows_a_request_starts(

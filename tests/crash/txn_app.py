@@ -7,11 +7,11 @@ Modes:
     wait    launch (recovering this executor's PENDING workflows), wait for <wfid>, print it
 
 ``transfer(n)`` runs the transaction ``post(i)`` for i = 1..n; each inserts one row into
-the application database's ``ledger`` table (no key: a second execution would add a second
-row; the test creates it) and returns a fresh token. With CRASH_TXN_HOLD=<i>, the process holds right after
-transaction i committed (its output recorded in ``transaction_outputs``) and before its
-system-database checkpoint, after writing ``<marker_dir>/committed-<i>``: the window a crash
-must not turn into a second execution.
+the application database's ``ledger`` table (created by the test; no key, so a second
+execution would add a second row) and returns a fresh token. With CRASH_TXN_HOLD=<i>, the
+process holds right after transaction i committed (its output recorded in
+``transaction_outputs``) and before its system-database checkpoint, after writing
+``<marker_dir>/committed-<i>``: the window a crash must not turn into a second execution.
 
 Output: one JSON line, {"pid": ..., "result": [...tokens]}.
 """

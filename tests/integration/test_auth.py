@@ -4,6 +4,7 @@ is recorded in ``workflow_status`` and what the running code sees."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 import pytest
@@ -213,3 +214,46 @@ def test_bad_role_lists_are_refused(dbos: type[DBOS]) -> None:
         DBOS.default_required_roles([1])  # type: ignore[list-item]
     with pytest.raises(DBOSException, match="list of role names"):
         DBOS.set_authentication("u", "admin")  # type: ignore[arg-type]
+
+
+def test_a_recovered_workflow_runs_with_its_recorded_authentication(
+    dbos: type[DBOS], config: dict[str, Any]
+) -> None:
+    config = {**config, "application_version": "v1"}
+    entered, release = threading.Event(), threading.Event()
+    runs: list[Seen] = []
+
+    def define() -> None:
+        @DBOS.step()
+        def hold() -> None:
+            if not entered.is_set():  # the first execution stops here, as if it crashed
+                entered.set()
+                release.wait(60)
+
+        @DBOS.required_roles(["admin"])
+        @DBOS.workflow()
+        def guarded() -> Seen:
+            hold()
+            runs.append(seen())
+            return seen()
+
+        define.guarded = guarded  # type: ignore[attr-defined]
+
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config=config)  # type: ignore[arg-type]
+    define()
+    DBOS.launch()
+    try:
+        with DBOSContextSetAuth("root", ["user", "admin"]), SetWorkflowID("recovered-auth"):
+            DBOS.start_workflow(define.guarded)  # type: ignore[attr-defined]
+        assert entered.wait(30)
+        # A new runtime (same executor and version) takes the workflow back at launch.
+        DBOS.destroy(destroy_registry=True)
+        DBOS(config=config)  # type: ignore[arg-type]
+        define()
+        DBOS.launch()
+        result = DBOS.retrieve_workflow("recovered-auth").get_result(polling_interval_sec=0.05)
+        assert result == ("root", ["user", "admin"], "admin")
+        assert runs == [result]
+    finally:
+        release.set()

@@ -5,6 +5,7 @@ the handler's first workflow, ``x-request-id`` carried to the workflows a reques
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -16,7 +17,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 from tests.web_servers import RequestLog, serve_asgi
-from waypoint import DBOS
+from waypoint import DBOS, Queue
 from waypoint.core.runtime import get_runtime, maybe_runtime
 from waypoint.error import DBOSException, DBOSNotAuthorizedError
 
@@ -55,6 +56,30 @@ def test_lifespan_launches_after_the_users_and_destroys_after_it(
     # (still launched); then the runtime was destroyed.
     assert seen == [("user startup", False), ("user shutdown", True)]
     assert maybe_runtime() is None
+
+
+def test_dequeued_async_workflows_run_on_the_servers_loop(
+    dbos: type[DBOS], config: dict[str, Any]
+) -> None:
+    queue = Queue("web-queue")
+
+    @DBOS.workflow()
+    async def on_which_loop() -> int:
+        return id(asyncio.get_running_loop())
+
+    app = FastAPI()
+
+    @app.get("/loops")
+    async def loops() -> dict[str, int]:
+        handle = await queue.enqueue_async(on_which_loop)
+        return {"server": id(asyncio.get_running_loop()), "queued": await handle.get_result()}
+
+    DBOS(config=config, fastapi=app)  # type: ignore[arg-type]
+    with serve_asgi(app) as url:
+        reply = httpx.get(f"{url}/loops").json()
+    # As DBOS does: the loop the application runs on is where its dequeued async work runs
+    # (resources made in the lifespan belong to that loop).
+    assert reply["queued"] == reply["server"]
 
 
 def test_a_lifespan_that_launches_itself_is_not_launched_twice(

@@ -17,7 +17,7 @@ from waypoint._api import auth as _auth
 from waypoint._api import decorators, transactions
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
-from waypoint._api.launch import launch
+from waypoint._api.launch import launch, running_loop
 from waypoint._api.ops import body, messages, queues
 from waypoint._api.ops.base import RUNTIME, Ops
 from waypoint._api.queue import Queue
@@ -132,9 +132,13 @@ class DBOS(SharedOperations):
 
     @classmethod
     def _launch_once(cls) -> None:
-        """Launch unless launched (FastAPI's startup, after the user's lifespan began)."""
-        if cls._get()._runtime is None:
+        """Launch unless launched (FastAPI's startup, after the user's lifespan began); the
+        server's loop becomes the main loop either way."""
+        inst = cls._get()
+        if inst._runtime is None:
             cls.launch()
+        if inst._runtime is not None:
+            inst._runtime.main_loop = running_loop()
 
     @classmethod
     def destroy(

@@ -9,6 +9,7 @@ describes them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,10 +75,19 @@ def build_runtime(config: RuntimeConfig, app_version: str) -> Runtime:
     return rt
 
 
+def running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop running on this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def launch(config: RuntimeConfig, app_version: str) -> Runtime:
     """Start a runtime and recover this executor's unfinished workflows. It is current
     before anything runs, so recovered workflows find it."""
     rt = build_runtime(config, app_version)
+    rt.main_loop = running_loop()
     set_runtime(rt)
     try:
         rt.start()

@@ -50,6 +50,9 @@ class Runtime(Engine):
         self._active_lock = threading.Lock()
         self._deadline_timers: dict[str, int] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # The application's own loop (running where it launched, or its web server's): async
+        # workflows started from other threads (dequeued, scheduled) run there while it runs.
+        self.main_loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
         self._tasks: set[Any] = set()
@@ -173,7 +176,8 @@ class Runtime(Engine):
             return self._loop
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a coroutine on the caller's loop if there is one, else on the background loop."""
+        """Run a coroutine on the caller's loop if there is one, else on the application's
+        main loop while it runs, else on the background loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -183,7 +187,9 @@ class Runtime(Engine):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        fut = asyncio.run_coroutine_threadsafe(coro, self.background_loop())
+        main = self.main_loop
+        target = main if main is not None and main.is_running() else self.background_loop()
+        fut = asyncio.run_coroutine_threadsafe(coro, target)
         self._tasks.add(fut)
         fut.add_done_callback(self._tasks.discard)
 

@@ -4,6 +4,8 @@ The public API mirrors DBOS Transact's, so ``from waypoint import DBOS`` ports a
 application. Everything public is re-exported here and nowhere else.
 """
 
+from typing import Any
+
 from waypoint import admin as admin  # imported for its effect: registers the admin server
 from waypoint import error
 from waypoint.__version__ import VERSION as __version__
@@ -45,6 +47,7 @@ from waypoint.queues.enqueue import EnqueueOptions
 
 __all__ = [
     "DBOS",
+    "AsyncSQLAlchemyDatasource",
     "ClientScheduleInput",
     "DBOSClient",
     "DBOSConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "EnqueueOptions",
     "PortableWorkflowError",
     "Queue",
+    "SQLAlchemyDatasource",
     "ScheduleInput",
     "SendMessage",
     "Serializer",
@@ -79,3 +83,15 @@ __all__ = [
     "error",
     "run_dbos_database_migrations",
 ]
+
+_DATASOURCES = ("SQLAlchemyDatasource", "AsyncSQLAlchemyDatasource")
+
+
+def __getattr__(name: str) -> Any:
+    """The SQLAlchemy datasources, imported on first use: SQLAlchemy is an optional extra
+    (``pip install 'waypoint-workflows[sql]'``)."""
+    if name in _DATASOURCES:
+        from waypoint._api import datasource
+
+        return getattr(datasource, name)
+    raise AttributeError(f"module 'waypoint' has no attribute {name!r}")

@@ -28,6 +28,7 @@ from waypoint.storage.url import redact
 def test_public_names_are_pinned() -> None:
     assert sorted(waypoint.__all__) == sorted(
         [
+            "AsyncSQLAlchemyDatasource",
             "ClientScheduleInput",
             "DBOS",
             "DBOSClient",
@@ -43,6 +44,7 @@ def test_public_names_are_pinned() -> None:
             "PortableWorkflowError",
             "Queue",
             "ScheduleInput",
+            "SQLAlchemyDatasource",
             "SendMessage",
             "Serializer",
             "SetEnqueueOptions",

@@ -17,7 +17,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 from tests.web_servers import RequestLog, serve_asgi
-from waypoint import DBOS, Queue
+from waypoint import DBOS, DBOSContextSetAuth, Queue
 from waypoint.core.runtime import get_runtime, maybe_runtime
 from waypoint.error import DBOSException, DBOSNotAuthorizedError
 
@@ -269,7 +269,8 @@ def test_dbos_exceptions_are_answered_as_json(dbos: type[DBOS], config: dict[str
         assert "dbos_error" not in reply.text
 
 
-def test_roles_over_http(dbos: type[DBOS], config: dict[str, Any]) -> None:
+@pytest.mark.parametrize("dependency", ["async", "sync"])
+def test_roles_over_http(dbos: type[DBOS], config: dict[str, Any], dependency: str) -> None:
     @DBOS.workflow()
     @DBOS.required_roles(["admin", "auditor"])
     def report() -> dict[str, Any]:
@@ -280,13 +281,20 @@ def test_roles_over_http(dbos: type[DBOS], config: dict[str, Any]) -> None:
             "workflow_id": DBOS.workflow_id,
         }
 
-    async def authenticate(request: Request) -> None:
+    def authenticate(request: Request) -> None:
         user = request.headers.get("x-user")
         if user is not None:
             roles = request.headers.get("x-roles", "")
             DBOS.set_authentication(user, [r for r in roles.split(",") if r])
 
-    app = FastAPI(dependencies=[Depends(authenticate)])
+    async def authenticate_async(request: Request) -> None:
+        authenticate(request)
+
+    # A sync dependency runs on a worker thread with a copy of the request's context; what it
+    # sets must still reach the handler, as DBOS's request context does.
+    app = FastAPI(
+        dependencies=[Depends(authenticate if dependency == "sync" else authenticate_async)]
+    )
 
     @app.get("/report")
     def report_endpoint() -> dict[str, Any]:
@@ -323,3 +331,42 @@ def test_roles_over_http(dbos: type[DBOS], config: dict[str, Any]) -> None:
 def test_fastapi_needs_a_fastapi_application(dbos: type[DBOS], config: dict[str, Any]) -> None:
     with pytest.raises(DBOSException, match="FastAPI application"):
         DBOS(config=config, fastapi=object())  # type: ignore[arg-type]
+
+
+def test_decorated_functions_as_endpoints_under_an_auth_middleware(
+    dbos: type[DBOS], config: dict[str, Any]
+) -> None:
+    app = FastAPI()
+    DBOS(config=config, fastapi=app)  # type: ignore[arg-type]
+
+    @app.middleware("http")
+    async def sign_in(request: Request, call_next: Any) -> Any:
+        # Added after DBOS(fastapi=app), so it runs outside Waypoint's middleware.
+        with DBOSContextSetAuth("dora", ["reader"]):
+            return await call_next(request)
+
+    @app.get("/read/{doc}")
+    @DBOS.required_roles(["reader"])
+    @DBOS.workflow()
+    def read(doc: str) -> dict[str, Any]:
+        return {"doc": doc, "role": DBOS.assumed_role, "workflow_id": DBOS.workflow_id}
+
+    @app.get("/write/{doc}")
+    @DBOS.required_roles(["writer"])
+    @DBOS.workflow()
+    async def write(doc: str) -> str:
+        return doc
+
+    @app.get("/greet/{name}")
+    @DBOS.step()
+    async def greet(name: str, punctuation: str = "!") -> str:
+        return f"hello {name}{punctuation}"
+
+    with serve_asgi(app) as url, httpx.Client(base_url=url) as http:
+        body = http.get("/read/memo").json()
+        assert (body["doc"], body["role"]) == ("memo", "reader")
+        status = DBOS.get_workflow_status(body["workflow_id"])
+        assert (status.authenticated_user, status.assumed_role) == ("dora", "reader")
+        assert answer(http.get("/write/memo"))[:2] == (403, "DBOSNotAuthorizedError")
+        # FastAPI reads the parameters through the wrappers.
+        assert http.get("/greet/ann", params={"punctuation": "?"}).json() == "hello ann?"

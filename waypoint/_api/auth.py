@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Optional, TypeVar, cast
 
 from waypoint._api import decorators
-from waypoint.core.context import current_auth
+from waypoint.core.context import auth_in_scope, current_auth, handler_auth
 from waypoint.core.roles import authorized, find_rule, rule_for
 from waypoint.core.types import Auth
 from waypoint.error import DBOSException
@@ -94,9 +94,13 @@ def set_authentication(user: Optional[str], roles: Optional[list[str]]) -> None:
     in this thread or task (and of the workflows it starts)."""
     if roles is not None:
         roles = _check_role_list(roles, "set_authentication")
-    prior = current_auth.get()
-    current_auth.set(Auth(user, roles, prior.assumed_role if prior is not None else None))
+    prior = auth_in_scope()
+    auth = Auth(user, roles, prior.assumed_role if prior is not None else None)
+    current_auth.set(auth)
+    cell = handler_auth.get()
+    if cell is not None:  # the rest of the request sees it, whichever thread set it
+        cell.auth = auth
 
 
 def current() -> Optional[Auth]:
-    return current_auth.get()
+    return auth_in_scope()

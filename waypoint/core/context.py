@@ -76,6 +76,30 @@ current_request: contextvars.ContextVar[Optional[RequestInfo]] = contextvars.Con
 )
 
 
+@dataclass
+class HandlerAuth:
+    """The authentication set while handling one HTTP request, shared by every copy of the
+    request's context: FastAPI runs sync dependencies on threads with copies of it, and what
+    one of them sets (``set_authentication``) must reach the handler, as in DBOS."""
+
+    auth: Optional[Auth] = None
+
+
+handler_auth: contextvars.ContextVar[Optional[HandlerAuth]] = contextvars.ContextVar(
+    "waypoint_handler_auth", default=None
+)
+
+
+def auth_in_scope() -> Optional[Auth]:
+    """The authentication in force here: set in this context, else set for the request."""
+    auth = current_auth.get()
+    if auth is None:
+        cell = handler_auth.get()
+        if cell is not None:
+            return cell.auth
+    return auth
+
+
 def take_workflow_id() -> Optional[str]:
     """Consume the ID set by ``SetWorkflowID`` for this start, if any."""
     holder = start_options.get().next_id

@@ -23,6 +23,7 @@ from waypoint.core.context import (
     current_request,
     current_run,
     current_step,
+    handler_auth,
     start_options,
 )
 from waypoint.core.effects import Call, Flow, Io, drive_async, drive_sync
@@ -132,6 +133,7 @@ def _body_bindings(run: WorkflowRun, auth: Optional[Auth]) -> tuple[Any, ...]:
         (current_step, None),
         (start_options, StartOptions()),
         (current_auth, auth),
+        (handler_auth, None),
         (current_request, run.request),
     )
 

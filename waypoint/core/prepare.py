@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from waypoint.core.context import (
     UNSET,
-    current_auth,
+    auth_in_scope,
     current_request,
     current_run,
     current_step,
@@ -145,7 +145,7 @@ def prepare(
     elif parent is not None and parent.deadline_ms is not None:
         deadline = parent.deadline_ms
 
-    auth = current_auth.get() or (parent.auth if parent is not None else None)
+    auth = auth_in_scope() or (parent.auth if parent is not None else None)
     serializer = rt.codec.for_format(info.serialization)
     names = positional_names(info.func, skip_first=info.kind in ("instance", "class"))
     what = f"workflow {info.name!r}"

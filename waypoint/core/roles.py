@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from waypoint.core.context import current_auth
+from waypoint.core.context import auth_in_scope, current_auth
 from waypoint.core.types import Auth
 from waypoint.error import DBOSNotAuthorizedError
 
@@ -90,7 +90,7 @@ def with_role(auth: Optional[Auth], role: Optional[str]) -> Optional[Auth]:
 @contextlib.contextmanager
 def authorized(rule: Optional[RoleRule], name: str) -> Iterator[None]:
     """Check the caller's roles for ``name`` and assume the matching role inside the block."""
-    auth = current_auth.get()
+    auth = auth_in_scope()
     role = check_roles(rule, auth, name)
     if role is None:
         yield

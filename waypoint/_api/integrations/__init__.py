@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 from waypoint._api.context_managers import SetWorkflowID
-from waypoint.core.context import current_request
+from waypoint.core.context import HandlerAuth, current_request, handler_auth
 from waypoint.core.types import RequestInfo
 from waypoint.error import DBOSException
 
@@ -42,11 +42,13 @@ def handling(
         client_ip=client_ip,
     )
     token = current_request.set(info)
+    auth_token = handler_auth.set(HandlerAuth())
     try:
         key = header(IDEMPOTENCY_HEADER)
         with SetWorkflowID(key) if key else contextlib.nullcontext():
             yield info
     finally:
+        handler_auth.reset(auth_token)
         current_request.reset(token)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: creates .venv, installs Waypoint with its test
-# tools, starts PostgreSQL if none answers on 127.0.0.1:5432, then runs ruff, mypy and pytest.
+# tools, starts PostgreSQL if none answers on 127.0.0.1:5432, then runs ruff, mypy, the
+# documentation build (mkdocs --strict) and pytest.
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/integration -k sleep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,docs]"
 
 pg_up() {
   .venv/bin/python -c '
@@ -41,4 +42,8 @@ fi
 
 .venv/bin/ruff check waypoint tests examples
 .venv/bin/mypy
+docs_site=$(mktemp -d)  # (not --quiet: it hides the warnings that --strict counts)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site/site" \
+  >"$docs_site/log" 2>&1 || { cat "$docs_site/log" >&2; rm -rf "$docs_site"; exit 1; }
+rm -rf "$docs_site"
 .venv/bin/python -m pytest "$@"

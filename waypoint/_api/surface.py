@@ -46,11 +46,16 @@ def _public_signature(
     )
 
 
-def _dress(call: Any, fn: Callable[..., Any], name: str, signature: inspect.Signature) -> None:
-    """Give the bound method the flow function's name, docs and signature."""
+def _dress(
+    call: Any, fn: Callable[..., Any], name: str, signature: inspect.Signature, owner: Any
+) -> None:
+    """Give the bound method the flow function's docs and signature, and the name of a method
+    of ``owner`` (so ``help()`` and the API reference list it as one)."""
     call.__signature__ = signature
     call.__doc__ = fn.__doc__
-    call.__name__ = call.__qualname__ = name
+    call.__name__ = name
+    call.__module__ = getattr(owner, "__module__", call.__module__)
+    call.__qualname__ = f"{getattr(owner, '__qualname__', '')}.{name}".lstrip(".")
 
 
 def _ops_of(obj: Any, owner: Any) -> Ops:
@@ -91,7 +96,7 @@ class SyncOperation(_Operation[P, T]):
             result: T = self._finish(ops, value)
             return result
 
-        _dress(call, self.flow, self.__name__, self.signature)
+        _dress(call, self.flow, self.__name__, self.signature, owner or type(obj))
         return call
 
 
@@ -103,7 +108,7 @@ class AsyncOperation(_Operation[P, T]):
             result: T = self._finish(ops, value)
             return result
 
-        _dress(call, self.flow, self.__name__, self.signature)
+        _dress(call, self.flow, self.__name__, self.signature, owner or type(obj))
         return call
 
 
@@ -185,7 +190,8 @@ class StreamMethod(Generic[P]):
                 yield value
 
         method: Any = read_async if self.is_async else read
-        _dress(method, fn, name, self.signature.replace(return_annotation=inspect.Signature.empty))
+        signature = self.signature.replace(return_annotation=inspect.Signature.empty)
+        _dress(method, fn, name, signature, owner or type(obj))
         return cast(Callable[P, Any], method)
 
 

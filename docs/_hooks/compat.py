@@ -27,7 +27,6 @@ MARKER = "<!-- compat-table -->"
 
 APPDB = "application-database transactions are not implemented yet"
 OTEL = "no OpenTelemetry integration yet"
-ROLES = "role-based authorization is not implemented yet"
 CONDUCTOR = "no DBOS Conductor connection (Waypoint is self-hosted only)"
 
 # Names Waypoint does not offer, with the reason. Remove a line when the name lands.
@@ -39,13 +38,8 @@ UNSUPPORTED: dict[str, str] = {
     "make_pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "DBOS.alert_handler": CONDUCTOR,
-    "DBOS.default_required_roles": ROLES,
-    "DBOS.required_roles": ROLES,
-    "DBOS.set_authentication": ROLES,
     "DBOS.span": OTEL,
     "DBOS.tracer": OTEL,
-    "DBOS.sql_session": APPDB,
-    "DBOS.transaction": APPDB,
     "DBOS.kafka_consumer": "Kafka consumers are not supported (no broker to test against)",
     "DBOSClient.rename_application": "not implemented yet",
     "DBOSClient.rename_application_async": "not implemented yet",

@@ -31,8 +31,6 @@ CONDUCTOR = "no DBOS Conductor connection (Waypoint is self-hosted only)"
 
 # Names Waypoint does not offer, with the reason. Remove a line when the name lands.
 UNSUPPORTED: dict[str, str] = {
-    "AsyncSQLAlchemyDatasource": APPDB,
-    "SQLAlchemyDatasource": APPDB,
     "KafkaMessage": "Kafka consumers are not supported (no broker to test against)",
     "PropagateOtelContext": OTEL,
     "make_pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",

@@ -8,6 +8,7 @@ import threading
 from typing import Any, Optional
 
 import pytest
+import sqlalchemy as sa
 
 from waypoint import DBOS, DBOSConfiguredInstance, DBOSContextSetAuth, Queue, SetWorkflowID
 from waypoint.error import DBOSException, DBOSNotAuthorizedError
@@ -257,3 +258,31 @@ def test_a_recovered_workflow_runs_with_its_recorded_authentication(
         assert runs == [result]
     finally:
         release.set()
+
+
+def test_transactions_check_roles(dbos: type[DBOS], config: dict[str, Any], tmp_path: Any) -> None:
+    app_url = f"sqlite:///{tmp_path}/app.sqlite"
+    DBOS(config={**config, "application_database_url": app_url})  # type: ignore[typeddict-item]
+
+    @DBOS.default_required_roles(["clerk"])
+    class Books:
+        @staticmethod
+        @DBOS.transaction()
+        def balance() -> tuple[int, Optional[str]]:
+            total = DBOS.sql_session.execute(sa.text("SELECT 40 + 2")).scalar_one()
+            return int(total), DBOS.assumed_role
+
+    @DBOS.workflow()
+    def audit() -> tuple[int, Optional[str]]:
+        return Books.balance()
+
+    DBOS.launch()
+    with DBOSContextSetAuth("cleo", ["clerk"]):
+        assert Books.balance() == (42, "clerk")  # outside a workflow
+        assert audit() == (42, "clerk")
+    with DBOSContextSetAuth("carl", ["guest"]), SetWorkflowID("audit-denied"):
+        with pytest.raises(DBOSNotAuthorizedError, match=r"Books\.balance"):
+            Books.balance()
+        with pytest.raises(DBOSNotAuthorizedError):
+            audit()
+    assert recorded("audit-denied")[0] == "ERROR"

@@ -23,6 +23,7 @@ from waypoint.core.calls import call_workflow
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_sync
 from waypoint.core.registrations import REGISTRY, WorkflowInfo
+from waypoint.core.roles import authorized, rule_for
 from waypoint.core.settings import RuntimeConfig
 from waypoint.core.transactions import check_isolation_level, in_transaction, transaction_flow
 from waypoint.error import DBOSException, DBOSInitializationError
@@ -117,9 +118,14 @@ def transaction(name: Optional[str], isolation_level: str) -> Callable[[F], F]:
                 "support coroutine functions"
             )
         info: Optional[WorkflowInfo] = None
+        rule = rule_for(func)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with authorized(rule, txn_name):  # @DBOS.required_roles, checked on every call
+                return _call(*args, **kwargs)
+
+        def _call(*args: Any, **kwargs: Any) -> Any:
             step = current_step.get()
             if step is not None:
                 raise DBOSException(

@@ -12,13 +12,17 @@ from waypoint._api.ops import queues
 from waypoint._api.ops.base import ClientOps, Ops
 from waypoint._api.shared import SharedOperations
 from waypoint._api.surface import handle, handle_async, twins
-from waypoint.core.effects import Flow, Io, drive_async
+from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
+from waypoint.core.messaging import SendMessage, send_flow
 from waypoint.core.serialization import Serializer
 from waypoint.core.storage_errors import translated
+from waypoint.core.types import WorkflowSerializationFormat
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start
 from waypoint.storage.registry import open_url
+
+DEFAULT = WorkflowSerializationFormat.DEFAULT
 
 
 class DBOSClient(SharedOperations):
@@ -101,6 +105,48 @@ class DBOSClient(SharedOperations):
         st = by_name_start(self.engine, options, args, kwargs, check_queue=False)
         self.engine.store.insert_on_connection(conn_or_session, st.new)
         return Handle(self._client_ops, st.workflow_id)
+
+    def send_in_transaction(
+        self,
+        conn_or_session: Any,
+        destination_id: str,
+        message: Any,
+        topic: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        *,
+        serialization_type: Optional[WorkflowSerializationFormat] = DEFAULT,
+        send_to_forks: bool = False,
+    ) -> None:
+        """Send a message as part of the caller's own transaction on the system database
+        (a SQLAlchemy ``Connection`` or ``Session``): delivered if and only if it commits."""
+        msg = SendMessage(destination_id, message, topic, idempotency_key)
+        self._send_on(conn_or_session, [msg], serialization_type, send_to_forks, "DBOS.send")
+
+    def send_bulk_in_transaction(
+        self,
+        conn_or_session: Any,
+        messages: list[SendMessage],
+        *,
+        serialization_type: Optional[WorkflowSerializationFormat] = DEFAULT,
+        send_to_forks: bool = False,
+    ) -> None:
+        """Send many messages as part of the caller's own transaction on the system
+        database: all are delivered if and only if it commits."""
+        self._send_on(
+            conn_or_session, messages, serialization_type, send_to_forks, "DBOS.send_bulk"
+        )
+
+    def _send_on(
+        self,
+        conn: Any,
+        messages: list[SendMessage],
+        fmt: Optional[WorkflowSerializationFormat],
+        send_to_forks: bool,
+        name: str,
+    ) -> None:
+        if conn is None:
+            raise DBOSException(f"{name} in a transaction needs the caller's connection or session")
+        drive_sync(send_flow(self.engine, messages, fmt, send_to_forks, name, conn=conn))
 
 
 def _ping(engine: Engine) -> Flow[None]:

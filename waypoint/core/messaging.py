@@ -106,8 +106,12 @@ def send_flow(
     fmt: Optional[WorkflowSerializationFormat],
     send_to_forks: bool,
     step_name: str,
+    conn: Any = None,
 ) -> Flow[None]:
-    run = in_body()
+    """Send ``messages``: checkpointed as ``step_name`` from a workflow body; with ``conn``
+    (a caller's connection to the system database), inside the caller's transaction and
+    never checkpointed."""
+    run = in_body() if conn is None else None
     ser = _serializer(eng, fmt, run)
     keys = [m.idempotency_key for m in messages if m.idempotency_key is not None]
     if len(keys) != len(set(keys)):
@@ -147,6 +151,9 @@ def send_flow(
                 for fork in forks
             )
         rows.extend(extra)
+    if conn is not None:
+        eng.store.send_on_connection(conn, rows)  # the caller's thread and transaction
+        return None
     checkpoint = step_record(run, fid, step_name, started) if run is not None else None
     outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
     if run is not None and outcome is not None:

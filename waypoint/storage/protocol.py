@@ -228,6 +228,11 @@ class SystemStore(Protocol):
         nothing."""
         ...
 
+    def send_on_connection(self, conn: Any, messages: Sequence[NewMessage]) -> None:
+        """Insert messages on a caller-owned connection (or SQLAlchemy session), inside the
+        caller's transaction: delivered if and only if it commits."""
+        ...
+
     def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
         """Atomically take the oldest unconsumed message and checkpoint it as ``record``."""
         ...

@@ -50,6 +50,33 @@ class Cursor:
         return int(self._raw.rowcount)
 
 
+class CallerCursor(Cursor):
+    """A ``Cursor`` on a caller's own connection, inside the caller's transaction: a
+    SQLAlchemy ``Connection`` or ``Session``, or a DB-API connection of the backend's driver."""
+
+    def __init__(self, conn: Any, render: Callable[[str], str]) -> None:
+        super().__init__(None, render)
+        self._conn = conn
+
+    def _run(self, sql: str, params: Optional[Params]) -> Any:
+        conn = self._conn
+        if hasattr(conn, "get_bind") and callable(getattr(conn, "connection", None)):
+            conn = conn.connection()  # a SQLAlchemy Session: its connection in this transaction
+        if hasattr(conn, "exec_driver_sql"):  # a SQLAlchemy Connection
+            return conn.exec_driver_sql(self._render(sql), params or {})
+        return conn.execute(self._render(sql), params or {})  # a DB-API connection
+
+    def all(self, sql: str, params: Optional[Params] = None) -> list[Row]:
+        result = self._run(sql, params)
+        rows = getattr(result, "returns_rows", None)
+        if rows is None:
+            rows = result.description is not None
+        return list(result.fetchall()) if rows else []
+
+    def exec(self, sql: str, params: Optional[Params] = None) -> int:
+        return int(self._run(sql, params).rowcount)
+
+
 class Dialect(ABC):
     name: str
     true: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from waypoint.storage.errors import NotFoundError
 from waypoint.storage.records import (
@@ -14,7 +14,7 @@ from waypoint.storage.records import (
     StepRecord,
     StreamWrite,
 )
-from waypoint.storage.sql_base import Cursor, Params, SqlCore
+from waypoint.storage.sql_base import CallerCursor, Cursor, Params, SqlCore
 
 
 def value_params(w: EventWrite) -> Params:
@@ -32,36 +32,38 @@ class MessagingSql(SqlCore):
     def send_messages(
         self, messages: Sequence[NewMessage], record: Optional[StepRecord]
     ) -> Optional[RecordOutcome]:
+        return self._checkpointed(record, lambda cur: self._send_in(cur, messages), "send message")
+
+    def send_on_connection(self, conn: Any, messages: Sequence[NewMessage]) -> None:
+        self._send_in(CallerCursor(conn, self.d.render), messages)
+
+    def _send_in(self, cur: Cursor, messages: Sequence[NewMessage]) -> None:
         nt = self.d.t("notifications")
         dests = sorted({m.destination_id for m in messages})
-
-        def write(cur: Cursor) -> None:
-            found = {
-                r[0]
-                for r in cur.all(
-                    f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
-                    f"WHERE {self.d.any('workflow_uuid', 'ids')}",
-                    {"ids": self.d.list_param(dests)},
-                )
-            }
-            missing = [d for d in dests if d not in found]
-            if missing:
-                raise NotFoundError(missing[0])
-            for m in messages:
-                cur.exec(
-                    f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
-                    "serialization) VALUES (%(id)s, %(dest)s, %(topic)s, %(msg)s, %(ser)s) "
-                    "ON CONFLICT (message_uuid) DO NOTHING",
-                    {
-                        "id": m.message_uuid,
-                        "dest": m.destination_id,
-                        "topic": m.topic,
-                        "msg": m.message,
-                        "ser": m.serialization,
-                    },
-                )
-
-        return self._checkpointed(record, write, "send message")
+        found = {
+            r[0]
+            for r in cur.all(
+                f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+                f"WHERE {self.d.any('workflow_uuid', 'ids')}",
+                {"ids": self.d.list_param(dests)},
+            )
+        }
+        missing = [d for d in dests if d not in found]
+        if missing:
+            raise NotFoundError(missing[0])
+        for m in messages:
+            cur.exec(
+                f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
+                "serialization) VALUES (%(id)s, %(dest)s, %(topic)s, %(msg)s, %(ser)s) "
+                "ON CONFLICT (message_uuid) DO NOTHING",
+                {
+                    "id": m.message_uuid,
+                    "dest": m.destination_id,
+                    "topic": m.topic,
+                    "msg": m.message,
+                    "ser": m.serialization,
+                },
+            )
 
     def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
         nt = self.d.t("notifications")

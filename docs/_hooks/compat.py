@@ -25,7 +25,6 @@ from typing import Any
 NAMES_FILE = Path(__file__).with_name("dbos-2.31.1.json")
 MARKER = "<!-- compat-table -->"
 
-APPDB = "application-database transactions are not implemented yet"
 OTEL = "no OpenTelemetry integration yet"
 CONDUCTOR = "no DBOS Conductor connection (Waypoint is self-hosted only)"
 
@@ -41,8 +40,6 @@ UNSUPPORTED: dict[str, str] = {
     "DBOS.kafka_consumer": "Kafka consumers are not supported (no broker to test against)",
     "DBOSClient.rename_application": "not implemented yet",
     "DBOSClient.rename_application_async": "not implemented yet",
-    "DBOSClient.send_in_transaction": APPDB,
-    "DBOSClient.send_bulk_in_transaction": APPDB,
     "command: start": "run your application with python; Waypoint has no start script",
     "command: init": "no application templates",
     "command: postgres": "no Docker helper: point -s at any PostgreSQL",
@@ -55,8 +52,9 @@ REFUSED: dict[str, str] = {}
 # DBOSConfig keys Waypoint accepts and what it does with them, where that is not "the same
 # as DBOS". Keys absent from Waypoint's DBOSConfig need an UNSUPPORTED reason instead.
 CONFIG_NOTES: dict[str, str] = {
-    "application_database_url": "accepted; " + APPDB,
-    "db_engine_kwargs": "accepted; Waypoint does not use SQLAlchemy",
+    "application_database_url": "the database of @DBOS.transaction (SQLAlchemy, the sql "
+    "extra); on SQLite every isolation level runs as SERIALIZABLE",
+    "db_engine_kwargs": "used for the application database's engine only",
     "system_database_engine": "accepted; Waypoint does not use SQLAlchemy",
     "otlp_log_level": "accepted; " + OTEL,
     "enable_otlp": "accepted; " + OTEL,

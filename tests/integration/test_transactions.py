@@ -382,3 +382,88 @@ def test_application_database_schema_matches_dbos(txn_dbos: type[DBOS], app_url:
     assert [(i["name"], i["column_names"]) for i in indexes] == [
         ("transaction_outputs_created_at_index", ["created_at"])
     ]
+
+
+def test_delete_workflow_forgets_its_transactions(txn_dbos: type[DBOS], app_url: str) -> None:
+    @DBOS.transaction()
+    def txn() -> int:
+        return 1
+
+    @DBOS.workflow()
+    def wf() -> int:
+        return txn()
+
+    DBOS.launch()
+    with SetWorkflowID("del-1"):
+        wf()
+    with SetWorkflowID("keep-1"):
+        wf()
+    DBOS.delete_workflow("del-1")
+    rows = query(app_url, f"SELECT workflow_uuid FROM {outputs_table(app_url)}")
+    assert rows == [("keep-1",)]
+
+
+def test_only_an_application_database_url(backend: str, app_url: str, tmp_path: Any) -> None:
+    """DBOS's rule: the system database lives beside the application database (the same
+    SQLite file; a PostgreSQL database named <app>_dbos_sys), for DBOS and DBOSClient."""
+    from waypoint import DBOSClient
+
+    DBOS.destroy(destroy_registry=True)
+
+    @DBOS.transaction()
+    def txn() -> str:
+        return "ok"
+
+    DBOS(config={"name": "app-only", "application_database_url": app_url})
+    try:
+        DBOS.launch()
+        with SetWorkflowID("only-app"):
+            assert txn() == "ok"
+        client = DBOSClient(application_database_url=app_url)
+        try:
+            assert client.retrieve_workflow("only-app").get_result() == "ok"
+        finally:
+            client.destroy()
+    finally:
+        DBOS.destroy(destroy_registry=True)
+        if backend == "postgres":
+            name = sa.make_url(app_url).database + "_dbos_sys"
+            with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+def test_run_dbos_database_migrations_creates_the_application_table(
+    backend: str, db_url: str, app_url: str
+) -> None:
+    from waypoint import run_dbos_database_migrations
+
+    role = f"wp_txn_role_{uuid.uuid4().hex[:8]}"
+    if backend == "postgres":
+        with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {}").format(sql.Identifier(sa.make_url(app_url).database))
+            )
+    try:
+        run_dbos_database_migrations(
+            db_url,
+            app_database_url=app_url,
+            application_role=role if backend == "postgres" else None,
+        )
+        assert query(app_url, f"SELECT count(*) FROM {outputs_table(app_url)}") == [(0,)]
+        if backend == "postgres":
+            allowed = query(
+                app_url,
+                "SELECT has_table_privilege(:r, 'dbos.transaction_outputs', 'INSERT')",
+                r=role,
+            )
+            assert allowed == [(True,)]
+    finally:
+        if backend == "postgres":
+            for url in (app_url, db_url):  # its grants in both databases
+                with psycopg.connect(url) as conn:
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -171,6 +171,23 @@ class ApplicationDatabase:
                     )
                 )
 
+    def grant(self, role: str) -> None:
+        """Let ``role`` use the schema's tables, present and future (PostgreSQL), as
+        ``run_dbos_database_migrations(application_role=...)`` does for DBOS."""
+        if self.sqlite:
+            return
+        assert self.schema is not None
+        schema, who = _quote(self.schema), _quote(role)
+        with self.engine.begin() as conn:
+            for statement in (
+                f"GRANT USAGE ON SCHEMA {schema} TO {who}",
+                f"GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA {schema} TO {who}",
+                f"GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA {schema} TO {who}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON TABLES TO {who}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON SEQUENCES TO {who}",
+            ):
+                conn.execute(sa.text(statement))
+
     def _create_pg_database(self) -> None:
         url = self.engine.url
         admin = sa.create_engine(

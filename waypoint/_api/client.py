@@ -20,7 +20,7 @@ from waypoint.core.storage_errors import translated
 from waypoint.core.types import WorkflowSerializationFormat
 from waypoint.error import DBOSException
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start
-from waypoint.storage.registry import open_url
+from waypoint.storage.registry import open_url, system_url_for
 
 DEFAULT = WorkflowSerializationFormat.DEFAULT
 
@@ -47,6 +47,10 @@ class DBOSClient(SharedOperations):
         retry_connection_errors: bool = True,
     ) -> None:
         url = system_database_url or database_url
+        if not url and application_database_url:
+            # DBOS's rule: the system database lives beside the application database.
+            with translated():
+                url = system_url_for(application_database_url, "dbos")
         if not url:
             raise DBOSException("DBOSClient needs system_database_url")
         if lazy and use_listen_notify:

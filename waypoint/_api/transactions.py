@@ -55,6 +55,28 @@ def application_database_url(config: RuntimeConfig) -> Optional[str]:
     return url or None
 
 
+def _application_database_class() -> type[ApplicationDatabase]:
+    try:
+        from waypoint._api.appdb import ApplicationDatabase
+    except ImportError as exc:
+        raise DBOSInitializationError(
+            "an application database needs SQLAlchemy: pip install 'waypoint-workflows[sql]'"
+        ) from exc
+    return ApplicationDatabase
+
+
+def migrate_application_database(url: str, *, schema: str, role: Optional[str]) -> None:
+    """Create the application database's ``transaction_outputs`` out of band (and grant
+    ``role`` its schema), as ``run_dbos_database_migrations(app_database_url=...)`` does."""
+    db = _application_database_class()(url, schema=schema, engine_kwargs_given={"pool_size": 2})
+    try:
+        db.migrate()
+        if role is not None:
+            db.grant(role)
+    finally:
+        db.dispose()
+
+
 def open_application_database(config: RuntimeConfig) -> None:
     """At launch: open and migrate the configured application database, if any."""
     global _app_db
@@ -65,13 +87,7 @@ def open_application_database(config: RuntimeConfig) -> None:
     kwargs = config.raw.get("db_engine_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise DBOSInitializationError("db_engine_kwargs must be a dict of SQLAlchemy options")
-    try:
-        from waypoint._api.appdb import ApplicationDatabase
-    except ImportError as exc:
-        raise DBOSInitializationError(
-            "application_database_url needs SQLAlchemy: pip install 'waypoint-workflows[sql]'"
-        ) from exc
-    db = ApplicationDatabase(
+    db = _application_database_class()(
         url,
         schema=config.schema,
         app_name=f"waypoint:{config.name}",

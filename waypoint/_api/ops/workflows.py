@@ -11,6 +11,7 @@ from typing import Any, Optional, TypeVar
 
 from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync, result_flow, status_flow
 from waypoint._api.ops.base import Ops, checkpoint
+from waypoint._api.transactions import application_database
 from waypoint.core.context import take_workflow_id
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
@@ -233,8 +234,18 @@ def delete_workflows(
     ops: Ops, workflow_ids: Sequence[str], *, delete_children: bool = False
 ) -> Flow[int]:
     """Delete workflows (and, if asked, their descendants) with everything recorded for
-    them; returns how many rows went."""
-    return _on_tree(ops, workflow_ids, delete_children, ops.engine().store.delete_workflows)
+    them, their transactions' records in the application database included; returns how
+    many rows went."""
+    store = ops.engine().store
+    app_db = application_database() if ops.runtime() is not None else None
+
+    def delete(targets: list[str]) -> int:
+        deleted = store.delete_workflows(targets)
+        if app_db is not None:
+            app_db.delete_outputs(targets)
+        return deleted
+
+    return _on_tree(ops, workflow_ids, delete_children, delete)
 
 
 @checkpoint("DBOS.deleteWorkflow")

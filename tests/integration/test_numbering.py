@@ -32,8 +32,11 @@ def test_operations_children_and_forks_count_from_one(dbos: type[DBOS]) -> None:
     with SetWorkflowID("num"):
         assert parent() == [1, "num-2", None]
     steps = DBOS.list_workflow_steps("num")
-    assert [s["function_id"] for s in steps] == [1, 2]
+    # The inline child takes position 2 and the wait for its result position 3, as in DBOS.
+    assert [s["function_id"] for s in steps] == [1, 2, 3]
     assert steps[1]["child_workflow_id"] == "num-2"
+    assert steps[2]["function_name"] == "DBOS.getResult"
+    assert steps[2]["child_workflow_id"] == "num-2"
     # fork(id, n) re-runs from operation n: operation 1 is copied, 2 onwards runs again.
     with SetWorkflowID("num-fork"):
         forked = DBOS.fork_workflow("num", 2)

@@ -58,21 +58,27 @@ class WorkflowHandleAsync(Protocol[R]):
         ...
 
 
-def status_flow(ops: Ops, workflow_id: str) -> Flow[Optional[WorkflowStatus]]:
-    """The workflow's status (None if it does not exist); a step from a workflow body."""
+def status_flow(
+    ops: Ops, workflow_id: str, *, legacy_unrecorded: bool = False
+) -> Flow[Optional[WorkflowStatus]]:
+    """The workflow's status (None if it does not exist); a step from a workflow body
+    (``legacy_unrecorded``: one that Waypoint before 0.2 did not checkpoint)."""
     eng = ops.engine()
 
     def read() -> Flow[Optional[WorkflowStatus]]:
         row = yield Io(lambda: eng.store.get_workflow(workflow_id))
         return to_status(eng, row) if row is not None else None
 
-    return ops.checkpointed("DBOS.getStatus", read())
+    return ops.checkpointed("DBOS.getStatus", read(), legacy_unrecorded=legacy_unrecorded)
 
 
-def result_flow(ops: Ops, workflow_id: str, polling_interval_sec: float = 1.0) -> Flow[Any]:
-    """The workflow's result once it is done (its error raised); a step from a workflow body."""
+def result_flow(
+    ops: Ops, workflow_id: str, polling_interval_sec: float = 1.0, *, from_handle: bool = False
+) -> Flow[Any]:
+    """The workflow's result once it is done (its error raised); a step from a workflow body.
+    As DBOS records it, the step names the awaited workflow when a handle waited."""
     body = await_outcome(ops.engine(), workflow_id, polling_interval_sec)
-    return ops.checkpointed("DBOS.getResult", body)
+    return ops.checkpointed("DBOS.getResult", body, workflow_id if from_handle else None)
 
 
 def _existing(status: Optional[WorkflowStatus], workflow_id: str) -> WorkflowStatus:
@@ -95,7 +101,8 @@ class _Handle:
 
 class Handle(_Handle, Generic[T]):
     def get_result(self, *, polling_interval_sec: float = 1.0) -> T:
-        result: T = drive_sync(result_flow(self._ops, self.workflow_id, polling_interval_sec))
+        flow = result_flow(self._ops, self.workflow_id, polling_interval_sec, from_handle=True)
+        result: T = drive_sync(flow)
         return result
 
     def get_status(self) -> WorkflowStatus:
@@ -104,7 +111,7 @@ class Handle(_Handle, Generic[T]):
 
 class HandleAsync(_Handle, Generic[T]):
     async def get_result(self, *, polling_interval_sec: float = 1.0) -> T:
-        flow = result_flow(self._ops, self.workflow_id, polling_interval_sec)
+        flow = result_flow(self._ops, self.workflow_id, polling_interval_sec, from_handle=True)
         result: T = await drive_async(flow)
         return result
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from waypoint.core.context import current_run, current_step, start_options
 from waypoint.core.effects import Flow, drive_async, drive_sync
 from waypoint.core.engine import Engine
-from waypoint.core.execution import direct_flow, start_flow
+from waypoint.core.execution import child_call_flow, start_flow
 from waypoint.core.prepare import prepare
 from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, target_of
 from waypoint.core.run import WorkflowRun
@@ -30,14 +30,26 @@ def workflow_scope() -> Optional[WorkflowRun]:
     return current_run.get()
 
 
-def checkpointed(eng: Engine, name: str, body: Flow[Any]) -> Flow[Any]:
-    """Run ``body``; from a workflow body, as a step named ``name`` whose result replays."""
+def checkpointed(
+    eng: Engine,
+    name: str,
+    body: Flow[Any],
+    child_workflow_id: Optional[str] = None,
+    *,
+    legacy_unrecorded: bool = False,
+) -> Flow[Any]:
+    """Run ``body``; from a workflow body, as a step named ``name`` whose result replays
+    (see ``recorded_flow`` for the arguments)."""
     if in_transaction() is not None:
         raise DBOSException(f"Invalid call to `{name}` inside a transaction")
     run = workflow_scope()
     if run is None:
         return (yield from body)
-    return (yield from recorded_flow(eng, run, name, body))
+    return (
+        yield from recorded_flow(
+            eng, run, name, body, child_workflow_id, legacy_unrecorded=legacy_unrecorded
+        )
+    )
 
 
 def resolve_workflow(
@@ -64,7 +76,7 @@ def call_workflow(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, A
     if current_step.get() is not None:
         return info.func(*args, **kwargs)  # a workflow called from a step is a plain call
     rt = get_runtime()
-    return drive_sync(direct_flow(rt, prepare(rt, info, args, kwargs)))
+    return drive_sync(child_call_flow(rt, prepare(rt, info, args, kwargs)))
 
 
 async def call_workflow_async(
@@ -73,7 +85,7 @@ async def call_workflow_async(
     if current_step.get() is not None:
         return await info.func(*args, **kwargs)
     rt = get_runtime()
-    return await drive_async(direct_flow(rt, prepare(rt, info, args, kwargs)))
+    return await drive_async(child_call_flow(rt, prepare(rt, info, args, kwargs)))
 
 
 def _reject_enqueue_options() -> None:

@@ -143,6 +143,20 @@ class Wait(Effect):
         return await self.signal.wait_async(self.timeout)
 
 
+class Yield(Effect):
+    """Let the event loop run the other tasks that are ready (nothing, driven on a thread):
+    where DBOS awaits a thread, so that a flow sees the sibling tasks of its workflow move
+    exactly where DBOS's would."""
+
+    __slots__ = ()
+
+    def run_sync(self) -> None:
+        return None
+
+    async def run_async(self) -> None:
+        await asyncio.sleep(0)
+
+
 def drive_sync(flow: Flow[T]) -> T:
     send: Any = None
     error: Optional[BaseException] = None

@@ -35,6 +35,7 @@ from waypoint.core.roles import check_roles, with_role
 from waypoint.core.run import RunEntry, WorkflowRun
 from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PORTABLE_NAME, coerce_portable_args
+from waypoint.core.steps import record, replay
 from waypoint.core.types import Auth
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -189,6 +190,41 @@ def direct_flow(rt: Runtime, st: Start) -> Flow[Any]:
         raise
 
 
+RESULT_STEP = "DBOS.getResult"
+
+
+def child_call_flow(rt: Runtime, st: Start) -> Flow[Any]:
+    """A workflow called directly from a workflow body: as DBOS records it, the child's link
+    takes one position of the parent and the parent's wait for its result the next (a
+    ``DBOS.getResult`` step naming the child), so replay skips a finished child at once."""
+    parent = st.parent
+    if parent is None:
+        return (yield from direct_flow(rt, st))
+    if st.replayed_child and st.parent_fid is not None:
+        later = parent.replay.get(st.parent_fid + 1)
+        if later is not None and later.function_name != RESULT_STEP:
+            # Written by an earlier Waypoint, which recorded no result step here.
+            return (yield from direct_flow(rt, st))
+    fid = parent.next_function_id()
+    rec = parent.replay.get(fid)
+    if rec is not None:
+        return replay(rt, parent, rec, RESULT_STEP)
+    started = rt.now_ms()
+    try:
+        value = yield from direct_flow(rt, st)
+    except Exception as exc:
+        text = rt.codec.encode_error(exc, parent.serializer)
+        yield from record(
+            rt, parent, fid, RESULT_STEP, started, error=text, child_workflow_id=st.workflow_id
+        )
+        raise
+    text = rt.codec.encode(value, parent.serializer)
+    yield from record(
+        rt, parent, fid, RESULT_STEP, started, output=text, child_workflow_id=st.workflow_id
+    )
+    return value
+
+
 def _await_existing(rt: Runtime, st: Start) -> Flow[Any]:
     return (yield from await_outcome(rt, st.workflow_id))
 
@@ -304,7 +340,7 @@ def dispatch_claimed(
 ) -> None:
     """Run a workflow this executor just claimed from a queue (or from recovery);
     ``admitted`` sees its entry before it starts (the dispatcher's accounting)."""
-    info = REGISTRY.workflows.get(row.name or "")
+    info = REGISTRY.workflow(row.name or "")
     if info is None:
         _unrunnable(row, f"no workflow named {row.name!r} is registered in this process")
         return

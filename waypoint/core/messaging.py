@@ -44,6 +44,7 @@ from waypoint.error import (
 from waypoint.storage.protocol import (
     EventWrite,
     NewMessage,
+    StepRow,
     StreamWrite,
     cancel_key,
     done_key,
@@ -173,7 +174,7 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
     if rec is not None:
         return replay(eng, run, rec, "DBOS.recv")
     yield from check_cancelled(run.runtime, run)
-    deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout)
+    deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
     started = eng.now_ms()
     keys = (message_key(run.workflow_id, topic_s), cancel_key(run.workflow_id))
     while True:
@@ -240,7 +241,7 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
         rec = run.replay.get(fid)
         if rec is not None:
             return replay(eng, run, rec, "DBOS.getEvent")
-        deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout)
+        deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
     started = eng.now_ms()
     ekey = event_key(workflow_id, key)
     while True:
@@ -324,19 +325,46 @@ class StreamRead:
     timed_out: Optional[str] = None  # no value came in time (the message of the error)
 
 
+READ_STREAM_STEP = "DBOS.readStream"
+READ_STREAM_OFFSET_STEP = "DBOS.readStreamOffset"
+_LEGACY_READ_KEYS = {"found", "value", "ended", "timed_out"}
+
+
+def _replay_read(eng: Engine, run: WorkflowRun, rec: StepRow, name: str) -> StreamRead:
+    """A recorded read, as DBOS records it: the value, the closed-stream marker at the end, or
+    the timeout error. (Waypoint before 0.2 recorded a dict of the read's fields, and named
+    offset reads ``DBOS.readStream``.)"""
+    if name == READ_STREAM_OFFSET_STEP and rec.function_name == READ_STREAM_STEP:
+        name = READ_STREAM_STEP
+    value = replay(eng, run, rec, name)
+    if isinstance(value, dict) and set(value) == _LEGACY_READ_KEYS:
+        legacy = StreamRead(**value)
+        if legacy.timed_out is not None:
+            raise DBOSStreamTimeoutError(legacy.timed_out)
+        return legacy
+    if isinstance(value, str) and value == STREAM_CLOSED:
+        return StreamRead(False, None, True)
+    return StreamRead(True, value)
+
+
 def read_stream_flow(
-    eng: Engine, workflow_id: str, key: str, offset: int, timeout: Optional[float]
+    eng: Engine,
+    workflow_id: str,
+    key: str,
+    offset: int,
+    timeout: Optional[float],
+    name: str = READ_STREAM_STEP,
 ) -> Flow[StreamRead]:
-    """Read the value at ``offset``, waiting for it; checkpointed from a workflow body."""
+    """Read the value at ``offset``, waiting for it; from a workflow body, one step ``name``
+    per value read (spanning the wait), whose output is the value in the application's
+    serializer, as DBOS records it."""
     run = in_body()
     if run is not None:
         fid = run.next_function_id()
         rec = run.replay.get(fid)
         if rec is not None:
-            recorded = StreamRead(**replay(eng, run, rec, "DBOS.readStream"))
-            if recorded.timed_out is not None:
-                raise DBOSStreamTimeoutError(recorded.timed_out)
-            return recorded
+            return _replay_read(eng, run, rec, name)
+    started = eng.now_ms()
     deadline = None if timeout is None else time.time() + timeout
     skey = stream_key(workflow_id, key)
     drained = False
@@ -369,19 +397,18 @@ def read_stream_flow(
                 yield Wait(signal, wait if remaining is None else min(remaining, wait))
         finally:
             eng.wakeups.unsubscribe(signal, skey, done_key(workflow_id))
+    error = DBOSStreamTimeoutError(result.timed_out) if result.timed_out is not None else None
     if run is not None:
-        text = eng.codec.encode(
-            {
-                "found": result.found,
-                "value": result.value,
-                "ended": result.ended,
-                "timed_out": result.timed_out,
-            },
-            run.serializer,
-        )
-        yield from record(run.runtime, run, fid, "DBOS.readStream", eng.now_ms(), output=text)
-    if result.timed_out is not None:  # checkpointed first, so replay times out the same way
-        raise DBOSStreamTimeoutError(result.timed_out)
+        ser = eng.codec.default
+        if error is not None:
+            fields: dict[str, Any] = {"error": eng.codec.encode_error(error, ser)}
+        else:
+            fields = {
+                "output": eng.codec.encode(STREAM_CLOSED if result.ended else result.value, ser)
+            }
+        yield from record(run.runtime, run, fid, name, started, serialization=ser.name(), **fields)
+    if error is not None:  # checkpointed first, so replay times out the same way
+        raise error
     return result
 
 

@@ -21,7 +21,7 @@ from waypoint.core.context import (
     take_workflow_id,
 )
 from waypoint.core.engine import Engine
-from waypoint.core.registrations import WorkflowInfo
+from waypoint.core.registrations import WorkflowInfo, same_workflow
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import Serializer, positional_names
 from waypoint.core.types import Auth, RequestInfo
@@ -112,7 +112,7 @@ def prepare(
         parent_fid = parent.next_function_id()
         rec = parent.replay.get(parent_fid)
         if rec is not None:
-            if rec.child_workflow_id is None or rec.function_name != info.name:
+            if rec.child_workflow_id is None or not same_workflow(rec.function_name, info.name):
                 raise DBOSUnexpectedStepError(
                     parent.workflow_id, parent_fid, info.name, rec.function_name
                 )
@@ -226,7 +226,7 @@ def check_init(st: Start, init: InitOutcome) -> None:
         )
     if init.status == "MISSING":
         return
-    if init.name is not None and init.name != st.info.name:
+    if init.name is not None and not same_workflow(init.name, st.info.name):
         raise DBOSConflictingWorkflowError(
             st.workflow_id,
             f"it was started as {init.name!r}, not {st.info.name!r}",

@@ -85,6 +85,10 @@ class Registry:
                 logger.warning("instance %s registered again; the newer instance wins", key)
             self.instances[key] = inst
 
+    def workflow(self, name: str) -> Optional[WorkflowInfo]:
+        """The workflow a stored name designates (names of earlier versions included)."""
+        return self.workflows.get(current_workflow_name(name))
+
     def instance(self, class_name: str, config_name: str) -> Optional[object]:
         return self.instances.get(f"{class_name}/{config_name}")
 
@@ -100,9 +104,27 @@ class Registry:
 REGISTRY = Registry()
 
 
+STEP_WORKFLOW_PREFIX = "<temp>."
+# What Waypoint before 0.2 named a step's one-step workflow; rows written then still run.
+LEGACY_STEP_WORKFLOW_PREFIX = "waypoint.step:"
+
+
 def step_workflow_name(step_name: str) -> str:
-    """The one-step workflow under which a step can be started or enqueued on its own."""
-    return f"waypoint.step:{step_name}"
+    """The one-step workflow under which a step can be started or enqueued on its own (named
+    as DBOS names it, so either runs the other's)."""
+    return f"{STEP_WORKFLOW_PREFIX}{step_name}"
+
+
+def current_workflow_name(name: str) -> str:
+    """The name a stored workflow name is registered under today (legacy names mapped)."""
+    if name.startswith(LEGACY_STEP_WORKFLOW_PREFIX):
+        return step_workflow_name(name[len(LEGACY_STEP_WORKFLOW_PREFIX) :])
+    return name
+
+
+def same_workflow(recorded: Optional[str], name: str) -> bool:
+    """Whether a recorded workflow name designates the workflow registered as ``name``."""
+    return recorded is not None and current_workflow_name(recorded) == name
 
 
 def target_of(func: Callable[..., Any]) -> Callable[..., Any]:

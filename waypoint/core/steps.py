@@ -176,19 +176,26 @@ def step_record(
     error: Optional[str] = None,
     serialization: Optional[str] = None,
     completed_ms: Optional[int] = None,
+    child_workflow_id: Optional[str] = None,
 ) -> StepRecord:
-    """The checkpoint of operation ``fid`` of ``run``, written as that run (its token)."""
+    """The checkpoint of operation ``fid`` of ``run``, written as that run (its token).
+
+    As DBOS writes them, a checkpoint with neither output nor error (a send, an event, a
+    stream write, a patch marker) has no serialization either."""
     rt = run.runtime
+    if serialization is None and (output is not None or error is not None):
+        serialization = run.serializer.name()
     return StepRecord(
         workflow_id=run.workflow_id,
         function_id=fid,
         function_name=name,
         output=output,
         error=error,
-        serialization=serialization or run.serializer.name(),
+        serialization=serialization,
         owner_xid=run.owner_xid,
         started_at_epoch_ms=started_ms,
         completed_at_epoch_ms=completed_ms if completed_ms is not None else rt.now_ms(),
+        child_workflow_id=child_workflow_id,
         application_name=rt.app_name,
     )
 
@@ -319,9 +326,14 @@ def _cancel_probe(rt: Optional[Engine], run: Optional[WorkflowRun]) -> Optional[
     return probe
 
 
-def durable_wake(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow[float]:
+def durable_wake(
+    rt: Engine, run: WorkflowRun, fid: int, seconds: float, *, timeout: bool = False
+) -> Flow[float]:
     """The wall-clock time ``seconds`` from now, checkpointed at ``fid`` the first time, so
-    a recovered run keeps the original deadline (sleeps, and the timeouts of waits)."""
+    a recovered run keeps the original deadline (sleeps, and the timeouts of waits).
+
+    A sleep's checkpoint lasts until the wake-up time; a wait's ``timeout`` registration (a
+    recv or get_event may end long before it) completes at once, as DBOS records it."""
     rec = run.replay.get(fid)
     if rec is not None:
         return float(replay(rt, run, rec, SLEEP_STEP))
@@ -335,13 +347,31 @@ def durable_wake(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow
         int(now * 1000),
         output=json.dumps(wake),
         serialization=PORTABLE_NAME,
-        completed_ms=int(wake * 1000),
+        completed_ms=int(now * 1000) if timeout else int(wake * 1000),
     )
     return wake
 
 
+def _legacy_zero_sleep(run: WorkflowRun) -> bool:
+    """Whether the next recorded operation is a zero-length sleep written by an earlier
+    Waypoint (which checkpointed ``DBOS.sleep(0)``; DBOS records nothing for it)."""
+    rec = run.replay.get(run.peek_function_id())
+    if rec is None or rec.function_name != SLEEP_STEP or rec.started_at_epoch_ms is None:
+        return False
+    try:
+        wake_ms = float(json.loads(rec.output or "null")) * 1000
+    except (TypeError, ValueError):
+        return False
+    return wake_ms - rec.started_at_epoch_ms < 1.0
+
+
 def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
-    """A durable sleep: the wake-up time is checkpointed, so recovery sleeps the remainder."""
+    """A durable sleep: the wake-up time is checkpointed, so recovery sleeps the remainder.
+    A sleep of zero or less is no operation at all (DBOS takes no position for it)."""
+    if seconds <= 0:
+        if _legacy_zero_sleep(run):
+            run.next_function_id()
+        return
     fid = run.next_function_id()
     if fid not in run.replay:
         yield from check_cancelled(rt, run)
@@ -353,18 +383,36 @@ def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
             raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
 
 
-def recorded_flow(rt: Engine, run: WorkflowRun, name: str, body: Flow[Any]) -> Flow[Any]:
-    """Checkpoint the result of ``body`` (a read that must replay identically) as a step."""
+def recorded_flow(
+    rt: Engine,
+    run: WorkflowRun,
+    name: str,
+    body: Flow[Any],
+    child_workflow_id: Optional[str] = None,
+    *,
+    legacy_unrecorded: bool = False,
+) -> Flow[Any]:
+    """Checkpoint the result of ``body`` (a read that must replay identically) as a step;
+    ``child_workflow_id`` names the workflow it waited on (a handle's ``get_result``).
+
+    ``legacy_unrecorded``: earlier Waypoint versions did not checkpoint this operation; if
+    the history holds another operation at its position, it was written so, and the body
+    runs without taking a position."""
+    if legacy_unrecorded:
+        later = run.replay.get(run.peek_function_id())
+        if later is not None and later.function_name != name:
+            return (yield from body)
     fid, recorded = yield from next_operation(run, name, check=False)
     if recorded is not NOT_RECORDED:
         return recorded
     started = rt.now_ms()
+    child = {"child_workflow_id": child_workflow_id}
     try:
         value = yield from body
     except Exception as exc:
-        yield from record(
-            rt, run, fid, name, started, error=rt.codec.encode_error(exc, run.serializer)
-        )
+        text = rt.codec.encode_error(exc, run.serializer)
+        yield from record(rt, run, fid, name, started, error=text, **child)
         raise
-    yield from record(rt, run, fid, name, started, output=rt.codec.encode(value, run.serializer))
+    text = rt.codec.encode(value, run.serializer)
+    yield from record(rt, run, fid, name, started, output=text, **child)
     return value

@@ -48,10 +48,19 @@ class Ops:
         """Drive an operation to its end on this thread (the admin API and the CLI)."""
         return drive_sync(flow)
 
-    def checkpointed(self, name: Optional[str], flow: Flow[T]) -> Flow[T]:
+    def checkpointed(
+        self,
+        name: Optional[str],
+        flow: Flow[T],
+        child_workflow_id: Optional[str] = None,
+        *,
+        legacy_unrecorded: bool = False,
+    ) -> Flow[T]:
         if name is None or not self.records_steps:
             return flow
-        result: Flow[T] = checkpointed(self.engine(), name, flow)
+        result: Flow[T] = checkpointed(
+            self.engine(), name, flow, child_workflow_id, legacy_unrecorded=legacy_unrecorded
+        )
         return result
 
 

@@ -67,6 +67,9 @@ async def asyncio_wait(
     fid = run.next_function_id()
     rec = run.replay.get(fid)
     if rec is not None:
+        # Let the tasks start (and take their positions) before the body goes on, as they do
+        # while DBOS reads this checkpoint: a task left pending must not take a later one.
+        await asyncio.sleep(0)
         indices = set(replay(rt, run, rec, "DBOS.asyncio_wait"))
         done = {t for i, t in enumerate(tasks) if i in indices}
         if done:

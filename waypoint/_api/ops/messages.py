@@ -9,6 +9,7 @@ from typing import Any, Optional
 from waypoint._api.ops.base import Ops, checkpoint
 from waypoint.core.effects import Flow
 from waypoint.core.messaging import (
+    READ_STREAM_OFFSET_STEP,
     SendMessage,
     StreamRead,
     StreamReader,
@@ -99,7 +100,7 @@ def read_stream_offset(
 ) -> Flow[Any]:
     """The value at ``offset`` of a workflow's stream, waiting for it to be written."""
     got: StreamRead = yield from read_stream_flow(
-        ops.engine(), workflow_id, key, offset, timeout_seconds
+        ops.engine(), workflow_id, key, offset, timeout_seconds, READ_STREAM_OFFSET_STEP
     )
     return stream_value(got, workflow_id, key, offset)
 

@@ -31,11 +31,11 @@ T = TypeVar("T")
 
 
 def retrieve_workflow(ops: Ops, workflow_id: str, existing_workflow: bool = True) -> Flow[str]:
-    """A handle to a workflow (by default, checking that it exists)."""
+    """A handle to a workflow (by default, checking that it exists: from a workflow body, a
+    ``DBOS.getStatus`` step, as DBOS records it)."""
     if existing_workflow:
-        eng = ops.engine()
-        row = yield Io(lambda: eng.store.get_workflow(workflow_id))
-        if row is None:
+        status = yield from status_flow(ops, workflow_id, legacy_unrecorded=True)
+        if status is None:
             raise DBOSNonExistentWorkflowError(workflow_id)
     return workflow_id
 
@@ -176,14 +176,17 @@ def resume_workflows(
     return ids
 
 
-@checkpoint("DBOS.resumeWorkflow")
 def resume_workflow(ops: Ops, workflow_id: str, *, queue_name: Optional[str] = None) -> Flow[str]:
-    """Put a workflow back on a queue; returns a handle to it."""
-    yield from resume_workflows(ops, [workflow_id], queue_name=queue_name)
+    """Put a workflow back on a queue; returns a handle to it (from a workflow body, the
+    step records no output, as DBOS's does)."""
+
+    def resume() -> Flow[None]:
+        yield from resume_workflows(ops, [workflow_id], queue_name=queue_name)
+
+    yield from ops.checkpointed("DBOS.resumeWorkflow", resume())
     return workflow_id
 
 
-@checkpoint("DBOS.forkWorkflow")
 def fork_workflow(
     ops: Ops,
     workflow_id: str,
@@ -220,7 +223,13 @@ def fork_workflow(
         application_name=eng.app_name,
         replacement_children=dict(replacement_children or {}),
     )
-    return _fork(eng, request)
+    # From a workflow body, two steps as DBOS records them: the fork, then the new
+    # workflow's status (the check that it exists behind the handle returned).
+    forked: str = yield from ops.checkpointed("DBOS.forkWorkflow", _fork(eng, request))
+    status = yield from status_flow(ops, forked, legacy_unrecorded=True)
+    if status is None:
+        raise DBOSNonExistentWorkflowError(forked)
+    return forked
 
 
 def _fork(eng: Engine, request: ForkRequest) -> Flow[str]:

@@ -1,0 +1,422 @@
+"""Every operation a workflow checkpoints is recorded as DBOS 2.31 records it: the same
+operations, at the same positions, under the same ``function_name``, naming the same child
+workflow, with outputs in the same form. (Established by running the same workflows under
+dbos==2.31.1 with ``scripts/op_catalogue.py`` and comparing the rows.) Histories written by
+earlier Waypoint versions, which recorded some of these differently, still replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from waypoint import DBOS, Queue, SetWorkflowID
+from waypoint.core.serialization import Codec
+from waypoint.error import DBOSPatchNondeterminismError
+from waypoint.storage.protocol import Completion, NewWorkflow, StepRecord, StepRow
+from waypoint.storage.registry import open_url
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Any]:
+    s = open_url(db_url)
+    s.migrate()
+    s.open()
+    yield s
+    s.close()
+
+
+def rows(store: Any, workflow_id: str) -> list[StepRow]:
+    return [rec for _, rec in sorted(store.load_steps(workflow_id).items())]
+
+
+def names(store: Any, workflow_id: str) -> list[tuple[int, str, Any]]:
+    return [(r.function_id, r.function_name, r.child_workflow_id) for r in rows(store, workflow_id)]
+
+
+def test_steps_sleeps_children_and_results(dbos: type[DBOS], store: Any) -> None:
+    @DBOS.step()
+    def one() -> int:
+        return 1
+
+    @DBOS.workflow()
+    def child(x: int) -> int:
+        return x * 10
+
+    @DBOS.workflow()
+    def parent() -> list[Any]:
+        one()
+        DBOS.sleep(0)  # no position: DBOS returns at once
+        DBOS.sleep(0.01)
+        a = child(1)  # the child's link, then the wait for its result
+        h = DBOS.start_workflow(child, 2)
+        h.get_status()
+        b = h.get_result()
+        c = DBOS.get_result(h.get_workflow_id())  # by ID: no child named
+        DBOS.retrieve_workflow(h.get_workflow_id())  # checks existence: a getStatus step
+        return [a, b, c]
+
+    DBOS.launch()
+    with SetWorkflowID("ops"):
+        assert parent() == [10, 20, 20]
+    cname = child.__qualname__
+    assert names(store, "ops") == [
+        (1, one.__qualname__, None),
+        (2, "DBOS.sleep", None),
+        (3, cname, "ops-3"),
+        (4, "DBOS.getResult", "ops-3"),
+        (5, cname, "ops-5"),
+        (6, "DBOS.getStatus", None),
+        (7, "DBOS.getResult", "ops-5"),
+        (8, "DBOS.getResult", None),
+        (9, "DBOS.getStatus", None),
+    ]
+    recs = rows(store, "ops")
+    # A child's link row has no output; the result step holds the child's value.
+    assert recs[2].output is None and recs[2].serialization is None
+    assert store_value(recs[3]) == 10
+
+
+def store_value(rec: StepRow) -> Any:
+    return Codec().decode(rec.output, rec.serialization)
+
+
+def test_inline_child_failure_is_recorded_on_the_result_step(dbos: type[DBOS], store: Any) -> None:
+    @DBOS.workflow()
+    def bad() -> None:
+        raise KeyError("no")
+
+    @DBOS.workflow()
+    def parent() -> str:
+        try:
+            bad()
+        except KeyError:
+            return "caught"
+        return "not raised"
+
+    DBOS.launch()
+    with SetWorkflowID("fails"):
+        assert parent() == "caught"
+    recs = rows(store, "fails")
+    assert [(r.function_name, r.child_workflow_id) for r in recs] == [
+        (bad.__qualname__, "fails-1"),
+        ("DBOS.getResult", "fails-1"),
+    ]
+    assert recs[1].output is None
+    assert isinstance(Codec().decode_error(recs[1].error, recs[1].serialization), KeyError)
+    # Replayed, the recorded failure is raised again without running anything.
+    with SetWorkflowID("fails"):
+        assert parent() == "caught"
+
+
+def test_messages_events_streams_and_patches(
+    dbos: type[DBOS], config: dict[str, Any], store: Any
+) -> None:
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "enable_patching": True})  # type: ignore[arg-type]
+
+    @DBOS.workflow()
+    def writer() -> Any:
+        assert DBOS.patch("p1")
+        assert DBOS.deprecate_patch("p2")  # not in history: no marker, no position
+        DBOS.set_event("k", 1)
+        found = DBOS.get_event(DBOS.workflow_id or "", "k", timeout_seconds=1)
+        missing = DBOS.get_event(DBOS.workflow_id or "", "none", timeout_seconds=0.05)
+        DBOS.send(DBOS.workflow_id or "", "m", topic="t")
+        got = DBOS.recv("t", timeout_seconds=1)
+        DBOS.write_stream("s", 1)
+        DBOS.close_stream("s")
+        return [found, missing, got]
+
+    @DBOS.workflow()
+    def reader(source: str) -> Any:
+        return list(DBOS.read_stream(source, "s"))
+
+    DBOS.launch()
+    with SetWorkflowID("msg"):
+        assert writer() == [1, None, "m"]
+    assert [(r.function_id, r.function_name) for r in rows(store, "msg")] == [
+        (1, "DBOS.patch-p1"),
+        (2, "DBOS.setEvent"),
+        (3, "DBOS.getEvent"),
+        (4, "DBOS.sleep"),
+        (5, "DBOS.getEvent"),
+        (6, "DBOS.sleep"),
+        (7, "DBOS.send"),
+        (8, "DBOS.recv"),
+        (9, "DBOS.sleep"),
+        (10, "DBOS.writeStream"),
+        (11, "DBOS.closeStream"),
+    ]
+    by_name = {r.function_id: r for r in rows(store, "msg")}
+    # Operations without a result record neither output nor serialization, as DBOS's.
+    for fid in (1, 2, 7, 10, 11):
+        assert (by_name[fid].output, by_name[fid].serialization) == (None, None)
+    # A wait's timeout registration completes at once; it does not last the timeout.
+    for fid in (4, 6, 9):
+        rec = by_name[fid]
+        assert rec.serialization == "portable_json"
+        assert rec.completed_at_epoch_ms is not None and rec.started_at_epoch_ms is not None
+        wake_ms = json.loads(rec.output or "0") * 1000
+        assert rec.completed_at_epoch_ms < wake_ms
+    with SetWorkflowID("rd"):
+        assert reader("msg") == [1]
+    recs = rows(store, "rd")
+    # One step per value read, holding the value itself; the end is the closed-stream marker.
+    assert [(r.function_name, store_value(r)) for r in recs] == [
+        ("DBOS.readStream", 1),
+        ("DBOS.readStream", "__DBOS_STREAM_CLOSED__"),
+    ]
+    # Replayed from those rows, the reader sees the same values.
+    with SetWorkflowID("rd"):
+        assert reader("msg") == [1]
+
+
+def test_steps_started_or_enqueued_as_workflows_are_named_as_dbos_names_them(
+    dbos: type[DBOS], store: Any
+) -> None:
+    q = Queue("opq")
+
+    @DBOS.step()
+    def lone(x: int) -> int:
+        return x + 1
+
+    @DBOS.workflow()
+    def parent() -> list[int]:
+        h1 = DBOS.start_workflow(lone, 1)
+        h2 = q.enqueue(lone, 2)
+        return [h1.get_result(), h2.get_result()]
+
+    DBOS.launch()
+    with SetWorkflowID("sw"):
+        assert parent() == [2, 3]
+    temp = f"<temp>.{lone.__qualname__}"
+    assert names(store, "sw") == [
+        (1, temp, "sw-1"),
+        (2, temp, "sw-2"),
+        (3, "DBOS.getResult", "sw-1"),
+        (4, "DBOS.getResult", "sw-2"),
+    ]
+    for wid in ("sw-1", "sw-2"):
+        status = DBOS.get_workflow_status(wid)
+        assert status is not None and status.name == temp
+
+
+def test_management_operations_inside_a_workflow(dbos: type[DBOS], store: Any) -> None:
+    @DBOS.workflow()
+    def target() -> int:
+        return 5
+
+    @DBOS.workflow()
+    def manager(wid: str) -> str:
+        h = DBOS.resume_workflow(wid)
+        forked = DBOS.fork_workflow(wid, 1)  # the fork, then the new workflow's status
+        assert h.get_workflow_id() == wid
+        return forked.get_workflow_id()
+
+    DBOS.launch()
+    with SetWorkflowID("tgt"):
+        assert target() == 5
+    with SetWorkflowID("mgr"):
+        forked_id = manager("tgt")
+    recs = rows(store, "mgr")
+    assert [r.function_name for r in recs] == [
+        "DBOS.resumeWorkflow",
+        "DBOS.forkWorkflow",
+        "DBOS.getStatus",
+    ]
+    assert store_value(recs[0]) is None  # DBOS's resume step returns nothing
+    assert store_value(recs[1]) == forked_id
+    # Replayed, the same handles come back.
+    with SetWorkflowID("mgr"):
+        assert manager("tgt") == forked_id
+
+
+def test_asyncio_wait_with_timeout_replays_from_a_fork(dbos: type[DBOS]) -> None:
+    gate = asyncio.Event()
+    runs = {"n": 0}
+
+    @DBOS.step()
+    async def blocked(v: str) -> str:
+        runs["n"] += 1
+        await gate.wait()
+        return v
+
+    @DBOS.workflow()
+    async def waiter() -> list[str]:
+        done, pending = await DBOS.asyncio_wait([blocked("a"), blocked("b")], timeout=0.05)
+        assert not done and len(pending) == 2
+        gate.set()
+        done2, _ = await DBOS.asyncio_wait(list(pending))
+        return sorted(t.result() for t in done2)
+
+    DBOS.launch()
+
+    async def main() -> None:
+        handle = await DBOS.start_workflow_async(waiter)
+        assert await handle.get_result() == ["a", "b"]
+        steps = await asyncio.to_thread(DBOS.list_workflow_steps, handle.workflow_id)
+        assert [s["function_name"] for s in steps] == [
+            "DBOS.asyncio_wait",
+            blocked.__qualname__,
+            blocked.__qualname__,
+            "DBOS.asyncio_wait",
+        ]
+        # Everything replays from the copied history: the steps do not run again.
+        forked = await DBOS.fork_workflow_async(handle.workflow_id, 100)
+        assert await forked.get_result() == ["a", "b"]
+        assert runs["n"] == 2
+
+    asyncio.run(main())
+
+
+def test_interleaved_async_patches_fail_the_workflow(
+    dbos: type[DBOS], config: dict[str, Any]
+) -> None:
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "enable_patching": True})  # type: ignore[arg-type]
+
+    @DBOS.step()
+    async def small(tag: str) -> str:
+        return tag
+
+    async def patched(tag: str) -> str:
+        await DBOS.patch_async(tag)
+        return await small(tag)
+
+    @DBOS.workflow()
+    async def racing() -> list[str]:
+        return list(await asyncio.gather(patched("a"), patched("b")))
+
+    @DBOS.workflow()
+    async def sequential() -> list[str]:
+        return [await patched("a"), await patched("b")]
+
+    DBOS.launch()
+
+    async def main() -> None:
+        with SetWorkflowID("race"):
+            with pytest.raises(DBOSPatchNondeterminismError, match="concurrently"):
+                await racing()
+        status = await DBOS.get_workflow_status_async("race")
+        assert status is not None and status.status == "ERROR"
+        with SetWorkflowID("seq"):
+            assert await sequential() == ["a", "b"]
+
+    asyncio.run(main())
+
+
+# -- histories written by earlier Waypoint versions ---------------------------------------------
+
+
+def test_histories_of_earlier_waypoint_still_replay(
+    db_url: str, config: dict[str, Any], store: Any
+) -> None:
+    """Waypoint before 0.2 recorded no result step after an inline child, recorded
+    ``DBOS.sleep(0)``, recorded no status step for ``retrieve_workflow``, recorded stream
+    reads as a dict, and named a step's one-step workflow ``waypoint.step:NAME``."""
+    codec = Codec()
+    ser = codec.default
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "application_version": "v-old"})  # type: ignore[arg-type]
+    ran: list[str] = []
+
+    @DBOS.step()
+    def tail() -> str:
+        ran.append("tail")
+        return "t"
+
+    @DBOS.workflow()
+    def kid() -> str:
+        ran.append("kid")
+        return "k"
+
+    @DBOS.workflow()
+    def old() -> str:
+        a = kid()
+        DBOS.sleep(0)
+        DBOS.retrieve_workflow("old-1")
+        got = list(DBOS.read_stream("old-1", "s"))  # replayed; the stream does not exist
+        return a + str(got) + tail()
+
+    @DBOS.step()
+    def lone() -> str:
+        ran.append("lone")
+        return "lone"
+
+    def new_row(wid: str, name: str, status: str, owner: str) -> NewWorkflow:
+        row = NewWorkflow(
+            workflow_id=wid,
+            status=status,
+            name=name,
+            class_name=None,
+            config_name=None,
+            inputs=codec.encode_inputs((), {}, ser),
+            serialization=ser.name(),
+            owner_xid=owner,
+            executor_id="local",
+            application_version="v-old",
+            application_id=None,
+            application_name="waypoint-test",
+            created_at=T0,
+        )
+        if status == "ENQUEUED":
+            row.queue_name = "_dbos_internal_queue"
+        return row
+
+    store.init_workflow(new_row("old", old.__qualname__, "PENDING", "old-run"), None)
+    store.init_workflow(new_row("old-1", kid.__qualname__, "PENDING", "kid-run"), None)
+    store.complete_workflow(
+        Completion("old-1", "kid-run", "SUCCESS", codec.encode("k", ser), None, T0)
+    )
+
+    def step(fid: int, name: str, out: Any, child: Any = None, started: int = T0) -> None:
+        text = None if out is None else codec.encode(out, ser)
+        store.record_step(
+            StepRecord(
+                "old",
+                fid,
+                name,
+                text,
+                None,
+                ser.name() if text else None,
+                "old-run",
+                started,
+                started,
+                child_workflow_id=child,
+            )
+        )
+
+    # The old layout: child at 1 (no result step), sleep(0) at 2, two stream reads at 3 and 4.
+    step(1, kid.__qualname__, None, child="old-1")
+    store.record_step(
+        StepRecord(
+            "old", 2, "DBOS.sleep", json.dumps(T0 / 1000), None, "portable_json", "old-run", T0, T0
+        )
+    )
+    step(3, "DBOS.readStream", {"found": True, "value": 7, "ended": False, "timed_out": None})
+    step(4, "DBOS.readStream", {"found": False, "value": None, "ended": True, "timed_out": None})
+    # A lone step enqueued under the old one-step workflow name.
+    store.init_workflow(
+        new_row("old-lone", f"waypoint.step:{lone.__qualname__}", "ENQUEUED", "x"), None
+    )
+
+    DBOS.launch()
+    try:
+        assert DBOS.retrieve_workflow("old").get_result(polling_interval_sec=0.05) == "k[7]t"
+        assert DBOS.retrieve_workflow("old-lone").get_result(polling_interval_sec=0.05) == "lone"
+        assert sorted(ran) == ["lone", "tail"]
+        assert [s["function_name"] for s in DBOS.list_workflow_steps("old")] == [
+            kid.__qualname__,
+            "DBOS.sleep",
+            "DBOS.readStream",
+            "DBOS.readStream",
+            tail.__qualname__,
+        ]
+    finally:
+        DBOS.destroy(destroy_registry=True)

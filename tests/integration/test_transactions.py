@@ -3,7 +3,9 @@ PostgreSQL database of its own), beside the system database of each backend."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -467,3 +469,80 @@ def test_run_dbos_database_migrations_creates_the_application_table(
                     conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
                 admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_function_is_a_transaction_or_a_step_not_both(txn_dbos: type[DBOS]) -> None:
+    from waypoint.error import DBOSConflictingRegistrationError
+
+    with pytest.raises(DBOSConflictingRegistrationError, match="conflicting function type"):
+
+        @DBOS.step()
+        @DBOS.transaction()
+        def both() -> None: ...
+
+    with pytest.raises(DBOSConflictingRegistrationError, match="conflicting function type"):
+
+        @DBOS.transaction()
+        @DBOS.step()
+        def both_again() -> None: ...
+
+
+def test_a_sync_transaction_from_an_async_workflow(txn_dbos: type[DBOS]) -> None:
+    @DBOS.transaction()
+    def txn(x: int) -> int:
+        return int(DBOS.sql_session.execute(sa.text("SELECT :x + 1"), {"x": x}).scalar_one())
+
+    @DBOS.workflow()
+    async def wf(x: int) -> int:
+        direct = txn(x)  # blocks the loop while it runs, as in DBOS (a warning says so)
+        threaded = await asyncio.to_thread(txn, x + 10)  # the advised way
+        return direct + threaded
+
+    DBOS.launch()
+    with SetWorkflowID("async-txn"):
+        assert asyncio.run(wf(1)) == 2 + 12
+    steps = DBOS.list_workflow_steps("async-txn")
+    assert [(s["function_id"], s["output"]) for s in steps] == [(1, 2), (2, 12)]
+
+
+def test_garbage_collection_and_retention_prune_transaction_outputs(
+    config: dict[str, Any], app_url: str
+) -> None:
+    DBOS.destroy(destroy_registry=True)
+
+    @DBOS.transaction()
+    def txn() -> int:
+        return 1
+
+    def recorded() -> list[str]:
+        rows = query(app_url, f"SELECT workflow_uuid FROM {outputs_table(app_url)}")
+        return sorted(r[0] for r in rows)
+
+    DBOS(config={**config, "application_database_url": app_url})  # type: ignore[typeddict-item]
+    try:
+        DBOS.launch()
+        for wfid in ("gc-1", "gc-2"):
+            with SetWorkflowID(wfid):
+                txn()
+        DBOS.garbage_collect(rows_threshold=1)  # keeps the newest workflow and its record
+        assert recorded() == ["gc-2"]
+    finally:
+        DBOS.destroy(destroy_registry=True)
+
+    # The retention policy prunes them too, on its own schedule.
+    @DBOS.transaction()
+    def txn2() -> int:
+        return 2
+
+    retention = {"retention_max_rows": 1, "retention_interval_sec": 0.2}
+    DBOS(config={**config, "application_database_url": app_url, **retention})  # type: ignore[typeddict-item]
+    try:
+        DBOS.launch()
+        with SetWorkflowID("gc-3"):
+            txn2()
+        deadline = time.monotonic() + 30
+        while recorded() != ["gc-3"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorded() == ["gc-3"]
+    finally:
+        DBOS.destroy(destroy_registry=True)

@@ -285,6 +285,35 @@ class ApplicationDatabase:
             raise
 
     # -- management -----------------------------------------------------------------------------
+    def prune(
+        self,
+        existing: Callable[[list[str]], set[str]],
+        older_than_ms: Optional[int] = None,
+        batch: int = 1000,
+    ) -> int:
+        """Delete the records of workflows the system database no longer has (deleted by
+        retention or by hand), only rows created before ``older_than_ms`` if given; returns
+        how many rows went. ``existing`` says which of some workflow IDs still exist."""
+        t = self.table
+        deleted, after = 0, ""
+        while True:
+            query = sa.select(t.c.workflow_uuid).distinct().where(t.c.workflow_uuid > after)
+            if older_than_ms is not None:
+                query = query.where(t.c.created_at < older_than_ms)
+            with self.engine.connect() as conn:
+                ids = [r[0] for r in conn.execute(query.order_by(t.c.workflow_uuid).limit(batch))]
+            if not ids:
+                return deleted
+            alive = existing(ids)
+            gone = [i for i in ids if i not in alive]
+            if gone:
+                doomed = sa.delete(t).where(t.c.workflow_uuid.in_(gone))
+                if older_than_ms is not None:
+                    doomed = doomed.where(t.c.created_at < older_than_ms)
+                with self.engine.begin() as conn:
+                    deleted += conn.execute(doomed).rowcount
+            after = ids[-1]
+
     def delete_outputs(self, workflow_ids: list[str]) -> None:
         """Forget the transactions of deleted workflows, as DBOS's ``delete_workflow`` does."""
         if not workflow_ids:

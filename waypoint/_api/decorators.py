@@ -16,7 +16,7 @@ from waypoint.core import calls
 from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, step_workflow_name
 from waypoint.core.roles import authorized, rule_for
 from waypoint.core.types import StepSpec, WorkflowSerializationFormat
-from waypoint.error import DBOSException
+from waypoint.error import DBOSConflictingRegistrationError, DBOSException
 from waypoint.scheduling.cron import parse_cron
 from waypoint.scheduling.definitions import registered
 
@@ -98,6 +98,8 @@ def step(name: Optional[str], options: dict[str, Any]) -> Callable[[F], F]:
     def decorator(func: F) -> F:
         is_async = inspect.iscoroutinefunction(func)
         spec = step_spec(name or func.__qualname__, options, is_async)
+        if hasattr(func, "__waypoint_transaction__"):  # one function, one kind, as in DBOS
+            raise DBOSConflictingRegistrationError(f"<temp>.{spec.name}")
         entry = StepEntry(spec.name, func, spec, rule_for(func))
         REGISTRY.add_step(entry)
         if is_async:

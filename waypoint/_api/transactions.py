@@ -18,15 +18,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, cast
 
 from waypoint._api import decorators
+from waypoint._api.launch import ExtensionContext, register_extension
 from waypoint._api.sql_session import sql_session_var
 from waypoint.core.calls import call_workflow
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_sync
 from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.roles import authorized, rule_for
+from waypoint.core.services import Periodic, Service
 from waypoint.core.settings import RuntimeConfig
 from waypoint.core.transactions import check_isolation_level, in_transaction, transaction_flow
-from waypoint.error import DBOSException, DBOSInitializationError
+from waypoint.error import (
+    DBOSConflictingRegistrationError,
+    DBOSException,
+    DBOSInitializationError,
+)
 
 if TYPE_CHECKING:
     from waypoint._api.appdb import ApplicationDatabase
@@ -112,6 +118,49 @@ def application_database() -> Optional[ApplicationDatabase]:
     return _app_db
 
 
+def prune_transaction_outputs(store: Any, older_than_ms: Optional[int]) -> int:
+    """Delete the application database's records of workflows the system database no
+    longer has (DBOS's garbage collection does the same to ``transaction_outputs``)."""
+    db = _app_db
+    if db is None:
+        return 0
+    return db.prune(lambda ids: set(store.get_outcomes(ids)), older_than_ms)
+
+
+class _OutputsRetention:
+    """On the retention policy's schedule, prune what retention left behind in the
+    application database."""
+
+    name = "transaction-outputs-retention"
+
+    def __init__(self, ctx: ExtensionContext) -> None:
+        self.ops = ctx.ops
+        self.max_age = ctx.config.retention_max_age_sec
+        every = ctx.config.retention_interval_sec
+        self._ticker = Periodic(self.name, every, self.tick, first_after=min(10.0, every))
+
+    def start(self) -> None:
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._ticker.stop()
+
+    def tick(self) -> None:
+        eng = self.ops.engine()
+        cutoff = None if self.max_age is None else eng.now_ms() - int(self.max_age * 1000)
+        deleted = prune_transaction_outputs(eng.store, cutoff)
+        if deleted:
+            logger.info("retention policy deleted %d transaction output(s)", deleted)
+
+
+def _outputs_retention(ctx: ExtensionContext) -> Optional[Service]:
+    wanted = ctx.config.retention_max_age_sec is not None or ctx.config.retention_max_rows
+    return _OutputsRetention(ctx) if wanted and _app_db is not None else None
+
+
+register_extension("transaction-outputs-retention", _outputs_retention)
+
+
 def sql_session() -> Any:
     """The SQLAlchemy ``Session`` of the ``@DBOS.transaction`` running here."""
     session = sql_session_var.get()
@@ -133,6 +182,9 @@ def transaction(name: Optional[str], isolation_level: str) -> Callable[[F], F]:
                 f"Function {txn_name} is a coroutine function, but DBOS.transaction does not "
                 "support coroutine functions"
             )
+        if hasattr(func, "__waypoint_step__") or hasattr(func, "__waypoint_workflow__"):
+            # Already a step or workflow (or transaction): one function, one kind, as in DBOS.
+            raise DBOSConflictingRegistrationError(temp_workflow_name(txn_name))
         info: Optional[WorkflowInfo] = None
         rule = rule_for(func)
 

@@ -117,7 +117,9 @@ def transaction_flow(
     """Run ``fn`` as the transaction at the run's next operation position."""
     fid, recorded = yield from next_operation(run, name)
     if recorded is not NOT_RECORDED:
+        logger.debug("Replaying transaction, id: %d, name: %s", fid, name)
         return recorded
+    logger.debug("Running transaction, id: %d, name: %s", fid, name)
     key = TxnKey(run.workflow_id, fid, name)
     started = rt.now_ms()
     scope = rt.observers.step(run, name, fid) if rt.observers else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from waypoint._api.ops.base import Ops, checkpoint
+from waypoint._api.transactions import prune_transaction_outputs
 from waypoint.core.effects import Flow, Io
 from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
@@ -92,6 +93,8 @@ def garbage_collect(
             RetentionRequest(cutoff_epoch_timestamp_ms, rows_threshold, eng.app_name)
         )
     )
+    if ops.runtime() is not None:  # and the application database's records of them
+        yield Io(lambda: prune_transaction_outputs(eng.store, cutoff_epoch_timestamp_ms))
     return deleted
 
 

@@ -38,7 +38,14 @@ def serve_asgi(app: Any) -> Iterator[str]:
     server = uvicorn.Server(
         uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
     )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except SystemExit:
+            pass  # uvicorn exits when the application's startup fails: not ready, as below
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         _wait(lambda: server.started, thread, "uvicorn")

@@ -370,3 +370,22 @@ def test_decorated_functions_as_endpoints_under_an_auth_middleware(
         assert answer(http.get("/write/memo"))[:2] == (403, "DBOSNotAuthorizedError")
         # FastAPI reads the parameters through the wrappers.
         assert http.get("/greet/ann", params={"punctuation": "?"}).json() == "hello ann?"
+
+
+def test_a_failed_launch_fails_the_servers_startup() -> None:
+    DBOS.destroy(destroy_registry=True)
+    app = FastAPI()
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "ok"
+
+    unreachable = "postgresql://postgres@127.0.0.1:1/none"  # nothing listens on port 1
+    DBOS(config={"name": "web-test", "system_database_url": unreachable}, fastapi=app)
+    try:
+        with pytest.raises(AssertionError, match="stopped before it was ready"):
+            with serve_asgi(app):
+                pass  # pragma: no cover (the server must not start)
+        assert maybe_runtime() is None
+    finally:
+        DBOS.destroy(destroy_registry=True)

@@ -17,8 +17,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -482,3 +484,126 @@ def test_executors_lists_this_process(dbos: type[DBOS], db_url: str) -> None:
     assert [(r["executor_id"], r["pid"]) for r in rows] == [("local", os.getpid())]
     assert rows[0]["silent_sec"] < 30
     assert "local" in ok(wp("executors", "-s", db_url))
+
+
+# -- errors and tables for people ------------------------------------------------------------------
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 1 with nothing on stdout and one line on stderr: ``error: ... (hint: ...)``."""
+    line = fails(proc, *needles)
+    assert proc.stdout == "", proc.stdout
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert "(hint: " in line, line
+    return line
+
+
+@requires_postgres
+def test_a_missing_role_or_database_is_named_as_such(tmp_path: Path) -> None:
+    ghost_role = f"wp_ghost_{uuid.uuid4().hex[:6]}"
+    ghost_db = f"wp_ghost_{uuid.uuid4().hex[:6]}"
+    migrated = f"wp_cli_roles_{os.getpid()}_{uuid.uuid4().hex[:4]}"
+    try:
+        ok(wp("migrate", "-s", pg_url(migrated)))
+        as_ghost = f"postgresql://{ghost_role}@127.0.0.1:5432/{migrated}"
+        for proc in (
+            wp("workflow", "list", "-s", as_ghost),
+            wp("migrate", "-s", as_ghost),
+            wp("migrate", "-s", pg_url(migrated), "--app-role", ghost_role),
+        ):
+            line = one_line_error(proc, f'role "{ghost_role}" does not exist', "CREATE ROLE")
+            assert "waypoint migrate" not in line  # not the advice for a missing database
+        line = one_line_error(
+            wp("workflow", "list", "-s", pg_url(ghost_db)),
+            f'database "{ghost_db}" does not exist',
+            "waypoint migrate",
+        )
+        assert not pg_database_exists(ghost_db)
+        one_line_error(
+            wp("workflow", "list", "-s", "postgresql://postgres@127.0.0.1:1/x"),
+            "no database server answers at 127.0.0.1:1",
+        )
+    finally:
+        drop_database(migrated)
+
+
+@one_backend
+def test_errors_are_one_line_and_debug_shows_the_traceback(db_url: str, tmp_path: Path) -> None:
+    DBOS.reset_system_database(system_database_url=db_url, truncate=True)
+    one_line_error(wp("workflow", "get", "nope", "-s", db_url), "workflow nope does not exist")
+    one_line_error(wp("gc", "-s", db_url), "--cutoff-epoch-ms")
+    one_line_error(wp("workflow", "list", cwd=tmp_path), "No system database URL")
+    bad = wp("workflow", "list", "-s", db_url, "--start-time", "not-a-time")
+    assert bad.stderr == "error: list filter start_time must be an ISO-8601 time: 'not-a-time'\n"
+    debug = wp("--debug", "workflow", "list", "-s", db_url, "--start-time", "not-a-time")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr or "╭" in debug.stderr, debug.stderr[-2000:]
+
+
+def test_tables_fit_100_columns_with_whole_ids_and_local_times(
+    dbos: type[DBOS], db_url: str
+) -> None:
+    q = Queue("table-q")
+
+    @DBOS.step()
+    def describe(n: int) -> dict[str, Any]:
+        return {"n": n, "padding": list(range(40))}
+
+    @DBOS.workflow(name="a_workflow_whose_name_is_long_enough_to_wrap_in_a_table")
+    def parent(n: int) -> int:
+        describe(n)
+        DBOS.start_workflow(child, n).get_result()
+        return n
+
+    @DBOS.workflow()
+    def child(n: int) -> int:
+        if n == 1:
+            raise ValueError("a failure with a message long enough to need wrapping " * 2)
+        return n
+
+    DBOS.launch()
+    ids = []
+    for n in range(3):
+        handle = q.enqueue(parent, n)
+        ids.append(handle.workflow_id)
+        try:
+            handle.get_result()
+        except ValueError:
+            pass
+    children = [f"{i}-2" for i in ids]  # step 1 is describe, 2 starts the child
+    zone = "Asia/Kolkata"  # +05:30: a local time that cannot be mistaken for UTC
+    env = {"COLUMNS": "100", "TZ": zone}
+    s = ["-s", db_url]
+
+    def lines(*args: str) -> list[str]:
+        out = ok(wp(*args, *s, env=env)).splitlines()
+        too_wide = [line for line in out if len(line) > 100]
+        assert too_wide == [], too_wide
+        return out
+
+    def local(epoch_ms: int) -> str:
+        moment = datetime.fromtimestamp(epoch_ms / 1000, ZoneInfo(zone))
+        return moment.isoformat(timespec="seconds")
+
+    listed = lines("workflow", "list", "-l", "20")
+    raw = as_json(wp("workflow", "list", "-l", "20", "--json", *s, env=env))
+    assert {r["workflow_id"] for r in raw} == {*ids, *children}
+    for r in raw:
+        assert isinstance(r["created_at"], int)  # --json: the stored value
+        row = next(line for line in listed if line.startswith(r["workflow_id"] + " "))
+        assert local(r["created_at"]) in row and "+05:30" in row
+    assert sum("table-q" in line for line in listed) == 3
+
+    for wfid, child_id in zip(ids, children):
+        steps = lines("workflow", "steps", wfid)
+        assert any(child_id in line for line in steps), steps
+        raw_steps = as_json(wp("workflow", "steps", wfid, "--json", *s, env=env))
+        started = raw_steps[0]["started_at_epoch_ms"]
+        assert isinstance(started, int) and local(started) in "\n".join(steps)
+    queued = lines("queue", "list")
+    assert all("2026" not in line or "+05:30" in line for line in queued)
+    got = lines("workflow", "get", ids[1])
+    assert any(line.split()[:2] == ["workflow_id", ids[1]] for line in got)
+    created = next(r["created_at"] for r in raw if r["workflow_id"] == ids[1])
+    assert any(line.split() == ["created_at", local(created)] for line in got), got
+    assert any("local" in line for line in lines("executors"))

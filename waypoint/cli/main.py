@@ -15,22 +15,49 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
 
 from waypoint.__version__ import VERSION
 from waypoint._api import database
 from waypoint._api.ops import fleet, workflows
-from waypoint._api.public_types import WorkflowStatus
-from waypoint.error import DBOSException
+from waypoint.cli import errors
+from waypoint.cli.errors import CliFailure
+from waypoint.cli.output import show, show_fields, show_workflows, status_dict
 
-app = typer.Typer(help="Waypoint: durable workflows. Manage the system database and workflows.")
+
+class _Options:
+    debug = False
+
+
+class Commands(TyperGroup):
+    """Any failure of a command is one line with a hint (``errors``), unless ``--debug``."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors click)
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            _fail(exc)
+
+
+app = typer.Typer(
+    cls=Commands,
+    help="Waypoint: durable workflows. Manage the system database and workflows.",
+    pretty_exceptions_show_locals=False,
+)
 workflow_app = typer.Typer(help="Inspect and control workflows.")
 queue_app = typer.Typer(help="Inspect queues.")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(queue_app, name="queue")
-console = Console()
-errors = Console(stderr=True)
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of an error."),
+) -> None:
+    _Options.debug = debug
+
 
 UrlOpt = typer.Option(None, "--sys-db-url", "-s", help="System database URL.")
 SchemaOpt = typer.Option("dbos", "--schema", help="System schema (PostgreSQL).")
@@ -56,11 +83,13 @@ def _config_url() -> Optional[str]:
 def resolve_url(url: Optional[str]) -> str:
     found = url or os.environ.get("DBOS_SYSTEM_DATABASE_URL") or _config_url()
     if not found:
-        errors.print(
-            "[red]No system database URL: pass --sys-db-url, set DBOS_SYSTEM_DATABASE_URL, or "
-            "run where dbos-config.yaml names one.[/red]"
+        _fail(
+            CliFailure(
+                "No system database URL",
+                "pass --sys-db-url, set DBOS_SYSTEM_DATABASE_URL, or run where "
+                "dbos-config.yaml names one",
+            )
         )
-        raise typer.Exit(1)
     return found
 
 
@@ -72,69 +101,17 @@ def _call(
     existing: Optional[str] = None,
     **kwargs: Any,
 ) -> Any:
-    """Run one operation (``_api.ops``) on the database; any refusal is printed, exit 1.
-    With ``existing``, that workflow must exist first."""
-    try:
-        # Fail fast with advice (no such database, no schema yet) instead of retrying.
-        ops = database.open_ops(resolve_url(url), schema=schema)
-        if existing is not None and ops.run(workflows.get_workflow_status(ops, existing)) is None:
-            raise DBOSException(f"workflow {existing} does not exist")
-        return ops.run(operation(ops, *args, **kwargs))
-    except DBOSException as exc:
-        _fail(exc)
+    """Run one operation (``_api.ops``) on the database; with ``existing``, that workflow
+    must exist first. A failure is reported by ``Commands``."""
+    # Fail fast with advice (no such database, no schema yet) instead of retrying.
+    ops = database.open_ops(resolve_url(url), schema=schema)
+    if existing is not None and ops.run(workflows.get_workflow_status(ops, existing)) is None:
+        _fail(CliFailure(f"workflow {existing} does not exist", "`waypoint workflow list`"))
+    return ops.run(operation(ops, *args, **kwargs))
 
 
-def _fail(exc: Exception) -> NoReturn:
-    errors.print(f"[red]{exc}[/red]")
-    raise typer.Exit(1)
-
-
-def _table(columns: str, items: list[Any], short: tuple[str, ...] = ()) -> None:
-    """Print ``items`` (records or dicts) as a table. ``columns`` is ``"Title=field ..."``
-    (``_`` in a title is a space); fields in ``short`` are shown abbreviated."""
-    spec = [column.split("=") for column in columns.split()]
-    table = Table(*(title.replace("_", " ") for title, _ in spec))
-    for item in items:
-        cells = []
-        for _, field in spec:
-            value = item[field] if isinstance(item, dict) else getattr(item, field)
-            if value is not None and field in short:
-                value = repr(value)[:60]
-            cells.append("" if value is None else str(value))
-        table.add_row(*cells)
-    console.print(table)
-
-
-def _status_dict(s: WorkflowStatus) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else repr(v))
-        for k, v in vars(s).items()
-    }
-
-
-def _show(
-    items: Any,
-    as_json: bool,
-    columns: str,
-    *,
-    short: tuple[str, ...] = (),
-    default: Callable[[Any], str] = str,
-) -> None:
-    """Print records as JSON (``--json``; ``default`` for what JSON cannot hold) or as a
-    table (see ``_table``)."""
-    if as_json:
-        typer.echo(json.dumps(items, indent=2, default=default))
-    else:
-        _table(columns, items, short)
-
-
-def _print_workflows(rows: list[WorkflowStatus], as_json: bool) -> None:
-    _show(
-        [_status_dict(r) for r in rows],
-        as_json,
-        "ID=workflow_id Status=status Name=name Queue=queue_name Executor=executor_id "
-        "Version=app_version Created=created_at",
-    )
+def _fail(exc: BaseException) -> NoReturn:
+    errors.fail(exc, debug=_Options.debug)
 
 
 @app.command()
@@ -153,10 +130,7 @@ def migrate(
 ) -> None:
     """Create or upgrade the system schema (run with a privileged role)."""
     url = resolve_url(sys_db_url)
-    try:
-        database.migrate(url, schema=schema, app_role=app_role or None)
-    except DBOSException as exc:
-        _fail(exc)
+    database.migrate(url, schema=schema, app_role=app_role or None)
     typer.echo(f"System database {database.redact(url)} is up to date.")
 
 
@@ -170,10 +144,7 @@ def reset(
     url = resolve_url(sys_db_url)
     if not yes and not typer.confirm(f"Drop the system database {database.redact(url)}?"):
         raise typer.Exit(1)
-    try:
-        database.drop(url, schema=schema)
-    except DBOSException as exc:
-        _fail(exc)
+    database.drop(url, schema=schema)
     typer.echo("System database dropped.")
 
 
@@ -191,7 +162,7 @@ def gc(
 ) -> None:
     """Delete old finished workflows (never PENDING, ENQUEUED or DELAYED ones)."""
     if cutoff_ms is None and rows is None:
-        _fail(DBOSException("give --cutoff-epoch-ms or --rows-threshold"))
+        _fail(CliFailure("nothing to delete by", "give --cutoff-epoch-ms or --rows-threshold"))
     deleted = _call(
         sys_db_url,
         schema,
@@ -234,7 +205,7 @@ def workflow_list(
         load_input=False,
         load_output=False,
     )
-    _print_workflows(rows, as_json)
+    show_workflows(rows, as_json)
 
 
 @workflow_app.command("get")
@@ -247,12 +218,11 @@ def workflow_get(
     """Show one workflow."""
     status = _call(sys_db_url, schema, workflows.get_workflow_status, workflow_id)
     if status is None:
-        _fail(DBOSException(f"workflow {workflow_id} does not exist"))
+        _fail(CliFailure(f"workflow {workflow_id} does not exist", "`waypoint workflow list`"))
     if as_json:
-        typer.echo(json.dumps(_status_dict(status), indent=2, default=str))
+        typer.echo(json.dumps(status_dict(status), indent=2, default=str))
         return
-    fields = [{"field": k, "value": v} for k, v in _status_dict(status).items()]
-    _table("Field=field Value=value", fields)
+    show_fields(status_dict(status))
 
 
 @workflow_app.command("steps")
@@ -266,11 +236,11 @@ def workflow_steps(
     steps = _call(
         sys_db_url, schema, workflows.list_workflow_steps, workflow_id, existing=workflow_id
     )
-    _show(
+    show(
         [dict(s) for s in steps],
         as_json,
-        "ID=function_id Name=function_name Output=output Error=error Child=child_workflow_id "
-        "Started=started_at_epoch_ms Completed=completed_at_epoch_ms",
+        "ID=function_id Name=function_name Started=started_at_epoch_ms Child=child_workflow_id "
+        "Output=output Error=error",
         short=("output", "error"),
         default=repr,
     )
@@ -326,7 +296,7 @@ def executors(
     """List executor processes and how long ago each was heard from."""
     found = _call(sys_db_url, schema, fleet.list_executors)
     items = [{**e, "silent_sec": round(e["silent_sec"], 1)} for e in found]
-    _show(
+    show(
         items,
         as_json,
         "Executor=executor_id App=application_name Version=application_version Host=hostname "
@@ -354,7 +324,7 @@ def queue_list(
         load_input=False,
         load_output=False,
     )
-    _print_workflows(rows, as_json)
+    show_workflows(rows, as_json)
 
 
 if __name__ == "__main__":

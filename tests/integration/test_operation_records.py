@@ -422,3 +422,89 @@ def test_histories_of_earlier_waypoint_still_replay(
         ]
     finally:
         DBOS.destroy(destroy_registry=True)
+
+
+# -- step execution semantics -------------------------------------------------------------------
+
+
+class Fatal(Exception):
+    pass
+
+
+def test_run_step_inside_and_outside_a_workflow(dbos: type[DBOS], store: Any) -> None:
+    seen: list[Any] = []
+
+    def plain(x: int) -> int:
+        seen.append(DBOS.step_status)
+        return x + 1
+
+    async def coro(x: int) -> int:
+        await asyncio.sleep(0)
+        seen.append(DBOS.step_status)
+        return x * 2
+
+    @DBOS.workflow()
+    def wf() -> list[int]:
+        # A sync run_step runs a coroutine function to completion, as an async step whose
+        # timeout applies.
+        a = DBOS.run_step({"name": "c", "timeout_seconds": 5}, coro, 3)
+        b = DBOS.run_step(None, plain, 1)
+        return [a, b]
+
+    DBOS.launch()
+    # Outside a workflow: a plain call, with no step status set.
+    assert DBOS.run_step(None, plain, 1) == 2
+    assert DBOS.run_step(None, coro, 2) == 4
+    assert seen == [None, None]
+    seen.clear()
+    with SetWorkflowID("rs"):
+        assert wf() == [6, 2]
+    assert [(s.step_id, s.current_attempt) for s in seen] == [(1, None), (2, None)]
+    assert [r.function_name for r in rows(store, "rs")] == ["c", plain.__qualname__]
+
+
+def test_steps_outside_workflows_are_plain_calls(dbos: type[DBOS]) -> None:
+    calls = {"n": 0}
+
+    @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0)
+    def flaky() -> None:
+        calls["n"] += 1
+        raise Fatal("once")
+
+    @DBOS.step(timeout_seconds=0.01)
+    async def slow() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    DBOS.launch()
+    with pytest.raises(Fatal):
+        flaky()
+    assert calls["n"] == 1  # no retries outside a workflow, as in DBOS
+    assert asyncio.run(slow()) == "done"  # nor a timeout
+
+
+def test_should_retry_declining_the_last_attempt_raises_the_step_error(
+    dbos: type[DBOS],
+) -> None:
+    calls = {"n": 0}
+
+    @DBOS.step(
+        retries_allowed=True,
+        max_attempts=3,
+        interval_seconds=0,
+        should_retry=lambda e: not isinstance(e, Fatal),
+    )
+    def mixed() -> None:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise RuntimeError("retry me")
+        raise Fatal("stop")
+
+    @DBOS.workflow()
+    def wf() -> None:
+        mixed()
+
+    DBOS.launch()
+    with pytest.raises(Fatal, match="stop"):
+        wf()
+    assert calls["n"] == 3

@@ -353,7 +353,8 @@ class DBOS(SharedOperations):
         plain call. Its result is checkpointed: a recovered workflow gets it back instead of
         running it again."""
         opts: dict[str, Any] = dict(dbos_step_options or {})
-        spec = decorators.step_spec(str(opts.get("name") or func.__qualname__), opts, False)
+        name = str(opts.get("name") or func.__qualname__)
+        spec = decorators.step_spec(name, opts, inspect.iscoroutinefunction(func))
         result: R = calls.run_step(spec, func, args, kwargs)
         return result
 

@@ -3,8 +3,11 @@ written once as a flow and driven sync or async by the caller."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from waypoint.core.context import current_run, current_step, start_options
@@ -142,19 +145,41 @@ async def call_step_async(entry: StepEntry, args: tuple[Any, ...], kwargs: dict[
 def run_step(
     spec: StepSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if current_step.get() is not None:
-        return func(*args, **kwargs)
+    """``DBOS.run_step``: a coroutine function is run to completion (as an async step, its
+    timeout applying, inside a workflow), never returned as a coroutine."""
     rt, run = _step_scope()
+    if run is None:
+        return _complete(func(*args, **kwargs))
+    if inspect.iscoroutinefunction(func):
+        return _complete(drive_async(step_flow(rt, run, spec, func, args, kwargs)))
     return drive_sync(step_flow(rt, run, spec, func, args, kwargs))
+
+
+def _complete(result: Any) -> Any:
+    """The value of ``result``, run to completion if it is awaitable: on this thread when no
+    event loop runs here, else on a thread of its own (with this context)."""
+    if not inspect.isawaitable(result):
+        return result
+
+    async def wait() -> Any:
+        return await result
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    ctx = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="waypoint-run-step") as pool:
+        return pool.submit(ctx.run, asyncio.run, wait()).result()
 
 
 async def run_step_async(
     spec: StepSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if current_step.get() is not None:
+    rt, run = _step_scope()
+    if run is None:
         result = func(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
-    rt, run = _step_scope()
     return await drive_async(step_flow(rt, run, spec, func, args, kwargs))
 
 

@@ -217,9 +217,10 @@ def step_flow(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Flow[Any]:
-    """Run ``fn`` as a step: checkpointed inside a workflow, a retried plain call outside."""
+    """Run ``fn`` as a step: checkpointed inside a workflow; outside one, a plain call, as
+    DBOS makes it (no retries, no timeout, no step status)."""
     if run is None or rt is None:
-        return (yield from _attempts(None, None, spec, StepCall.of(fn, args, kwargs), -1, None))
+        return (yield Call(fn, args, kwargs))
     fid, recorded = yield from next_operation(run, spec.name)
     if recorded is not NOT_RECORDED:
         return recorded
@@ -267,12 +268,15 @@ def _attempts(
             final: Optional[Exception] = None
             if not spec.retries_allowed:
                 final = exc
-            elif attempt + 1 >= attempts:
-                final = DBOSMaxStepRetriesExceeded(spec.name, attempts, errors)
-            elif spec.should_retry is not None:
-                verdict = yield Call(spec.should_retry, (exc,), {})
-                if not verdict:
-                    final = exc
+            else:
+                # Asked on every attempt, the last included: an error it declines to retry
+                # is raised as it is, as DBOS does, not as retries exhausted.
+                if spec.should_retry is not None:
+                    verdict = yield Call(spec.should_retry, (exc,), {})
+                    if not verdict:
+                        final = exc
+                if final is None and attempt + 1 >= attempts:
+                    final = DBOSMaxStepRetriesExceeded(spec.name, attempts, errors)
             if final is not None:
                 if run is not None and rt is not None:
                     text = rt.codec.encode_error(final, run.serializer)

@@ -4,6 +4,7 @@ or a PostgreSQL database of its own), with the system database of each backend."
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -237,3 +238,78 @@ def test_async_datasource(
         "test_async_datasource.<locals>.scenario.<locals>.add",
         "again",
     ]
+
+
+def test_serialization_failures_are_retried(
+    dbos: type[DBOS], created: list[SQLAlchemyDatasource], user_url: str, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("serialization failures are a PostgreSQL matter")
+    ds = SQLAlchemyDatasource.create(user_url)
+    created.append(ds)
+    both_read = threading.Barrier(2, timeout=30)
+    attempts = {"a": 0, "b": 0}
+
+    @ds.transaction()
+    def increment(who: str) -> int:
+        attempts[who] += 1
+        session = ds.sql_session()
+        value = int(session.execute(sa.text("SELECT v FROM counter")).scalar_one())
+        if attempts[who] == 1:
+            both_read.wait()  # both snapshots taken before either writes
+        session.execute(sa.text("UPDATE counter SET v = :v"), {"v": value + 1})
+        return value + 1
+
+    @DBOS.workflow()
+    def wf(who: str) -> int:
+        return increment(who)
+
+    query(user_url, "CREATE TABLE counter (v INT)")
+    query(user_url, "INSERT INTO counter VALUES (0)")
+    DBOS.launch()
+    handles = [DBOS.start_workflow(wf, who) for who in ("a", "b")]
+    assert sorted(h.get_result() for h in handles) == [1, 2]
+    assert sorted(attempts.values()) == [1, 2]
+
+
+def test_a_concurrent_recorder_wins(
+    dbos: type[DBOS], created: list[SQLAlchemyDatasource], user_url: str, backend: str
+) -> None:
+    """If another execution recorded the step between this one's check and its insert, the
+    insert finds the row: this transaction rolls back and the recorded output is returned."""
+    if backend != "postgres":
+        pytest.skip("SQLite serializes writers: no other recorder can commit meanwhile")
+    ds = SQLAlchemyDatasource.create(user_url)
+    created.append(ds)
+
+    raced: list[bool] = []
+
+    @ds.transaction()
+    def write() -> str:
+        ds.sql_session().execute(sa.text("INSERT INTO items VALUES (1)"))
+        if raced:  # a retry (SERIALIZABLE reports the race as a serialization failure)
+            return "mine"
+        raced.append(True)
+        # The other execution commits its record now, before this one inserts its own.
+        other = sa.create_engine(ds.engine.url, poolclass=sa.pool.NullPool)
+        text = get_runtime().codec.encode("theirs", get_runtime().codec.default)
+        with other.begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {outputs(user_url)} (workflow_id, step_id, output, "
+                    "serialization, created_at) VALUES ('race-1', 1, :o, 'py_pickle', 0)"
+                ),
+                {"o": text},
+            )
+        other.dispose()
+        return "mine"
+
+    @DBOS.workflow()
+    def wf() -> str:
+        return write()
+
+    query(user_url, "CREATE TABLE items (n INT)")
+    DBOS.launch()
+    with SetWorkflowID("race-1"):
+        assert wf() == "theirs"
+    assert query(user_url, "SELECT count(*) FROM items") == [(0,)]  # rolled back

@@ -272,3 +272,40 @@ def test_superseded_execution_cannot_checkpoint(dbos: type[DBOS], config: dict[s
     assert [s["output"] for s in steps] == ["recovered"]
     assert DBOS.retrieve_workflow("zombie-1").get_result() == "recovered"
     assert calls == ["recovered", "zombie"]
+
+
+def test_work_queued_before_launch_runs_once(dbos: type[DBOS], config: dict[str, Any]) -> None:
+    """Rows enqueued while no executor ran are claimed by the dispatcher at launch; launch
+    recovery (which takes back this executor's PENDING rows) runs before the dispatcher starts,
+    so it never re-claims what the dispatcher just claimed, and each workflow runs once."""
+    from waypoint import DBOSClient, Queue
+
+    ran: list[str] = []
+    lock = threading.Lock()
+    Queue("before-launch")
+
+    @DBOS.step()
+    def note(tag: str) -> None:
+        with lock:
+            ran.append(tag)
+
+    @DBOS.workflow()
+    def job(tag: str) -> str:
+        note(tag)
+        return tag
+
+    DBOS.launch()  # creates the schema; then no executor runs while the rows are enqueued
+    DBOS.destroy()
+    client = DBOSClient(system_database_url=config["system_database_url"])
+    try:
+        tags = [f"t{i}" for i in range(40)]
+        for tag in tags:
+            client.enqueue({"queue_name": "before-launch", "workflow_name": job.__qualname__}, tag)
+    finally:
+        client.destroy()
+    DBOS(config=config)  # type: ignore[arg-type]
+    DBOS.launch()
+    handles = [DBOS.retrieve_workflow(w.workflow_id) for w in DBOS.list_workflows()]
+    assert sorted(h.get_result(polling_interval_sec=0.05) for h in handles) == sorted(tags)
+    time.sleep(0.3)  # a duplicate run would append after its twin finished
+    assert sorted(ran) == sorted(tags)

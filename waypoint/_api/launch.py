@@ -90,8 +90,7 @@ def launch(config: RuntimeConfig, app_version: str) -> Runtime:
     rt.main_loop = running_loop()
     set_runtime(rt)
     try:
-        rt.start()
-        recover(rt, [rt.executor_id])
+        rt.start(recover=lambda: recover(rt, [rt.executor_id]))
     except BaseException:
         set_runtime(None)
         rt.stop()

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Optional
 
 from waypoint.core.engine import Engine
@@ -63,8 +63,12 @@ class Runtime(Engine):
         return next((s for s in self.services if s.name == name), None)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Make the database ready, then start the services in the order they were added."""
+    def start(self, recover: Optional[Callable[[], object]] = None) -> None:
+        """Make the database ready, then start the services in the order they were added.
+
+        ``recover`` (launch recovery) runs just before the queue dispatcher starts: recovery
+        takes back this executor's PENDING rows, and a row the dispatcher had already claimed
+        in this launch would otherwise be taken back too and run a second time."""
         if self.config.run_migrations:
             self.store.migrate()
         else:
@@ -73,9 +77,15 @@ class Runtime(Engine):
         if self.config.use_listen_notify:
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
+        dispatcher: object = self.dispatch
         for svc in self.services:
+            if recover is not None and svc is dispatcher:
+                recover()
+                recover = None
             svc.start()
             self._started.append(svc)
+        if recover is not None:
+            recover()
 
     def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
         self.stopping.set()

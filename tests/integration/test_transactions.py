@@ -270,6 +270,12 @@ def test_instance_method_transactions(txn_dbos: type[DBOS]) -> None:
         def charge(self, amount: int) -> int:
             return self.fee(amount) + 1
 
+        @classmethod
+        @DBOS.transaction()
+        def one(cls, x: int) -> str:
+            value = DBOS.sql_session.execute(sa.text("SELECT :x"), {"x": x}).scalar()
+            return f"{cls.__name__}:{value}"
+
     teller = Teller(3)
     DBOS.launch()
     assert teller.charge(2) == 7
@@ -281,6 +287,10 @@ def test_instance_method_transactions(txn_dbos: type[DBOS]) -> None:
     handle = DBOS.start_workflow(teller.fee, 4)
     assert handle.get_result() == 12
     assert handle.get_status().config_name == "teller"
+    with SetWorkflowID("cls-direct"):
+        assert Teller.one(9) == "Teller:9"
+    status = DBOS.get_workflow_status("cls-direct")
+    assert status is not None and status.class_name == Teller.__qualname__
 
 
 def test_misuse_is_refused_with_a_clear_error(txn_dbos: type[DBOS]) -> None:
@@ -546,3 +556,23 @@ def test_garbage_collection_and_retention_prune_transaction_outputs(
         assert recorded() == ["gc-3"]
     finally:
         DBOS.destroy(destroy_registry=True)
+
+
+def test_fork_reruns_the_transactions_from_the_fork_point(txn_dbos: type[DBOS]) -> None:
+    counts = {1: 0, 2: 0, 3: 0}
+
+    @DBOS.transaction()
+    def count(i: int) -> int:
+        counts[i] += 1
+        return i
+
+    @DBOS.workflow()
+    def three() -> list[int]:
+        return [count(1), count(2), count(3)]
+
+    DBOS.launch()
+    with SetWorkflowID("fork-src"):
+        assert three() == [1, 2, 3]
+    forked = DBOS.fork_workflow("fork-src", 2)
+    assert forked.get_result() == [1, 2, 3]
+    assert counts == {1: 1, 2: 2, 3: 2}

@@ -83,3 +83,16 @@ def test_a_run_killed_in_the_sleep_is_finished_by_the_next_without_charging_agai
     second = run(tmp_path)
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines() == ["receipt-42"]
+
+
+def test_no_install_line_names_the_unrelated_waypoint_package() -> None:
+    """``pip install waypoint`` installs someone else's project: the README and the docs
+    install from the checkout, whose distribution is waypoint-workflows."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        for line in page.read_text().splitlines():
+            for m in re.finditer(r"pip install ([^\s`]+)", line):
+                if re.search(r"\bnot\b", line[: m.start()], re.IGNORECASE):
+                    continue  # the warning against it
+                target = m.group(1).strip("\"'")
+                assert target.split("[")[0] in (".", "-e", "waypoint-workflows"), (page, line)

@@ -23,7 +23,15 @@ from waypoint.storage.errors import (
     StorageError,
     StoreClosedError,
 )
-from waypoint.storage.protocol import Completion, QueueRow, Store, done_key, queue_key
+from waypoint.storage.protocol import (
+    Completion,
+    EventWrite,
+    QueueRow,
+    Store,
+    StreamWrite,
+    done_key,
+    queue_key,
+)
 from waypoint.storage.registry import open_url, reset_database
 
 # -- migrations and schema checks -------------------------------------------------------------
@@ -201,30 +209,99 @@ def test_ping_and_close(connect: Callable[[], Store]) -> None:
         s.get_workflow("w")
 
 
+class Heard:
+    """The payloads a store's listener receives, in arrival order."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.connected = threading.Event()
+        self.arrived = threading.Condition()
+
+    def __call__(self, channel: str, payload: str) -> None:
+        with self.arrived:
+            self.received.append(payload)
+            self.arrived.notify_all()
+
+    def wait_for(self, ready: Callable[[list[str]], bool]) -> list[str]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: ready(self.received), timeout=10), self.received
+            return list(self.received)
+
+
 def test_notifications_reach_other_processes(store: Store, connect: Callable[[], Store]) -> None:
-    received: list[str] = []
-    connected = threading.Event()
-    arrived = threading.Condition()
-
-    def on_notify(channel: str, payload: str) -> None:
-        with arrived:
-            received.append(payload)
-            arrived.notify_all()
-
-    listener = store.listen(on_notify, connected.set)
+    heard = Heard()
+    listener = store.listen(heard, heard.connected.set)
     if listener is None:
         return  # a polling backend: nothing is pushed
     try:
-        assert connected.wait(10)
+        assert heard.connected.wait(10)
         other = connect()
         wf = start(other, "w")
         enqueue(other, "q1")
         other.complete_workflow(Completion("w", wf.owner_xid, "SUCCESS", None, None, T0))
         wanted = {done_key("w"), queue_key("q")}
-        with arrived:
-            assert arrived.wait_for(lambda: wanted <= set(received), timeout=10), received
+        heard.wait_for(lambda got: wanted <= set(got))
     finally:
         listener.stop()
+
+
+@requires_postgres
+def test_other_writers_wake_waypoint(store: Store, driver_connection: Any) -> None:
+    """Writes by anything but Waypoint (DBOS, plain SQL) notify Waypoint's wake-up keys through
+    the schema's triggers; Waypoint's own writes notify once, from their own statements."""
+    heard = Heard()
+    listener = store.listen(heard, heard.connected.set)
+    if listener is None:
+        pytest.skip("a polling backend: nothing is pushed")
+    ws, ev = f'"{SCHEMA}".workflow_status', f'"{SCHEMA}".workflow_events'
+
+    def foreign(sql: str, *params: Any) -> None:
+        driver_connection.execute(sql, params)
+        driver_connection.commit()
+
+    def settle(mark: str) -> list[str]:
+        # Notifications arrive in commit order: once this one is in, the earlier ones are.
+        foreign("SELECT pg_notify('waypoint', %s)", mark)
+        return heard.wait_for(lambda got: mark in got)
+
+    try:
+        assert heard.connected.wait(10)
+        foreign(
+            f"INSERT INTO {ws} (workflow_uuid, status, name, queue_name, created_at, updated_at)"
+            " VALUES ('dbos-1', 'ENQUEUED', 'wf', 'foreign', 1, 1)"
+        )
+        foreign(f"UPDATE {ws} SET status = 'SUCCESS' WHERE workflow_uuid = 'dbos-1'")
+        foreign(f"INSERT INTO {ev} (workflow_uuid, key, value) VALUES ('dbos-1', 'k', 'v')")
+        foreign(f"UPDATE {ws} SET status = 'CANCELLED' WHERE workflow_uuid = 'dbos-1'")
+        seen = settle("mark-1")
+        assert seen[: seen.index("mark-1")] == [
+            "q:foreign",
+            "d:dbos-1",
+            "q:foreign",
+            "e:dbos-1::k",
+            "c:dbos-1",
+        ]
+        enqueue(store, "own", "mine")
+        seen = settle("mark-2")
+        assert seen[seen.index("mark-1") + 1 : seen.index("mark-2")] == ["q:mine"]
+    finally:
+        listener.stop()
+
+
+@requires_postgres
+def test_waypoint_wakes_dbos_listeners(store: Store, store_url: str) -> None:
+    """An event or stream value Waypoint writes is announced on the channels a DBOS process
+    listens on, with DBOS's payload, so its waiters do not sit out their fallback poll."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no notifications: every waiter polls")
+    with psycopg.connect(store_url, autocommit=True) as dbos_side:
+        for channel in ("dbos_workflow_events_channel", "dbos_streams_channel"):
+            dbos_side.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+        start(store, "w")
+        store.set_event(EventWrite("w", "k", '"v"', "json", 1), None)
+        store.write_stream(StreamWrite("w", "s", '"v"', "json", 1, "wf:1"), None)
+        got = [(n.channel, n.payload) for n in dbos_side.notifies(timeout=10, stop_after=2)]
+    assert got == [("dbos_workflow_events_channel", "w::k"), ("dbos_streams_channel", "w::s")]
 
 
 def test_enqueue_on_the_callers_connection(store: Store, driver_connection: Any) -> None:

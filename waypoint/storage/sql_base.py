@@ -111,8 +111,11 @@ class Dialect(ABC):
         """A RETURNING item that tells other processes about a change (``""``: cannot)."""
         return ""
 
-    def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:  # noqa: B027
-        """Tell other processes about a change made in this transaction (if possible)."""
+    def notify_in(  # noqa: B027
+        self, cur: Cursor, key_expr: str, params: Params, dbos_channel: str = ""
+    ) -> None:
+        """Tell other processes about a change made in this transaction (if possible); with
+        ``dbos_channel``, DBOS processes too (payload ``<wf>::<key>`` from ``params``)."""
 
     def starts_with(self, column: str, param: str) -> str:
         """``column`` starts with the literal text of ``param`` (no wildcards, case matters).

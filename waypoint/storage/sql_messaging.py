@@ -16,6 +16,9 @@ from waypoint.storage.records import (
 )
 from waypoint.storage.sql_base import CallerCursor, Cursor, Params, SqlCore
 
+# The channels DBOS processes LISTEN on for events and streams (payload "<workflow>::<key>").
+_DBOS_CHANNELS = {"e": "dbos_workflow_events_channel", "s": "dbos_streams_channel"}
+
 
 def value_params(w: EventWrite) -> Params:
     return {
@@ -130,12 +133,15 @@ class MessagingSql(SqlCore):
         what: str,
     ) -> Optional[RecordOutcome]:
         """Run ``statements`` after the checkpoint (see ``_checkpointed``) and wake whoever
-        waits on the value's key (``kind`` is the wake-up key's prefix)."""
+        waits on the value's key (``kind`` is the wake-up key's prefix), in Waypoint and in
+        DBOS processes sharing the database (DBOS listens on its own channels)."""
 
         def write(cur: Cursor) -> None:
             for sql in statements:
                 cur.exec(sql, params)
-            self.d.notify_in(cur, f"'{kind}:' || %(wf)s || '::' || %(key)s", params)
+            self.d.notify_in(
+                cur, f"'{kind}:' || %(wf)s || '::' || %(key)s", params, _DBOS_CHANNELS[kind]
+            )
 
         return self._checkpointed(record, write, what)
 

@@ -103,8 +103,9 @@ class PgDialect(Dialect):
     def notify(self, key_expr: str) -> str:
         return f"pg_notify('{NOTIFY_CHANNEL}', {key_expr})"
 
-    def notify_in(self, cur: Cursor, key_expr: str, params: Params) -> None:
-        cur.exec(f"SELECT {self.notify(key_expr)}", params)
+    def notify_in(self, cur: Cursor, key_expr: str, params: Params, dbos_channel: str = "") -> None:
+        also = f", pg_notify('{dbos_channel}', %(wf)s || '::' || %(key)s)" if dbos_channel else ""
+        cur.exec(f"SELECT {self.notify(key_expr)}{also}", params)
 
     def starts_with(self, column: str, param: str) -> str:
         return f"{column} LIKE %({param})s ESCAPE '\\'"
@@ -149,10 +150,13 @@ def raise_if_dedup(exc: BaseException, wf: NewWorkflow) -> None:
             ) from exc
 
 
-def _json_as_text(conn: psycopg.Connection[Any]) -> None:
-    """The store hands out JSON columns as text, as every backend does (the engine decodes)."""
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """The store hands out JSON columns as text, as every backend does (the engine decodes).
+    The session is marked as Waypoint's, so the wake-up triggers for other writers (schema
+    version 7) skip its writes, which notify in their own statements."""
     for name in ("json", "jsonb"):
         conn.adapters.register_loader(name, TextLoader)
+    conn.execute("SET waypoint.session = 'on'")
 
 
 class PostgresStore(PgSchemaAdmin, SqlStore):
@@ -193,7 +197,7 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             name="waypoint",
             reconnect_timeout=0,  # give up at once: our retry policy decides when to try again
             timeout=2.0,  # a short wait for a connection, so an outage surfaces to the retry loop
-            configure=_json_as_text,
+            configure=_configure,
         )
         self._build_sql()
         self._records: GroupCommitter[StepRecord, RecordOutcome] = GroupCommitter(

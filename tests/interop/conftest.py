@@ -1,0 +1,148 @@
+"""Fixtures of the interop tier: DBOS 2.31.1 from PyPI in a venv of its own, and a harness that
+runs tests/interop/app.py under either implementation on one fresh system database.
+
+The venv lives in ``.interop-venv`` at the repository root and is built on first use
+(``python -m venv`` + ``pip install dbos==2.31.1``), then reused while it holds that version.
+``WAYPOINT_INTEROP_VENV`` points at another one; ``WAYPOINT_TEST_INTEROP=0`` deselects the
+tier (scripts/test.sh passes it through).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from tests.crash.conftest import crash_backend, crash_db_url  # noqa: F401  (fixtures)
+from tests.crash.harness import Harness as CrashHarness
+from tests.crash.harness import Proc
+
+DBOS_VERSION = "2.31.1"
+REPO = Path(__file__).resolve().parents[2]
+APP = Path(__file__).with_name("app.py")
+CLIENT = Path(__file__).with_name("client.py")
+EXECUTOR_ID = "interop-executor"  # DBOS__VMID on both sides: recovery takes the other's work
+APP_VERSION = "interop-v1"  # DBOS__APPVERSION on both sides (DBOS would hash its own source)
+IMPLS = ("dbos", "waypoint")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.interop)
+            if os.environ.get("WAYPOINT_TEST_INTEROP", "1") == "0":
+                item.add_marker(pytest.mark.skip(reason="WAYPOINT_TEST_INTEROP=0"))
+
+
+def _has_dbos(python: Path) -> bool:
+    if not python.exists():
+        return False
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m, psycopg, sys; "
+            f"sys.exit(m.version('dbos') != {DBOS_VERSION!r})",
+        ],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def dbos_venv() -> Path:
+    """The bin/ directory of a venv holding dbos==2.31.1 (built once, then cached)."""
+    venv = Path(os.environ.get("WAYPOINT_INTEROP_VENV") or REPO / ".interop-venv")
+    python = venv / "bin" / "python"
+    if not _has_dbos(python):
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+             f"dbos=={DBOS_VERSION}", "psycopg[binary]>=3.1"],
+        ]  # fmt: skip
+        for cmd in steps:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.fail(
+                    f"could not build the DBOS {DBOS_VERSION} venv at {venv} ({' '.join(cmd)}):\n"
+                    f"{done.stderr[-2000:]}\nset WAYPOINT_TEST_INTEROP=0 to skip this tier"
+                )
+    return venv / "bin"
+
+
+class Interop(CrashHarness):
+    """The crash harness, spawning app.py under DBOS or Waypoint."""
+
+    dbos_bin: Path
+
+    def python(self, impl: str) -> str:
+        return str(self.dbos_bin / "python") if impl == "dbos" else sys.executable
+
+    def env(self, block_step: Optional[int] = None) -> dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DBOS", "INTEROP_", "CRASH_"))
+        }
+        env.update(
+            DBOS__VMID=EXECUTOR_ID,
+            DBOS__APPVERSION=APP_VERSION,
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=str(REPO),
+        )
+        if block_step is not None:
+            env["INTEROP_BLOCK_STEP"] = str(block_step)
+        return env
+
+    def spawn_as(self, impl: str, mode: str, *args: str, block_step: Optional[int] = None) -> Proc:
+        cmd = [self.python(impl), str(APP), impl, self.db_url, self.ledger_path, mode, *args]
+        return self._spawn(f"{impl}-{mode}", cmd, block_step)
+
+    def client(self, impl: str, mode: str, prefix: str) -> Proc:
+        cmd = [self.python(impl), str(CLIENT), impl, self.db_url, mode, prefix]
+        return self._spawn(f"{impl}-client-{mode}", cmd, None)
+
+    def _spawn(self, what: str, cmd: list[str], block_step: Optional[int]) -> Proc:
+        name = f"p{len(self.procs) + 1}-{what}"
+        out, err = self.workdir / f"{name}.stdout", self.workdir / f"{name}.stderr"
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            popen = subprocess.Popen(
+                cmd,
+                stdout=fo,
+                stderr=fe,
+                stdin=subprocess.DEVNULL,
+                env=self.env(block_step),
+                cwd=str(self.workdir),
+            )
+        proc = Proc(name, popen, out, err, time.time())
+        self.procs.append(proc)
+        return proc
+
+    def dbos_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.dbos_bin / "dbos"), *args, "--sys-db-url", self.db_url],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            cwd=str(self.workdir),
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def interop(
+    dbos_venv: Path,
+    crash_backend: str,  # noqa: F811
+    crash_db_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> Iterator[Interop]:
+    h = Interop(crash_backend, crash_db_url, tmp_path)
+    h.dbos_bin = dbos_venv
+    try:
+        yield h
+    finally:
+        h.cleanup()

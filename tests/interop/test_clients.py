@@ -1,0 +1,70 @@
+"""Each side's DBOSClient drives workflows the other side runs, and DBOS's own CLI manages a
+database Waypoint created, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.interop.conftest import Interop
+
+
+@pytest.mark.parametrize(
+    ("client", "worker"),
+    [("dbos", "waypoint"), ("waypoint", "dbos")],
+    ids=["dbos-client-waypoint-worker", "waypoint-client-dbos-worker"],
+)
+def test_a_client_drives_the_other_sides_worker(interop: Interop, client: str, worker: str) -> None:
+    # The client enqueues (so the other side dequeues), waits for an event, sends, reads the
+    # result, lists; then cancels a second workflow, resumes it and sees it finish.
+    serving = interop.spawn_as(worker, "serve", "600")
+    interop.wait_until(
+        f"the {worker} worker to launch",
+        lambda: "launched" in interop.process_events(serving.pid),
+        timeout=60,
+        watch=[serving],
+    )
+    seen = interop.client(client, "drive", "c").wait_exit(timeout=120)
+    assert seen == {
+        "ready": "a",
+        "result": "a:pong",
+        "listed": [["c-a", "waiter", "SUCCESS", "interop-q"]],
+        "ready_b": "b",
+        "cancelled": "CANCELLED",
+        "resumed": "b:again",
+        "steps_b": seen["steps_b"],
+    }
+    assert seen["steps_b"][0] == "DBOS.setEvent" and seen["steps_b"][-1] == "echo"
+    assert interop.workflows(["c-a", "c-b"]).keys() == {"c-a", "c-b"}
+    assert {r["executor_id"] for r in interop.workflows(["c-a", "c-b"]).values()} == {
+        "interop-executor"
+    }
+
+
+def _cli_json(interop: Interop, *args: str) -> Any:
+    done = interop.dbos_cli(*args)
+    assert done.returncode == 0, f"dbos {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def test_the_dbos_cli_on_a_waypoint_database(interop: Interop) -> None:
+    interop.spawn_as("waypoint", "features", "wp").wait_exit(timeout=120)
+    interop.client("waypoint", "enqueue", "wp").wait_exit(timeout=60)
+    parked = "wp-parked"
+
+    listed = {w["workflow_id"]: w for w in _cli_json(interop, "workflow", "list", "-l", "50")}
+    assert listed["wp-steps"]["status"] == "SUCCESS"
+    assert listed["wp-steps"]["name"] == "three_steps"
+    assert listed[parked]["status"] == "ENQUEUED"
+    queued = _cli_json(interop, "workflow", "queue", "list")
+    assert [w["workflow_id"] for w in queued] == [parked]
+    steps = _cli_json(interop, "workflow", "steps", "wp-steps")
+    assert [s["function_name"] for s in steps][:2] == ["step_one", "DBOS.setEvent"]
+    assert _cli_json(interop, "workflow", "get", "wp-steps")["output"] == "s3(s2(s1(wp)+hello))"
+
+    assert interop.dbos_cli("workflow", "cancel", parked).returncode == 0
+    assert interop.status(parked) == "CANCELLED"
+    assert interop.dbos_cli("workflow", "resume", parked).returncode == 0
+    assert interop.status(parked) == "ENQUEUED"

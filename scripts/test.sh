@@ -3,8 +3,13 @@
 # tools, starts PostgreSQL if none answers on 127.0.0.1:5432, then runs ruff, mypy, the
 # documentation build (mkdocs --strict) and pytest.
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/integration -k sleep).
+# --interop (first) also runs tests/interop against dbos==2.31.1 (its venv: .interop-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--interop" ]; then
+  export WAYPOINT_TEST_INTEROP=1
+  shift
+fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

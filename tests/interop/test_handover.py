@@ -90,16 +90,7 @@ def test_both_sides_record_a_child_alike(interop: Interop) -> None:
     for impl in IMPLS:
         interop.spawn_as(impl, "start", f"{impl}-rec", "composite").wait_exit(timeout=90)
     dbos_rows, waypoint_rows = (_records(interop, f"{impl}-rec") for impl in IMPLS)
-
-    def unlinked(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return [(*r[:3], None if r[2] == "DBOS.getResult" else r[3]) for r in rows]
-
-    assert unlinked(waypoint_rows) == unlinked(dbos_rows)
-    if waypoint_rows != dbos_rows:
-        pytest.xfail(
-            "Waypoint records DBOS.getResult of a child with child_workflow_id NULL; DBOS "
-            "stores the child's ID there (waypoint/core's operation records, not the schema)"
-        )
+    assert waypoint_rows == dbos_rows
 
 
 @pytest.mark.parametrize(("first", "second"), DIRECTIONS, ids=["dbos-first", "waypoint-first"])

@@ -246,10 +246,23 @@ def test_unserializable_step_output_fails_the_workflow_once(dbos: type[DBOS]) ->
     def wf() -> None:
         make_lock()
 
+    @DBOS.workflow(name="lock_maker")
+    def returns_a_lock() -> Any:
+        return threading.Lock()
+
+    @DBOS.workflow()
+    def publishes_a_lock() -> None:
+        DBOS.set_event("the-lock", threading.Lock())
+
     DBOS.launch()
-    with SetWorkflowID("bad-out"), pytest.raises(WaypointPayloadError):
+    named = "the result of step '.*make_lock' cannot be serialized with py_pickle: TypeError"
+    with SetWorkflowID("bad-out"), pytest.raises(WaypointPayloadError, match=named):
         wf()
     assert calls["n"] == 1
+    with pytest.raises(WaypointPayloadError, match="the result of workflow 'lock_maker'"):
+        returns_a_lock()
+    with pytest.raises(WaypointPayloadError, match="event 'the-lock' cannot be serialized"):
+        publishes_a_lock()
     assert DBOS.get_workflow_status("bad-out").status == "ERROR"  # type: ignore[union-attr]
     steps = DBOS.list_workflow_steps("bad-out")
     assert isinstance(steps[0]["error"], WaypointPayloadError)

@@ -103,7 +103,7 @@ def run_body(
             entry.abandon()  # interpreter shutdown and the like: stay PENDING, recover later
             raise
         try:
-            text = rt.codec.encode(output, run.serializer)
+            text = rt.codec.encode(output, run.serializer, f"the result of workflow {run.name!r}")
         except WaypointPayloadError as exc:
             return (yield from _fail(rt, run, exc))
         yield from finish(rt, run, "SUCCESS", output=text)

@@ -72,7 +72,7 @@ def in_body() -> Optional[WorkflowRun]:
 
 
 def _encode(eng: Engine, value: Any, ser: Serializer, what: str) -> str:
-    text = eng.codec.encode(value, ser)
+    text = eng.codec.encode(value, ser, what)
     if len(text) > MAX_PAYLOAD_BYTES:
         raise WaypointPayloadError(
             f"{what} is {len(text)} bytes once serialized; the limit is {MAX_PAYLOAD_BYTES}"

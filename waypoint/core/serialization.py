@@ -162,12 +162,15 @@ class Codec:
 
     # -- values -------------------------------------------------------------------------------
 
-    def encode(self, value: Any, ser: Serializer) -> str:
+    def encode(self, value: Any, ser: Serializer, what: Optional[str] = None) -> str:
+        """The stored text of ``value``; the error names ``what`` it is (a step's result,
+        an event) when the serializer refuses it."""
         try:
             return ser.serialize(value)
         except Exception as exc:
+            subject = what or f"a value of type {type(value).__name__}"
             raise WaypointPayloadError(
-                f"cannot serialize a value of type {type(value).__name__} with {ser.name()}: {exc}"
+                f"{subject} cannot be serialized with {ser.name()}: {type(exc).__name__}: {exc}"
             ) from exc
 
     def decode(self, text: Optional[str], name: Optional[str]) -> Any:

@@ -305,7 +305,7 @@ def _attempts(
     if run is None or rt is None:
         return value
     try:
-        text = rt.codec.encode(value, run.serializer)
+        text = rt.codec.encode(value, run.serializer, f"the result of step {spec.name!r}")
     except WaypointPayloadError as exc:
         # Not retryable: the same value would fail again. Record the failure once.
         yield from record(

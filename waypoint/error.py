@@ -186,7 +186,7 @@ class DBOSMaxStepRetriesExceeded(DBOSException):
 
     def __init__(self, step_name: str, max_retries: int, errors: list[Exception]) -> None:
         self.step_name, self.max_retries, self.errors = step_name, max_retries, errors
-        super().__init__(f"Step {step_name} has exceeded its maximum of {max_retries} attempts")
+        super().__init__(f"Step {step_name} has exceeded its maximum of {max_retries} retries")
 
 
 class DBOSNotAuthorizedError(DBOSException):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from waypoint import DBOS, Queue, SetWorkflowID
+from waypoint import DBOS, Debouncer, Queue, SetWorkflowID
 from waypoint.core.serialization import Codec
 from waypoint.error import DBOSPatchNondeterminismError
 from waypoint.storage.protocol import Completion, NewWorkflow, StepRecord, StepRow
@@ -319,7 +319,8 @@ def test_histories_of_earlier_waypoint_still_replay(
 ) -> None:
     """Waypoint before 0.2 recorded no result step after an inline child, recorded
     ``DBOS.sleep(0)``, recorded no status step for ``retrieve_workflow``, recorded stream
-    reads as a dict, and named a step's one-step workflow ``waypoint.step:NAME``."""
+    reads as a dict, recorded a debounce as one ``DBOS.debounce`` step, and named a step's
+    one-step workflow ``waypoint.step:NAME``."""
     codec = Codec()
     ser = codec.default
     DBOS.destroy(destroy_registry=True)
@@ -342,7 +343,8 @@ def test_histories_of_earlier_waypoint_still_replay(
         DBOS.sleep(0)
         DBOS.retrieve_workflow("old-1")
         got = list(DBOS.read_stream("old-1", "s"))  # replayed; the stream does not exist
-        return a + str(got) + tail()
+        debounced = Debouncer.create(kid).debounce("key", 0.01)  # one step, then
+        return a + str(got) + debounced.workflow_id + tail()
 
     @DBOS.step()
     def lone() -> str:
@@ -401,6 +403,7 @@ def test_histories_of_earlier_waypoint_still_replay(
     )
     step(3, "DBOS.readStream", {"found": True, "value": 7, "ended": False, "timed_out": None})
     step(4, "DBOS.readStream", {"found": False, "value": None, "ended": True, "timed_out": None})
+    step(5, "DBOS.debounce", "old-1")
     # A lone step enqueued under the old one-step workflow name.
     store.init_workflow(
         new_row("old-lone", f"waypoint.step:{lone.__qualname__}", "ENQUEUED", "x"), None
@@ -408,7 +411,7 @@ def test_histories_of_earlier_waypoint_still_replay(
 
     DBOS.launch()
     try:
-        assert DBOS.retrieve_workflow("old").get_result(polling_interval_sec=0.05) == "k[7]t"
+        assert DBOS.retrieve_workflow("old").get_result(polling_interval_sec=0.05) == "k[7]old-1t"
         assert DBOS.retrieve_workflow("old-lone").get_result(polling_interval_sec=0.05) == "lone"
         # (Not ``ran == [...]``: a row queued before launch can today run twice when the
         # dispatcher claims it before launch recovery re-claims it; a separate issue.)
@@ -418,6 +421,7 @@ def test_histories_of_earlier_waypoint_still_replay(
             "DBOS.sleep",
             "DBOS.readStream",
             "DBOS.readStream",
+            "DBOS.debounce",
             tail.__qualname__,
         ]
     finally:
@@ -508,3 +512,53 @@ def test_should_retry_declining_the_last_attempt_raises_the_step_error(
     with pytest.raises(Fatal, match="stop"):
         wf()
     assert calls["n"] == 3
+
+
+# -- debouncing ----------------------------------------------------------------------------------
+
+
+def test_debounce_from_a_workflow(dbos: type[DBOS], store: Any) -> None:
+    runs: list[int] = []
+
+    @DBOS.workflow()
+    def target(x: int) -> int:
+        runs.append(x)
+        return x
+
+    @DBOS.workflow()
+    def caller() -> int:
+        handle = Debouncer.create(target).debounce("k", 0.05, 7)
+        result: int = handle.get_result()
+        return result
+
+    DBOS.launch()
+    with SetWorkflowID("deb"):
+        assert caller() == 7
+    # As DBOS records it: the bounce attempt, then the debounced workflow enqueued as a
+    # child (its ID derived from the caller's position), then the wait for its result.
+    assert names(store, "deb") == [
+        (1, "DBOS.debounce_delayed_workflow", None),
+        (2, target.__qualname__, "deb-2"),
+        (3, "DBOS.getResult", "deb-2"),
+    ]
+    bounce = store_value(rows(store, "deb")[0])
+    assert bounce["bounced_workflow_id"] is None and bounce["holder_workflow_id"] is None
+    status = DBOS.get_workflow_status("deb-2")
+    assert status is not None and status.parent_workflow_id == "deb"
+    with SetWorkflowID("deb"):
+        assert caller() == 7  # replayed: nothing is debounced again
+    assert runs == [7]
+
+
+def test_debounce_coalesces_under_a_pinned_id(dbos: type[DBOS]) -> None:
+    @DBOS.workflow()
+    def target(x: int) -> int:
+        return x
+
+    DBOS.launch()
+    debouncer = Debouncer.create(target)
+    with SetWorkflowID("pinned-deb"):
+        first = debouncer.debounce("k", 1.5, 1)
+    second = debouncer.debounce("k", 1.5, 2)  # within the period: the same workflow, new input
+    assert first.workflow_id == second.workflow_id == "pinned-deb"
+    assert second.get_result(polling_interval_sec=0.05) == 2

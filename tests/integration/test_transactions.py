@@ -576,3 +576,11 @@ def test_fork_reruns_the_transactions_from_the_fork_point(txn_dbos: type[DBOS]) 
     forked = DBOS.fork_workflow("fork-src", 2)
     assert forked.get_result() == [1, 2, 3]
     assert counts == {1: 1, 2: 2, 3: 2}
+
+
+def test_cli_migrate_creates_the_application_table(db_url: str, app_url: str) -> None:
+    from tests.integration.test_cli import ok, wp
+
+    out = ok(wp("migrate", "-s", db_url, "-D", app_url))
+    assert "Application database" in out and "up to date" in out
+    assert query(app_url, f"SELECT count(*) FROM {outputs_table(app_url)}") == [(0,)]

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from waypoint.__version__ import VERSION
 from waypoint._api import database
 from waypoint._api.ops import fleet, workflows
+from waypoint._api.transactions import migrate_application_database
 from waypoint.cli import errors
 from waypoint.cli.errors import CliFailure
 from waypoint.cli.output import show, show_fields, show_workflows, status_dict
@@ -127,11 +128,20 @@ def migrate(
     app_role: Optional[str] = typer.Option(
         None, "--app-role", "-r", help="Grant this role what the application needs."
     ),
+    app_db_url: Optional[str] = typer.Option(
+        None,
+        "--db-url",
+        "-D",
+        help="The application database of @DBOS.transaction: create its transaction_outputs.",
+    ),
 ) -> None:
     """Create or upgrade the system schema (run with a privileged role)."""
     url = resolve_url(sys_db_url)
     database.migrate(url, schema=schema, app_role=app_role or None)
     typer.echo(f"System database {database.redact(url)} is up to date.")
+    if app_db_url:
+        migrate_application_database(app_db_url, schema=schema, role=app_role or None)
+        typer.echo(f"Application database {database.redact(app_db_url)} is up to date.")
 
 
 @app.command()

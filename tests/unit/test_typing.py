@@ -1,7 +1,7 @@
-"""Starting, enqueueing and running steps are typed with ``ParamSpec``: mypy rejects a call
-whose arguments do not fit the workflow's or step's signature, and infers the result type
-through handles. Checked by running mypy (strict) on two small user programs: one where every
-line marked ``# wrong`` must be reported, and one that must pass untouched.
+"""Starting, enqueueing, debouncing and running steps are typed with ``ParamSpec``: mypy
+rejects a call whose arguments do not fit the workflow's or step's signature, and infers the
+result type through handles. Checked by running mypy (strict) on two small user programs: one
+where every line marked ``# wrong`` must be reported, and one that must pass untouched.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 PRELUDE = """\
-from waypoint import DBOS, Queue
+from waypoint import DBOS, Debouncer, Queue
 
 queue = Queue("q")
 
@@ -52,6 +52,7 @@ def sync_calls() -> None:
     DBOS.run_step(None, step)  # wrong
     s: str = DBOS.start_workflow(wf, 1).get_result()  # wrong
     f: str = DBOS.run_step(None, step, 1)  # wrong
+    Debouncer.create(wf).debounce("key", 1.0, "1")  # wrong
 
 
 async def async_calls() -> None:
@@ -64,6 +65,7 @@ async def async_calls() -> None:
     handle = await DBOS.start_workflow_async(awf, 1)
     n: int = await handle.get_result()  # wrong
     b: str = await DBOS.run_step_async(None, astep, 1)  # wrong
+    await Debouncer.create(awf).debounce_async("key", 1.0, a="1")  # wrong
 """
 
 RIGHT = """
@@ -73,6 +75,7 @@ def sync_calls() -> None:
     k: int = queue.enqueue(wf, a=1).get_result()
     f: float = DBOS.run_step(None, step, 1)
     g: float = DBOS.run_step({"name": "half"}, step, a=1)
+    d: int = Debouncer.create(wf).debounce("key", 1.0, 1, b="x").get_result()
 
 
 async def async_calls() -> None:
@@ -82,6 +85,7 @@ async def async_calls() -> None:
     u: str = await (await queue.enqueue_async(awf, 1)).get_result()
     b: bytes = await DBOS.run_step_async(None, astep, 1)
     f: float = await DBOS.run_step_async(None, step, 1)
+    d: str = await (await Debouncer.create(awf).debounce_async("key", 1.0, 1)).get_result()
 """
 
 
@@ -115,7 +119,7 @@ def test_mypy_rejects_wrong_arguments_and_accepts_right_ones(tmp_path: Path) -> 
     found = _mypy_errors(tmp_path)
     program = (PRELUDE + textwrap.dedent(WRONG)).splitlines()
     marked = {n for n, line in enumerate(program, start=1) if line.endswith("# wrong")}
-    assert len(marked) == 18
+    assert len(marked) == 20
     assert found["wrong"] == marked, "\n".join(
         f"{n}: {program[n - 1].strip()}" for n in sorted(found["wrong"] ^ marked)
     )

@@ -3,8 +3,8 @@ workflow run, with the last call's arguments (see ``waypoint.queues.debounce``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, Optional, ParamSpec, TypeVar, overload
 
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import RUNTIME, Ops
@@ -18,6 +18,9 @@ from waypoint.queues.enqueue import EnqueueOptions
 
 if TYPE_CHECKING:
     from waypoint._api.client import DBOSClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _queue_name(queue: Optional[Queue | str]) -> str:
@@ -43,16 +46,14 @@ class _Debounce:
     ) -> Flow[str]:
         raise NotImplementedError
 
-    def debounce(
+    def _debounce(
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
     ) -> WorkflowHandle[Any]:
-        """Start the workflow with these arguments once ``debounce_period_sec`` passes with no
-        other call for ``debounce_key``; each call restarts the wait and replaces the arguments
-        (until ``debounce_timeout_sec`` after the first). Returns the run's handle."""
+        """Drive the debounce flow on this thread; the handle of the run it joined."""
         wfid = drive_sync(self._flow(debounce_key, debounce_period_sec, args, kwargs))
         return Handle(self._handle_ops, wfid)
 
-    async def debounce_async(
+    async def _debounce_async(
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
     ) -> WorkflowHandleAsync[Any]:
         """Async twin of ``debounce``."""
@@ -60,8 +61,9 @@ class _Debounce:
         return HandleAsync(self._handle_ops, wfid)
 
 
-class Debouncer(_Debounce):
-    """Debounce a workflow of this application (``Debouncer.create(workflow)``)."""
+class Debouncer(_Debounce, Generic[P, R]):
+    """Debounce a workflow of this application (``Debouncer.create(workflow)``); typed by the
+    workflow's parameters and result, as ``DBOS.start_workflow`` is."""
 
     def __init__(
         self,
@@ -76,6 +78,26 @@ class Debouncer(_Debounce):
         self.queue_name = _queue_name(queue)
         self._func: Optional[Callable[..., Any]] = None
 
+    @overload
+    @classmethod
+    def create(
+        cls,
+        workflow: Callable[P, Coroutine[Any, Any, R]],
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> Debouncer[P, R]: ...
+    @overload
+    @classmethod
+    def create(
+        cls,
+        workflow: Callable[P, R],
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> Debouncer[P, R]: ...
     @classmethod
     def create(
         cls,
@@ -84,7 +106,7 @@ class Debouncer(_Debounce):
         debounce_timeout_sec: Optional[float] = None,
         queue: Optional[Queue | str] = None,
         application_name: Optional[str] = None,
-    ) -> Debouncer:
+    ) -> Debouncer[Any, Any]:
         """A debouncer for ``workflow`` (a function decorated with ``@DBOS.workflow``), started
         on ``queue`` (default: the internal queue)."""
         info = getattr(workflow, "__waypoint_workflow__", None)
@@ -101,8 +123,24 @@ class Debouncer(_Debounce):
         deb._func = workflow
         return deb
 
+    def debounce(
+        self, debounce_key: str, debounce_period_sec: float, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]:
+        """Start the workflow with these arguments once ``debounce_period_sec`` passes with no
+        other call for ``debounce_key``; each call restarts the wait and replaces the arguments
+        (until ``debounce_timeout_sec`` after the first). Returns the run's handle."""
+        return self._debounce(debounce_key, debounce_period_sec, *args, **kwargs)
+
+    async def debounce_async(
+        self, debounce_key: str, debounce_period_sec: float, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandleAsync[R]:
+        """Async twin of ``debounce``."""
+        return await self._debounce_async(debounce_key, debounce_period_sec, *args, **kwargs)
+
     @classmethod
-    async def create_async(cls, workflow: Callable[..., Any], **options: Any) -> Debouncer:
+    async def create_async(
+        cls, workflow: Callable[..., Any], **options: Any
+    ) -> Debouncer[Any, Any]:
         """``create``, for async code (nothing to await: it writes nothing)."""
         return cls.create(workflow, **options)
 
@@ -145,3 +183,16 @@ class DebouncerClient(_Debounce):
         eng = self.client._ops().engine()
         bounce = Bounce(key, period, self.debounce_timeout_sec)
         return debounce_by_name(eng, options, bounce, args, kwargs)
+
+    def debounce(
+        self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """Enqueue the workflow named by the options once ``debounce_period_sec`` passes with
+        no other call for ``debounce_key`` (see ``Debouncer.debounce``)."""
+        return self._debounce(debounce_key, debounce_period_sec, *args, **kwargs)
+
+    async def debounce_async(
+        self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async twin of ``debounce``."""
+        return await self._debounce_async(debounce_key, debounce_period_sec, *args, **kwargs)

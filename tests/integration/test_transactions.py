@@ -59,7 +59,8 @@ def query(url: str, statement: str, **params: Any) -> list[Any]:
     engine = app_engine(url)
     try:
         with engine.begin() as conn:
-            return list(conn.execute(sa.text(statement), params).fetchall())
+            result = conn.execute(sa.text(statement), params)
+            return list(result.fetchall()) if result.returns_rows else []
     finally:
         engine.dispose()
 
@@ -584,3 +585,30 @@ def test_cli_migrate_creates_the_application_table(db_url: str, app_url: str) ->
     out = ok(wp("migrate", "-s", db_url, "-D", app_url))
     assert "Application database" in out and "up to date" in out
     assert query(app_url, f"SELECT count(*) FROM {outputs_table(app_url)}") == [(0,)]
+
+
+def test_sqlite_application_tables_beside_the_system_tables(tmp_path: Any) -> None:
+    """DBOS's SQLite layout: one file holds the system tables and the application's, with
+    transactions from many threads at once."""
+    url = f"sqlite:///{tmp_path}/one-file.sqlite"
+    DBOS.destroy(destroy_registry=True)
+
+    @DBOS.transaction()
+    def add(n: int) -> int:
+        DBOS.sql_session.execute(sa.text("INSERT INTO nums VALUES (:n)"), {"n": n})
+        return n
+
+    @DBOS.workflow()
+    def wf(n: int) -> int:
+        return add(n) + add(n + 100)
+
+    DBOS(config={"name": "one-file", "system_database_url": url, "application_database_url": url})
+    try:
+        DBOS.launch()
+        query(url, "CREATE TABLE nums (n INT)")
+        handles = [DBOS.start_workflow(wf, n) for n in range(20)]
+        assert sorted(h.get_result() for h in handles) == [2 * n + 100 for n in range(20)]
+        assert query(url, "SELECT count(*) FROM nums") == [(40,)]
+        assert query(url, "SELECT count(*) FROM transaction_outputs") == [(40,)]
+    finally:
+        DBOS.destroy(destroy_registry=True)

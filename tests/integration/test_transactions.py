@@ -612,3 +612,21 @@ def test_sqlite_application_tables_beside_the_system_tables(tmp_path: Any) -> No
         assert query(url, "SELECT count(*) FROM transaction_outputs") == [(40,)]
     finally:
         DBOS.destroy(destroy_registry=True)
+
+
+def test_committing_inside_a_transaction_is_an_error(txn_dbos: type[DBOS]) -> None:
+    from sqlalchemy.exc import InvalidRequestError
+
+    runs = 0
+
+    @DBOS.transaction()
+    def commits() -> None:
+        nonlocal runs
+        runs += 1
+        DBOS.sql_session.commit()  # Waypoint commits the transaction, not its body
+
+    DBOS.launch()
+    for _ in range(2):  # the second call replays the recorded error
+        with SetWorkflowID("commits"), pytest.raises(InvalidRequestError, match="closed"):
+            commits()
+    assert runs == 1

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
 from waypoint._api.sql_session import bound_session
@@ -223,16 +223,24 @@ class ApplicationDatabase:
             # SQLite has one level, SERIALIZABLE (writers are serialized): every level asked
             # for is met by it, where DBOS would refuse all but SERIALIZABLE on SQLite.
             isolation_level = "SERIALIZABLE"
-        with self.sessions() as session, session.begin():
-            # The isolation level must be set before the transaction's first statement.
-            session.connection(execution_options={"isolation_level": isolation_level})
-            recorded = self._recorded(session, key)
-            if recorded is not None:
-                return recorded
-            with bound_session(session):
-                value = body()
-            output = encode(value)
-            self._insert(session, key, output=output)
+        try:
+            with self.sessions() as session, session.begin():
+                # The isolation level must be set before the transaction's first statement.
+                session.connection(execution_options={"isolation_level": isolation_level})
+                recorded = self._recorded(session, key)
+                if recorded is not None:
+                    return recorded
+                with bound_session(session):
+                    value = body()
+                output = encode(value)
+                self._insert(session, key, output=output)
+        except InvalidRequestError:
+            logger.error(
+                "InvalidRequestError in transaction %s. Hint: do not call commit() or "
+                "rollback() within a DBOS transaction: Waypoint commits it",
+                key.function_name,
+            )
+            raise
         return TxnOutcome(value=value, output=output)
 
     def record_error(self, key: TxnKey, error: str) -> None:

@@ -21,6 +21,7 @@ The tree, with the stable numeric code of each class::
          ├─ DBOSStreamNondeterminismError        17
          ├─ DBOSStepTimeoutError                 18
          ├─ DBOSConflictingRegistrationError     25
+         ├─ DBOSDuplicateRegistrationError          (a class or instance name taken twice)
          ├─ WaypointStorageError                 40  (storage failed in a way retrying will not fix)
          │   └─ WaypointStorageFullError         41
          └─ WaypointPayloadError                 42  (a value cannot be serialized or is too large)
@@ -114,9 +115,7 @@ class DBOSWorkflowConflictIDError(DBOSBaseException):
 
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
-        super().__init__(
-            f"Conflicting workflow ID {workflow_id}: another execution already recorded this step"
-        )
+        super().__init__(f"Conflicting workflow ID {workflow_id}")
 
 
 class DBOSWorkflowCancelledError(DBOSBaseException):
@@ -136,13 +135,16 @@ class DBOSRecoveryError(DBOSException):
 
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
         self.workflow_id = workflow_id
-        super().__init__(_detail(f"Recovery error for workflow {workflow_id}", message))
+        super().__init__(f"Recovery error for workflow ID {workflow_id}: {message}")
 
 
 class DBOSInitializationError(DBOSException):
     """DBOS could not be configured or launched (bad config, unreachable database)."""
 
     _code = DBOSErrorCode.InitializationError
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Error initializing DBOS Transact: {message}")
 
 
 class DBOSWorkflowFunctionNotFoundError(DBOSException):
@@ -152,8 +154,7 @@ class DBOSWorkflowFunctionNotFoundError(DBOSException):
 
     def __init__(self, workflow_id: str, message: str | None = None) -> None:
         self.workflow_id = workflow_id
-        text = f"Workflow function not found for workflow {workflow_id}"
-        super().__init__(_detail(text, message))
+        super().__init__(f"Could not execute workflow {workflow_id}: {message}")
 
 
 class DBOSNonExistentWorkflowError(DBOSException):
@@ -161,9 +162,11 @@ class DBOSNonExistentWorkflowError(DBOSException):
 
     _code = DBOSErrorCode.NonExistentWorkflowError
 
-    def __init__(self, destination_id: str) -> None:
+    def __init__(self, destination: str, destination_id: str) -> None:
+        """``destination`` says which workflow the caller named: ``"target"`` (the one to act
+        on) or ``"`send` destination"``."""
         self.workflow_id = destination_id
-        super().__init__(f"Workflow {destination_id} does not exist")
+        super().__init__(f"Non-existent {destination} workflow ID: {destination_id}")
 
 
 class MaxRecoveryAttemptsExceededError(DBOSException):
@@ -171,11 +174,13 @@ class MaxRecoveryAttemptsExceededError(DBOSException):
 
     _code = DBOSErrorCode.MaxRecoveryAttemptsExceeded
 
-    def __init__(self, workflow_id: str, max_retries: int) -> None:
+    def __init__(self, workflow_id: str, max_retries: Optional[int] = None) -> None:
         self.workflow_id, self.max_retries = workflow_id, max_retries
+        limit = "its maximum" + (f" of {max_retries}" if max_retries is not None else " number of")
         super().__init__(
-            f"Workflow {workflow_id} exceeded its maximum of {max_retries} recovery attempts "
-            "and was moved to the dead-letter status MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+            f"Workflow {workflow_id} has exceeded {limit} execution or recovery attempts. "
+            "Further attempts to execute or recover it will fail (its status is "
+            "MAX_RECOVERY_ATTEMPTS_EXCEEDED)."
         )
 
 
@@ -218,8 +223,8 @@ class DBOSUnexpectedStepError(DBOSException):
         self.expected_name, self.recorded_name = expected_name, recorded_name
         super().__init__(
             f"During execution of workflow {workflow_id} step {step_id}, function "
-            f"{recorded_name} was recorded when {expected_name} was expected. The workflow's "
-            "code changed or is not deterministic."
+            f"{recorded_name} was recorded when {expected_name} was expected. Check that "
+            "your workflow is deterministic."
         )
 
 
@@ -232,8 +237,8 @@ class DBOSQueueDeduplicatedError(DBOSException):
         self.workflow_id, self.queue_name = workflow_id, queue_name
         self.deduplication_id = deduplication_id
         super().__init__(
-            f"Workflow {workflow_id} was deduplicated: deduplication ID {deduplication_id} is "
-            f"already held by another workflow on queue {queue_name}"
+            f"Workflow {workflow_id} was deduplicated due to an existing workflow in queue "
+            f"{queue_name} with deduplication ID {deduplication_id}."
         )
 
 
@@ -282,7 +287,10 @@ class DBOSStepTimeoutError(DBOSException):
 
     def __init__(self, step_name: str, timeout_seconds: float) -> None:
         self.step_name, self.timeout_seconds = step_name, timeout_seconds
-        super().__init__(f"Step {step_name} timed out after {timeout_seconds} seconds")
+        super().__init__(
+            f"Step {step_name} was cancelled after exceeding its timeout of {timeout_seconds} "
+            "seconds"
+        )
 
 
 class DBOSConflictingRegistrationError(DBOSException):
@@ -295,6 +303,15 @@ class DBOSConflictingRegistrationError(DBOSException):
         super().__init__(
             f"Operation (Name: {name}) is already registered with a conflicting function type"
         )
+
+
+class DBOSDuplicateRegistrationError(DBOSException):
+    """A second class registered under a class's name, or a second instance under an
+    instance's ``<class>/<config_name>``. Its text is exactly DBOS's message (DBOS raises a
+    plain ``Exception`` here), without the ``DBOS Error`` prefix."""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class WaypointStorageError(DBOSException):
@@ -321,6 +338,7 @@ __all__ = [
     "DBOSBaseException",
     "DBOSConflictingRegistrationError",
     "DBOSConflictingWorkflowError",
+    "DBOSDuplicateRegistrationError",
     "DBOSErrorCode",
     "DBOSException",
     "DBOSInitializationError",

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import requires_postgres
 from waypoint import DBOS, DBOSConfiguredInstance, Queue, ScheduleInput, SetWorkflowID
 from waypoint.core.runtime import get_runtime
-from waypoint.error import DBOSException
+from waypoint.error import DBOSException, DBOSWorkflowFunctionNotFoundError
 
 UTC = dt.timezone.utc
 FAR = "0 0 1 1 *"  # once a year: never fires during a test
@@ -90,17 +90,47 @@ def test_decorated_schedule_fires_every_second_until_deactivated(dbos: type[DBOS
     assert all(s <= stopped_at for s in later), (stopped_at, later)
 
 
+def test_scheduled_after_launch_fires_steps_and_workflows(dbos: type[DBOS]) -> None:
+    DBOS.launch()
+    steps: list[dt.datetime] = []
+
+    # Decorated after launch (a test, a plug-in loaded late): it fires from then on.
+    @DBOS.scheduled("* * * * * *")
+    @DBOS.workflow(name="late_tick")
+    def late_tick(scheduled: dt.datetime, actual: dt.datetime) -> None:
+        return None
+
+    # A step is scheduled as a one-step workflow.
+    @DBOS.scheduled("* * * * * *")
+    @DBOS.step(name="step_tick")
+    def step_tick(scheduled: dt.datetime, actual: dt.datetime) -> None:
+        steps.append(scheduled)
+
+    assert late_tick.dbos_function_name == "late_tick"  # type: ignore[attr-defined]
+    assert step_tick.dbos_function_name == "step_tick"  # type: ignore[attr-defined]
+    wait_until("two late firings", lambda: len(fired("late_tick")) >= 2, timeout=6)
+    wait_until("two step firings", lambda: len(steps) >= 2, timeout=6)
+    assert all(slot_of(w, "step_tick") for w in fired("step_tick"))
+
+
 def test_scheduled_rejects_bad_cron_and_non_workflows(dbos: type[DBOS]) -> None:
-    with pytest.raises(DBOSException):
-        DBOS.scheduled("every minute")
-    with pytest.raises(DBOSException):
-        DBOS.scheduled("* * * * * * * *")
+    @DBOS.workflow()
+    def tick(a: dt.datetime, b: dt.datetime) -> None:
+        return None
+
+    # As in DBOS, the cron is checked when the function is decorated (naming it).
+    for bad in ("every minute", "* * * * * * * *"):
+        with pytest.raises(DBOSException, match="Invalid crontab") as caught:
+            DBOS.scheduled(bad)(tick)
+        assert isinstance(caught.value, ValueError)  # DBOS raises ValueError here
 
     def plain(a: dt.datetime, b: dt.datetime) -> None:
         return None
 
-    with pytest.raises(DBOSException):
-        DBOS.scheduled("* * * * *")(plain)
+    # An undecorated function is refused first, whatever its cron.
+    for cron in ("* * * * *", "*/invalid * * * * *"):
+        with pytest.raises(DBOSWorkflowFunctionNotFoundError, match="not a registered workflow"):
+            DBOS.scheduled(cron)(plain)
 
 
 _SECOND_RUNTIME = textwrap.dedent(
@@ -213,26 +243,30 @@ def test_create_schedule_validation(dbos: type[DBOS]) -> None:
 
     DBOS.launch()
     DBOS.create_schedule(schedule_name="ok", workflow_fn=job, schedule=FAR)
-    bad: list[dict[str, Any]] = [
-        {"schedule": "not a cron"},
-        {"schedule": "* * *"},
-        {"schedule": "61 * * * *"},
-        {"cron_timezone": "Mars/Olympus_Mons"},
-        {"queue_name": "no-such-queue"},
-        {"schedule_name": "ok"},  # duplicate
-        {"schedule_name": ""},
-        {"workflow_fn": svc.method},  # instance method
-        {"workflow_fn": plain},  # not a workflow
+    # Each refusal, with DBOS's wording where DBOS has one.
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"schedule": "not a cron"}, "Invalid cron schedule: 'not a cron'"),
+        ({"schedule": "* * *"}, "Invalid cron schedule"),
+        ({"schedule": "61 * * * *"}, "Invalid cron schedule"),
+        ({"cron_timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"queue_name": "no-such-queue"}, "Queue 'no-such-queue' is not declared"),
+        ({"schedule_name": "ok"}, "already exists"),  # duplicate
+        ({"schedule_name": ""}, "schedule_name"),
+        ({"workflow_fn": svc.method}, "Configured instance methods cannot be used"),
+        ({"workflow_fn": plain}, "decorated with @DBOS.workflow"),  # not a workflow
     ]
-    for i, override in enumerate(bad):
+    for i, (override, message) in enumerate(bad):
         kwargs: dict[str, Any] = {
             "schedule_name": f"bad-{i}",
             "workflow_fn": job,
             "schedule": FAR,
             **override,
         }
-        with pytest.raises(DBOSException):
+        with pytest.raises(DBOSException, match=message):
             DBOS.create_schedule(**kwargs)
+    for missing in (DBOS.trigger_schedule, DBOS.pause_schedule):
+        with pytest.raises(DBOSException, match="Schedule 'nope' does not exist"):
+            missing("nope")
     assert [s["schedule_name"] for s in DBOS.list_schedules()] == ["ok"]
     ok = DBOS.get_schedule("ok")
     assert ok is not None and ok["schedule"] == FAR and ok["status"] == "ACTIVE"
@@ -413,12 +447,19 @@ def test_backfill_honours_the_cron_timezone(dbos: type[DBOS]) -> None:
     )
     start = dt.datetime(2024, 1, 10, tzinfo=UTC)
     handles = DBOS.backfill_schedule("ny-9am", start, start + dt.timedelta(days=2))
-    # 09:00 in New York in January is 14:00 UTC.
+    # 09:00 in New York in January is 14:00 UTC; a slot is named in the schedule's own
+    # zone, as DBOS names it.
     assert [h.workflow_id for h in handles] == [
-        "sched-ny-9am-2024-01-10T14:00:00+00:00",
-        "sched-ny-9am-2024-01-11T14:00:00+00:00",
+        "sched-ny-9am-2024-01-10T09:00:00-05:00",
+        "sched-ny-9am-2024-01-11T09:00:00-05:00",
     ]
     assert handles[0].get_result(polling_interval_sec=0.05) == "2024-01-10T14:00:00+00:00"
+    assert DBOS.get_schedule("ny-9am")["last_fired_at"] == "2024-01-11T09:00:00-05:00"
+
+    # Naive times are UTC: the same two slots, already fired, so nothing new runs.
+    naive = dt.datetime(2024, 1, 10)
+    again = DBOS.backfill_schedule("ny-9am", naive, naive + dt.timedelta(days=2))
+    assert [h.workflow_id for h in again] == [h.workflow_id for h in handles]
 
 
 def test_trigger_schedule(dbos: type[DBOS]) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from waypoint.core.context import NextWorkflowID, StartOptions, current_auth, start_options
 from waypoint.core.prepare import validate_workflow_id
 from waypoint.core.types import Auth
-from waypoint.queues.enqueue import check_priority
+from waypoint.queues.enqueue import check_duplication_policy, check_priority
 
 
 class _StartOptionsBlock:
@@ -85,10 +85,7 @@ class SetEnqueueOptions(_StartOptionsBlock):
         ):
             raise ValueError(f"delay_seconds must be a non-negative number, got {delay_seconds!r}")
         if duplication_policy not in (None, "reject", "return-existing"):
-            raise ValueError(
-                "duplication_policy must be 'reject' or 'return-existing', got "
-                f"{duplication_policy!r}"
-            )
+            check_duplication_policy(duplication_policy, None, None)  # raises: no such policy
         self.options = {
             "deduplication_id": deduplication_id,
             "priority": priority,

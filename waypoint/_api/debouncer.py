@@ -138,11 +138,22 @@ class Debouncer(_Debounce, Generic[P, R]):
         return await self._debounce_async(debounce_key, debounce_period_sec, *args, **kwargs)
 
     @classmethod
-    async def create_async(
-        cls, workflow: Callable[..., Any], **options: Any
-    ) -> Debouncer[Any, Any]:
-        """``create``, for async code (nothing to await: it writes nothing)."""
-        return cls.create(workflow, **options)
+    def create_async(
+        cls,
+        workflow: Callable[P, Coroutine[Any, Any, R]],
+        *,
+        debounce_timeout_sec: Optional[float] = None,
+        queue: Optional[Queue | str] = None,
+        application_name: Optional[str] = None,
+    ) -> Debouncer[P, R]:
+        """``create`` for an async workflow. It returns the Debouncer itself, as DBOS's does
+        (it writes nothing, so there is nothing to await); ``debounce_async`` is what waits."""
+        return cls.create(
+            workflow,
+            debounce_timeout_sec=debounce_timeout_sec,
+            queue=queue,
+            application_name=application_name,
+        )
 
     def _flow(
         self, key: str, period: float, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -167,9 +178,6 @@ class DebouncerClient(_Debounce):
         application_name: Optional[str] = None,
     ) -> None:
         super().__init__(debounce_timeout_sec, application_name, client._ops())
-        for forbidden in ("deduplication_id", "delay_seconds", "priority", "queue_partition_key"):
-            if workflow_options.get(forbidden) is not None:
-                raise DBOSException(f"a debounced workflow cannot take {forbidden}")
         self.client = client
         self.options = dict(workflow_options)
         if queue is not None:

@@ -13,12 +13,24 @@ from contextlib import AbstractContextManager
 from typing import Any, Optional, TypeVar, cast
 
 from waypoint.core import calls
-from waypoint.core.registrations import REGISTRY, StepEntry, WorkflowInfo, step_workflow_name
+from waypoint.core.registrations import (
+    REGISTRY,
+    StepEntry,
+    WorkflowInfo,
+    step_workflow_name,
+    target_of,
+)
 from waypoint.core.roles import authorized, rule_for
+from waypoint.core.runtime import maybe_runtime
 from waypoint.core.types import StepSpec, WorkflowSerializationFormat
-from waypoint.error import DBOSConflictingRegistrationError, DBOSException
-from waypoint.scheduling.cron import parse_cron
+from waypoint.error import (
+    DBOSConflictingRegistrationError,
+    DBOSException,
+    DBOSWorkflowFunctionNotFoundError,
+)
+from waypoint.scheduling.cron import CronError, parse_cron
 from waypoint.scheduling.definitions import registered
+from waypoint.scheduling.scheduler import Scheduler
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -50,6 +62,13 @@ def step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
     return spec
 
 
+def _unwrap_static(decorated: Any) -> tuple[bool, Callable[..., Any]]:
+    """A decorator over ``@staticmethod`` wraps the function and returns a staticmethod."""
+    if isinstance(decorated, staticmethod):
+        return True, decorated.__func__
+    return False, decorated
+
+
 def workflow(
     name: Optional[str],
     max_recovery_attempts: Optional[int],
@@ -59,7 +78,9 @@ def workflow(
     if max_recovery_attempts is not None and max_recovery_attempts < 0:
         raise ValueError("max_recovery_attempts must be >= 0 or None")
 
-    def decorator(func: F) -> F:
+    def decorator(decorated: F) -> F:
+        # ``@DBOS.workflow()`` over ``@staticmethod``: wrap the function, stay a staticmethod.
+        static, func = _unwrap_static(decorated)
         is_async = inspect.iscoroutinefunction(func)
         info = WorkflowInfo(
             name=name or func.__qualname__,
@@ -69,6 +90,7 @@ def workflow(
             serialization=serialization_type,
             validate_args=validate_args,
             roles=rule_for(func),
+            kind="static" if static else "function",
         )
         if is_async:
 
@@ -88,14 +110,16 @@ def workflow(
             wrapper = sync_wrapper
         info.wrapper = wrapper
         wrapper.__waypoint_workflow__ = info  # type: ignore[attr-defined]
+        wrapper.dbos_function_name = info.name  # type: ignore[attr-defined]  # DBOS's name for it
         REGISTRY.add_workflow(info)
-        return cast(F, wrapper)
+        return cast(F, staticmethod(wrapper) if static else wrapper)
 
     return decorator
 
 
 def step(name: Optional[str], options: dict[str, Any]) -> Callable[[F], F]:
-    def decorator(func: F) -> F:
+    def decorator(decorated: F) -> F:
+        static, func = _unwrap_static(decorated)
         is_async = inspect.iscoroutinefunction(func)
         spec = step_spec(name or func.__qualname__, options, is_async)
         if hasattr(func, "__waypoint_transaction__"):  # one function, one kind, as in DBOS
@@ -119,8 +143,9 @@ def step(name: Optional[str], options: dict[str, Any]) -> Callable[[F], F]:
 
             wrapper = sync_wrapper
         wrapper.__waypoint_step__ = entry  # type: ignore[attr-defined]
+        wrapper.dbos_function_name = entry.name  # type: ignore[attr-defined]
         _register_step_workflow(entry, wrapper, is_async)
-        return cast(F, wrapper)
+        return cast(F, staticmethod(wrapper) if static else wrapper)
 
     return decorator
 
@@ -165,7 +190,7 @@ def dbos_class(class_name: Optional[str]) -> Callable[[type[T]], type[T]]:
             else:
                 fn, kind = value, "instance"
             info = getattr(fn, "__waypoint_workflow__", None)
-            if isinstance(info, WorkflowInfo):
+            if isinstance(info, WorkflowInfo) and info.kind != "static":
                 info.kind = kind  # type: ignore[assignment]
                 info.class_name = name if kind != "static" else None
         return klass
@@ -174,12 +199,25 @@ def dbos_class(class_name: Optional[str]) -> Callable[[type[T]], type[T]]:
 
 
 def scheduled(cron: str) -> Callable[[F], F]:
-    if not parse_cron(cron):
-        raise DBOSException(f"invalid cron expression {cron!r}")
+    """Fire a workflow (or a step, as a one-step workflow) on ``cron``; decorated after launch,
+    it starts firing at once."""
 
     def decorator(func: F) -> F:
-        info = registered(func)
-        REGISTRY.scheduled.append((info.name, cron, func))
+        name = getattr(func, "dbos_function_name", None)
+        if not isinstance(name, str):
+            fname = getattr(func, "__name__", repr(func))
+            raise DBOSWorkflowFunctionNotFoundError(
+                "<NONE>", f"{fname} is not a registered workflow function"
+            )
+        if not parse_cron(cron):
+            raise CronError(f"Invalid crontab {cron!r} for scheduled function {name}")
+        target = target_of(func)
+        registered(target)  # an instance method cannot be scheduled
+        REGISTRY.scheduled.append((name, cron, target))
+        rt = maybe_runtime()
+        scheduler = rt.service(Scheduler.name) if rt is not None else None
+        if isinstance(scheduler, Scheduler):
+            scheduler.add_decorated(name, cron, target)
         return func
 
     return decorator

@@ -83,7 +83,7 @@ def result_flow(
 
 def _existing(status: Optional[WorkflowStatus], workflow_id: str) -> WorkflowStatus:
     if status is None:
-        raise DBOSNonExistentWorkflowError(workflow_id)
+        raise DBOSNonExistentWorkflowError("target", workflow_id)
     return status
 
 

@@ -92,19 +92,26 @@ async def call_workflow_async(
 
 
 def _reject_enqueue_options() -> None:
+    """A workflow started (not enqueued) has no queue for enqueue options to apply to."""
     opts = start_options.get()
-    if opts.enqueue_options_set and any(
-        v is not None
-        for v in (
-            opts.deduplication_id,
-            opts.priority,
-            opts.queue_partition_key,
-            opts.delay_seconds,
-        )
-    ):
+    if not opts.enqueue_options_set:
+        return
+    named = {
+        "deduplication_id": opts.deduplication_id,
+        "priority": opts.priority,
+        "queue_partition_key": opts.queue_partition_key,
+        "delay_seconds": opts.delay_seconds,
+    }
+    set_options = [name for name, value in named.items() if value is not None]
+    if set_options:
         raise DBOSException(
-            "deduplication_id, priority, queue_partition_key and delay_seconds apply only to "
-            "enqueued workflows; use Queue.enqueue or DBOS.enqueue_workflow"
+            f"Enqueue option(s) {', '.join(set_options)} set on a workflow that is not being "
+            "enqueued. These options are only supported when enqueueing a workflow onto a queue."
+        )
+    if opts.duplication_policy == "return-existing":
+        raise DBOSException(
+            "duplication_policy 'return-existing' requires a queue. It is only supported when "
+            "enqueueing a workflow onto a queue."
         )
 
 

@@ -37,6 +37,7 @@ from waypoint.core.steps import (
 from waypoint.core.types import ACTIVE_STATUSES, NULL_TOPIC, WorkflowSerializationFormat
 from waypoint.error import (
     DBOSException,
+    DBOSNonExistentWorkflowError,
     DBOSStreamTimeoutError,
     DBOSWorkflowCancelledError,
     WaypointPayloadError,
@@ -116,7 +117,8 @@ def send_flow(
     ser = _serializer(eng, fmt, run)
     keys = [m.idempotency_key for m in messages if m.idempotency_key is not None]
     if len(keys) != len(set(keys)):
-        raise DBOSException("send_bulk: two messages share an idempotency key")
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise DBOSException(f"send_bulk received duplicate idempotency keys: {', '.join(twice)}")
     encoded: list[tuple[SendMessage, str, str]] = []
     for m in messages:
         if not isinstance(m.destination_id, str) or not m.destination_id:
@@ -156,7 +158,10 @@ def send_flow(
         eng.store.send_on_connection(conn, rows)  # the caller's thread and transaction
         return None
     checkpoint = step_record(run, fid, step_name, started) if run is not None else None
-    outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
+    try:
+        outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
+    except DBOSNonExistentWorkflowError as exc:
+        raise DBOSNonExistentWorkflowError("`send` destination", exc.workflow_id) from None
     if run is not None and outcome is not None:
         after_record(run, outcome)
     for r in rows:
@@ -166,7 +171,7 @@ def send_flow(
 def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
     run = in_body()
     if run is None:
-        raise DBOSException("DBOS.recv can only be called from a workflow (not from a step)")
+        raise DBOSException("recv() must be called from within a workflow (not from a step)")
     topic_s = topic if topic is not None else NULL_TOPIC
     fid = run.next_function_id()
     sleep_fid = run.next_function_id()
@@ -208,7 +213,7 @@ def set_event_flow(
 ) -> Flow[None]:
     run, step = current_run.get(), current_step.get()
     if run is None:
-        raise DBOSException("DBOS.set_event can only be called from a workflow or its steps")
+        raise DBOSException("set_event() must be called from within a workflow or step")
     if not isinstance(key, str):
         raise DBOSException("an event key must be a string")
     ser = _serializer(eng, fmt, run)
@@ -286,7 +291,8 @@ def write_stream_flow(
 ) -> Flow[None]:
     run = current_run.get()
     if run is None:
-        raise DBOSException("streams can only be written from a workflow or its steps")
+        what = "close_stream()" if closing else "write_stream()"
+        raise DBOSException(f"{what} must be called from within a workflow or step")
     if not isinstance(key, str):
         raise DBOSException("a stream key must be a string")
     if closing:

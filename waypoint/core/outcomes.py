@@ -80,7 +80,7 @@ def await_outcome(
         try:
             outcome = yield Io(lambda: rt.store.get_outcome(workflow_id))
             if outcome is None:
-                raise DBOSNonExistentWorkflowError(workflow_id)
+                raise DBOSNonExistentWorkflowError("target", workflow_id)
             if outcome.status in TERMINAL_STATUSES:
                 return decode_outcome(rt, workflow_id, outcome)
             wait = rt.wait_interval() if rt.notifications else delay

@@ -6,8 +6,11 @@ database held for that ID.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -27,6 +30,7 @@ from waypoint.core.serialization import Serializer, positional_names
 from waypoint.core.types import Auth, RequestInfo
 from waypoint.error import (
     DBOSConflictingWorkflowError,
+    DBOSException,
     DBOSUnexpectedStepError,
     WaypointPayloadError,
 )
@@ -85,10 +89,35 @@ class Start:
     duplication_policy: Optional[str] = None
 
 
+@functools.lru_cache(maxsize=1024)
+def _takes_self(func: Callable[..., Any]) -> bool:
+    try:
+        params = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] == "self"
+
+
 def split_bound(info: WorkflowInfo, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-    """Separate ``self``/``cls`` (never stored) from the stored arguments."""
+    """Separate ``self``/``cls`` (never stored) from the stored arguments. A method whose
+    class is not a ``@DBOS.dbos_class`` could not be found again by recovery: refused here,
+    before anything is written (DBOS's checks and wording)."""
     if info.kind in ("instance", "class") and args:
+        if info.kind == "instance" and not hasattr(args[0], "config_name"):
+            raise DBOSException(
+                "Function target appears to be a class instance, but does not have "
+                "`config_name` set"
+            )
         return args[0], args[1:]
+    if info.kind == "function" and args:
+        if isinstance(args[0], type):
+            raise DBOSException(
+                "Function target appears to be a class, but is not properly registered"
+            )
+        if _takes_self(info.func):
+            raise DBOSException(
+                "Function target appears to be a class instance, but is not properly registered"
+            )
     return None, args
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from waypoint.core.roles import RoleRule
 from waypoint.core.types import StepSpec, WorkflowSerializationFormat
-from waypoint.error import DBOSConflictingRegistrationError
+from waypoint.error import DBOSConflictingRegistrationError, DBOSDuplicateRegistrationError
 
 logger = logging.getLogger("waypoint")
 
@@ -71,18 +71,25 @@ class Registry:
             self.steps[entry.name] = entry
 
     def add_class(self, name: str, cls: type) -> None:
+        """Recovery finds a class by its registered name, so a name names one class."""
         with self._lock:
             old = self.classes.get(name)
-            if old is not None and old is not cls and old.__module__ != cls.__module__:
-                raise DBOSConflictingRegistrationError(name)
+            if old is not None and old is not cls:
+                raise DBOSDuplicateRegistrationError(
+                    f"Duplicate type registration for class '{name}'"
+                )
             self.classes[name] = cls
 
     def add_instance(self, class_name: str, config_name: str, inst: object) -> None:
+        """Recovery finds an instance by ``<class name>/<config_name>``: that names one."""
         key = f"{class_name}/{config_name}"
         with self._lock:
             old = self.instances.get(key)
             if old is not None and old is not inst:
-                logger.warning("instance %s registered again; the newer instance wins", key)
+                raise DBOSDuplicateRegistrationError(
+                    f"Duplicate instance registration for class '{class_name}' instance "
+                    f"'{config_name}'"
+                )
             self.instances[key] = inst
 
     def workflow(self, name: str) -> Optional[WorkflowInfo]:

@@ -32,7 +32,7 @@ class StoreClosed(WaypointStorageError):
 
 def public_error(exc: se.StorageError) -> DBOSException:
     if isinstance(exc, se.NotFoundError):
-        return DBOSNonExistentWorkflowError(exc.workflow_id)
+        return DBOSNonExistentWorkflowError("target", exc.workflow_id)
     if isinstance(exc, se.DeduplicatedError):
         return DBOSQueueDeduplicatedError(exc.workflow_id, exc.queue_name, exc.deduplication_id)
     if isinstance(exc, se.StoreClosedError):

@@ -11,7 +11,7 @@ frees the key, so the next call starts a new workflow.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
@@ -29,20 +29,41 @@ from waypoint.error import DBOSException, DBOSQueueDeduplicatedError
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start, spec_from_options
 from waypoint.storage.protocol import DebounceUpdate
 
+_CONFLICTS = {
+    "deduplication_id": "Cannot debounce a workflow with a deduplication_id set: the debounce "
+    "key is used as the workflow's deduplication ID.",
+    "delay_seconds": "Cannot debounce a workflow with a delay set: the debounce period "
+    "controls the workflow's delay.",
+    "priority": "Cannot debounce a workflow with a priority set: priority is not supported "
+    "for debounced workflows.",
+    "queue_partition_key": "Cannot debounce a workflow with a queue partition key set: "
+    "partitioned queues do not support deduplication, which debouncing requires.",
+    "duplication_policy": "Cannot debounce a workflow with duplication_policy "
+    "'return-existing': a debounce owns the workflow's deduplication behavior.",
+}
+
+
+def reject_conflicting_options(options: Mapping[str, Any]) -> None:
+    """A debounce owns the workflow's deduplication ID (the key) and delay (the period), so
+    the caller may set neither, nor a duplication policy over that key; priority and
+    partition keys cannot apply to a debounced enqueue. (DBOS's rules and wording.)"""
+    for name, message in _CONFLICTS.items():
+        value = options.get(name)
+        if value is not None and (name != "duplication_policy" or value == "return-existing"):
+            raise DBOSException(message)
+
 
 def _reject_conflicting_options() -> None:
     opts = start_options.get()
-    if opts.enqueue_options_set and (
-        opts.deduplication_id is not None
-        or opts.delay_seconds is not None
-        or opts.priority is not None
-        or opts.queue_partition_key is not None
-        or opts.duplication_policy == "return-existing"
-    ):
-        raise DBOSException(
-            "a debounced workflow sets its own deduplication ID and delay: do not combine it "
-            "with deduplication_id, delay_seconds, priority, queue_partition_key or "
-            "return-existing"
+    if opts.enqueue_options_set:
+        reject_conflicting_options(
+            {
+                "deduplication_id": opts.deduplication_id,
+                "delay_seconds": opts.delay_seconds,
+                "priority": opts.priority,
+                "queue_partition_key": opts.queue_partition_key,
+                "duplication_policy": opts.duplication_policy,
+            }
         )
 
 
@@ -194,6 +215,7 @@ def debounce_by_name(
     kwargs: dict[str, Any],
 ) -> Flow[str]:
     """Debounce a workflow by name (a client: the function may live elsewhere)."""
+    reject_conflicting_options(options)
     spec_from_options(options)  # validate once, before anything is written
 
     def make_start(as_child: bool) -> Start:

@@ -60,6 +60,26 @@ def check_priority(priority: Any) -> None:
         )
 
 
+def check_duplication_policy(
+    policy: Optional[str], queue_name: Optional[str], deduplication_id: Optional[str]
+) -> None:
+    """'return-existing' returns the workflow holding the deduplication ID on the queue:
+    without both there is nothing to return."""
+    if policy is None or policy == "reject":
+        return
+    if policy != "return-existing":
+        raise EnqueueError(
+            f"Invalid duplication_policy {policy}. Must be either 'reject' or 'return-existing'."
+        )
+    if queue_name is None:
+        raise EnqueueError(
+            "duplication_policy 'return-existing' requires a queue. It is only supported when "
+            "enqueueing a workflow onto a queue."
+        )
+    if deduplication_id is None:
+        raise EnqueueError("duplication_policy 'return-existing' requires a deduplication_id.")
+
+
 def spec_from_context(queue_name: str) -> EnqueueSpec:
     """Queue options from an enclosing ``SetEnqueueOptions`` block."""
     opts = start_options.get()
@@ -92,10 +112,7 @@ def spec_from_options(options: EnqueueOptions) -> EnqueueSpec:
     if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
         raise EnqueueError(f"delay_seconds must be a non-negative number, got {delay!r}")
     policy = options.get("duplication_policy")
-    if policy not in (None, "reject", "return-existing"):
-        raise EnqueueError(
-            f"duplication_policy must be 'reject' or 'return-existing', got {policy!r}"
-        )
+    check_duplication_policy(policy, options["queue_name"], options.get("deduplication_id"))
     check_priority(options.get("priority"))
     return EnqueueSpec(
         queue_name=options["queue_name"],
@@ -114,6 +131,7 @@ def spec_from_options(options: EnqueueOptions) -> EnqueueSpec:
 def validate_for_queue(spec: EnqueueSpec, config: Optional[QueueConfig]) -> None:
     """Reject options the queue cannot honour, before anything is written."""
     check_priority(spec.priority)
+    check_duplication_policy(spec.duplication_policy, spec.queue_name, spec.deduplication_id)
     if spec.deduplication_id is not None and not isinstance(spec.deduplication_id, str):
         raise EnqueueError("deduplication_id must be a string")
     if config is None:

@@ -13,6 +13,10 @@ from waypoint.error import DBOSException
 MAX_BACKFILL = 10_000  # slots fired at most in one catch-up
 
 
+class CronError(DBOSException, ValueError):
+    """A cron expression that does not parse (a ``ValueError``, as DBOS raises)."""
+
+
 def parse_cron(expr: str) -> bool:
     """Whether a cron expression is valid (5 fields, or 6 with leading seconds)."""
     if not isinstance(expr, str):
@@ -37,7 +41,16 @@ def zone(name: Optional[str]) -> dt.tzinfo:
 
 
 def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat()
+    """A slot's time as DBOS writes it: ISO 8601 in the schedule's own time zone (a naive
+    time is taken as UTC), so DBOS and Waypoint processes name the same slot alike."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.isoformat()
+
+
+def aware(when: dt.datetime) -> dt.datetime:
+    """A naive datetime given by a caller is UTC (as DBOS takes it)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
 
 
 def slot_workflow_id(schedule_name: str, when: dt.datetime) -> str:

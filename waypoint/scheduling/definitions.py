@@ -12,7 +12,7 @@ from waypoint.core.engine import Engine
 from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.types import WorkflowSchedule
 from waypoint.error import DBOSException
-from waypoint.queues.enqueue import require_queue
+from waypoint.queues.enqueue import find_queue
 from waypoint.scheduling.cron import parse_cron, zone
 from waypoint.storage.protocol import SCHEDULE_COLUMNS, ScheduleRow
 
@@ -32,12 +32,15 @@ SCHEDULE_FIELDS = frozenset(
 )
 
 
+_NO_INSTANCE_METHODS = "Configured instance methods cannot be used as scheduled workflows"
+
+
 def registered(workflow_fn: Callable[..., Any]) -> WorkflowInfo:
     info = getattr(workflow_fn, "__waypoint_workflow__", None)
     if not isinstance(info, WorkflowInfo):
         raise DBOSException("a schedule needs a function decorated with @DBOS.workflow")
     if info.kind == "instance":
-        raise DBOSException("instance-method workflows cannot be scheduled")
+        raise DBOSException(_NO_INSTANCE_METHODS)
     return info
 
 
@@ -51,7 +54,7 @@ def _workflow(spec: Mapping[str, Any], name: str) -> tuple[str, Any]:
         raise DBOSException(f"schedule {name}: give workflow_fn or workflow_name")
     local = REGISTRY.workflows.get(workflow_name)
     if local is not None and local.kind == "instance":
-        raise DBOSException("instance-method workflows cannot be scheduled")
+        raise DBOSException(_NO_INSTANCE_METHODS)
     class_name = spec.get("workflow_class_name")
     if class_name is None and local is not None:
         class_name = local.class_name
@@ -67,12 +70,15 @@ def schedule_row(eng: Engine, spec: Mapping[str, Any], *, check_queue: bool) -> 
         raise DBOSException("a schedule needs a non-empty schedule_name")
     cron = spec.get("schedule")
     if not isinstance(cron, str) or not parse_cron(cron):
-        raise DBOSException(f"schedule {name}: invalid cron expression {cron!r}")
+        raise DBOSException(f"Invalid cron schedule: {cron!r} (schedule {name})")
     zone(spec.get("cron_timezone"))  # raises for an unknown timezone
     workflow_name, class_name = _workflow(spec, name)
     queue = spec.get("queue_name")
-    if queue is not None and check_queue:
-        require_queue(eng, queue)
+    if queue is not None and check_queue and find_queue(eng, queue) is None:
+        raise DBOSException(
+            f"Queue '{queue}' is not declared. Please create the queue before using it in a "
+            "schedule."
+        )
     return ScheduleRow(
         schedule_id=str(uuid.uuid4()),
         schedule_name=name,

@@ -56,7 +56,10 @@ class Scheduler:
         self.polling_interval = float(rt.config.raw.get("scheduler_polling_interval_sec") or 30.0)
 
     def add_decorated(self, name: str, cron: str, workflow: Callable[..., Any]) -> None:
-        self._decorated.append((name, cron, workflow))
+        """Fire ``workflow`` on ``cron`` (also after start: the set is re-read at once)."""
+        with self._cond:
+            self._decorated.append((name, cron, workflow))
+        self.refresh()
 
     def refresh(self, key: str = "") -> None:
         with self._cond:
@@ -80,7 +83,7 @@ class Scheduler:
     def _load(self) -> None:
         now = dt.datetime.now(dt.timezone.utc)
         wanted: dict[str, Scheduled] = {}
-        for name, cron, workflow in self._decorated:
+        for name, cron, workflow in list(self._decorated):
             wanted[name] = Scheduled(
                 name, cron, dt.timezone.utc, self._legacy_fire(name, workflow), now
             )

@@ -15,7 +15,7 @@ from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
 from waypoint.core.types import WorkflowSchedule
 from waypoint.error import DBOSException
-from waypoint.scheduling.cron import iso, next_time, slot_workflow_id, zone
+from waypoint.scheduling.cron import aware, iso, next_time, slot_workflow_id, zone
 from waypoint.scheduling.definitions import public, schedule_row
 from waypoint.scheduling.firing import fire_flow
 from waypoint.storage.protocol import ScheduleFilter, ScheduleRow, schedule_key
@@ -103,7 +103,7 @@ def _set_status(ops: Ops, name: str, status: str) -> Flow[None]:
     eng = ops.engine()
     found = yield Io(lambda: eng.store.set_schedule_status(name, status))
     if not found:
-        raise DBOSException(f"no schedule named {name!r}")
+        raise DBOSException(f"Schedule '{name}' does not exist")
     _changed(eng, name)
 
 
@@ -140,7 +140,7 @@ def apply_schedules(ops: Ops, schedules: Sequence[Mapping[str, Any]]) -> Flow[No
 def _stored(eng: Engine, name: str) -> Flow[ScheduleRow]:
     row = yield Io(lambda: eng.store.get_schedule(name))
     if row is None:
-        raise DBOSException(f"no schedule named {name!r}")
+        raise DBOSException(f"Schedule '{name}' does not exist")
     stored: ScheduleRow = row
     return stored
 
@@ -148,13 +148,15 @@ def _stored(eng: Engine, name: str) -> Flow[ScheduleRow]:
 def backfill_schedule(
     ops: Ops, schedule_name: str, start: dt.datetime, end: dt.datetime
 ) -> Flow[list[str]]:
-    """Fire every slot strictly between ``start`` and ``end`` (slots that already fired are
-    not repeated: their workflow IDs exist); returns handles to the firings."""
+    """Fire every slot strictly between ``start`` and ``end`` (naive times are UTC; slots
+    that already fired are not repeated: their workflow IDs exist); returns handles to the
+    firings."""
     eng = ops.engine()
     row = yield from _stored(eng, schedule_name)
     tz = zone(row.cron_timezone)
     fired: list[str] = []
-    when = next_time(row.schedule, start.astimezone(tz))
+    end = aware(end)
+    when = next_time(row.schedule, aware(start).astimezone(tz))
     while when < end:
         fired.append((yield from fire_flow(eng, row, when, slot_workflow_id(schedule_name, when))))
         when = next_time(row.schedule, when.astimezone(tz))

@@ -36,7 +36,7 @@ def retrieve_workflow(ops: Ops, workflow_id: str, existing_workflow: bool = True
     if existing_workflow:
         status = yield from status_flow(ops, workflow_id, legacy_unrecorded=True)
         if status is None:
-            raise DBOSNonExistentWorkflowError(workflow_id)
+            raise DBOSNonExistentWorkflowError("target", workflow_id)
     return workflow_id
 
 
@@ -228,7 +228,7 @@ def fork_workflow(
     forked: str = yield from ops.checkpointed("DBOS.forkWorkflow", _fork(eng, request))
     status = yield from status_flow(ops, forked, legacy_unrecorded=True)
     if status is None:
-        raise DBOSNonExistentWorkflowError(forked)
+        raise DBOSNonExistentWorkflowError("target", forked)
     return forked
 
 
@@ -304,4 +304,4 @@ def update_workflow_attributes(
     eng = ops.engine()
     found = yield Io(lambda: eng.store.set_attributes(workflow_id, text))
     if not found:
-        raise DBOSNonExistentWorkflowError(workflow_id)
+        raise DBOSNonExistentWorkflowError("target", workflow_id)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
 import pytest
 
+from tests.crash.harness import decode
 from tests.interop.conftest import Interop
 
 
@@ -68,3 +70,32 @@ def test_the_dbos_cli_on_a_waypoint_database(interop: Interop) -> None:
     assert interop.status(parked) == "CANCELLED"
     assert interop.dbos_cli("workflow", "resume", parked).returncode == 0
     assert interop.status(parked) == "ENQUEUED"
+
+
+@pytest.mark.parametrize("worker", ["dbos", "waypoint"])
+def test_a_workflow_enqueued_from_sql_runs_on_either_side(interop: Interop, worker: str) -> None:
+    """enqueue_workflow and send_message, the schema's SQL entry points for other languages,
+    on a database the other side created: the worker runs the portable-JSON workflow."""
+    if interop.backend != "postgres":
+        pytest.skip("stored functions are PostgreSQL's")
+    other = "waypoint" if worker == "dbos" else "dbos"
+    interop.spawn_as(other, "wait").wait_exit(timeout=60)  # creates the database
+    serving = interop.spawn_as(worker, "serve", "600")
+    interop.wait_until(
+        f"the {worker} worker to launch",
+        lambda: "launched" in interop.process_events(serving.pid),
+        timeout=60,
+        watch=[serving],
+    )
+    with psycopg.connect(interop.db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT dbos.enqueue_workflow('waiter', 'interop-q', ARRAY['\"sql\"'::json], "
+            "workflow_id => 'sql-1')"
+        )
+        conn.execute("SELECT dbos.send_message('sql-1', '\"hi\"'::json, 'reply')")
+    interop.wait_status(["sql-1"], {"SUCCESS", "ERROR"}, timeout=60, watch=[serving])
+    (row,) = interop._query(
+        "SELECT status, output, serialization FROM {workflow_status} WHERE workflow_uuid = %s",
+        ("sql-1",),
+    )
+    assert row[0] == "SUCCESS" and decode(row[1], row[2]) == "sql:hi"

@@ -4,6 +4,7 @@ notifications, enqueueing on the caller's connection, and a closed store."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -156,6 +157,76 @@ def test_a_current_or_newer_dbos_level_is_kept(scratch_url: str) -> None:
             levels = pg.execute(f'SELECT version FROM "{SCHEMA}".dbos_migrations').fetchall()
     assert levels == [(120,)]
     newer.drop()
+
+
+def test_adopting_a_database_without_waypoints_columns(scratch_url: str) -> None:
+    """A database DBOS created has operation_outputs without Waypoint's owner_xid: migrating
+    adds it (SQLite has no ADD COLUMN IF NOT EXISTS; the runner checks), and steps record."""
+    _write_dbos_level(scratch_url, SCHEMA, 108)
+    table = _table(scratch_url, "operation_outputs")
+    dbos_shape = (
+        f"CREATE TABLE {table} (workflow_uuid TEXT NOT NULL, function_id INTEGER NOT NULL, "
+        "function_name TEXT NOT NULL DEFAULT '', output TEXT, error TEXT, "
+        "child_workflow_id TEXT, started_at_epoch_ms BIGINT, completed_at_epoch_ms BIGINT, "
+        "serialization TEXT, application_name TEXT, PRIMARY KEY (workflow_uuid, function_id))"
+    )
+    if scratch_url.startswith("sqlite:///"):
+        with sqlite3.connect(scratch_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(dbos_shape)
+    else:
+        with psycopg.connect(scratch_url) as pg:
+            pg.execute(dbos_shape)
+    adopted = open_store(scratch_url)
+    try:
+        wf = start(adopted, "w")
+        assert adopted.record_step(step("w", 1, wf.owner_xid)).accepted
+        assert list(adopted.load_steps("w")) == [1]
+    finally:
+        adopted.drop()
+
+
+@requires_postgres
+def test_the_sql_entry_points_for_other_languages(store: Store, driver_connection: Any) -> None:
+    """enqueue_workflow and send_message, the SQL functions DBOS's schema offers enqueuers
+    that are not Python: portable-JSON rows Waypoint reads like its own."""
+    if store.dialect != "postgresql":
+        pytest.skip("stored functions are PostgreSQL's")
+    fn = f'"{SCHEMA}"'
+
+    def call(sql: str) -> Any:
+        try:
+            return driver_connection.execute(f"SELECT {fn}.{sql}").fetchone()[0]
+        finally:
+            driver_connection.commit()
+
+    args = "ARRAY['1'::json, '\"a\"'::json], '{\"k\": 2}'::json"
+    assert call(f"enqueue_workflow('job', 'q', {args}, workflow_id => 'sql-1', priority => 3)") == (
+        "sql-1"
+    )
+    assert call(f"enqueue_workflow('job', 'q', {args}, workflow_id => 'sql-1')") == "sql-1"
+    row = store.get_workflow("sql-1")
+    assert row is not None and (row.status, row.queue_name, row.priority) == ("ENQUEUED", "q", 3)
+    assert row.serialization == "portable_json" and row.owner_xid and row.recovery_attempts == 0
+    assert json.loads(row.inputs or "") == {"positionalArgs": [1, "a"], "namedArgs": {"k": 2}}
+    call("enqueue_workflow('job', 'q', workflow_id => 'sql-2', delay_until_epoch_ms => 5)")
+    assert status(store, "sql-2") == "DELAYED"
+    call("enqueue_workflow('job', 'q', workflow_id => 'sql-3', deduplication_id => 'd')")
+    with pytest.raises(psycopg.errors.UniqueViolation, match="DBOS queue duplicated"):
+        call("enqueue_workflow('job', 'q', workflow_id => 'sql-4', deduplication_id => 'd')")
+    with pytest.raises(psycopg.errors.RaiseException, match="cannot be null or empty"):
+        call("enqueue_workflow('', 'q')")
+
+    for _ in range(2):  # a repeated message ID is one message
+        call("send_message('sql-1', '\"hi\"'::json, 'topic', 'm-1')")
+    call("send_message('sql-1', '3'::json)")
+    rows = driver_connection.execute(
+        f"SELECT topic, message, serialization FROM {fn}.notifications "
+        "WHERE destination_uuid = 'sql-1' ORDER BY created_at_epoch_ms, seq"
+    ).fetchall()
+    driver_connection.commit()
+    assert rows == [("topic", '"hi"', "portable_json"), ("__null__topic__", "3", "portable_json")]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="DBOS non-existent workflow"):
+        call("send_message('nobody', '1'::json)")
 
 
 # -- URLs -------------------------------------------------------------------------------------

@@ -104,6 +104,17 @@ class Interop(CrashHarness):
         cmd = [self.python(impl), str(APP), impl, self.db_url, self.ledger_path, mode, *args]
         return self._spawn(f"{impl}-{mode}", cmd, block_step)
 
+    def serve(self, impl: str) -> Proc:
+        """A worker of ``impl`` serving the queues, once it has launched."""
+        worker = self.spawn_as(impl, "serve", "600")
+        self.wait_until(
+            f"the {impl} worker to launch",
+            lambda: "launched" in self.process_events(worker.pid),
+            timeout=60,
+            watch=[worker],
+        )
+        return worker
+
     def client(self, impl: str, mode: str, prefix: str) -> Proc:
         cmd = [self.python(impl), str(CLIENT), impl, self.db_url, mode, prefix]
         return self._spawn(f"{impl}-client-{mode}", cmd, None)

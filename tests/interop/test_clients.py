@@ -21,13 +21,7 @@ from tests.interop.conftest import Interop
 def test_a_client_drives_the_other_sides_worker(interop: Interop, client: str, worker: str) -> None:
     # The client enqueues (so the other side dequeues), waits for an event, sends, reads the
     # result, lists; then cancels a second workflow, resumes it and sees it finish.
-    serving = interop.spawn_as(worker, "serve", "600")
-    interop.wait_until(
-        f"the {worker} worker to launch",
-        lambda: "launched" in interop.process_events(serving.pid),
-        timeout=60,
-        watch=[serving],
-    )
+    interop.serve(worker)
     seen = interop.client(client, "drive", "c").wait_exit(timeout=120)
     assert seen == {
         "ready": "a",
@@ -80,13 +74,7 @@ def test_a_workflow_enqueued_from_sql_runs_on_either_side(interop: Interop, work
         pytest.skip("stored functions are PostgreSQL's")
     other = "waypoint" if worker == "dbos" else "dbos"
     interop.spawn_as(other, "wait").wait_exit(timeout=60)  # creates the database
-    serving = interop.spawn_as(worker, "serve", "600")
-    interop.wait_until(
-        f"the {worker} worker to launch",
-        lambda: "launched" in interop.process_events(serving.pid),
-        timeout=60,
-        watch=[serving],
-    )
+    serving = interop.serve(worker)
     with psycopg.connect(interop.db_url, autocommit=True) as conn:
         conn.execute(
             "SELECT dbos.enqueue_workflow('waiter', 'interop-q', ARRAY['\"sql\"'::json], "

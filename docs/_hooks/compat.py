@@ -25,18 +25,14 @@ from typing import Any
 NAMES_FILE = Path(__file__).with_name("dbos-2.31.1.json")
 MARKER = "<!-- compat-table -->"
 
-OTEL = "no OpenTelemetry integration yet"
 CONDUCTOR = "no DBOS Conductor connection (Waypoint is self-hosted only)"
 
 # Names Waypoint does not offer, with the reason. Remove a line when the name lands.
 UNSUPPORTED: dict[str, str] = {
     "KafkaMessage": "Kafka consumers are not supported (no broker to test against)",
-    "PropagateOtelContext": OTEL,
     "make_pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "DBOS.alert_handler": CONDUCTOR,
-    "DBOS.span": OTEL,
-    "DBOS.tracer": OTEL,
     "DBOS.kafka_consumer": "Kafka consumers are not supported (no broker to test against)",
     "DBOSClient.rename_application": "not implemented yet",
     "DBOSClient.rename_application_async": "not implemented yet",
@@ -56,12 +52,7 @@ CONFIG_NOTES: dict[str, str] = {
     "extra); on SQLite every isolation level runs as SERIALIZABLE",
     "db_engine_kwargs": "used for the application database's engine only",
     "system_database_engine": "accepted; Waypoint does not use SQLAlchemy",
-    "otlp_log_level": "accepted; " + OTEL,
-    "enable_otlp": "accepted; " + OTEL,
-    "otlp_traces_endpoints": "accepted; " + OTEL,
-    "otlp_logs_endpoints": "accepted; " + OTEL,
-    "otlp_attributes": "accepted; " + OTEL,
-    "otel_attribute_format": "accepted; " + OTEL,
+    "enable_otlp": "traces and logs need the otel extra (pip install 'waypoint-workflows[otel]')",
     "kafka_queue_polling_interval_sec": "accepted; no Kafka consumers",
     "conductor_key": "accepted; " + CONDUCTOR,
     "conductor_url": "accepted; " + CONDUCTOR,

@@ -451,13 +451,8 @@ def test_dbos_method_accepts_the_spec_signature(name: str) -> None:
         "authenticated_roles",
         "assumed_role",
         "sql_session",
-        *[
-            pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"missing: {why}"))
-            for n, why in [
-                ("span", "OpenTelemetry"),
-                ("tracer", "OpenTelemetry"),
-            ]
-        ],
+        "span",
+        "tracer",
     ],
 )
 def test_dbos_class_property(name: str) -> None:

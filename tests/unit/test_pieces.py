@@ -42,6 +42,7 @@ def test_public_names_are_pinned() -> None:
             "DuplicationPolicy",
             "EnqueueOptions",
             "PortableWorkflowError",
+            "PropagateOtelContext",
             "Queue",
             "ScheduleInput",
             "SQLAlchemyDatasource",

@@ -12,6 +12,7 @@ from waypoint._api.ops import queues
 from waypoint._api.ops.base import ClientOps, Ops
 from waypoint._api.shared import SharedOperations
 from waypoint._api.surface import handle, handle_async, twins
+from waypoint._api.telemetry import fold_otel_context
 from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.messaging import SendMessage, send_flow
@@ -106,7 +107,8 @@ class DBOSClient(SharedOperations):
         workflow exists if and only if that transaction commits."""
         if options.get("duplication_policy") == "return-existing":
             raise DBOSException("enqueue_in_transaction does not support 'return-existing'")
-        st = by_name_start(self.engine, options, args, kwargs, check_queue=False)
+        folded: Any = fold_otel_context(options)
+        st = by_name_start(self.engine, folded, args, kwargs, check_queue=False)
         self.engine.store.insert_on_connection(conn_or_session, st.new)
         return Handle(self._client_ops, st.workflow_id)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Optional, ParamSpec, TypeVar, overload
 
 from waypoint._api import auth as _auth
-from waypoint._api import decorators, transactions
+from waypoint._api import decorators, telemetry, transactions
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.launch import launch, running_loop
@@ -84,6 +84,7 @@ class DBOS(SharedOperations):
         self._runtime: Optional[Runtime] = None
         self._initialized = True
         _configure_logging(self._config.log_level)
+        telemetry.configure(self._config)
         if fastapi is not None or flask is not None:
             from waypoint._api.integrations import install
 
@@ -454,6 +455,17 @@ class DBOS(SharedOperations):
     def logger(cls) -> logging.Logger:
         """The ``waypoint`` logger."""
         return logger
+
+    @classproperty
+    def span(cls) -> Any:
+        """The active OpenTelemetry span (the running workflow's or step's, or one the
+        application opened inside it); None without tracing."""
+        return telemetry.current_span()
+
+    @classproperty
+    def tracer(cls) -> telemetry.DBOSTracer:
+        """The tracer that opens DBOS-shaped spans (``start_span``/``end_span``)."""
+        return telemetry.dbos_tracer
 
     @classproperty
     def authenticated_user(cls) -> Optional[str]:

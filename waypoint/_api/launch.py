@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+from waypoint._api import telemetry
 from waypoint._api.ops.base import RUNTIME, Ops
 from waypoint.core.heartbeat import Heartbeat
 from waypoint.core.recovery import recover
@@ -59,6 +60,7 @@ def build_runtime(config: RuntimeConfig, app_version: str) -> Runtime:
             application_name=f"waypoint:{config.name}"[:63],
         )
     rt = Runtime(config, app_version, store)
+    telemetry.install(rt)
     dispatcher = Dispatcher(rt)
     rt.dispatch = dispatcher
     scheduler = Scheduler(rt)

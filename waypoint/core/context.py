@@ -46,6 +46,15 @@ class StartOptions:
     duplication_policy: Optional[str] = None
     attributes: Any = UNSET
     enqueue_options_set: bool = False
+    # A W3C trace carrier (PropagateOtelContext) stored with the workflow under
+    # TRACE_CARRIER_ATTRIBUTE, beside the attributes rather than in them, so the two blocks
+    # nest in either order.
+    trace_carrier: Optional[dict[str, str]] = None
+
+
+# The workflow attribute holding the trace carrier, as DBOS names it: a workflow enqueued by
+# DBOS continues its trace here, and the other way round.
+TRACE_CARRIER_ATTRIBUTE = "dbos.otelContext"
 
 
 @dataclass

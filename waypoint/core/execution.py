@@ -65,6 +65,8 @@ def new_run(rt: Runtime, st: Start, entry: RunEntry) -> WorkflowRun:
         class_name=st.new.class_name,
         config_name=st.new.config_name,
         request=st.request,
+        attributes=st.new.attributes,
+        origins=rt.observers.origins() if rt.observers else None,
     )
     entry.run = run
     return run
@@ -403,6 +405,7 @@ def dispatch_claimed(
         class_name=row.class_name,
         config_name=row.config_name,
         queue_name=row.queue_name,
+        attributes=row.attributes,
     )
     entry.run = run
     if admitted is not None:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import Flow, Io, Wait, drive_async, drive_sync
 from waypoint.core.engine import Engine
+from waypoint.core.observe import watched_wait
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import Serializer
 from waypoint.core.steps import (
@@ -180,6 +181,11 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
         return replay(eng, run, rec, "DBOS.recv")
     yield from check_cancelled(run.runtime, run)
     deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
+    waiting = _recv_wait(eng, run, fid, topic_s, deadline)
+    return (yield from watched_wait(eng.observers, run, "recv", fid, waiting))
+
+
+def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: float) -> Flow[Any]:
     started = eng.now_ms()
     keys = (message_key(run.workflow_id, topic_s), cancel_key(run.workflow_id))
     while True:
@@ -247,6 +253,19 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
         if rec is not None:
             return replay(eng, run, rec, "DBOS.getEvent")
         deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
+        waiting = _event_wait(eng, run, fid, workflow_id, key, deadline)
+        return (yield from watched_wait(eng.observers, run, "get_event", fid, waiting))
+    return (yield from _event_wait(eng, run, fid, workflow_id, key, deadline))
+
+
+def _event_wait(
+    eng: Engine,
+    run: Optional[WorkflowRun],
+    fid: int,
+    workflow_id: str,
+    key: str,
+    deadline: float,
+) -> Flow[Any]:
     started = eng.now_ms()
     ekey = event_key(workflow_id, key)
     while True:

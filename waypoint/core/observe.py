@@ -16,12 +16,13 @@ work at all here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Optional, Protocol
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, Optional, Protocol, TypeVar
 
 from waypoint.core.types import RequestInfo
 
 logger = logging.getLogger("waypoint")
+T = TypeVar("T")
 
 
 class ObservedRun(Protocol):
@@ -40,6 +41,15 @@ class ObservedRun(Protocol):
     @property
     def request(self) -> Optional[RequestInfo]:
         """The HTTP request (FastAPI/Flask) whose handler started the run in this process."""
+
+    @property
+    def attributes(self) -> Optional[str]:
+        """The workflow's stored attributes (JSON text), as written when it was created."""
+
+    @property
+    def origins(self) -> Optional[Mapping[Any, Any]]:
+        """What each observer's ``origin`` returned where this run was started, by observer
+        (None: the run was not started in this process, it was dequeued or recovered)."""
 
 
 class Watch:
@@ -70,6 +80,20 @@ class Observer:
 
     def step(self, run: ObservedRun, name: str, function_id: int) -> Optional[Watch]:
         """A step of ``run`` starts running its body (not when it is replayed)."""
+        return None
+
+    def transaction(self, run: ObservedRun, name: str, function_id: int) -> Optional[Watch]:
+        """A transaction of ``run`` starts (not when replayed); by default seen as a step."""
+        return self.step(run, name, function_id)
+
+    def wait(self, run: ObservedRun, name: str, function_id: int) -> Optional[Watch]:
+        """``run`` starts a durable wait (``DBOS.sleep``, ``DBOS.recv``, ``DBOS.get_event``);
+        the watch ends when the wait does."""
+        return None
+
+    def origin(self) -> Any:
+        """Called on the thread (or task) that starts a workflow in this process, before its
+        body may move to another thread; the run carries the value in ``run.origins``."""
         return None
 
     def claimed(self, queue_name: str, workflow_ids: Sequence[str]) -> None:
@@ -119,6 +143,27 @@ class Scope:
                 logger.exception("observer %r failed to end", w)
 
 
+def watched_wait(
+    observers: Observers,
+    run: ObservedRun,
+    name: str,
+    function_id: int,
+    flow: Generator[Any, Any, T],
+) -> Generator[Any, Any, T]:
+    """Run ``flow`` (a durable wait) under the observers' ``wait`` watches."""
+    scope = observers.wait(run, name, function_id) if observers else None
+    if scope is None:
+        return (yield from flow)
+    try:
+        value = yield from flow
+    except BaseException as exc:
+        cancelled = type(exc).__name__ == "DBOSWorkflowCancelledError"
+        scope.end("CANCELLED" if cancelled else "ERROR", exc)
+        raise
+    scope.end("SUCCESS")
+    return value
+
+
 class Observers:
     """The chain of observers of one runtime (in the order they were added)."""
 
@@ -143,6 +188,24 @@ class Observers:
         if not self._observers:
             return None
         return self._scope([self._call(o.step, run, name, function_id) for o in self._observers])
+
+    def transaction(self, run: ObservedRun, name: str, function_id: int) -> Optional[Scope]:
+        if not self._observers:
+            return None
+        return self._scope(
+            [self._call(o.transaction, run, name, function_id) for o in self._observers]
+        )
+
+    def wait(self, run: ObservedRun, name: str, function_id: int) -> Optional[Scope]:
+        if not self._observers:
+            return None
+        return self._scope([self._call(o.wait, run, name, function_id) for o in self._observers])
+
+    def origins(self) -> Optional[dict[Observer, Any]]:
+        if not self._observers:
+            return None
+        found = {o: self._call(o.origin) for o in self._observers}
+        return {o: v for o, v in found.items() if v is not None} or None
 
     def claimed(self, queue_name: str, workflow_ids: Sequence[str]) -> None:
         for o in self._observers:

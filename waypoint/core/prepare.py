@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from waypoint.core.context import (
+    TRACE_CARRIER_ATTRIBUTE,
     UNSET,
     auth_in_scope,
     current_request,
@@ -180,9 +181,12 @@ def prepare(
     what = f"workflow {info.name!r}"
     inputs = rt.codec.encode_inputs(stored_args, kwargs, serializer, names=names, what=what)
     attributes: Optional[str] = None
-    if opts.attributes is not UNSET and opts.attributes is not None:
+    wanted = opts.attributes if opts.attributes is not UNSET else None
+    if opts.trace_carrier:
+        wanted = {**(wanted or {}), TRACE_CARRIER_ATTRIBUTE: opts.trace_carrier}
+    if wanted is not None:
         try:
-            attributes = json.dumps(opts.attributes)
+            attributes = json.dumps(wanted)
         except (TypeError, ValueError) as exc:
             raise WaypointPayloadError(f"workflow attributes must be JSON: {exc}") from exc
 

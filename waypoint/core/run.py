@@ -65,6 +65,7 @@ class WorkflowRun:
     __slots__ = (
         "_fid_lock",
         "_next_fid",
+        "attributes",
         "auth",
         "class_name",
         "config_name",
@@ -72,6 +73,7 @@ class WorkflowRun:
         "entry",
         "is_async",
         "name",
+        "origins",
         "owner_xid",
         "queue_name",
         "replay",
@@ -100,6 +102,8 @@ class WorkflowRun:
         config_name: Optional[str] = None,
         queue_name: Optional[str] = None,
         request: Optional[RequestInfo] = None,
+        attributes: Optional[str] = None,
+        origins: Optional[dict[Any, Any]] = None,
     ) -> None:
         self.runtime = runtime
         self.workflow_id = workflow_id
@@ -115,6 +119,8 @@ class WorkflowRun:
         self.config_name = config_name
         self.queue_name = queue_name
         self.request = request  # the HTTP request that started it, in this process
+        self.attributes = attributes  # as stored (JSON text): observers read a trace carrier
+        self.origins = origins  # what observers captured where it was started (observe.py)
         self.scope: Optional[Scope] = None  # the observers watching this run
         self._next_fid = 1  # as DBOS numbers them: the first step is 1, the first child wf-1
         self._fid_lock = threading.Lock()

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from waypoint.core.context import StepState, current_step
 from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
 from waypoint.core.engine import Engine
-from waypoint.core.observe import Scope
+from waypoint.core.observe import Scope, watched_wait
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import PORTABLE_NAME
 from waypoint.core.signals import Signal
@@ -377,6 +377,10 @@ def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
             run.next_function_id()
         return
     fid = run.next_function_id()
+    yield from watched_wait(rt.observers, run, "sleep", fid, _sleep(rt, run, fid, seconds))
+
+
+def _sleep(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow[None]:
     if fid not in run.replay:
         yield from check_cancelled(rt, run)
     wake = yield from durable_wake(rt, run, fid, seconds)

@@ -122,7 +122,7 @@ def transaction_flow(
     logger.debug("Running transaction, id: %d, name: %s", fid, name)
     key = TxnKey(run.workflow_id, fid, name)
     started = rt.now_ms()
-    scope = rt.observers.step(run, name, fid) if rt.observers else None
+    scope = rt.observers.transaction(run, name, fid) if rt.observers else None
     state = StepState(step_id=fid, name=name, extra={TRANSACTION_MARK: True})
     body = functools.partial(fn, *args, **kwargs)
 

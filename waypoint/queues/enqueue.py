@@ -42,7 +42,7 @@ class EnqueueOptions(TypedDict, total=False):
     instance_name: str
     attributes: dict[str, Any]
     application_name: str
-    otel_context: dict[str, str]
+    otel_context: Any  # an OpenTelemetry Context: the workflow joins its trace
 
 
 class EnqueueError(DBOSException, ValueError):

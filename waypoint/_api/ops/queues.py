@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from waypoint._api.ops.base import Ops
 from waypoint._api.queue import Queue
+from waypoint._api.telemetry import fold_otel_context
 from waypoint.core.effects import Flow, Io
 from waypoint.core.execution import start_flow
 from waypoint.error import DBOSException
@@ -77,6 +78,7 @@ def list_queues(ops: Ops, *, application_name: Optional[str] = None) -> Flow[lis
 def enqueue_with_options(ops: Ops, options: EnqueueOptions, *args: Any, **kwargs: Any) -> Flow[str]:
     """Enqueue a workflow by name (it may be registered only in another process)."""
     eng = ops.engine()
+    options = fold_otel_context(options)  # type: ignore[assignment]
     return start_flow(eng, by_name_start(eng, options, args, kwargs, check_queue=ops.strict))
 
 

@@ -1,0 +1,299 @@
+"""OpenTelemetry traces and logs (config enable_otlp): spans for workflows, steps, waits and
+transactions with DBOS's attribute names, parented as DBOS parents them; trace carriers stored
+with workflows (PropagateOtelContext, a client's otel_context); log records carrying the trace
+and the workflow ID. The process-wide providers are in-memory, set once for this module."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.span import format_trace_id
+
+from waypoint import DBOS, DBOSClient, PropagateOtelContext, SetWorkflowAttributes, SetWorkflowID
+from waypoint.core.runtime import get_runtime
+from waypoint.error import DBOSInitializationError
+
+SPANS = InMemorySpanExporter()
+LOGS = InMemoryLogRecordExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def providers() -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(SPANS))
+    trace.set_tracer_provider(provider)
+    logs = LoggerProvider()
+    logs.add_log_record_processor(SimpleLogRecordProcessor(LOGS))
+    set_logger_provider(logs)
+
+
+@pytest.fixture
+def traced(config: dict[str, Any]) -> Iterator[type[DBOS]]:
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "enable_otlp": True, "otlp_attributes": {"team": "ops"}})  # type: ignore[typeddict-item]
+    SPANS.clear()
+    LOGS.clear()
+    yield DBOS
+    DBOS.destroy(destroy_registry=True)
+
+
+def named(name: str) -> list[ReadableSpan]:
+    return [s for s in SPANS.get_finished_spans() if s.name == name]
+
+
+def one(name: str) -> ReadableSpan:
+    found = named(name)
+    assert len(found) == 1, [s.name for s in SPANS.get_finished_spans()]
+    return found[0]
+
+
+def parent_of(span: ReadableSpan) -> int:
+    assert span.parent is not None, f"{span.name} has no parent"
+    return span.parent.span_id
+
+
+def span_id(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.span_id
+
+
+def test_spans_of_a_workflow_its_steps_and_waits(traced: type[DBOS]) -> None:
+    attempts = {"n": 0}
+    mine = trace.get_tracer("app")
+
+    @DBOS.step(retries_allowed=True, interval_seconds=0.01, max_attempts=3)
+    def flaky() -> str:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("first attempt fails")
+        DBOS.logger.info("in the step")
+        return "ok"
+
+    @DBOS.workflow()
+    def wf() -> str:
+        with mine.start_as_current_span("manual"):
+            flaky()
+            sub = DBOS.tracer.start_span({"name": "sub"}, parent=DBOS.span)
+            DBOS.tracer.end_span(sub)
+        DBOS.logger.info("in the workflow")
+        DBOS.sleep(0.01)
+        DBOS.recv("topic", timeout_seconds=0.01)
+        return "done"
+
+    DBOS.launch()
+    with SetWorkflowID("tel-1"):
+        assert wf() == "done"
+
+    root = one(wf.__qualname__)
+    assert root.parent is None
+    manual, step, sub = one("manual"), one(flaky.__qualname__), one("sub")
+    assert parent_of(manual) == span_id(root)
+    assert parent_of(step) == span_id(manual)
+    assert parent_of(sub) == span_id(manual)  # DBOS.span is the active span: the manual one
+    for wait in ("sleep", "recv"):
+        assert parent_of(one(wait)) == span_id(root)
+    assert len({s.context.trace_id for s in SPANS.get_finished_spans() if s.context}) == 1
+
+    attrs = dict(root.attributes or {})
+    assert attrs["operationUUID"] == "tel-1"
+    assert attrs["operationType"] == "workflow"
+    assert attrs["applicationVersion"] == DBOS.application_version
+    assert attrs["executorID"] == DBOS.executor_id
+    assert attrs["team"] == "ops"
+    assert "queueName" not in attrs
+    step_attrs = dict(step.attributes or {})
+    assert step_attrs["operationType"] == "step" and step_attrs["operationUUID"] == "tel-1"
+    assert step_attrs["retries"] == 1
+    assert [e.name for e in step.events] == ["retry"]
+    assert step.status.is_ok and root.status.is_ok
+
+    # Log records carry the span they were logged in, the trace ID and the workflow ID.
+    records = {r.log_record.body: r.log_record for r in LOGS.get_finished_logs()}
+    in_step, in_wf = records["in the step"], records["in the workflow"]
+    assert in_step.span_id == span_id(step)
+    assert in_wf.span_id == span_id(root)
+    for rec in (in_step, in_wf):
+        assert rec.attributes is not None
+        assert rec.attributes["operationUUID"] == "tel-1"
+        assert rec.attributes["traceId"] == format_trace_id(rec.trace_id or 0)
+        assert rec.attributes["executorID"] == DBOS.executor_id
+        assert rec.attributes["team"] == "ops"
+
+
+def test_failed_workflow_and_transaction_spans(traced: type[DBOS], config: dict[str, Any]) -> None:
+    @DBOS.workflow()
+    def broken() -> None:
+        raise ValueError("no")
+
+    DBOS.launch()
+    with pytest.raises(ValueError):
+        broken()
+    span = one(broken.__qualname__)
+    assert not span.status.is_ok and span.status.description == "no"
+
+
+def test_async_workflow_spans(traced: type[DBOS]) -> None:
+    @DBOS.step()
+    async def step() -> int:
+        return 1
+
+    @DBOS.workflow()
+    async def wf() -> int:
+        return await step() + await step()
+
+    DBOS.launch()
+    assert asyncio.run(wf()) == 2
+    root = one(wf.__qualname__)
+    steps = named(step.__qualname__)
+    assert len(steps) == 2 and all(parent_of(s) == span_id(root) for s in steps)
+
+
+def test_semconv_attribute_names(config: dict[str, Any]) -> None:
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "enable_otlp": True, "otel_attribute_format": "semconv"})  # type: ignore[typeddict-item]
+    try:
+
+        @DBOS.workflow()
+        def wf() -> None:
+            pass
+
+        DBOS.launch()
+        SPANS.clear()
+        with SetWorkflowID("sem-1"):
+            wf()
+        attrs = dict(one(wf.__qualname__).attributes or {})
+        assert attrs["dbos.operation.workflow_id"] == "sem-1"
+        assert attrs["dbos.operation.type"] == "workflow"
+        assert "dbos.executor.id" in attrs and "dbos.application.version" in attrs
+        assert "operationUUID" not in attrs and "executorID" not in attrs
+    finally:
+        DBOS.destroy(destroy_registry=True)
+
+
+def test_tracing_off_costs_nothing_and_emits_nothing(dbos: type[DBOS]) -> None:
+    @DBOS.workflow()
+    def wf() -> str:
+        DBOS.logger.info("untraced")
+        return "x"
+
+    DBOS.launch()
+    assert not get_runtime().observers  # no observer: the engine does no work for tracing
+    SPANS.clear()
+    LOGS.clear()
+    with trace.get_tracer("app").start_as_current_span("caller"):
+        assert wf() == "x"
+    assert [s.name for s in SPANS.get_finished_spans()] == ["caller"]
+
+
+def test_bad_telemetry_settings_are_refused(config: dict[str, Any]) -> None:
+    DBOS.destroy(destroy_registry=True)
+    for bad in (
+        {"otel_attribute_format": "camel"},
+        {"otlp_attributes": {"a": 1}},
+        {"otlp_traces_endpoints": "http://x"},
+    ):
+        with pytest.raises(DBOSInitializationError):
+            DBOS(config={**config, "enable_otlp": True, **bad})  # type: ignore[typeddict-item]
+        DBOS.destroy(destroy_registry=True)
+
+
+def test_started_and_enqueued_workflows_join_the_callers_trace(traced: type[DBOS]) -> None:
+    @DBOS.step()
+    def step() -> None:
+        pass
+
+    @DBOS.workflow()
+    def wf() -> str:
+        step()
+        return "done"
+
+    DBOS.launch()
+    DBOS.register_queue("tq")
+    mine = trace.get_tracer("app")
+    with mine.start_as_current_span("caller") as caller:
+        started = DBOS.start_workflow(wf)  # runs on a worker thread
+        with PropagateOtelContext(), SetWorkflowAttributes({"customer": "acme"}):
+            carried = DBOS.enqueue_workflow("tq", wf)
+        loose = DBOS.enqueue_workflow("tq", wf)
+    for h in (started, carried, loose):
+        assert h.get_result() == "done"
+
+    by_id = {s.attributes["operationUUID"]: s for s in named(wf.__qualname__) if s.attributes}
+    caller_ctx = caller.get_span_context()
+    for wfid in (started.workflow_id, carried.workflow_id):
+        span = by_id[wfid]
+        assert parent_of(span) == caller_ctx.span_id
+        assert span.context is not None and span.context.trace_id == caller_ctx.trace_id
+    assert by_id[loose.workflow_id].parent is None
+    assert (by_id[carried.workflow_id].attributes or {})["queueName"] == "tq"
+    steps = [
+        s for s in named(step.__qualname__) if parent_of(s) == span_id(by_id[carried.workflow_id])
+    ]
+    assert len(steps) == 1
+
+    # The carrier is stored with the workflow, as DBOS stores it, beside its attributes.
+    attributes = DBOS.get_workflow_status(carried.workflow_id).attributes  # type: ignore[union-attr]
+    assert attributes["customer"] == "acme"
+    assert set(attributes["dbos.otelContext"]) == {"traceparent"}
+    assert DBOS.get_workflow_status(loose.workflow_id).attributes is None  # type: ignore[union-attr]
+
+
+def test_client_otel_context_joins_the_trace(traced: type[DBOS], config: dict[str, Any]) -> None:
+    @DBOS.workflow()
+    def wf() -> str:
+        return "done"
+
+    DBOS.launch()
+    DBOS.register_queue("cq")
+    client = DBOSClient(system_database_url=config["system_database_url"])
+    try:
+        with trace.get_tracer("app").start_as_current_span("caller") as caller:
+            handle = client.enqueue(
+                {
+                    "queue_name": "cq",
+                    "workflow_name": wf.__qualname__,
+                    "otel_context": otel_context.get_current(),
+                }
+            )
+        assert handle.get_result() == "done"
+    finally:
+        client.destroy()
+    assert parent_of(one(wf.__qualname__)) == caller.get_span_context().span_id
+
+
+def test_a_malformed_carrier_does_not_stop_the_workflow(traced: type[DBOS]) -> None:
+    @DBOS.workflow()
+    def wf() -> str:
+        return "done"
+
+    DBOS.launch()
+    for poison in ({"traceparent": 42}, {"traceparent": "garbage"}, "not a dict"):
+        SPANS.clear()
+        with SetWorkflowAttributes({"dbos.otelContext": poison}):
+            assert DBOS.start_workflow(wf).get_result() == "done"
+        assert one(wf.__qualname__).parent is None
+
+
+def test_logs_without_tracing_carry_the_workflow_id(dbos: type[DBOS], caplog: Any) -> None:
+    @DBOS.workflow()
+    def wf() -> None:
+        DBOS.logger.info("hello")
+
+    DBOS.launch()
+    with caplog.at_level(logging.INFO, logger="waypoint"), SetWorkflowID("log-1"):
+        wf()
+    (record,) = [r for r in caplog.records if r.getMessage() == "hello"]
+    assert record.operationUUID == "log-1"
+    assert not hasattr(record, "traceId")

@@ -32,7 +32,7 @@ from sqlalchemy.orm import sessionmaker
 
 from waypoint._api import appdb
 from waypoint._api.decorators import step_spec
-from waypoint._api.sql_session import sql_session_var
+from waypoint._api.sql_session import NotInTransactionError, sql_session_var
 from waypoint.core import calls
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import Call, Flow, Sleep, drive_async, drive_sync
@@ -287,7 +287,9 @@ class _Datasource:
         """The session of the datasource transaction running here."""
         session = sql_session_var.get()
         if session is None:
-            raise DBOSException("sql_session() must be called within a datasource transaction")
+            raise NotInTransactionError(
+                "sql_session() must be called within a datasource transaction"
+            )
         return session
 
     def _call(

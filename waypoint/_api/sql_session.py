@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from waypoint.error import DBOSException
+
 sql_session_var: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "waypoint_sql_session", default=None
 )
@@ -22,3 +24,8 @@ def bound_session(session: Any) -> Iterator[None]:
         yield
     finally:
         sql_session_var.reset(token)
+
+
+class NotInTransactionError(DBOSException, AssertionError):
+    """A transaction's session asked for outside any transaction. An ``AssertionError`` too,
+    as DBOS raises one there (its check is an ``assert``)."""

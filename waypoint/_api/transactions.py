@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar, cast
 
 from waypoint._api import decorators
 from waypoint._api.launch import ExtensionContext, register_extension
-from waypoint._api.sql_session import sql_session_var
+from waypoint._api.sql_session import NotInTransactionError, sql_session_var
 from waypoint.core.calls import call_workflow
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_sync
@@ -165,7 +165,7 @@ def sql_session() -> Any:
     """The SQLAlchemy ``Session`` of the ``@DBOS.transaction`` running here."""
     session = sql_session_var.get()
     if session is None or in_transaction() is None:
-        raise DBOSException("DBOS.sql_session is only available within a @DBOS.transaction")
+        raise NotInTransactionError("DBOS.sql_session is only available within a @DBOS.transaction")
     return session
 
 

@@ -326,8 +326,9 @@ class WaypointStorageFullError(WaypointStorageError):
     _code = DBOSErrorCode.StorageFull
 
 
-class WaypointPayloadError(DBOSException):
-    """A value could not be serialized (or deserialized) for the system database."""
+class WaypointPayloadError(DBOSException, TypeError):
+    """A value could not be serialized (or deserialized) for the system database. A
+    ``TypeError`` too: DBOS lets the serializer's ``TypeError`` through."""
 
     _code = DBOSErrorCode.PayloadError
 

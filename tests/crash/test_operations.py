@@ -289,7 +289,7 @@ def test_deactivated_executor_drains_and_dequeues_nothing(
 
     # Deactivated but alive: its health check answers, and it still dequeues nothing.
     health = get(d_port, "/dbos-healthz")
-    assert health.status == 200 and health.json() == {"status": "healthy"}
+    assert health.status == 200 and health.body == b"healthy"
     assert get(e_port, "/dbos-healthz").status == 200
     enqueue("q-last", 99)
     row = harness.wait_status(["q-last"], {"SUCCESS"}, timeout=15, watch=[d, e])["q-last"]
@@ -340,7 +340,7 @@ def test_health_check_follows_a_database_outage(
     port = admin_port(harness, w)
     healthy = get(port, "/dbos-healthz")
     assert healthy.status == 200, (healthy.status, healthy.body)
-    assert healthy.json() == {"status": "healthy"}
+    assert healthy.body == b"healthy"
 
     down: list[Reply] = []
     private_pg.stop("fast")
@@ -371,7 +371,7 @@ def test_health_check_follows_a_database_outage(
         return reply if reply.status == 200 else None
 
     reply = harness.wait_until("the health check to recover", recovered, 20, 0.2, watch=[w])
-    assert reply.json() == {"status": "healthy"}
+    assert reply.body == b"healthy"
     assert w.alive()
     assert json.loads(w.stdout_path.read_text().splitlines()[0])["pid"] == w.pid
     # The same process still does work after the outage.

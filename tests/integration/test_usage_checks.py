@@ -248,3 +248,49 @@ def test_create_async_returns_the_debouncer(dbos: type[DBOS]) -> None:
         return result
 
     assert asyncio.run(main()) == 7
+
+
+def test_errors_are_of_the_classes_dbos_raises(dbos: type[DBOS]) -> None:
+    async def validator(exc: BaseException) -> bool:
+        return True
+
+    with pytest.raises(DBOSException, match="Preemption is only supported for async steps"):
+
+        @DBOS.step(preemptible=True)
+        def preempt() -> None: ...
+
+    with pytest.raises(DBOSException, match="Step timeouts are only supported for async steps"):
+
+        @DBOS.step(timeout_seconds=1)
+        def timed() -> None: ...
+
+    for bad in (0, float("nan"), float("inf")):
+        with pytest.raises(DBOSException, match="must be positive and finite"):
+
+            @DBOS.step(timeout_seconds=bad)
+            async def never() -> None: ...
+
+    @DBOS.step(retries_allowed=True, max_attempts=2, interval_seconds=0, should_retry=validator)
+    def sync_step() -> str:
+        return "ran"
+
+    @DBOS.workflow()
+    def uses_it() -> str:
+        return sync_step()
+
+    @DBOS.step()
+    def unpicklable() -> Any:
+        return (x for x in [1])  # a generator
+
+    @DBOS.workflow()
+    def returns_it() -> None:
+        unpicklable()
+
+    DBOS.launch()
+    assert sync_step() == "ran"  # outside a workflow a step is a plain call
+    with pytest.raises(DBOSException, match="is sync but should_retry is async"):
+        uses_it()
+    with pytest.raises(TypeError):  # DBOS lets pickle's TypeError through
+        returns_it()
+    with pytest.raises(ValueError, match="at least one handle"):
+        DBOS.wait_first([])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Optional, TypeVar, cast
@@ -53,12 +54,24 @@ def step_spec(name: str, options: dict[str, Any], is_async: bool) -> StepSpec:
         raise ValueError(f"step {name}: max_attempts must be at least 1")
     if spec.interval_seconds < 0 or spec.backoff_rate <= 0:
         raise ValueError(f"step {name}: interval_seconds must be >= 0 and backoff_rate > 0")
-    if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
-        raise ValueError(f"step {name}: timeout_seconds must be positive")
-    if not is_async and (spec.preemptible or spec.timeout_seconds is not None):
-        raise ValueError(
-            f"step {name}: preemptible and timeout_seconds are only supported for async steps"
+    # DBOS's checks and wording (DBOSException, as DBOS raises).
+    if spec.preemptible and not is_async:
+        raise DBOSException(
+            f"Step {name} is sync but preemptible=True. Preemption is only supported for async "
+            "steps."
         )
+    timeout = spec.timeout_seconds
+    if timeout is not None:
+        if not is_async:
+            raise DBOSException(
+                f"Step {name} is sync but timeout_seconds is set. Step timeouts are only "
+                "supported for async steps."
+            )
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise DBOSException(
+                f"Step {name} has timeout_seconds={timeout}. Step timeouts must be positive "
+                "and finite."
+            )
     return spec
 
 

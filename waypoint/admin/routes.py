@@ -166,11 +166,11 @@ def routes(ops: Ops) -> RouteTable:
         problem = ops.run(fleet.health(ops))
         if problem is not None:
             return Response(503, {"status": "unhealthy", "error": problem})
-        return Response(200, {"status": "healthy"})
+        return Response(200, "healthy", content_type="text/plain")  # DBOS's plain text
 
     def deactivate(req: Request) -> Response:
         ops.run(fleet.deactivate(ops))
-        return Response(200, "deactivated")
+        return Response(200, "deactivated", content_type="text/plain")
 
     def queues_metadata(req: Request) -> Response:
         return Response(200, ops.run(queues.queues_metadata(ops)))

@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(411, "length_required", "chunked bodies are not accepted")
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
-            raise ApiError(411, "length_required", "a POST needs a Content-Length header")
+            return None  # neither length nor chunked: the request has no body (RFC 9112 6.3)
         if len(set(lengths)) > 1:
             raise ApiError(400, "bad_length", "conflicting Content-Length headers")
         raw_length = lengths[0].strip()

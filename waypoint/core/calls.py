@@ -135,10 +135,25 @@ def _step_scope() -> tuple[Optional[Engine], Optional[WorkflowRun]]:
     return run.runtime, run
 
 
+def _check_sync_step(run: Optional[WorkflowRun], spec: StepSpec, func: Callable[..., Any]) -> None:
+    """A sync step cannot await an async ``should_retry`` (DBOS refuses it as it runs)."""
+    if (
+        run is not None
+        and spec.should_retry is not None
+        and inspect.iscoroutinefunction(spec.should_retry)
+        and not inspect.iscoroutinefunction(func)
+    ):
+        raise DBOSException(
+            f"Step {spec.name} is sync but should_retry is async. Use an async step to pair "
+            "with an async validator."
+        )
+
+
 def call_step(entry: StepEntry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if current_step.get() is not None:
         return entry.func(*args, **kwargs)  # a step inside a step is a plain call
     rt, run = _step_scope()
+    _check_sync_step(run, entry.spec, entry.func)
     return drive_sync(step_flow(rt, run, entry.spec, entry.func, args, kwargs))
 
 
@@ -159,6 +174,7 @@ def run_step(
         return _complete(func(*args, **kwargs))
     if inspect.iscoroutinefunction(func):
         return _complete(drive_async(step_flow(rt, run, spec, func, args, kwargs)))
+    _check_sync_step(run, spec, func)
     return drive_sync(step_flow(rt, run, spec, func, args, kwargs))
 
 

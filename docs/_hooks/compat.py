@@ -71,7 +71,7 @@ GROUPS = {
 }
 
 # DBOS commands that Waypoint spells differently.
-COMMAND_ALIASES = {"workflow queue list": "queue list"}
+COMMAND_ALIASES: dict[str, str] = {}
 
 DBOS_COMMANDS = [  # `dbos --help` and `dbos workflow --help` of 2.31.1
     "version", "start", "init", "migrate", "reset", "rename-application", "workflow list",

@@ -607,3 +607,15 @@ def test_tables_fit_100_columns_with_whole_ids_and_local_times(
     created = next(r["created_at"] for r in raw if r["workflow_id"] == ids[1])
     assert any(line.split() == ["created_at", local(created)] for line in got), got
     assert any("local" in line for line in lines("executors"))
+
+    # The list filters DBOS's command has, and its `workflow queue list` spelling.
+    done = ["--status", "SUCCESS", "--json", *s]
+    queued = as_json(wp("queue", "list", *done))
+    assert {r["workflow_id"] for r in queued} == {ids[0], ids[2]}  # ids[1]'s child failed it
+    assert as_json(wp("workflow", "queue", "list", *done)) == queued
+    name = "a_workflow_whose_name_is_long_enough_to_wrap_in_a_table"
+    newest_first = as_json(wp("workflow", "list", "-n", name, "-d", "--json", *s))
+    assert [r["workflow_id"] for r in newest_first] == ids[::-1]
+    for flag in ("-a", "--application-name"):
+        assert len(as_json(wp("workflow", "list", flag, "waypoint-test", "--json", *s))) == 6
+        assert as_json(wp("queue", "list", flag, "elsewhere", *done)) == []

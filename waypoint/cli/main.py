@@ -51,6 +51,7 @@ workflow_app = typer.Typer(help="Inspect and control workflows.")
 queue_app = typer.Typer(help="Inspect queues.")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(queue_app, name="queue")
+workflow_app.add_typer(queue_app, name="queue")  # also where DBOS has it: workflow queue list
 
 
 @app.callback()
@@ -63,6 +64,14 @@ def _global_options(
 UrlOpt = typer.Option(None, "--sys-db-url", "-s", help="System database URL.")
 SchemaOpt = typer.Option("dbos", "--schema", help="System schema (PostgreSQL).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+# The list filters, as DBOS's `dbos workflow list` / `dbos workflow queue list` name them.
+OffsetOpt = typer.Option(None, "--offset", "-o", help="Skip this many workflows.")
+StatusOpt = typer.Option(None, "--status", "-S", help="Only this status (e.g. ERROR).")
+NameOpt = typer.Option(None, "--name", "-n", help="Only workflows of this function name.")
+StartOpt = typer.Option(None, "--start-time", "-t", help="Created at or after (ISO 8601).")
+EndOpt = typer.Option(None, "--end-time", "-e", help="Created at or before (ISO 8601).")
+AppNameOpt = typer.Option(None, "--application-name", "-a", help="Only this application's.")
+SortDescOpt = typer.Option(False, "--sort-desc", "-d", help="Newest first.")
 
 
 def _config_url() -> Optional[str]:
@@ -187,15 +196,18 @@ def gc(
 def workflow_list(
     sys_db_url: Optional[str] = UrlOpt,
     schema: str = SchemaOpt,
-    limit: int = typer.Option(10, "--limit", "-l"),
-    offset: Optional[int] = typer.Option(None, "--offset", "-o"),
-    status: Optional[str] = typer.Option(None, "--status", "-S"),
-    name: Optional[str] = typer.Option(None, "--name", "-n"),
-    user: Optional[str] = typer.Option(None, "--user", "-u"),
-    start_time: Optional[str] = typer.Option(None, "--start-time", "-t"),
-    end_time: Optional[str] = typer.Option(None, "--end-time", "-e"),
-    app_version: Optional[str] = typer.Option(None, "--application-version", "-v"),
-    sort_desc: bool = typer.Option(False, "--sort-desc", "-d"),
+    limit: int = typer.Option(10, "--limit", "-l", help="At most this many workflows."),
+    offset: Optional[int] = OffsetOpt,
+    status: Optional[str] = StatusOpt,
+    name: Optional[str] = NameOpt,
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Only this user's."),
+    start_time: Optional[str] = StartOpt,
+    end_time: Optional[str] = EndOpt,
+    app_version: Optional[str] = typer.Option(
+        None, "--application-version", "-v", help="Only this application version's."
+    ),
+    application_name: Optional[str] = AppNameOpt,
+    sort_desc: bool = SortDescOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """List workflows."""
@@ -209,6 +221,7 @@ def workflow_list(
         start_time=start_time,
         end_time=end_time,
         app_version=app_version,
+        application_name=application_name,
         limit=limit,
         offset=offset,
         sort_desc=sort_desc,
@@ -318,9 +331,15 @@ def executors(
 def queue_list(
     sys_db_url: Optional[str] = UrlOpt,
     schema: str = SchemaOpt,
-    queue_name: Optional[str] = typer.Option(None, "--queue-name", "-q"),
-    status: Optional[str] = typer.Option(None, "--status", "-S"),
-    limit: int = typer.Option(100, "--limit", "-l"),
+    queue_name: Optional[str] = typer.Option(None, "--queue-name", "-q", help="Only this queue."),
+    status: Optional[str] = StatusOpt,
+    name: Optional[str] = NameOpt,
+    start_time: Optional[str] = StartOpt,
+    end_time: Optional[str] = EndOpt,
+    application_name: Optional[str] = AppNameOpt,
+    limit: int = typer.Option(100, "--limit", "-l", help="At most this many workflows."),
+    offset: Optional[int] = OffsetOpt,
+    sort_desc: bool = SortDescOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """List queued (ENQUEUED, PENDING, DELAYED) workflows."""
@@ -330,7 +349,13 @@ def queue_list(
         workflows.list_queued_workflows,
         queue_name=queue_name,
         status=status,
+        name=name,
+        start_time=start_time,
+        end_time=end_time,
+        application_name=application_name,
         limit=limit,
+        offset=offset,
+        sort_desc=sort_desc,
         load_input=False,
         load_output=False,
     )

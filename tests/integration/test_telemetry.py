@@ -297,3 +297,55 @@ def test_logs_without_tracing_carry_the_workflow_id(dbos: type[DBOS], caplog: An
     (record,) = [r for r in caplog.records if r.getMessage() == "hello"]
     assert record.operationUUID == "log-1"
     assert not hasattr(record, "traceId")
+
+
+def test_request_spans_parent_the_workflows_they_start(traced: type[DBOS]) -> None:
+    import httpx
+    from fastapi import FastAPI
+    from flask import Flask
+
+    from tests.web_servers import serve_asgi, serve_wsgi
+
+    api, web = FastAPI(), Flask(__name__)
+    DBOS(config=DBOS._get()._config.raw, fastapi=api, flask=web)  # type: ignore[arg-type]
+
+    @DBOS.workflow()
+    def wf(x: int) -> int:
+        return x + 1
+
+    @api.get("/api/{x}")
+    def api_endpoint(x: int) -> int:
+        DBOS.set_authentication("ann", ["reader"])
+        return wf(x)
+
+    @web.get("/web/<int:x>")
+    def web_endpoint(x: int) -> str:
+        return str(DBOS.start_workflow(wf, x).get_result())
+
+    DBOS.launch()
+    with serve_wsgi(web) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/web/2").text == "3"
+    with serve_asgi(api) as url, httpx.Client(base_url=url) as http:  # destroys at shutdown
+        assert http.get("/api/1", headers={"x-request-id": "req-1"}).json() == 2
+
+    by_id = {span_id(s): s for s in SPANS.get_finished_spans()}
+
+    def ancestors(span: ReadableSpan) -> list[int]:
+        found = []
+        while span.parent is not None and span.parent.span_id in by_id:
+            found.append(span.parent.span_id)
+            span = by_id[span.parent.span_id]
+        return found
+
+    for path in ("/api/1", "/web/2"):
+        handler = one(path)
+        attrs = dict(handler.attributes or {})
+        assert attrs["operationType"] == "handler" and attrs["requestMethod"] == "GET"
+        assert attrs["responseCode"] == 200 and attrs["requestURL"].endswith(path)
+        # FastAPI may open spans of its own around the endpoint: the handler's span is an
+        # ancestor of the workflow's, not necessarily its parent.
+        (run,) = [s for s in named(wf.__qualname__) if span_id(handler) in ancestors(s)]
+        assert run.context is not None and handler.context is not None
+        assert run.context.trace_id == handler.context.trace_id
+    assert one("/web/2").parent is None
+    assert dict(one("/api/1").attributes or {})["requestID"] == "req-1"

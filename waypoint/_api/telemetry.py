@@ -15,10 +15,11 @@ process, Waypoint or DBOS, continues the trace that started it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from waypoint._api.context_managers import _StartOptionsBlock
@@ -30,6 +31,7 @@ from waypoint.core.context import (
 from waypoint.core.observe import ObservedRun, Observer, Watch
 from waypoint.core.runtime import Runtime
 from waypoint.core.settings import RuntimeConfig
+from waypoint.core.types import RequestInfo
 from waypoint.error import DBOSInitializationError
 
 if TYPE_CHECKING:
@@ -313,6 +315,49 @@ class TracingObserver(Observer):
 
     def wait(self, run: ObservedRun, name: str, function_id: int) -> Optional[Watch]:
         return self._child(run, name, None)
+
+
+# -- request spans (FastAPI, Flask) ------------------------------------------------------------
+
+
+def _no_response_code(code: int) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def handler_span(info: RequestInfo) -> Iterator[Callable[[int], None]]:
+    """A span for one HTTP request, current while it is handled (the workflows the handler
+    starts are its children); yields the setter of the response code."""
+    if dbos_tracer.disable_otlp:
+        yield _no_response_code
+        return
+    from opentelemetry import context, trace
+    from opentelemetry.trace import Status, StatusCode
+
+    attributes = {
+        "name": info.path,
+        "requestID": info.request_id,
+        "requestIP": info.client_ip,
+        "requestURL": info.url,
+        "requestMethod": info.method,
+        "operationType": "handler",
+    }
+    span = dbos_tracer.start_span(attributes)
+    token = context.attach(trace.set_span_in_context(span))
+
+    def respond(code: int) -> None:
+        span.set_attribute(dbos_tracer._resolve_attribute_name("responseCode"), code)
+
+    try:
+        yield respond
+    except BaseException as exc:
+        span.set_status(Status(StatusCode.ERROR, description=str(exc)))
+        raise
+    else:
+        span.set_status(Status(StatusCode.OK))
+    finally:
+        context.detach(token)
+        dbos_tracer.end_span(span)
 
 
 # -- logs -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 from waypoint._api.context_managers import SetWorkflowID
+from waypoint._api.telemetry import handler_span
 from waypoint.core.context import HandlerAuth, current_request, handler_auth
 from waypoint.core.types import RequestInfo
 from waypoint.error import DBOSException
@@ -32,8 +33,9 @@ def handling(
     url: str,
     path: str,
     client_ip: Optional[str],
-) -> Iterator[RequestInfo]:
-    """The scope of one request; ``header`` reads a request header by lower-case name."""
+) -> Iterator[Callable[[int], None]]:
+    """The scope of one request; ``header`` reads a request header by lower-case name.
+    Yields the function to call with the response's status code (for the request's span)."""
     info = RequestInfo(
         request_id=header(REQUEST_ID_HEADER) or str(uuid.uuid4()),
         method=method,
@@ -45,8 +47,8 @@ def handling(
     auth_token = handler_auth.set(HandlerAuth())
     try:
         key = header(IDEMPOTENCY_HEADER)
-        with SetWorkflowID(key) if key else contextlib.nullcontext():
-            yield info
+        with handler_span(info) as respond, SetWorkflowID(key) if key else contextlib.nullcontext():
+            yield respond
     finally:
         handler_auth.reset(auth_token)
         current_request.reset(token)

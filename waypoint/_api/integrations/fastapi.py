@@ -45,8 +45,14 @@ class WaypointMiddleware:
                 url=str(URL(scope=scope)),
                 path=str(scope.get("path", "")),
                 client_ip=client[0] if client else None,
-            ):
-                await self.app(scope, receive, send)
+            ) as respond:
+
+                async def sending(message: MutableMapping[str, Any]) -> None:
+                    if message["type"] == "http.response.start":
+                        respond(int(message["status"]))
+                    await send(message)
+
+                await self.app(scope, receive, sending)
         else:
             await self.app(scope, receive, send)
 

@@ -33,8 +33,13 @@ class WaypointWSGIMiddleware:
             url=request.url,
             path=request.path,
             client_ip=request.remote_addr,
-        ):
-            return self.app(environ, start_response)
+        ) as respond:
+
+            def starting(status: str, *args: Any) -> Any:
+                respond(int(status.split(" ", 1)[0]))
+                return start_response(status, *args)
+
+            return self.app(environ, starting)
 
 
 def install_flask(app: Any) -> None:

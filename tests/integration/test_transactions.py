@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tests.conftest import pg_url
 from waypoint import DBOS, DBOSConfiguredInstance, Queue, SetWorkflowID
@@ -632,3 +633,33 @@ def test_committing_inside_a_transaction_is_an_error(txn_dbos: type[DBOS]) -> No
         with SetWorkflowID("commits"), pytest.raises(InvalidRequestError, match="closed"):
             commits()
     assert runs == 1
+
+
+def test_orm_objects_in_a_transaction(txn_dbos: type[DBOS], app_url: str) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Greeting(Base):
+        __tablename__ = "greetings"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+        name: Mapped[str] = mapped_column(nullable=False)
+
+    @DBOS.transaction()
+    def greet(name: str) -> str:
+        DBOS.sql_session.add(Greeting(name=name))  # flushed before the query and the record
+        count = DBOS.sql_session.scalar(
+            sa.select(sa.func.count()).select_from(Greeting).where(Greeting.name == name)
+        )
+        return f"{name}{count}"
+
+    DBOS.launch()
+    engine = app_engine(app_url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    assert greet("alice") == "alice1"
+    assert greet("alice") == "alice2"
+    with SetWorkflowID("orm-1"):
+        assert greet("alice") == "alice3"
+    with SetWorkflowID("orm-1"):
+        assert greet("alice") == "alice3"
+    assert query(app_url, "SELECT count(*) FROM greetings") == [(3,)]

@@ -61,6 +61,7 @@ LEGACY_TO_SEMCONV: dict[str, str] = {
     "responseCode": "dbos.response.status_code",
 }
 
+_LEGACY_TO_SEMCONV = LEGACY_TO_SEMCONV  # DBOS's name for it
 TRACER_NAME = "dbos-tracer"
 
 

@@ -1,0 +1,65 @@
+"""A worker exporting its traces over OTLP/HTTP, for tests/crash/test_otel_crash.py.
+
+Usage: python otel_app.py DB_URL OTLP_TRACES_URL MODE WORKDIR [WORKFLOW_ID]
+
+``first``: launches and runs what it dequeues; the workflow's second step writes
+``in-step-two`` into WORKDIR and blocks there until the process is SIGKILLed.
+``second``: launches with the same executor ID (so it recovers the killed run), waits for
+WORKFLOW_ID's result, flushes its spans and prints ``{"result": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from waypoint import DBOS, Queue
+
+db_url, endpoint, mode, workdir = sys.argv[1:5]
+work = Path(workdir)
+
+DBOS(
+    config={
+        "name": "otel-crash",
+        "system_database_url": db_url,
+        "enable_otlp": True,
+        "otlp_traces_endpoints": [endpoint],
+        "executor_id": "otel-executor",
+        "application_version": "otel-v1",
+    }
+)
+queue = Queue("otelq")
+
+
+@DBOS.step()
+def step_one() -> int:
+    return 1
+
+
+@DBOS.step()
+def step_two(x: int) -> int:
+    if mode == "first":
+        (work / "in-step-two").write_text(str(os.getpid()))
+        time.sleep(600)  # SIGKILLed here
+    return x + 1
+
+
+@DBOS.workflow()
+def traced(n: int) -> int:
+    return step_two(step_one() + n)
+
+
+DBOS.launch()
+(work / f"{mode}-launched").write_text(str(os.getpid()))
+if mode == "second":
+    from opentelemetry import trace
+
+    result = DBOS.retrieve_workflow(sys.argv[5]).get_result()
+    trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+    print(json.dumps({"result": result}))
+    DBOS.destroy()
+else:
+    time.sleep(600)

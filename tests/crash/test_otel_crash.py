@@ -1,0 +1,198 @@
+"""One trace across a client, a SIGKILLed worker and the worker that recovers its run: spans
+exported over OTLP/HTTP to a receiver this test serves on loopback, decoded with
+opentelemetry-proto, and checked for their trace and parents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from tests.crash.harness import Proc
+from waypoint import DBOSClient
+
+APP = Path(__file__).with_name("otel_app.py")
+REPO = APP.parents[2]
+
+
+@dataclass(frozen=True)
+class Received:
+    service: str
+    name: str
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    attributes: dict[str, Any]
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver: keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[Received] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                with receiver.lock:
+                    for rs in request.resource_spans:
+                        res = {a.key: a.value.string_value for a in rs.resource.attributes}
+                        for ss in rs.scope_spans:
+                            for s in ss.spans:
+                                receiver.spans.append(
+                                    Received(
+                                        res.get("service.name", ""),
+                                        s.name,
+                                        s.trace_id,
+                                        s.span_id,
+                                        s.parent_span_id,
+                                        {a.key: _value(a.value) for a in s.attributes},
+                                    )
+                                )
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def named(self, name: str) -> list[Received]:
+        with self.lock:
+            return [s for s in self.spans if s.name == name]
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield r
+    finally:
+        r.server.shutdown()
+        r.server.server_close()
+
+
+def spawn(procs: list[Proc], tmp: Path, db_url: str, endpoint: str, mode: str, *args: str) -> Proc:
+    out, err = tmp / f"{mode}.stdout", tmp / f"{mode}.stderr"
+    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OTEL_BSP_SCHEDULE_DELAY": "20"}
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        popen = subprocess.Popen(
+            [sys.executable, str(APP), db_url, endpoint, mode, str(tmp), *args],
+            stdout=fo,
+            stderr=fe,
+            stdin=subprocess.DEVNULL,
+            env={**_base_env(), **env},
+        )
+    proc = Proc(mode, popen, out, err, time.time())
+    procs.append(proc)
+    return proc
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DBOS__", "OTEL_"))}
+
+
+def wait_for(what: str, predicate: Any, procs: list[Proc]) -> Any:
+    deadline = time.monotonic() + 60  # a guard against a hang, not a timed assertion
+    while True:
+        value = predicate()
+        if value:
+            return value
+        for p in procs:
+            if not p.alive() and p.popen.returncode != 0:
+                raise AssertionError(f"{p.name} died waiting for {what}:\n{p.diagnostics()}")
+        if time.monotonic() > deadline:
+            diag = "\n".join(p.diagnostics() for p in procs)
+            raise AssertionError(f"no {what}\n{diag}")
+        time.sleep(0.02)
+
+
+def test_one_trace_across_a_client_a_crash_and_a_recovery(
+    crash_db_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    procs: list[Proc] = []
+    try:
+        first = spawn(procs, tmp_path, crash_db_url, receiver.url, "first")
+        wait_for("launch", (tmp_path / "first-launched").exists, procs)
+
+        # The client's own span, exported to the same receiver, is the trace's root.
+        provider = TracerProvider(resource=Resource.create({"service.name": "client"}))
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=receiver.url)))
+        client = DBOSClient(system_database_url=crash_db_url)
+        try:
+            with provider.get_tracer("test").start_as_current_span("client-enqueue") as root:
+                handle = client.enqueue(
+                    {
+                        "queue_name": "otelq",
+                        "workflow_name": "traced",
+                        "otel_context": otel_context.get_current(),
+                    },
+                    10,
+                )
+        finally:
+            client.destroy()
+            provider.shutdown()
+        wfid = handle.workflow_id
+
+        wait_for("step two", (tmp_path / "in-step-two").exists, procs)
+        wait_for("the first step's span", lambda: receiver.named("step_one"), procs)
+        first.sigkill()
+
+        second = spawn(procs, tmp_path, crash_db_url, receiver.url, "second", wfid)
+        assert second.wait_exit(60) == {"result": 12}
+    finally:
+        for p in procs:
+            p.reap()
+
+    trace_id = root.get_span_context().trace_id.to_bytes(16, "big")
+    root_id = root.get_span_context().span_id.to_bytes(8, "big")
+    (client_span,) = receiver.named("client-enqueue")
+    runs = receiver.named("traced")
+    (one,) = receiver.named("step_one")
+    (two,) = receiver.named("step_two")
+    # The killed run's workflow span never ended, so it was never exported: one run span,
+    # the recovered one's; both runs (their steps) are in the client's trace.
+    (run,) = runs
+    for span in (client_span, run, one, two):
+        assert span.trace_id == trace_id, span.name
+    assert run.parent_span_id == root_id
+    assert run.service == one.service == "otel-crash"
+    assert run.attributes["operationUUID"] == wfid
+    assert run.attributes["queueName"] == "otelq"
+    assert run.attributes["executorID"] == "otel-executor"
+    assert two.parent_span_id == run.span_id
+    # The first step ran in the killed process, under that run's (unexported) span.
+    assert one.parent_span_id not in (b"", root_id, run.span_id)
+    assert one.attributes["operationUUID"] == two.attributes["operationUUID"] == wfid

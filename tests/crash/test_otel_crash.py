@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -44,16 +48,26 @@ class Received:
 
 
 class Receiver:
-    """An OTLP/HTTP trace receiver: keeps every span it is sent."""
+    """An OTLP/HTTP receiver: keeps every span and log record it is sent."""
 
     def __init__(self) -> None:
         self.spans: list[Received] = []
+        self.logs: list[Any] = []  # LogRecord messages
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/logs":
+                    logs = ExportLogsServiceRequest.FromString(body)
+                    with receiver.lock:
+                        receiver.logs.extend(
+                            r for rl in logs.resource_logs for sl in rl.scope_logs
+                            for r in sl.log_records
+                        )  # fmt: skip
+                    self._reply(ExportLogsServiceResponse().SerializeToString())
+                    return
                 request = ExportTraceServiceRequest.FromString(body)
                 with receiver.lock:
                     for rs in request.resource_spans:
@@ -70,7 +84,9 @@ class Receiver:
                                         {a.key: _value(a.value) for a in s.attributes},
                                     )
                                 )
-                reply = ExportTraceServiceResponse().SerializeToString()
+                self._reply(ExportTraceServiceResponse().SerializeToString())
+
+            def _reply(self, reply: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
@@ -196,3 +212,9 @@ def test_one_trace_across_a_client_a_crash_and_a_recovery(
     # The first step ran in the killed process, under that run's (unexported) span.
     assert one.parent_span_id not in (b"", root_id, run.span_id)
     assert one.attributes["operationUUID"] == two.attributes["operationUUID"] == wfid
+
+    # The recovered step's log record went to the logs endpoint, inside the step's span.
+    (log,) = [r for r in receiver.logs if r.body.string_value == "step two runs"]
+    assert log.trace_id == trace_id and log.span_id == two.span_id
+    attrs = {a.key: _value(a.value) for a in log.attributes}
+    assert attrs["operationUUID"] == wfid and attrs["executorID"] == "otel-executor"

@@ -349,3 +349,39 @@ def test_request_spans_parent_the_workflows_they_start(traced: type[DBOS]) -> No
         assert run.context.trace_id == handler.context.trace_id
     assert one("/web/2").parent is None
     assert dict(one("/api/1").attributes or {})["requestID"] == "req-1"
+
+
+def test_transaction_and_child_workflow_spans(config: dict[str, Any], tmp_path: Any) -> None:
+    import sqlalchemy as sa
+
+    app_url = f"sqlite:///{tmp_path}/app.sqlite"
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "enable_otlp": True, "application_database_url": app_url})  # type: ignore[typeddict-item]
+    try:
+
+        @DBOS.transaction()
+        def read() -> int:
+            return int(DBOS.sql_session.execute(sa.text("SELECT 41")).scalar_one())
+
+        @DBOS.workflow()
+        def child() -> int:
+            return read() + 1
+
+        @DBOS.workflow()
+        def parent() -> int:
+            inline = child()
+            return inline + DBOS.start_workflow(child).get_result()
+
+        DBOS.launch()
+        SPANS.clear()
+        with SetWorkflowID("par-1"):
+            assert parent() == 84
+        root = one(parent.__qualname__)
+        children = named(child.__qualname__)
+        assert len(children) == 2 and all(parent_of(c) == span_id(root) for c in children)
+        txns = named(read.__qualname__)
+        assert {parent_of(t) for t in txns} == {span_id(c) for c in children}
+        assert all((t.attributes or {})["operationType"] == "transaction" for t in txns)
+        assert {(c.attributes or {})["operationUUID"] for c in children} == {"par-1-1", "par-1-3"}
+    finally:
+        DBOS.destroy(destroy_registry=True)

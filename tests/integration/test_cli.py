@@ -575,8 +575,29 @@ def test_tables_fit_100_columns_with_whole_ids_and_local_times(
     env = {"COLUMNS": "100", "TZ": zone}
     s = ["-s", db_url]
 
-    def lines(*args: str) -> list[str]:
-        out = ok(wp(*args, *s, env=env)).splitlines()
+    name = "a_workflow_whose_name_is_long_enough_to_wrap_in_a_table"
+    done = ["--status", "SUCCESS", "--json"]
+    commands: dict[str, list[str]] = {
+        "list": ["workflow", "list", "-l", "20"],
+        "list json": ["workflow", "list", "-l", "20", "--json"],
+        "queue": ["queue", "list"],
+        "get": ["workflow", "get", ids[1]],
+        "executors": ["executors"],
+        # the list filters DBOS's command has, and its `workflow queue list` spelling
+        "done": ["queue", "list", *done],
+        "done as dbos": ["workflow", "queue", "list", *done],
+        "newest first": ["workflow", "list", "-n", name, "-d", "--json"],
+        "-a": ["workflow", "list", "-a", "waypoint-test", "--json"],
+        "--application-name": ["queue", "list", "--application-name", "elsewhere", *done],
+    }
+    for wfid in ids:
+        commands[f"steps {wfid}"] = ["workflow", "steps", wfid]
+        commands[f"steps json {wfid}"] = ["workflow", "steps", wfid, "--json"]
+    with ThreadPoolExecutor(4) as pool:
+        procs = dict(zip(commands, pool.map(lambda a: wp(*a, *s, env=env), commands.values())))
+
+    def lines(command: str) -> list[str]:
+        out = ok(procs[command]).splitlines()
         too_wide = [line for line in out if len(line) > 100]
         assert too_wide == [], too_wide
         return out
@@ -585,8 +606,8 @@ def test_tables_fit_100_columns_with_whole_ids_and_local_times(
         moment = datetime.fromtimestamp(epoch_ms / 1000, ZoneInfo(zone))
         return moment.isoformat(timespec="seconds")
 
-    listed = lines("workflow", "list", "-l", "20")
-    raw = as_json(wp("workflow", "list", "-l", "20", "--json", *s, env=env))
+    listed = lines("list")
+    raw = as_json(procs["list json"])
     assert {r["workflow_id"] for r in raw} == {*ids, *children}
     for r in raw:
         assert isinstance(r["created_at"], int)  # --json: the stored value
@@ -595,27 +616,20 @@ def test_tables_fit_100_columns_with_whole_ids_and_local_times(
     assert sum("table-q" in line for line in listed) == 3
 
     for wfid, child_id in zip(ids, children):
-        steps = lines("workflow", "steps", wfid)
+        steps = lines(f"steps {wfid}")
         assert any(child_id in line for line in steps), steps
-        raw_steps = as_json(wp("workflow", "steps", wfid, "--json", *s, env=env))
-        started = raw_steps[0]["started_at_epoch_ms"]
+        started = as_json(procs[f"steps json {wfid}"])[0]["started_at_epoch_ms"]
         assert isinstance(started, int) and local(started) in "\n".join(steps)
-    queued = lines("queue", "list")
-    assert all("2026" not in line or "+05:30" in line for line in queued)
-    got = lines("workflow", "get", ids[1])
+    assert all("2026" not in line or "+05:30" in line for line in lines("queue"))
+    got = lines("get")
     assert any(line.split()[:2] == ["workflow_id", ids[1]] for line in got)
     created = next(r["created_at"] for r in raw if r["workflow_id"] == ids[1])
     assert any(line.split() == ["created_at", local(created)] for line in got), got
     assert any("local" in line for line in lines("executors"))
 
-    # The list filters DBOS's command has, and its `workflow queue list` spelling.
-    done = ["--status", "SUCCESS", "--json", *s]
-    queued = as_json(wp("queue", "list", *done))
+    queued = as_json(procs["done"])
     assert {r["workflow_id"] for r in queued} == {ids[0], ids[2]}  # ids[1]'s child failed it
-    assert as_json(wp("workflow", "queue", "list", *done)) == queued
-    name = "a_workflow_whose_name_is_long_enough_to_wrap_in_a_table"
-    newest_first = as_json(wp("workflow", "list", "-n", name, "-d", "--json", *s))
-    assert [r["workflow_id"] for r in newest_first] == ids[::-1]
-    for flag in ("-a", "--application-name"):
-        assert len(as_json(wp("workflow", "list", flag, "waypoint-test", "--json", *s))) == 6
-        assert as_json(wp("queue", "list", flag, "elsewhere", *done)) == []
+    assert as_json(procs["done as dbos"]) == queued
+    assert [r["workflow_id"] for r in as_json(procs["newest first"])] == ids[::-1]
+    assert len(as_json(procs["-a"])) == 6
+    assert as_json(procs["--application-name"]) == []

@@ -1,7 +1,8 @@
-"""@DBOS.transaction across implementations: a worker of one side is SIGKILLed after a
-transaction committed in the application database and before its system checkpoint; a
-worker of the other side recovers the workflow, finds the output the first one recorded in
-``transaction_outputs`` and does not apply the transaction again."""
+"""@DBOS.transaction and datasource steps across implementations: a worker of one side is
+SIGKILLed after a transaction committed in the application database and before its system
+checkpoint; a worker of the other side recovers the workflow, finds the output the first one
+recorded (``transaction_outputs`` or ``datasource_outputs``) and does not apply the
+transaction again."""
 
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ def app_query(url: str, statement: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-def spawn(h: Interop, impl: str, app_url: str, mode: str, wfid: str, hold: int = 0) -> Proc:
+def spawn(
+    h: Interop, impl: str, app_url: str, mode: str, wfid: str, kind: str, hold: int = 0
+) -> Proc:
     cmd = [h.python(impl), str(WORKER), impl, h.db_url, app_url, str(h.workdir), mode, wfid]
-    env = h.env()
+    env = {**h.env(), "INTEROP_TXN_KIND": kind}
     if hold:
         env["INTEROP_TXN_HOLD"] = str(hold)
     name = f"p{len(h.procs) + 1}-{impl}-txn-{mode}"
@@ -71,28 +74,29 @@ def spawn(h: Interop, impl: str, app_url: str, mode: str, wfid: str, hold: int =
     return proc
 
 
+@pytest.mark.parametrize("kind,name", [("transaction", "post"), ("datasource", "post_ds")])
 @pytest.mark.parametrize("first,second", [("dbos", "waypoint"), ("waypoint", "dbos")])
 def test_a_committed_transaction_is_not_applied_again_by_the_other_side(
-    interop: Interop, app_url: str, first: str, second: str
+    interop: Interop, app_url: str, first: str, second: str, kind: str, name: str
 ) -> None:
-    wfid = f"txn-{first}-then-{second}-{interop.backend}"
+    wfid = f"{kind}-{first}-then-{second}-{interop.backend}"
     marker = interop.workdir / "committed-2"
-    p1 = spawn(interop, first, app_url, "start", wfid, hold=2)
+    p1 = spawn(interop, first, app_url, "start", wfid, kind, hold=2)
     interop.wait_until("transaction 2 to commit", marker.exists, timeout=60, watch=[p1])
     interop.kill(p1)
     ledger = app_query(app_url, "SELECT step, pid FROM ledger ORDER BY step")
     assert ledger == [(1, p1.pid), (2, p1.pid)]
     assert [fid for fid, _, _ in interop.steps(wfid)] == [1]  # 2 committed, not checkpointed
 
-    p2 = spawn(interop, second, app_url, "wait", wfid)
+    p2 = spawn(interop, second, app_url, "wait", wfid, kind)
     result = p2.wait_exit(60)["result"]
     ledger = app_query(app_url, "SELECT step, token, pid FROM ledger ORDER BY step")
     assert [s for s, _, _ in ledger] == [1, 2, 3], f"a transaction ran twice: {ledger}"
     assert [t for _, t, _ in ledger] == result
     assert [pid for _, _, pid in ledger] == [p1.pid, p1.pid, p2.pid]
     assert result[1].startswith(f"{first}-") and result[2].startswith(f"{second}-")
-    assert [(fid, name) for fid, name, _ in interop.steps(wfid)] == [
-        (1, "post"),
-        (2, "post"),
-        (3, "post"),
+    assert [(fid, step) for fid, step, _ in interop.steps(wfid)] == [
+        (1, name),
+        (2, name),
+        (3, name),
     ]

@@ -19,6 +19,7 @@ Switches come from the environment, never from inputs (inputs are checkpointed):
     INTEROP_BLOCK_STEP   the step of ``three_steps`` whose body hangs after its 'start' row
     DBOS__VMID           the executor ID (the same on both sides, so recovery takes the work)
     DBOS__APPVERSION     the application version (the same on both sides)
+    INTEROP_EVERY_SECOND "1": a workflow scheduled every second (``every_second``)
 
 Output: one JSON line, {"pid": ..., "results": {wfid: {"ok": value} | {"error": name}},
 "events": {wfid: {key: value}}}.
@@ -133,6 +134,14 @@ def streamer(count: int) -> int:
 @DBOS.workflow()
 def ticked(at: Any, context: Any) -> str:
     return f"tick:{context}"
+
+
+if os.environ.get("INTEROP_EVERY_SECOND") == "1":
+
+    @DBOS.scheduled("* * * * * *")
+    @DBOS.workflow()
+    def every_second(scheduled: Any, actual: Any) -> None:
+        LEDGER.event(f"tick:{scheduled.isoformat()}")
 
 
 def features(prefix: str) -> dict[str, Any]:

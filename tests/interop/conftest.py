@@ -3,7 +3,7 @@ runs tests/interop/app.py under either implementation on one fresh system databa
 
 The venv lives in ``.interop-venv`` at the repository root and is built on first use
 (``python -m venv`` + ``pip install dbos==2.31.1``), then reused while it holds that version.
-``WAYPOINT_INTEROP_VENV`` points at another one. The tier takes about three minutes, so it
+``WAYPOINT_INTEROP_VENV`` points at another one. The tier takes three to four minutes, so it
 runs only with ``WAYPOINT_TEST_INTEROP=1`` (``scripts/test.sh --interop`` sets it).
 """
 
@@ -86,6 +86,8 @@ class Interop(CrashHarness):
     def python(self, impl: str) -> str:
         return str(self.dbos_bin / "python") if impl == "dbos" else sys.executable
 
+    every_second = False  # the workers schedule ``every_second``
+
     def env(self, block_step: Optional[int] = None) -> dict[str, str]:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("DBOS", "INTEROP_", "CRASH_"))
@@ -98,6 +100,8 @@ class Interop(CrashHarness):
         )
         if block_step is not None:
             env["INTEROP_BLOCK_STEP"] = str(block_step)
+        if self.every_second:
+            env["INTEROP_EVERY_SECOND"] = "1"
         return env
 
     def spawn_as(self, impl: str, mode: str, *args: str, block_step: Optional[int] = None) -> Proc:

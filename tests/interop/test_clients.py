@@ -4,6 +4,7 @@ database Waypoint created, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import psycopg
@@ -65,6 +66,12 @@ def test_the_dbos_cli_on_a_waypoint_database(interop: Interop) -> None:
     assert interop.dbos_cli("workflow", "resume", parked).returncode == 0
     assert interop.status(parked) == "ENQUEUED"
 
+    # DBOS's migrate finds the schema current and changes nothing.
+    migrated = interop.dbos_cli("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    table = "dbos_migrations" if interop.backend == "sqlite" else "dbos.dbos_migrations"
+    assert interop._query(f"SELECT version FROM {table}") == [(108,)]
+
 
 @pytest.mark.parametrize("worker", ["dbos", "waypoint"])
 def test_a_workflow_enqueued_from_sql_runs_on_either_side(interop: Interop, worker: str) -> None:
@@ -87,3 +94,32 @@ def test_a_workflow_enqueued_from_sql_runs_on_either_side(interop: Interop, work
         ("sql-1",),
     )
     assert row[0] == "SUCCESS" and decode(row[1], row[2]) == "sql:hi"
+
+
+def test_a_mixed_fleet_fires_each_schedule_slot_once(interop: Interop) -> None:
+    """A DBOS and a Waypoint process serve one every-second schedule: both name a slot's
+    workflow alike (sched-<name>-<ISO time>), so each slot runs once across the two."""
+    interop.every_second = True
+    workers = [interop.serve(impl) for impl in ("dbos", "waypoint")]
+
+    def fired() -> list[tuple[str, str]]:
+        rows = interop._query(
+            "SELECT workflow_uuid, status FROM {workflow_status} WHERE name = %s",
+            ("every_second",),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    interop.wait_until(
+        "six slots to run", lambda: len([r for r in fired() if r[1] == "SUCCESS"]) >= 6,
+        timeout=60, watch=workers,
+    )  # fmt: skip
+    interop.kill(*workers)
+    slots = [re.sub(r"^sched-.*?-(\d{4}-)", r"\1", wfid) for wfid, _ in fired()]
+    assert all(wfid.startswith("sched-") for wfid, _ in fired())
+    assert len(set(slots)) == len(slots), sorted(fired())
+    ran: dict[str, int] = {}
+    for pid in (w.pid for w in workers):
+        for event in interop.process_events(pid):
+            if event.startswith("tick:"):
+                ran[event] = ran.get(event, 0) + 1
+    assert ran and set(ran.values()) == {1}, ran

@@ -271,12 +271,12 @@ class _Datasource:
 
     def _step(
         self, options: Optional[DatasourceOptions], func: Callable[..., Any]
-    ) -> tuple[Optional[Any], str, str]:
-        """The step spec (None outside a workflow body), name and isolation level."""
+    ) -> tuple[Optional[Any], str]:
+        """The step spec (None outside a workflow body) and the isolation level."""
         name, level = _options(options, func)
         if current_run.get() is None or current_step.get() is not None:
-            return None, name, level
-        return step_spec(name, {}, self.is_async), name, level
+            return None, level
+        return step_spec(name, {}, self.is_async), level
 
     def _key(self) -> tuple[str, int]:
         run, step = current_run.get(), current_step.get()
@@ -392,7 +392,7 @@ class SQLAlchemyDatasource(_Datasource):
                 f"Function {getattr(func, '__qualname__', func)} is a coroutine; use "
                 "AsyncSQLAlchemyDatasource.run_tx_step_async instead"
             )
-        spec, _name, level = self._step(ds_options, func)
+        spec, level = self._step(ds_options, func)
         if spec is None:
             return drive_sync(self._transaction_flow(level, func, args, kwargs, None))
 
@@ -469,7 +469,7 @@ class AsyncSQLAlchemyDatasource(_Datasource):
                 f"Function {getattr(func, '__qualname__', func)} must be a coroutine function "
                 "for AsyncSQLAlchemyDatasource"
             )
-        spec, _name, level = self._step(ds_options, func)
+        spec, level = self._step(ds_options, func)
         if spec is None:
             return await drive_async(self._transaction_flow(level, func, args, kwargs, None))
 

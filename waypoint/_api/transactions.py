@@ -27,6 +27,7 @@ from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.roles import authorized, rule_for
 from waypoint.core.services import Periodic, Service
 from waypoint.core.settings import RuntimeConfig
+from waypoint.core.storage_errors import StoreClosed
 from waypoint.core.transactions import check_isolation_level, in_transaction, transaction_flow
 from waypoint.error import (
     DBOSConflictingRegistrationError,
@@ -137,7 +138,9 @@ class _OutputsRetention:
         self.ops = ctx.ops
         self.max_age = ctx.config.retention_max_age_sec
         every = ctx.config.retention_interval_sec
-        self._ticker = Periodic(self.name, every, self.tick, first_after=min(10.0, every))
+        self._ticker = Periodic(
+            self.name, every, self.tick, stop_on=(StoreClosed,), first_after=min(10.0, every)
+        )
 
     def start(self) -> None:
         self._ticker.start()

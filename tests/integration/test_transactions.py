@@ -663,3 +663,34 @@ def test_orm_objects_in_a_transaction(txn_dbos: type[DBOS], app_url: str) -> Non
     with SetWorkflowID("orm-1"):
         assert greet("alice") == "alice3"
     assert query(app_url, "SELECT count(*) FROM greetings") == [(3,)]
+
+
+def test_retriable_and_other_database_errors(txn_dbos: type[DBOS], backend: str) -> None:
+    """A serialization failure reported by the driver is retried however the body raised it;
+    any other database error fails the transaction at once with the driver's error."""
+    from psycopg.errors import SerializationFailure
+    from sqlalchemy.exc import OperationalError
+
+    failures = 0
+
+    @DBOS.transaction()
+    def flaky(times: int) -> int:
+        nonlocal failures
+        if failures < times:
+            failures += 1
+            raise OperationalError("serialization test", {}, SerializationFailure())
+        return times
+
+    @DBOS.transaction()
+    def broken() -> None:
+        DBOS.sql_session.execute(sa.text("selct abc from c"))
+
+    DBOS.launch()
+    assert flaky(5) == 5
+    assert failures == 5
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        broken()
+    if backend == "postgres":
+        assert getattr(caught.value.orig, "sqlstate", None) == "42601"
+    else:
+        assert "syntax error" in str(caught.value.orig)

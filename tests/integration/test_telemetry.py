@@ -203,6 +203,7 @@ def test_bad_telemetry_settings_are_refused(config: dict[str, Any]) -> None:
         {"otel_attribute_format": "camel"},
         {"otlp_attributes": {"a": 1}},
         {"otlp_traces_endpoints": "http://x"},
+        {"otlp_log_level": "LOUD"},
     ):
         with pytest.raises(DBOSInitializationError):
             DBOS(config={**config, "enable_otlp": True, **bad})  # type: ignore[typeddict-item]
@@ -385,3 +386,50 @@ def test_transaction_and_child_workflow_spans(config: dict[str, Any], tmp_path: 
         assert {(c.attributes or {})["operationUUID"] for c in children} == {"par-1-1", "par-1-3"}
     finally:
         DBOS.destroy(destroy_registry=True)
+
+
+WITHOUT_OTEL = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, Block())
+from waypoint import DBOS, PropagateOtelContext
+from waypoint.error import DBOSInitializationError
+
+url = sys.argv[1]
+try:
+    DBOS(config={"name": "no-otel", "system_database_url": url, "enable_otlp": True})
+except DBOSInitializationError as exc:
+    assert "waypoint-workflows[otel]" in str(exc), exc
+else:
+    raise AssertionError("enable_otlp without OpenTelemetry was accepted")
+DBOS.destroy(destroy_registry=True)
+DBOS(config={"name": "no-otel", "system_database_url": url})
+
+@DBOS.workflow()
+def wf():
+    DBOS.logger.info("logged")
+    return DBOS.span
+
+DBOS.launch()
+with PropagateOtelContext():
+    assert DBOS.start_workflow(wf).get_result() is None
+assert not any(m.startswith("opentelemetry") for m in sys.modules)
+DBOS.destroy()
+print("OK")
+"""
+
+
+def test_without_opentelemetry_installed(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/no-otel.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OTEL, url], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr

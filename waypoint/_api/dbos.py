@@ -81,10 +81,10 @@ class DBOS(SharedOperations):
             logger.warning("DBOS was already launched; the new config is ignored")
             return
         self._config: RuntimeConfig = resolve(config)
+        telemetry.configure(self._config)
         self._runtime: Optional[Runtime] = None
         self._initialized = True
         _configure_logging(self._config.log_level)
-        telemetry.configure(self._config)
         if fastapi is not None or flask is not None:
             from waypoint._api.integrations import install
 

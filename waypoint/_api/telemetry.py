@@ -419,6 +419,11 @@ def configure(config: RuntimeConfig) -> None:
         raise DBOSInitializationError(
             f"config otlp_attributes must map strings to strings, got {attributes!r}"
         )
+    level = raw.get("otlp_log_level")
+    if level is not None and not isinstance(logging.getLevelName(str(level).upper()), int):
+        raise DBOSInitializationError(
+            f"config otlp_log_level must be a logging level name, got {level!r}"
+        )
     traces = _string_list(raw, "otlp_traces_endpoints")
     logs = _string_list(raw, "otlp_logs_endpoints")
     enabled = bool(raw.get("enable_otlp", False))
@@ -438,7 +443,7 @@ def configure(config: RuntimeConfig) -> None:
         return
     try:
         _setup_traces(config.name, traces)
-        _setup_logs(config.name, logs, raw.get("otlp_log_level"))
+        _setup_logs(config.name, logs, level)
     except ImportError as exc:
         raise DBOSInitializationError(
             f"enable_otlp needs OpenTelemetry ({exc}): pip install 'waypoint-workflows[otel]'"

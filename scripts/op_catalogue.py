@@ -29,6 +29,12 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--impl", choices=["dbos", "waypoint"], required=True)
 parser.add_argument("--db", required=True, help="system database URL (fresh)")
 parser.add_argument("--only", default="", help="comma-separated workflow kinds to run")
+parser.add_argument(
+    "--fork-all",
+    action="store_true",
+    help="instead: fork every finished top-level catalogue workflow of --db (written by either "
+    "implementation) past its last step, so its whole history replays, and compare results",
+)
 opts = parser.parse_args()
 
 lib: Any = importlib.import_module(opts.impl)
@@ -273,6 +279,66 @@ def w_fails() -> None:
     raise KeyError("workflow fails")
 
 
+@DBOS.step()
+def step_with_side_effects(dest: str) -> None:
+    DBOS.set_event("from-step", 1)
+    DBOS.write_stream("step-stream", "v")
+    DBOS.send(dest, "from-step", topic="st")
+
+
+@DBOS.step(timeout_seconds=0.05)
+async def timing_out_step() -> None:
+    await asyncio.sleep(1)
+
+
+@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0, should_retry=lambda e: False)
+def declined_step() -> None:
+    raise ValueError("declined")
+
+
+@DBOS.workflow()
+async def w_async_ops(other: str) -> Any:
+    h = await DBOS.retrieve_workflow_async(other)
+    await h.get_status()
+    await h.get_result()
+    await DBOS.get_workflow_status_async(other)
+    await DBOS.get_result_async(other)
+    await DBOS.set_event_async("ak", 2)
+    await DBOS.get_event_async(DBOS.workflow_id or "", "ak", timeout_seconds=1)
+    await DBOS.get_all_events_async(DBOS.workflow_id or "")
+    await DBOS.send_async(DBOS.workflow_id or "", "x", topic="a")
+    await DBOS.recv_async("a", timeout_seconds=1)
+    await DBOS.write_stream_async("as", 1)
+    await DBOS.close_stream_async("as")
+    await DBOS.read_stream_offset_async(DBOS.workflow_id or "", "as", 0)
+    c1 = await DBOS.start_workflow_async(async_child, 1)
+    first = await DBOS.wait_first_async([c1])
+    await first.get_result()
+    try:
+        await timing_out_step()
+    except Exception:
+        pass
+    f = await DBOS.fork_workflow_async(other, 1)
+    await f.get_result()
+    return "ok"
+
+
+@DBOS.workflow()
+def w_sync_more(other: str, dest: str) -> Any:
+    step_with_side_effects(dest)
+    try:
+        declined_step()
+    except ValueError:
+        pass
+    DBOS.read_stream_offset(other, "s", 0)
+    f = DBOS.fork_workflow(other, 2)
+    f.get_result()
+    DBOS.list_queued_workflows()
+    DBOS.set_event("e", 1)
+    DBOS.update_workflow_attributes(other, {"a": 1})
+    return "ok"
+
+
 def main() -> None:
     config: dict[str, Any] = {
         "name": "opcat",
@@ -281,6 +347,10 @@ def main() -> None:
     }
     DBOS(config=config)
     DBOS.launch()
+    if opts.fork_all:
+        fork_all(opts.db)
+        DBOS.destroy()
+        return
     only = set(opts.only.split(",")) if opts.only else None
 
     def run(wid: str, fn: Any, *args: Any) -> Any:
@@ -327,23 +397,76 @@ def main() -> None:
     run("cat-victim", victim_wf)
     run("cat-management", w_management, "cat-victim")
     run("cat-fails", w_fails)
+    run("cat-async-ops", w_async_ops, "cat-child-inline")
+    run("cat-sync-more", w_sync_more, "cat-stream", "cat-recv")
     time.sleep(0.5)
     DBOS.destroy()
     dump(opts.db)
+
+
+def fork_all(url: str) -> None:
+    """Replay every finished top-level workflow's whole history through a fork; a replay that
+    runs anything again, fails, or returns another result shows a record that does not hand
+    over."""
+    conn, prefix = _connect(url)
+    cur = conn.cursor()
+    cur.execute(
+        f"SELECT workflow_uuid FROM {prefix}workflow_status WHERE workflow_uuid LIKE 'cat-%%' "
+        "AND parent_workflow_id IS NULL AND status = 'SUCCESS' ORDER BY workflow_uuid"
+        if prefix
+        else "SELECT workflow_uuid FROM workflow_status WHERE workflow_uuid LIKE 'cat-%' "
+        "AND parent_workflow_id IS NULL AND status = 'SUCCESS' ORDER BY workflow_uuid"
+    )
+    ids = [r[0] for r in cur.fetchall()]
+
+    def count(wid: str) -> int:
+        c = conn.cursor()
+        ph = "%s" if prefix else "?"
+        c.execute(f"SELECT COUNT(*) FROM {prefix}operation_outputs WHERE workflow_uuid = {ph}", (wid,))
+        n = int(c.fetchone()[0])
+        conn.commit()
+        return n
+
+    for wid in ids:
+        box: dict[str, Any] = {}
+
+        def replay(wid: str = wid, box: dict[str, Any] = box) -> None:
+            try:
+                box["orig"] = repr(DBOS.retrieve_workflow(wid).get_result())
+                with SetWorkflowID(f"fork-{wid}"):
+                    forked = DBOS.fork_workflow(wid, 1000)
+                box["fork"] = repr(forked.get_result())
+            except BaseException as exc:  # noqa: BLE001
+                box["error"] = f"{type(exc).__name__}: {str(exc)[:150]}"
+
+        t = threading.Thread(target=replay, daemon=True)
+        t.start()
+        t.join(30)
+        if t.is_alive():
+            verdict = "HANGS"
+        elif "error" in box:
+            verdict = "FAILS " + box["error"]
+        elif box["orig"] != box["fork"]:
+            verdict = f"DIFFERS {box['orig']} != {box['fork']}"
+        else:
+            extra = count(f"fork-{wid}") - count(wid)
+            verdict = "ok" if extra == 0 else f"RE-RAN ({extra:+d} rows)"
+        print(f"{wid}: {verdict}", flush=True)
+
+
+def _connect(url: str) -> tuple[Any, str]:
+    if url.startswith("sqlite"):
+        return sqlite3.connect(url.split(":///", 1)[1]), ""
+    import psycopg
+
+    return psycopg.connect(url), "dbos."
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def dump(url: str) -> None:
-    if url.startswith("sqlite"):
-        conn: Any = sqlite3.connect(url.split(":///", 1)[1])
-        prefix = ""
-    else:
-        import psycopg
-
-        conn = psycopg.connect(url)
-        prefix = "dbos."
+    conn, prefix = _connect(url)
     cur = conn.cursor()
     cur.execute(
         f"SELECT workflow_uuid, name, status, queue_name, parent_workflow_id "

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import inspect
+import io
 import json
 import logging
 import pickle
@@ -23,8 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-from waypoint.core.types import WorkflowSerializationFormat
-from waypoint.error import WaypointPayloadError
+from waypoint.core.types import WorkflowSerializationFormat, WorkflowStatus
+from waypoint.error import DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError, WaypointPayloadError
 
 logger = logging.getLogger("waypoint")
 
@@ -52,13 +53,117 @@ class DefaultSerializer(Serializer):
     """pickle, base64-encoded: any picklable Python value, readable only by Python."""
 
     def serialize(self, data: Any) -> str:
+        if _holds_dbos_shaped(data):
+            return base64.b64encode(_pickle_as_dbos(data)).decode()
         return base64.b64encode(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)).decode()
 
     def deserialize(self, serialized_data: str) -> Any:
-        return pickle.loads(base64.b64decode(serialized_data))
+        return _DBOSAwareUnpickler(io.BytesIO(base64.b64decode(serialized_data))).load()
 
     def name(self) -> str:
         return PICKLE_NAME
+
+
+class _DBOSAwareUnpickler(pickle.Unpickler):
+    """Reads pickles DBOS wrote (a history handed over from DBOS): its ``WorkflowStatus``
+    (recorded by ``DBOS.getStatus``, ``DBOS.listWorkflows``...) becomes Waypoint's, and its
+    errors the ``waypoint.error`` class of the same name, whether or not ``dbos`` is
+    installed here."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "dbos" or module.startswith("dbos."):
+            mapped = _from_dbos(name)
+            if mapped is not None:
+                return mapped
+        return super().find_class(module, name)
+
+
+def _dbos_shaped(value: Any) -> bool:
+    return isinstance(value, (WorkflowStatus, DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError))
+
+
+def _holds_dbos_shaped(data: Any) -> bool:
+    """Whether ``data`` holds what DBOS pickles as its own classes: a workflow status (the
+    ``DBOS.getStatus``, ``DBOS.listWorkflows`` steps), the errors of retried or timed-out
+    steps, directly, in a list, or in a list of dicts (``DBOS.listWorkflowSteps``)."""
+    if _dbos_shaped(data):
+        return True
+    if not isinstance(data, list):
+        return False
+    return any(
+        _dbos_shaped(v) or (isinstance(v, dict) and any(_dbos_shaped(w) for w in v.values()))
+        for v in data
+    )
+
+
+class _DBOSRef:
+    """Stands for a class of ``dbos`` in a pickle, without importing dbos."""
+
+    def __init__(self, module: str, name: str, local: Callable[..., Any]) -> None:
+        self.module, self.name, self.local = module, name, local
+
+    def __reduce_ex__(self, protocol: Any) -> str:
+        return self.name
+
+    def __call__(self, *args: Any) -> Any:  # what the reference stands for, were it called
+        return self.local(*args)
+
+
+_DBOS_STATUS = _DBOSRef("dbos._sys_db", "WorkflowStatus", WorkflowStatus)
+_DBOS_RETRIES = _DBOSRef("dbos._error", "DBOSMaxStepRetriesExceeded", DBOSMaxStepRetriesExceeded)
+_DBOS_TIMEOUT = _DBOSRef("dbos._error", "DBOSStepTimeoutError", DBOSStepTimeoutError)
+
+_PyPickler: Any = pickle._Pickler  # its save_global is replaceable
+
+
+class _AsDBOSPickler(_PyPickler):  # type: ignore[misc]
+    """Pickles workflow statuses (a plain class rebuilt from its attributes) and step errors as
+    DBOS's classes, with DBOS's constructor arguments, so a history recorded here replays under
+    DBOS; Waypoint reads them back as its own (``_DBOSAwareUnpickler``)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, WorkflowStatus):
+            return (_DBOS_STATUS, (), dict(obj.__dict__))
+        if isinstance(obj, DBOSMaxStepRetriesExceeded):
+            return (_DBOS_RETRIES, (obj.step_name, obj.max_retries, obj.errors))
+        if isinstance(obj, DBOSStepTimeoutError):
+            return (_DBOS_TIMEOUT, (obj.step_name, obj.timeout_seconds))
+        return NotImplemented
+
+    def save_global(self, obj: Any, name: Optional[str] = None) -> None:
+        if isinstance(obj, _DBOSRef):
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def _pickle_as_dbos(data: Any) -> bytes:
+    buf = io.BytesIO()
+    _AsDBOSPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(data)
+    return buf.getvalue()
+
+
+def _from_dbos(name: str) -> Any:
+    from waypoint import error
+
+    if name == "WorkflowStatus":
+        return WorkflowStatus
+    cls = getattr(error, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return None
+
+    def rebuild(*args: Any) -> BaseException:
+        # DBOS's constructor arguments, given to Waypoint's class of that name; where the
+        # two differ, the error keeps its class with DBOS's arguments as its args.
+        try:
+            return cls(*args)
+        except TypeError:
+            exc: BaseException = cls.__new__(cls)
+            BaseException.__init__(exc, *args)
+            return exc
+
+    return rebuild
 
 
 @dataclasses.dataclass

@@ -158,6 +158,7 @@ class DBOS(SharedOperations):
         cls._instance = None
         if inst is not None:
             inst._initialized = False
+        QUEUES.listen = None  # a choice of the DBOS object destroyed, as in DBOS
         if destroy_registry:
             REGISTRY.clear()
             QUEUES.clear()
@@ -195,9 +196,9 @@ class DBOS(SharedOperations):
     def listen_queues(cls, queues: list[Queue | str]) -> None:
         """Before launch: dequeue only from these queues (the internal queue is implied)."""
         if maybe_runtime() is not None:
-            raise DBOSException("listen_queues must be called before DBOS.launch()")
+            raise DBOSException("listen_queues called after DBOS is launched")
         if QUEUES.listen is not None:
-            raise DBOSException("listen_queues can be called only once")
+            raise DBOSException("listen_queues called more than once")
         names = {q.name if isinstance(q, Queue) else q for q in queues}
         if not all(isinstance(n, str) and n for n in names):
             raise DBOSException("listen_queues takes Queue objects or queue names")

@@ -10,10 +10,12 @@ from typing import Any, Optional, ParamSpec, TypeVar, overload
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import RUNTIME, Ops, as_ops
 from waypoint.core.effects import drive_async, drive_sync
+from waypoint.error import DBOSException
 from waypoint.queues.enqueue import enqueue_flow
 from waypoint.queues.model import (
     LIMIT_OPTIONS,
     QUEUES,
+    SCOPED_LIMITS,
     QueueConfig,
     QueueConfigError,
     build_config,
@@ -26,6 +28,9 @@ from waypoint.storage.protocol import QueueRow, queue_config_key
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# The limits whose scope a legacy (partition_queue) queue changes: not settable on one.
+_LIMITS = frozenset(SCOPED_LIMITS)
 
 
 class Queue:
@@ -113,7 +118,16 @@ class Queue:
                 f"queue {self.name!r} is declared in code; its limits cannot change at runtime "
                 "(use DBOS.register_queue for a database-backed queue)"
             )
-        current = config_kwargs(self.config())
+        config = self.config()
+        rescoped = set(change) & _LIMITS
+        if config.legacy and rescoped:
+            raise DBOSException(
+                f"Cannot set {min(rescoped)} on queue {self.name}: it is registered with the "
+                "deprecated partition_queue option, under which concurrency, worker_concurrency, "
+                "and limiter apply per partition. Re-register the queue with the partition_* "
+                "limits instead."
+            )
+        current = config_kwargs(config)
         current.update(change)
         cfg = build_config(self.name, **current)
         engine = self._ops.engine()
@@ -126,38 +140,38 @@ class Queue:
     @property
     def concurrency(self) -> Optional[int]:
         """Alias of ``global_concurrency`` (DBOS's older name)."""
-        return self.config().global_concurrency
+        return self.config().effective().global_concurrency
 
     @property
     def global_concurrency(self) -> Optional[int]:
         """At most this many of the queue's workflows run at once, in all processes together."""
-        return self.config().global_concurrency
+        return self.config().effective().global_concurrency
 
     @property
     def worker_concurrency(self) -> Optional[int]:
         """At most this many of the queue's workflows run at once in each process."""
-        return self.config().worker_concurrency
+        return self.config().effective().worker_concurrency
 
     @property
     def limiter(self) -> Optional[dict[str, Any]]:
         """The rate limit ``{"limit": n, "period": seconds}``: at most n starts per period."""
-        lim = self.config().limiter
+        lim = self.config().effective().limiter
         return lim.as_dict() if lim else None
 
     @property
     def partition_concurrency(self) -> Optional[int]:
         """Like ``global_concurrency``, for each ``queue_partition_key``."""
-        return self.config().partition_concurrency
+        return self.config().effective().partition_concurrency
 
     @property
     def partition_worker_concurrency(self) -> Optional[int]:
         """Like ``worker_concurrency``, for each ``queue_partition_key``."""
-        return self.config().partition_worker_concurrency
+        return self.config().effective().partition_worker_concurrency
 
     @property
     def partition_limiter(self) -> Optional[dict[str, Any]]:
         """Like ``limiter``, for each ``queue_partition_key``."""
-        lim = self.config().partition_limiter
+        lim = self.config().effective().partition_limiter
         return lim.as_dict() if lim else None
 
     @property
@@ -172,8 +186,14 @@ class Queue:
 
     @property
     def partition_queue(self) -> bool:
-        """Whether workflows are enqueued with a ``queue_partition_key``."""
-        return self.config().partition_queue
+        """Whether workflows are enqueued with a ``queue_partition_key`` (deprecated flag;
+        true of any queue with a partition_* limit)."""
+        return self.config().partitioned
+
+    @property
+    def database_backed_queue(self) -> bool:
+        """DBOS's name for ``database_backed``."""
+        return self.database_backed
 
     def set_concurrency(self, value: Optional[int]) -> None:
         """Change ``concurrency`` for every process (database-backed queues)."""

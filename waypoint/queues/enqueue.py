@@ -4,6 +4,8 @@ anything is written) and run the flow that writes the ENQUEUED (or DELAYED) row.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import weakref
 from collections.abc import Callable
 from typing import Any, Optional, TypedDict
 
@@ -17,6 +19,8 @@ from waypoint.core.registrations import REGISTRY, WorkflowInfo, target_of
 from waypoint.core.types import Auth, WorkflowSerializationFormat
 from waypoint.error import DBOSException
 from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError, config_from_row
+
+logger = logging.getLogger("waypoint")
 
 MAX_PRIORITY = 2**31 - 1
 
@@ -134,21 +138,24 @@ def validate_for_queue(spec: EnqueueSpec, config: Optional[QueueConfig]) -> None
     check_duplication_policy(spec.duplication_policy, spec.queue_name, spec.deduplication_id)
     if spec.deduplication_id is not None and not isinstance(spec.deduplication_id, str):
         raise EnqueueError("deduplication_id must be a string")
+    # DBOS's wording.
+    no_dedup = "Deduplication is not supported for partitioned queues"
     if config is None:
         if spec.partition_key is not None and spec.deduplication_id is not None:
-            raise EnqueueError("deduplication is not supported on partitioned queues")
+            raise EnqueueError(no_dedup)
         return
-    cfg = config.effective()
-    if cfg.partitioned:
+    name = config.name
+    if config.partitioned:
         if spec.partition_key is None:
             raise EnqueueError(
-                f"queue {cfg.name!r} is partitioned: every enqueue needs a queue_partition_key"
+                f"A workflow cannot be enqueued on partitioned queue {name} without a partition key"
             )
         if spec.deduplication_id is not None:
-            raise EnqueueError("deduplication is not supported on partitioned queues")
+            raise EnqueueError(no_dedup)
     elif spec.partition_key is not None:
         raise EnqueueError(
-            f"queue {cfg.name!r} is not partitioned: queue_partition_key is not allowed"
+            "You can only use a partition key on a partition-enabled queue. Key "
+            f"{spec.partition_key} was used with non-partitioned queue {name}"
         )
 
 
@@ -161,14 +168,26 @@ def find_queue(engine: Engine, name: str) -> Optional[QueueConfig]:
     return config_from_row(row) if row is not None else None
 
 
-def require_queue(engine: Engine, name: str) -> QueueConfig:
+# Per engine (a launch, a client): the undeclared queues already named in the log.
+_UNDECLARED_WARNED: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def known_queue(engine: Engine, name: str) -> Optional[QueueConfig]:
+    """The queue's limits, to check the enqueue against. A queue nobody declared or
+    registered (yet) is accepted, as DBOS accepts it: its workflows wait until a process
+    declares it. That is said once per queue, so a misspelt name does not go unnoticed."""
     if not isinstance(name, str) or not name:
         raise QueueConfigError("a queue name must be a non-empty string")
     cfg = find_queue(engine, name)
-    if cfg is None:
-        raise EnqueueError(
-            f"queue {name!r} does not exist: declare it with Queue({name!r}, ...) or "
-            "DBOS.register_queue before enqueueing to it"
+    warned = _UNDECLARED_WARNED.setdefault(engine, set())
+    if cfg is None and name not in warned:
+        warned.add(name)
+        logger.warning(
+            "queue %r is not declared here nor registered in the database (yet): its "
+            "workflows wait until a process declares it (Queue(%r, ...) or "
+            "DBOS.register_queue)",
+            name,
+            name,
         )
     return cfg
 
@@ -210,7 +229,7 @@ def enqueue_flow(
 ) -> Flow[str]:
     """Enqueue a registered workflow (or step) with the options of the enclosing blocks."""
     spec = spec_from_context(queue_name)
-    validate_for_queue(spec, require_queue(eng, queue_name))
+    validate_for_queue(spec, known_queue(eng, queue_name))
     info, args = resolve_workflow(target_of(func), args)
     return (yield from start_flow(eng, prepare(eng, info, args, kwargs, spec)))
 
@@ -225,7 +244,7 @@ def by_name_start(
 ) -> Start:
     """Prepare an enqueue by workflow name (the function may live in another process)."""
     spec = spec_from_options(options)
-    validate_for_queue(spec, require_queue(eng, spec.queue_name) if check_queue else None)
+    validate_for_queue(spec, known_queue(eng, spec.queue_name) if check_queue else None)
     info = by_name(options)
     wfid = options.get("workflow_id")
     holder = NextWorkflowID(wfid) if wfid is not None else None

@@ -27,6 +27,8 @@ class RateLimit:
             return None
         if isinstance(value, RateLimit):
             return value
+        if isinstance(value, dict) and not {"limit", "period"} <= set(value):
+            raise QueueConfigError(f"{what} must specify both 'limit' and 'period'")
         if not isinstance(value, dict) or set(value) != {"limit", "period"}:
             raise QueueConfigError(
                 f"{what} must be a dict with exactly the keys 'limit' and 'period', got {value!r}"
@@ -45,9 +47,19 @@ class RateLimit:
 def _limit(value: Any, what: str) -> Optional[int]:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise QueueConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise QueueConfigError(f"{what} must be an integer, got {value!r}")
+    if value < 1:
+        raise QueueConfigError(f"{what} must be at least 1, got {value!r}")
     return value
+
+
+def _at_least(upper: Optional[int], lower: Optional[int], upper_name: str, lower_name: str) -> None:
+    """A limit that could never bind is refused (DBOS's rule and wording)."""
+    if upper is not None and lower is not None and lower > upper:
+        raise QueueConfigError(
+            f"{upper_name} must be greater than or equal to {lower_name} ({upper} < {lower})"
+        )
 
 
 @dataclass(frozen=True)
@@ -60,21 +72,32 @@ class QueueConfig:
     partition_worker_concurrency: Optional[int] = None
     partition_limiter: Optional[RateLimit] = None
     polling_interval_sec: float = 1.0
-    partition_queue: bool = False  # legacy: the plain limits apply per partition
+    # Deprecated: with no partition_* limit, the plain limits apply per partition ("legacy");
+    # DBOS also stores it True beside partition_* limits (partitioning follows from them).
+    partition_queue: bool = False
     priority_enabled: bool = False  # accepted for compatibility; priorities always work
 
     @property
-    def partitioned(self) -> bool:
+    def has_partition_limits(self) -> bool:
         return (
-            self.partition_queue
-            or self.partition_concurrency is not None
+            self.partition_concurrency is not None
             or self.partition_worker_concurrency is not None
             or self.partition_limiter is not None
         )
 
+    @property
+    def partitioned(self) -> bool:
+        return self.partition_queue or self.has_partition_limits
+
+    @property
+    def legacy(self) -> bool:
+        """Declared the deprecated way: ``partition_queue`` and the plain limits."""
+        return self.partition_queue and not self.has_partition_limits
+
     def effective(self) -> QueueConfig:
-        """Resolve the legacy ``partition_queue`` flag into explicit per-partition limits."""
-        if not self.partition_queue:
+        """Every limit at the scope it is enforced at: a legacy queue's plain limits are
+        per-partition ones."""
+        if not self.legacy:
             return self
         return QueueConfig(
             name=self.name,
@@ -82,17 +105,23 @@ class QueueConfig:
             partition_worker_concurrency=self.worker_concurrency,
             partition_limiter=self.limiter,
             polling_interval_sec=self.polling_interval_sec,
+            partition_queue=True,
+            priority_enabled=self.priority_enabled,
         )
 
 
-LIMIT_OPTIONS = (
-    "concurrency",
+# The limits whose scope the deprecated partition_queue flag changes.
+SCOPED_LIMITS = (
     "global_concurrency",
     "worker_concurrency",
     "limiter",
     "partition_concurrency",
     "partition_worker_concurrency",
     "partition_limiter",
+)
+LIMIT_OPTIONS = (
+    "concurrency",
+    *SCOPED_LIMITS,
     "polling_interval_sec",
     "partition_queue",
     "priority_enabled",
@@ -123,13 +152,20 @@ def build_config(
         raise QueueConfigError("a queue name must be a non-empty string")
     if len(name) > 255:
         raise QueueConfigError("a queue name can be at most 255 characters")
-    if (
-        concurrency is not None
-        and global_concurrency is not None
-        and concurrency != global_concurrency
-    ):
+    # DBOS's rules, in its order and words.
+    if concurrency is not None and global_concurrency is not None:
         raise QueueConfigError(
-            "concurrency is the deprecated name of global_concurrency; give only one of them"
+            "concurrency is deprecated in favor of global_concurrency; set only one of them"
+        )
+    partition_limits = (partition_concurrency, partition_worker_concurrency, partition_limiter)
+    if partition_queue and any(v is not None for v in partition_limits):
+        raise QueueConfigError(
+            "partition_queue is deprecated in favor of the partition_* limits; set only one of them"
+        )
+    if partition_queue and global_concurrency is not None:
+        raise QueueConfigError(
+            "partition_queue applies every limit per partition, so it cannot be combined with "
+            "global_concurrency; use partition_concurrency instead"
         )
     gc = _limit(
         global_concurrency if global_concurrency is not None else concurrency, "global_concurrency"
@@ -147,24 +183,11 @@ def build_config(
         raise QueueConfigError(
             f"polling_interval_sec must be a number > 0, got {polling_interval_sec!r}"
         )
-    if gc is not None and wc is not None and wc > gc:
-        raise QueueConfigError(f"worker_concurrency ({wc}) cannot exceed global_concurrency ({gc})")
-    if gc is not None and pc is not None and pc > gc:
-        raise QueueConfigError(
-            f"partition_concurrency ({pc}) cannot exceed global_concurrency ({gc})"
-        )
-    if pwc is not None and pc is not None and pwc > pc:
-        raise QueueConfigError(
-            f"partition_worker_concurrency ({pwc}) cannot exceed partition_concurrency ({pc})"
-        )
-    if pwc is not None and wc is not None and pwc > wc:
-        raise QueueConfigError(
-            f"partition_worker_concurrency ({pwc}) cannot exceed worker_concurrency ({wc})"
-        )
-    if partition_queue and (pc is not None or pwc is not None or plim is not None):
-        raise QueueConfigError(
-            "partition_queue=True (deprecated) cannot be combined with partition_* limits"
-        )
+    _at_least(pc, pwc, "partition_concurrency", "partition_worker_concurrency")
+    _at_least(wc, pwc, "worker_concurrency", "partition_worker_concurrency")
+    _at_least(gc, wc, "concurrency", "worker_concurrency")
+    _at_least(gc, pc, "global_concurrency", "partition_concurrency")
+    _at_least(gc, pwc, "concurrency", "partition_worker_concurrency")
     return QueueConfig(
         name=name,
         global_concurrency=gc,
@@ -210,7 +233,7 @@ def row_from_config(cfg: QueueConfig, application_name: Optional[str]) -> QueueR
         rate_limit_max=cfg.limiter.limit if cfg.limiter else None,
         rate_limit_period_sec=cfg.limiter.period_sec if cfg.limiter else None,
         priority_enabled=cfg.priority_enabled,
-        partition_queue=cfg.partition_queue,
+        partition_queue=cfg.partitioned,  # as DBOS stores it
         polling_interval_sec=cfg.polling_interval_sec,
         application_name=application_name,
         partition_concurrency=cfg.partition_concurrency,
@@ -225,14 +248,15 @@ def row_from_config(cfg: QueueConfig, application_name: Optional[str]) -> QueueR
 def config_kwargs(cfg: QueueConfig) -> dict[str, Any]:
     """The keyword arguments of ``build_config`` that rebuild ``cfg``."""
     return {
-        "global_concurrency": cfg.global_concurrency,
+        # A legacy queue's plain concurrency is a per-partition one, under its old name.
+        "concurrency" if cfg.legacy else "global_concurrency": cfg.global_concurrency,
         "worker_concurrency": cfg.worker_concurrency,
         "limiter": cfg.limiter.as_dict() if cfg.limiter else None,
         "partition_concurrency": cfg.partition_concurrency,
         "partition_worker_concurrency": cfg.partition_worker_concurrency,
         "partition_limiter": cfg.partition_limiter.as_dict() if cfg.partition_limiter else None,
         "polling_interval_sec": cfg.polling_interval_sec,
-        "partition_queue": cfg.partition_queue,
+        "partition_queue": cfg.legacy,
         "priority_enabled": cfg.priority_enabled,
     }
 

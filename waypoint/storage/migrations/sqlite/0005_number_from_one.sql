@@ -2,6 +2,9 @@
 -- numbers them. Rows earlier Waypoint versions wrote (numbered from 0, recognised by owner_xid
 -- in operation_outputs, which DBOS never writes) move up by one, in two passes so no key
 -- collides on the way.
+-- A file Waypoint adopted from DBOS before version 1 added owner_xid there gets it now (the
+-- runner skips this where the column exists).
+ALTER TABLE operation_outputs ADD COLUMN owner_xid TEXT;
 UPDATE operation_outputs SET function_id = -function_id - 1
 WHERE workflow_uuid IN (SELECT workflow_uuid FROM operation_outputs WHERE owner_xid IS NOT NULL);
 UPDATE operation_outputs SET function_id = -function_id WHERE function_id < 0;

@@ -34,12 +34,9 @@ UNSUPPORTED: dict[str, str] = {
     "pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "DBOS.alert_handler": CONDUCTOR,
     "DBOS.kafka_consumer": "Kafka consumers are not supported (no broker to test against)",
-    "DBOSClient.rename_application": "not implemented yet",
-    "DBOSClient.rename_application_async": "not implemented yet",
     "command: start": "run your application with python; Waypoint has no start script",
     "command: init": "no application templates",
     "command: postgres": "no Docker helper: point -s at any PostgreSQL",
-    "command: rename-application": "not implemented yet",
 }
 
 # Names Waypoint has only to refuse them with a clear error (never silently accepted).

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from waypoint._api.handles import Handle, WorkflowHandle
-from waypoint._api.ops import queues
+from waypoint._api.ops import fleet, queues
 from waypoint._api.ops.base import ClientOps, Ops
 from waypoint._api.shared import SharedOperations
 from waypoint._api.surface import handle, handle_async, twins
@@ -99,6 +99,7 @@ class DBOSClient(SharedOperations):
         self.engine.store.close()
 
     enqueue, enqueue_async = twins(queues.enqueue_with_options, handle, handle_async)
+    rename_application, rename_application_async = twins(fleet.rename_application)
 
     def enqueue_in_transaction(
         self, conn_or_session: Any, options: EnqueueOptions, *args: Any, **kwargs: Any

@@ -192,6 +192,52 @@ def gc(
     typer.echo(json.dumps({"deleted": deleted}) if as_json else f"Deleted {deleted} workflows.")
 
 
+@app.command("rename-application")
+def rename_application(
+    sys_db_url: Optional[str] = UrlOpt,
+    schema: str = SchemaOpt,
+    old_name: Optional[str] = typer.Option(
+        None, "--from", "-f", help="The application's previous name."
+    ),
+    new_name: str = typer.Option(
+        ..., "--to", "-t", help="The application that ends up owning the rows."
+    ),
+    adopt_unclaimed_rows: bool = typer.Option(
+        False, "--adopt-unclaimed-rows", help="Also take rows no application owns."
+    ),
+    batch_size: int = typer.Option(
+        fleet.DEFAULT_RENAME_BATCH_SIZE, "--batch-size", help="Workflows and steps per transaction."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Re-own a system database's rows after an application is renamed (stop it first)."""
+    sources = ([f"'{old_name}'s rows"] if old_name else []) + (
+        ["rows no application owns"] if adopt_unclaimed_rows else []
+    )
+    if not sources:
+        _fail(CliFailure("nothing to re-own", "pass --from, --adopt-unclaimed-rows, or both"))
+    question = (
+        f"Re-own {' and '.join(sources)} as '{new_name}'? Stop the application being renamed first."
+    )
+    if not yes and not typer.confirm(question):
+        raise typer.Exit(1)
+    moved = _call(
+        sys_db_url,
+        schema,
+        fleet.rename_application,
+        old_name,
+        new_name,
+        batch_size=batch_size,
+        adopt_unclaimed_rows=adopt_unclaimed_rows,
+    )
+    show(
+        moved if as_json else [{"kind": k, "moved": n} for k, n in moved.items()],
+        as_json,
+        "Rows=kind Moved=moved",
+    )
+
+
 @workflow_app.command("list")
 def workflow_list(
     sys_db_url: Optional[str] = UrlOpt,

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, TypeGuard
 
 from waypoint.core.serialization import Serializer
 from waypoint.core.storage_errors import translated
@@ -15,6 +15,12 @@ from waypoint.storage.registry import default_sqlite_url, parse_url, system_url_
 from waypoint.storage.url import check_schema_name
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{3,30}$")
+
+
+def valid_app_name(name: object) -> TypeGuard[str]:
+    """3 to 30 characters of a-z, 0-9, '-' and '_', as DBOS requires of application names."""
+    return isinstance(name, str) and _NAME_RE.match(name) is not None
+
 
 KNOWN_KEYS = frozenset(
     {
@@ -114,7 +120,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     if unknown:
         raise DBOSInitializationError(f"unknown config keys: {', '.join(unknown)}")
     name = config.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not valid_app_name(name):
         raise DBOSInitializationError(
             f"config name must be 3 to 30 characters of a-z, 0-9, '-' and '_', got {name!r}"
         )

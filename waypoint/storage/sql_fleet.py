@@ -1,4 +1,5 @@
-"""SQL for the fleet: executor heartbeats and cron schedules (both backends)."""
+"""SQL for the fleet: executor heartbeats, cron schedules and renaming an application (both
+backends)."""
 
 from __future__ import annotations
 
@@ -179,3 +180,65 @@ class FleetSql(SqlCore):
             {"name": name, "at": fired_at_iso},
             "record schedule firing",
         )
+
+    # -- renaming an application --------------------------------------------------------------
+    def rename_application(
+        self, old_name: Optional[str], new_name: str, adopt_unclaimed: bool, batch: Optional[int]
+    ) -> dict[str, int]:
+        """Give ``new_name`` the rows ``old_name`` owns (and, with ``adopt_unclaimed``, the
+        rows nobody owns); how many moved, by kind. Queues, schedules, versions and unfinished
+        workflows move in one transaction; finished workflows and steps follow in batches of
+        ``batch`` (None: at once). A version both names hold stays the new name's."""
+        sources = (["application_name = %(old)s"] if old_name is not None else []) + (
+            ["application_name IS NULL"] if adopt_unclaimed else []
+        )
+        source = "(" + " OR ".join(sources) + ")"
+        params: Params = {"old": old_name, "new": new_name}
+        ws, oo = self.d.t("workflow_status"), self.d.t("operation_outputs")
+        versions = self.d.t("application_versions")
+        active = "status IN ('PENDING', 'ENQUEUED', 'DELAYED')"
+
+        def at_once(cur: Cursor) -> dict[str, int]:
+            def move(table: str, extra: str = "") -> int:
+                return cur.exec(
+                    f"UPDATE {self.d.t(table)} SET application_name = %(new)s "
+                    f"WHERE {source}{extra}",
+                    params,
+                )
+
+            cur.exec(
+                f"DELETE FROM {versions} WHERE {source} AND version_name IN "
+                f"(SELECT version_name FROM {versions} WHERE application_name = %(new)s)",
+                params,
+            )
+            return {
+                "queues": move("queues"),
+                "schedules": move("workflow_schedules"),
+                "versions": move("application_versions"),
+                "workflows": move("workflow_status", f" AND {active}"),
+            }
+
+        counts = self._tx(at_once, "rename application")
+        limit = "" if batch is None else f" LIMIT {int(batch)}"
+        counts["workflows"] += self._in_batches(
+            f"UPDATE {ws} SET application_name = %(new)s WHERE workflow_uuid IN "
+            f"(SELECT workflow_uuid FROM {ws} WHERE {source}{limit})",
+            params,
+            batch,
+        )
+        counts["steps"] = self._in_batches(
+            f"UPDATE {oo} SET application_name = %(new)s WHERE {source} AND workflow_uuid IN "
+            f"(SELECT DISTINCT workflow_uuid FROM {oo} WHERE {source}{limit})",
+            params,
+            batch,
+        )
+        return counts
+
+    def _in_batches(self, sql: str, params: Params, batch: Optional[int]) -> int:
+        """Run ``sql`` (which moves at most ``batch`` of something) until it moves nothing."""
+        moved = 0
+        while True:
+            done = self._exec(sql, params, "rename application (batch)")
+            moved += done
+            if batch is None or done == 0:
+                return moved

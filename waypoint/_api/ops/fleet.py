@@ -9,6 +9,7 @@ from waypoint._api.transactions import prune_transaction_outputs
 from waypoint.core.effects import Flow, Io
 from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
+from waypoint.core.settings import valid_app_name
 from waypoint.core.types import VersionInfo
 from waypoint.error import DBOSException
 from waypoint.storage.protocol import RetentionRequest, version_key
@@ -143,3 +144,42 @@ def health(ops: Ops) -> Flow[Optional[str]]:
 
     problem: Optional[str] = yield Io(ping)
     return problem
+
+
+DEFAULT_RENAME_BATCH_SIZE = 10000
+
+
+def rename_application(
+    ops: Ops,
+    old_name: Optional[str],
+    new_name: str,
+    *,
+    batch_size: Optional[int] = DEFAULT_RENAME_BATCH_SIZE,
+    adopt_unclaimed_rows: bool = False,
+) -> Flow[dict[str, int]]:
+    """Give ``new_name`` the rows ``old_name`` owns (its queues, schedules, versions,
+    workflows and steps), the rows no application owns (``adopt_unclaimed_rows``), or both;
+    returns how many moved, by kind. Stop the application being renamed first: its dequeues
+    would race the move. Finished workflows and steps move ``batch_size`` at a time (None: in
+    one transaction)."""
+    if old_name is not None and not old_name:
+        raise DBOSException("The application's previous name cannot be empty.")
+    if old_name is None and not adopt_unclaimed_rows:
+        raise DBOSException(
+            "Nothing to re-own: name the application to rename, adopt unclaimed rows, or both."
+        )
+    if not valid_app_name(new_name):
+        raise DBOSException(
+            f"Invalid application name '{new_name}'. Application names must be between 3 and "
+            "30 characters long and contain only lowercase letters, numbers, dashes, and "
+            "underscores."
+        )
+    if old_name == new_name:
+        raise DBOSException(f"Application '{new_name}' already holds that name; nothing to rename.")
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    eng = ops.engine()
+    moved: dict[str, int] = yield Io(
+        lambda: eng.store.rename_application(old_name, new_name, adopt_unclaimed_rows, batch_size)
+    )
+    return moved

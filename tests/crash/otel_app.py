@@ -6,7 +6,8 @@ Usage: python otel_app.py DB_URL OTLP_TRACES_URL MODE WORKDIR [WORKFLOW_ID]
 ``first``: launches and runs what it dequeues; the workflow's second step writes
 ``in-step-two`` into WORKDIR and blocks there until the process is SIGKILLed.
 ``second``: launches with the same executor ID (so it recovers the killed run), waits for
-WORKFLOW_ID's result, flushes its spans and prints ``{"result": ...}``.
+WORKFLOW_ID (recovered, or enqueued later) and its result, flushes its spans and prints
+``{"result": ...}``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ if mode == "second":
     from opentelemetry import trace
     from opentelemetry._logs import get_logger_provider
 
+    while DBOS.get_workflow_status(sys.argv[5]) is None:  # it may be enqueued after launch
+        time.sleep(0.05)
     result = DBOS.retrieve_workflow(sys.argv[5]).get_result()
     trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
     get_logger_provider().force_flush()  # type: ignore[attr-defined]

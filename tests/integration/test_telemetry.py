@@ -433,3 +433,30 @@ def test_without_opentelemetry_installed(tmp_path: Any) -> None:
         [sys.executable, "-c", WITHOUT_OTEL, url], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr
+
+
+def test_otlp_handler_for_all_loggers_skips_opentelemetrys_own(traced: type[DBOS]) -> None:
+    from waypoint._api import telemetry
+
+    handler = telemetry._otlp_handler
+    assert handler is not None and handler in logging.getLogger("waypoint").handlers
+    quiet = logging.getLogger("tests.telemetry.quiet")
+    quiet.propagate = False
+    guard = logging.getLogger("opentelemetry.sdk._logs._internal.export.propagate.false")
+    guard.propagate = False
+    try:
+        telemetry.add_otlp_to_all_loggers()
+        telemetry.add_transformer_to_all_loggers()
+        assert handler in logging.root.handlers and handler in quiet.handlers
+        assert handler not in guard.handlers
+        quiet.warning("from elsewhere")
+        (rec,) = [r for r in LOGS.get_finished_logs() if r.log_record.body == "from elsewhere"]
+        assert rec.log_record.attributes is not None
+        assert rec.log_record.attributes["executorID"] == DBOS.executor_id
+    finally:
+        quiet.propagate = True
+        quiet.removeHandler(handler)
+        logging.root.removeHandler(handler)
+        for name in [None, *logging.root.manager.loggerDict]:
+            logging.getLogger(name).removeFilter(telemetry._log_transformer)
+        logging.getLogger("waypoint").addFilter(telemetry._log_transformer)

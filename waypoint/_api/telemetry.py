@@ -506,6 +506,33 @@ def _setup_logs(name: str, endpoints: list[str], level: Any) -> None:
     logger.addHandler(_otlp_handler)
 
 
+dbos_logger = logger  # DBOS's name for its logger
+
+
+def add_otlp_to_all_loggers() -> None:
+    """Send the records of every logger to the OTLP log handler (tracing on): the root's and
+    those of loggers that do not propagate, except OpenTelemetry's own (the handler's
+    recursion guard logs through them)."""
+    if _otlp_handler is None:
+        return
+    root = logging.root
+    if _otlp_handler not in root.handlers:
+        root.addHandler(_otlp_handler)
+    for name in list(root.manager.loggerDict):
+        if name == logger.name or name.split(".")[0] == "opentelemetry":
+            continue
+        other = logging.getLogger(name)
+        if not other.propagate and _otlp_handler not in other.handlers:
+            other.addHandler(_otlp_handler)
+
+
+def add_transformer_to_all_loggers() -> None:
+    """Give every logger's records DBOS's attributes (the workflow ID, the trace ID...)."""
+    for target in [logging.root, *(logging.getLogger(n) for n in logging.root.manager.loggerDict)]:
+        if _log_transformer not in target.filters:
+            target.addFilter(_log_transformer)
+
+
 def install(rt: Runtime) -> None:
     """Put the tracing observer on a runtime being built (when tracing is on): before it
     recovers anything, so recovered runs are traced too."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.storage.build import APP, VERSION, start, step
 from waypoint.storage.errors import QueueOwnedError
 from waypoint.storage.protocol import ExecutorRow, QueueRow, ScheduleFilter, ScheduleRow, Store
 
@@ -176,3 +177,38 @@ def test_queue_names_belong_to_one_application(store: Store) -> None:
     assert store.upsert_queue(QueueRow("shared", application_name="app"), update=True)
     assert [q.name for q in store.list_queues("app")] == ["emails", "shared"]
     assert [q.name for q in store.list_queues(None)] == ["emails", "shared", "z-theirs"]
+
+
+# -- renaming an application --------------------------------------------------------------------
+
+
+def test_rename_application_moves_what_the_old_name_owns(store: Store) -> None:
+    active = start(store, "r-active")
+    store.record_step(step("r-active", 1, active.owner_xid, application_name=APP))
+    for i in range(3):
+        start(store, f"r-done-{i}", status="SUCCESS")
+    start(store, "r-theirs", application_name="other")
+    start(store, "r-unowned", application_name=None)
+    store.upsert_queue(QueueRow(name="rq", application_name=APP), True)
+    store.register_version(VERSION, APP)
+
+    moved = store.rename_application(APP, "new-app", False, 2)  # batches of 2
+    assert moved == {"queues": 1, "schedules": 0, "versions": 1, "workflows": 4, "steps": 1}
+    owners = {
+        wfid: store.get_workflow(wfid).application_name  # type: ignore[union-attr]
+        for wfid in ("r-active", "r-done-0", "r-done-2", "r-theirs", "r-unowned")
+    }
+    assert owners == {
+        "r-active": "new-app",
+        "r-done-0": "new-app",
+        "r-done-2": "new-app",
+        "r-theirs": "other",
+        "r-unowned": None,
+    }
+    assert [v.application_name for v in store.list_versions("new-app")] == ["new-app"]
+    assert [q.application_name for q in store.list_queues("new-app")] == ["new-app"]
+
+    adopted = store.rename_application(None, "new-app", True, None)
+    assert adopted["workflows"] == 1
+    assert store.get_workflow("r-unowned").application_name == "new-app"  # type: ignore[union-attr]
+    assert store.rename_application(APP, "new-app", True, None) == dict.fromkeys(moved, 0)

@@ -188,14 +188,14 @@ class FleetSql(SqlCore):
         """Give ``new_name`` the rows ``old_name`` owns (and, with ``adopt_unclaimed``, the
         rows nobody owns); how many moved, by kind. Queues, schedules, versions and unfinished
         workflows move in one transaction; finished workflows and steps follow in batches of
-        ``batch`` (None: at once). A version both names hold stays the new name's."""
+        ``batch`` (None: at once). Never a merge: queue, schedule and version names are unique
+        whoever owns them."""
         sources = (["application_name = %(old)s"] if old_name is not None else []) + (
             ["application_name IS NULL"] if adopt_unclaimed else []
         )
         source = "(" + " OR ".join(sources) + ")"
         params: Params = {"old": old_name, "new": new_name}
         ws, oo = self.d.t("workflow_status"), self.d.t("operation_outputs")
-        versions = self.d.t("application_versions")
         active = "status IN ('PENDING', 'ENQUEUED', 'DELAYED')"
 
         def at_once(cur: Cursor) -> dict[str, int]:
@@ -206,11 +206,6 @@ class FleetSql(SqlCore):
                     params,
                 )
 
-            cur.exec(
-                f"DELETE FROM {versions} WHERE {source} AND version_name IN "
-                f"(SELECT version_name FROM {versions} WHERE application_name = %(new)s)",
-                params,
-            )
             return {
                 "queues": move("queues"),
                 "schedules": move("workflow_schedules"),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from waypoint import DBOS, SetWorkflowID
-from waypoint.error import DBOSAwaitedWorkflowCancelledError, DBOSStepTimeoutError
+from waypoint.error import DBOSAwaitedWorkflowCancelledError, DBOSException, DBOSStepTimeoutError
 
 
 def test_async_workflow_with_gathered_steps(dbos: type[DBOS]) -> None:
@@ -97,7 +97,7 @@ def test_async_step_timeout(dbos: type[DBOS]) -> None:
 
 
 def test_sync_only_options_rejected_for_sync_steps(dbos: type[DBOS]) -> None:
-    with pytest.raises(ValueError, match="async"):
+    with pytest.raises(DBOSException, match="only supported for async steps"):  # as DBOS
 
         @DBOS.step(timeout_seconds=1)
         def sync_step() -> None:

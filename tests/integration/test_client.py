@@ -199,7 +199,7 @@ def test_wait_first_and_cancel(dbos: type[DBOS], make_client: Callable[..., DBOS
     try:
         for g in gates.values():
             g.reached()
-        with pytest.raises(DBOSException):
+        with pytest.raises(ValueError):
             client.wait_first([])
         gates["b"].release.set()
         assert client.wait_first([ha, hb], polling_interval_sec=0.05) is hb

@@ -473,7 +473,7 @@ def test_client_async_wait_first_delay_attributes_and_bulk_operations(
         quick = await client.enqueue_async(opts("echo", workflow_id="as-quick"), 5)
         first = await client.wait_first_async([slow, quick], polling_interval_sec=0.05)
         assert first is quick
-        with pytest.raises(DBOSException):
+        with pytest.raises(ValueError):
             await client.wait_first_async([])
         await client.send_async("as-wait", "now", "go")
         assert await asyncio.wait_for(slow.get_result(polling_interval_sec=0.05), 10) == "now"

@@ -745,7 +745,7 @@ def test_wait_first(dbos: type[DBOS]) -> None:
     try:
         for g in gates.values():
             g.reached()
-        with pytest.raises(DBOSException):
+        with pytest.raises(ValueError):
             DBOS.wait_first([])
         with pytest.raises(DBOSException):
             DBOS.wait_first([handles["a"], handles["a"]])

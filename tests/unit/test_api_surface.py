@@ -652,15 +652,20 @@ def test_runtime_operation_before_launch_says_so(unlaunched: None, name: str, fo
         _run(getattr(DBOS, attr), args, kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: §1.2's calling convention: a sync DBOS method called on a thread whose "
-    "event loop is running raises RuntimeError ('... Use await X_async'); Waypoint has no "
-    "such check (the call runs, blocking the loop)",
-)
 def test_sync_method_in_a_running_event_loop_points_to_its_twin(unlaunched: None) -> None:
+    """§1.2: the sync methods DBOS guards refuse to block a running loop (before anything
+    else, launched or not); the others, and a client's, do not refuse."""
+
     async def main() -> None:
-        with pytest.raises(RuntimeError, match="list_workflows_async"):
+        with pytest.raises(RuntimeError, match=r"Use await list_workflows_async\(\.\.\.\)"):
             DBOS.list_workflows()
+        with pytest.raises(RuntimeError, match="update_workflow_attributes_async"):
+            DBOS.update_workflow_attributes("w", {"a": 1})
+        with pytest.raises(RuntimeError, match="read_stream_async"):
+            DBOS.read_stream("w", "k")
+        with pytest.raises(RuntimeError, match="run_step_async"):
+            DBOS.run_step(None, lambda: 1)
+        with pytest.raises(DBOSException, match="not launched"):
+            DBOS.cancel_workflow("w")  # not one DBOS guards: it fails for its own reason
 
     asyncio.run(main())

@@ -22,7 +22,7 @@ from waypoint._api.ops import body, messages, queues
 from waypoint._api.ops.base import RUNTIME, Ops
 from waypoint._api.queue import Queue
 from waypoint._api.shared import SharedOperations
-from waypoint._api.surface import handle, handle_async, twins
+from waypoint._api.surface import handle, handle_async, refuse_in_event_loop, twins
 from waypoint.core import calls
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_async, drive_sync
@@ -354,6 +354,7 @@ class DBOS(SharedOperations):
         ``@DBOS.step`` decorator takes (``name``, retries, timeout); outside a workflow it is a
         plain call. Its result is checkpointed: a recovered workflow gets it back instead of
         running it again."""
+        refuse_in_event_loop("run_step")
         opts: dict[str, Any] = dict(dbos_step_options or {})
         name = str(opts.get("name") or func.__qualname__)
         spec = decorators.step_spec(name, opts, inspect.iscoroutinefunction(func))

@@ -13,6 +13,7 @@ function names the checkpoint it becomes when ``DBOS`` calls it from a workflow 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, Optional, ParamSpec, TypeVar, cast, overload
@@ -88,9 +89,65 @@ class _Operation(Generic[P, T]):
         return value if self.result is None else self.result(ops, value)
 
 
+# DBOS's sync methods that refuse to block a running event loop (DBOS's own list; a
+# client's methods do not refuse).
+LOOP_REFUSED = frozenset(
+    {
+        "cancel_workflows",
+        "close_stream",
+        "delete_queue",
+        "delete_workflows",
+        "deprecate_patch",
+        "fork_workflow",
+        "get_all_events",
+        "get_event",
+        "get_result",
+        "get_workflow_status",
+        "list_queued_workflows",
+        "list_queues",
+        "list_workflow_steps",
+        "list_workflows",
+        "patch",
+        "read_stream",
+        "read_stream_offset",
+        "recv",
+        "register_queue",
+        "resume_workflow",
+        "resume_workflows",
+        "retrieve_queue",
+        "retrieve_workflow",
+        "run_step",
+        "send",
+        "send_bulk",
+        "set_event",
+        "set_workflow_delay",
+        "sleep",
+        "update_workflow_attributes",
+        "wait_first",
+        "write_stream",
+    }
+)
+
+
+def refuse_in_event_loop(name: str) -> None:
+    """``DBOS.<name>`` called on a thread whose event loop runs would block that loop on
+    the database: refused, pointing to the async twin (DBOS's check and wording)."""
+    if name not in LOOP_REFUSED:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"{name}() was called while an event loop is running. Use await {name}_async(...) instead."
+    )
+
+
 class SyncOperation(_Operation[P, T]):
     def __get__(self, obj: Any, owner: Any = None) -> Callable[P, T]:
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            if obj is None:
+                refuse_in_event_loop(self.__name__)
             ops = _ops_of(obj, owner)
             value = drive_sync(self._prepare(ops, args, kwargs))
             result: T = self._finish(ops, value)
@@ -183,6 +240,8 @@ class StreamMethod(Generic[P]):
         fn, name = self.fn, self.fn.__name__ + ("_async" if self.is_async else "")
 
         def read(*args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+            if obj is None:
+                refuse_in_event_loop(name)
             return iter(fn(_ops_of(obj, owner), *args, **kwargs))
 
         async def read_async(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:

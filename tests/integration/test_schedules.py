@@ -248,7 +248,7 @@ def test_create_schedule_validation(dbos: type[DBOS]) -> None:
         ({"schedule": "not a cron"}, "Invalid cron schedule: 'not a cron'"),
         ({"schedule": "* * *"}, "Invalid cron schedule"),
         ({"schedule": "61 * * * *"}, "Invalid cron schedule"),
-        ({"cron_timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"cron_timezone": "Mars/Olympus_Mons"}, "Invalid timezone: 'Mars/Olympus_Mons'"),
         ({"queue_name": "no-such-queue"}, "Queue 'no-such-queue' is not declared"),
         ({"schedule_name": "ok"}, "already exists"),  # duplicate
         ({"schedule_name": ""}, "schedule_name"),
@@ -264,6 +264,15 @@ def test_create_schedule_validation(dbos: type[DBOS]) -> None:
         }
         with pytest.raises(DBOSException, match=message):
             DBOS.create_schedule(**kwargs)
+    with pytest.raises(DBOSException, match="Schedule entry 1 is missing required field 'sch"):
+        DBOS.apply_schedules(
+            [
+                {"schedule_name": "fine", "workflow_fn": job, "schedule": FAR},
+                {"workflow_fn": job, "schedule": FAR},  # type: ignore[typeddict-item]
+            ]
+        )
+    with pytest.raises(DBOSException, match="Schedule entry 0 is missing required field 'work"):
+        DBOS.apply_schedules([{"schedule_name": "x", "schedule": FAR}])  # type: ignore[typeddict-item]
     for missing in (DBOS.trigger_schedule, DBOS.pause_schedule):
         with pytest.raises(DBOSException, match="Schedule 'nope' does not exist"):
             missing("nope")

@@ -292,5 +292,35 @@ def test_errors_are_of_the_classes_dbos_raises(dbos: type[DBOS]) -> None:
         uses_it()
     with pytest.raises(TypeError):  # DBOS lets pickle's TypeError through
         returns_it()
-    with pytest.raises(ValueError, match="at least one handle"):
+    with pytest.raises(ValueError, match="handles must not be empty"):
         DBOS.wait_first([])
+
+
+def test_registering_a_name_twice_and_reusing_an_id_are_named(
+    dbos: type[DBOS], caplog: pytest.LogCaptureFixture
+) -> None:
+    @DBOS.step()
+    def twice() -> int:
+        return 1
+
+    @DBOS.step()  # type: ignore[no-redef]
+    def twice() -> int:  # noqa: F811  (registered twice on purpose)
+        return 2
+
+    name = twice.dbos_function_name  # type: ignore[attr-defined]
+    assert f"Duplicate registration of function '{name}'" in caplog.text
+
+    @DBOS.workflow()
+    def first() -> None:
+        return None
+
+    @DBOS.workflow()
+    def second() -> None:
+        return None
+
+    DBOS.launch()
+    with SetWorkflowID("taken"):
+        first()
+    with pytest.raises(DBOSException, match="already exists with a different function name"):
+        with SetWorkflowID("taken"):
+            second()

@@ -442,7 +442,7 @@ def read_stream_flow(
 
 def wait_first_flow(eng: Engine, workflow_ids: Sequence[str], polling_interval: float) -> Flow[str]:
     if not workflow_ids:
-        raise ValueError("wait_first needs at least one handle")  # ValueError, as in DBOS
+        raise ValueError("handles must not be empty")  # DBOS's error
     if len(set(workflow_ids)) != len(workflow_ids):
         raise DBOSException("wait_first was given the same workflow twice")
     run = in_body()

@@ -262,7 +262,8 @@ def check_init(st: Start, init: InitOutcome) -> None:
     if init.name is not None and not same_workflow(init.name, st.info.name):
         raise DBOSConflictingWorkflowError(
             st.workflow_id,
-            f"it was started as {init.name!r}, not {st.info.name!r}",
+            f"Workflow already exists with a different function name: {init.name}, but the "
+            f"provided function name is: {st.info.name}",
         )
     if (init.class_name or None) != (st.new.class_name or None) or (init.config_name or None) != (
         st.new.config_name or None

@@ -61,7 +61,15 @@ class Registry:
                 raise DBOSConflictingRegistrationError(info.name)
             old = self.workflows.get(info.name)
             if old is not None and old.func is not info.func:
-                logger.warning("workflow %s registered again; the newer definition wins", info.name)
+                # DBOS's warning; the newer definition wins.
+                name = info.name.removeprefix(STEP_WORKFLOW_PREFIX)
+                logger.warning(
+                    "Duplicate registration of function '%s'. A function named '%s' has already "
+                    "been registered with DBOS. All functions registered with DBOS must have "
+                    "unique names.",
+                    name,
+                    name,
+                )
             self.workflows[info.name] = info
 
     def add_step(self, entry: StepEntry) -> None:

@@ -37,7 +37,7 @@ def zone(name: Optional[str]) -> dt.tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise DBOSException(f"unknown cron timezone {name!r}") from exc
+        raise DBOSException(f"Invalid timezone: '{name}'") from exc
 
 
 def iso(when: dt.datetime) -> str:

@@ -124,6 +124,12 @@ def apply_schedules(ops: Ops, schedules: Sequence[Mapping[str, Any]]) -> Flow[No
     if workflow_scope() is not None:
         raise DBOSException("apply_schedules cannot be called from inside a workflow")
     eng = ops.engine()
+    for i, entry in enumerate(schedules):
+        missing = [f for f in ("schedule_name", "schedule") if not entry.get(f)]
+        if entry.get("workflow_fn") is None and not entry.get("workflow_name"):
+            missing.insert(1, "workflow_fn" if ops.strict else "workflow_name")
+        if missing:
+            raise DBOSException(f"Schedule entry {i} is missing required field '{missing[0]}'")
     rows = [schedule_row(eng, s, check_queue=ops.strict) for s in schedules]
     names = [r.schedule_name for r in rows]
     if len(names) != len(set(names)):

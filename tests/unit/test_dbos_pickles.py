@@ -15,7 +15,13 @@ import pytest
 
 from waypoint.core.serialization import DefaultSerializer
 from waypoint.core.types import WorkflowStatus
-from waypoint.error import DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError
+from waypoint.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
+    DBOSMaxStepRetriesExceeded,
+    DBOSStepTimeoutError,
+    DBOSUnexpectedStepError,
+)
 
 
 class _FakeStatus:  # DBOS's WorkflowStatus is a plain class
@@ -89,3 +95,19 @@ def test_statuses_and_step_errors_are_pickled_as_dbos_classes(fake_dbos: None) -
     assert isinstance(ser.deserialize(text)[0], WorkflowStatus)
     timeout = ser.deserialize(ser.serialize(DBOSStepTimeoutError("t", 0.5)))
     assert isinstance(timeout, DBOSStepTimeoutError) and timeout.timeout_seconds == 0.5
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        DBOSAwaitedWorkflowCancelledError("child"),
+        DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded("child"),
+        DBOSUnexpectedStepError("w", 3, "expected", "recorded"),
+    ],
+)
+def test_recorded_errors_name_dbos_classes_and_read_back(exc: BaseException) -> None:
+    ser = DefaultSerializer()
+    text = ser.serialize(exc)
+    assert f"cdbos._error\n{type(exc).__name__}\n".encode() in base64.b64decode(text)
+    back = ser.deserialize(text)
+    assert type(back) is type(exc) and str(back) == str(exc)

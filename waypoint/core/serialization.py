@@ -24,8 +24,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
+from waypoint import error
 from waypoint.core.types import WorkflowSerializationFormat, WorkflowStatus
-from waypoint.error import DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError, WaypointPayloadError
+from waypoint.error import WaypointPayloadError
 
 logger = logging.getLogger("waypoint")
 
@@ -78,22 +79,36 @@ class _DBOSAwareUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# Errors DBOS rebuilds from constructor arguments (its ``__reduce__``) that Waypoint's class of
+# the same name holds as attributes: pickled as DBOS's class with those arguments.
+_DBOS_ERROR_ARGS: dict[type[BaseException], tuple[str, ...]] = {
+    error.DBOSMaxStepRetriesExceeded: ("step_name", "max_retries", "errors"),
+    error.DBOSStepTimeoutError: ("step_name", "timeout_seconds"),
+    error.DBOSAwaitedWorkflowCancelledError: ("workflow_id",),
+    error.DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded: ("workflow_id",),
+    error.DBOSUnexpectedStepError: ("workflow_id", "step_id", "expected_name", "recorded_name"),
+}
+_DBOS_SHAPED: tuple[type, ...] = (WorkflowStatus, *_DBOS_ERROR_ARGS)
+
+
 def _dbos_shaped(value: Any) -> bool:
-    return isinstance(value, (WorkflowStatus, DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError))
+    return isinstance(value, _DBOS_SHAPED)
 
 
 def _holds_dbos_shaped(data: Any) -> bool:
     """Whether ``data`` holds what DBOS pickles as its own classes: a workflow status (the
-    ``DBOS.getStatus``, ``DBOS.listWorkflows`` steps), the errors of retried or timed-out
-    steps, directly, in a list, or in a list of dicts (``DBOS.listWorkflowSteps``)."""
+    ``DBOS.getStatus``, ``DBOS.listWorkflows`` steps), the errors steps and waits record,
+    directly, in a list, or as the ``error`` of dicts in a list (``DBOS.listWorkflowSteps``)."""
     if _dbos_shaped(data):
         return True
-    if not isinstance(data, list):
+    if not isinstance(data, list) or not data:
         return False
-    return any(
-        _dbos_shaped(v) or (isinstance(v, dict) and any(_dbos_shaped(w) for w in v.values()))
-        for v in data
-    )
+    first = data[0]  # looked at alone, so that other lists cost nothing to check
+    if isinstance(first, WorkflowStatus):
+        return True
+    if isinstance(first, dict) and "function_id" in first and "error" in first:
+        return any(isinstance(v, dict) and _dbos_shaped(v.get("error")) for v in data)
+    return False
 
 
 class _DBOSRef:
@@ -110,24 +125,22 @@ class _DBOSRef:
 
 
 _DBOS_STATUS = _DBOSRef("dbos._sys_db", "WorkflowStatus", WorkflowStatus)
-_DBOS_RETRIES = _DBOSRef("dbos._error", "DBOSMaxStepRetriesExceeded", DBOSMaxStepRetriesExceeded)
-_DBOS_TIMEOUT = _DBOSRef("dbos._error", "DBOSStepTimeoutError", DBOSStepTimeoutError)
+_DBOS_ERRORS = {cls: _DBOSRef("dbos._error", cls.__name__, cls) for cls in _DBOS_ERROR_ARGS}
 
 _PyPickler: Any = pickle._Pickler  # its save_global is replaceable
 
 
 class _AsDBOSPickler(_PyPickler):  # type: ignore[misc]
-    """Pickles workflow statuses (a plain class rebuilt from its attributes) and step errors as
+    """Pickles workflow statuses (a plain class rebuilt from its attributes) and errors as
     DBOS's classes, with DBOS's constructor arguments, so a history recorded here replays under
     DBOS; Waypoint reads them back as its own (``_DBOSAwareUnpickler``)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, WorkflowStatus):
             return (_DBOS_STATUS, (), dict(obj.__dict__))
-        if isinstance(obj, DBOSMaxStepRetriesExceeded):
-            return (_DBOS_RETRIES, (obj.step_name, obj.max_retries, obj.errors))
-        if isinstance(obj, DBOSStepTimeoutError):
-            return (_DBOS_TIMEOUT, (obj.step_name, obj.timeout_seconds))
+        attrs = _DBOS_ERROR_ARGS.get(type(obj))
+        if attrs is not None:
+            return (_DBOS_ERRORS[type(obj)], tuple(getattr(obj, a) for a in attrs))
         return NotImplemented
 
     def save_global(self, obj: Any, name: Optional[str] = None) -> None:
@@ -145,8 +158,6 @@ def _pickle_as_dbos(data: Any) -> bytes:
 
 
 def _from_dbos(name: str) -> Any:
-    from waypoint import error
-
     if name == "WorkflowStatus":
         return WorkflowStatus
     cls = getattr(error, name, None)

@@ -349,7 +349,11 @@ def test_request_spans_parent_the_workflows_they_start(traced: type[DBOS]) -> No
         assert run.context is not None and handler.context is not None
         assert run.context.trace_id == handler.context.trace_id
     assert one("/web/2").parent is None
-    assert dict(one("/api/1").attributes or {})["requestID"] == "req-1"
+    api_attrs = dict(one("/api/1").attributes or {})
+    assert api_attrs["requestID"] == "req-1"
+    # set_authentication in the handler names the user on the request's span.
+    assert api_attrs["authenticatedUser"] == "ann"
+    assert api_attrs["authenticatedUserRoles"] == '["reader"]'
 
 
 def test_transaction_and_child_workflow_spans(config: dict[str, Any], tmp_path: Any) -> None:

@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar, cast
 
-from waypoint._api import decorators
+from waypoint._api import decorators, telemetry
 from waypoint.core.context import auth_in_scope, current_auth, handler_auth
 from waypoint.core.roles import authorized, find_rule, rule_for
 from waypoint.core.types import Auth
@@ -100,6 +100,8 @@ def set_authentication(user: Optional[str], roles: Optional[list[str]]) -> None:
     cell = handler_auth.get()
     if cell is not None:  # the rest of the request sees it, whichever thread set it
         cell.auth = auth
+    if user is not None:
+        telemetry.authenticated(user, roles)  # on the current span, as DBOS does
 
 
 def current() -> Optional[Auth]:

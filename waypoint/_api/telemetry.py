@@ -16,6 +16,7 @@ process, Waypoint or DBOS, continues the trace that started it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -134,6 +135,11 @@ class DBOSTracer:
 
 
 dbos_tracer = DBOSTracer()
+# The innermost span Waypoint opened here (a workflow's, a step's, a request's): the one
+# DBOS.set_authentication names the user on, as DBOS's context does.
+_dbos_span: contextvars.ContextVar[Optional[Span]] = contextvars.ContextVar(
+    "waypoint_dbos_span", default=None
+)
 
 
 # -- carriers ---------------------------------------------------------------------------------
@@ -234,12 +240,14 @@ class SpanWatch(Watch):
         if self.authenticated:
             self.authenticated = False
             _set_auth_attributes(self.span)
-        return context.attach(trace.set_span_in_context(self.span))
+        return context.attach(trace.set_span_in_context(self.span)), _dbos_span.set(self.span)
 
     def exit(self, token: Any) -> None:
         from opentelemetry import context
 
-        context.detach(token)
+        otel_token, own_token = token
+        _dbos_span.reset(own_token)
+        context.detach(otel_token)
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         if name == "retry":
@@ -279,6 +287,17 @@ def _set_auth_attributes(span: Span) -> None:
     )
     if auth.assumed_role is not None:
         span.set_attribute(name("authenticatedUserAssumedRole"), auth.assumed_role)
+
+
+def authenticated(user: str, roles: Optional[list[str]]) -> None:
+    """``DBOS.set_authentication``: the innermost span Waypoint opened (a request's, say)
+    names the user, as DBOS's does."""
+    span = _dbos_span.get()
+    if span is not None:
+        name = dbos_tracer._resolve_attribute_name
+        span.set_attribute(name("authenticatedUser"), user)
+        roles_text = json.dumps(roles) if roles is not None else ""
+        span.set_attribute(name("authenticatedUserRoles"), roles_text)
 
 
 class TracingObserver(Observer):
@@ -345,6 +364,7 @@ def handler_span(info: RequestInfo) -> Iterator[Callable[[int], None]]:
     }
     span = dbos_tracer.start_span(attributes)
     token = context.attach(trace.set_span_in_context(span))
+    own_token = _dbos_span.set(span)
 
     def respond(code: int) -> None:
         span.set_attribute(dbos_tracer._resolve_attribute_name("responseCode"), code)
@@ -357,6 +377,7 @@ def handler_span(info: RequestInfo) -> Iterator[Callable[[int], None]]:
     else:
         span.set_status(Status(StatusCode.OK))
     finally:
+        _dbos_span.reset(own_token)
         context.detach(token)
         dbos_tracer.end_span(span)
 

@@ -404,3 +404,33 @@ def test_client_in_another_process(dbos: type[DBOS], db_url: str) -> None:
     started = time.monotonic()
     assert handle.get_result() == "from-another-process"
     assert time.monotonic() - started < 5
+
+
+def _refused_url() -> str:
+    """A PostgreSQL URL on a local port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://postgres@127.0.0.1:{port}/nothing"
+
+
+@requires_postgres
+def test_client_fails_fast_on_an_unreachable_database(pg_database: str) -> None:
+    """An eager client checks once and raises with the server's reason, as launch() fails
+    fast; a lazy one with retry_connection_errors=False raises instead of waiting."""
+    with pytest.raises(DBOSException, match=r"Connection refused|connection failed"):
+        DBOSClient(system_database_url=_refused_url())
+    missing = pg_database.rsplit("/", 1)[0] + "/no_such_database_here"
+    with pytest.raises(DBOSException, match='database "no_such_database_here" does not exist'):
+        DBOSClient(system_database_url=missing)
+
+    lazy = DBOSClient(system_database_url=_refused_url(), lazy=True, retry_connection_errors=False)
+    try:
+        with pytest.raises(DBOSException, match="unavailable"):
+            lazy.enqueue({"queue_name": "q", "workflow_name": "w"})
+        with pytest.raises(DBOSException):
+            lazy.check_connection()
+    finally:
+        lazy.destroy()

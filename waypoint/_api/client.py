@@ -62,6 +62,7 @@ class DBOSClient(SharedOperations):
                 schema=dbos_system_schema,
                 pool_size=system_database_pool_size or 5,
                 application_name="dbos_transact_client",
+                retry_connection_errors=retry_connection_errors,
             )
         engine = Engine(
             store,
@@ -73,7 +74,11 @@ class DBOSClient(SharedOperations):
         self._client_ops = ClientOps(engine)
         engine.store.open()
         if not lazy:
-            self.check_connection()
+            try:
+                self.check_connection()
+            except BaseException:
+                engine.store.close()  # no pool left retrying behind a failed construction
+                raise
         if use_listen_notify:
             engine.start_listening()
 
@@ -86,8 +91,9 @@ class DBOSClient(SharedOperations):
         return self._client_ops.engine()
 
     def check_connection(self) -> None:
-        """Raise if the system database cannot be reached."""
-        self.engine.store.ping()
+        """One attempt to reach the system database: raises at once if it cannot answer (an
+        eager client checks on construction, failing fast as ``launch`` does)."""
+        self.engine.store.ping_once()
 
     async def check_connection_async(self) -> None:
         """Async twin of ``check_connection``."""
@@ -157,4 +163,4 @@ class DBOSClient(SharedOperations):
 
 
 def _ping(engine: Engine) -> Flow[None]:
-    yield Io(engine.store.ping)
+    yield Io(engine.store.ping_once)

@@ -16,6 +16,7 @@ class StoreOptions:
     schema: str = "dbos"
     pool_size: int = 20
     application_name: str = "waypoint"
+    retry_connection_errors: bool = True  # False: an outage is raised, not waited out
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ The tree::
      ├─ StoreClosedError         the store was closed while the call waited or retried
      ├─ StorageFullError         out of disk: nothing of the failed call was written
      ├─ StorageConfigError       a bad URL or schema name, an unreachable or unmigrated database
+     ├─ UnavailableError         the database cannot answer now, and the caller asked not to wait
      ├─ UnsupportedError         this backend cannot do what was asked
      ├─ NotFoundError            a workflow the call needs does not exist (``workflow_id``)
      ├─ AlreadyExistsError       a row the call would create exists already
@@ -44,6 +45,10 @@ class StorageConfigError(StorageError):
 
 
 class UnsupportedError(StorageError):
+    pass
+
+
+class UnavailableError(StorageError):
     pass
 
 

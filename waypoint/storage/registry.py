@@ -36,10 +36,12 @@ def open_url(
     schema: str = "dbos",
     pool_size: int = 20,
     application_name: str = "waypoint",
+    retry_connection_errors: bool = True,
 ) -> Store:
     """A closed store for ``url``: call ``migrate``/``verify_schema`` and ``open`` next."""
     backend, target = backend_for(url)
-    return backend.open(target, StoreOptions(schema, pool_size, application_name))
+    options = StoreOptions(schema, pool_size, application_name, retry_connection_errors)
+    return backend.open(target, options)
 
 
 def system_url_for(app_database_url: str, app_name: str) -> str:

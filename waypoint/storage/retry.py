@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TypeVar
 
-from waypoint.storage.errors import StorageFullError, StoreClosedError
+from waypoint.storage.errors import StorageFullError, StoreClosedError, UnavailableError
 
 logger = logging.getLogger("waypoint")
 
@@ -44,6 +44,7 @@ class RetryPolicy:
         self.initial_delay = initial_delay
         self.max_delay = max_delay
         self.closed = closed or threading.Event()
+        self.retry_transient = True  # False: a transient failure is raised at once
         self._last_log = 0.0
 
     def run(self, op: Callable[[], T], what: str) -> T:
@@ -62,6 +63,10 @@ class RetryPolicy:
                     ) from exc
                 if fault is not Fault.TRANSIENT:
                     raise
+                if not self.retry_transient:
+                    raise UnavailableError(
+                        f"the system database is unavailable ({what}): {type(exc).__name__}: {exc}"
+                    ) from exc
                 failures += 1
                 self._log(what, exc, failures, delay)
                 if self.on_transient is not None:

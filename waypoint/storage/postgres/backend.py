@@ -17,12 +17,14 @@ def _target(rest: str) -> DatabaseTarget:
 
 
 def _open(target: DatabaseTarget, options: StoreOptions) -> Store:
-    return PostgresStore(
+    store = PostgresStore(
         target,
         schema=options.schema,
         pool_size=options.pool_size,
         application_name=options.application_name,
     )
+    store.retry.retry_transient = options.retry_connection_errors
+    return store
 
 
 def _system_url_for(target: DatabaseTarget, app_name: str) -> str:

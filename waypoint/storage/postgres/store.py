@@ -18,7 +18,12 @@ import psycopg.errors as pgerr
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from waypoint.storage.errors import DeduplicatedError, OwnershipLostError, StorageConfigError
+from waypoint.storage.errors import (
+    DeduplicatedError,
+    OwnershipLostError,
+    StorageConfigError,
+    UnavailableError,
+)
 from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.postgres.schema import PgSchemaAdmin
@@ -261,8 +266,19 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
         return listener
 
     def ping_once(self) -> None:
-        with self._pool.connection(timeout=2.0) as conn:
-            conn.execute("SELECT 1")
+        try:
+            with self._pool.connection(timeout=2.0) as conn:
+                conn.execute("SELECT 1")
+        except PoolTimeout as timeout:
+            # The pool only says it waited: one direct attempt gives the server's reason.
+            try:
+                with psycopg.connect(self.target.url, **self._conn_kwargs) as conn:
+                    conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                raise UnavailableError(
+                    f"cannot connect to the system database {redact(self.target.url)}: {exc}"
+                ) from exc
+            raise UnavailableError(f"the system database did not answer: {timeout}") from timeout
 
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")

@@ -21,7 +21,9 @@ def _target(rest: str) -> DatabaseTarget:
 
 
 def _open(target: DatabaseTarget, options: StoreOptions) -> Store:
-    return SqliteStore(target)
+    store = SqliteStore(target)
+    store.retry.retry_transient = options.retry_connection_errors
+    return store
 
 
 def _system_url_for(target: DatabaseTarget, app_name: str) -> str:

@@ -78,6 +78,7 @@ class DBOSTracer:
         self.otlp_attributes: dict[str, str] = {}
         self.app_version: Optional[str] = None
         self.executor_id: Optional[str] = None
+        self._tracer: Optional[tuple[Any, Any]] = None  # (provider, its tracer): made once
 
     def set_provider(self, provider: Optional[TracerProvider]) -> None:
         """Use this provider instead of the global one."""
@@ -99,26 +100,25 @@ class DBOSTracer:
         ``context``, else the current span)."""
         from opentelemetry import trace
 
-        tracer = (
-            self.provider.get_tracer(TRACER_NAME)
-            if self.provider is not None
-            else trace.get_tracer(TRACER_NAME)
-        )
+        provider = self.provider if self.provider is not None else trace.get_tracer_provider()
+        cached = self._tracer
+        if cached is None or cached[0] is not provider:
+            cached = self._tracer = (provider, provider.get_tracer(TRACER_NAME))
         if parent is not None:
             context = trace.set_span_in_context(parent)
-        span = tracer.start_span(name=str(attributes["name"]), context=context)
         values = {
             **attributes,
             "applicationID": self.app_id,
             "applicationVersion": self.app_version,
             "executorID": self.executor_id,
         }
-        for k, v in values.items():
-            if k != "name" and v is not None and isinstance(v, (str, bool, int, float)):
-                span.set_attribute(self._resolve_attribute_name(k), v)
-        for k, v in self.otlp_attributes.items():
-            span.set_attribute(k, v)
-        return span
+        plain = {
+            self._resolve_attribute_name(k): v
+            for k, v in values.items()
+            if k != "name" and v is not None and isinstance(v, (str, bool, int, float))
+        }
+        plain.update(self.otlp_attributes)  # verbatim: never renamed
+        return cached[1].start_span(name=str(attributes["name"]), context=context, attributes=plain)
 
     def end_span(self, span: Span) -> None:
         span.end()

@@ -25,6 +25,7 @@ from waypoint._api.handles import WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.migrate import run_dbos_database_migrations
 from waypoint._api.queue import Queue
 from waypoint._api.telemetry import PropagateOtelContext
+from waypoint._api.unsupported import KafkaMessage
 from waypoint.core.messaging import SendMessage
 from waypoint.core.serialization import (
     DBOSPortableJSONSerializer,
@@ -60,6 +61,7 @@ __all__ = [
     "DebouncerClient",
     "DuplicationPolicy",
     "EnqueueOptions",
+    "KafkaMessage",
     "PortableWorkflowError",
     "PropagateOtelContext",
     "Queue",

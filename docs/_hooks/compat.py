@@ -29,18 +29,19 @@ CONDUCTOR = "no DBOS Conductor connection (Waypoint is self-hosted only)"
 
 # Names Waypoint does not offer, with the reason. Remove a line when the name lands.
 UNSUPPORTED: dict[str, str] = {
-    "KafkaMessage": "Kafka consumers are not supported (no broker to test against)",
     "make_pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
-    "DBOS.alert_handler": CONDUCTOR,
-    "DBOS.kafka_consumer": "Kafka consumers are not supported (no broker to test against)",
     "command: start": "run your application with python; Waypoint has no start script",
     "command: init": "no application templates",
     "command: postgres": "no Docker helper: point -s at any PostgreSQL",
 }
 
 # Names Waypoint has only to refuse them with a clear error (never silently accepted).
-REFUSED: dict[str, str] = {}
+REFUSED: dict[str, str] = {
+    "DBOS.alert_handler": CONDUCTOR + "; raises DBOSException where it decorates",
+    "DBOS.kafka_consumer": "Kafka consumers are not supported yet; raises DBOSException where "
+    "it decorates (KafkaMessage exists for annotations)",
+}
 
 # DBOSConfig keys Waypoint accepts and what it does with them, where that is not "the same
 # as DBOS". Keys absent from Waypoint's DBOSConfig need an UNSUPPORTED reason instead.
@@ -48,12 +49,16 @@ CONFIG_NOTES: dict[str, str] = {
     "application_database_url": "the database of @DBOS.transaction (SQLAlchemy, the sql "
     "extra); on SQLite every isolation level runs as SERIALIZABLE",
     "db_engine_kwargs": "used for the application database's engine only",
-    "system_database_engine": "accepted; Waypoint does not use SQLAlchemy",
+    "system_database_engine": "its URL is used (Waypoint opens its own connections); a "
+    "warning says the engine itself is not",
     "enable_otlp": "traces and logs need the otel extra (pip install 'waypoint-workflows[otel]')",
-    "kafka_queue_polling_interval_sec": "accepted; no Kafka consumers",
-    "conductor_key": "accepted; " + CONDUCTOR,
-    "conductor_url": "accepted; " + CONDUCTOR,
-    "conductor_executor_metadata": "accepted; " + CONDUCTOR,
+    "kafka_queue_polling_interval_sec": "accepted with a warning: no Kafka consumers",
+    "conductor_key": "accepted with a warning: " + CONDUCTOR,
+    "conductor_url": "accepted with a warning: " + CONDUCTOR,
+    "conductor_executor_metadata": "accepted with a warning: " + CONDUCTOR,
+    "console_log_level": "accepted with a warning: configure the waypoint logger's handlers",
+    "notification_coalesce_sec": "accepted with a warning: notifications are not coalesced",
+    "sys_db_polling_concurrency": "accepted with a warning: polling uses sys_db_pool_size",
 }
 
 # The DBOS class each member group belongs to, and where Waypoint's is.

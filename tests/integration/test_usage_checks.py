@@ -324,3 +324,44 @@ def test_registering_a_name_twice_and_reusing_an_id_are_named(
     with pytest.raises(DBOSException, match="already exists with a different function name"):
         with SetWorkflowID("taken"):
             second()
+
+
+def test_settings_without_effect_are_said_not_ignored(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlalchemy
+
+    DBOS.destroy(destroy_registry=True)
+    try:
+        DBOS(
+            config={
+                "name": "no-effect",
+                # The engine's URL is the system database (none other is given).
+                "system_database_engine": sqlalchemy.create_engine(db_url),
+                "conductor_key": "k",
+                "console_log_level": "DEBUG",
+                "kafka_queue_polling_interval_sec": 1.0,
+            },
+            conductor_url="wss://example.invalid",
+        )
+        said = caplog.text
+        for key in ("conductor_key", "console_log_level", "kafka_queue_polling_interval_sec"):
+            assert f"config {key} has no effect" in said
+        assert "DBOS() conductor_url has no effect: Waypoint does not connect to DBOS" in said
+        assert "config system_database_engine has no effect" in said
+        DBOS.launch()
+
+        @DBOS.workflow()
+        def probe() -> str:
+            return "here"
+
+        assert probe() == "here"
+        from waypoint import DBOSClient
+
+        client = DBOSClient(system_database_url=db_url)  # the engine's database was used
+        try:
+            assert [w.name for w in client.list_workflows()] == [probe.dbos_function_name]  # type: ignore[attr-defined]
+        finally:
+            client.destroy()
+    finally:
+        DBOS.destroy(destroy_registry=True)

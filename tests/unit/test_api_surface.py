@@ -288,10 +288,7 @@ CLIENT_SPEC["register_queue"] = DBOS_SPEC["register_queue"].replace(
 NOT_YET: set[str] = set()
 # In the spec but not offered by Waypoint's DBOS (no application database, Kafka
 # or Conductor): each xfail turns into a failure the day it is added.
-DBOS_MISSING = {
-    "alert_handler": "Conductor alerts",
-    "kafka_consumer": "Kafka consumers",
-}
+DBOS_MISSING: dict[str, str] = {}
 # A None default that stands for a default each surface picks (its value is checked by the
 # integration tests): register_queue's on_conflict is update_if_latest_version for DBOS and
 # always_update for a client.
@@ -669,3 +666,17 @@ def test_sync_method_in_a_running_event_loop_points_to_its_twin(unlaunched: None
             DBOS.cancel_workflow("w")  # not one DBOS guards: it fails for its own reason
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("use", "reason"),
+    [
+        (lambda: DBOS.kafka_consumer({}, ["topic"]), "no Kafka consumers"),
+        (lambda: DBOS.alert_handler(lambda name, message, metadata: None), "Conductor"),
+    ],
+)
+def test_what_waypoint_lacks_fails_where_it_is_declared(use: Any, reason: str) -> None:
+    """Kafka consumers and Conductor alerts exist (a DBOS application imports) and raise at
+    decoration time, naming what is missing, instead of registering what would never run."""
+    with pytest.raises(DBOSException, match=reason):
+        use()

@@ -41,6 +41,7 @@ def test_public_names_are_pinned() -> None:
             "DebouncerClient",
             "DuplicationPolicy",
             "EnqueueOptions",
+            "KafkaMessage",
             "PortableWorkflowError",
             "PropagateOtelContext",
             "Queue",

@@ -17,6 +17,7 @@ from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.messaging import SendMessage, send_flow
 from waypoint.core.serialization import Serializer
+from waypoint.core.settings import engine_url, warn_no_effect
 from waypoint.core.storage_errors import translated
 from waypoint.core.types import WorkflowSerializationFormat
 from waypoint.error import DBOSException
@@ -47,7 +48,14 @@ class DBOSClient(SharedOperations):
         lazy: bool = False,
         retry_connection_errors: bool = True,
     ) -> None:
-        url = system_database_url or database_url
+        warn_no_effect(
+            {
+                "system_database_engine": system_database_engine,
+                "system_database_polling_concurrency": system_database_polling_concurrency,
+            },
+            "DBOSClient",
+        )
+        url = system_database_url or database_url or engine_url(system_database_engine)
         if not url and application_database_url:
             # DBOS's rule: the system database lives beside the application database.
             with translated():

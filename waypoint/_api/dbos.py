@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Optional, ParamSpec, TypeVar, overload
 
 from waypoint._api import auth as _auth
-from waypoint._api import decorators, telemetry, transactions
+from waypoint._api import decorators, telemetry, transactions, unsupported
 from waypoint._api.config import DBOSConfig
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.launch import launch, running_loop
@@ -28,7 +28,7 @@ from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import drive_async, drive_sync
 from waypoint.core.registrations import REGISTRY
 from waypoint.core.runtime import Runtime, maybe_runtime, set_runtime
-from waypoint.core.settings import RuntimeConfig, resolve
+from waypoint.core.settings import RuntimeConfig, resolve, warn_no_effect
 from waypoint.core.storage_errors import translated
 from waypoint.core.transactions import in_transaction
 from waypoint.core.types import StepOptions, StepStatus, WorkflowSerializationFormat
@@ -81,6 +81,7 @@ class DBOS(SharedOperations):
             logger.warning("DBOS was already launched; the new config is ignored")
             return
         self._config: RuntimeConfig = resolve(config)
+        warn_no_effect({"conductor_url": conductor_url, "conductor_key": conductor_key}, "DBOS()")
         telemetry.configure(self._config)
         self._runtime: Optional[Runtime] = None
         self._initialized = True
@@ -277,6 +278,25 @@ class DBOS(SharedOperations):
     def scheduled(cls, cron: str) -> Callable[[F], F]:
         """Fire a workflow ``(scheduled_time, actual_time)`` on a cron schedule."""
         return decorators.scheduled(cron)
+
+    @classmethod
+    def kafka_consumer(
+        cls,
+        config: dict[str, Any],
+        topics: list[str],
+        in_order: bool = False,
+        *,
+        ordering: Optional[str] = None,
+        batch_size: int = 250,
+        queue_name: Optional[str] = None,
+    ) -> Callable[[F], F]:
+        """Not supported yet: raises DBOSException where it decorates (see ``unsupported``)."""
+        unsupported.kafka_consumer()
+
+    @classmethod
+    def alert_handler(cls, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Not supported (no Conductor): raises DBOSException where it decorates."""
+        unsupported.alert_handler(func)
 
     # -- starting workflows and steps -----------------------------------------------------------
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -13,6 +14,8 @@ from waypoint.core.storage_errors import translated
 from waypoint.error import DBOSInitializationError
 from waypoint.storage.registry import default_sqlite_url, parse_url, system_url_for
 from waypoint.storage.url import check_schema_name
+
+logger = logging.getLogger("waypoint")
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{3,30}$")
 
@@ -67,6 +70,44 @@ KNOWN_KEYS = frozenset(
 )
 
 DEFAULT_MAX_THREADS = 256
+
+# DBOSConfig keys (and DBOS() / DBOSClient() arguments) Waypoint accepts so a DBOS
+# application starts unchanged, but that have no effect here: each one given is said once,
+# at construction, with the reason, rather than silently ignored.
+NO_EFFECT = {
+    "conductor_key": "Waypoint does not connect to DBOS Conductor",
+    "conductor_url": "Waypoint does not connect to DBOS Conductor",
+    "conductor_executor_metadata": "Waypoint does not connect to DBOS Conductor",
+    "kafka_queue_polling_interval_sec": "Waypoint has no Kafka consumers",
+    "console_log_level": "Waypoint logs through the 'waypoint' logger at log_level; configure "
+    "its handlers to filter the console",
+    "notification_coalesce_sec": "Waypoint delivers each notification as it arrives",
+    "sys_db_polling_concurrency": "Waypoint's polling uses the sys_db_pool_size connections",
+    "system_database_polling_concurrency": "Waypoint's polling uses the pool's connections",
+    "system_database_engine": "Waypoint opens its own connections to the engine's URL (the "
+    "engine's pool settings are not used)",
+}
+
+
+def warn_no_effect(given: Mapping[str, Any], where: str = "config") -> None:
+    """Say, once each, which given settings have no effect in Waypoint, and why."""
+    for key, why in NO_EFFECT.items():
+        if given.get(key) is not None:
+            logger.warning("%s %s has no effect: %s", where, key, why)
+
+
+def engine_url(engine: Any) -> Optional[str]:
+    """The URL of a SQLAlchemy engine given for the system database (DBOS takes one)."""
+    if engine is None:
+        return None
+    url = getattr(engine, "url", None)
+    render = getattr(url, "render_as_string", None)
+    if render is None:
+        raise DBOSInitializationError("system_database_engine must be a SQLAlchemy Engine")
+    text = str(render(hide_password=False))
+    # SQLAlchemy names its driver in the scheme (postgresql+psycopg://): Waypoint picks its own.
+    scheme, sep, rest = text.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
 
 
 @dataclass
@@ -124,7 +165,8 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         raise DBOSInitializationError(
             f"config name must be 3 to 30 characters of a-z, 0-9, '-' and '_', got {name!r}"
         )
-    url = config.get("system_database_url")
+    warn_no_effect(config)
+    url = config.get("system_database_url") or engine_url(config.get("system_database_engine"))
     app_url = config.get("database_url") or config.get("application_database_url")
     with translated():
         if not url:

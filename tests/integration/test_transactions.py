@@ -694,3 +694,23 @@ def test_retriable_and_other_database_errors(txn_dbos: type[DBOS], backend: str)
         assert getattr(caught.value.orig, "sqlstate", None) == "42601"
     else:
         assert "syntax error" in str(caught.value.orig)
+
+
+def test_a_transaction_can_be_scheduled(txn_dbos: type[DBOS]) -> None:
+    """As in DBOS, @DBOS.scheduled accepts a transaction: it fires as a one-transaction
+    workflow, its slots named after the transaction."""
+    import datetime as dt
+    import threading
+
+    fired = threading.Event()
+
+    @DBOS.scheduled("* * * * * *")
+    @DBOS.transaction()
+    def tick(scheduled: dt.datetime, actual: dt.datetime) -> None:
+        DBOS.sql_session.execute(sa.text("SELECT 1"))
+        fired.set()
+
+    name = tick.dbos_function_name  # type: ignore[attr-defined]
+    DBOS.launch()
+    assert fired.wait(10)
+    assert DBOS.list_workflows(workflow_id_prefix=f"sched-{name}-")

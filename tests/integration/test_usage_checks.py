@@ -365,3 +365,15 @@ def test_settings_without_effect_are_said_not_ignored(
             client.destroy()
     finally:
         DBOS.destroy(destroy_registry=True)
+
+
+def test_a_started_workflow_keeps_a_pinned_application_version(dbos: type[DBOS]) -> None:
+    @DBOS.workflow()
+    def job() -> str:
+        return "ran"
+
+    DBOS.launch()
+    with SetEnqueueOptions(app_version="pinned-version"), SetWorkflowID("pinned"):
+        DBOS.start_workflow(job)
+    status = DBOS.get_workflow_status("pinned")
+    assert status is not None and status.app_version == "pinned-version"

@@ -226,6 +226,7 @@ def transaction(name: Optional[str], isolation_level: str) -> Callable[[F], F]:
         info = _register_temp_workflow(txn_name, wrapper)
         wrapper.__waypoint_workflow__ = info  # type: ignore[attr-defined]
         wrapper.__waypoint_transaction__ = txn_name  # type: ignore[attr-defined]
+        wrapper.dbos_function_name = txn_name  # type: ignore[attr-defined]  # (so it schedules)
         return cast(F, wrapper)
 
     return decorator

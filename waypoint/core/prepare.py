@@ -216,6 +216,10 @@ def prepare(
         parent_workflow_id=parent.workflow_id if parent is not None else None,
         attributes=attributes,
     )
+    if enqueue is None and opts.enqueue_options_set and opts.app_version is not None:
+        # SetEnqueueOptions(app_version=) pins a started workflow's version too (it decides
+        # which executors may recover it), as in DBOS.
+        new.application_version = opts.app_version
     if enqueue is not None:
         new.queue_name = enqueue.queue_name
         new.deduplication_id = enqueue.deduplication_id

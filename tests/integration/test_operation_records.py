@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,11 @@ import pytest
 
 from waypoint import DBOS, Debouncer, Queue, SetWorkflowID
 from waypoint.core.serialization import Codec
-from waypoint.error import DBOSPatchNondeterminismError
+from waypoint.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSPatchNondeterminismError,
+    DBOSStreamNondeterminismError,
+)
 from waypoint.storage.protocol import Completion, NewWorkflow, StepRecord, StepRow
 from waypoint.storage.registry import open_url
 
@@ -560,3 +565,71 @@ def test_debounce_coalesces_under_a_pinned_id(dbos: type[DBOS]) -> None:
     second = debouncer.debounce("k", 1.5, 2)  # within the period: the same workflow, new input
     assert first.workflow_id == second.workflow_id == "pinned-deb"
     assert second.get_result(polling_interval_sec=0.05) == 2
+
+
+# -- stream reads --------------------------------------------------------------------------------
+
+
+def test_a_stream_reader_notices_its_cancellation(dbos: type[DBOS]) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    @DBOS.workflow()
+    def writer() -> None:
+        DBOS.write_stream("s", "v0")
+        release.wait()  # stays active and silent: the reader waits for more
+
+    @DBOS.workflow()
+    def reader(source: str) -> list[Any]:
+        seen = []
+        for value in DBOS.read_stream(source, "s"):
+            seen.append(value)
+            entered.set()
+        return seen
+
+    DBOS.launch()
+    with SetWorkflowID("live-writer"):
+        writer_handle = DBOS.start_workflow(writer)
+    try:
+        with SetWorkflowID("cancelled-reader"):
+            reader_handle = DBOS.start_workflow(reader, "live-writer")
+        assert entered.wait(30)
+        DBOS.cancel_workflow("cancelled-reader")
+        with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+            reader_handle.get_result(polling_interval_sec=0.05)
+    finally:
+        release.set()
+        writer_handle.get_result(polling_interval_sec=0.05)
+
+
+def test_concurrent_stream_reads_in_one_workflow_are_refused(dbos: type[DBOS]) -> None:
+    @DBOS.workflow()
+    def writer() -> None:
+        DBOS.write_stream("a", 1)
+        DBOS.write_stream("b", 2)
+
+    @DBOS.workflow()
+    async def gathering(source: str) -> list[Any]:
+        return list(
+            await asyncio.gather(
+                DBOS.read_stream_offset_async(source, "a", 0),
+                DBOS.read_stream_offset_async(source, "b", 0),
+            )
+        )
+
+    @DBOS.workflow()
+    async def sequential(source: str) -> list[Any]:
+        a = await DBOS.read_stream_offset_async(source, "a", 0)
+        return [a, await DBOS.read_stream_offset_async(source, "b", 0)]
+
+    DBOS.launch()
+    with SetWorkflowID("two-streams"):
+        writer()
+
+    async def main() -> None:
+        with SetWorkflowID("gathering"), pytest.raises(DBOSStreamNondeterminismError):
+            await gathering("two-streams")
+        with SetWorkflowID("sequential"):
+            assert await sequential("two-streams") == [1, 2]
+
+    asyncio.run(main())

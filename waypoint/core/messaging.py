@@ -39,6 +39,7 @@ from waypoint.core.types import ACTIVE_STATUSES, NULL_TOPIC, WorkflowSerializati
 from waypoint.error import (
     DBOSException,
     DBOSNonExistentWorkflowError,
+    DBOSStreamNondeterminismError,
     DBOSStreamTimeoutError,
     DBOSWorkflowCancelledError,
     WaypointPayloadError,
@@ -384,18 +385,52 @@ def read_stream_flow(
     per value read (spanning the wait), whose output is the value in the application's
     serializer, as DBOS records it."""
     run = in_body()
-    if run is not None:
+    if run is None:
+        return (yield from _read_value(eng, None, -1, workflow_id, key, offset, timeout, name))
+    if run.stream_reads > 0:
+        # Two reads in flight at once (asyncio.gather, say): which one records which value,
+        # at which position, would depend on task scheduling. DBOS refuses it the same way.
+        raise DBOSStreamNondeterminismError(
+            f"Cannot deterministically read stream {key} in workflow {run.workflow_id}: another "
+            "stream read in the same workflow is still in progress, so which read records which "
+            "value would depend on task scheduling. Read streams from sequential workflow code, "
+            "or read them from a step."
+        )
+    run.stream_reads += 1
+    try:
         fid = run.next_function_id()
         rec = run.replay.get(fid)
         if rec is not None:
             return _replay_read(eng, run, rec, name)
+        return (yield from _read_value(eng, run, fid, workflow_id, key, offset, timeout, name))
+    finally:
+        run.stream_reads -= 1
+
+
+def _read_value(
+    eng: Engine,
+    run: Optional[WorkflowRun],
+    fid: int,
+    workflow_id: str,
+    key: str,
+    offset: int,
+    timeout: Optional[float],
+    name: str,
+) -> Flow[StreamRead]:
+    """Wait for the value at ``offset`` (a reading workflow notices its own cancellation),
+    then, from a workflow body, checkpoint it at ``fid``."""
     started = eng.now_ms()
     deadline = None if timeout is None else time.time() + timeout
     skey = stream_key(workflow_id, key)
+    keys: tuple[str, ...] = (skey, done_key(workflow_id))
+    if run is not None:
+        keys += (cancel_key(run.workflow_id),)
     drained = False
     result: Optional[StreamRead] = None
     while result is None:
-        signal = eng.wakeups.subscribe(skey, done_key(workflow_id))
+        if run is not None:
+            yield from check_cancelled(run.runtime, run)
+        signal = eng.wakeups.subscribe(*keys)
         try:
             value, writer = yield Io(lambda: eng.store.read_stream(workflow_id, key, offset))
             if value is not None:
@@ -420,8 +455,10 @@ def read_stream_flow(
                     break
                 wait = eng.wait_interval()
                 yield Wait(signal, wait if remaining is None else min(remaining, wait))
+                if run is not None and run.entry.cancel.is_set():
+                    raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
         finally:
-            eng.wakeups.unsubscribe(signal, skey, done_key(workflow_id))
+            eng.wakeups.unsubscribe(signal, *keys)
     error = DBOSStreamTimeoutError(result.timed_out) if result.timed_out is not None else None
     if run is not None:
         ser = eng.codec.default

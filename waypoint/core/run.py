@@ -82,6 +82,7 @@ class WorkflowRun:
         "scope",
         "serializer",
         "status_checked",
+        "stream_reads",
         "workflow_id",
     )
 
@@ -125,6 +126,7 @@ class WorkflowRun:
         self._next_fid = 1  # as DBOS numbers them: the first step is 1, the first child wf-1
         self._fid_lock = threading.Lock()
         self.status_checked = time.monotonic()
+        self.stream_reads = 0  # stream reads of the body in progress (at most one at a time)
 
     def next_function_id(self) -> int:
         with self._fid_lock:

@@ -983,3 +983,35 @@ def test_lost_event_notification_still_wakes_get_event(dbos: type[DBOS], db_url:
     assert got["value"] == "v"
     assert got["at"] - started < 5
     handle.get_result()
+
+
+def test_a_waiting_stream_reader_notices_its_cancellation(dbos: type[DBOS]) -> None:
+    """A workflow reading a live but silent stream is cancelled at once, not when the writer
+    finishes."""
+    release, entered = threading.Event(), threading.Event()
+
+    @DBOS.workflow()
+    def writer() -> None:
+        DBOS.write_stream("s", "v0")
+        release.wait(30)
+
+    @DBOS.workflow()
+    def reader(target: str) -> list[Any]:
+        seen = []
+        for value in DBOS.read_stream(target, "s"):
+            seen.append(value)
+            entered.set()
+        return seen
+
+    DBOS.launch()
+    w = DBOS.start_workflow(writer)
+    try:
+        r = DBOS.start_workflow(reader, w.workflow_id)
+        assert entered.wait(10)
+        DBOS.cancel_workflow(r.workflow_id)
+        with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+            r.get_result()
+        assert not release.is_set()  # the writer is still running: the reader did not wait
+    finally:
+        release.set()
+        w.get_result()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from tests.conftest import pg_url
+from tests.conftest import pg_url, requires_postgres
 from waypoint import DBOS, DBOSConfiguredInstance, Queue, SetWorkflowID
 from waypoint.core.runtime import get_runtime
 from waypoint.error import DBOSException, DBOSUnexpectedStepError
@@ -714,3 +714,44 @@ def test_a_transaction_can_be_scheduled(txn_dbos: type[DBOS]) -> None:
     DBOS.launch()
     assert fired.wait(10)
     assert DBOS.list_workflows(workflow_id_prefix=f"sched-{name}-")
+
+
+@requires_postgres
+def test_an_application_database_outage_is_retried(
+    config: dict[str, Any], backend: str, app_url: str
+) -> None:
+    """The application database drops every connection in the middle of a transaction and
+    refuses new ones for a while: the transaction is run again until it commits, once."""
+    if backend != "postgres":
+        pytest.skip("a PostgreSQL outage, through a proxy")
+    from tests.proxy import TcpProxy
+
+    target = sa.make_url(app_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxied_url = target.set(port=proxy.port).render_as_string(hide_password=False)
+    attempts = 0
+    restored = threading.Event()
+
+    @DBOS.transaction()
+    def pay(amount: int) -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            proxy.cut()  # the outage begins inside the transaction
+            threading.Timer(0.5, lambda: (proxy.restore(), restored.set())).start()
+        DBOS.sql_session.execute(sa.text("INSERT INTO payments VALUES (:a)"), {"a": amount})
+        return amount
+
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={**config, "application_database_url": proxied_url})  # type: ignore[typeddict-item]
+    try:
+        DBOS.launch()
+        query(app_url, "CREATE TABLE payments (amount INT)")
+        with SetWorkflowID("outage-pay"):
+            assert pay(7) == 7
+        assert restored.is_set() and attempts >= 2
+        assert query(app_url, "SELECT amount FROM payments") == [(7,)]
+        assert len(query(app_url, "SELECT * FROM dbos.transaction_outputs")) == 1
+    finally:
+        DBOS.destroy(destroy_registry=True)
+        proxy.close()

@@ -32,6 +32,12 @@ PG_ONLY_CONNECT_ARGS = ("application_name", "connect_timeout")
 # 40P01) end a transaction without harm: the whole transaction is worth running again.
 RETRIABLE_SQLSTATE_PREFIXES = ("08", "53", "57")
 RETRIABLE_SQLSTATES = ("40001", "40P01")
+RETRIABLE_MESSAGES = (
+    "connection failed",
+    "server closed the connection unexpectedly",
+    "database is locked",  # SQLite: a lock held past the busy timeout
+    "database table is locked",
+)
 
 
 def sqlite_now_ms() -> str:
@@ -100,7 +106,10 @@ def is_retriable(exc: BaseException) -> bool:
     if state in RETRIABLE_SQLSTATES or state.startswith(RETRIABLE_SQLSTATE_PREFIXES):
         return True
     text = str(exc.orig).lower()
-    return "database is locked" in text or "database table is locked" in text
+    # A connection that could not be made, or broke, reports no SQLSTATE.
+    return any(sign in text for sign in RETRIABLE_MESSAGES) or (
+        type(exc.orig).__name__ == "ConnectionTimeout"
+    )
 
 
 def is_unique_violation(exc: BaseException) -> bool:

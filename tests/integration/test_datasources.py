@@ -315,3 +315,31 @@ def test_a_concurrent_recorder_wins(
     with SetWorkflowID("race-1"):
         assert wf() == "theirs"
     assert query(user_url, "SELECT count(*) FROM items") == [(0,)]  # rolled back
+
+
+def test_a_caller_engine_and_serializer(dbos: type[DBOS], user_url: str) -> None:
+    from waypoint import DBOSPortableJSONSerializer
+
+    url = sa.make_url(user_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(url)
+    ds = SQLAlchemyDatasource.create(
+        user_url, engine=engine, serializer=DBOSPortableJSONSerializer()
+    )
+    assert ds.created_engine is False
+
+    @ds.transaction()
+    def pair(x: int) -> dict[str, int]:
+        return {"x": x, "one": int(ds.sql_session().execute(sa.text("SELECT 1")).scalar_one())}
+
+    @DBOS.workflow()
+    def wf() -> dict[str, int]:
+        return pair(4)
+
+    DBOS.launch()
+    with SetWorkflowID("ser-1"):
+        assert wf() == {"x": 4, "one": 1}
+    rows = query(user_url, f"SELECT output, serialization FROM {outputs(user_url)}")
+    assert rows == [('{"x":4,"one":1}', "portable_json")]
+    engine.dispose()

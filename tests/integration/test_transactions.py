@@ -755,3 +755,29 @@ def test_an_application_database_outage_is_retried(
     finally:
         DBOS.destroy(destroy_registry=True)
         proxy.close()
+
+
+def test_db_engine_kwargs_shape_the_application_engine(
+    config: dict[str, Any], app_url: str
+) -> None:
+    from waypoint._api.transactions import application_database
+
+    DBOS.destroy(destroy_registry=True)
+    DBOS(
+        config={  # type: ignore[typeddict-item]
+            **config,
+            "application_database_url": app_url,
+            "db_engine_kwargs": {"pool_size": 3, "connect_args": {"connect_timeout": 5}},
+        }
+    )
+    try:
+        DBOS.launch()
+        db = application_database()
+        assert db is not None
+        assert db.engine.pool.size() == 3  # type: ignore[attr-defined]
+    finally:
+        DBOS.destroy(destroy_registry=True)
+    with pytest.raises(DBOSException, match="db_engine_kwargs"):
+        DBOS(config={**config, "application_database_url": app_url, "db_engine_kwargs": 3})  # type: ignore[typeddict-item]
+        DBOS.launch()
+    DBOS.destroy(destroy_registry=True)

@@ -1015,3 +1015,21 @@ def test_a_waiting_stream_reader_notices_its_cancellation(dbos: type[DBOS]) -> N
     finally:
         release.set()
         w.get_result()
+
+
+def test_many_concurrent_stream_writes_of_one_workflow(dbos: type[DBOS]) -> None:
+    """Concurrent writes of one workflow queue on its row; none deadlocks another (each
+    takes the row's exclusive lock before its checkpoint's shared one)."""
+
+    @DBOS.workflow()
+    async def many() -> None:
+        async def one(i: int) -> None:
+            await DBOS.write_stream_async("s", i)
+
+        await asyncio.gather(*(one(i) for i in range(60)))
+
+    DBOS.launch()
+    handle = DBOS.start_workflow(many)
+    handle.get_result()
+    assert sorted(DBOS.read_stream(handle.workflow_id, "s")) == list(range(60))
+    assert len(DBOS.list_workflow_steps(handle.workflow_id)) == 60

@@ -131,19 +131,27 @@ class MessagingSql(SqlCore):
         statements: Sequence[str],
         record: Optional[StepRecord],
         what: str,
+        lock: Optional[str] = None,
     ) -> Optional[RecordOutcome]:
         """Run ``statements`` after the checkpoint (see ``_checkpointed``) and wake whoever
         waits on the value's key (``kind`` is the wake-up key's prefix), in Waypoint and in
-        DBOS processes sharing the database (DBOS listens on its own channels)."""
+        DBOS processes sharing the database (DBOS listens on its own channels). ``lock`` runs
+        first, before the checkpoint's shared lock on the workflow row: taking an exclusive
+        lock after a shared one would deadlock two concurrent writers."""
 
-        def write(cur: Cursor) -> None:
-            for sql in statements:
-                cur.exec(sql, params)
-            self.d.notify_in(
-                cur, f"'{kind}:' || %(wf)s || '::' || %(key)s", params, _DBOS_CHANNELS[kind]
-            )
+        def body(cur: Cursor) -> Optional[RecordOutcome]:
+            if lock is not None:
+                cur.exec(lock, params)
+            outcome = None if record is None else self._record_in(cur, record)
+            if outcome is None or outcome.accepted:
+                for sql in statements:
+                    cur.exec(sql, params)
+                self.d.notify_in(
+                    cur, f"'{kind}:' || %(wf)s || '::' || %(key)s", params, _DBOS_CHANNELS[kind]
+                )
+            return outcome
 
-        return self._checkpointed(record, write, what)
+        return self._tx(body, what)
 
     def set_event(self, event: EventWrite, record: Optional[StepRecord]) -> Optional[RecordOutcome]:
         latest = (
@@ -196,7 +204,7 @@ class MessagingSql(SqlCore):
             "ON CONFLICT (workflow_uuid, key, write_key) WHERE write_key IS NOT NULL DO NOTHING"
         )
         params = {**value_params(value), "wk": value.write_key}
-        return self._write_value("s", params, (lock, append), record, "write stream")
+        return self._write_value("s", params, (append,), record, "write stream", lock=lock)
 
     def read_stream(
         self, workflow_id: str, key: str, offset: int

@@ -146,3 +146,28 @@ def test_run_step_async(dbos: type[DBOS]) -> None:
 
     asyncio.run(main())
     assert DBOS.list_workflow_steps("rsa")[0]["function_name"] == "double"
+
+
+def test_no_waypoint_thread_outlives_destroy(dbos: type[DBOS]) -> None:
+    """After DBOS.destroy() the I/O threads of async calls end too (a process whose main
+    thread returns exits, with no non-daemon Waypoint thread left)."""
+    import threading
+
+    @DBOS.workflow()
+    async def wf(x: int) -> int:
+        return x
+
+    DBOS.launch()
+
+    async def main() -> None:
+        handle = await DBOS.start_workflow_async(wf, 1)
+        assert await handle.get_result() == 1
+        await DBOS.list_workflows_async()
+
+    asyncio.run(main())
+    io_threads = [t for t in threading.enumerate() if t.name.startswith("waypoint-io")]
+    assert io_threads  # the async calls used them
+    DBOS.destroy()
+    for t in io_threads:
+        t.join(30)
+    assert [t.name for t in io_threads if t.is_alive()] == []

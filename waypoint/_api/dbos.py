@@ -25,7 +25,7 @@ from waypoint._api.shared import SharedOperations
 from waypoint._api.surface import handle, handle_async, refuse_in_event_loop, twins
 from waypoint.core import calls
 from waypoint.core.context import current_run, current_step
-from waypoint.core.effects import drive_async, drive_sync
+from waypoint.core.effects import drive_async, drive_sync, release_io_pool
 from waypoint.core.registrations import REGISTRY
 from waypoint.core.runtime import Runtime, maybe_runtime, set_runtime
 from waypoint.core.settings import RuntimeConfig, resolve, warn_no_effect
@@ -160,6 +160,7 @@ class DBOS(SharedOperations):
         if inst is not None:
             inst._initialized = False
         QUEUES.listen = None  # a choice of the DBOS object destroyed, as in DBOS
+        release_io_pool()
         if destroy_registry:
             REGISTRY.clear()
             QUEUES.clear()

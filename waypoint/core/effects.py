@@ -194,3 +194,12 @@ def io_pool() -> ThreadPoolExecutor:
     if _io_pool is None:
         _io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="waypoint-io")
     return _io_pool
+
+
+def release_io_pool() -> None:
+    """Let the I/O threads end once their queued work is done (``DBOS.destroy``), so no
+    Waypoint thread outlives the runtime; the next async call starts a new pool."""
+    global _io_pool
+    pool, _io_pool = _io_pool, None
+    if pool is not None:
+        pool.shutdown(wait=False)

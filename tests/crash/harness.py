@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import pickle
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +19,7 @@ import psycopg
 
 from tests.crash import ledger as ledgerlib
 from tests.crash.ledger import Row
+from waypoint.core.serialization import DefaultSerializer
 
 APP = Path(__file__).with_name("app.py")
 REPO = APP.parents[2]
@@ -33,8 +32,8 @@ def decode(text: Optional[str], serialization: Optional[str]) -> Any:
     """A stored value, decoded the way Waypoint (and DBOS) writes it."""
     if text is None:
         return None
-    if serialization in (None, "py_pickle"):
-        return pickle.loads(base64.b64decode(text))
+    if serialization in (None, "py_pickle"):  # DBOS's classes (a history DBOS wrote) read too
+        return DefaultSerializer().deserialize(text)
     if serialization == "portable_json":
         return json.loads(text)
     raise AssertionError(f"unexpected serialization {serialization!r}")

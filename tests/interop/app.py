@@ -41,9 +41,9 @@ IMPL, DB_URL, LEDGER_PATH, MODE = sys.argv[1:5]
 ARGS = sys.argv[5:]
 
 if IMPL == "dbos":
-    from dbos import DBOS, Queue, SetWorkflowID  # the interop venv
+    from dbos import DBOS, Debouncer, Queue, SetWorkflowID  # the interop venv
 elif IMPL == "waypoint":
-    from waypoint import DBOS, Queue, SetWorkflowID
+    from waypoint import DBOS, Debouncer, Queue, SetWorkflowID
 else:
     raise SystemExit(f"unknown implementation {IMPL!r}: expected dbos or waypoint")
 
@@ -106,6 +106,48 @@ def composite(seed: str) -> str:
     result = handle.get_result()
     seen = DBOS.get_event(handle.workflow_id, "child", timeout_seconds=1)
     b = step_two(f"{result}+{seen}")
+    DBOS.sleep(0.01)
+    return step_three(b)
+
+
+@DBOS.step(retries_allowed=True, max_attempts=2, interval_seconds=0)
+def exhausted(value: str) -> str:
+    """Fails every attempt: the workflow gets DBOS's DBOSMaxStepRetriesExceeded, recorded."""
+    LEDGER.event(f"exhausted:{DBOS.workflow_id}:{value}")
+    raise ValueError(f"no luck with {value}")
+
+
+@DBOS.workflow()
+def operations(seed: str) -> str:
+    """Every kind of operation the records cover, then the same steps as ``three_steps``: an
+    inline child call, a started child retrieved, its status and listing read, forked and
+    resumed, a stream read at an offset, a debounced call, a step started as a workflow
+    (``<temp>.echo``), a step out of retries. Step 2 gets what they returned, so a hand-over
+    that replays any of them differently shows in the result."""
+    me = DBOS.workflow_id or "?"
+    a = step_one(seed)
+    inline = child(a)
+    started = DBOS.start_workflow(child, "started")
+    again = DBOS.retrieve_workflow(started.workflow_id).get_result()
+    status = DBOS.get_workflow_status(started.workflow_id)
+    listed = DBOS.list_workflows(workflow_ids=[started.workflow_id])
+    forked = DBOS.fork_workflow(started.workflow_id, 1).get_result()
+    resumed = DBOS.resume_workflow(started.workflow_id).get_result()
+    DBOS.write_stream("ops", "first")
+    DBOS.write_stream("ops", inline)
+    at_offset = DBOS.read_stream_offset(me, "ops", 1)
+    debounced = Debouncer.create(child).debounce(f"{me}-key", 0.1, "debounced").get_result()
+    as_workflow = DBOS.start_workflow(echo, "temp").get_result()
+    try:
+        exhausted("x")
+        failure = "none"
+    except Exception as exc:
+        failure = type(exc).__name__
+    seen = [
+        inline, again, status and status.status, [w.status for w in listed], forked, resumed,
+        at_offset, debounced, as_workflow, failure,
+    ]  # fmt: skip
+    b = step_two(json.dumps(seen))
     DBOS.sleep(0.01)
     return step_three(b)
 

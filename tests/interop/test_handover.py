@@ -8,10 +8,13 @@ again, and the checkpoints, events and the consumed message are the ones the fir
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
 
+from tests.crash import ledger
 from tests.interop.conftest import IMPLS, Interop
 
 DIRECTIONS = [("dbos", "waypoint"), ("waypoint", "dbos")]
@@ -19,10 +22,22 @@ HANDOVERS = ["dbos-to-waypoint", "waypoint-to-dbos"]
 EXPECTED = "s3(s2(s1(seed)+hello))"
 
 
+# What ``operations`` saw before step 2: an inline child, a started child retrieved, its status
+# and listing, its fork and its resumption, a stream value read at an offset, a debounced
+# call, a step started as a workflow, and the error of a step out of retries.
+OPERATIONS_SEEN = json.dumps(
+    [
+        "child(s1(seed))", "child(started)", "SUCCESS", ["SUCCESS"], "child(started)",
+        "child(started)", "child(s1(seed))", "child(debounced)", "temp",
+        "DBOSMaxStepRetriesExceeded",
+    ]
+)  # fmt: skip
+
 WORKFLOWS = {
     # workflow: (result, the "stage" event at the end, step 2's input)
     "three_steps": (EXPECTED, "done", "s1(seed)+hello"),
     "composite": ("s3(s2(child(s1(seed))+s1(seed)))", None, "child(s1(seed))+s1(seed)"),
+    "operations": (f"s3(s2({OPERATIONS_SEEN}))", None, OPERATIONS_SEEN),
 }
 
 
@@ -44,6 +59,8 @@ def test_killed_inside_a_step_the_other_side_finishes_it(
     )
     h.kill(doomed)
     before = h.steps(wf)
+    stored_before = _stored(h, wf)
+    workflows_before = set(h.workflows())
     assert [name for _, name, _ in before][:1] == ["step_one"]
     assert ("step_two" not in {name for _, name, _ in before}) and h.status(wf) == "PENDING"
 
@@ -62,18 +79,42 @@ def test_killed_inside_a_step_the_other_side_finishes_it(
     # The first side's checkpoints were replayed, not rewritten, and what they recorded (the
     # message, the child's result, its event) reached step 2.
     after = h.steps(wf)
-    assert after[: len(before)] == before
+    assert _stored(h, wf)[: len(stored_before)] == stored_before
     names = [name for _, name, _ in after]
     assert names.count("step_one") == names.count("step_two") == names.count("step_three") == 1
     assert [fid for fid, _, _ in after] == list(range(1, len(after) + 1))
     outputs = {name: output for _, name, output in after}
     assert outputs["step_two"] == f"s2({step_two_input})"
+    if workflow == "operations":  # the step out of retries ran its two attempts, once
+        events = ledger.events(h.ledger_path)
+        attempts = [pid for pid, event, _ in events if event.startswith(f"exhausted:{wf}:")]
+        assert attempts == [doomed.pid, doomed.pid]
+    # Replaying started no workflow again (children, the fork, the debounced call, the step
+    # started as a workflow were all checkpointed by the first side).
+    assert set(h.workflows()) == workflows_before
+
+
+def _stored(h: Interop, workflow_id: str) -> list[tuple[Any, ...]]:
+    """A workflow's checkpoints as stored (a recorded status is compared as its pickle)."""
+    return h._query(
+        "SELECT function_id, function_name, output, error, child_workflow_id "
+        "FROM {operation_outputs} WHERE workflow_uuid = %s ORDER BY function_id",
+        (workflow_id,),
+    )
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _records(h: Interop, workflow_id: str) -> list[tuple[Any, ...]]:
     table = "operation_outputs" if h.backend == "sqlite" else "dbos.operation_outputs"
     return [
-        (r[0].replace(workflow_id, "<wf>"), r[1], r[2], r[3] and r[3].replace(workflow_id, "<wf>"))
+        (
+            r[0].replace(workflow_id, "<wf>"),
+            r[1],
+            r[2],
+            r[3] and UUID.sub("<uuid>", r[3].replace(workflow_id, "<wf>")),
+        )
         for r in h._query(
             f"SELECT workflow_uuid, function_id, function_name, child_workflow_id FROM {table} "
             "WHERE workflow_uuid LIKE %s ORDER BY workflow_uuid, function_id",
@@ -91,6 +132,19 @@ def test_both_sides_record_a_child_alike(interop: Interop) -> None:
         interop.spawn_as(impl, "start", f"{impl}-rec", "composite").wait_exit(timeout=90)
     dbos_rows, waypoint_rows = (_records(interop, f"{impl}-rec") for impl in IMPLS)
     assert waypoint_rows == dbos_rows
+
+
+def test_both_sides_record_the_other_operations_alike(interop: Interop) -> None:
+    """The same for ``operations`` (an inline child, retrieve/status/list/fork/resume inside a
+    workflow, a stream read at an offset, a debounce, a step started as a workflow, a step out
+    of retries): the rows of the workflow only (its fork's and debouncer's IDs are random)."""
+    rows = {}
+    for impl in IMPLS:
+        wf = f"{impl}-ops"
+        interop.spawn_as(impl, "start", wf, "operations").wait_exit(timeout=90)
+        rows[impl] = [r for r in _records(interop, wf) if r[0] == "<wf>"]
+    assert rows["waypoint"] == rows["dbos"]
+    assert [r[2] for r in rows["dbos"]][:4] == ["step_one", "child", "DBOS.getResult", "child"]
 
 
 @pytest.mark.parametrize(("first", "second"), DIRECTIONS, ids=["dbos-first", "waypoint-first"])

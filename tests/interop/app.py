@@ -27,6 +27,7 @@ Output: one JSON line, {"pid": ..., "results": {wfid: {"ok": value} | {"error": 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -149,6 +150,28 @@ def operations(seed: str) -> str:
     ]  # fmt: skip
     b = step_two(json.dumps(seen))
     DBOS.sleep(0.01)
+    return step_three(b)
+
+
+@DBOS.step(timeout_seconds=0.2)
+async def too_slow(value: str) -> str:
+    """Times out: the workflow gets DBOS's DBOSStepTimeoutError, recorded."""
+    LEDGER.event(f"too_slow:{DBOS.workflow_id}:{value}")
+    await asyncio.sleep(60)
+    return value
+
+
+@DBOS.workflow()
+async def async_operations(seed: str) -> str:
+    """An async workflow: a step that times out, then the steps of ``three_steps``."""
+    a = step_one(seed)
+    try:
+        await too_slow(a)
+        failure = "none"
+    except Exception as exc:
+        failure = type(exc).__name__
+    b = step_two(f"{a}+{failure}")
+    await DBOS.sleep_async(0.01)
     return step_three(b)
 
 

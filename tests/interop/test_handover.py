@@ -38,7 +38,14 @@ WORKFLOWS = {
     "three_steps": (EXPECTED, "done", "s1(seed)+hello"),
     "composite": ("s3(s2(child(s1(seed))+s1(seed)))", None, "child(s1(seed))+s1(seed)"),
     "operations": (f"s3(s2({OPERATIONS_SEEN}))", None, OPERATIONS_SEEN),
+    "async_operations": (
+        "s3(s2(s1(seed)+DBOSStepTimeoutError))",
+        None,
+        "s1(seed)+DBOSStepTimeoutError",
+    ),
 }
+# Steps that fail before step 2, and how many attempts each makes (all in the killed process).
+FAILING = {"operations": ("exhausted", 2), "async_operations": ("too_slow", 1)}
 
 
 @pytest.mark.parametrize("workflow", list(WORKFLOWS))
@@ -85,10 +92,11 @@ def test_killed_inside_a_step_the_other_side_finishes_it(
     assert [fid for fid, _, _ in after] == list(range(1, len(after) + 1))
     outputs = {name: output for _, name, output in after}
     assert outputs["step_two"] == f"s2({step_two_input})"
-    if workflow == "operations":  # the step out of retries ran its two attempts, once
+    if workflow in FAILING:  # the failed step's attempts ran once, in the first process
+        failing, tries = FAILING[workflow]
         events = ledger.events(h.ledger_path)
-        attempts = [pid for pid, event, _ in events if event.startswith(f"exhausted:{wf}:")]
-        assert attempts == [doomed.pid, doomed.pid]
+        attempts = [pid for pid, event, _ in events if event.startswith(f"{failing}:{wf}:")]
+        assert attempts == [doomed.pid] * tries
     # Replaying started no workflow again (children, the fork, the debounced call, the step
     # started as a workflow were all checkpointed by the first side).
     assert set(h.workflows()) == workflows_before

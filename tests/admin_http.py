@@ -8,11 +8,13 @@ import json
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from waypoint import DBOS
 from waypoint.core.runtime import get_runtime
+from waypoint.storage.protocol import NewWorkflow
 
 JSON_TYPE = "application/json"
 
@@ -181,3 +183,28 @@ def destroy_quickly() -> None:
         DBOS.destroy(destroy_registry=True)
     finally:
         stop.set()
+
+
+def orphan(workflow_name: str, prefix: str) -> str:
+    """A PENDING workflow of a gone executor (``gone-executor``), left for recovery to take."""
+    rt = get_runtime()
+    wfid = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    rt.store.init_workflow(
+        NewWorkflow(
+            workflow_id=wfid,
+            status="PENDING",
+            name=workflow_name,
+            class_name=None,
+            config_name=None,
+            inputs=rt.codec.encode_inputs((), {}, rt.codec.default),
+            serialization=rt.codec.default.name(),
+            owner_xid="someone-else",
+            executor_id="gone-executor",
+            application_version=rt.app_version,
+            application_id=None,
+            application_name=rt.app_name,
+            created_at=rt.now_ms(),
+        ),
+        None,
+    )
+    return wfid

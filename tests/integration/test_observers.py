@@ -8,19 +8,18 @@ import asyncio
 import contextvars
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import Any, Optional
 
 import pytest
 
+from tests.admin_http import orphan
 from waypoint import DBOS, Queue, SetWorkflowID
 from waypoint._api.ops import fleet
 from waypoint._api.ops.base import RUNTIME
 from waypoint.core.observe import ObservedRun, Observer, Watch
 from waypoint.core.runtime import get_runtime
 from waypoint.error import DBOSAwaitedWorkflowCancelledError
-from waypoint.storage.protocol import NewWorkflow
 
 in_workflow: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "in_workflow", default=None
@@ -191,26 +190,7 @@ def test_recoveries_cancellations_and_failing_observers(dbos: type[DBOS]) -> Non
     get_runtime().observers.add(Broken())
 
     # Another executor's PENDING workflow, taken over through the recovery operation.
-    rt = get_runtime()
-    wfid = f"obs-rec-{uuid.uuid4().hex[:6]}"
-    rt.store.init_workflow(
-        NewWorkflow(
-            workflow_id=wfid,
-            status="PENDING",
-            name=waits.__qualname__,
-            class_name=None,
-            config_name=None,
-            inputs=rt.codec.encode_inputs((), {}, rt.codec.default),
-            serialization=rt.codec.default.name(),
-            owner_xid="someone-else",
-            executor_id="gone-executor",
-            application_version=rt.app_version,
-            application_id=None,
-            application_name=rt.app_name,
-            created_at=rt.now_ms(),
-        ),
-        None,
-    )
+    wfid = orphan(waits.__qualname__, "obs-rec")
     assert RUNTIME.run(fleet.recover_executors(RUNTIME, ["gone-executor"])) == [wfid]
     assert seen.recoveries == [(["gone-executor"], [wfid])]
     release.set()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-from waypoint._api import telemetry
+from waypoint._api import metrics, telemetry
 from waypoint._api.ops.base import RUNTIME, Ops
 from waypoint.core.heartbeat import Heartbeat
 from waypoint.core.recovery import recover
@@ -61,6 +61,8 @@ def build_runtime(config: RuntimeConfig, app_version: str) -> Runtime:
         )
     rt = Runtime(config, app_version, store)
     telemetry.install(rt)
+    if config.run_admin_server:  # metrics are served there (GET /metrics), else not kept
+        metrics.install(rt)
     dispatcher = Dispatcher(rt)
     rt.dispatch = dispatcher
     scheduler = Scheduler(rt)

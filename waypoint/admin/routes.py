@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from waypoint._api import metrics as prometheus
 from waypoint._api.ops import fleet, queues, workflows
 from waypoint._api.ops.base import Ops
 from waypoint._api.public_types import WorkflowStatus, WorkflowStatusString
@@ -184,6 +185,13 @@ def routes(ops: Ops) -> RouteTable:
             raise ApiError(400, "invalid_body", "the body must be a JSON list of executor IDs")
         return Response(200, ops.run(fleet.recover_executors(ops, list(body))))
 
+    def metrics(req: Request) -> Response:
+        rt = ops.runtime()
+        found = prometheus.runtime_metrics(rt) if rt is not None else None
+        if found is None:
+            raise ApiError(503, "no_metrics", "no launched runtime to report on")
+        return Response(200, found.exposition(), content_type=prometheus.CONTENT_TYPE)
+
     def listing(queued: bool) -> Any:
         lister = workflows.list_queued_workflows if queued else workflows.list_workflows
 
@@ -269,6 +277,7 @@ def routes(ops: Ops) -> RouteTable:
     table.add("GET", "/deactivate", deactivate)
     table.add("GET", "/dbos-workflow-queues-metadata", queues_metadata)
     table.add("GET", "/executors", executors)
+    table.add("GET", "/metrics", metrics)
     table.add("POST", "/dbos-workflow-recovery", recovery)
     table.add("POST", "/workflows", listing(queued=False))
     table.add("POST", "/queues", listing(queued=True))

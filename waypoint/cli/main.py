@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from waypoint.__version__ import VERSION
 from waypoint._api import database
+from waypoint._api.metrics import database_exposition
 from waypoint._api.ops import fleet, workflows
 from waypoint._api.transactions import migrate_application_database
 from waypoint.cli import errors
@@ -371,6 +372,17 @@ def executors(
         "Executor=executor_id App=application_name Version=application_version Host=hostname "
         "PID=pid Silent_(s)=silent_sec",
     )
+
+
+@app.command()
+def metrics(
+    sys_db_url: Optional[str] = UrlOpt,
+    schema: str = SchemaOpt,
+) -> None:
+    """Print the database-wide gauges (queue backlogs, PENDING by executor, executors alive
+    and silent) in the Prometheus text format, without a running application."""
+    ops = database.open_ops(resolve_url(sys_db_url), schema=schema)
+    typer.echo(database_exposition(ops.engine()).decode(), nl=False)
 
 
 @queue_app.command("list")

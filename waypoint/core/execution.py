@@ -165,6 +165,8 @@ def finish(
     )
     if not ok:
         # Another execution owns the workflow now: local waiters must read its outcome.
+        if run.scope is not None:
+            run.scope.event("fenced")
         run.entry.abandon()
     else:
         rt.wakeups.fire(done_key(run.workflow_id))

@@ -64,7 +64,8 @@ class Watch:
         """That piece of user code returned or raised."""
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
-        """Something happened inside the operation (``retry``: an attempt failed)."""
+        """Something happened inside the operation (``retry``: an attempt failed;
+        ``fenced``, on a workflow: a write was refused, another execution owns it now)."""
 
     def end(self, status: str, error: Optional[BaseException]) -> None:
         """The operation is over: ``SUCCESS``, ``ERROR``, ``CANCELLED`` or ``ABANDONED`` (this
@@ -101,6 +102,13 @@ class Observer:
 
     def recovered(self, executor_ids: Sequence[str], workflow_ids: Sequence[str]) -> None:
         """This executor took back these workflows of these executors."""
+
+    def dequeued(self, queue_name: str, waited_seconds: Sequence[float]) -> None:
+        """This executor claimed workflows that had waited this long since they were
+        enqueued (one number per workflow)."""
+
+    def checkpointed(self, seconds: float) -> None:
+        """A step's checkpoint took this long to write (commit included)."""
 
 
 class Scope:
@@ -214,6 +222,14 @@ class Observers:
     def recovered(self, executor_ids: Sequence[str], workflow_ids: Sequence[str]) -> None:
         for o in self._observers:
             self._call(o.recovered, executor_ids, workflow_ids)
+
+    def dequeued(self, queue_name: str, waited_seconds: Sequence[float]) -> None:
+        for o in self._observers:
+            self._call(o.dequeued, queue_name, waited_seconds)
+
+    def checkpointed(self, seconds: float) -> None:
+        for o in self._observers:
+            self._call(o.checkpointed, seconds)
 
     @staticmethod
     def _scope(watches: list[Any]) -> Optional[Scope]:

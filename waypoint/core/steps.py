@@ -160,6 +160,8 @@ def after_record(run: WorkflowRun, outcome: RecordOutcome) -> None:
     if not outcome.accepted:
         # Another execution owns this workflow now (it was recovered or resumed elsewhere):
         # stop here and let the caller wait for that execution's outcome.
+        if run.scope is not None:
+            run.scope.event("fenced")
         raise DBOSWorkflowConflictIDError(run.workflow_id)
     run.status_checked = time.monotonic()
     if outcome.workflow_status == "CANCELLED":
@@ -205,8 +207,18 @@ def record(
 ) -> Flow[None]:
     """Write ``step_record(run, fid, name, started_ms, **fields)`` and act on the answer."""
     rec = step_record(run, fid, name, started_ms, **fields)
-    outcome = yield Io(lambda: rt.store.record_step(rec))
+    if rt.observers:
+        outcome = yield Io(lambda: _timed_record(rt, rec))
+    else:
+        outcome = yield Io(lambda: rt.store.record_step(rec))
     after_record(run, outcome)
+
+
+def _timed_record(rt: Engine, rec: StepRecord) -> RecordOutcome:
+    began = time.perf_counter()
+    outcome = rt.store.record_step(rec)
+    rt.observers.checkpointed(time.perf_counter() - began)
+    return outcome
 
 
 def step_flow(

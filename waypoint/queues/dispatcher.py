@@ -260,6 +260,9 @@ class Dispatcher:
         rows = rt.store.claim(req, rt.now_ms())
         if rows and rt.observers:
             rt.observers.claimed(cfg.name, [r.workflow_id for r in rows])
+            now_ms = rt.now_ms()
+            waited = [max(0, now_ms - (r.created_at or now_ms)) / 1000 for r in rows]
+            rt.observers.dequeued(cfg.name, waited)
         self._start(rows)
         return len(rows) == limit, req.retry_at_ms
 

@@ -21,6 +21,7 @@ from waypoint.storage.records import (
     ChildLink,
     ClaimRequest,
     Completion,
+    DatabaseGauges,
     DebounceUpdate,
     EventWrite,
     ExecutorRow,
@@ -278,6 +279,9 @@ class SystemStore(Protocol):
     def heartbeat(self, row: ExecutorRow) -> None: ...
     def retire(self, executor_id: str, incarnation: str) -> None: ...
     def list_executors(self, application_name: Optional[str]) -> list[ExecutorRow]: ...
+    def database_gauges(self) -> DatabaseGauges:
+        """Queue backlogs, PENDING by executor and executor heartbeats (metrics)."""
+
     def claim_dead_executors(
         self, application_name: Optional[str], application_version: str, silent_ms: int
     ) -> list[str]: ...

@@ -435,3 +435,24 @@ class QueueRow:
 
 
 QUEUE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(QueueRow))
+
+
+@dataclass(slots=True)
+class QueueGauge:
+    """Workflows of one queue (and partition) in one status, and the oldest one's creation."""
+
+    queue_name: str
+    partition_key: Optional[str]
+    status: str  # ENQUEUED or PENDING
+    count: int
+    oldest_created_ms: Optional[int]
+
+
+@dataclass(slots=True)
+class DatabaseGauges:
+    """What the whole system database holds right now, for metrics (``database_gauges``)."""
+
+    db_now_ms: int
+    queues: list[QueueGauge]
+    pending_by_executor: dict[str, int]
+    executors: list[ExecutorRow]  # every incarnation, with its heartbeat period and last_seen

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from waypoint.storage.errors import StorageFullError, StoreClosedError, UnavailableError
 
@@ -27,6 +27,17 @@ class Fault(Enum):
     TRANSIENT = "transient"  # retry: connection lost, server restarting, lock busy
     FULL = "full"  # out of disk: surface as StorageFullError
     FATAL = "fatal"  # a bug or a constraint: surface as is
+
+
+class RetryListener(Protocol):
+    """Told about outages (metrics): called on the failing thread, must be quick."""
+
+    def retried(self, what: str) -> None:
+        """A call failed for a transient reason and will be tried again."""
+
+    def recovered(self, outage_seconds: float) -> None:
+        """The database answered again after an outage of this many seconds (from the first
+        transient failure of any call to the next success of any call)."""
 
 
 class RetryPolicy:
@@ -46,6 +57,9 @@ class RetryPolicy:
         self.closed = closed or threading.Event()
         self.retry_transient = True  # False: a transient failure is raised at once
         self._last_log = 0.0
+        self.listeners: list[RetryListener] = []
+        self._down_since: float | None = None  # monotonic time of the outage's first failure
+        self._outage_lock = threading.Lock()
 
     def run(self, op: Callable[[], T], what: str) -> T:
         delay = self.initial_delay
@@ -54,7 +68,7 @@ class RetryPolicy:
             if self.closed.is_set():
                 raise StoreClosedError()
             try:
-                return op()
+                result = op()
             except BaseException as exc:
                 fault = self.classify(exc)
                 if fault is Fault.FULL:
@@ -71,10 +85,30 @@ class RetryPolicy:
                 self._log(what, exc, failures, delay)
                 if self.on_transient is not None:
                     self.on_transient(exc)
+                self._failed(what)
+            else:
+                if self._down_since is not None:
+                    self._back()
+                return result
             # Full jitter keeps a fleet of processes from reconnecting in lockstep.
             if self.closed.wait(random.uniform(delay / 2, delay)):
                 raise StoreClosedError()
             delay = min(delay * 2, self.max_delay)
+
+    def _failed(self, what: str) -> None:
+        with self._outage_lock:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+        for listener in self.listeners:
+            listener.retried(what)
+
+    def _back(self) -> None:
+        with self._outage_lock:
+            since, self._down_since = self._down_since, None
+        if since is None:
+            return  # another thread ended this outage first
+        for listener in self.listeners:
+            listener.recovered(time.monotonic() - since)
 
     def _log(self, what: str, exc: BaseException, failures: int, delay: float) -> None:
         now = time.monotonic()

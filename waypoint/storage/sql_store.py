@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from waypoint.storage.sql_fleet import FleetSql
+from waypoint.storage.sql_gauges import GaugesSql
 from waypoint.storage.sql_management import ManagementSql
 from waypoint.storage.sql_messaging import MessagingSql
 from waypoint.storage.sql_queues import QueueSql
 from waypoint.storage.sql_workflows import WorkflowSql
 
 
-class SqlStore(WorkflowSql, QueueSql, MessagingSql, ManagementSql, FleetSql):
+class SqlStore(WorkflowSql, QueueSql, MessagingSql, ManagementSql, FleetSql, GaugesSql):
     """Backends subclass this and supply connections, plus faster versions of hot paths."""

@@ -352,3 +352,29 @@ def test_list_workflows_filters(dbos: type[DBOS]) -> None:
     assert [w.workflow_id for w in DBOS.list_workflows(workflow_id_prefix="%")] == []
     listed = DBOS.list_workflows(workflow_ids=["a-1"], load_input=False)
     assert listed[0].input is None and listed[0].output == 1
+
+
+def test_get_result_waits_for_a_workflow_not_written_yet(dbos: type[DBOS]) -> None:
+    """As in DBOS, get_result on an ID whose workflow another task is about to start waits
+    for it rather than failing."""
+    import threading
+
+    @DBOS.workflow()
+    def late() -> str:
+        return "done"
+
+    DBOS.launch()
+    waiting = threading.Event()
+    results: list[Any] = []
+
+    def wait() -> None:
+        waiting.set()
+        results.append(DBOS.get_result("started-later", polling_interval_sec=0.05))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert waiting.wait(10)
+    with SetWorkflowID("started-later"):
+        DBOS.start_workflow(late)
+    waiter.join(30)
+    assert results == ["done"]

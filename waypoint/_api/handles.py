@@ -77,7 +77,8 @@ def result_flow(
 ) -> Flow[Any]:
     """The workflow's result once it is done (its error raised); a step from a workflow body.
     As DBOS records it, the step names the awaited workflow when a handle waited."""
-    body = await_outcome(ops.engine(), workflow_id, polling_interval_sec)
+    # As in DBOS, a workflow not written yet is waited for (another task may be starting it).
+    body = await_outcome(ops.engine(), workflow_id, polling_interval_sec, wait_if_missing=True)
     return ops.checkpointed("DBOS.getResult", body, workflow_id if from_handle else None)
 
 

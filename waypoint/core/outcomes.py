@@ -57,8 +57,12 @@ def await_outcome(
     rt: Engine,
     workflow_id: str,
     polling_interval_sec: float = 1.0,
+    *,
+    wait_if_missing: bool = False,
 ) -> Flow[Any]:
-    """Return the workflow's result (or raise its error) once it is terminal.
+    """Return the workflow's result (or raise its error) once it is terminal. A workflow
+    that does not exist yet is an error, or (``wait_if_missing``, as DBOS's get_result) is
+    waited for: it may be being started concurrently.
 
     A run in this process hands over its result from memory. Otherwise the completion's
     wake-up (local, or NOTIFY from another process) ends the wait; without notifications the
@@ -79,9 +83,9 @@ def await_outcome(
         signal = rt.wakeups.subscribe(*keys)
         try:
             outcome = yield Io(lambda: rt.store.get_outcome(workflow_id))
-            if outcome is None:
+            if outcome is None and not wait_if_missing:
                 raise DBOSNonExistentWorkflowError("target", workflow_id)
-            if outcome.status in TERMINAL_STATUSES:
+            if outcome is not None and outcome.status in TERMINAL_STATUSES:
                 return decode_outcome(rt, workflow_id, outcome)
             wait = rt.wait_interval() if rt.notifications else delay
             yield Wait(signal, wait)

@@ -26,6 +26,7 @@ from waypoint._api.migrate import run_dbos_database_migrations
 from waypoint._api.queue import Queue
 from waypoint._api.telemetry import PropagateOtelContext
 from waypoint._api.unsupported import KafkaMessage
+from waypoint._api.validation import make_pydantic_args_validator, pydantic_args_validator
 from waypoint.core.messaging import SendMessage
 from waypoint.core.serialization import (
     DBOSPortableJSONSerializer,
@@ -85,6 +86,8 @@ __all__ = [
     "WorkflowStatusString",
     "__version__",
     "error",
+    "make_pydantic_args_validator",
+    "pydantic_args_validator",
     "run_dbos_database_migrations",
 ]
 

@@ -29,8 +29,6 @@ CONDUCTOR = "no DBOS Conductor connection (Waypoint is self-hosted only)"
 
 # Names Waypoint does not offer, with the reason. Remove a line when the name lands.
 UNSUPPORTED: dict[str, str] = {
-    "make_pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
-    "pydantic_args_validator": "pydantic validators: pass validate_args= your own callable",
     "command: start": "run your application with python; Waypoint has no start script",
     "command: init": "no application templates",
     "command: postgres": "no Docker helper: point -s at any PostgreSQL",

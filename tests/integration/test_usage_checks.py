@@ -377,3 +377,36 @@ def test_a_started_workflow_keeps_a_pinned_application_version(dbos: type[DBOS])
         DBOS.start_workflow(job)
     status = DBOS.get_workflow_status("pinned")
     assert status is not None and status.app_version == "pinned-version"
+
+
+def test_arguments_validated_from_type_hints(dbos: type[DBOS]) -> None:
+    from waypoint import make_pydantic_args_validator, pydantic_args_validator
+
+    @DBOS.workflow(validate_args=pydantic_args_validator)
+    def double(n: int, label: str = "x") -> str:
+        return f"{label}{n * 2}"
+
+    @DBOS.dbos_class()
+    class Counter(DBOSConfiguredInstance):
+        @DBOS.workflow(validate_args=pydantic_args_validator)
+        def add(self, n: int) -> int:
+            return n + 1
+
+    def plain(n: int) -> int:
+        return n
+
+    counter = Counter("c")
+    DBOS.launch()
+    assert double("21") == "x42"  # coerced, as pydantic coerces: "21" is the int 21
+    handle = DBOS.start_workflow(double, "3", label="y")
+    assert handle.get_result() == "y6"
+    assert DBOS.get_workflow_status(handle.workflow_id).input["args"] == (3,)  # type: ignore[union-attr,index]
+    assert counter.add("4") == 5  # self is not validated
+    with SetWorkflowID("refused"), pytest.raises(ValueError, match="argument 'n' \\(position 0\\)"):
+        double("not a number")
+    assert DBOS.get_workflow_status("refused") is None  # refused before anything was written
+    with pytest.raises(ValueError, match="missing required argument 'n'"):
+        DBOS.start_workflow(double)
+    assert make_pydantic_args_validator(plain)(("7",), {}) == ((7,), {})
+    with pytest.raises(DBOSException, match="marker"):
+        pydantic_args_validator((), {})

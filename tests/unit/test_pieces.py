@@ -65,6 +65,8 @@ def test_public_names_are_pinned() -> None:
             "WorkflowStatusString",
             "__version__",
             "error",
+            "make_pydantic_args_validator",
+            "pydantic_args_validator",
             "run_dbos_database_migrations",
         ]
     )

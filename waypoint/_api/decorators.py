@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Optional, TypeVar, cast
 
+from waypoint._api.validation import make_pydantic_args_validator, pydantic_args_validator
 from waypoint.core import calls
 from waypoint.core.registrations import (
     REGISTRY,
@@ -101,7 +102,9 @@ def workflow(
             is_async=is_async,
             max_recovery_attempts=max_recovery_attempts,
             serialization=serialization_type,
-            validate_args=validate_args,
+            validate_args=make_pydantic_args_validator(func)
+            if validate_args is pydantic_args_validator
+            else validate_args,
             roles=rule_for(func),
             kind="static" if static else "function",
         )

@@ -45,6 +45,14 @@ if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ] \
     || echo "could not install pgbouncer; its tests will be skipped"
 fi
 
+# Prometheus and promtool, for the metrics tests (they skip without them).
+if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ]; then
+  { apt-get update -q >/dev/null 2>&1 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+      >/dev/null 2>&1; } || echo "could not install prometheus; its tests will be skipped"
+fi
+
 .venv/bin/ruff check waypoint tests examples
 .venv/bin/mypy
 docs_site=$(mktemp -d)  # (not --quiet: it hides the warnings that --strict counts)

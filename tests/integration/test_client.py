@@ -434,3 +434,14 @@ def test_client_fails_fast_on_an_unreachable_database(pg_database: str) -> None:
             lazy.check_connection()
     finally:
         lazy.destroy()
+
+
+@requires_postgres
+def test_client_database_url_names_the_application_database(pg_database: str) -> None:
+    """DBOSClient(database_url) is DBOS's older name for the application database: the system
+    database is the one beside it (<name>_dbos_sys), not that URL itself."""
+    app_url = pg_database.rsplit("/", 1)[0] + "/surface_app_never_created"
+    with pytest.raises(DBOSException, match='database "surface_app_never_created_dbos_sys"'):
+        DBOSClient(app_url)
+    with pytest.raises(DBOSException, match='database "surface_app_never_created_dbos_sys"'):
+        DBOSClient(application_database_url=app_url)

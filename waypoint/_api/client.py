@@ -55,11 +55,12 @@ class DBOSClient(SharedOperations):
             },
             "DBOSClient",
         )
-        url = system_database_url or database_url or engine_url(system_database_engine)
-        if not url and application_database_url:
+        url = system_database_url or engine_url(system_database_engine)
+        app_url = database_url or application_database_url  # database_url: DBOS's old name
+        if not url and app_url:
             # DBOS's rule: the system database lives beside the application database.
             with translated():
-                url = system_url_for(application_database_url, "dbos")
+                url = system_url_for(app_url, "dbos")
         if not url:
             raise DBOSException("DBOSClient needs system_database_url")
         if lazy and use_listen_notify:

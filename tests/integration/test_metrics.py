@@ -17,13 +17,14 @@ from tests.admin_http import call, destroy_quickly, orphan
 from tests.conftest import requires_postgres
 from tests.metrics_workload import BACKLOG, define_and_run, finish, parse, scrape, wait_for
 from tests.proxy import TcpProxy
-from waypoint import DBOS, SetWorkflowID
+from waypoint import DBOS, Queue, SetWorkflowID
 from waypoint._api.metrics import runtime_metrics
 from waypoint._api.ops import fleet
 from waypoint._api.ops.base import RUNTIME
 from waypoint.cli.main import app
 from waypoint.core.runtime import get_runtime
 from waypoint.error import DBOSAwaitedWorkflowCancelledError
+from waypoint.storage.protocol import NewWorkflow
 
 
 @pytest.fixture
@@ -250,3 +251,42 @@ def test_metrics_needs_the_token_when_one_is_set(config: dict[str, Any]) -> None
         assert b"waypoint_database_gauges_exporter" in reply.body
     finally:
         destroy_quickly()
+
+
+def test_queue_wait_counts_from_the_end_of_a_delay(dbos: type[DBOS]) -> None:
+    """A delayed workflow waits in its queue from the end of its delay, not from its
+    enqueueing: enqueued an hour ago with a delay that just ended, it waited seconds."""
+    queue = Queue("m-delayed")
+
+    @DBOS.workflow()
+    def later() -> str:
+        return "ran"
+
+    DBOS.launch()
+    rt = get_runtime()
+    now = rt.now_ms()
+    rt.store.init_workflow(
+        NewWorkflow(
+            workflow_id="m-delayed-1",
+            status="DELAYED",
+            name=later.__qualname__,
+            class_name=None,
+            config_name=None,
+            inputs=rt.codec.encode_inputs((), {}, rt.codec.default),
+            serialization=rt.codec.default.name(),
+            owner_xid="",
+            executor_id=None,
+            application_version=rt.app_version,
+            application_id=None,
+            application_name=rt.app_name,
+            created_at=now - 3_600_000,
+            queue_name=queue.name,
+            delay_until_epoch_ms=now,
+        ),
+        None,
+    )
+    assert DBOS.retrieve_workflow("m-delayed-1").get_result() == "ran"
+    m = scrape()
+    assert m.get("waypoint_queue_wait_seconds_count", queue="m-delayed") == 1
+    # Under 15 minutes: an hour if counted from the enqueueing.
+    assert m.get("waypoint_queue_wait_seconds_bucket", queue="m-delayed", le="900.0") == 1

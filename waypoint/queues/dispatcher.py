@@ -261,7 +261,9 @@ class Dispatcher:
         if rows and rt.observers:
             rt.observers.claimed(cfg.name, [r.workflow_id for r in rows])
             now_ms = rt.now_ms()
-            waited = [max(0, now_ms - (r.created_at or now_ms)) / 1000 for r in rows]
+            # Waiting counts from when a row could run: its enqueueing, or its delay's end.
+            ready = [max(r.created_at or now_ms, r.delay_until_epoch_ms or 0) for r in rows]
+            waited = [max(0, now_ms - t) / 1000 for t in ready]
             rt.observers.dequeued(cfg.name, waited)
         self._start(rows)
         return len(rows) == limit, req.retry_at_ms

@@ -165,7 +165,7 @@ def test_fenced_writes_and_recoveries_are_counted(dbos: type[DBOS], config: dict
     zombie_name = _name(m, "waypoint_workflows_total", "zombie")
     # It ended without an outcome of its own (then was cancelled): never a SUCCESS here.
     assert m.sum("waypoint_workflows_total", workflow=zombie_name) == 1
-    assert m.get("waypoint_workflows_total", workflow=zombie_name, status="SUCCESS") is None
+    assert not m.get("waypoint_workflows_total", workflow=zombie_name, status="SUCCESS")
 
 
 def test_only_the_oldest_live_executor_exports_the_database_gauges(

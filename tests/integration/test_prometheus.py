@@ -90,7 +90,7 @@ class Prometheus:
         )
 
     def results(self, promql: str) -> Optional[list[Any]]:
-        """The series of an instant query (None: the server is not listening yet)."""
+        """The series of an instant query (None: the server is not ready yet)."""
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
             {"query": promql}
         )
@@ -98,6 +98,8 @@ class Prometheus:
             with urllib.request.urlopen(url, timeout=5) as reply:
                 body = json.load(reply)
         except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                return None  # starting up (its storage is not ready yet)
             raise AssertionError(f"{promql}: {exc.read().decode()}") from exc
         except OSError:
             return None

@@ -48,6 +48,7 @@ from waypoint.storage.retry import RetryPolicy
 logger = logging.getLogger("waypoint")
 
 GAUGES_EVERY_SEC = 10.0  # the database-wide gauges are counted at most this often
+FINAL_STATUSES = ("SUCCESS", "ERROR", "CANCELLED", "ABANDONED")  # how a watch may end
 SILENT_AFTER_HEARTBEATS = 3  # an incarnation not heard from for this many periods is silent
 SCRAPE_WAIT_SEC = 5.0  # how long a scrape waits for a due reading before serving the last one
 MAX_PARTITIONS = 50  # per queue; the smaller partitions are summed under partition="_other"
@@ -151,54 +152,84 @@ class ProcessMetrics:
         )
 
 
-class _WorkflowWatch(Watch):
-    __slots__ = ("began", "m", "name")
+class _WorkflowSeries:
+    """The series of one workflow name (label lookups done once, not per run)."""
+
+    __slots__ = ("duration", "finished", "running", "started")
 
     def __init__(self, m: ProcessMetrics, name: str) -> None:
-        self.m, self.name, self.began = m, name, time.perf_counter()
-        m.started.labels(name).inc()
-        m.running.labels(name).inc()
+        self.started = m.started.labels(name)
+        self.running = m.running.labels(name)
+        self.duration = m.duration.labels(name)
+        self.finished = {s: m.finished.labels(name, s) for s in FINAL_STATUSES}
+
+
+class _StepSeries:
+    __slots__ = ("attempts", "duration", "failures", "retries")
+
+    def __init__(self, m: ProcessMetrics, name: str) -> None:
+        self.attempts = m.step_attempts.labels(name)
+        self.retries = m.step_retries.labels(name)
+        self.failures = m.step_failures.labels(name)
+        self.duration = m.step_duration.labels(name)
+
+
+class _WorkflowWatch(Watch):
+    __slots__ = ("began", "fenced", "series")
+
+    def __init__(self, series: _WorkflowSeries, fenced: Counter) -> None:
+        self.series, self.fenced, self.began = series, fenced, time.perf_counter()
+        series.started.inc()
+        series.running.inc()
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         if name == "fenced":
-            self.m.fenced.inc()
+            self.fenced.inc()
 
     def end(self, status: str, error: Optional[BaseException]) -> None:
-        m = self.m
-        m.running.labels(self.name).dec()
-        m.finished.labels(self.name, status).inc()
-        m.duration.labels(self.name).observe(time.perf_counter() - self.began)
+        series = self.series
+        series.running.dec()
+        series.finished[status].inc()
+        series.duration.observe(time.perf_counter() - self.began)
 
 
 class _StepWatch(Watch):
-    __slots__ = ("began", "m", "name")
+    __slots__ = ("began", "series")
 
-    def __init__(self, m: ProcessMetrics, name: str) -> None:
-        self.m, self.name, self.began = m, name, time.perf_counter()
-        m.step_attempts.labels(name).inc()
+    def __init__(self, series: _StepSeries) -> None:
+        self.series, self.began = series, time.perf_counter()
+        series.attempts.inc()
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         if name == "retry":
-            self.m.step_retries.labels(self.name).inc()
-            self.m.step_attempts.labels(self.name).inc()
+            self.series.retries.inc()
+            self.series.attempts.inc()
 
     def end(self, status: str, error: Optional[BaseException]) -> None:
         if status == "ERROR":
-            self.m.step_failures.labels(self.name).inc()
-        self.m.step_duration.labels(self.name).observe(time.perf_counter() - self.began)
+            self.series.failures.inc()
+        self.series.duration.observe(time.perf_counter() - self.began)
 
 
 class MetricsObserver(Observer):
-    """Feeds ``ProcessMetrics`` from the engine's observation seam and the store's retries."""
+    """Feeds ``ProcessMetrics`` from the engine's observation seam."""
 
     def __init__(self, m: ProcessMetrics) -> None:
         self.m = m
+        self._workflows: dict[str, _WorkflowSeries] = {}
+        self._steps: dict[str, _StepSeries] = {}
 
     def workflow(self, run: ObservedRun) -> Optional[Watch]:
-        return _WorkflowWatch(self.m, run.name)
+        series = self._workflows.get(run.name)
+        if series is None:  # (two threads may both make it: same children, no harm)
+            series = self._workflows[run.name] = _WorkflowSeries(self.m, run.name)
+        return _WorkflowWatch(series, self.m.fenced)
 
     def step(self, run: ObservedRun, name: str, function_id: int) -> Optional[Watch]:
-        return _StepWatch(self.m, name)
+        series = self._steps.get(name)
+        if series is None:
+            series = self._steps[name] = _StepSeries(self.m, name)
+        return _StepWatch(series)
 
     def recovered(self, executor_ids: Sequence[str], workflow_ids: Sequence[str]) -> None:
         self.m.recovered.inc(len(workflow_ids))

@@ -5,6 +5,8 @@ the database-wide gauges exported by one process only; ``waypoint metrics``."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from tests.admin_http import call, destroy_quickly, orphan
+from tests.admin_http import admin_port, call, destroy_quickly, orphan
 from tests.conftest import requires_postgres
 from tests.metrics_workload import BACKLOG, define_and_run, finish, parse, scrape, wait_for
 from tests.proxy import TcpProxy
@@ -290,3 +292,59 @@ def test_queue_wait_counts_from_the_end_of_a_delay(dbos: type[DBOS]) -> None:
     assert m.get("waypoint_queue_wait_seconds_count", queue="m-delayed") == 1
     # Under 15 minutes: an hour if counted from the enqueueing.
     assert m.get("waypoint_queue_wait_seconds_bucket", queue="m-delayed", le="900.0") == 1
+
+
+EXECUTOR_PROCESS = """
+import sys
+from waypoint import DBOS
+DBOS(config={"name": "waypoint-test", "system_database_url": sys.argv[1],
+              "run_admin_server": True, "admin_port": 0, "executor_id": "exec-other"})
+DBOS.launch()
+from waypoint.core.runtime import get_runtime
+from waypoint._api.metrics import runtime_metrics
+runtime_metrics(get_runtime()).gauges.every = 0
+print(get_runtime().service("admin").port, flush=True)
+sys.stdin.read()  # until the test closes it
+DBOS.destroy()
+"""
+
+
+def test_one_process_of_two_exports_the_database_gauges_and_hands_over(
+    dbos: type[DBOS], config: dict[str, Any]
+) -> None:
+    """Two real executor processes on one database: only the older exports the gauges;
+    when it retires, the younger one takes over."""
+    DBOS.launch()
+    metrics = runtime_metrics(get_runtime())
+    assert metrics is not None
+    metrics.gauges.every = 0
+    mine = admin_port()
+    other = subprocess.Popen(
+        [sys.executable, "-c", EXECUTOR_PROCESS, config["system_database_url"]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdin is not None
+        theirs = int(other.stdout.readline())
+        wait_for(lambda: scrape(mine).get("waypoint_executors", state="alive") == 2, "2 alive")
+        assert scrape(mine).get("waypoint_database_gauges_exporter") == 1
+        younger = scrape(theirs)
+        assert younger.get("waypoint_database_gauges_exporter") == 0
+        assert younger.get("waypoint_executors", state="alive") is None  # not exported there
+        destroy_quickly()  # this executor retires (its heartbeat row is deleted)
+        wait_for(
+            lambda: scrape(theirs).get("waypoint_database_gauges_exporter") == 1,
+            "the younger executor to export",
+        )
+        assert scrape(theirs).get("waypoint_executors", state="alive") == 1
+        other.stdin.close()
+        assert other.wait(30) == 0
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+        for pipe in (other.stdin, other.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()

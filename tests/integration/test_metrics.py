@@ -231,12 +231,14 @@ def test_database_retries_and_outage_seconds(pg_database: str) -> None:
         runner.start()
         retries = lambda: scrape().get("waypoint_database_retries_total") or 0  # noqa: E731
         wait_for(lambda: retries() >= 1, "a retried database call")
+        assert scrape().get("waypoint_database_unavailable") == 1  # served during the outage
         proxy.restore()
         runner.join(60)
         assert done == [10]
         m = scrape()
         assert (m.get("waypoint_database_outages_total") or 0) >= 1
         assert (m.get("waypoint_database_outage_seconds_total") or 0) > 0
+        assert m.get("waypoint_database_unavailable") == 0
     finally:
         destroy_quickly()
         proxy.close()

@@ -189,7 +189,14 @@ tests:
         values: '1x40'
       - series: 'waypoint_workflows_total{workflow="w",status="ERROR"}'
         values: '0+1x40'
+      - series: 'waypoint_database_unavailable{instance="a"}'
+        values: '1x40'
     alert_rule_test:
+      - eval_time: 30m
+        alertname: WaypointDatabaseUnavailable
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations: {summary: "The system database has been unavailable for over a minute"}
       - eval_time: 30m
         alertname: WaypointQueueStuck
         exp_alerts:
@@ -220,9 +227,12 @@ tests:
         values: '0x40'
       - series: 'waypoint_workflows_total{workflow="w",status="ERROR"}'
         values: '3x40'
+      - series: 'waypoint_database_unavailable{instance="a"}'
+        values: '0x40'
     alert_rule_test:
       - {eval_time: 30m, alertname: WaypointQueueStuck, exp_alerts: []}
       - {eval_time: 30m, alertname: WaypointQueueBacklogGrowing, exp_alerts: []}
       - {eval_time: 30m, alertname: WaypointExecutorSilent, exp_alerts: []}
       - {eval_time: 30m, alertname: WaypointWorkflowsFailing, exp_alerts: []}
+      - {eval_time: 30m, alertname: WaypointDatabaseUnavailable, exp_alerts: []}
 """

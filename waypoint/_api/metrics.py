@@ -145,6 +145,11 @@ class ProcessMetrics:
             "System database outages this process lived through.",
             registry=r,
         )
+        self.db_unavailable = Gauge(
+            "waypoint_database_unavailable",
+            "1 while this process finds the system database unavailable (an outage going on).",
+            registry=r,
+        )
         self.db_outage_seconds = Counter(
             "waypoint_database_outage_seconds",
             "Time the system database was unavailable to this process (ended outages).",
@@ -251,8 +256,10 @@ class _RetryListener:
 
     def retried(self, what: str) -> None:
         self.m.db_retries.inc()
+        self.m.db_unavailable.set(1)
 
     def recovered(self, outage_seconds: float) -> None:
+        self.m.db_unavailable.set(0)
         self.m.db_outages.inc()
         self.m.db_outage_seconds.inc(outage_seconds)
 

@@ -322,6 +322,11 @@ def test_list_get_pause_resume_delete(dbos: type[DBOS]) -> None:
     assert DBOS.get_schedule("rep-a1")["status"] == "PAUSED"  # type: ignore[index]
     assert [s["schedule_name"] for s in DBOS.list_schedules(status="PAUSED")] == ["rep-a1"]
     assert len(DBOS.list_schedules(status="ACTIVE")) == 2
+    # A list matches any of its values (as in DBOS).
+    assert len(DBOS.list_schedules(status=["ACTIVE", "PAUSED"])) == 3
+    assert [s["schedule_name"] for s in DBOS.list_schedules(workflow_name=["job_b"])] == ["other-b"]
+    named = DBOS.list_schedules(schedule_name_prefix=["other-", "rep-a2"])
+    assert [s["schedule_name"] for s in named] == ["other-b", "rep-a2"]
     DBOS.resume_schedule("rep-a1")
     assert DBOS.get_schedule("rep-a1")["status"] == "ACTIVE"  # type: ignore[index]
     with pytest.raises(DBOSException):

@@ -410,3 +410,26 @@ def test_arguments_validated_from_type_hints(dbos: type[DBOS]) -> None:
     assert make_pydantic_args_validator(plain)(("7",), {}) == ((7,), {})
     with pytest.raises(DBOSException, match="marker"):
         pydantic_args_validator((), {})
+
+
+def test_an_id_reused_on_another_instance_is_named(dbos: type[DBOS]) -> None:
+    @DBOS.dbos_class()
+    class Owner(DBOSConfiguredInstance):
+        @DBOS.workflow()
+        def run(self) -> None:
+            return None
+
+    a, b = Owner("a"), Owner("b")
+    DBOS.launch()
+    with SetWorkflowID("owned"):
+        a.run()
+    with pytest.raises(DBOSException, match="different config name: a, but the provided config"):
+        with SetWorkflowID("owned"):
+            b.run()
+    with pytest.raises(DBOSException, match="apply_schedules cannot be called from within a wo"):
+
+        @DBOS.workflow()
+        def applies() -> None:
+            DBOS.apply_schedules([])
+
+        applies()

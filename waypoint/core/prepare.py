@@ -269,11 +269,13 @@ def check_init(st: Start, init: InitOutcome) -> None:
             f"Workflow already exists with a different function name: {init.name}, but the "
             f"provided function name is: {st.info.name}",
         )
-    if (init.class_name or None) != (st.new.class_name or None) or (init.config_name or None) != (
-        st.new.config_name or None
+    for what, had, given in (
+        ("class", init.class_name, st.new.class_name),
+        ("config", init.config_name, st.new.config_name),
     ):
-        raise DBOSConflictingWorkflowError(
-            st.workflow_id,
-            f"it was started on {init.class_name}/{init.config_name}, not "
-            f"{st.new.class_name}/{st.new.config_name}",
-        )
+        if (had or None) != (given or None):
+            raise DBOSConflictingWorkflowError(
+                st.workflow_id,
+                f"Workflow already exists with a different {what} name: {had}, but the "
+                f"provided {what} name is: {given}",
+            )

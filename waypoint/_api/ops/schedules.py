@@ -67,20 +67,31 @@ def create_schedule(
 def list_schedules(
     ops: Ops,
     *,
-    status: Optional[str] = None,
-    workflow_name: Optional[str] = None,
-    schedule_name_prefix: Optional[str] = None,
+    status: Optional[str | list[str]] = None,
+    workflow_name: Optional[str | list[str]] = None,
+    schedule_name_prefix: Optional[str | list[str]] = None,
     application_name: Optional[str] = None,
 ) -> Flow[list[WorkflowSchedule]]:
-    """The stored schedules matching every filter given."""
+    """The stored schedules matching every filter given (a list matches any of its values,
+    as in DBOS)."""
     eng = ops.engine()
     app = application_name or eng.app_name
-    rows = yield Io(
-        lambda: eng.store.list_schedules(
-            ScheduleFilter(app, status, workflow_name, schedule_name_prefix)
+    one = {k: v if isinstance(v, str) else None for k, v in (("s", status), ("w", workflow_name))}
+    prefix = schedule_name_prefix if isinstance(schedule_name_prefix, str) else None
+    flt = ScheduleFilter(app, one["s"], one["w"], prefix)
+    rows = yield Io(lambda: eng.store.list_schedules(flt))
+
+    def keep(row: ScheduleRow) -> bool:
+        return (
+            (not isinstance(status, list) or row.status in status)
+            and (not isinstance(workflow_name, list) or row.workflow_name in workflow_name)
+            and (
+                not isinstance(schedule_name_prefix, list)
+                or any(row.schedule_name.startswith(p) for p in schedule_name_prefix)
+            )
         )
-    )
-    return [public(eng, r) for r in rows]
+
+    return [public(eng, r) for r in rows if keep(r)]
 
 
 @checkpoint("DBOS.getSchedule")
@@ -122,7 +133,7 @@ def resume_schedule(ops: Ops, name: str) -> Flow[None]:
 def apply_schedules(ops: Ops, schedules: Sequence[Mapping[str, Any]]) -> Flow[None]:
     """Create or replace several schedules at once (not from inside a workflow)."""
     if workflow_scope() is not None:
-        raise DBOSException("apply_schedules cannot be called from inside a workflow")
+        raise DBOSException("apply_schedules cannot be called from within a workflow")
     eng = ops.engine()
     for i, entry in enumerate(schedules):
         missing = [f for f in ("schedule_name", "schedule") if not entry.get(f)]

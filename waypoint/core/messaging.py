@@ -331,8 +331,12 @@ def write_stream_flow(
         checkpoint = step_record(run, fid, name, eng.now_ms())
         write_key = f"wf:{fid}"
     else:
+        # Each attempt of a retried step writes its own values (as in DBOS); a re-run of
+        # the same attempt (recovery) writes nothing twice.
         _, fid, n = step_write
-        write_key = f"step:{fid}:{n}"
+        step = current_step.get()
+        attempt = step.current_attempt if step is not None else None
+        write_key = f"step:{fid}:{n}" if not attempt else f"step:{fid}:a{attempt}:{n}"
     outcome = yield Io(
         lambda: eng.store.write_stream(
             StreamWrite(run.workflow_id, key, text, ser.name(), fid, write_key), checkpoint

@@ -361,7 +361,7 @@ def test_fork_errors(dbos: type[DBOS]) -> None:
     with SetWorkflowID("f-other"), pytest.raises(DBOSException):
         DBOS.fork_workflow("f-src", 0)
     with pytest.raises(DBOSException):
-        DBOS.fork_workflow("f-src", -1)
+        DBOS.fork_workflow("f-src", "1")  # type: ignore[arg-type]
     other = DBOS.get_workflow_status("f-other")
     assert other is not None and other.forked_from is None and other.status == "SUCCESS"
     assert len(DBOS.list_workflows()) == 2

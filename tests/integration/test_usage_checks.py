@@ -433,3 +433,25 @@ def test_an_id_reused_on_another_instance_is_named(dbos: type[DBOS]) -> None:
             DBOS.apply_schedules([])
 
         applies()
+
+
+def test_fork_before_the_first_step_and_attribute_filters_on_sqlite(
+    dbos: type[DBOS], backend: str
+) -> None:
+    @DBOS.step()
+    def one() -> int:
+        return 1
+
+    @DBOS.workflow()
+    def wf() -> int:
+        return one() + one()
+
+    DBOS.launch()
+    with SetWorkflowID("forked-from"):
+        wf()
+    forked = DBOS.fork_workflow("forked-from", -1)  # as DBOS takes it: re-run everything
+    assert forked.get_result() == 2
+    assert len(DBOS.list_workflow_steps(forked.workflow_id)) == 2
+    if backend == "sqlite":
+        with pytest.raises(DBOSException, match="attributes is not supported on SQLite"):
+            DBOS.list_workflows(attributes={"a": 1})

@@ -130,7 +130,10 @@ class Dialect(ABC):
 
     def json_contains(self, column: str, param: str) -> str:
         """``column`` (a JSON object) contains the JSON object parameter ``param``."""
-        raise UnsupportedError("filtering workflows by attributes needs PostgreSQL")
+        raise UnsupportedError(
+            "Filtering workflows by attributes is not supported on SQLite. Use a Postgres "
+            "system database to filter by attributes."
+        )
 
     def json_value(self, param: str) -> str:
         """The placeholder of a JSON text parameter stored in a JSON column."""

@@ -202,8 +202,9 @@ def fork_workflow(
     """A new workflow with the same inputs that re-runs this one from ``start_step`` (earlier
     checkpoints, events and stream values are copied); its ID comes from ``SetWorkflowID``,
     ``forked_workflow_id`` or a fresh UUID."""
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-        raise DBOSException(f"start_step must be a non-negative integer, got {start_step!r}")
+    if isinstance(start_step, bool) or not isinstance(start_step, int):
+        raise DBOSException(f"start_step must be an integer, got {start_step!r}")
+    start_step = max(start_step, 0)  # before the first step (DBOS takes -1 so): copy nothing
     if timeout_seconds is not None and timeout_seconds <= 0:
         raise DBOSException("timeout_seconds must be positive")
     # Taken now, not when the flow runs: a replayed fork still consumes SetWorkflowID.

@@ -3,11 +3,17 @@
 # tools, starts PostgreSQL if none answers on 127.0.0.1:5432, then runs ruff, mypy, the
 # documentation build (mkdocs --strict) and pytest.
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/integration -k sleep).
-# --interop (first) also runs tests/interop against dbos==2.31.1 (its venv: .interop-venv).
+# pytest runs on several processes (pytest-xdist; WAYPOINT_TEST_WORKERS, default 4: most tests
+# wait on subprocesses, servers and sleeps, so 4 workers keep 2 cores busy; 0 runs in-process).
+# The interop tier (tests/interop, against dbos==2.31.1 in .interop-venv, built on first run and
+# then reused) is part of the suite; --no-interop (first) leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--interop" ]; then
-  export WAYPOINT_TEST_INTEROP=1
+export WAYPOINT_TEST_INTEROP=${WAYPOINT_TEST_INTEROP:-1}
+if [ "${1:-}" = "--no-interop" ]; then
+  export WAYPOINT_TEST_INTEROP=0
+  shift
+elif [ "${1:-}" = "--interop" ]; then  # the default now; accepted as before
   shift
 fi
 
@@ -59,4 +65,9 @@ docs_site=$(mktemp -d)  # (not --quiet: it hides the warnings that --strict coun
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site/site" \
   >"$docs_site/log" 2>&1 || { cat "$docs_site/log" >&2; rm -rf "$docs_site"; exit 1; }
 rm -rf "$docs_site"
-.venv/bin/python -m pytest "$@"
+workers=${WAYPOINT_TEST_WORKERS:-4}
+if [ "$workers" = 0 ]; then
+  .venv/bin/python -m pytest "$@"
+else
+  .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"
+fi

@@ -3,12 +3,14 @@ runs tests/interop/app.py under either implementation on one fresh system databa
 
 The venv lives in ``.interop-venv`` at the repository root and is built on first use
 (``python -m venv`` + ``pip install dbos==2.31.1``), then reused while it holds that version.
-``WAYPOINT_INTEROP_VENV`` points at another one. The tier takes three to four minutes, so it
-runs only with ``WAYPOINT_TEST_INTEROP=1`` (``scripts/test.sh --interop`` sets it).
+``WAYPOINT_INTEROP_VENV`` points at another one; the pytest-xdist workers build it once, under
+a lock. The tier runs with ``WAYPOINT_TEST_INTEROP=1``, which ``scripts/test.sh`` sets unless
+given ``--no-interop``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -49,7 +51,7 @@ def _has_dbos(python: Path) -> bool:
         [
             str(python),
             "-c",
-            "import importlib.metadata as m, psycopg, sys; "
+            "import importlib.metadata as m, psycopg, opentelemetry.trace, sys; "
             f"sys.exit(m.version('dbos') != {DBOS_VERSION!r})",
         ],
         capture_output=True,
@@ -59,14 +61,23 @@ def _has_dbos(python: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def dbos_venv() -> Path:
-    """The bin/ directory of a venv holding dbos==2.31.1 (built once, then cached)."""
+    """The bin/ directory of a venv holding dbos==2.31.1 (built once, then cached), with the
+    OpenTelemetry API that DBOS's trace-carrier code imports (test_traces)."""
     venv = Path(os.environ.get("WAYPOINT_INTEROP_VENV") or REPO / ".interop-venv")
     python = venv / "bin" / "python"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one xdist worker builds it; the others wait for it
+        _build_venv(venv, python)
+    return venv / "bin"
+
+
+def _build_venv(venv: Path, python: Path) -> None:
     if not _has_dbos(python):
         steps = [
             [sys.executable, "-m", "venv", str(venv)],
             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             f"dbos=={DBOS_VERSION}", "psycopg[binary]>=3.1"],
+             f"dbos=={DBOS_VERSION}", "psycopg[binary]>=3.1", "opentelemetry-api"],
         ]  # fmt: skip
         for cmd in steps:
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -75,7 +86,6 @@ def dbos_venv() -> Path:
                     f"could not build the DBOS {DBOS_VERSION} venv at {venv} ({' '.join(cmd)}):\n"
                     f"{done.stderr[-2000:]}"
                 )
-    return venv / "bin"
 
 
 class Interop(CrashHarness):

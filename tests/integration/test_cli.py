@@ -474,7 +474,8 @@ def test_bug_unmigrated_sqlite_gives_a_clear_error(tmp_path: Path) -> None:
 @requires_postgres
 def test_bug_missing_postgres_database_gives_a_clear_error() -> None:
     url = pg_url(f"wp_cli_never_{os.getpid()}")
-    proc = wp("workflow", "list", "-s", url, timeout=60)  # retrying forever would raise TimeoutExpired
+    # retrying forever would raise TimeoutExpired
+    proc = wp("workflow", "list", "-s", url, timeout=60)
     fails(proc, "does not exist")
 
 

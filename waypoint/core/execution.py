@@ -311,6 +311,8 @@ def _run_in_background(
                 drive_sync(flow())
             except BaseException as exc:
                 _log_background_end(run.workflow_id, exc)
+                if not isinstance(exc, (Exception, DBOSWorkflowCancelledError)):
+                    raise  # Ctrl-C or exit: the pool hands it to a caller running this inline
 
         run.entry.task = rt.pool.submit(work, name=run.workflow_id)
 

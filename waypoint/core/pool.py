@@ -35,19 +35,23 @@ class Task:
             self._state = _RUNNING
             return True
 
-    def _run(self) -> None:
+    def _run(self, inline: bool = False) -> None:
         try:
             self.fn()
-        except BaseException:
+        except BaseException as exc:
+            if inline and not isinstance(exc, Exception):
+                raise  # Ctrl-C (or exit) reached the caller's thread: it is the caller's
             logger.exception("workflow task %s failed outside of its own error handling", self.name)
         finally:
             self._state = _DONE
 
     def run_inline(self) -> bool:
-        """Run the task on the calling thread if no worker has taken it; True if it ran."""
+        """Run the task on the calling thread if no worker has taken it; True if it ran.
+        A KeyboardInterrupt or SystemExit raised meanwhile propagates to the caller (the
+        workflow stays PENDING, to be recovered), as it would from any blocking call."""
         if not self._claim():
             return False
-        self._run()
+        self._run(inline=True)
         return True
 
 

@@ -98,12 +98,14 @@ class Interop(CrashHarness):
 
     every_second = False  # the workers schedule ``every_second``
 
-    def env(self, block_step: Optional[int] = None) -> dict[str, str]:
+    def env(
+        self, block_step: Optional[int] = None, executor_id: str = EXECUTOR_ID
+    ) -> dict[str, str]:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("DBOS", "INTEROP_", "CRASH_"))
         }
         env.update(
-            DBOS__VMID=EXECUTOR_ID,
+            DBOS__VMID=executor_id,
             DBOS__APPVERSION=APP_VERSION,
             PYTHONUNBUFFERED="1",
             PYTHONPATH=str(REPO),
@@ -114,13 +116,20 @@ class Interop(CrashHarness):
             env["INTEROP_EVERY_SECOND"] = "1"
         return env
 
-    def spawn_as(self, impl: str, mode: str, *args: str, block_step: Optional[int] = None) -> Proc:
+    def spawn_as(
+        self,
+        impl: str,
+        mode: str,
+        *args: str,
+        block_step: Optional[int] = None,
+        executor_id: str = EXECUTOR_ID,
+    ) -> Proc:
         cmd = [self.python(impl), str(APP), impl, self.db_url, self.ledger_path, mode, *args]
-        return self._spawn(f"{impl}-{mode}", cmd, block_step)
+        return self._spawn(f"{impl}-{mode}", cmd, block_step, executor_id)
 
-    def serve(self, impl: str) -> Proc:
+    def serve(self, impl: str, executor_id: str = EXECUTOR_ID) -> Proc:
         """A worker of ``impl`` serving the queues, once it has launched."""
-        worker = self.spawn_as(impl, "serve", "600")
+        worker = self.spawn_as(impl, "serve", "600", executor_id=executor_id)
         self.wait_until(
             f"the {impl} worker to launch",
             lambda: "launched" in self.process_events(worker.pid),
@@ -133,7 +142,13 @@ class Interop(CrashHarness):
         cmd = [self.python(impl), str(CLIENT), impl, self.db_url, mode, prefix]
         return self._spawn(f"{impl}-client-{mode}", cmd, None)
 
-    def _spawn(self, what: str, cmd: list[str], block_step: Optional[int]) -> Proc:
+    def _spawn(
+        self,
+        what: str,
+        cmd: list[str],
+        block_step: Optional[int],
+        executor_id: str = EXECUTOR_ID,
+    ) -> Proc:
         name = f"p{len(self.procs) + 1}-{what}"
         out, err = self.workdir / f"{name}.stdout", self.workdir / f"{name}.stderr"
         with open(out, "wb") as fo, open(err, "wb") as fe:
@@ -142,7 +157,7 @@ class Interop(CrashHarness):
                 stdout=fo,
                 stderr=fe,
                 stdin=subprocess.DEVNULL,
-                env=self.env(block_step),
+                env=self.env(block_step, executor_id),
                 cwd=str(self.workdir),
             )
         proc = Proc(name, popen, out, err, time.time())

@@ -100,7 +100,9 @@ def test_a_mixed_fleet_fires_each_schedule_slot_once(interop: Interop) -> None:
     """A DBOS and a Waypoint process serve one every-second schedule: both name a slot's
     workflow alike (sched-<name>-<ISO time>), so each slot runs once across the two."""
     interop.every_second = True
-    workers = [interop.serve(impl) for impl in ("dbos", "waypoint")]
+    # Two executors: a process launching under a live one's executor ID would recover (and run
+    # again) the slot that one had just started, as DBOS's launch recovery does too.
+    workers = [interop.serve(impl, executor_id=f"{impl}-executor") for impl in ("dbos", "waypoint")]
 
     def fired() -> list[tuple[str, str]]:
         rows = interop._query(

@@ -3,10 +3,32 @@ backends)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from waypoint.storage.records import SCHEDULE_COLUMNS, ExecutorRow, ScheduleFilter, ScheduleRow
 from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore
+
+EXECUTOR_COLUMNS = (
+    "executor_id, incarnation, application_name, application_version, hostname, pid, "
+    "heartbeat_ms, started_at, last_seen"
+)
+
+
+def executor_row(r: Sequence[Any], db_now: int) -> ExecutorRow:
+    """An ``executors`` row selected as ``EXECUTOR_COLUMNS``, read at ``db_now``."""
+    return ExecutorRow(
+        executor_id=r[0],
+        incarnation=r[1],
+        application_name=r[2],
+        application_version=r[3],
+        hostname=r[4],
+        pid=r[5],
+        heartbeat_ms=int(r[6]),
+        started_at=r[7],
+        last_seen=r[8],
+        db_now=db_now,
+    )
 
 
 class FleetSql(SqlCore):
@@ -44,26 +66,12 @@ class FleetSql(SqlCore):
 
     def list_executors(self, application_name: Optional[str]) -> list[ExecutorRow]:
         rows = self._owned_rows(
-            "SELECT executor_id, incarnation, application_name, application_version, hostname, "
-            f"pid, started_at, last_seen, {self.d.now_ms} FROM {self.d.t('executors')}",
+            f"SELECT {EXECUTOR_COLUMNS}, {self.d.now_ms} FROM {self.d.t('executors')}",
             application_name,
             "executor_id, started_at",
             "list executors",
         )
-        return [
-            ExecutorRow(
-                executor_id=r[0],
-                incarnation=r[1],
-                application_name=r[2],
-                application_version=r[3],
-                hostname=r[4],
-                pid=r[5],
-                started_at=r[6],
-                last_seen=r[7],
-                db_now=int(r[8]),
-            )
-            for r in rows
-        ]
+        return [executor_row(r, int(r[9])) for r in rows]
 
     def claim_dead_executors(
         self, application_name: Optional[str], application_version: str, silent_ms: int

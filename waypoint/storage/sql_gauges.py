@@ -4,8 +4,9 @@ in-flight rows (or the small executors table), so its cost follows the backlog, 
 
 from __future__ import annotations
 
-from waypoint.storage.records import DatabaseGauges, ExecutorRow, QueueGauge
+from waypoint.storage.records import DatabaseGauges, QueueGauge
 from waypoint.storage.sql_base import Cursor, SqlCore
+from waypoint.storage.sql_fleet import EXECUTOR_COLUMNS, executor_row
 
 
 class GaugesSql(SqlCore):
@@ -23,11 +24,7 @@ class GaugesSql(SqlCore):
                 f"SELECT executor_id, COUNT(*) FROM {ws} WHERE status = 'PENDING' "
                 "GROUP BY executor_id"
             )
-            executors = cur.all(
-                "SELECT executor_id, incarnation, application_name, application_version, "
-                "hostname, pid, heartbeat_ms, started_at, last_seen "
-                f"FROM {self.d.t('executors')}"
-            )
+            executors = cur.all(f"SELECT {EXECUTOR_COLUMNS} FROM {self.d.t('executors')}")
             db_now = int(now[0]) if now is not None else 0
             return DatabaseGauges(
                 db_now_ms=db_now,
@@ -36,21 +33,7 @@ class GaugesSql(SqlCore):
                     for r in queues
                 ],
                 pending_by_executor={str(r[0] or ""): int(r[1]) for r in pending},
-                executors=[
-                    ExecutorRow(
-                        executor_id=r[0],
-                        incarnation=r[1],
-                        application_name=r[2],
-                        application_version=r[3],
-                        hostname=r[4],
-                        pid=r[5],
-                        heartbeat_ms=int(r[6]),
-                        started_at=r[7],
-                        last_seen=r[8],
-                        db_now=db_now,
-                    )
-                    for r in executors
-                ],
+                executors=[executor_row(r, db_now) for r in executors],
             )
 
         return self._tx(body, "read the database gauges")

@@ -1,179 +1,166 @@
 """The admin HTTP server (DBOS's endpoints on port 3001 by default), safe by default.
 
-It serves a ``RouteTable``: the DBOS endpoints (``admin.routes``) and whatever else is added
-to the table before it starts.
+One ASGI application (``admin.app``: the DBOS endpoints of a ``RouteTable``, and the console
+at ``/console/``) served by uvicorn on a background thread, or on the caller's thread for the
+standalone ``waypoint console`` command.
 
 Differences from DBOS's admin server, all on purpose: it binds 127.0.0.1 unless told
 otherwise; with a token configured every endpoint but the health check needs
 ``Authorization: Bearer <token>``; bodies are capped and must declare their length; every
 request body is validated, and every failure is a JSON ``{"error": {"code", "message"}}`` with
-a 4xx status, never a traceback; ``/deactivate`` really stops this executor from dequeueing.
+a 4xx status, never a traceback, even for requests the HTTP parser itself refuses;
+``/deactivate`` really stops this executor from dequeueing.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import logging
+import socket
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
-from waypoint.admin.routing import ApiError, Response, RouteTable
-from waypoint.error import DBOSException
+import h11
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from waypoint.admin.api import RequestLimits
+from waypoint.admin.app import build_app
+from waypoint.admin.routing import RouteTable
 
 logger = logging.getLogger("waypoint")
 
-MAX_BODY_BYTES = 1024 * 1024
-MAX_PATH_LENGTH = 2048
+# The http.server handler this replaced had this name; its request deadline lives on.
+_Handler = RequestLimits
+
+BACKLOG = 1024  # bursts of connections queue instead of being reset
+STOP_WAIT_S = 5.0
 
 
-class AdminServer:
-    name = "admin"
+class JsonErrorsH11(H11Protocol):
+    """uvicorn's h11 protocol, answering requests the parser refuses with the admin API's JSON
+    error body (and a status that says why) instead of a plain-text 400."""
 
-    def __init__(self, table: RouteTable, host: str, port: int, token: Optional[str]) -> None:
-        self.table = table
-        self.token = token
-        server = self
+    def send_400_response(self, msg: str) -> None:
+        exc = sys.exc_info()[1]  # called from the handler of h11's RemoteProtocolError
+        detail = str(exc) if isinstance(exc, h11.ProtocolError) and str(exc) else msg
+        status, code = 400, "bad_request"
+        if "Content-Length" in detail:
+            code = "bad_length"
+        elif "Transfer-Encoding" in detail:
+            status, code = 411, "length_required"
+        elif isinstance(exc, h11.ProtocolError) and exc.error_status_hint in (414, 431):
+            status = exc.error_status_hint
+        body = json.dumps({"error": {"code": code, "message": detail}}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=status, headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
-        class Handler(_Handler):
-            admin = server
 
-        self._httpd = _Server((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="waypoint-admin", daemon=True
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (IPv4 or IPv6), so a busy port fails at once, in the
+    caller, and port 0 is resolved before the server starts."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class HttpServer:
+    """``app`` served by uvicorn on a socket bound at construction."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int, *, thread_name: str) -> None:
+        self.app = app
+        self._sock = bind(host, port)
+        self.host = host
+        self.server_address: tuple[str, int] = self._sock.getsockname()[:2]
+        self.port = self.server_address[1]
+        config = uvicorn.Config(
+            app,
+            http=JsonErrorsH11,
+            loop="asyncio",
+            lifespan="off",
+            log_config=None,  # the application's logging stays the application's
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            backlog=BACKLOG,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=1,
         )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self.on_stop: list[Any] = []  # callables run when the server stops (feeds, sessions)
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("admin API listening on %s:%d", *self._httpd.server_address[:2])
+
+    def serve_forever(self) -> None:
+        """Serve on this thread until interrupted (Ctrl-C) or stopped."""
+        self.start()
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        for callback in self.on_stop:
+            callback()
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(STOP_WAIT_S)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(STOP_WAIT_S)
+        self._sock.close()
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # bursts of connections queue instead of being reset
+class AdminServer(HttpServer):
+    """The admin server of a launched application: ``table``'s endpoints (``self.table``:
+    routes added to it later are served too) and, when given, the console."""
 
+    name = "admin"
 
-class _Handler(BaseHTTPRequestHandler):
-    admin: AdminServer
-    server_version = "waypoint-admin"
-    sys_version = ""
-    timeout = 10  # a slow client cannot hold a thread forever
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("admin %s - %s", self.address_string(), format % args)
-
-    # -- plumbing -------------------------------------------------------------------------------
-    def _respond(self, response: Response) -> None:
-        payload = response.payload()
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if payload and self.command != "HEAD":
-            try:
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client left without reading the answer
-
-    def _error(
-        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
+    def __init__(
+        self,
+        table: RouteTable,
+        host: str,
+        port: int,
+        token: Optional[str],
+        *,
+        console: Optional[Any] = None,
     ) -> None:
-        error = {"error": {"code": code, "message": message}}
-        self._respond(Response(status, error, headers=dict(headers or {})))
+        self.table = table
+        self.token = token
+        super().__init__(build_app(table, token, console), host, port, thread_name="waypoint-admin")
 
-    def send_error(
-        self, code: int, message: Optional[str] = None, explain: Optional[str] = None
-    ) -> None:
-        """Errors found while parsing HTTP itself get the same JSON body as the rest."""
-        self.close_connection = True
-        self._error(code, "bad_request" if code < 500 else "unsupported", message or explain or "")
-
-    def _authorized(self, path: str) -> bool:
-        token = self.admin.token
-        if token is None or path == "/dbos-healthz":
-            return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-        )
-
-    def _body(self) -> Any:
-        if self.headers.get("Transfer-Encoding"):
-            raise ApiError(411, "length_required", "chunked bodies are not accepted")
-        lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            return None  # neither length nor chunked: the request has no body (RFC 9112 6.3)
-        if len(set(lengths)) > 1:
-            raise ApiError(400, "bad_length", "conflicting Content-Length headers")
-        raw_length = lengths[0].strip()
-        if not raw_length.isascii() or not raw_length.isdigit():
-            raise ApiError(400, "bad_length", "Content-Length must be a non-negative integer")
-        length = int(raw_length)
-        if length > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-        try:
-            data = self.rfile.read(length) if length else b""
-        except TimeoutError:
-            raise ApiError(408, "timeout", "the body did not arrive in time") from None
-        if len(data) < length:
-            raise ApiError(400, "short_body", "the body is shorter than its Content-Length")
-        if not data.strip():
-            return None
-        try:
-            return json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ApiError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
-
-    def _handle(self, method: str) -> None:
-        raw_path, _, raw_query = self.path.partition("?")
-        if len(raw_path) > MAX_PATH_LENGTH:
-            self._error(414, "uri_too_long", "the path is too long")
-            return
-        if not self._authorized(raw_path):
-            self._error(401, "unauthorized", "missing or wrong bearer token")
-            return
-        try:
-            body = self._body() if method == "POST" else None
-            route, request = self.admin.table.resolve(method, raw_path, raw_query)
-            request.body = body
-            response = route.handler(request)
-        except ApiError as exc:
-            self._error(exc.status, exc.code, exc.message, exc.headers)
-            return
-        except DBOSException as exc:
-            code = type(exc).__name__
-            status = 404 if "does not exist" in exc.message else 400
-            self._error(status, code, exc.message)
-            return
-        except Exception:
-            logger.exception("admin request %s %s failed", method, raw_path)
-            self._error(500, "internal", "the request failed; see the server log")
-            return
-        self._respond(response)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_HEAD(self) -> None:
-        self._handle("GET")
-
-    def do_PUT(self) -> None:
-        self._error(405, "method_not_allowed", "use GET or POST", {"Allow": "GET, POST, HEAD"})
-
-    do_DELETE = do_PUT
-    do_PATCH = do_PUT
-    do_OPTIONS = do_PUT
-    do_TRACE = do_PUT
-    do_CONNECT = do_PUT
+    def start(self) -> None:
+        super().start()
+        logger.info("admin API listening on %s:%d", self.host, self.port)

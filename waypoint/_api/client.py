@@ -47,6 +47,7 @@ class DBOSClient(SharedOperations):
         application_name: Optional[str] = None,
         lazy: bool = False,
         retry_connection_errors: bool = True,
+        refuse_pickle: bool = False,
     ) -> None:
         warn_no_effect(
             {
@@ -79,6 +80,7 @@ class DBOSClient(SharedOperations):
             executor_id="client",
             app_version=None,
             serializer=serializer,
+            refuse_pickle=refuse_pickle,
         )
         self._client_ops = ClientOps(engine)
         engine.store.open()

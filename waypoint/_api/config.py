@@ -49,3 +49,4 @@ class DBOSConfig(TypedDict, total=False):
     retention_max_age_sec: Optional[float]
     retention_max_rows: Optional[int]
     retention_interval_sec: Optional[float]
+    refuse_pickle: Optional[bool]  # Waypoint: never unpickle (or write) a pickled row

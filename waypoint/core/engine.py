@@ -43,13 +43,14 @@ class Engine:
         app_version: Optional[str],
         serializer: Optional[Serializer] = None,
         polling_interval_sec: float = 1.0,
+        refuse_pickle: bool = False,
     ) -> None:
         self.store = guarded(store)
         self.app_name = app_name
         self.executor_id = executor_id
         self.app_version = app_version
         self.app_id: Optional[str] = None
-        self.codec = Codec(serializer)
+        self.codec = Codec(serializer, refuse_pickle)
         self.observers = Observers()  # empty unless a runtime's assembly adds some
         self.wakeups = for_database(store.identity)
         self.polling_interval_sec = polling_interval_sec

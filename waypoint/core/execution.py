@@ -34,7 +34,7 @@ from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.roles import check_roles, with_role
 from waypoint.core.run import RunEntry, WorkflowRun
 from waypoint.core.runtime import Runtime
-from waypoint.core.serialization import PORTABLE_NAME, coerce_portable_args
+from waypoint.core.serialization import PICKLE_NAME, PORTABLE_NAME, coerce_portable_args
 from waypoint.core.steps import record, replay
 from waypoint.core.types import Auth
 from waypoint.error import (
@@ -364,6 +364,10 @@ def dispatch_claimed(
             args, kwargs = coerce_portable_args(info.func, args, kwargs)
         serializer = rt.codec.by_name(row.serialization)
     except WaypointPayloadError as exc:
+        if rt.codec.refuse_pickle and row.serialization in (None, PICKLE_NAME):
+            # Readable by a process that unpickles: not this one's to fail.
+            _unrunnable(row, f"its inputs are a pickle: {exc}")
+            return
         logger.error("workflow %s has unreadable inputs and fails: %s", row.workflow_id, exc)
         rt.store.complete_workflow(
             Completion(

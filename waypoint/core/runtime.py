@@ -38,6 +38,7 @@ class Runtime(Engine):
             app_version=app_version,
             serializer=config.serializer,
             polling_interval_sec=config.polling_interval_sec,
+            refuse_pickle=config.refuse_pickle,
         )
         self.config = config
         self.incarnation = uuid.uuid4().hex  # this launch of this process

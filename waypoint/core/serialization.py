@@ -247,11 +247,24 @@ _PORTABLE = DBOSPortableJSONSerializer()
 
 
 class Codec:
-    """Encodes and decodes stored values, choosing the serializer per row by name."""
+    """Encodes and decodes stored values, choosing the serializer per row by name.
 
-    def __init__(self, default: Optional[Serializer] = None) -> None:
-        self.default: Serializer = default or _PICKLE
-        self._by_name: dict[str, Serializer] = {PICKLE_NAME: _PICKLE, PORTABLE_NAME: _PORTABLE}
+    ``refuse_pickle`` is for deployments whose system database others can write to:
+    unpickling a row runs whatever code its writer chose, so a codec that refuses pickle
+    never unpickles a row (it raises ``WaypointPayloadError`` naming the switch), never
+    writes one (its default is portable JSON, and asking for the native format is an
+    error), and reads only portable JSON and custom serializers."""
+
+    def __init__(self, default: Optional[Serializer] = None, refuse_pickle: bool = False) -> None:
+        self.refuse_pickle = refuse_pickle
+        if refuse_pickle and default is not None and default.name() == PICKLE_NAME:
+            raise ValueError(
+                f"refuse_pickle is set but the configured serializer is named {PICKLE_NAME!r}"
+            )
+        self.default: Serializer = default or (_PORTABLE if refuse_pickle else _PICKLE)
+        self._by_name: dict[str, Serializer] = {PORTABLE_NAME: _PORTABLE}
+        if not refuse_pickle:
+            self._by_name[PICKLE_NAME] = _PICKLE
         self._by_name[self.default.name()] = self.default
 
     # -- choosing ---------------------------------------------------------------------------
@@ -262,10 +275,23 @@ class Codec:
         if fmt in (WorkflowSerializationFormat.PORTABLE, "portable", PORTABLE_NAME):
             return _PORTABLE
         if fmt in (WorkflowSerializationFormat.NATIVE, "native"):
-            return self.default if self.default.name() != PORTABLE_NAME else _PICKLE
+            if self.default.name() != PORTABLE_NAME:
+                return self.default
+            if self.refuse_pickle:
+                raise WaypointPayloadError(
+                    "the native (pickle) serialization format was asked for, but this process "
+                    "refuses pickle (refuse_pickle is set): use the portable format"
+                )
+            return _PICKLE
         raise ValueError(f"unknown serialization format {fmt!r}")
 
     def by_name(self, name: Optional[str]) -> Serializer:
+        if self.refuse_pickle and (name is None or name == PICKLE_NAME):
+            raise WaypointPayloadError(
+                "a stored value is a pickle (serialization "
+                f"{name or 'NULL, a legacy DBOS row'!r}) and this process refuses to unpickle "
+                "rows (refuse_pickle is set): unpickling runs code chosen by whoever wrote the row"
+            )
         if name is None:
             return _PICKLE
         ser = self._by_name.get(name)
@@ -353,6 +379,12 @@ class Codec:
     def decode_error(self, text: Optional[str], name: Optional[str]) -> BaseException:
         if text is None:
             return Exception("unknown error")
+        if self.refuse_pickle and (name is None or name == PICKLE_NAME):
+            # The failure still reaches the caller as a failure, without running the pickle.
+            return Exception(
+                f"a pickled error ({len(text)} characters) not decoded: this process refuses "
+                "to unpickle rows (refuse_pickle is set)"
+            )
         try:
             data = self.by_name(name).deserialize(text)
         except Exception as exc:

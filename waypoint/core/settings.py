@@ -66,6 +66,7 @@ KNOWN_KEYS = frozenset(
         "retention_max_age_sec",
         "retention_max_rows",
         "retention_interval_sec",
+        "refuse_pickle",
     }
 )
 
@@ -133,6 +134,7 @@ class RuntimeConfig:
     retention_max_age_sec: Optional[float] = None
     retention_max_rows: Optional[int] = None
     retention_interval_sec: float = 600.0
+    refuse_pickle: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,6 +192,13 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     serializer = config.get("serializer")
     if serializer is not None and not isinstance(serializer, Serializer):
         raise DBOSInitializationError("config serializer must be a waypoint.Serializer instance")
+    refuse_pickle = config.get("refuse_pickle", False)
+    if not isinstance(refuse_pickle, bool):
+        raise DBOSInitializationError(f"config refuse_pickle must be a bool, got {refuse_pickle!r}")
+    if refuse_pickle and serializer is not None and serializer.name() == "py_pickle":
+        raise DBOSInitializationError(
+            "config refuse_pickle is set but config serializer is the pickle serializer"
+        )
 
     interval = config.get("notification_listener_polling_interval_sec", 1.0)
     if not isinstance(interval, (int, float)) or interval < 0.001:
@@ -222,5 +231,6 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         retention_max_age_sec=_positive_number(config, "retention_max_age_sec"),
         retention_max_rows=_positive_int(config, "retention_max_rows", 0) or None,
         retention_interval_sec=_positive_number(config, "retention_interval_sec") or 600.0,
+        refuse_pickle=refuse_pickle,
         raw=dict(config),
     )

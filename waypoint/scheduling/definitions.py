@@ -97,7 +97,7 @@ def schedule_row(eng: Engine, spec: Mapping[str, Any], *, check_queue: bool) -> 
 
 def public(eng: Engine, row: ScheduleRow) -> WorkflowSchedule:
     try:
-        context = eng.codec.decode(row.context, None) if row.context else None
+        context = eng.codec.decode(row.context, eng.codec.default.name()) if row.context else None
     except DBOSException:
         context = row.context
     fields = {column: getattr(row, column) for column in SCHEDULE_COLUMNS}

@@ -66,7 +66,7 @@ def _target(row: ScheduleRow) -> WorkflowInfo:
 def fire_flow(eng: Engine, row: ScheduleRow, when: dt.datetime, workflow_id: str) -> Flow[str]:
     """Fire a stored schedule for one time slot (its context is stored with it)."""
     info = _target(row)
-    context = eng.codec.decode(row.context, None) if row.context else None
+    context = eng.codec.decode(row.context, eng.codec.default.name()) if row.context else None
     call_args: tuple[Any, ...] = (when, context)
     if info.wrapper is not None:
         info, call_args = resolve_workflow(info.wrapper, call_args)

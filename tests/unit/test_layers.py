@@ -1,8 +1,8 @@
 """The package's layers point one way, and no modules import each other in a loop.
 
-``waypoint`` → ``_api`` → (``queues``, ``scheduling``) → ``core`` → ``storage``; ``admin`` and
-``cli`` sit beside ``_api`` and use only it (plus the public ``error`` module). Every import
-counts: at module level, inside functions, and under ``TYPE_CHECKING``.
+``waypoint`` → ``_api`` → (``queues``, ``scheduling``) → ``core`` → ``storage``; ``admin``,
+``cli`` and ``console`` sit beside ``_api`` and use only it (plus the public ``error`` module).
+Every import counts: at module level, inside functions, and under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ RANK = {
     "_api": 1,
     "admin": 1,
     "cli": 1,
+    "console": 1,
     "queues": 2,
     "scheduling": 2,
     "core": 3,
@@ -29,11 +30,18 @@ RANK = {
     "__version__": 6,
 }
 # Imports between packages of the same rank that are allowed (and acyclic by construction).
-SIDEWAYS = {("admin", "_api"), ("cli", "_api"), ("cli", "admin"), ("scheduling", "queues")}
+SIDEWAYS = {
+    ("admin", "_api"),
+    ("cli", "_api"),
+    ("cli", "admin"),
+    ("console", "_api"),
+    ("scheduling", "queues"),
+}
 # What the thin surfaces may use.
 ONLY = {
     "admin": {"admin", "_api", "error", "__version__"},
     "cli": {"cli", "admin", "_api", "error", "__version__"},
+    "console": {"console", "_api", "error", "__version__"},
 }
 
 

@@ -18,16 +18,19 @@ from waypoint.storage.records import (
     QUEUE_COLUMNS,
     SCHEDULE_COLUMNS,
     WORKFLOW_COLUMNS,
+    AgeBucket,
     ChildLink,
     ClaimRequest,
     Completion,
     DatabaseGauges,
     DebounceUpdate,
+    EventHistoryRow,
     EventWrite,
     ExecutorRow,
     ForkRequest,
     InitOutcome,
     ListFilter,
+    MessageRow,
     NewMessage,
     NewWorkflow,
     Outcome,
@@ -41,7 +44,9 @@ from waypoint.storage.records import (
     ScheduleRow,
     StepRecord,
     StepRow,
+    StreamRow,
     StreamWrite,
+    Throughput,
     VersionRow,
     WorkflowRow,
 )
@@ -55,16 +60,20 @@ __all__ = [
     "SCHEDULE_COLUMNS",
     "SCHEDULE_KEY_PREFIX",
     "WORKFLOW_COLUMNS",
+    "AgeBucket",
     "ChildLink",
     "ClaimRequest",
     "Closeable",
     "Completion",
+    "DatabaseGauges",
     "DebounceUpdate",
+    "EventHistoryRow",
     "EventWrite",
     "ExecutorRow",
     "ForkRequest",
     "InitOutcome",
     "ListFilter",
+    "MessageRow",
     "NewMessage",
     "NewWorkflow",
     "Outcome",
@@ -80,8 +89,10 @@ __all__ = [
     "StepRecord",
     "StepRow",
     "Store",
+    "StreamRow",
     "StreamWrite",
     "SystemStore",
+    "Throughput",
     "VersionRow",
     "WorkflowRow",
     "cancel_key",
@@ -296,6 +307,24 @@ class SystemStore(Protocol):
     ) -> dict[str, int]:
         """Re-own ``old_name``'s rows (and the unclaimed ones) as ``new_name``; counts moved."""
         ...
+
+    # -- what the console reads ----------------------------------------------------------------
+    def count_capped(
+        self, column: str, values: Sequence[str], application_name: Optional[str], cap: int
+    ) -> dict[str, int]:
+        """Workflows per value of ``column`` (status, application_version), each count
+        stopping at ``cap``."""
+        ...
+
+    def completions_since(
+        self, since_ms: int, application_name: Optional[str]
+    ) -> list[Throughput]: ...
+    def age_buckets(
+        self, now_ms: int, bands_ms: Sequence[int], application_name: Optional[str]
+    ) -> list[AgeBucket]: ...
+    def messages_to(self, workflow_id: str, limit: int) -> list[MessageRow]: ...
+    def event_history(self, workflow_id: str, limit: int) -> list[EventHistoryRow]: ...
+    def stream_values(self, workflow_id: str, limit: int) -> list[StreamRow]: ...
 
     # -- database-backed queues ----------------------------------------------------------------
     def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow: ...

@@ -176,6 +176,9 @@ class ListFilter:
     limit: Optional[int] = None
     offset: Optional[int] = None
     sort_desc: bool = False
+    # Keyset pagination: only rows after this (created_at, workflow_uuid) in the sort order,
+    # so a page deep in a million rows costs what the first one does (OFFSET reads and drops).
+    after: Optional[tuple[int, str]] = None
     load_input: bool = True
     load_output: bool = True
 
@@ -456,3 +459,58 @@ class DatabaseGauges:
     queues: list[QueueGauge]
     pending_by_executor: dict[str, int]
     executors: list[ExecutorRow]  # every incarnation, with its heartbeat period and last_seen
+
+
+# -- what the console reads -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MessageRow:
+    """A message sent to a workflow (``notifications``), payload still serialized."""
+
+    message_id: str
+    topic: Optional[str]
+    message: str
+    serialization: Optional[str]
+    created_at: int
+    consumed: bool
+
+
+@dataclass(slots=True)
+class EventHistoryRow:
+    """One value a workflow set for an event key, at the step that set it."""
+
+    function_id: int
+    key: str
+    value: str
+    serialization: Optional[str]
+
+
+@dataclass(slots=True)
+class StreamRow:
+    """One value written to a workflow's stream."""
+
+    key: str
+    offset: int
+    function_id: int
+    value: str
+    serialization: Optional[str]
+
+
+@dataclass(slots=True)
+class Throughput:
+    """Workflows of a queue that finished within one minute (epoch minute)."""
+
+    queue_name: str
+    minute: int
+    completed: int
+
+
+@dataclass(slots=True)
+class AgeBucket:
+    """How many workflows of a status were created within an age band (``band`` is an index
+    into the bands the caller gave, ``len(bands)`` for older than every band)."""
+
+    status: str
+    band: int
+    count: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from waypoint.storage.sql_console import ConsoleSql
 from waypoint.storage.sql_fleet import FleetSql
 from waypoint.storage.sql_gauges import GaugesSql
 from waypoint.storage.sql_management import ManagementSql
@@ -10,5 +11,5 @@ from waypoint.storage.sql_queues import QueueSql
 from waypoint.storage.sql_workflows import WorkflowSql
 
 
-class SqlStore(WorkflowSql, QueueSql, MessagingSql, ManagementSql, FleetSql, GaugesSql):
+class SqlStore(WorkflowSql, QueueSql, MessagingSql, ManagementSql, FleetSql, GaugesSql, ConsoleSql):
     """Backends subclass this and supply connections, plus faster versions of hot paths."""

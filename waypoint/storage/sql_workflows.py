@@ -198,6 +198,14 @@ class WorkflowSql(SqlCore):
         if flt.attributes is not None:
             where.append(self.d.json_contains("attributes", "attrs"))
             params["attrs"] = flt.attributes
+        if flt.after is not None:
+            # Spelled out rather than a row comparison, so the created_at index bounds the scan.
+            op = "<" if flt.sort_desc else ">"
+            where.append(
+                f"created_at {op}= %(after_at)s AND (created_at {op} %(after_at)s "
+                f"OR workflow_uuid {op} %(after_id)s)"
+            )
+            params["after_at"], params["after_id"] = flt.after
         columns = list(WORKFLOW_COLUMNS)
         select = ", ".join(
             "NULL"

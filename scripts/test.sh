@@ -59,6 +59,14 @@ if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1
       >/dev/null 2>&1; } || echo "could not install prometheus; its tests will be skipped"
 fi
 
+# Chromium and its driver, for the console's browser tests (they skip without them).
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -q >/dev/null 2>&1 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+      >/dev/null 2>&1; } || echo "could not install chromium; the console's browser tests will be skipped"
+fi
+
 .venv/bin/ruff check waypoint tests examples
 .venv/bin/mypy
 docs_site=$(mktemp -d)  # (not --quiet: it hides the warnings that --strict counts)

@@ -203,6 +203,7 @@ def timeline(
         return round(left, 2), round(width, 2), duration(max(f - b, 0))
 
     bars = []
+    nested: set[str] = set()
     for s in steps:
         left, width, took = place(s.started_at_epoch_ms, s.completed_at_epoch_ms)
         bars.append(
@@ -219,7 +220,8 @@ def timeline(
             )
         )
         child = children.get(s.child_workflow_id or "")
-        if child is not None:
+        if child is not None and child.workflow_id not in nested:  # (getResult names it too)
+            nested.add(child.workflow_id)
             finish = child.updated_at if child.status in TERMINAL else None
             c_left, c_width, c_took = place(child.created_at, finish)
             bars.append(

@@ -9,7 +9,6 @@ decoded only when the caller asks, because unpickling stored bytes runs code.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import json
 import pickletools
@@ -76,44 +75,48 @@ class Shown:
     size: int = 0
 
 
+SIMPLE_OPCODES = {
+    "EMPTY_DICT": "dict",
+    "EMPTY_LIST": "list",
+    "EMPTY_TUPLE": "tuple",
+    "MARK": "tuple",
+    "NONE": "NoneType",
+    "NEWTRUE": "bool",
+    "NEWFALSE": "bool",
+    "BININT": "int",
+    "BININT1": "int",
+    "BININT2": "int",
+    "LONG1": "int",
+    "BINFLOAT": "float",
+    "SHORT_BINBYTES": "bytes",
+    "BINBYTES": "bytes",
+    "EMPTY_SET": "set",
+}
+UNICODE_OPCODES = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE")
+NOISE_OPCODES = ("PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT")
+
+
 def _pickled_type(text: str) -> str:
-    """The type a base64 pickle holds, read from its opcodes without running any of them."""
+    """The type a base64 pickle holds, read from its opcodes without running any of them:
+    a class is named by GLOBAL, or by two strings then STACK_GLOBAL."""
     try:
         raw = base64.b64decode(text, validate=True)
-        names: list[str] = []
-        for op, arg, _ in pickletools.genops(raw):
-            if op.name in ("PROTO", "FRAME"):
-                continue
-            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") and len(names) < 2:
-                names.append(str(arg))
-                if len(names) == 2:
-                    return ".".join(names)
-                continue
-            if op.name == "GLOBAL":
-                return str(arg).replace(" ", ".")
-            if names:
-                return names[0] if op.name != "STACK_GLOBAL" else ".".join(names)
-            simple = {
-                "EMPTY_DICT": "dict",
-                "EMPTY_LIST": "list",
-                "EMPTY_TUPLE": "tuple",
-                "MARK": "tuple",
-                "NONE": "NoneType",
-                "NEWTRUE": "bool",
-                "NEWFALSE": "bool",
-                "BININT": "int",
-                "BININT1": "int",
-                "BININT2": "int",
-                "LONG1": "int",
-                "BINFLOAT": "float",
-                "SHORT_BINBYTES": "bytes",
-                "BINBYTES": "bytes",
-                "EMPTY_SET": "set",
-            }
-            return simple.get(op.name, "object")
-        return "object"
-    except (binascii.Error, ValueError, Exception):  # a malformed pickle is still just bytes
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(raw)]
+    except Exception:  # not base64, or not a pickle: still just bytes
         return "unknown"
+    ops = [(name, arg) for name, arg in ops if name not in NOISE_OPCODES]
+    if not ops:
+        return "unknown"
+    if len(ops) > 1 and ops[-2][0] in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
+        return "tuple"  # built last, from the values before it
+    name, arg = ops[0]
+    if name == "GLOBAL":
+        return str(arg).replace(" ", ".")
+    if name in UNICODE_OPCODES:
+        if len(ops) > 2 and ops[1][0] in UNICODE_OPCODES and ops[2][0] == "STACK_GLOBAL":
+            return f"{arg}.{ops[1][1]}"
+        return "str"
+    return SIMPLE_OPCODES.get(name, "object")
 
 
 def show_value(ops: Ops, text: Optional[str], serialization: Optional[str], decode: bool) -> Shown:

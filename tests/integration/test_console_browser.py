@@ -165,7 +165,7 @@ def test_filter_open_timeline_fork_and_see_it_finish(
         child_links = all_of(browser, "#timeline .depth-1 a")
         assert child_links and app.ship.__qualname__ in child_links[0].text
         assert len(all_of(browser, "#timeline .bar.k-sleep")) == 1
-        assert "charged" in text(browser, "#events")
+        assert "stage py_pickle value of type str" in text(browser, "#events")
         browser.save_screenshot(str(shots / "workflow.png"))
 
         # Fork from the "charge" step onto the latest version; the new run's page opens and

@@ -15,6 +15,7 @@ from tests.storage.build import (
     ids,
     start,
     status,
+    step,
 )
 from waypoint.storage.protocol import Completion, DebounceUpdate, RecoveryRequest, Store
 
@@ -48,6 +49,9 @@ def test_recover_without_claimant_requeues(store: Store) -> None:
         assert status(store, untouched) == "PENDING"
     assert status(store, "done") == "SUCCESS"
     assert store.recover_pending(RecoveryRequest([], "v1", "app", INTERNAL, T0)).workflow_ids == []
+    # The requeued rows carry no run token: the run that was taken over is fenced at once.
+    assert mine.owner_xid is None and queued.owner_xid is None
+    assert not store.record_step(step("mine", 1, "run-mine")).accepted
 
 
 def test_recover_any_version_and_application(store: Store) -> None:
@@ -73,6 +77,44 @@ def test_recover_with_claimant_runs_them_here(store: Store) -> None:
         assert row.application_name == "app"  # an unowned row is adopted by the claimant
     # Workflows of a user queue go back on it, where its limits apply.
     assert status(store, "mine-queued") == "ENQUEUED"
+
+
+# -- release_runs (a graceful shutdown hands its work back) ------------------------------------
+
+
+def test_release_runs_hands_work_back_fenced(store: Store) -> None:
+    start(store, "direct", recovery_attempts=1)
+    start(store, "queued", queue_name="q", recovery_attempts=2)
+    start(store, "other-run")
+    start(store, "finished")
+    store.complete_workflow(Completion("finished", "run-finished", "SUCCESS", None, None, T0))
+    released = store.release_runs(
+        ["run-direct", "run-queued", "run-finished", "run-ghost"], INTERNAL, T0 + 5
+    )
+    assert sorted(released) == ["direct", "queued"]
+    direct, queued = store.get_workflow("direct"), store.get_workflow("queued")
+    assert direct is not None and queued is not None
+    assert (direct.status, direct.queue_name, direct.executor_id, direct.owner_xid) == (
+        "ENQUEUED",
+        INTERNAL,
+        None,
+        None,
+    )
+    assert (queued.status, queued.queue_name, queued.executor_id) == ("ENQUEUED", "q", None)
+    assert direct.started_at_epoch_ms is None and direct.updated_at == T0 + 5
+    # A hand-back is not a recovery attempt: the claim that started the run is taken back.
+    assert (direct.recovery_attempts, queued.recovery_attempts) == (0, 1)
+    assert status(store, "other-run") == "PENDING" and status(store, "finished") == "SUCCESS"
+    # A late write of the released run is refused; a peer's claim takes the work.
+    assert not store.record_step(step("direct", 1, "run-direct")).accepted
+    assert not store.complete_workflow(
+        Completion("direct", "run-direct", "SUCCESS", None, None, T0 + 6)
+    )
+    assert ids(store.claim(claim_request(queue=INTERNAL, claim_token="peer"), T0 + 7)) == [
+        "direct"
+    ]
+    assert store.record_step(step("direct", 1, "peer")).accepted
+    assert store.release_runs([], INTERNAL, T0) == []
 
 
 # -- claim --------------------------------------------------------------------------------------

@@ -64,6 +64,40 @@ def test_claim_dead_executors(store: Store) -> None:
     assert remaining == {"slow", "old-version", "theirs", "alive"}
 
 
+def test_executor_states_and_gone_executors_are_taken_over_at_once(store: Store) -> None:
+    store.heartbeat(executor("pod-a"))
+    store.heartbeat(executor("pod-b"))
+    store.heartbeat(executor("shared", "i1"))
+    store.heartbeat(executor("shared", "i2"))
+    assert {r.executor_id: r.state for r in store.list_executors("app")} == {
+        "pod-a": "live",
+        "pod-b": "live",
+        "shared": "live",
+    }
+    store.set_executor_state("pod-a", "i1", "draining")
+    store.heartbeat(executor("pod-a"))  # heartbeats while draining keep the state
+    assert [r.state for r in store.list_executors("app") if r.executor_id == "pod-a"] == [
+        "draining"
+    ]
+    with pytest.raises(ValueError, match="executor state"):
+        store.set_executor_state("pod-a", "i1", "asleep")
+    # Nothing is silent or gone yet.
+    assert store.claim_dead_executors("app", "v1", None) == []
+    assert store.claim_dead_executors("app", "v1", 3_600_000) == []
+    store.set_executor_state("pod-a", "i1", "gone")
+    store.set_executor_state("shared", "i1", "gone")  # another incarnation is still there
+    # A gone executor is taken over without waiting, with or without a silence timeout.
+    assert store.claim_dead_executors("app", "v1", None) == ["pod-a"]
+    store.heartbeat(executor("pod-b", application_version="v2"))
+    store.set_executor_state("pod-b", "i1", "gone")
+    assert store.claim_dead_executors("app", "v1", 3_600_000) == []  # not our version
+    assert store.claim_dead_executors("app", "v2", 3_600_000) == ["pod-b"]
+    assert {(r.executor_id, r.state) for r in store.list_executors("app")} == {
+        ("shared", "gone"),
+        ("shared", "live"),
+    }
+
+
 # -- schedules ----------------------------------------------------------------------------------
 
 

@@ -385,6 +385,9 @@ class ExecutorRow:
     started_at: Optional[int] = None
     last_seen: Optional[int] = None
     db_now: Optional[int] = None  # the database's clock when this was read
+    # 'live'; 'draining' (shutting down gracefully: finishing, starting nothing new); 'gone'
+    # (its work handed back: peers take the executor over without waiting for silence).
+    state: str = "live"
 
 
 @dataclass(slots=True)

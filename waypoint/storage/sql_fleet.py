@@ -11,8 +11,10 @@ from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore
 
 EXECUTOR_COLUMNS = (
     "executor_id, incarnation, application_name, application_version, hostname, pid, "
-    "heartbeat_ms, started_at, last_seen"
+    "heartbeat_ms, started_at, last_seen, state"
 )
+
+EXECUTOR_STATES = ("live", "draining", "gone")
 
 
 def executor_row(r: Sequence[Any], db_now: int) -> ExecutorRow:
@@ -28,6 +30,7 @@ def executor_row(r: Sequence[Any], db_now: int) -> ExecutorRow:
         started_at=r[7],
         last_seen=r[8],
         db_now=db_now,
+        state=r[9],
     )
 
 
@@ -71,14 +74,37 @@ class FleetSql(SqlCore):
             "executor_id, started_at",
             "list executors",
         )
-        return [executor_row(r, int(r[9])) for r in rows]
+        return [executor_row(r, int(r[10])) for r in rows]
+
+    def set_executor_state(self, executor_id: str, incarnation: str, state: str) -> None:
+        """Record that this incarnation drains, or has handed its work back ('gone'); its
+        heartbeats keep the state (they only refresh ``last_seen``)."""
+        if state not in EXECUTOR_STATES:
+            raise ValueError(f"executor state must be one of {EXECUTOR_STATES}, got {state!r}")
+        self._exec(
+            f"UPDATE {self.d.t('executors')} SET state = %(state)s, last_seen = {self.d.now_ms} "
+            "WHERE executor_id = %(id)s AND incarnation = %(inc)s",
+            {"id": executor_id, "inc": incarnation, "state": state},
+            "set executor state",
+        )
 
     def claim_dead_executors(
-        self, application_name: Optional[str], application_version: str, silent_ms: int
+        self, application_name: Optional[str], application_version: str, silent_ms: Optional[int]
     ) -> list[str]:
-        """Executor IDs (of this version) with no incarnation heard from in ``silent_ms``;
-        their rows are removed in the same transaction so one survivor takes each over."""
+        """Executor IDs (of this version) none of whose incarnations is still there: each one
+        has handed its work back ('gone') or (with ``silent_ms``) not been heard from in that
+        long. Their rows are removed in the same transaction so one survivor takes each over."""
         ex = self.d.t("executors")
+        # A gone incarnation counts as silent since forever: no timeout to wait out.
+        seen = "MAX(CASE WHEN state = 'gone' THEN 0 ELSE last_seen END)"
+        if silent_ms is None:
+            dead_when = f"{seen} = 0"
+        else:
+            # Silent for the asked time *and* for three of its own heartbeat periods: a peer
+            # that checks in rarely is not taken for dead.
+            dead_when = (
+                f"{seen} < {self.d.now_ms} - {self.d.greatest}(%(silent)s, 3 * MAX(heartbeat_ms))"
+            )
 
         def body(cur: Cursor) -> list[str]:
             self.d.lock_queue(cur, "waypoint-executors")
@@ -86,11 +112,7 @@ class FleetSql(SqlCore):
                 r[0]
                 for r in cur.all(
                     f"SELECT executor_id FROM {ex} WHERE application_version = %(ver)s "
-                    f"AND {OWNED} GROUP BY executor_id "
-                    # Silent for the asked time *and* for three of its own heartbeat periods:
-                    # a peer that checks in rarely is not taken for dead.
-                    f"HAVING MAX(last_seen) < {self.d.now_ms} - "
-                    f"{self.d.greatest}(%(silent)s, 3 * MAX(heartbeat_ms))",
+                    f"AND {OWNED} GROUP BY executor_id HAVING {dead_when}",
                     {"ver": application_version, "app": application_name, "silent": silent_ms},
                 )
             ]

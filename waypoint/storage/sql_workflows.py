@@ -275,7 +275,8 @@ class WorkflowSql(SqlCore):
         if req.application_name is not None:
             where += f"AND {OWNED} "
         requeue_sql = (
-            f"UPDATE {ws} SET status = 'ENQUEUED', started_at_epoch_ms = NULL, "
+            # No run token: whatever the old run still writes is refused from now on.
+            f"UPDATE {ws} SET status = 'ENQUEUED', started_at_epoch_ms = NULL, owner_xid = NULL, "
             "updated_at = %(now)s, queue_name = COALESCE(queue_name, %(iq)s) WHERE " + where
         )
         notify = self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name"))
@@ -298,6 +299,26 @@ class WorkflowSql(SqlCore):
         rows = self._claim_retrying(req.claimant[1], lambda: self._tx_raw(body))
         claimed = [workflow_row(r) for r in rows]
         return Recovered(requeued + [w.workflow_id for w in claimed], claimed)
+
+    def release_runs(self, owner_xids: Sequence[str], internal_queue: str, now_ms: int) -> list[str]:
+        """Hand back the PENDING workflows these runs own (a graceful shutdown): each goes
+        back to its queue (direct ones to ``internal_queue``) as ENQUEUED with no executor and
+        no run token, so any write the old run still attempts is refused by the fence, and a
+        peer's claim is the next admission. The hand-back does not count as a recovery
+        attempt: the claim that started the run is taken back."""
+        if not owner_xids:
+            return []
+        rows = self._all(
+            f"UPDATE {self.d.t('workflow_status')} SET status = 'ENQUEUED', executor_id = NULL, "
+            "owner_xid = NULL, started_at_epoch_ms = NULL, updated_at = %(now)s, "
+            "queue_name = COALESCE(queue_name, %(iq)s), recovery_attempts = CASE "
+            "WHEN recovery_attempts > 0 THEN recovery_attempts - 1 ELSE 0 END "
+            f"WHERE status = 'PENDING' AND {self.d.any('owner_xid', 'tokens')}"
+            + self.d.returning("workflow_uuid", self.d.notify("'q:' || queue_name")),
+            {"now": now_ms, "iq": internal_queue, "tokens": self.d.list_param(list(owner_xids))},
+            "release workflows",
+        )
+        return [r[0] for r in rows]
 
     def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool:
         rows = self._all(

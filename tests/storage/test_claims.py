@@ -110,9 +110,7 @@ def test_release_runs_hands_work_back_fenced(store: Store) -> None:
     assert not store.complete_workflow(
         Completion("direct", "run-direct", "SUCCESS", None, None, T0 + 6)
     )
-    assert ids(store.claim(claim_request(queue=INTERNAL, claim_token="peer"), T0 + 7)) == [
-        "direct"
-    ]
+    assert ids(store.claim(claim_request(queue=INTERNAL, claim_token="peer"), T0 + 7)) == ["direct"]
     assert store.record_step(step("direct", 1, "peer")).accepted
     assert store.release_runs([], INTERNAL, T0) == []
 

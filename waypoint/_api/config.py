@@ -46,6 +46,7 @@ class DBOSConfig(TypedDict, total=False):
     serializer: Optional[Serializer]
     enable_patching: Optional[bool]
     dead_executor_recovery_sec: Optional[float]
+    shutdown_grace_sec: Optional[float]  # Waypoint: drain on SIGTERM (docs: Deploying)
     retention_max_age_sec: Optional[float]
     retention_max_rows: Optional[int]
     retention_interval_sec: Optional[float]

@@ -22,6 +22,7 @@ from waypoint._api.ops import body, messages, queues
 from waypoint._api.ops.base import RUNTIME, Ops
 from waypoint._api.queue import Queue
 from waypoint._api.shared import SharedOperations
+from waypoint._api.shutdown import install_sigterm
 from waypoint._api.surface import handle, handle_async, refuse_in_event_loop, twins
 from waypoint.core import calls
 from waypoint.core.context import current_run, current_step
@@ -125,6 +126,11 @@ class DBOS(SharedOperations):
                 raise
             raise DBOSInitializationError(f"launch failed: {exc}") from exc
         inst._runtime = rt
+        if config.shutdown_grace_sec is not None:
+            install_sigterm(
+                config.shutdown_grace_sec,
+                lambda grace: cls.destroy(workflow_completion_timeout_sec=grace),
+            )
         logger.info(
             "Waypoint launched: executor %s, application version %s, %s",
             rt.executor_id,
@@ -146,10 +152,14 @@ class DBOS(SharedOperations):
     def destroy(
         cls, *, destroy_registry: bool = False, workflow_completion_timeout_sec: float = 0
     ) -> None:
-        """Stop the runtime: wait up to ``workflow_completion_timeout_sec`` for running
-        workflows (unfinished ones are recovered at the next launch), close the database and
-        forget the configuration; ``destroy_registry`` also forgets registered workflows and
-        queues (for tests)."""
+        """Stop the runtime, close the database and forget the configuration;
+        ``destroy_registry`` also forgets registered workflows and queues (for tests).
+
+        Without a timeout, workflows still running stay PENDING on this executor (recovered
+        at its next launch). With ``workflow_completion_timeout_sec`` it is a graceful
+        shutdown: nothing new is dequeued or fired, claimed work not yet started goes back to
+        its queue, running workflows get that long to finish, and what is left is handed back
+        to a peer of the same version (fenced: nothing more from this process is recorded)."""
         inst = cls._instance
         if inst is not None and inst._initialized and inst._runtime is not None:
             inst._runtime.stop(workflow_completion_timeout_sec)

@@ -94,6 +94,10 @@ def run_body(
             entry.abandon()
             return (yield from await_outcome(rt, run.workflow_id))
         except DBOSWorkflowCancelledError as exc:
+            if entry.released:  # a wait interrupted by the hand-back, not a cancellation
+                logger.info("workflow %s was handed back to its queue", run.workflow_id)
+                entry.abandon()
+                return (yield from await_outcome(rt, run.workflow_id))
             if not entry.cancel.is_set():
                 # Raised by user code although nobody cancelled this workflow: a failure.
                 return (yield from _fail(rt, run, exc))
@@ -121,7 +125,8 @@ def run_body(
 
 def _how_it_ended(entry: RunEntry) -> tuple[str, Optional[BaseException]]:
     if entry.lost:
-        return ("CANCELLED" if entry.cancel.is_set() else "ABANDONED"), None
+        cancelled = entry.cancel.is_set() and not entry.released
+        return ("CANCELLED" if cancelled else "ABANDONED"), None
     if not entry.done.is_set():
         return "ABANDONED", None
     return ("ERROR", entry.error) if entry.error is not None else ("SUCCESS", None)

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 
-from waypoint.core.recovery import recover
+from waypoint.core.recovery import compatible_version, recover
 from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
 from waypoint.core.storage_errors import StoreClosed
@@ -53,6 +53,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._ticker.stop()
+        if self.rt.handed_back:
+            return  # the row stays, marked gone: a peer takes this executor over at once
         try:
             self.rt.store.retire(self.rt.executor_id, self.rt.incarnation)
         except Exception as exc:  # best effort: a stale row only ages out
@@ -61,16 +63,17 @@ class Heartbeat:
     def tick(self) -> None:
         rt = self.rt
         rt.store.heartbeat(self._row())
-        if self.dead_after is None or rt.deactivated:
+        if rt.deactivated:
             return
-        dead = rt.store.claim_dead_executors(
-            rt.app_name, rt.app_version, int(self.dead_after * 1000)
-        )
+        # Executors that shut down gracefully ('gone') are taken over at once; silent ones
+        # only with dead_executor_recovery_sec, after that long.
+        silent_ms = None if self.dead_after is None else int(self.dead_after * 1000)
+        dead = rt.store.claim_dead_executors(rt.app_name, compatible_version(rt), silent_ms)
         dead = [d for d in dead if d != rt.executor_id]
         if dead:
             ids = recover(rt, dead)
             logger.warning(
-                "executor(s) %s silent for over %ss: took over %d pending workflow(s)",
+                "executor(s) %s gone or silent for over %ss: took over %d pending workflow(s)",
                 dead,
                 self.dead_after,
                 len(ids),

@@ -45,6 +45,15 @@ class Task:
         finally:
             self._state = _DONE
 
+    def withdraw(self) -> bool:
+        """Take the task back if no thread has started it (a draining executor hands its
+        claimed work back); True if it will never run."""
+        with self._lock:
+            if self._state != _QUEUED:
+                return False
+            self._state = _DONE
+            return True
+
     def run_inline(self) -> bool:
         """Run the task on the calling thread if no worker has taken it; True if it ran.
         A KeyboardInterrupt or SystemExit raised meanwhile propagates to the caller (the

@@ -20,12 +20,18 @@ from waypoint.storage.protocol import RecoveryRequest
 logger = logging.getLogger("waypoint")
 
 
+def compatible_version(rt: Runtime) -> str:
+    """The application version whose work this executor may take over from others (a dead
+    or gone executor's PENDING workflows): today exactly its own, as in DBOS."""
+    return rt.app_version
+
+
 def recover(rt: Runtime, executor_ids: list[str]) -> list[str]:
     """Recover these executors' PENDING workflows of our version; returns their IDs."""
     found = rt.store.recover_pending(
         RecoveryRequest(
             executor_ids,
-            rt.app_version,
+            compatible_version(rt),
             rt.app_name,
             INTERNAL_QUEUE_NAME,
             rt.now_ms(),

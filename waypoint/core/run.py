@@ -33,6 +33,7 @@ class RunEntry:
         "lost",
         "on_end",
         "output",
+        "released",
         "run",
         "task",
         "workflow_id",
@@ -47,6 +48,9 @@ class RunEntry:
         # True when this process ended without an outcome of its own (ownership lost, or
         # stopped): waiters must read the recorded outcome from the database instead.
         self.lost = False
+        # True once a draining executor handed the workflow back: the run starts no further
+        # operation, and unwinds as if another execution owned it (one will).
+        self.released = False
         self.run: Optional[WorkflowRun] = None
         self.task: Any = None  # the pool task running it, so a waiter can run it inline
         self.on_end: Optional[Callable[[], None]] = None  # queue accounting, when dequeued

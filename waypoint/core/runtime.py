@@ -21,8 +21,9 @@ from waypoint.core.run import RunEntry
 from waypoint.core.services import Dispatch, NoDispatch, Service
 from waypoint.core.settings import RuntimeConfig
 from waypoint.core.timers import TimerService
+from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
-from waypoint.storage.protocol import Store
+from waypoint.storage.protocol import Store, cancel_key
 
 logger = logging.getLogger("waypoint")
 
@@ -59,6 +60,10 @@ class Runtime(Engine):
         self._tasks: set[Any] = set()
         self.stopping = threading.Event()
         self.deactivated = False
+        self.draining = False
+        # Set once a graceful shutdown handed this incarnation's work back: its executors
+        # row then stays, marked gone, for peers to take over at their next heartbeat.
+        self.handed_back = False
 
     def service(self, name: str) -> Optional[Service]:
         return next((s for s in self.services if s.name == name), None)
@@ -89,6 +94,15 @@ class Runtime(Engine):
             recover()
 
     def stop(self, workflow_completion_timeout_sec: float = 0) -> None:
+        """Stop everything. With a completion timeout this is a graceful shutdown (``drain``):
+        what still runs when it expires is handed back to peers. Without one (DBOS's
+        default) unfinished workflows stay PENDING on this executor, for its next launch,
+        a peer's dead-executor takeover, or the recovery endpoint."""
+        if workflow_completion_timeout_sec > 0 and not self.stopping.is_set():
+            try:
+                self.drain(workflow_completion_timeout_sec)
+            except Exception:
+                logger.exception("draining failed; unfinished workflows stay PENDING here")
         self.stopping.set()
         while self._started:
             svc = self._started.pop()
@@ -97,10 +111,6 @@ class Runtime(Engine):
             except Exception:
                 logger.exception("stopping %s failed", svc.name)
         self.stop_listening()
-        if workflow_completion_timeout_sec > 0:
-            deadline = time.monotonic() + workflow_completion_timeout_sec
-            while self.active_count() and time.monotonic() < deadline:
-                time.sleep(0.05)
         self.timers.stop()
         with self._active_lock:
             entries = list(self._active.values())
@@ -113,6 +123,69 @@ class Runtime(Engine):
             loop.call_soon_threadsafe(loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(5)
+
+    # -- graceful shutdown -----------------------------------------------------------------------
+    def drain(self, grace_sec: float) -> list[str]:
+        """Stop dequeuing and firing schedules at once, hand back claimed work that has not
+        started, let running workflows finish for up to ``grace_sec``, then hand back the
+        rest; returns the IDs handed back. The executors row says 'draining' meanwhile (its
+        heartbeats go on, so nobody takes it for dead) and 'gone' at the end.
+
+        A handed-back workflow is ENQUEUED on its queue (direct ones on the internal queue)
+        with no executor and no run token: a compatible peer's dispatcher claims it as soon as
+        it is told (NOTIFY) or polls, and any write the run here still attempts is refused."""
+        self.deactivate()
+        self.draining = True
+        self._set_state("draining")
+        unstarted = self._withdraw_unstarted()
+        released = self.release(unstarted)
+        for entry in unstarted:
+            self.unregister(entry)
+            entry.abandon()
+        if unstarted:
+            logger.info("draining: handed back %d claimed workflow(s)", len(released))
+        deadline = time.monotonic() + grace_sec
+        while self.active_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._active_lock:
+            left = list(self._active.values())
+        late = self.release(left)
+        if late:
+            logger.warning(
+                "draining: %d workflow(s) still running after %ss were handed back",
+                len(late),
+                grace_sec,
+            )
+        self._set_state("gone")
+        self.handed_back = True
+        return released + late
+
+    def release(self, entries: list[RunEntry]) -> list[str]:
+        """Hand these runs' workflows back to their queues (see ``drain``). Each run first
+        stops starting operations, then its rows are released, then its waits (sleep, recv,
+        events, results) are woken so it unwinds without writing."""
+        runs = [e.run for e in entries if e.run is not None and not e.done.is_set()]
+        for entry in entries:
+            entry.released = True
+        ids = self.store.release_runs(
+            [r.owner_xid for r in runs if r.owner_xid], INTERNAL_QUEUE_NAME, self.now_ms()
+        )
+        for entry in entries:
+            entry.cancel.set()
+            self.wakeups.fire(cancel_key(entry.workflow_id))
+        return ids
+
+    def _withdraw_unstarted(self) -> list[RunEntry]:
+        """Runs claimed here whose worker has not started them: they will never start here."""
+        with self._active_lock:
+            entries = list(self._active.values())
+        return [e for e in entries if e.task is not None and e.task.withdraw()]
+
+    def _set_state(self, state: str) -> None:
+        try:
+            self.store.set_executor_state(self.executor_id, self.incarnation, state)
+        except Exception as exc:  # the heartbeat row is advice to peers and operators
+            logger.warning("could not mark executor %s %s: %s", self.executor_id, state, exc)
 
     # -- runs in flight -------------------------------------------------------------------------
     def register(self, workflow_id: str) -> tuple[RunEntry, bool]:

@@ -63,6 +63,7 @@ KNOWN_KEYS = frozenset(
         "serializer",
         "enable_patching",
         "dead_executor_recovery_sec",
+        "shutdown_grace_sec",
         "retention_max_age_sec",
         "retention_max_rows",
         "retention_interval_sec",
@@ -131,6 +132,8 @@ class RuntimeConfig:
     admin_token: Optional[str] = None
     polling_interval_sec: float = 1.0
     dead_executor_recovery_sec: Optional[float] = None
+    # Waypoint's own: on SIGTERM, drain for up to this long and hand the rest back.
+    shutdown_grace_sec: Optional[float] = None
     retention_max_age_sec: Optional[float] = None
     retention_max_rows: Optional[int] = None
     retention_interval_sec: float = 600.0
@@ -228,6 +231,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         admin_token=config.get("admin_token") or os.environ.get("DBOS__ADMIN_TOKEN") or None,
         polling_interval_sec=float(interval),
         dead_executor_recovery_sec=_positive_number(config, "dead_executor_recovery_sec"),
+        shutdown_grace_sec=_positive_number(config, "shutdown_grace_sec"),
         retention_max_age_sec=_positive_number(config, "retention_max_age_sec"),
         retention_max_rows=_positive_int(config, "retention_max_rows", 0) or None,
         retention_interval_sec=_positive_number(config, "retention_interval_sec") or 600.0,

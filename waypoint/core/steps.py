@@ -143,6 +143,9 @@ def next_operation(run: WorkflowRun, name: str, *, check: bool = True) -> Flow[t
 
 def check_cancelled(rt: Engine, run: WorkflowRun) -> Flow[None]:
     """Raise if the workflow was cancelled (or its deadline passed) before the next operation."""
+    if run.entry.released:
+        # Handed back by a draining executor: a peer runs the rest; nothing more here.
+        raise DBOSWorkflowConflictIDError(run.workflow_id)
     if run.entry.cancel.is_set():
         raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
     if run.deadline_ms is not None and time.time() * 1000 >= run.deadline_ms:

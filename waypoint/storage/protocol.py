@@ -214,7 +214,9 @@ class SystemStore(Protocol):
 
     # -- recovery and dispatch -----------------------------------------------------------------
     def recover_pending(self, req: RecoveryRequest) -> Recovered: ...
-    def release_runs(self, owner_xids: Sequence[str], internal_queue: str, now_ms: int) -> list[str]:
+    def release_runs(
+        self, owner_xids: Sequence[str], internal_queue: str, now_ms: int
+    ) -> list[str]:
         """Hand back the PENDING workflows these run tokens own: ENQUEUED on their queue
         (direct ones on ``internal_queue``), executor and token cleared; their IDs."""
         ...

@@ -300,7 +300,9 @@ class WorkflowSql(SqlCore):
         claimed = [workflow_row(r) for r in rows]
         return Recovered(requeued + [w.workflow_id for w in claimed], claimed)
 
-    def release_runs(self, owner_xids: Sequence[str], internal_queue: str, now_ms: int) -> list[str]:
+    def release_runs(
+        self, owner_xids: Sequence[str], internal_queue: str, now_ms: int
+    ) -> list[str]:
         """Hand back the PENDING workflows these runs own (a graceful shutdown): each goes
         back to its queue (direct ones to ``internal_queue``) as ENQUEUED with no executor and
         no run token, so any write the old run still attempts is refused by the fence, and a

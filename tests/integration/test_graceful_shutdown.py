@@ -204,7 +204,9 @@ def test_claimed_work_not_yet_started_goes_back_at_once(
     try:
         # The two that never started are back on the queue while the first still runs.
         for wfid in ("job-1", "job-2"):
-            wait_until(f"{wfid} to be handed back", lambda w=wfid: row(store, w).status == "ENQUEUED")
+            wait_until(
+                f"{wfid} to be handed back", lambda w=wfid: row(store, w).status == "ENQUEUED"
+            )
             r = row(store, wfid)
             assert (r.executor_id, r.owner_xid, r.queue_name) == (None, None, INTERNAL_QUEUE)
         assert row(store, "job-0").status == "PENDING"

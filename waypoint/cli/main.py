@@ -50,7 +50,9 @@ app = typer.Typer(
 )
 workflow_app = typer.Typer(help="Inspect and control workflows.")
 queue_app = typer.Typer(help="Inspect queues.")
+executors_app = typer.Typer(help="Executors: list them, take over a gone one's work.")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(executors_app, name="executors")
 app.add_typer(queue_app, name="queue")
 workflow_app.add_typer(queue_app, name="queue")  # also where DBOS has it: workflow queue list
 
@@ -73,6 +75,7 @@ StartOpt = typer.Option(None, "--start-time", "-t", help="Created at or after (I
 EndOpt = typer.Option(None, "--end-time", "-e", help="Created at or before (ISO 8601).")
 AppNameOpt = typer.Option(None, "--application-name", "-a", help="Only this application's.")
 SortDescOpt = typer.Option(False, "--sort-desc", "-d", help="Newest first.")
+ExecutorIdsArg = typer.Argument(..., help="Executor IDs (e.g. pod names).")
 
 
 def _config_url() -> Optional[str]:
@@ -357,21 +360,55 @@ def workflow_fork(
     typer.echo(json.dumps({"workflow_id": new_id}) if as_json else f"Forked as {new_id}.")
 
 
-@app.command()
+@executors_app.callback(invoke_without_command=True)
 def executors(
+    ctx: typer.Context,
     sys_db_url: Optional[str] = UrlOpt,
     schema: str = SchemaOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """List executor processes and how long ago each was heard from."""
+    """List executor processes: state (live, draining, gone) and when each was last heard
+    from. `waypoint executors recover ID` takes over a gone one's PENDING workflows."""
+    if ctx.invoked_subcommand is not None:
+        return
     found = _call(sys_db_url, schema, fleet.list_executors)
     items = [{**e, "silent_sec": round(e["silent_sec"], 1)} for e in found]
     show(
         items,
         as_json,
-        "Executor=executor_id App=application_name Version=application_version Host=hostname "
-        "PID=pid Silent_(s)=silent_sec",
+        "Executor=executor_id State=state App=application_name Version=application_version "
+        "Host=hostname PID=pid Silent_(s)=silent_sec",
     )
+
+
+@executors_app.command("recover")
+def executors_recover(
+    executor_ids: list[str] = ExecutorIdsArg,
+    sys_db_url: Optional[str] = UrlOpt,
+    schema: str = SchemaOpt,
+    force: bool = typer.Option(
+        False, "--force", help="Also when an executor is live (its runs are cut off, fenced)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Put the PENDING workflows of these executors back on their queues, for any live
+    executor of their version (what POST /dbos-workflow-recovery does, from a shell)."""
+    known = {e["executor_id"]: e["state"] for e in _call(sys_db_url, schema, fleet.list_executors)}
+    live = [i for i in executor_ids if known.get(i) in ("live", "draining")]
+    if live and not force:
+        _fail(
+            CliFailure(
+                f"executor {', '.join(live)} is {known[live[0]]}: its workflows are running",
+                "wait until it is gone (`waypoint executors`), or pass --force",
+            )
+        )
+    ids = _call(sys_db_url, schema, fleet.recover_executors, list(executor_ids))
+    if as_json:
+        typer.echo(json.dumps({"workflow_ids": ids}))
+    else:
+        typer.echo(f"Requeued {len(ids)} workflow(s) of {', '.join(executor_ids)}.")
+        for wfid in ids:
+            typer.echo(wfid)
 
 
 @app.command()

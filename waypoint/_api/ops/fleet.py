@@ -10,9 +10,14 @@ from waypoint.core.effects import Flow, Io
 from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
 from waypoint.core.settings import valid_app_name
-from waypoint.core.types import VersionInfo
+from waypoint.core.types import INTERNAL_QUEUE_NAME, VersionInfo
 from waypoint.error import DBOSException
-from waypoint.storage.protocol import RetentionRequest, version_key
+from waypoint.storage.protocol import (
+    ExecutorRow,
+    RecoveryRequest,
+    RetentionRequest,
+    version_key,
+)
 
 
 @checkpoint("DBOS.listApplicationVersions")
@@ -65,6 +70,7 @@ def list_executors(ops: Ops) -> Flow[list[dict[str, Any]]]:
     return [
         {
             "executor_id": r.executor_id,
+            "state": executor_state(r),
             "incarnation": r.incarnation,
             "application_name": r.application_name,
             "application_version": r.application_version,
@@ -77,6 +83,15 @@ def list_executors(ops: Ops) -> Flow[list[dict[str, Any]]]:
         }
         for r in rows
     ]
+
+
+def executor_state(row: ExecutorRow) -> str:
+    """'live', 'draining' (shutting down gracefully) or 'gone': handed its work back, or
+    not heard from for three of its heartbeat periods (killed, or cut off)."""
+    silent_ms = (row.db_now or 0) - (row.last_seen or 0)
+    if row.state == "gone" or silent_ms > 3 * row.heartbeat_ms:
+        return "gone"
+    return row.state
 
 
 @checkpoint("DBOS.garbageCollect")
@@ -118,10 +133,23 @@ def _launched(ops: Ops) -> Runtime:
 
 
 def recover_executors(ops: Ops, executor_ids: list[str]) -> Flow[list[str]]:
-    """Take over the PENDING workflows of these executors and run them here."""
-    rt = _launched(ops)
-    recovered: list[str] = yield Io(lambda: recover(rt, list(executor_ids)))
-    return recovered
+    """Take over the PENDING workflows of these executors: a launched DBOS runs those of
+    its version here; a client (the ``waypoint`` command) puts them all back on their queues
+    (direct ones on the internal queue), fenced, for any live executor of their version."""
+    rt = ops.runtime()
+    if rt is not None:
+        recovered: list[str] = yield Io(lambda: recover(rt, list(executor_ids)))
+        return recovered
+    eng = ops.engine()
+    found = yield Io(
+        lambda: eng.store.recover_pending(
+            RecoveryRequest(
+                list(executor_ids), None, eng.app_name, INTERNAL_QUEUE_NAME, eng.now_ms()
+            )
+        )
+    )
+    requeued: list[str] = found.workflow_ids
+    return requeued
 
 
 def deactivate(ops: Ops) -> Flow[None]:

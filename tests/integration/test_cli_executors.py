@@ -7,23 +7,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from tests.integration.test_cli import fails, ok, wp
+from tests.integration.test_graceful_shutdown import store_fixture  # noqa: F401
 from waypoint import DBOS, SetWorkflowID
 from waypoint.storage.protocol import ExecutorRow, Store
-from waypoint.storage.registry import open_url
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = open_url(db_url)
-    s.open()
-    yield s
-    s.close()
 
 
 def test_executor_states_and_recovery_from_the_shell(

@@ -20,8 +20,9 @@ from waypoint.storage.registry import open_url
 INTERNAL_QUEUE = "_dbos_internal_queue"
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
+@pytest.fixture(name="store")
+def store_fixture(db_url: str) -> Iterator[Store]:
+    """The system database, read directly (also by test_cli_executors)."""
     s = open_url(db_url)
     s.open()
     yield s

@@ -90,7 +90,7 @@ class DBOS(SharedOperations):
         if fastapi is not None or flask is not None:
             from waypoint._api.integrations import install
 
-            install(fastapi=fastapi, flask=flask, start=DBOS._launch_once, stop=DBOS.destroy)
+            install(fastapi=fastapi, flask=flask, start=DBOS._launch_once, stop=DBOS._shut_down)
 
     @classmethod
     def _ops(cls) -> Ops:
@@ -147,6 +147,14 @@ class DBOS(SharedOperations):
             cls.launch()
         if inst._runtime is not None:
             inst._runtime.main_loop = running_loop()
+
+    @classmethod
+    def _shut_down(cls) -> None:
+        """A web server's shutdown (FastAPI's lifespan): graceful with ``shutdown_grace_sec``,
+        as on SIGTERM (a server's own signal handler may run instead of Waypoint's)."""
+        inst = cls._instance
+        grace = inst._config.shutdown_grace_sec if inst is not None and inst._initialized else None
+        cls.destroy(workflow_completion_timeout_sec=grace or 0)
 
     @classmethod
     def destroy(

@@ -25,7 +25,20 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYTHON = {"dbos": BENCH / ".venv-dbos/bin/python", "waypoint": REPO / ".venv/bin/python"}
 WORKLOAD_FILE = BENCH / "workloads.py"
-ALL = ["seq0", "seq1", "seq10", "threads32", "queue2000", "sendrecv", "recovery2000", "idle"]
+ALL = [
+    "seq0",
+    "seq1",
+    "seq10",
+    "threads32",
+    "async32",
+    "queue2000",
+    "enqueue",
+    "bulk_enqueue",
+    "queue4p",
+    "sendrecv",
+    "recovery2000",
+    "idle",
+]
 TIMEOUT_S = 1800
 Record = dict[str, Any]
 

@@ -35,6 +35,10 @@ WORKLOADS = (
     "seq10",
     "threads32",
     "queue2000",
+    "enqueue",
+    "bulk_enqueue",
+    "queue4p",
+    "async32",
     "sendrecv",
     "recovery2000",
     "idle",
@@ -47,10 +51,18 @@ DEFAULT_N: dict[str, tuple[float, float]] = {
     "seq10": (300, 50),
     "threads32": (10.0, 3.0),  # seconds
     "queue2000": (2000, 200),  # workflows
+    "enqueue": (3000, 300),  # workflows, one thread
+    "bulk_enqueue": (20000, 2000),  # workflows, in batches of BULK_BATCH
+    "queue4p": (20000, 2000),  # workflows, 4 producer threads (dbos: QUEUE4P_DBOS_N)
+    "async32": (10.0, 3.0),  # seconds
     "sendrecv": (200, 40),  # round trips
     "recovery2000": (2000, 200),
     "idle": (20.0, 5.0),  # seconds of observation
 }
+BULK_BATCH = 1000
+# dbos 3.4 dequeues once per polling interval (1 s), so 20,000 queued workflows would take
+# it many minutes: it runs a tenth of the size (throughput is what is compared).
+QUEUE4P_DBOS_N = 2000
 RECOVERY_ENV = {"DBOS__VMID": "bench-recovery-executor", "DBOS__APPVERSION": "bench-v1"}
 
 
@@ -96,6 +108,8 @@ class Bench:
         self.queue: Any = None
         self.queue_api = ""
         self.finished: list[tuple[float, int]] = []  # (finish time, i) in recovery
+        self.gate = threading.Event()  # gated workflows wait for it before their step
+        self.queue_concurrency = 16
         self.wf = self._define()
 
     def tick(self) -> None:
@@ -125,6 +139,22 @@ class Bench:
             return [started - enqueued_at, time.time()]
 
         @DBOS.workflow()
+        def gated_wf(i: int) -> int:
+            bench.gate.wait(600)
+            return step(i, 1)
+
+        @DBOS.step()
+        async def astep(i: int, x: int) -> int:
+            return i + x
+
+        @DBOS.workflow()
+        async def aseq_wf(x: int, nsteps: int) -> int:
+            total = 0
+            for i in range(nsteps):
+                total += await astep(i, x)
+            return total
+
+        @DBOS.workflow()
         def recv_wf() -> Any:
             bench.recv_ready.set()
             return DBOS.recv("t", timeout_seconds=60)
@@ -144,14 +174,21 @@ class Bench:
             bench.tick()
             return int(r)
 
-        return SimpleNamespace(seq=seq_wf, queued=queued_wf, recv=recv_wf, recovery=recovery_wf)
+        return SimpleNamespace(
+            seq=seq_wf,
+            queued=queued_wf,
+            gated=gated_wf,
+            aseq=aseq_wf,
+            recv=recv_wf,
+            recovery=recovery_wf,
+        )
 
     def declare_queue(self) -> None:
         """Declare the ``bench`` queue before launch with ``Queue(...)``. dbos 3.4 forbids
         that (queues are database-backed and declared after launch with
         ``DBOS.register_queue``), so fall back to that; ``queue_api`` records which."""
         try:
-            self.queue = self.lib.Queue("bench", worker_concurrency=16)
+            self.queue = self.lib.Queue("bench", worker_concurrency=self.queue_concurrency)
             self.queue_api = "Queue()"
         except Exception:
             self.queue = None
@@ -161,7 +198,9 @@ class Bench:
         self.DBOS(config={"name": "bench", "system_database_url": db_url(self.dbname)})
         self.DBOS.launch()
         if self.queue_api == "DBOS.register_queue()":
-            self.queue = self.DBOS.register_queue("bench", worker_concurrency=16)
+            self.queue = self.DBOS.register_queue(
+                "bench", worker_concurrency=self.queue_concurrency
+            )
 
     def destroy(self) -> None:
         self.DBOS.destroy()
@@ -253,6 +292,105 @@ def run_queue(b: Bench, n: int) -> dict[str, float]:
         "start_delay_p50_ms": pct(delays, 50),
         "start_delay_p99_ms": pct(delays, 99),
     }
+
+
+def run_enqueue(b: Bench, n: int) -> dict[str, float]:
+    """One thread enqueues n workflows; the queue's 16 slots are taken by gated workflows
+    until the clock stops, so the enqueues do not compete with running them."""
+    b.declare_queue()
+    b.launch()
+    for i in range(50):  # warm-up; at most 16 of these start, and wait at the gate
+        b.queue.enqueue(b.wf.gated, i)
+    t0 = time.perf_counter()
+    for i in range(n):
+        b.queue.enqueue(b.wf.gated, i)
+    el = time.perf_counter() - t0
+    b.gate.set()
+    b.destroy()
+    return {"enqueue_per_s": n / el}
+
+
+def run_bulk_enqueue(b: Bench, n: int) -> dict[str, float]:
+    """``Queue.enqueue_many`` in batches of BULK_BATCH (gated as in ``enqueue``); dbos has no
+    batch API, so it enqueues one by one."""
+    b.declare_queue()
+    b.launch()
+    many = getattr(b.queue, "enqueue_many", None)
+
+    def batch(start: int) -> None:
+        if many is not None:
+            many(b.wf.gated, [(i,) for i in range(start, start + BULK_BATCH)])
+        else:
+            for i in range(start, start + BULK_BATCH):
+                b.queue.enqueue(b.wf.gated, i)
+
+    batch(-BULK_BATCH)  # warm-up
+    t0 = time.perf_counter()
+    for start in range(0, n, BULK_BATCH):
+        batch(start)
+    el = time.perf_counter() - t0
+    b.gate.set()
+    b.destroy()
+    return {"stored_per_s": (n // BULK_BATCH * BULK_BATCH) / el}
+
+
+def run_queue4p(b: Bench, n: int) -> dict[str, float]:
+    """4 producer threads enqueue n one-step workflows in all (n/4 each) on a queue with
+    32 slots; throughput = n / (last in-workflow finish - first enqueue)."""
+    b.queue_concurrency = 32
+    b.declare_queue()
+    b.launch()
+    per = n // 4
+    handles: list[list[Any]] = [[] for _ in range(4)]
+    start = threading.Barrier(5)
+
+    def producer(k: int) -> None:
+        start.wait()
+        handles[k] = [b.queue.enqueue(b.wf.queued, time.time()) for _ in range(per)]
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    t0 = time.time()
+    start.wait()
+    for t in threads:
+        t.join()
+    t_enq = time.time()
+    results = [h.get_result() for hs in handles for h in hs]
+    b.destroy()
+    last_finish = max(r[1] for r in results)
+    delays = [r[0] * 1000 for r in results]
+    return {
+        "wf_per_s": len(results) / (last_finish - t0),
+        "enqueue_per_s": len(results) / (t_enq - t0),
+        "start_delay_p50_ms": pct(delays, 50),
+    }
+
+
+def run_async32(b: Bench, seconds: float) -> dict[str, float]:
+    """32 coroutines on one event loop each run the 10-step async workflow in a loop."""
+    import asyncio
+
+    b.launch()
+
+    async def main() -> tuple[int, float]:
+        for i in range(5):  # warm-up
+            await b.wf.aseq(i, 10)
+        counts = [0] * 32
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+
+        async def worker(k: int) -> None:
+            while time.perf_counter() < deadline:
+                await b.wf.aseq(k, 10)
+                counts[k] += 1
+
+        await asyncio.gather(*(worker(k) for k in range(32)))
+        return sum(counts), time.perf_counter() - t0
+
+    done, el = asyncio.run(main())
+    b.destroy()
+    return {"wf_per_s": done / el, "steps_per_s": done * 10 / el}
 
 
 def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
@@ -400,6 +538,17 @@ def main() -> None:
         emit(w, a.lib, run_threads32(b, n), seconds=n, threads=32)
     elif w == "queue2000":
         emit(w, a.lib, run_queue(b, int(n)), n=int(n), worker_concurrency=16, queue_api=b.queue_api)
+    elif w == "enqueue":
+        emit(w, a.lib, run_enqueue(b, int(n)), n=int(n), queue_api=b.queue_api)
+    elif w == "bulk_enqueue":
+        api = "enqueue_many" if a.lib == "waypoint" else "enqueue (no batch API)"
+        emit(w, a.lib, run_bulk_enqueue(b, int(n)), n=int(n), batch=BULK_BATCH, api=api)
+    elif w == "queue4p":
+        if a.lib == "dbos" and a.n is None and not a.quick:
+            n = QUEUE4P_DBOS_N
+        emit(w, a.lib, run_queue4p(b, int(n)), n=int(n), producers=4, worker_concurrency=32)
+    elif w == "async32":
+        emit(w, a.lib, run_async32(b, n), seconds=n, coroutines=32)
     elif w == "sendrecv":
         emit(w, a.lib, run_sendrecv(b, int(n)), round_trips=int(n))
     elif w == "recovery2000":

@@ -46,6 +46,7 @@ from waypoint.core.types import (
     WorkflowStatus,
     WorkflowStatusString,
 )
+from waypoint.queues.bulk import EnqueueCall
 from waypoint.queues.enqueue import EnqueueOptions
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "Debouncer",
     "DebouncerClient",
     "DuplicationPolicy",
+    "EnqueueCall",
     "EnqueueOptions",
     "KafkaMessage",
     "PortableWorkflowError",

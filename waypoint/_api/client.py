@@ -11,7 +11,7 @@ from waypoint._api.handles import Handle, WorkflowHandle
 from waypoint._api.ops import fleet, queues
 from waypoint._api.ops.base import ClientOps, Ops
 from waypoint._api.shared import SharedOperations
-from waypoint._api.surface import handle, handle_async, twins
+from waypoint._api.surface import handle, handle_async, handles, handles_async, twins
 from waypoint._api.telemetry import fold_otel_context
 from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
@@ -116,6 +116,9 @@ class DBOSClient(SharedOperations):
         self.engine.store.close()
 
     enqueue, enqueue_async = twins(queues.enqueue_with_options, handle, handle_async)
+    enqueue_many, enqueue_many_async = twins(
+        queues.enqueue_many_with_options, handles, handles_async
+    )
     rename_application, rename_application_async = twins(fleet.rename_application)
 
     def enqueue_in_transaction(

@@ -4,13 +4,14 @@ of the ``queues`` table (limits changeable at runtime)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any, Optional, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Optional, ParamSpec, TypeVar, Union, overload
 
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import RUNTIME, Ops, as_ops
 from waypoint.core.effects import drive_async, drive_sync
 from waypoint.error import DBOSException
+from waypoint.queues.bulk import EnqueueCall, enqueue_many_flow
 from waypoint.queues.enqueue import enqueue_flow
 from waypoint.queues.model import (
     LIMIT_OPTIONS,
@@ -84,6 +85,22 @@ class Queue:
         options of an enclosing ``SetEnqueueOptions``/``SetWorkflowID`` block apply."""
         wfid = drive_sync(enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs))
         return Handle(RUNTIME, wfid)
+
+    def enqueue_many(
+        self, func: Callable[..., R], calls: Iterable[Union[EnqueueCall, tuple[Any, ...]]]
+    ) -> list[WorkflowHandle[R]]:
+        """Enqueue ``func`` once per item of ``calls`` (an ``EnqueueCall``, or a tuple of
+        positional arguments) in one transaction: all are stored or none (see
+        ``docs/queues.md``). Returns one handle per item, in order."""
+        ids = drive_sync(enqueue_many_flow(RUNTIME.engine(), self.name, func, calls))
+        return [Handle(RUNTIME, wfid) for wfid in ids]
+
+    async def enqueue_many_async(
+        self, func: Callable[..., Any], calls: Iterable[Union[EnqueueCall, tuple[Any, ...]]]
+    ) -> list[WorkflowHandleAsync[Any]]:
+        """Async twin of ``enqueue_many``."""
+        flow = enqueue_many_flow(RUNTIME.engine(), self.name, func, calls)
+        return [HandleAsync(RUNTIME, wfid) for wfid in await drive_async(flow)]
 
     @overload
     async def enqueue_async(

@@ -128,13 +128,16 @@ def prepare(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     enqueue: Optional[EnqueueSpec] = None,
+    workflow_id: Optional[str] = None,
 ) -> Start:
+    """The row to write for this call; ``workflow_id`` (else ``SetWorkflowID``'s, else a
+    fresh one) names it."""
     bound, stored_args = split_bound(info, args)
     if info.validate_args is not None:
         stored_args, kwargs = info.validate_args(stored_args, kwargs)
         stored_args = tuple(stored_args)
     parent = current_run.get() if current_step.get() is None else None
-    explicit = take_workflow_id()
+    explicit = workflow_id if workflow_id is not None else take_workflow_id()
     link: Optional[ChildLink] = None
     parent_fid: Optional[int] = None
     replayed_child = False

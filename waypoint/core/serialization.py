@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import datetime as _dt
 import decimal
+import functools
 import inspect
 import io
 import json
@@ -402,17 +403,26 @@ class Codec:
         return Exception(str(data))
 
 
-def positional_names(func: Callable[..., Any], skip_first: bool = False) -> list[str]:
+def positional_names(func: Callable[..., Any], skip_first: bool = False) -> tuple[str, ...]:
     """The names of ``func``'s positional parameters (without ``self``/``cls`` if
-    ``skip_first``), to name an argument in an error; empty if there is no signature."""
+    ``skip_first``), to name an argument in an error; empty if there is no signature.
+    Cached: every start asks, and ``inspect.signature`` costs more than the rest of it."""
+    try:
+        return _positional_names(func, skip_first)
+    except TypeError:  # unhashable callable: not worth caching
+        return _positional_names.__wrapped__(func, skip_first)
+
+
+@functools.lru_cache(maxsize=1024)
+def _positional_names(func: Callable[..., Any], skip_first: bool) -> tuple[str, ...]:
     if isinstance(func, (classmethod, staticmethod)):
         skip_first, func = isinstance(func, classmethod), func.__func__
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
-        return []
+        return ()
     names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return names[1:] if skip_first else names
+    return tuple(names[1:] if skip_first else names)
 
 
 def _unserializable_argument(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Optional, TypedDict
 
 from waypoint.core.calls import resolve_workflow
@@ -246,8 +247,15 @@ def by_name_start(
     spec = spec_from_options(options)
     validate_for_queue(spec, known_queue(eng, spec.queue_name) if check_queue else None)
     info = by_name(options)
-    wfid = options.get("workflow_id")
-    holder = NextWorkflowID(wfid) if wfid is not None else None
+    with by_name_context(options, options.get("workflow_id")):
+        return prepare(eng, info, args, kwargs, spec)
+
+
+@contextmanager
+def by_name_context(options: EnqueueOptions, workflow_id: Optional[str]) -> Iterator[None]:
+    """The workflow ID, attributes and authentication ``options`` give, as the context
+    ``prepare`` reads them from."""
+    holder = NextWorkflowID(workflow_id) if workflow_id is not None else None
     token = start_options.set(
         dataclasses.replace(
             start_options.get(),
@@ -261,7 +269,7 @@ def by_name_start(
             Auth(options.get("authenticated_user"), options.get("authenticated_roles"))
         )
     try:
-        return prepare(eng, info, args, kwargs, spec)
+        yield
     finally:
         start_options.reset(token)
         if auth_token is not None:

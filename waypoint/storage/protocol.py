@@ -188,6 +188,17 @@ class SystemStore(Protocol):
 
     # -- workflows -----------------------------------------------------------------------------
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome: ...
+    def init_workflows(
+        self,
+        wfs: Sequence[NewWorkflow],
+        check: Optional[Callable[[list[InitOutcome]], None]] = None,
+    ) -> list[InitOutcome]:
+        """Create many top-level workflows (distinct IDs, no child links) in one transaction,
+        all or none: existing IDs are reported as ``init_workflow`` reports them, ``check``
+        may raise before the commit to write nothing, and a deduplication conflict raises
+        DeduplicatedError naming the conflicting workflow."""
+        ...
+
     def insert_on_connection(self, conn: Any, wf: NewWorkflow) -> None:
         """Insert an enqueued workflow on a caller-owned connection (or SQLAlchemy session),
         inside the caller's transaction."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from waypoint.storage.errors import DeduplicatedError
 from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
     Completion,
+    InitOutcome,
     ListFilter,
     NewWorkflow,
     Outcome,
@@ -20,6 +21,7 @@ from waypoint.storage.records import (
     WorkflowRow,
 )
 from waypoint.storage.sql_base import (
+    EXISTING_COLUMNS,
     INIT_COLUMNS,
     OWNED,
     SELECT_WORKFLOW,
@@ -29,10 +31,15 @@ from waypoint.storage.sql_base import (
     Row,
     SqlCore,
     _now_ms,
+    created_outcome,
+    existing_outcome,
     init_params,
     step_row,
     workflow_row,
 )
+
+# ``init_workflows``'s last look before its commit: raises to write nothing.
+BatchCheck = Callable[[list[InitOutcome]], None]
 
 
 class WorkflowSql(SqlCore):
@@ -70,6 +77,84 @@ class WorkflowSql(SqlCore):
                     wf.workflow_id, wf.queue_name or "", wf.deduplication_id
                 ) from exc
             raise
+
+    # -- many workflows at once (bulk enqueue) ---------------------------------------------------
+    def init_workflows(
+        self, wfs: Sequence[NewWorkflow], check: Optional[BatchCheck] = None
+    ) -> list[InitOutcome]:
+        """Create many top-level workflows in one transaction: all of them or none. A row whose
+        ID exists already is left as it is and reported as ``init_workflow`` reports it;
+        ``check`` sees every outcome before the commit and may raise, to write nothing. A
+        deduplication conflict raises DeduplicatedError naming the workflow that conflicts,
+        having written nothing."""
+        if not wfs:
+            return []
+        if len({wf.workflow_id for wf in wfs}) != len(wfs):
+            raise ValueError("init_workflows: the same workflow ID twice in one batch")
+        try:
+            return self._tx(lambda cur: self._init_many_in(cur, wfs, check), "enqueue workflows")
+        except DeduplicatedError:
+            raise
+        except Exception as exc:
+            if not self._is_dedup_violation(exc):
+                raise
+            raise self._dedup_conflict(wfs) from exc
+
+    def _init_many_in(
+        self, cur: Cursor, wfs: Sequence[NewWorkflow], check: Optional[BatchCheck]
+    ) -> list[InitOutcome]:
+        """Insert the rows (the backend's way); then read the rows that already existed."""
+        inserted = self._insert_many(cur, wfs)
+        existing: dict[str, Row] = {}
+        missing = [wf.workflow_id for wf in wfs if wf.workflow_id not in inserted]
+        if missing:
+            rows = cur.all(
+                f"SELECT workflow_uuid, {EXISTING_COLUMNS} FROM {self.d.t('workflow_status')} "
+                f"WHERE {self.d.any('workflow_uuid', 'ids')}",
+                {"ids": self.d.list_param(missing)},
+            )
+            existing = {r[0]: r[1:] for r in rows}
+        result = []
+        for wf in wfs:
+            if wf.workflow_id in inserted:
+                result.append(created_outcome(wf))
+            elif wf.workflow_id in existing:
+                result.append(existing_outcome(existing[wf.workflow_id], wf.owner_xid))
+            else:  # deleted again between the insert and the read
+                result.append(InitOutcome(created=False, status="MISSING"))
+        if check is not None:
+            check(result)
+        return result
+
+    def _insert_many(self, cur: Cursor, wfs: Sequence[NewWorkflow]) -> set[str]:
+        """Insert ``wfs`` (skipping existing IDs), waking dispatchers; the IDs inserted."""
+        raise NotImplementedError
+
+    def _is_dedup_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the deduplication index refusing a row."""
+        raise NotImplementedError
+
+    def _dedup_conflict(self, wfs: Sequence[NewWorkflow]) -> DeduplicatedError:
+        """The error for a batch the deduplication index refused: names the first workflow
+        whose (queue, deduplication ID) another workflow holds."""
+        keyed = [wf for wf in wfs if wf.deduplication_id is not None]
+        rows = self._all(
+            f"SELECT queue_name, deduplication_id, workflow_uuid "
+            f"FROM {self.d.t('workflow_status')} WHERE {self.d.any('deduplication_id', 'ids')}",
+            {"ids": self.d.list_param(sorted({str(wf.deduplication_id) for wf in keyed}))},
+            "find deduplication holders",
+        )
+        held = {(r[0], r[1]): r[2] for r in rows}
+        for wf in keyed:
+            holder = held.get((wf.queue_name, wf.deduplication_id))
+            if holder is not None and holder != wf.workflow_id:
+                return DeduplicatedError(
+                    wf.workflow_id, wf.queue_name or "", str(wf.deduplication_id)
+                )
+        first = keyed[0] if keyed else wfs[0]
+        return DeduplicatedError(
+            first.workflow_id, first.queue_name or "", str(first.deduplication_id)
+        )
 
     # -- workflows ------------------------------------------------------------------------------
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:

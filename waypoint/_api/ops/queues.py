@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Optional
 
 from waypoint._api.ops.base import Ops
@@ -10,6 +11,7 @@ from waypoint._api.telemetry import fold_otel_context
 from waypoint.core.effects import Flow, Io
 from waypoint.core.execution import start_flow
 from waypoint.error import DBOSException
+from waypoint.queues.bulk import by_name_many_flow
 from waypoint.queues.enqueue import EnqueueOptions, by_name_start
 from waypoint.queues.model import QUEUES, config_from_arguments, config_from_row, row_from_config
 from waypoint.storage.protocol import queue_config_key
@@ -80,6 +82,17 @@ def enqueue_with_options(ops: Ops, options: EnqueueOptions, *args: Any, **kwargs
     eng = ops.engine()
     options = fold_otel_context(options)  # type: ignore[assignment]
     return start_flow(eng, by_name_start(eng, options, args, kwargs, check_queue=ops.strict))
+
+
+def enqueue_many_with_options(
+    ops: Ops, options: EnqueueOptions, calls: Iterable[Any]
+) -> Flow[list[str]]:
+    """Enqueue the workflow named in ``options`` once per item of ``calls`` (an
+    ``EnqueueCall`` or a tuple of arguments), in one transaction: all are stored or none.
+    ``options`` apply to every item that does not set its own; give IDs per item."""
+    eng = ops.engine()
+    options = fold_otel_context(options)  # type: ignore[assignment]
+    return by_name_many_flow(eng, options, calls, check_queue=ops.strict)
 
 
 def queues_metadata(ops: Ops) -> Flow[list[dict[str, Any]]]:

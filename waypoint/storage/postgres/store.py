@@ -8,9 +8,11 @@ trip and one commit: starting a workflow (with its parent's child link), checkpo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any, Optional, TypeVar
 
 import psycopg
@@ -143,6 +145,16 @@ class PgDialect(Dialect):
             "SELECT pg_advisory_xact_lock(%(key)s)",
             {"key": int.from_bytes(digest, "big", signed=True)},
         )
+
+
+# The type of each workflow_status column in a bulk insert (text unless named).
+_COLUMN_TYPES = {
+    name: ("boolean" if kind == "bool" else "bigint")
+    for name, kind in (
+        (f.name, str(f.type).replace("Optional[", "").rstrip("]")) for f in fields(NewWorkflow)
+    )
+    if kind in ("bool", "int")
+} | {"updated_at": "bigint"}
 
 
 def raise_if_dedup(exc: BaseException, wf: NewWorkflow) -> None:
@@ -328,6 +340,20 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
                 "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
             )
         self._sql_existing = f"SELECT {EXISTING_COLUMNS} FROM {ws} WHERE workflow_uuid = %(id)s"
+        # Many enqueues in one statement: the rows as one JSON document (psycopg's array
+        # dumping costs more than the insert); dispatchers everywhere are woken once per
+        # queue, not once per row, in the same statement.
+        typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, 'text')}" for c in INIT_COLUMNS)
+        picked = ", ".join(f"d.{c}::jsonb" if c == "attributes" else f"d.{c}" for c in INIT_COLUMNS)
+        self._sql_init_many = (
+            f"WITH ins AS (INSERT INTO {ws} ({cols}) SELECT {picked} "
+            f"FROM json_to_recordset(%(rows)s::json) AS d({typed}) "
+            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid, status, queue_name), "
+            f"woke AS (SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) AS n FROM (SELECT DISTINCT "
+            "CASE WHEN status = 'DELAYED' THEN 't:' ELSE 'q:' END || queue_name AS k "
+            "FROM ins WHERE queue_name IS NOT NULL) AS keys) "
+            "SELECT ins.workflow_uuid FROM ins, woke"
+        )
         # A step checkpoint in one statement: fenced on the run still owning the workflow
         # (a superseded run inserts nothing), idempotent on retry (the row names its writer),
         # and returning the workflow's status so a cancellation is seen at no extra cost.
@@ -389,6 +415,17 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             if child_owner is not None:
                 return created_outcome(wf)
         return self._existing(wf)
+
+    def _insert_many(self, cur: Cursor, wfs: Sequence[NewWorkflow]) -> set[str]:
+        rows = [{k: v for k, v in init_params(wf).items() if v is not None} for wf in wfs]
+        return {r[0] for r in cur.all(self._sql_init_many, {"rows": json.dumps(rows)})}
+
+    def _is_dedup_violation(self, exc: BaseException) -> bool:
+        constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
+        return isinstance(exc, pgerr.UniqueViolation) and constraint in (
+            None,
+            "uq_workflow_status_dedup_id",
+        )
 
     def _existing(self, wf: NewWorkflow) -> InitOutcome:
         row = self._one(self._sql_existing, {"id": wf.workflow_id}, "read existing workflow")

@@ -294,6 +294,15 @@ class SqliteStore(SqlStore):
 
         return self._tx(body, "start workflow")
 
+    def _insert_many(self, cur: Cursor, wfs: Sequence[NewWorkflow]) -> set[str]:
+        # One local transaction: no round trips to save; dispatchers here poll.
+        return {
+            wf.workflow_id for wf in wfs if cur.one(self._sql_init, init_params(wf)) is not None
+        }
+
+    def _is_dedup_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and "deduplication_id" in str(exc)
+
     def record_step(self, rec: StepRecord) -> RecordOutcome:
         return self._tx(lambda cur: self._record_in(cur, rec), "checkpoint step")
 

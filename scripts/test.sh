@@ -7,10 +7,17 @@
 # wait on subprocesses, servers and sleeps, so 4 workers keep 2 cores busy; 0 runs in-process).
 # The interop tier (tests/interop, against dbos==2.31.1 in .interop-venv, built on first run and
 # then reused) is part of the suite; --no-interop (first) leaves it out.
+# --pg-matrix (first) runs, instead, tests/integration, tests/storage and tests/crash against a
+# private server of each PostgreSQL version in WAYPOINT_PG_MATRIX (default 14,15,16,18; see
+# tests/pg_matrix.py): slow, so not part of the default run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WAYPOINT_TEST_INTEROP=${WAYPOINT_TEST_INTEROP:-1}
-if [ "${1:-}" = "--no-interop" ]; then
+pg_matrix=0
+if [ "${1:-}" = "--pg-matrix" ]; then  # the PostgreSQL tiers on 14, 15, 16 and 18 instead
+  pg_matrix=1
+  shift
+elif [ "${1:-}" = "--no-interop" ]; then
   export WAYPOINT_TEST_INTEROP=0
   shift
 elif [ "${1:-}" = "--interop" ]; then  # the default now; accepted as before
@@ -74,6 +81,9 @@ NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site/sit
   >"$docs_site/log" 2>&1 || { cat "$docs_site/log" >&2; rm -rf "$docs_site"; exit 1; }
 rm -rf "$docs_site"
 workers=${WAYPOINT_TEST_WORKERS:-4}
+if [ "$pg_matrix" = 1 ]; then
+  exec .venv/bin/python -m tests.pg_matrix "$@"
+fi
 if [ "$workers" = 0 ]; then
   .venv/bin/python -m pytest "$@"
 else

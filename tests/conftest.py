@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -25,6 +26,13 @@ requires_postgres = pytest.mark.skipif(
 
 def pg_url(database: str) -> str:
     return f"{PG_BASE.rstrip('/')}/{database}"
+
+
+def pg_url_as(role: str, database: str) -> str:
+    """``pg_url`` connecting as another role (trust authentication: no password)."""
+    parts = urlsplit(PG_BASE)
+    netloc = f"{role}@{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
 
 
 @pytest.fixture(scope="session")

@@ -11,19 +11,23 @@ test stops and starts that same server again, on the same port, with ``stop()`` 
 ``start()``. PostgreSQL refuses to run as root: as root the server programs run as the
 ``postgres`` OS user (``runuser``), in a directory that user owns; as anyone else, as
 themselves. The binaries are the newest under /usr/lib/postgresql/*/bin (Debian's
-``postgresql`` package), else those on PATH; without them the test is skipped.
+``postgresql`` package), else those on PATH, unless the caller names a ``bindir`` (the
+version matrix, ``tests/pg_matrix.py``, runs other majors that way); without them the test is
+skipped. ``standby_of()`` makes a streaming standby of a running server (``pg_basebackup
+-R``), and ``promote()`` turns it into a primary: the failover tests use them.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -82,8 +86,8 @@ class PrivatePostgres:
     """One throwaway PostgreSQL server. Create it with ``private_postgres()`` or the
     ``private_pg`` fixture; ``url()`` connects as the superuser ``postgres``."""
 
-    def __init__(self) -> None:
-        bindir = _bindir()
+    def __init__(self, bindir: Optional[Path] = None, conf: Mapping[str, str] = {}) -> None:
+        bindir = bindir or _bindir()
         if bindir is None:
             pytest.skip(
                 "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found under "
@@ -97,6 +101,7 @@ class PrivatePostgres:
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self.port = _free_port()
+        self.conf = dict(conf)  # extra postgresql.conf settings
         # Our own environment for the server programs: no PGDATA/PGPORT/... of the caller's.
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
@@ -107,12 +112,55 @@ class PrivatePostgres:
             "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
             "--locale=C", "--no-sync",
         )  # fmt: skip
+        self._configure()
+
+    def _configure(self) -> None:
+        """Our settings, appended to postgresql.conf (later lines win)."""
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.dir),
+            **self.conf,
+        }
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# waypoint tests: a private server\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.dir}'\n"
-            )
+            conf.write("\n# waypoint tests: a private server\n")
+            conf.writelines(f"{k} = '{v}'\n" for k, v in settings.items())
+
+    def major(self) -> int:
+        """The server's major version (14, 15, ...), from ``postgres --version``."""
+        out = self._run("postgres", "--version").stdout
+        found = re.search(r"\(PostgreSQL\) (\d+)", out)
+        if found is None:
+            raise RuntimeError(f"cannot read the version from {out!r}")
+        return int(found.group(1))
+
+    def base_url(self) -> str:
+        """The URL without a database, as ``WAYPOINT_TEST_PG`` takes it."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    @classmethod
+    def standby_of(cls, primary: PrivatePostgres, conf: Mapping[str, str] = {}) -> PrivatePostgres:
+        """A streaming standby of the running ``primary``, not yet started: a base backup
+        that follows the primary's WAL (``pg_basebackup -R`` writes ``standby.signal`` and
+        ``primary_conninfo``). ``application_name`` in its conninfo is ``standby``, the name
+        ``synchronous_standby_names`` can list."""
+        standby = cls(primary.bindir, {**primary.conf, **conf})
+        standby._run(
+            "pg_basebackup", "-D", str(standby.data), "-h", "127.0.0.1", "-p", str(primary.port),
+            "-U", "postgres", "-X", "stream", "-R", "-c", "fast",
+            "-d", f"application_name=standby host=127.0.0.1 port={primary.port} user=postgres",
+        )  # fmt: skip
+        standby._configure()  # its own socket directory and settings
+        return standby
+
+    def promote(self) -> None:
+        """End recovery: the standby becomes a primary that accepts writes."""
+        self._run("pg_ctl", "promote", "-D", str(self.data), "-w", "-t", "60")
+
+    def sql(self, query: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        """Run one statement (autocommit) and return its rows."""
+        with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as conn:
+            cur = conn.execute(query)
+            return cur.fetchall() if cur.description is not None else []
 
     def _run(
         self, program: str, *args: str, check: bool = True
@@ -183,21 +231,28 @@ def accepts_connections(url: str) -> bool:
     return True
 
 
+def start_on_free_port(server: PrivatePostgres) -> None:
+    """Start ``server``; if its free port was taken between choosing it and binding it,
+    another one."""
+    for attempt in range(3):
+        try:
+            server.start()
+            return
+        except RuntimeError:
+            if attempt == 2 or "already in use" not in server.log_tail():
+                raise
+            server.port = _free_port()
+
+
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(
+    bindir: Optional[Path] = None, conf: Mapping[str, str] = {}
+) -> Iterator[PrivatePostgres]:
     """A private server, started; stopped (immediate) and removed on exit."""
-    server = PrivatePostgres()
+    server = PrivatePostgres(bindir, conf)
     try:
         server.initdb()
-        for attempt in range(3):
-            try:
-                server.start()
-                break
-            except RuntimeError:
-                # The free port was taken between choosing it and binding it: another one.
-                if attempt == 2 or "already in use" not in server.log_tail():
-                    raise
-                server.port = _free_port()
+        start_on_free_port(server)
         yield server
     finally:
         server.destroy()

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import BACKENDS, pg_url, requires_postgres
+from tests.conftest import BACKENDS, pg_url, pg_url_as, requires_postgres
 from waypoint import DBOS, Queue, SetWorkflowID
 from waypoint.__version__ import VERSION
 from waypoint.error import DBOSInitializationError
@@ -390,7 +390,7 @@ def launch_as(role: str, database: str, *, run_migrations: bool = False) -> Any:
     DBOS(
         config={
             "name": "role-app",
-            "system_database_url": f"postgresql://{role}@127.0.0.1:5432/{database}",
+            "system_database_url": pg_url_as(role, database),
             "run_migrations": run_migrations,
         }
     )
@@ -443,9 +443,7 @@ def test_migrate_with_app_role(app_role: tuple[str, list[str]]) -> None:
     assert len(DBOS.list_workflows()) == 2
     DBOS.destroy(destroy_registry=True)
     # and the CLI works as that role too (reads only)
-    listed = as_json(
-        wp("workflow", "list", "-s", f"postgresql://{role}@127.0.0.1:5432/{granted}", "--json")
-    )
+    listed = as_json(wp("workflow", "list", "-s", pg_url_as(role, granted), "--json"))
     assert len(listed) == 2
 
 
@@ -506,7 +504,7 @@ def test_a_missing_role_or_database_is_named_as_such(tmp_path: Path) -> None:
     migrated = f"wp_cli_roles_{os.getpid()}_{uuid.uuid4().hex[:4]}"
     try:
         ok(wp("migrate", "-s", pg_url(migrated)))
-        as_ghost = f"postgresql://{ghost_role}@127.0.0.1:5432/{migrated}"
+        as_ghost = pg_url_as(ghost_role, migrated)
         for proc in (
             wp("workflow", "list", "-s", as_ghost),
             wp("migrate", "-s", as_ghost),

@@ -14,10 +14,8 @@ import httpx
 import pytest
 
 from tests.console_browser import serve_console
-from tests.storage.build import workflow
 from waypoint import DBOS, DBOSClient, SetWorkflowID
 from waypoint._api.ops.observe import _pickled_type
-from waypoint.storage.protocol import ExecutorRow
 
 
 def define(dbos: type[DBOS]) -> Any:
@@ -201,7 +199,7 @@ def test_a_console_over_a_client(dbos: type[DBOS], db_url: str, backend: str) ->
         with serve_console(client.engine) as url:
             assert wfid in ids_on(httpx.get(f"{url}/workflows").text)
             executors = httpx.get(f"{url}/executors").text
-            assert "go back on their queues" in executors
+            assert "Recovery runs workflows in an application process" in executors
             assert "without an application process" in httpx.get(f"{url}/retention").text
             assert httpx.get(f"{url}/workflow?id=ghost").status_code == 404
     finally:
@@ -232,23 +230,3 @@ def test_a_pickle_that_would_run_code_is_only_named() -> None:
     text = base64.b64encode(pickle.dumps(Boom())).decode()
     assert _pickled_type(text) == "builtins.exec"
     assert _pickled_type("%%%") == "unknown"
-
-
-def test_recover_a_silent_executor_from_a_client_console(db_url: str, backend: str) -> None:
-    client = DBOSClient(system_database_url=db_url)
-    store = client.engine.store
-    try:
-        store.migrate()  # (no application launched here: the client never migrates)
-        # An executor that reported once, every millisecond, then fell silent holding a
-        # PENDING workflow.
-        store.heartbeat(ExecutorRow("ghost", "inc-1", None, "v1", "h", 1, heartbeat_ms=1))
-        assert store.init_workflow(workflow("held", executor_id="ghost"), None).created
-        with serve_console(client.engine) as url:
-            page = httpx.get(f"{url}/executors").text
-            assert 'data-executor="ghost"' in page and "Requeue its PENDING workflows" in page
-            reply = httpx.post(f"{url}/executors/recover", data={"executor_id": "ghost"})
-            assert reply.headers["location"].endswith("/executors?done=recover&n=1")
-        held = store.get_workflow("held")
-        assert held is not None and held.status == "ENQUEUED"
-    finally:
-        client.destroy()

@@ -378,3 +378,30 @@ def test_get_result_waits_for_a_workflow_not_written_yet(dbos: type[DBOS]) -> No
         DBOS.start_workflow(late)
     waiter.join(30)
     assert results == ["done"]
+
+
+def test_a_running_workflow_whose_row_vanishes_fails_its_waiters(dbos: type[DBOS]) -> None:
+    """A workflow's row can disappear under its running execution: deleted, or lost with
+    the last commits of a primary that failed over to an asynchronous standby (see
+    tests/crash/test_failover.py). Its next checkpoint is refused, and every waiter gets
+    DBOSNonExistentWorkflowError instead of waiting forever for an outcome nobody records."""
+    entered, release = threading.Event(), threading.Event()
+
+    @DBOS.step()
+    def blocked() -> int:
+        entered.set()
+        assert release.wait(30)
+        return 1
+
+    @DBOS.workflow()
+    def vanishing() -> int:
+        return blocked() + 1
+
+    DBOS.launch()
+    with SetWorkflowID("vanishing"):
+        handle = DBOS.start_workflow(vanishing)
+    assert entered.wait(30)
+    DBOS.delete_workflow("vanishing")
+    release.set()
+    with pytest.raises(DBOSNonExistentWorkflowError):
+        handle.get_result(polling_interval_sec=0.05)

@@ -326,7 +326,9 @@ class DBOS(SharedOperations):
 
         The workflow ID is the one set by ``SetWorkflowID``, else a new UUID. Starting an ID
         that already exists returns a handle to that workflow instead of running it again."""
-        return Handle(RUNTIME, drive_sync(calls.start_workflow_flow(func, args, kwargs)))
+        return Handle(
+            RUNTIME, drive_sync(calls.start_workflow_flow(func, args, kwargs)), written=True
+        )
 
     @overload
     @classmethod
@@ -344,7 +346,7 @@ class DBOS(SharedOperations):
     ) -> WorkflowHandleAsync[Any]:
         """Async twin of ``start_workflow``: an ``async def`` workflow runs on this event loop."""
         wfid = await drive_async(calls.start_workflow_flow(func, args, kwargs))
-        return HandleAsync(RUNTIME, wfid)
+        return HandleAsync(RUNTIME, wfid, written=True)
 
     @classmethod
     def enqueue_workflow(
@@ -353,7 +355,7 @@ class DBOS(SharedOperations):
         """Enqueue ``func(*args, **kwargs)`` on the queue named ``queue_name`` (declared in code
         or stored in the database), with the options of any ``SetEnqueueOptions`` block."""
         flow = enqueue_flow(RUNTIME.engine(), queue_name, func, args, kwargs)
-        return Handle(RUNTIME, drive_sync(flow))
+        return Handle(RUNTIME, drive_sync(flow), written=True)
 
     @overload
     @classmethod
@@ -375,7 +377,7 @@ class DBOS(SharedOperations):
     ) -> WorkflowHandleAsync[Any]:
         """Async twin of ``enqueue_workflow``."""
         flow = enqueue_flow(RUNTIME.engine(), queue_name, func, args, kwargs)
-        return HandleAsync(RUNTIME, await drive_async(flow))
+        return HandleAsync(RUNTIME, await drive_async(flow), written=True)
 
     enqueue_workflow_with_options, enqueue_workflow_with_options_async = twins(
         queues.enqueue_with_options, handle, handle_async

@@ -73,12 +73,20 @@ def status_flow(
 
 
 def result_flow(
-    ops: Ops, workflow_id: str, polling_interval_sec: float = 1.0, *, from_handle: bool = False
+    ops: Ops,
+    workflow_id: str,
+    polling_interval_sec: float = 1.0,
+    *,
+    from_handle: bool = False,
+    written: bool = False,
 ) -> Flow[Any]:
     """The workflow's result once it is done (its error raised); a step from a workflow body.
     As DBOS records it, the step names the awaited workflow when a handle waited."""
-    # As in DBOS, a workflow not written yet is waited for (another task may be starting it).
-    body = await_outcome(ops.engine(), workflow_id, polling_interval_sec, wait_if_missing=True)
+    # As in DBOS, a workflow not written yet is waited for (another task may be starting it);
+    # one this handle's caller wrote (``written``) and that is gone is an error at once.
+    body = await_outcome(
+        ops.engine(), workflow_id, polling_interval_sec, wait_if_missing=not written
+    )
     return ops.checkpointed("DBOS.getResult", body, workflow_id if from_handle else None)
 
 
@@ -89,9 +97,13 @@ def _existing(status: Optional[WorkflowStatus], workflow_id: str) -> WorkflowSta
 
 
 class _Handle:
-    def __init__(self, ops: Ops, workflow_id: str) -> None:
+    def __init__(self, ops: Ops, workflow_id: str, *, written: bool = False) -> None:
         self._ops = ops
         self.workflow_id = workflow_id
+        # Returned by a start or an enqueue, whose row was written before it returned: if the
+        # row is gone later (deleted, or lost in a failover to an asynchronous standby),
+        # get_result says so instead of waiting for a workflow that will never be written.
+        self._written = written
 
     def get_workflow_id(self) -> str:
         return self.workflow_id
@@ -102,7 +114,13 @@ class _Handle:
 
 class Handle(_Handle, Generic[T]):
     def get_result(self, *, polling_interval_sec: float = 1.0) -> T:
-        flow = result_flow(self._ops, self.workflow_id, polling_interval_sec, from_handle=True)
+        flow = result_flow(
+            self._ops,
+            self.workflow_id,
+            polling_interval_sec,
+            from_handle=True,
+            written=self._written,
+        )
         result: T = drive_sync(flow)
         return result
 
@@ -112,7 +130,13 @@ class Handle(_Handle, Generic[T]):
 
 class HandleAsync(_Handle, Generic[T]):
     async def get_result(self, *, polling_interval_sec: float = 1.0) -> T:
-        flow = result_flow(self._ops, self.workflow_id, polling_interval_sec, from_handle=True)
+        flow = result_flow(
+            self._ops,
+            self.workflow_id,
+            polling_interval_sec,
+            from_handle=True,
+            written=self._written,
+        )
         result: T = await drive_async(flow)
         return result
 

@@ -84,7 +84,7 @@ class Queue:
         """Enqueue workflow ``func(*args, **kwargs)`` on this queue; returns its handle. The
         options of an enclosing ``SetEnqueueOptions``/``SetWorkflowID`` block apply."""
         wfid = drive_sync(enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs))
-        return Handle(RUNTIME, wfid)
+        return Handle(RUNTIME, wfid, written=True)
 
     def enqueue_many(
         self, func: Callable[..., R], calls: Iterable[Union[EnqueueCall, tuple[Any, ...]]]
@@ -115,7 +115,7 @@ class Queue:
     ) -> WorkflowHandleAsync[Any]:
         """Async twin of ``enqueue``."""
         flow = enqueue_flow(RUNTIME.engine(), self.name, func, args, kwargs)
-        return HandleAsync(RUNTIME, await drive_async(flow))
+        return HandleAsync(RUNTIME, await drive_async(flow), written=True)
 
     # -- configuration ------------------------------------------------------------------------
     def config(self) -> QueueConfig:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -40,7 +38,6 @@ BULK_ACTIONS = {
     "delete": "Delete",
 }
 MAX_BULK = 500
-COUNTS_TTL_SEC = 1.0
 
 
 def _environment() -> jinja2.Environment:
@@ -73,18 +70,6 @@ class Console:
     def __init__(self, ops: Ops) -> None:
         self.ops = ops
         self.env = _environment()
-        self._counts: tuple[float, dict[str, int]] = (0.0, {})
-        self._counts_lock = threading.Lock()
-
-    def counts(self) -> dict[str, int]:
-        """The per-status counts, read at most once a second however many pages and polling
-        tabs ask (they cost a few index scans each; tabs poll every two seconds)."""
-        with self._counts_lock:
-            read_at, counts = self._counts
-            if time.monotonic() - read_at >= COUNTS_TTL_SEC:
-                counts = self.ops.run(observe.status_counts(self.ops))
-                self._counts = (time.monotonic(), counts)
-            return counts
 
     # -- plumbing -------------------------------------------------------------------------------
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -139,9 +124,7 @@ class Console:
         return None
 
     def log(self, request: Request, what: str, targets: Any) -> None:
-        """Note an action (who, what, on what); the page after it recounts."""
         logger.info("console: %s %s %s", who(request), what, targets)
-        self._counts = (0.0, {})
 
     # -- workflows ------------------------------------------------------------------------------
     def workflows(self, request: Request) -> Response:
@@ -160,7 +143,7 @@ class Console:
             return self.error(request, str(exc))
         more = len(rows) > q.limit
         rows = rows[: q.limit]
-        counts = self.counts()
+        counts = self.ops.run(observe.status_counts(self.ops))
         next_query = (
             q.params(after=(rows[-1].created_at or 0, rows[-1].workflow_id)) if more else ""
         )
@@ -319,7 +302,7 @@ class Console:
             if ids
             else []
         )
-        counts = self.counts()
+        counts = self.ops.run(observe.status_counts(self.ops))
         return JSONResponse(
             {
                 "workflows": {r.workflow_id: r.status for r in rows},

@@ -62,7 +62,9 @@ def await_outcome(
 ) -> Flow[Any]:
     """Return the workflow's result (or raise its error) once it is terminal. A workflow
     that does not exist yet is an error, or (``wait_if_missing``, as DBOS's get_result) is
-    waited for: it may be being started concurrently.
+    waited for: it may be being started concurrently. One that existed (it ran here, or was
+    read) and is gone is always an error: deleted, or lost with the last commits of a
+    primary that failed over to an asynchronous standby; nobody will record its outcome.
 
     A run in this process hands over its result from memory. Otherwise the completion's
     wake-up (local, or NOTIFY from another process) ends the wait; without notifications the
@@ -70,9 +72,11 @@ def await_outcome(
     interval = max(0.001, float(polling_interval_sec))
     delay = min(0.005, interval)
     keys = (done_key(workflow_id), cancel_key(workflow_id))
+    seen = False
     while True:
         entry = rt.active(workflow_id)
         if entry is not None:
+            seen = True
             done = yield StealOrWait(entry, interval)
             if done and not entry.lost:
                 if entry.error is not None:
@@ -83,8 +87,9 @@ def await_outcome(
         signal = rt.wakeups.subscribe(*keys)
         try:
             outcome = yield Io(lambda: rt.store.get_outcome(workflow_id))
-            if outcome is None and not wait_if_missing:
+            if outcome is None and (seen or not wait_if_missing):
                 raise DBOSNonExistentWorkflowError("target", workflow_id)
+            seen = seen or outcome is not None
             if outcome is not None and outcome.status in TERMINAL_STATUSES:
                 return decode_outcome(rt, workflow_id, outcome)
             wait = rt.wait_interval() if rt.notifications else delay

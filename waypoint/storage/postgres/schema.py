@@ -23,6 +23,26 @@ logger = logging.getLogger("waypoint")
 
 MIGRATION_LOCK_KEY = 7_321_004_281  # advisory lock serialising concurrent migrators
 
+# The oldest PostgreSQL the schema works on: 13 made gen_random_uuid() built in (the message
+# and queue tables' defaults, DBOS's send_message and enqueue_workflow functions use it) and
+# added DROP DATABASE ... WITH (FORCE). The suite runs on 14, 15, 16 and 18 (tests/pg_matrix.py).
+MIN_SERVER_VERSION = 130000
+TESTED_MAJORS = (14, 15, 16, 18)
+
+
+def check_server_version(conn: psycopg.Connection[Any], url: str) -> None:
+    """Refuse, with the reason, a server older than ``MIN_SERVER_VERSION``: the schema would
+    fail half-way with an obscure error (``function gen_random_uuid() does not exist``)."""
+    version = conn.info.server_version  # e.g. 150020 for 15.20
+    if version < MIN_SERVER_VERSION:
+        raise StorageConfigError(
+            f"the system database {redact(url)} runs PostgreSQL "
+            f"{version // 10000}.{version % 10000}, which is too old: Waypoint needs "
+            f"PostgreSQL {MIN_SERVER_VERSION // 10000} or newer (tested on "
+            f"{', '.join(map(str, TESTED_MAJORS))})"
+        )
+
+
 _GRANTS = (
     "GRANT USAGE ON SCHEMA {s} TO {r}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
@@ -71,6 +91,7 @@ class PgSchemaAdmin:
         self.ensure_database()
         ident = pgsql.Identifier(self.schema)
         with self._connect() as conn, conn.transaction():
+            check_server_version(conn, self.target.url)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             exists = conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
@@ -114,6 +135,7 @@ class PgSchemaAdmin:
 
     def schema_version(self) -> int:
         with self._connect() as conn:
+            check_server_version(conn, self.target.url)
             row = conn.execute(self._version_sql()).fetchone()
         return int(row[0]) if row else 0
 

@@ -248,3 +248,82 @@ def test_without_a_timeout_destroy_keeps_dbos_semantics(
     # Still PENDING on this executor, for its next launch: DBOS's destroy.
     assert (r.status, r.executor_id) == ("PENDING", "pod-1")
     assert store.list_executors("waypoint-test") == []
+
+
+def test_workflows_parked_in_a_wait_are_handed_back_at_once(
+    dbos: type[DBOS], config: dict[str, Any], store: Store
+) -> None:
+    in_step = threading.Event()
+    finish_step = threading.Event()
+
+    def define() -> None:
+        @DBOS.step()
+        def long_step() -> str:
+            if DBOS.executor_id == "pod-1":
+                in_step.set()
+                finish_step.wait(60)
+            return DBOS.executor_id
+
+        @DBOS.workflow()
+        def sleeper() -> str:
+            DBOS.sleep(3)
+            return DBOS.executor_id
+
+        @DBOS.workflow()
+        def waiter() -> str:
+            return f"{DBOS.recv('go', timeout_seconds=120)}@{DBOS.executor_id}"
+
+        @DBOS.workflow()
+        def event_waiter() -> str:
+            return f"{DBOS.get_event('nobody', 'key', timeout_seconds=120)}@{DBOS.executor_id}"
+
+        @DBOS.workflow()
+        def busy() -> str:
+            return long_step()
+
+        define.wfs = {  # type: ignore[attr-defined]
+            "sleeper": sleeper,
+            "waiter": waiter,
+            "event-waiter": event_waiter,
+            "busy": busy,
+        }
+
+    launch(config, "pod-1", define)
+    for wfid, fn in define.wfs.items():  # type: ignore[attr-defined]
+        with SetWorkflowID(wfid):
+            DBOS.start_workflow(fn)
+    assert in_step.wait(30)
+    parked = ("sleeper", "waiter", "event-waiter")
+    wait_until("the waits to begin", lambda: all(store.load_steps(w) for w in parked))
+
+    done = threading.Event()
+    stopper = threading.Thread(
+        target=lambda: (DBOS.destroy(workflow_completion_timeout_sec=120), done.set())
+    )
+    stopper.start()
+    try:
+        # The parked ones go back while the step still runs (within its grace period).
+        for wfid in parked:
+            wait_until(f"{wfid} handed back", lambda w=wfid: row(store, w).status == "ENQUEUED")
+        assert row(store, "busy").status == "PENDING"
+        assert [e.state for e in store.list_executors("waypoint-test")] == ["draining"]
+    finally:
+        finish_step.set()
+    stopper.join(120)
+    assert done.is_set()
+    assert row(store, "busy").status == "SUCCESS"  # it finished within the grace period
+
+    launch(config, "pod-2", define)
+    DBOS.send("waiter", "hello", "go")
+    assert result_of("sleeper") == "pod-2"
+    assert result_of("waiter") == "hello@pod-2"
+    assert result_of("busy") == "pod-1"
+    # Nobody sets that event: the handed-back wait goes on at pod-2.
+    wait_until(
+        "pod-2 to claim the event waiter", lambda: row(store, "event-waiter").executor_id == "pod-2"
+    )
+    assert row(store, "event-waiter").status == "PENDING"
+
+
+def result_of(workflow_id: str) -> Any:
+    return DBOS.retrieve_workflow(workflow_id).get_result(polling_interval_sec=0.05)

@@ -23,7 +23,7 @@ from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import Flow, Io, Wait, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.observe import watched_wait
-from waypoint.core.run import WorkflowRun
+from waypoint.core.run import WorkflowRun, parked
 from waypoint.core.serialization import Serializer
 from waypoint.core.steps import (
     NOT_RECORDED,
@@ -42,6 +42,7 @@ from waypoint.error import (
     DBOSStreamNondeterminismError,
     DBOSStreamTimeoutError,
     DBOSWorkflowCancelledError,
+    DBOSWorkflowConflictIDError,
     WaypointPayloadError,
 )
 from waypoint.storage.protocol import (
@@ -183,7 +184,7 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
     yield from check_cancelled(run.runtime, run)
     deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
     waiting = _recv_wait(eng, run, fid, topic_s, deadline)
-    return (yield from watched_wait(eng.observers, run, "recv", fid, waiting))
+    return (yield from watched_wait(eng.observers, run, "recv", fid, parked(run.entry, waiting)))
 
 
 def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: float) -> Flow[Any]:
@@ -196,8 +197,6 @@ def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: 
             got = yield Io(partial(eng.store.consume_message, run.workflow_id, topic_s, checkpoint))
             if got.found:
                 if not got.accepted:
-                    from waypoint.error import DBOSWorkflowConflictIDError
-
                     raise DBOSWorkflowConflictIDError(run.workflow_id)
                 return eng.codec.decode(got.output, got.serialization)
             remaining = deadline - time.time()
@@ -255,6 +254,7 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
             return replay(eng, run, rec, "DBOS.getEvent")
         deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
         waiting = _event_wait(eng, run, fid, workflow_id, key, deadline)
+        waiting = parked(run.entry, waiting)
         return (yield from watched_wait(eng.observers, run, "get_event", fid, waiting))
     return (yield from _event_wait(eng, run, fid, workflow_id, key, deadline))
 
@@ -268,10 +268,13 @@ def _event_wait(
     deadline: float,
 ) -> Flow[Any]:
     started = eng.now_ms()
-    ekey = event_key(workflow_id, key)
+    # A waiting workflow is also woken when it is handed back (a draining executor).
+    keys = (event_key(workflow_id, key),) + (() if run is None else (cancel_key(run.workflow_id),))
     while True:
-        signal = eng.wakeups.subscribe(ekey)
+        signal = eng.wakeups.subscribe(*keys)
         try:
+            if run is not None and run.entry.released:
+                raise DBOSWorkflowConflictIDError(run.workflow_id)
             found = yield Io(lambda: eng.store.get_event(workflow_id, key))
             remaining = deadline - time.time()
             if found is not None or remaining <= 0:
@@ -291,7 +294,7 @@ def _event_wait(
                 return eng.codec.decode(text, ser) if text is not None else None
             yield Wait(signal, min(remaining, eng.wait_interval()))
         finally:
-            eng.wakeups.unsubscribe(signal, ekey)
+            eng.wakeups.unsubscribe(signal, *keys)
 
 
 def get_all_events_flow(eng: Engine, workflow_id: str) -> Flow[dict[str, Any]]:

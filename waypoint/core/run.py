@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from waypoint.core.observe import Scope
 from waypoint.core.serialization import Serializer
 from waypoint.core.signals import Signal
 from waypoint.core.types import Auth, RequestInfo
+from waypoint.error import DBOSWorkflowConflictIDError
 from waypoint.storage.protocol import StepRow
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class RunEntry:
         "lost",
         "on_end",
         "output",
+        "parked",
         "released",
         "run",
         "task",
@@ -51,6 +53,7 @@ class RunEntry:
         # True once a draining executor handed the workflow back: the run starts no further
         # operation, and unwinds as if another execution owned it (one will).
         self.released = False
+        self.parked = 0  # inside a durable wait (sleep, recv, get_event): no user code runs
         self.run: Optional[WorkflowRun] = None
         self.task: Any = None  # the pool task running it, so a waiter can run it inline
         self.on_end: Optional[Callable[[], None]] = None  # queue accounting, when dequeued
@@ -63,6 +66,37 @@ class RunEntry:
     def abandon(self) -> None:
         self.lost = True
         self.done.set()
+
+
+T = TypeVar("T")
+_parking = threading.Lock()  # a run leaving a wait vs. a drain handing parked runs back
+
+
+def parked(entry: RunEntry, wait: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+    """Run a durable wait with the run marked parked. Nothing of the user's runs inside one,
+    so a draining executor may hand the workflow back at once (``take_parked``); a run handed
+    back while parked does not go on past its wait."""
+    with _parking:
+        entry.parked += 1
+    try:
+        value = yield from wait
+    finally:
+        with _parking:
+            entry.parked -= 1
+            released = entry.released
+    if released:
+        raise DBOSWorkflowConflictIDError(entry.workflow_id)
+    return value
+
+
+def take_parked(entries: list[RunEntry]) -> list[RunEntry]:
+    """Those of ``entries`` parked in a wait right now, marked released in the same moment,
+    so none of them leaves its wait and starts another operation in between."""
+    with _parking:
+        taken = [e for e in entries if e.parked and not e.released]
+        for entry in taken:
+            entry.released = True
+    return taken
 
 
 class WorkflowRun:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from waypoint.core.engine import Engine
 from waypoint.core.pool import WorkerPool
-from waypoint.core.run import RunEntry
+from waypoint.core.run import RunEntry, take_parked
 from waypoint.core.services import Dispatch, NoDispatch, Service
 from waypoint.core.settings import RuntimeConfig
 from waypoint.core.timers import TimerService
@@ -127,8 +127,9 @@ class Runtime(Engine):
     # -- graceful shutdown -----------------------------------------------------------------------
     def drain(self, grace_sec: float) -> list[str]:
         """Stop dequeuing and firing schedules at once, hand back claimed work that has not
-        started, let running workflows finish for up to ``grace_sec``, then hand back the
-        rest; returns the IDs handed back. The executors row says 'draining' meanwhile (its
+        started and workflows parked in a durable wait (sleep, recv, get_event), let the
+        others finish for up to ``grace_sec``, then hand back the rest; returns the IDs handed
+        back. The executors row says 'draining' meanwhile (its
         heartbeats go on, so nobody takes it for dead) and 'gone' at the end.
 
         A handed-back workflow is ENQUEUED on its queue (direct ones on the internal queue)
@@ -144,12 +145,19 @@ class Runtime(Engine):
             entry.abandon()
         if unstarted:
             logger.info("draining: handed back %d claimed workflow(s)", len(released))
+        # Workflows parked in a durable wait run no code of the user's: they go back at once
+        # (and keep going back as runs park), the others get the grace period to finish.
         deadline = time.monotonic() + grace_sec
-        while self.active_count() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with self._active_lock:
-            left = list(self._active.values())
-        late = self.release(left)
+        while True:
+            running = [e for e in self._entries() if not e.released]
+            if not running or time.monotonic() >= deadline:
+                break
+            waiting = take_parked(running)
+            if waiting:
+                released += self.release(waiting)
+            else:
+                time.sleep(0.05)
+        late = self.release([e for e in self._entries() if not e.released])
         if late:
             logger.warning(
                 "draining: %d workflow(s) still running after %ss were handed back",
@@ -164,6 +172,8 @@ class Runtime(Engine):
         """Hand these runs' workflows back to their queues (see ``drain``). Each run first
         stops starting operations, then its rows are released, then its waits (sleep, recv,
         events, results) are woken so it unwinds without writing."""
+        if not entries:
+            return []
         runs = [e.run for e in entries if e.run is not None and not e.done.is_set()]
         for entry in entries:
             entry.released = True
@@ -177,9 +187,11 @@ class Runtime(Engine):
 
     def _withdraw_unstarted(self) -> list[RunEntry]:
         """Runs claimed here whose worker has not started them: they will never start here."""
+        return [e for e in self._entries() if e.task is not None and e.task.withdraw()]
+
+    def _entries(self) -> list[RunEntry]:
         with self._active_lock:
-            entries = list(self._active.values())
-        return [e for e in entries if e.task is not None and e.task.withdraw()]
+            return list(self._active.values())
 
     def _set_state(self, state: str) -> None:
         try:

@@ -20,7 +20,7 @@ from waypoint.core.context import StepState, current_step
 from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
 from waypoint.core.engine import Engine
 from waypoint.core.observe import Scope, watched_wait
-from waypoint.core.run import WorkflowRun
+from waypoint.core.run import WorkflowRun, parked
 from waypoint.core.serialization import PORTABLE_NAME
 from waypoint.core.signals import Signal
 from waypoint.core.types import StepSpec
@@ -392,7 +392,8 @@ def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
             run.next_function_id()
         return
     fid = run.next_function_id()
-    yield from watched_wait(rt.observers, run, "sleep", fid, _sleep(rt, run, fid, seconds))
+    waiting = parked(run.entry, _sleep(rt, run, fid, seconds))
+    yield from watched_wait(rt.observers, run, "sleep", fid, waiting)
 
 
 def _sleep(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow[None]:

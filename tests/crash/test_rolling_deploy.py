@@ -159,8 +159,9 @@ def rolling_deploy(harness: Harness, sig: signal.Signals) -> dict[str, Any]:
     load.thread.start()
     time.sleep(4)  # the load builds up: steps running, sleepers and waiters parked
 
-    handed: list[float] = []  # seconds from the stop to a peer owning it (or finishing it)
-    finished_there: list[float] = []  # finished by the stopped pod itself (in its grace)
+    # Seconds from the stop to a peer owning the workflow (or finishing it), by kind.
+    handed: dict[str, list[float]] = {}
+    finished_there = 0  # finished by the stopped pod itself (in its grace period)
     new: list[Proc] = []
     for i, pod in enumerate(old, start=1):
         in_flight = {
@@ -178,14 +179,13 @@ def rolling_deploy(harness: Harness, sig: signal.Signals) -> dict[str, Any]:
             now = owners(harness)
             for wfid in list(waiting):
                 status, executor = now[wfid]
-                if status == "PENDING" and executor != pod.name:
-                    handed.append(time.monotonic() - stopped_at)
-                elif status in FINISHED:
-                    (finished_there if executor == pod.name else handed).append(
-                        time.monotonic() - stopped_at
-                    )
-                else:
+                if (status == "PENDING" and executor == pod.name) or status == "ENQUEUED":
                     continue
+                if status in FINISHED and executor == pod.name:
+                    finished_there += 1
+                else:
+                    kind = wfid.split("-", 1)[0]
+                    handed.setdefault(kind, []).append(time.monotonic() - stopped_at)
                 waiting.discard(wfid)
             time.sleep(0.05)
         assert not waiting, f"never handed over from {pod.name}: {sorted(waiting)}"
@@ -213,14 +213,20 @@ def rolling_deploy(harness: Harness, sig: signal.Signals) -> dict[str, Any]:
     assert not (problems := completed_steps_ran_once(harness)), problems
     kinds = {k: sum(w.startswith(k) for w in final) for k in ("direct", "queued", "sleep", "recv")}
     assert all(kinds.values()), kinds
+    every = [t for times in handed.values() for t in times]
     figures = {
         "signal": sig.name,
         "workflows": kinds,
-        "handed_over": len(handed),
-        "finished_by_the_stopped_pod": len(finished_there),
+        "handed_over": len(every),
+        "finished_by_the_stopped_pod": finished_there,
         "latency_sec": {
-            "median": round(statistics.median(handed), 2) if handed else None,
-            "max": round(max(handed), 2) if handed else None,
+            kind: {
+                "n": len(times),
+                "median": round(statistics.median(times), 2),
+                "max": round(max(times), 2),
+            }
+            for kind, times in sorted({**handed, "all": every}.items())
+            if times
         },
         "grace_sec": GRACE_SEC,
         "dead_executor_recovery_sec": DEAD_SEC,

@@ -38,14 +38,17 @@ def pending_mix(store: Store) -> None:
 def test_recover_without_claimant_requeues(store: Store) -> None:
     pending_mix(store)
     found = store.recover_pending(RecoveryRequest([EXECUTOR], "v1", "app", INTERNAL, T0 + 9))
-    assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app"]
+    # Every version's work is taken back from the executor; each keeps its version.
+    assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app", "other-version"]
     assert found.claimed == []
     mine = store.get_workflow("mine")
     assert mine is not None and (mine.status, mine.queue_name) == ("ENQUEUED", INTERNAL)
     assert mine.started_at_epoch_ms is None and mine.updated_at == T0 + 9
     queued = store.get_workflow("mine-queued")
     assert queued is not None and (queued.status, queued.queue_name) == ("ENQUEUED", "q")
-    for untouched in ("other-executor", "other-version", "other-app"):
+    older = store.get_workflow("other-version")
+    assert older is not None and (older.status, older.application_version) == ("ENQUEUED", "v0")
+    for untouched in ("other-executor", "other-app"):
         assert status(store, untouched) == "PENDING"
     assert status(store, "done") == "SUCCESS"
     assert store.recover_pending(RecoveryRequest([], "v1", "app", INTERNAL, T0)).workflow_ids == []
@@ -65,7 +68,7 @@ def test_recover_with_claimant_runs_them_here(store: Store) -> None:
     found = store.recover_pending(
         RecoveryRequest([EXECUTOR], "v1", "app", INTERNAL, T0 + 9, ("exec-9", "tok"))
     )
-    assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app"]
+    assert sorted(found.workflow_ids) == ["mine", "mine-queued", "no-app", "other-version"]
     assert sorted(ids(found.claimed)) == ["mine", "no-app"]
     for row in found.claimed:
         assert (row.status, row.executor_id, row.owner_xid) == ("PENDING", "exec-9", "tok")
@@ -77,6 +80,14 @@ def test_recover_with_claimant_runs_them_here(store: Store) -> None:
         assert row.application_name == "app"  # an unowned row is adopted by the claimant
     # Workflows of a user queue go back on it, where its limits apply.
     assert status(store, "mine-queued") == "ENQUEUED"
+    # Another version's workflow is not run here: it waits, pinned, on the internal queue.
+    older = store.get_workflow("other-version")
+    assert older is not None
+    assert (older.status, older.queue_name, older.application_version) == (
+        "ENQUEUED",
+        INTERNAL,
+        "v0",
+    )
 
 
 # -- release_runs (a graceful shutdown hands its work back) ------------------------------------

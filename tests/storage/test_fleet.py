@@ -62,6 +62,8 @@ def test_claim_dead_executors(store: Store) -> None:
     assert store.claim_dead_executors("app", "v1", 500) == []
     remaining = {r.executor_id for r in store.list_executors(None)}
     assert remaining == {"slow", "old-version", "theirs", "alive"}
+    # Of any version (recovery hands back what the caller may not run).
+    assert store.claim_dead_executors("app", None, 500) == ["old-version"]
 
 
 def test_executor_states_and_gone_executors_are_taken_over_at_once(store: Store) -> None:

@@ -28,6 +28,7 @@ class DBOSConfig(TypedDict, total=False):
     otlp_attributes: Optional[dict[str, str]]
     otel_attribute_format: Optional[str]
     application_version: Optional[str]
+    version_compatibility: Optional[str]  # Waypoint: "version" (default) or "fingerprint"
     executor_id: Optional[str]
     run_admin_server: Optional[bool]
     admin_port: Optional[int]

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 
-from waypoint.core.recovery import compatible_version, recover
+from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
 from waypoint.core.storage_errors import StoreClosed
@@ -66,9 +66,11 @@ class Heartbeat:
         if rt.deactivated:
             return
         # Executors that shut down gracefully ('gone') are taken over at once; silent ones
-        # only with dead_executor_recovery_sec, after that long.
+        # only with dead_executor_recovery_sec, after that long. Of any version: recovery
+        # hands back what this version may not run, still pinned to its version, so a dead
+        # executor of another version no longer holds queue slots.
         silent_ms = None if self.dead_after is None else int(self.dead_after * 1000)
-        dead = rt.store.claim_dead_executors(rt.app_name, compatible_version(rt), silent_ms)
+        dead = rt.store.claim_dead_executors(rt.app_name, None, silent_ms)
         dead = [d for d in dead if d != rt.executor_id]
         if dead:
             ids = recover(rt, dead)

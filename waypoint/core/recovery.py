@@ -21,13 +21,18 @@ logger = logging.getLogger("waypoint")
 
 
 def compatible_version(rt: Runtime) -> str:
-    """The application version whose work this executor may take over from others (a dead
-    or gone executor's PENDING workflows): today exactly its own, as in DBOS."""
+    """The application version a claim or a recovery by this executor is judged by. Which
+    workflows that version may take is one rule, in SQL (``SqlCore._runnable``): its own
+    version's (DBOS's rule), unversioned ones when it is the latest, and with
+    version_compatibility "fingerprint" an older version's whose fingerprint it shares."""
     return rt.app_version
 
 
 def recover(rt: Runtime, executor_ids: list[str]) -> list[str]:
-    """Recover these executors' PENDING workflows of our version; returns their IDs."""
+    """Take back these executors' PENDING workflows and run here those this version may run
+    (its own; with version_compatibility "fingerprint", also an older version's whose
+    fingerprint it shares); the others wait on their queue for an executor that may. Returns
+    every ID taken back."""
     found = rt.store.recover_pending(
         RecoveryRequest(
             executor_ids,
@@ -36,6 +41,7 @@ def recover(rt: Runtime, executor_ids: list[str]) -> list[str]:
             INTERNAL_QUEUE_NAME,
             rt.now_ms(),
             claimant=(rt.executor_id, uuid.uuid4().hex),
+            compatible=rt.compatible_versions,
         )
     )
     if found.workflow_ids:

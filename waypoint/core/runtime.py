@@ -16,7 +16,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Optional
 
 from waypoint.core.engine import Engine
+from waypoint.core.fingerprint import workflow_fingerprints
 from waypoint.core.pool import WorkerPool
+from waypoint.core.registrations import REGISTRY
 from waypoint.core.run import RunEntry, take_parked
 from waypoint.core.services import Dispatch, NoDispatch, Service
 from waypoint.core.settings import RuntimeConfig
@@ -42,6 +44,8 @@ class Runtime(Engine):
             refuse_pickle=config.refuse_pickle,
         )
         self.config = config
+        # Claims and recovery also take an older version's workflow of the same fingerprint.
+        self.compatible_versions = config.version_compatibility == "fingerprint"
         self.incarnation = uuid.uuid4().hex  # this launch of this process
         self.pool = WorkerPool(config.max_executor_threads)
         self.timers = TimerService()
@@ -83,6 +87,10 @@ class Runtime(Engine):
         if self.config.use_listen_notify:
             self.start_listening()
         self.store.register_version(self.app_version, self.app_name)
+        # Recorded whatever this process checks, so the version after it can compare.
+        self.store.register_fingerprints(
+            self.app_version, self.app_name, workflow_fingerprints(REGISTRY)
+        )
         dispatcher: object = self.dispatch
         for svc in self.services:
             if recover is not None and svc is dispatcher:

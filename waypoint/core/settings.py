@@ -45,6 +45,7 @@ KNOWN_KEYS = frozenset(
         "otlp_attributes",
         "otel_attribute_format",
         "application_version",
+        "version_compatibility",
         "executor_id",
         "run_admin_server",
         "admin_port",
@@ -72,6 +73,11 @@ KNOWN_KEYS = frozenset(
 )
 
 DEFAULT_MAX_THREADS = 256
+
+# config version_compatibility: "version" takes only workflows of this process's own
+# application version (DBOS's rule, the default); "fingerprint" also takes an older version's
+# workflow whose fingerprint this process matches (a Waypoint extension).
+VERSION_COMPATIBILITY = ("version", "fingerprint")
 
 # DBOSConfig keys (and DBOS() / DBOSClient() arguments) Waypoint accepts so a DBOS
 # application starts unchanged, but that have no effect here: each one given is said once,
@@ -120,6 +126,9 @@ class RuntimeConfig:
     pool_size: int = 20
     executor_id: str = "local"
     application_version: Optional[str] = None
+    # Which older versions' workflows this process may take (a Waypoint extension):
+    # "version" (DBOS's rule: its own version only) or "fingerprint" (see core/fingerprint.py).
+    version_compatibility: str = "version"
     max_executor_threads: int = DEFAULT_MAX_THREADS
     run_migrations: bool = True
     use_listen_notify: bool = True
@@ -192,6 +201,15 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     if version is not None and (not isinstance(version, str) or not version.strip()):
         raise DBOSInitializationError("application_version must be a non-empty string")
 
+    compatibility = config.get("version_compatibility")
+    if compatibility is None:
+        compatibility = "version"
+    if not isinstance(compatibility, str) or compatibility not in VERSION_COMPATIBILITY:
+        choices = " or ".join(repr(c) for c in VERSION_COMPATIBILITY)
+        raise DBOSInitializationError(
+            f"config version_compatibility must be {choices}, got {compatibility!r}"
+        )
+
     serializer = config.get("serializer")
     if serializer is not None and not isinstance(serializer, Serializer):
         raise DBOSInitializationError("config serializer must be a waypoint.Serializer instance")
@@ -219,6 +237,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         pool_size=_positive_int(config, "sys_db_pool_size", 20),
         executor_id=executor_id,
         application_version=version,
+        version_compatibility=compatibility,
         max_executor_threads=_positive_int(config, "max_executor_threads", DEFAULT_MAX_THREADS),
         run_migrations=bool(config.get("run_migrations", True)),
         use_listen_notify=bool(config.get("use_listen_notify", True)),

@@ -18,7 +18,7 @@ from typing import Any
 from waypoint.__version__ import VERSION as _LIBRARY_VERSION
 
 
-def _normalized_source(func: Callable[..., Any]) -> str:
+def normalized_source(func: Callable[..., Any]) -> str:
     source = textwrap.dedent(inspect.getsource(func))
     try:
         tree = ast.parse(source)
@@ -41,7 +41,7 @@ def _normalized_source(func: Callable[..., Any]) -> str:
 def compute_app_version(app_name: str, funcs: Iterable[Callable[..., Any]]) -> str:
     hasher = hashlib.md5(usedforsecurity=False)
     try:
-        sources = sorted(_normalized_source(f) for f in funcs)
+        sources = sorted(normalized_source(f) for f in funcs)
     except (OSError, TypeError):
         return f"DEFAULT_VERSION-{app_name}"
     for src in sources:

@@ -96,6 +96,9 @@ def _bounce(eng: Engine, probe: Start, key: str, period_sec: float) -> Flow[dict
         now + int(period_sec * 1000),
         eng.app_name,
         now,
+        # The row runs this call's arguments now, so on this call's version (after a deploy,
+        # a key held by a row of the old version does not swallow the new version's calls).
+        application_version=wf.application_version,
     )
     extended = yield Io(partial(eng.store.extend_debounce, update))
     holder = (

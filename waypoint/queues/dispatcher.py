@@ -256,6 +256,7 @@ class Dispatcher:
             else None,
             partition_worker_concurrency=cfg.partition_worker_concurrency,
             local_partition_running=local_parts,
+            compatible=rt.compatible_versions,
         )
         rows = rt.store.claim(req, rt.now_ms())
         if rows and rt.observers:

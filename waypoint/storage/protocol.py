@@ -11,7 +11,7 @@ recognises its own earlier success instead of reporting a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional, Protocol
 
 from waypoint.storage.records import (
@@ -316,10 +316,13 @@ class SystemStore(Protocol):
         """Queue backlogs, PENDING by executor and executor heartbeats (metrics)."""
 
     def claim_dead_executors(
-        self, application_name: Optional[str], application_version: str, silent_ms: Optional[int]
+        self,
+        application_name: Optional[str],
+        application_version: Optional[str],
+        silent_ms: Optional[int],
     ) -> list[str]:
-        """Executor IDs of this version whose incarnations are all gone or (with
-        ``silent_ms``) silent that long; removed, so one caller takes each over."""
+        """Executor IDs of this version (of any, with None) whose incarnations are all gone
+        or (with ``silent_ms``) silent that long; removed, so one caller takes each over."""
         ...
 
     def upsert_schedule(self, row: ScheduleRow, replace: bool) -> ScheduleRow: ...
@@ -361,6 +364,18 @@ class SystemStore(Protocol):
     # -- application versions ------------------------------------------------------------------
     def register_version(self, version_name: str, application_name: Optional[str]) -> None: ...
     def list_versions(self, application_name: Optional[str]) -> list[VersionRow]: ...
+    def register_fingerprints(
+        self,
+        application_version: str,
+        application_name: Optional[str],
+        fingerprints: Mapping[str, str],
+    ) -> None:
+        """Record each workflow's fingerprint (by workflow name) in this version."""
+        ...
+
+    def list_fingerprints(self, application_version: str) -> dict[str, list[str]]:
+        """The fingerprints recorded for each workflow of a version."""
+        ...
 
 
 class SchemaAdmin(Protocol):

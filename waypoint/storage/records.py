@@ -226,11 +226,12 @@ class StepRow:
 
 @dataclass(slots=True)
 class RecoveryRequest:
-    """Take back the PENDING workflows of these executors (of this version, when given).
+    """Take back every PENDING workflow of these executors, whatever its version.
 
-    Workflows of a user queue go back on their queue. The others are claimed at once by
-    ``claimant`` (executor ID, claim token) when given; without one they go on
-    ``internal_queue`` for any executor."""
+    Workflows of a user queue go back on their queue. The others that a process of
+    ``application_version`` may run (see ``SqlCore._runnable``; any, when None) are claimed at
+    once by ``claimant`` (executor ID, claim token) when given; the rest go on
+    ``internal_queue``, still pinned to their version, for an executor that may run them."""
 
     executor_ids: Sequence[str]
     application_version: Optional[str]
@@ -238,6 +239,9 @@ class RecoveryRequest:
     internal_queue: str
     now_ms: int
     claimant: Optional[tuple[str, str]] = None
+    # version_compatibility "fingerprint": also an older version's workflow whose fingerprint
+    # this version shares (workflow_fingerprints).
+    compatible: bool = False
 
 
 @dataclass(slots=True)
@@ -269,6 +273,9 @@ class ClaimRequest:
     local_partition_running: dict[str, int] = field(default_factory=dict)
     # Set by the store when a rate limit held work back: when the window next reopens.
     retry_at_ms: Optional[int] = None
+    # version_compatibility "fingerprint": also claim rows of an older version whose
+    # fingerprint this version shares.
+    compatible: bool = False
 
     @property
     def shared_budget(self) -> bool:
@@ -290,6 +297,9 @@ class DebounceUpdate:
     delay_until_ms: int
     application_name: Optional[str]
     now_ms: int
+    # The version the call stamps (None: unversioned, the latest runs it): the workflow now
+    # runs the latest call's arguments, so the version of the code that made it.
+    application_version: Optional[str] = None
 
 
 # -- messages, events, streams --------------------------------------------------------------------

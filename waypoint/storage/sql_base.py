@@ -311,6 +311,32 @@ class SqlCore(ABC):
 
         return self.retry.run(op, "claim queued workflows")
 
+    def _runnable(self, compatible: bool) -> str:
+        """Which version may run a workflow: the one rule for claims and recovery, as SQL over
+        the ``workflow_status`` row in scope (``%(ver)s`` is the claimant's version,
+        ``%(app)s`` its application).
+
+        Its own version (DBOS's rule); an unversioned row, when it is the latest version; and
+        with ``compatible`` (version_compatibility "fingerprint") a row of another version
+        whose workflow has one and the same fingerprint recorded for that version and for this
+        one, so a workflow either version changed, or that this version lacks, stays put."""
+        ws = self.d.t("workflow_status")
+        rule = (
+            f"{ws}.application_version = %(ver)s OR ({ws}.application_version IS NULL AND "
+            f"%(ver)s = (SELECT version_name FROM {self.d.t('application_versions')} "
+            f"WHERE {OWNED} ORDER BY version_timestamp DESC LIMIT 1))"
+        )
+        if compatible:
+            both = (
+                f"FROM {self.d.t('workflow_fingerprints')} f WHERE f.workflow_name = {ws}.name "
+                f"AND f.application_version IN ({ws}.application_version, %(ver)s)"
+            )
+            rule += (
+                f" OR ((SELECT COUNT(DISTINCT f.fingerprint) {both}) = 1 "
+                f"AND (SELECT COUNT(DISTINCT f.application_version) {both}) = 2)"
+            )
+        return f"({rule})"
+
     def _claim_set(self) -> str:
         return (
             "status = 'PENDING', executor_id = %(executor)s, "

@@ -89,12 +89,17 @@ class FleetSql(SqlCore):
         )
 
     def claim_dead_executors(
-        self, application_name: Optional[str], application_version: str, silent_ms: Optional[int]
+        self,
+        application_name: Optional[str],
+        application_version: Optional[str],
+        silent_ms: Optional[int],
     ) -> list[str]:
-        """Executor IDs (of this version) none of whose incarnations is still there: each one
-        has handed its work back ('gone') or (with ``silent_ms``) not been heard from in that
-        long. Their rows are removed in the same transaction so one survivor takes each over."""
+        """Executor IDs of this version (of any, with None) none of whose incarnations is
+        still there: each one has handed its work back ('gone') or (with ``silent_ms``) not
+        been heard from in that long. Their rows are removed in the same transaction so one
+        survivor takes each over."""
         ex = self.d.t("executors")
+        version = "" if application_version is None else "application_version = %(ver)s AND "
         # A gone incarnation counts as silent since forever: no timeout to wait out.
         seen = "MAX(CASE WHEN state = 'gone' THEN 0 ELSE last_seen END)"
         if silent_ms is None:
@@ -111,8 +116,8 @@ class FleetSql(SqlCore):
             dead = [
                 r[0]
                 for r in cur.all(
-                    f"SELECT executor_id FROM {ex} WHERE application_version = %(ver)s "
-                    f"AND {OWNED} GROUP BY executor_id HAVING {dead_when}",
+                    f"SELECT executor_id FROM {ex} WHERE {version}{OWNED} "
+                    f"GROUP BY executor_id HAVING {dead_when}",
                     {"ver": application_version, "app": application_name, "silent": silent_ms},
                 )
             ]

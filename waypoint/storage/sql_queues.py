@@ -30,14 +30,9 @@ from waypoint.storage.sql_base import (
 class QueueSql(SqlCore):
     def _claim_where(self, req: ClaimRequest, now_ms: int, limit: int) -> tuple[str, Params]:
         """Which rows a claim may take, and every parameter of the claim's statements."""
-        # Unversioned rows go to executors of the latest version, decided here in the same
-        # statement, so a version registered or promoted elsewhere counts at once.
-        sql = (
-            "queue_name = %(queue)s AND status = 'ENQUEUED' "
-            "AND (application_version = %(ver)s OR (application_version IS NULL AND "
-            f"%(ver)s = (SELECT version_name FROM {self.d.t('application_versions')} "
-            f"WHERE {OWNED} ORDER BY version_timestamp DESC LIMIT 1)))"
-        )
+        # Which version may run a row is decided here in the same statement, so a version
+        # registered or promoted elsewhere counts at once.
+        sql = f"queue_name = %(queue)s AND status = 'ENQUEUED' AND {self._runnable(req.compatible)}"
         if req.application_name is not None:
             sql += f" AND {OWNED}"
         params: Params = {
@@ -213,7 +208,7 @@ class QueueSql(SqlCore):
     def extend_debounce(self, update: DebounceUpdate) -> Optional[str]:
         row = self._one(
             f"UPDATE {self.d.t('workflow_status')} SET inputs = %(inputs)s, "
-            "serialization = %(ser)s, updated_at = %(now)s, "
+            "serialization = %(ser)s, updated_at = %(now)s, application_version = %(ver)s, "
             "application_name = COALESCE(application_name, %(app)s), "
             "delay_until_epoch_ms = CASE WHEN debounce_deadline_epoch_ms IS NULL THEN %(until)s "
             f"ELSE {self.d.least}(%(until)s, debounce_deadline_epoch_ms) END "
@@ -225,6 +220,7 @@ class QueueSql(SqlCore):
                 "ser": update.serialization,
                 "now": update.now_ms,
                 "app": update.application_name,
+                "ver": update.application_version,
                 "until": update.delay_until_ms,
                 "queue": update.queue_name,
                 "dedup": update.deduplication_id,

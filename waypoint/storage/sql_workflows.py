@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 from waypoint.storage.errors import DeduplicatedError
@@ -344,6 +344,10 @@ class WorkflowSql(SqlCore):
 
     # -- recovery and dispatch ------------------------------------------------------------------
     def recover_pending(self, req: RecoveryRequest) -> Recovered:
+        """Hand back every PENDING workflow of these executors, of any version: queued ones
+        to their queue (a dead executor's run no longer holds a slot of a concurrency-limited
+        queue), the others to the internal queue, each still pinned to its version; with a
+        claimant, claim at once the direct ones its version may run (``_runnable``)."""
         if not req.executor_ids:
             return Recovered([], [])
         ws = self.d.t("workflow_status")
@@ -355,8 +359,6 @@ class WorkflowSql(SqlCore):
             "ver": req.application_version,
             "app": req.application_name,
         }
-        if req.application_version is not None:
-            where += "AND application_version = %(ver)s "
         if req.application_name is not None:
             where += f"AND {OWNED} "
         requeue_sql = (
@@ -369,15 +371,20 @@ class WorkflowSql(SqlCore):
             rows = self._all(requeue_sql + notify, params, "recover pending workflows")
             return Recovered([r[0] for r in rows], [])
         params["executor"], params["token"] = req.claimant
-        mine = "AND (queue_name IS NULL OR queue_name = %(iq)s) "
-        queued = "AND queue_name IS NOT NULL AND queue_name <> %(iq)s "
+        runnable = "1 = 1" if req.application_version is None else self._runnable(req.compatible)
+        # Queued ones, and direct ones this version may not run (a NULL verdict is a no).
+        rest = (
+            "AND ((queue_name IS NOT NULL AND queue_name <> %(iq)s) "
+            f"OR CASE WHEN {runnable} THEN 0 ELSE 1 END = 1) "
+        )
         requeued: list[str] = []
 
         def body(cur: Cursor) -> list[Row]:
-            requeued[:] = [r[0] for r in cur.all(requeue_sql + queued + notify, params)]
+            requeued[:] = [r[0] for r in cur.all(requeue_sql + rest + notify, params)]
             return cur.all(
                 f"UPDATE {ws} SET {self._claim_set()}, queue_name = COALESCE(queue_name, %(iq)s) "
-                f"WHERE {where}{mine}RETURNING {SELECT_WORKFLOW}",
+                f"WHERE {where}AND (queue_name IS NULL OR queue_name = %(iq)s) AND {runnable} "
+                f"RETURNING {SELECT_WORKFLOW}",
                 params,
             )
 
@@ -437,6 +444,52 @@ class WorkflowSql(SqlCore):
             "register_version",
         )
 
+    def register_fingerprints(
+        self,
+        application_version: str,
+        application_name: Optional[str],
+        fingerprints: Mapping[str, str],
+    ) -> None:
+        """Record each workflow's fingerprint in this version (kept if already there)."""
+        if not fingerprints:
+            return
+        fp = self.d.t("workflow_fingerprints")
+        rows = [
+            {
+                "name": name,
+                "ver": application_version,
+                "fp": value,
+                "app": application_name,
+                "now": _now_ms(),
+            }
+            for name, value in sorted(fingerprints.items())
+        ]
+
+        def body(cur: Cursor) -> None:
+            for row in rows:
+                cur.exec(
+                    f"INSERT INTO {fp} (workflow_name, application_version, fingerprint, "
+                    "application_name, created_at) VALUES (%(name)s, %(ver)s, %(fp)s, %(app)s, "
+                    "%(now)s) ON CONFLICT DO NOTHING",
+                    row,
+                )
+
+        self._tx(body, "register workflow fingerprints")
+
+    def list_fingerprints(self, application_version: str) -> dict[str, list[str]]:
+        """The fingerprints recorded for each workflow of a version (a pinned version shared
+        by different code can have several)."""
+        rows = self._all(
+            f"SELECT workflow_name, fingerprint FROM {self.d.t('workflow_fingerprints')} "
+            "WHERE application_version = %(ver)s ORDER BY workflow_name, fingerprint",
+            {"ver": application_version},
+            "list workflow fingerprints",
+        )
+        found: dict[str, list[str]] = {}
+        for name, value in rows:
+            found.setdefault(name, []).append(value)
+        return found
+
     def list_versions(self, application_name: Optional[str]) -> list[VersionRow]:
         rows = self._owned_rows(
             "SELECT version_id, version_name, version_timestamp, created_at, application_name "
@@ -457,6 +510,7 @@ class WorkflowSql(SqlCore):
         "workflow_status",
         "workflow_schedules",
         "application_versions",
+        "workflow_fingerprints",
         "queues",
         "executors",
     )

@@ -17,6 +17,7 @@ from tests.interop.conftest import Interop
 WAYPOINT_ONLY = {
     "table executors",
     "table waypoint_migrations",
+    "table workflow_fingerprints",
     "column operation_outputs.owner_xid",
     "column streams.write_key",
     "index idx_executors_last_seen",
@@ -30,6 +31,7 @@ WAYPOINT_ONLY_PG = {
     "sequence notifications_seq_seq",
     "index executors_pkey",
     "index waypoint_migrations_pkey",
+    "index workflow_fingerprints_pkey",
     "function waypoint_wake_others()",
     *(
         f"trigger {t}"
@@ -54,8 +56,10 @@ DIFFERENT_SQLITE = {"column queues.queue_id": (("text", False, True, 1), ("text"
 _OWN_PREFIXES = (
     "column executors.",
     "column waypoint_migrations.",
+    "column workflow_fingerprints.",
     "constraint executors_",
     "constraint waypoint_migrations_",
+    "constraint workflow_fingerprints_",
 )
 
 

@@ -81,7 +81,12 @@ class DBOS(SharedOperations):
         if self._initialized and maybe_runtime() is not None:
             logger.warning("DBOS was already launched; the new config is ignored")
             return
-        self._config: RuntimeConfig = resolve(config)
+        try:
+            self._config: RuntimeConfig = resolve(config)
+        except BaseException:
+            if not self._initialized:  # leave no half-made instance behind a refused config
+                DBOS._instance = None
+            raise
         warn_no_effect({"conductor_url": conductor_url, "conductor_key": conductor_key}, "DBOS()")
         telemetry.configure(self._config)
         self._runtime: Optional[Runtime] = None

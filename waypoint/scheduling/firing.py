@@ -28,11 +28,14 @@ def enqueue_slot(
     queue_name: str,
     schedule_name: Optional[str],
 ) -> Flow[str]:
-    """Enqueue one firing under its slot's workflow ID (idempotent per slot)."""
+    """Enqueue one firing under its slot's workflow ID (idempotent per slot). The row has no
+    version: the latest version runs it, so a slot fired just before a deploy is not left to
+    an old version that is gone (and firing it again would find the slot's ID taken)."""
     options = start_options.set(StartOptions(next_id=NextWorkflowID(workflow_id)))
     outer = current_run.set(None)
     try:
-        st = prepare(eng, info, call_args, {}, EnqueueSpec(queue_name=queue_name))
+        spec = EnqueueSpec(queue_name=queue_name, versioned=False)
+        st = prepare(eng, info, call_args, {}, spec)
     finally:
         current_run.reset(outer)
         start_options.reset(options)

@@ -4,7 +4,9 @@ One thread computes every schedule's next firing time and sleeps until the earli
 enqueues the workflow with the ID ``sched-<name>-<ISO time>``: every process of the
 application may fire the same slot, and the workflow ID makes exactly one of them count.
 Stored schedules are re-read every ``scheduler_polling_interval_sec`` (and at once when this
-process changes one: the ``S:`` wake-up). A deactivated executor fires nothing.
+process changes one: the ``S:`` wake-up). A deactivated executor fires nothing, nor does one
+that is not of the latest application version; firings are unversioned rows, which executors
+of the latest version run.
 """
 
 from __future__ import annotations
@@ -162,6 +164,9 @@ class Scheduler:
     def _fire_due(self) -> float:
         now = dt.datetime.now(dt.timezone.utc)
         wait = self.polling_interval
+        # Only executors of the latest version fire (firings run there): during a rolling
+        # deploy the old version stops at once, and a schedule the new code dropped stops.
+        latest: Optional[bool] = None
         for sched in list(self._active.values()):
             due: list[dt.datetime] = []
             while sched.next_at <= now and len(due) < MAX_BACKFILL:
@@ -172,8 +177,10 @@ class Scheduler:
                 # replayed unless the schedule asked for backfill: fire the latest only.
                 due = due[-1:]
             sched.backfill_from = None
+            if due and latest is None:
+                latest = self.rt.is_latest_version()
             for when in due:
-                if self.rt.deactivated:
+                if self.rt.deactivated or not latest:
                     break
                 try:
                     sched.fire(when)

@@ -343,6 +343,8 @@ def test_every_page_renders(dbos: type[DBOS], browser: Any, shots: Path, backend
         assert "declared in code" in text(browser, '#queues tr[data-queue="orders"]')
         assert text(browser, '#queues tr[data-queue="orders"] td:nth-child(4)') == "2"
         assert "concurrency 2" in text(browser, '#queues tr[data-queue="billing"]')
+        # The four orders finished within the last minutes: the throughput column counts them.
+        assert text(browser, '#queues tr[data-queue="orders"] td:nth-child(6)') == "4"
         browser.save_screenshot(str(shots / "queues.png"))
 
         browser.get(f"{url}/executors")

@@ -5,17 +5,20 @@ delete, garbage collection, backfill, and a console over a client instead of the
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import pickle
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
 
 from tests.console_browser import serve_console
-from waypoint import DBOS, DBOSClient, SetWorkflowID
+from tests.storage.build import workflow
+from waypoint import DBOS, DBOSClient, Queue, SetWorkflowID
 from waypoint._api.ops.observe import _pickled_type
+from waypoint.storage.protocol import ExecutorRow
 
 
 def define(dbos: type[DBOS]) -> Any:
@@ -199,7 +202,7 @@ def test_a_console_over_a_client(dbos: type[DBOS], db_url: str, backend: str) ->
         with serve_console(client.engine) as url:
             assert wfid in ids_on(httpx.get(f"{url}/workflows").text)
             executors = httpx.get(f"{url}/executors").text
-            assert "Recovery runs workflows in an application process" in executors
+            assert "go back on their queues" in executors
             assert "without an application process" in httpx.get(f"{url}/retention").text
             assert httpx.get(f"{url}/workflow?id=ghost").status_code == 404
     finally:
@@ -230,3 +233,92 @@ def test_a_pickle_that_would_run_code_is_only_named() -> None:
     text = base64.b64encode(pickle.dumps(Boom())).decode()
     assert _pickled_type(text) == "builtins.exec"
     assert _pickled_type("%%%") == "unknown"
+
+
+def test_recover_a_silent_executor_from_a_client_console(db_url: str, backend: str) -> None:
+    client = DBOSClient(system_database_url=db_url)
+    store = client.engine.store
+    try:
+        store.migrate()  # (no application launched here: the client never migrates)
+        # An executor that reported once, every millisecond, then fell silent holding a
+        # PENDING workflow.
+        store.heartbeat(ExecutorRow("ghost", "inc-1", None, "v1", "h", 1, heartbeat_ms=1))
+        assert store.init_workflow(workflow("held", executor_id="ghost"), None).created
+        with serve_console(client.engine) as url:
+            page = httpx.get(f"{url}/executors").text
+            assert 'data-executor="ghost"' in page and "Requeue its PENDING workflows" in page
+            reply = httpx.post(f"{url}/executors/recover", data={"executor_id": "ghost"})
+            assert reply.headers["location"].endswith("/executors?done=recover&n=1")
+        held = store.get_workflow("held")
+        assert held is not None and held.status == "ENQUEUED"
+    finally:
+        client.destroy()
+
+
+def test_each_filter_narrows_the_list(dbos: type[DBOS], backend: str) -> None:
+    queue = Queue("lane")
+
+    @DBOS.workflow()
+    def kid(n: int) -> int:
+        return n
+
+    @DBOS.workflow()
+    def parent() -> int:
+        return DBOS.start_workflow(kid, 7).get_result()
+
+    work, _ = define(dbos)
+    with SetWorkflowID("plain"):
+        work(1)
+    with SetWorkflowID("queued"):
+        queue.enqueue(work, 2).get_result()
+    with SetWorkflowID("par"):
+        parent()
+    child = next(w.workflow_id for w in DBOS.list_workflows(parent_workflow_id="par"))
+    DBOS.update_workflow_attributes("plain", {"tenant": "acme", "tier": 2})
+    forked = DBOS.fork_workflow("plain", 1).workflow_id
+    DBOS.retrieve_workflow(forked).get_result()
+    created = {w.workflow_id: w.created_at for w in DBOS.list_workflows()}
+    version = DBOS.list_workflows(workflow_ids=["plain"])[0].app_version
+
+    def iso(ms: int) -> str:
+        moment = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+    cases = {
+        "queue_name=lane": {"queued"},
+        "parent_workflow_id=par": {child},
+        "forked_from=plain": {forked},
+        "workflow_id_prefix=pl": {"plain"},
+        "attributes=" + '{"tenant": "acme"}': {"plain", forked},  # a fork keeps them
+        f"name={parent.__qualname__}": {"par"},
+        f"app_version={version}&workflow_id_prefix=q": {"queued"},
+        "executor_id=nobody": set(),
+        f"start={iso(created['par'])}&end={iso(created['par'])}": {"par"},
+    }
+    with serve_console() as url:
+        if backend == "sqlite":  # the store says it cannot, and the page says so
+            del cases["attributes=" + '{"tenant": "acme"}']
+            page = httpx.get(f"{url}/workflows?" + urlencode({"attributes": '{"a": 1}'}))
+            assert page.status_code == 400 and "not supported on SQLite" in page.text
+        for query, expected in cases.items():
+            page = httpx.get(f"{url}/workflows?" + urlencode(parse_qsl(query)))
+            assert page.status_code == 200, (query, re.findall(r'id="error">(.*)<', page.text))
+            assert set(ids_on(page.text)) == expected, query
+
+
+def test_a_step_whose_retries_ran_out_says_so(dbos: type[DBOS], backend: str) -> None:
+    @DBOS.step(retries_allowed=True, max_attempts=2, interval_seconds=0.01)
+    def always_fails() -> None:
+        raise RuntimeError("no")
+
+    @DBOS.workflow()
+    def tries() -> None:
+        always_fails()
+
+    define(dbos)
+    handle = DBOS.start_workflow(tries)
+    with pytest.raises(Exception, match="max"):
+        handle.get_result()
+    with serve_console() as url:
+        page = httpx.get(f"{url}/workflow", params={"id": handle.workflow_id}).text
+        assert "always_fails (retries exhausted)" in page

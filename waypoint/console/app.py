@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +40,7 @@ BULK_ACTIONS = {
     "delete": "Delete",
 }
 MAX_BULK = 500
+COUNTS_TTL_SEC = 1.0
 
 
 def _environment() -> jinja2.Environment:
@@ -70,6 +73,18 @@ class Console:
     def __init__(self, ops: Ops) -> None:
         self.ops = ops
         self.env = _environment()
+        self._counts: tuple[float, dict[str, int]] = (0.0, {})
+        self._counts_lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        """The per-status counts, read at most once a second however many pages and polling
+        tabs ask (they cost a few index scans each; tabs poll every two seconds)."""
+        with self._counts_lock:
+            read_at, counts = self._counts
+            if time.monotonic() - read_at >= COUNTS_TTL_SEC:
+                counts = self.ops.run(observe.status_counts(self.ops))
+                self._counts = (time.monotonic(), counts)
+            return counts
 
     # -- plumbing -------------------------------------------------------------------------------
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -124,7 +139,9 @@ class Console:
         return None
 
     def log(self, request: Request, what: str, targets: Any) -> None:
+        """Note an action (who, what, on what); the page after it recounts."""
         logger.info("console: %s %s %s", who(request), what, targets)
+        self._counts = (0.0, {})
 
     # -- workflows ------------------------------------------------------------------------------
     def workflows(self, request: Request) -> Response:
@@ -143,7 +160,7 @@ class Console:
             return self.error(request, str(exc))
         more = len(rows) > q.limit
         rows = rows[: q.limit]
-        counts = self.ops.run(observe.status_counts(self.ops))
+        counts = self.counts()
         next_query = (
             q.params(after=(rows[-1].created_at or 0, rows[-1].workflow_id)) if more else ""
         )
@@ -230,9 +247,24 @@ class Console:
         source = row.forked_from
         while source and len(lineage) < 20:  # the fork chain, nearest first
             lineage.append(source)
-            found = ops.run(observe.workflow_detail(ops, source))
-            source = found.row.forked_from if found is not None else None
+            found = ops.run(
+                observe.workflow_page(
+                    ops, after=None, sort_desc=True, limit=1, workflow_ids=[source]
+                )
+            )
+            source = found[0].forked_from if found else None
         versions = ops.run(fleet_ops.list_application_versions(ops))
+        steps = [
+            (s, show(s.output, s.serialization), show(s.error, s.serialization))
+            for s in detail.steps
+        ]
+        # Attempts are not stored (one row per step, as DBOS keeps it); a step whose retries
+        # ran out says so in its error, and its bar spans every attempt.
+        exhausted = {
+            s.function_id
+            for s, _, err in steps
+            if "MaxStepRetriesExceeded" in err.type_name + err.text
+        }
         return self.page(
             request,
             "workflow.html",
@@ -241,11 +273,8 @@ class Console:
             inputs=show(row.inputs, row.serialization),
             output=show(row.output, row.serialization),
             error_value=show(row.error, row.serialization),
-            bars=views.timeline(row, detail.steps, children, now),
-            steps=[
-                (s, show(s.output, s.serialization), show(s.error, s.serialization))
-                for s in detail.steps
-            ],
+            bars=views.timeline(row, detail.steps, children, now, exhausted),
+            steps=steps,
             events=[(k, show(v, ser)) for k, (v, ser) in sorted(detail.events.items())],
             history=[(h, show(h.value, h.serialization)) for h in detail.event_history],
             messages=[(m, show(m.message, m.serialization)) for m in detail.messages],
@@ -302,7 +331,7 @@ class Console:
             if ids
             else []
         )
-        counts = self.ops.run(observe.status_counts(self.ops))
+        counts = self.counts()
         return JSONResponse(
             {
                 "workflows": {r.workflow_id: r.status for r in rows},

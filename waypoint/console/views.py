@@ -181,7 +181,11 @@ def step_kind(step: StepRow) -> str:
 
 
 def timeline(
-    row: WorkflowRow, steps: list[StepRow], children: dict[str, WorkflowRow], now_ms: int
+    row: WorkflowRow,
+    steps: list[StepRow],
+    children: dict[str, WorkflowRow],
+    now_ms: int,
+    exhausted: Optional[set[int]] = None,
 ) -> list[Bar]:
     """The Gantt rows: each step from its start to its completion, with each child workflow
     nested under the step that started it, spanning the child's own run."""
@@ -206,9 +210,10 @@ def timeline(
     nested: set[str] = set()
     for s in steps:
         left, width, took = place(s.started_at_epoch_ms, s.completed_at_epoch_ms)
+        retried = exhausted is not None and s.function_id in exhausted
         bars.append(
             Bar(
-                s.function_name,
+                s.function_name + (" (retries exhausted)" if retried else ""),
                 step_kind(s),
                 left,
                 width,

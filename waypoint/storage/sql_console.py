@@ -7,6 +7,7 @@ The counts run on every render of the workflows page, so each is capped: a count
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Optional
 
@@ -21,6 +22,17 @@ from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore
 
 # The columns the console counts workflows by.
 COUNTABLE = ("status", "application_version")
+STATUS_NAME = re.compile(r"[A-Z_]{1,40}")
+# The predicate of the partial index (migration 0001) that holds a status's rows, repeated
+# in the count's WHERE: SQLite uses a partial index only when the query states its
+# predicate (it does not infer "status IN (...)" from "status = 'ERROR'").
+FAILED = "status IN ('ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')"
+INDEXED = {
+    "ERROR": f" AND {FAILED}",
+    "CANCELLED": f" AND {FAILED}",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED": f" AND {FAILED}",
+    "ENQUEUED": " AND status IN ('ENQUEUED', 'PENDING')",
+}
 
 
 class ConsoleSql(SqlCore):
@@ -35,10 +47,17 @@ class ConsoleSql(SqlCore):
         def body(cur: Cursor) -> dict[str, int]:
             out: dict[str, int] = {}
             for value in values:
-                params: Params = {"value": value, "cap": cap, "app": application_name}
+                params: Params = {"value": value, "app": application_name}
+                # A status is written into the statement: PostgreSQL picks a partial index
+                # (PENDING, the failed ones, DELAYED...) only for a literal it can match
+                # against the index's predicate, not for a parameter of a generic plan.
+                match = f"'{value}'" if column == "status" else "%(value)s"
+                if column == "status" and not STATUS_NAME.fullmatch(value):
+                    raise ValueError(f"not a workflow status: {value!r}")
                 row = cur.one(
-                    f"SELECT COUNT(*) FROM (SELECT 1 FROM {ws} WHERE {column} = %(value)s"
-                    f"{owned} LIMIT %(cap)s) capped",
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM {ws} WHERE {column} = {match}"
+                    f"{INDEXED.get(value, '') if column == 'status' else ''}"
+                    f"{owned} LIMIT {int(cap)}) capped",
                     params,
                 )
                 out[value] = int(row[0]) if row is not None else 0

@@ -243,7 +243,7 @@ class Fleet:
     pending_by_executor: dict[str, int]
     versions: list[VersionRow]
     workflows_by_version: dict[str, int]
-    can_recover: bool
+    recovers_here: bool
     this_incarnation: Optional[str]
 
 
@@ -264,7 +264,7 @@ def fleet(ops: Ops) -> Flow[Fleet]:
         gauges.pending_by_executor,
         versions,
         counts,
-        can_recover=rt is not None,
+        recovers_here=rt is not None,
         this_incarnation=rt.incarnation if rt is not None else None,
     )
 

@@ -9,6 +9,7 @@ As in test_recovery.py, a "crashed" process is a runtime destroyed under its run
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_cli import ok, wp
 from waypoint import DBOS, Debouncer, Queue, SetWorkflowID
 from waypoint.error import DBOSInitializationError
 
@@ -131,6 +133,24 @@ def test_fingerprint_check_takes_only_unchanged_workflows(
     launch_as(config, "v1", "old", executor_id="another-v1")
     assert result_of("b-1") == "B"
     assert RAN == [("A", "v2"), ("B", "v1")]
+
+
+def test_recovery_from_the_shell_follows_the_fingerprint_check(
+    dbos: type[DBOS], config: dict[str, Any], db_url: str
+) -> None:
+    """`waypoint executors recover` (a client: it runs nothing) puts the dead pod's work back
+    on its queues; the v2 pod, with the check on, dequeues A's run and leaves B's."""
+    start_v1_runs({**config, "executor_id": "pod-v1"})
+    launch_as(config, "v2", "changed", version_compatibility="fingerprint", executor_id="pod-v2")
+    time.sleep(0.5)
+    assert status_of("a-1") == ("PENDING", "v1")  # another executor's: not recovered at launch
+    out = json.loads(ok(wp("executors", "recover", "pod-v1", "-s", db_url, "--json")))
+    assert sorted(out["workflow_ids"]) == ["a-1", "b-1"]
+    assert result_of("a-1") == "A"
+    assert status_of("a-1") == ("SUCCESS", "v2")
+    time.sleep(0.5)
+    assert status_of("b-1") == ("ENQUEUED", "v1")
+    assert RAN == [("A", "v2")]
 
 
 # -- no poison after a deploy -------------------------------------------------------------------

@@ -392,7 +392,9 @@ def executors_recover(
     as_json: bool = JsonOpt,
 ) -> None:
     """Put the PENDING workflows of these executors back on their queues, for any live
-    executor of their version (what POST /dbos-workflow-recovery does, from a shell)."""
+    executor of their version, or of a version with the same fingerprint under
+    version_compatibility "fingerprint" (what POST /dbos-workflow-recovery does, from a
+    shell)."""
     known = {e["executor_id"]: e["state"] for e in _call(sys_db_url, schema, fleet.list_executors)}
     live = [i for i in executor_ids if known.get(i) in ("live", "draining")]
     if live and not force:

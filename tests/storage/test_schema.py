@@ -327,7 +327,8 @@ def test_notifications_reach_other_processes(store: Store, connect: Callable[[],
 @requires_postgres
 def test_other_writers_wake_waypoint(store: Store, driver_connection: Any) -> None:
     """Writes by anything but Waypoint (DBOS, plain SQL) notify Waypoint's wake-up keys through
-    the schema's triggers; Waypoint's own writes notify once, from their own statements."""
+    the schema's triggers; Waypoint's own writes notify once, themselves (an enqueue just
+    after its commit, see postgres/notifier.py)."""
     heard = Heard()
     listener = store.listen(heard, heard.connected.set)
     if listener is None:
@@ -361,6 +362,7 @@ def test_other_writers_wake_waypoint(store: Store, driver_connection: Any) -> No
             "c:dbos-1",
         ]
         enqueue(store, "own", "mine")
+        heard.wait_for(lambda got: "q:mine" in got)  # sent after the commit, on its own
         seen = settle("mark-2")
         assert seen[seen.index("mark-1") + 1 : seen.index("mark-2")] == ["q:mine"]
     finally:

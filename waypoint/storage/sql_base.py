@@ -125,6 +125,11 @@ class Dialect(ABC):
     def prefix_param(self, prefix: str) -> str:
         return prefix
 
+    def in_subquery(self, column: str, subquery: str) -> str:
+        """``column`` is one of the values ``subquery`` returns, looked up one by one in
+        the column's index (PostgreSQL may otherwise hash-join against a whole-table scan)."""
+        return f"{column} IN ({subquery})"
+
     least = "MIN"  # the smaller of two values (PostgreSQL: LEAST)
     greatest = "MAX"  # the larger of two values (PostgreSQL: GREATEST)
 
@@ -252,6 +257,13 @@ class SqlCore(ABC):
     d: Dialect
 
     retry: RetryPolicy
+
+    # True where the hot writes (enqueue, completion) commit first and send their wake-ups
+    # after, in a transaction of their own (PostgreSQL: see postgres/notifier.py).
+    deferred_wakeups = False
+
+    def _wake_after_commit(self, *keys: str) -> None:  # noqa: B027
+        """Tell other processes about a write that has committed (deferred_wakeups)."""
 
     # -- plumbing supplied by the backend (single attempts, no retry) ---------------------------
     @abstractmethod

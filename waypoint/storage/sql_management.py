@@ -190,10 +190,12 @@ class ManagementSql(SqlCore):
         owner = f"AND {OWNED} " if req.application_name is not None else ""
         deleted = 0
         while True:
+            batch = (
+                f"SELECT workflow_uuid FROM {ws} WHERE created_at < %(cutoff)s "
+                f"AND status NOT IN {ACTIVE} {owner}ORDER BY created_at LIMIT %(batch)s"
+            )
             n = self._exec(
-                f"DELETE FROM {ws} WHERE workflow_uuid IN (SELECT workflow_uuid FROM {ws} "
-                f"WHERE created_at < %(cutoff)s AND status NOT IN {ACTIVE} {owner}"
-                "ORDER BY created_at LIMIT %(batch)s)",
+                f"DELETE FROM {ws} WHERE {self.d.in_subquery('workflow_uuid', batch)}",
                 {"cutoff": cutoff, "batch": req.batch_size, "app": req.application_name},
                 "garbage collect",
             )

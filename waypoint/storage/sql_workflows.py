@@ -184,11 +184,15 @@ class WorkflowSql(SqlCore):
             "error = %(error)s, updated_at = %(now)s, completed_at = %(now)s, "
             "deduplication_id = NULL "
             "WHERE workflow_uuid = %(id)s AND status = 'PENDING' AND owner_xid = %(owner)s"
-            + self.d.returning(
-                "1",
-                self.d.notify("'d:' || workflow_uuid"),
-                # A queue slot freed up: dispatchers everywhere may claim the next one.
-                self.d.notify_when("queue_name IS NOT NULL", "'q:' || queue_name"),
+            + (
+                self.d.returning("queue_name")
+                if self.deferred_wakeups
+                else self.d.returning(
+                    "queue_name",
+                    self.d.notify("'d:' || workflow_uuid"),
+                    # A queue slot freed up: dispatchers everywhere may claim the next one.
+                    self.d.notify_when("queue_name IS NOT NULL", "'q:' || queue_name"),
+                )
             ),
             {
                 "status": done.status,
@@ -200,6 +204,9 @@ class WorkflowSql(SqlCore):
             },
             "complete_workflow",
         )
+        if rows and self.deferred_wakeups:
+            queue = rows[0][0]
+            self._wake_after_commit(f"d:{done.workflow_id}", *([f"q:{queue}"] if queue else []))
         return len(rows) > 0
 
     def cancel_workflows(self, workflow_ids: Sequence[str], now_ms: int) -> list[str]:

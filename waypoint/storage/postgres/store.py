@@ -28,6 +28,7 @@ from waypoint.storage.errors import (
 )
 from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.postgres.listener import Listener, ListenerError
+from waypoint.storage.postgres.notifier import Notifier
 from waypoint.storage.postgres.schema import PgSchemaAdmin
 from waypoint.storage.protocol import DBOS_MESSAGE_CHANNEL, NOTIFY_CHANNEL
 from waypoint.storage.records import (
@@ -119,6 +120,9 @@ class PgDialect(Dialect):
 
     def prefix_param(self, prefix: str) -> str:
         return _like_prefix(prefix)
+
+    def in_subquery(self, column: str, subquery: str) -> str:
+        return f"{column} = ANY(ARRAY({subquery}))"
 
     least = "LEAST"
     greatest = "GREATEST"
@@ -220,14 +224,28 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
         self._records: GroupCommitter[StepRecord, RecordOutcome] = GroupCommitter(
             self._record_one, self._record_many, max_leaders=max(1, self.pool_size // 4)
         )
+        self._notifier = Notifier(self._send_wakeups)
 
     # -- plumbing -------------------------------------------------------------------------------
     def open(self) -> None:
         self._pool.open(wait=False)
 
     def close(self) -> None:
+        self._notifier.stop()
         self._closed.set()
         self._pool.close(timeout=5)
+
+    deferred_wakeups = True
+
+    def _wake_after_commit(self, *keys: str) -> None:
+        self._notifier.post(*keys)
+
+    def _send_wakeups(self, keys: list[str]) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) FROM unnest(%(keys)s::text[]) k",
+                {"keys": keys},
+            )
 
     def _all_raw(self, sql: str, params: Params) -> list[Row]:
         with self._pool.connection() as conn:
@@ -303,56 +321,46 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
         vals = ", ".join(
             "%(attributes)s::jsonb" if c == "attributes" else f"%({c})s" for c in INIT_COLUMNS
         )
-        # Enqueues wake dispatchers everywhere: 'q:' for ready work, 't:' for a new timer.
-        wake = (
-            f", pg_notify('{NOTIFY_CHANNEL}', CASE WHEN status = 'DELAYED' THEN 't:' "
-            "ELSE 'q:' END || queue_name)"
+        # Enqueues wake dispatchers everywhere ('q:' for ready work, 't:' for a new timer),
+        # after the commit (``_wake_after_commit``).
+        returning = "RETURNING owner_xid"
+        self._sql_init = (
+            f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
+            f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}"
         )
-        self._sql_init = {}
-        self._sql_init_child = {}
-        for enqueue in (False, True):
-            returning = "RETURNING owner_xid" + (wake if enqueue else "")
-            self._sql_init[enqueue] = (
-                f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
-                f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}"
-            )
-            # Child start: the child's row and the parent's checkpoint in one statement, both
-            # fenced on the parent still being owned by the calling execution.
-            # The child's row is written only from the parent's link as it now stands: one
-            # that this run recorded and that names this child (never an orphan row when the
-            # position belongs to another run or names another child).
-            self._sql_init_child[enqueue] = (
-                f"WITH fence AS (SELECT 1 AS ok FROM {ws} "
-                "WHERE workflow_uuid = %(parent)s AND owner_xid = %(powner)s), "
-                f"link AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
-                "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, owner_xid, "
-                "application_name) SELECT %(parent)s, %(fid)s, %(fname)s, %(workflow_uuid)s, "
-                "%(lt)s, %(lt)s, %(powner)s, %(application_name)s FROM fence "
-                "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
-                f"SET owner_xid = {oo}.owner_xid "
-                "RETURNING child_workflow_id, function_name, owner_xid), "
-                f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM link "
-                "WHERE link.child_workflow_id = %(workflow_uuid)s "
-                "AND link.owner_xid = %(powner)s "
-                f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}) "
-                "SELECT (SELECT owner_xid FROM ins), (SELECT count(*) FROM fence), "
-                "link.child_workflow_id, link.function_name, link.owner_xid "
-                "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
-            )
+        # Child start: the child's row and the parent's checkpoint in one statement, both
+        # fenced on the parent still being owned by the calling execution.
+        # The child's row is written only from the parent's link as it now stands: one
+        # that this run recorded and that names this child (never an orphan row when the
+        # position belongs to another run or names another child).
+        self._sql_init_child = (
+            f"WITH fence AS (SELECT 1 AS ok FROM {ws} "
+            "WHERE workflow_uuid = %(parent)s AND owner_xid = %(powner)s), "
+            f"link AS (INSERT INTO {oo} (workflow_uuid, function_id, function_name, "
+            "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, owner_xid, "
+            "application_name) SELECT %(parent)s, %(fid)s, %(fname)s, %(workflow_uuid)s, "
+            "%(lt)s, %(lt)s, %(powner)s, %(application_name)s FROM fence "
+            "ON CONFLICT (workflow_uuid, function_id) DO UPDATE "
+            f"SET owner_xid = {oo}.owner_xid "
+            "RETURNING child_workflow_id, function_name, owner_xid), "
+            f"ins AS (INSERT INTO {ws} ({cols}) SELECT {vals} FROM link "
+            "WHERE link.child_workflow_id = %(workflow_uuid)s "
+            "AND link.owner_xid = %(powner)s "
+            f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}) "
+            "SELECT (SELECT owner_xid FROM ins), (SELECT count(*) FROM fence), "
+            "link.child_workflow_id, link.function_name, link.owner_xid "
+            "FROM (SELECT 1) AS one LEFT JOIN link ON TRUE"
+        )
         self._sql_existing = f"SELECT {EXISTING_COLUMNS} FROM {ws} WHERE workflow_uuid = %(id)s"
         # Many enqueues in one statement: the rows as one JSON document (psycopg's array
         # dumping costs more than the insert); dispatchers everywhere are woken once per
-        # queue, not once per row, in the same statement.
+        # queue, not once per row, after the commit.
         typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, 'text')}" for c in INIT_COLUMNS)
         picked = ", ".join(f"d.{c}::jsonb" if c == "attributes" else f"d.{c}" for c in INIT_COLUMNS)
         self._sql_init_many = (
-            f"WITH ins AS (INSERT INTO {ws} ({cols}) SELECT {picked} "
+            f"INSERT INTO {ws} ({cols}) SELECT {picked} "
             f"FROM json_to_recordset(%(rows)s::json) AS d({typed}) "
-            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid, status, queue_name), "
-            f"woke AS (SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) AS n FROM (SELECT DISTINCT "
-            "CASE WHEN status = 'DELAYED' THEN 't:' ELSE 'q:' END || queue_name AS k "
-            "FROM ins WHERE queue_name IS NOT NULL) AS keys) "
-            "SELECT ins.workflow_uuid FROM ins, woke"
+            "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid"
         )
         # A step checkpoint in one statement: fenced on the run still owning the workflow
         # (a superseded run inserts nothing), idempotent on retry (the row names its writer),
@@ -381,14 +389,14 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
     # -- workflows ------------------------------------------------------------------------------
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome:
         params = init_params(wf)
-        enqueued = wf.status != "PENDING"
         if link is None:
             try:
-                row = self._one(self._sql_init[enqueued], params, "start workflow")
+                row = self._one(self._sql_init, params, "start workflow")
             except pgerr.UniqueViolation as exc:
                 raise_if_dedup(exc, wf)
                 raise
             if row is not None:
+                self._woken_by(wf)
                 return created_outcome(wf)
         else:
             params.update(
@@ -399,7 +407,7 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
                 lt=link.started_at_epoch_ms,
             )
             try:
-                row = self._one(self._sql_init_child[enqueued], params, "start child workflow")
+                row = self._one(self._sql_init_child, params, "start child workflow")
             except pgerr.UniqueViolation as exc:
                 raise_if_dedup(exc, wf)
                 raise
@@ -413,8 +421,29 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
                 outcome.linked_function_name = linked_name
                 return outcome
             if child_owner is not None:
+                self._woken_by(wf)
                 return created_outcome(wf)
         return self._existing(wf)
+
+    def _woken_by(self, wf: NewWorkflow) -> None:
+        """A new ENQUEUED (or DELAYED) row wakes dispatchers (or timers) everywhere."""
+        if wf.status != "PENDING" and wf.queue_name is not None:
+            self._wake_after_commit(("t:" if wf.status == "DELAYED" else "q:") + wf.queue_name)
+
+    def init_workflows(
+        self,
+        wfs: Sequence[NewWorkflow],
+        check: Optional[Callable[[list[InitOutcome]], None]] = None,
+    ) -> list[InitOutcome]:
+        outcomes = super().init_workflows(wfs, check)
+        woken = {
+            ("t:" if wf.status == "DELAYED" else "q:") + wf.queue_name
+            for wf, out in zip(wfs, outcomes, strict=True)
+            if out.created and wf.status != "PENDING" and wf.queue_name is not None
+        }
+        if woken:
+            self._wake_after_commit(*sorted(woken))
+        return outcomes
 
     def _insert_many(self, cur: Cursor, wfs: Sequence[NewWorkflow]) -> set[str]:
         rows = [{k: v for k, v in init_params(wf).items() if v is not None} for wf in wfs]

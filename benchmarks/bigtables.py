@@ -1,0 +1,320 @@
+"""Cost as the tables grow: the hot and the periodic statements of the system database,
+timed with 10,000 and with 1,000,000 finished workflows, with their EXPLAIN plans.
+
+    .venv/bin/python benchmarks/bigtables.py [--sizes 10000,1000000] [--reps 15]
+        [--out benchmarks/results/bigtables.md]
+
+Each size gets its own database (``bench_big_<size>``), migrated by Waypoint, then filled
+with ``generate_series`` (no workflow is run): ``size`` finished workflows (SUCCESS, 5 %
+ERROR, spread over 30 days, a tenth of them on queues, names/users/executors/versions in
+small sets), 5 step rows each, and a backlog of ``size / 10`` ENQUEUED workflows in the
+queue ``backlog``. Each operation then runs ``--reps`` times through the store (the SQL
+Waypoint issues, without the Python above it) and its median is reported; the statements it
+issued are captured and EXPLAINed (plans of the largest size). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from waypoint.storage.protocol import (
+    ClaimRequest,
+    ListFilter,
+    NewWorkflow,
+    RecoveryRequest,
+    RetentionRequest,
+    StepRecord,
+)
+from waypoint.storage.registry import open_url
+
+PG_BASE = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+DAY_MS = 86_400_000
+T_END = 1_780_000_000_000  # the newest finished workflow's created_at
+EXECUTOR = "bench-exec"
+QUEUED = ["ENQUEUED", "PENDING", "DELAYED"]  # list_queued_workflows' default
+
+FILL = """
+INSERT INTO dbos.workflow_status (workflow_uuid, status, name, authenticated_user,
+    output, error, executor_id, created_at, updated_at, application_version,
+    application_id, class_name, config_name, recovery_attempts, queue_name,
+    workflow_timeout_ms, workflow_deadline_epoch_ms, started_at_epoch_ms,
+    deduplication_id, inputs, priority, queue_partition_key, forked_from, owner_xid,
+    parent_workflow_id, serialization, completed_at, application_name)
+SELECT 'wf-' || lpad(i::text, 8, '0'),
+    CASE WHEN i %% 20 = 0 THEN 'ERROR' ELSE 'SUCCESS' END,
+    'bench.fn_' || (i %% 50), 'user-' || (i %% 20),
+    CASE WHEN i %% 20 = 0 THEN NULL ELSE '{"v": ' || i || '}' END,
+    CASE WHEN i %% 20 = 0 THEN '{"error": "boom"}' END,
+    'exec-' || (i %% 8), %(t0)s + i * %(gap)s, %(t0)s + i * %(gap)s + 10,
+    'v' || (i %% 4), 'app', NULL, NULL, 1,
+    CASE WHEN i %% 10 = 0 THEN 'q' || (i %% 7) END, NULL, NULL,
+    %(t0)s + i * %(gap)s + 1, NULL, '{"args": [' || i || '], "kwargs": {}}', 0, NULL,
+    CASE WHEN i %% 1000 = 0 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
+    md5(i::text), CASE WHEN i %% 100 = 1 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
+    'json', %(t0)s + i * %(gap)s + 10, 'bench'
+FROM generate_series(1::bigint, %(n)s) AS i
+"""
+FILL_STEPS = """
+INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output,
+    started_at_epoch_ms, completed_at_epoch_ms, serialization, owner_xid, application_name)
+SELECT 'wf-' || lpad(i::text, 8, '0'), f, 'bench.step_' || f, '"' || f || '"',
+    %(t0)s + i * %(gap)s + f, %(t0)s + i * %(gap)s + f + 1, 'json', md5(i::text), 'bench'
+FROM generate_series(1::bigint, %(n)s) AS i, generate_series(1, 5) AS f
+"""
+FILL_BACKLOG = """
+INSERT INTO dbos.workflow_status (workflow_uuid, status, name, created_at, updated_at,
+    application_version, recovery_attempts, queue_name, inputs, priority, owner_xid,
+    serialization, application_name)
+SELECT 'bk-' || lpad(i::text, 8, '0'), 'ENQUEUED', 'bench.fn_q', %(t1)s + i, %(t1)s + i,
+    'v-bench', 0, 'backlog', '{"args": [], "kwargs": {}}', 0, md5(i::text), 'json', 'bench'
+FROM generate_series(1::bigint, %(n)s) AS i
+"""
+
+
+def db_url(name: str) -> str:
+    return f"{PG_BASE}/{name}"
+
+
+def build(size: int) -> str:
+    """A fresh database of ``size`` finished workflows (and the rest); returns its name."""
+    name = f"bench_big_{size}"
+    with psycopg.connect(db_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    store = open_url(db_url(name), application_name="bench-build")
+    store.migrate()
+    store.close()
+    t0 = T_END - 30 * DAY_MS
+    gap = 30 * DAY_MS // size
+    began = time.time()
+    with psycopg.connect(db_url(name), autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        conn.execute(FILL, {"n": size, "t0": t0, "gap": gap})
+        conn.execute(FILL_STEPS, {"n": size, "t0": t0, "gap": gap})
+        conn.execute(FILL_BACKLOG, {"n": size // 10, "t1": T_END + DAY_MS})
+        conn.execute("VACUUM ANALYZE")
+    print(f"[bigtables] built {name} in {time.time() - began:.0f} s", file=sys.stderr)
+    return name
+
+
+class Capture:
+    """Records every statement psycopg executes while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seen: list[tuple[str, Any]] = []
+        original = psycopg.Cursor.execute
+        capture = self
+
+        def execute(cur: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+            if capture.on:
+                capture.seen.append((str(query), params))
+            return original(cur, query, params, **kw)
+
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign,assignment]
+
+
+def new_workflow(status: str, queue: str | None = None) -> NewWorkflow:
+    wid = f"new-{uuid.uuid4()}"
+    now = int(time.time() * 1000)
+    return NewWorkflow(
+        workflow_id=wid,
+        status=status,
+        name="bench.fn_new",
+        class_name=None,
+        config_name=None,
+        inputs='{"args": [], "kwargs": {}}',
+        serialization="json",
+        owner_xid=uuid.uuid4().hex,
+        executor_id=EXECUTOR if status == "PENDING" else None,
+        application_version="v-bench",
+        application_id=None,
+        application_name="bench",
+        created_at=now,
+        queue_name=queue,
+        recovery_attempts=0 if queue else 1,
+    )
+
+
+def operations(store: Any, size: int) -> dict[str, Callable[[int], Any]]:
+    """Each operation, given its repetition number."""
+    t0 = T_END - 30 * DAY_MS
+    gap = 30 * DAY_MS // size
+    mine = new_workflow("PENDING")
+    store.init_workflow(mine, None)
+    gc_cut = [t0]
+
+    def page(**kw: Any) -> Callable[[int], Any]:
+        # As DBOS.list_workflows asks: this application's rows (and those of none).
+        flt = ListFilter(limit=100, load_input=False, application_name="bench", **kw)
+        return lambda r: store.list_workflows(flt)
+
+    def gc(r: int) -> Any:
+        gc_cut[0] += 200 * gap  # one batch of 200 of the oldest
+        return store.garbage_collect(RetentionRequest(gc_cut[0], None, None, batch_size=200))
+
+    def claim(queue: str, limit: int) -> Callable[[int], Any]:
+        return lambda r: store.claim(
+            ClaimRequest(queue, limit, EXECUTOR, "v-bench", "bench", uuid.uuid4().hex),
+            int(time.time() * 1000),
+        )
+
+    mid = f"wf-{size // 2:08d}"
+    return {
+        "enqueue": lambda r: store.init_workflow(new_workflow("ENQUEUED", "backlog"), None),
+        "claim (backlog queue, 1 row)": claim("backlog", 1),
+        "step checkpoint": lambda r: store.record_step(
+            StepRecord(
+                mine.workflow_id,
+                r + 1,
+                "bench.step",
+                '"x"',
+                None,
+                "json",
+                mine.owner_xid,
+                1,
+                2,
+                application_name="bench",
+            )
+        ),
+        "get_workflow_status": lambda r: store.get_workflow(f"wf-{(r * 7919) % size + 1:08d}"),
+        "list_workflows (no filter, oldest first)": page(),
+        "list_workflows (no filter, newest first)": page(sort_desc=True),
+        "list_workflows status=ERROR": page(status=["ERROR"], sort_desc=True),
+        "list_workflows status=PENDING": page(status=["PENDING"], sort_desc=True),
+        "list_workflows name": page(name=["bench.fn_7"], sort_desc=True),
+        "list_workflows app_version": page(app_version=["v2"], sort_desc=True),
+        "list_workflows user": page(user=["user-3"], sort_desc=True),
+        "list_workflows queue_name": page(queue_name=["q3"], sort_desc=True),
+        "list_workflows executor_id": page(executor_id=["exec-5"], sort_desc=True),
+        "list_workflows time window": page(
+            start_time_ms=t0 + (size // 2) * gap, end_time_ms=t0 + (size // 2 + 500) * gap
+        ),
+        "list_workflows workflow_ids": page(workflow_ids=[mid, "wf-00000042"]),
+        "list_workflows id prefix": page(workflow_id_prefix=[mid[:-2]]),
+        "list_workflows parent": page(parent_workflow_id=[f"wf-{size // 2 + 100:08d}"]),
+        "list_workflows forked_from": page(forked_from=[f"wf-{size // 2 - 1:08d}"]),
+        "list_workflows completed_after": page(completed_after=T_END - DAY_MS, sort_desc=True),
+        "list_queued_workflows": page(queues_only=True, status=QUEUED),
+        "list_queued_workflows (one queue)": page(
+            queues_only=True, queue_name=["backlog"], status=QUEUED
+        ),
+        "recovery scan at launch": lambda r: store.recover_pending(
+            RecoveryRequest(
+                ["exec-3", EXECUTOR + "-gone"],
+                "v-bench",
+                "bench",
+                "_dbos_internal_queue",
+                int(time.time() * 1000),
+            )
+        ),
+        "GC batch (200 oldest)": gc,
+        "idle: claim from an empty queue": claim("idle-queue", 16),
+        "idle: promote due delayed": lambda r: store.promote_delayed(int(time.time() * 1000)),
+        "idle: next delayed": lambda r: store.next_delayed(),
+        "idle: list database queues": lambda r: store.list_queues("bench"),
+    }
+
+
+def measure(
+    sizes: list[int], reps: int, cap: Capture
+) -> tuple[dict[int, dict[str, float]], dict[str, list[str]]]:
+    """Each operation at every size in turn, repetition by repetition, so a change in the
+    machine's load (it is shared) hits every size alike; medians per size, and the plans of
+    the statements at the largest size."""
+    stores = {
+        size: open_url(db_url(f"bench_big_{size}"), application_name="bench-big") for size in sizes
+    }
+    try:
+        for store in stores.values():
+            store.open()
+        ops = {size: operations(store, size) for size, store in stores.items()}
+        times: dict[int, dict[str, float]] = {size: {} for size in sizes}
+        plans: dict[str, list[str]] = {}
+        for label in ops[sizes[0]]:
+            samples: dict[int, list[float]] = {size: [] for size in sizes}
+            for size in sizes:
+                ops[size][label](0)  # warm-up (and the plan cache)
+            for r in range(1, reps + 1):
+                for size in sizes:
+                    cap.on, cap.seen = size == sizes[-1] and r == 1, []
+                    t = time.perf_counter()
+                    ops[size][label](r)
+                    samples[size].append((time.perf_counter() - t) * 1000)
+                    if cap.on:
+                        cap.on = False
+                        plans[label] = explain(f"bench_big_{size}", cap.seen)
+            for size in sizes:
+                times[size][label] = statistics.median(samples[size])
+        return times, plans
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def explain(name: str, statements: list[tuple[str, Any]]) -> list[str]:
+    out: list[str] = []
+    with psycopg.connect(db_url(name), autocommit=True) as conn:
+        for sql, params in statements:
+            head = sql.lstrip().split(None, 1)[0].upper()
+            if head not in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
+                continue
+            if "pg_advisory_xact_lock" in sql or sql.strip() == "SELECT 1":
+                continue
+            try:
+                rows = conn.execute("EXPLAIN (COSTS OFF) " + sql, params).fetchall()
+            except psycopg.Error as exc:
+                out.append(f"(no plan: {exc})")
+                continue
+            out.append("\n".join(r[0] for r in rows))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="10000,1000000")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bigtables.md"))
+    ap.add_argument("--no-build", action="store_true", help="reuse the databases")
+    a = ap.parse_args()
+    sizes = [int(s) for s in a.sizes.split(",")]
+    cap = Capture()
+    if not a.no_build:
+        for size in sizes:
+            build(size)
+    results, plans = measure(sizes, a.reps, cap)
+    small, big = sizes[0], sizes[-1]
+    lines = [
+        f"| operation | {small:,} rows (ms) | {big:,} rows (ms) | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label in results[small]:
+        s, b = results[small][label], results[big][label]
+        lines.append(f"| {label} | {s:.2f} | {b:.2f} | {b / s:.2f} |")
+    lines.append("")
+    lines.append(f"Plans at {big:,} rows:\n")
+    for label, ps in plans.items():
+        lines.append(f"**{label}**\n\n```")
+        lines.extend(ps or ["(no statement)"])
+        lines.append("```\n")
+    text = "\n".join(lines)
+    Path(a.out).parent.mkdir(exist_ok=True)
+    Path(a.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
--- Waypoint schema version 9: indexes so the first page of a listing costs the same with a
+-- Waypoint schema version 10: indexes so the first page of a listing costs the same with a
 -- million finished workflows as with ten thousand (benchmarks/bigtables.py).
 -- Workflows waiting or running, oldest first (list_queued_workflows across queues, the
 -- PENDING/ENQUEUED listings): read in order from the live rows only, never past the

@@ -32,6 +32,7 @@ RANK = {
 # Imports between packages of the same rank that are allowed (and acyclic by construction).
 SIDEWAYS = {
     ("admin", "_api"),
+    ("admin", "console"),  # the admin server mounts the console's pages
     ("cli", "_api"),
     ("cli", "admin"),
     ("console", "_api"),
@@ -39,7 +40,7 @@ SIDEWAYS = {
 }
 # What the thin surfaces may use.
 ONLY = {
-    "admin": {"admin", "_api", "error", "__version__"},
+    "admin": {"admin", "_api", "console", "error", "__version__"},
     "cli": {"cli", "admin", "_api", "error", "__version__"},
     "console": {"console", "_api", "error", "__version__"},
 }
@@ -129,7 +130,7 @@ def test_the_layer_check_finds_wrong_imports() -> None:
     }
     assert _violations(graph) == [
         "waypoint.admin.routes -> waypoint.core.runtime (admin may use only "
-        "['__version__', '_api', 'admin', 'error'])",
+        "['__version__', '_api', 'admin', 'console', 'error'])",
         "waypoint.core.engine -> waypoint.queues.dispatcher (points up from core to queues)",
         "waypoint.queues.model -> waypoint.scheduling.cron (points up from queues to scheduling)",
         "waypoint.storage.x -> waypoint.error (points up from storage to error)",

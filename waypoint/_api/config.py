@@ -34,6 +34,7 @@ class DBOSConfig(TypedDict, total=False):
     admin_port: Optional[int]
     admin_host: Optional[str]
     admin_token: Optional[str]
+    admin_read_only_token: Optional[str]  # Waypoint extension: a read-only console login
     max_executor_threads: Optional[int]
     use_listen_notify: Optional[bool]
     run_migrations: Optional[bool]

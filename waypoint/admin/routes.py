@@ -290,3 +290,27 @@ def routes(ops: Ops) -> RouteTable:
     table.add("POST", "/workflows/{workflow_id}/restart", restart)
     table.add("POST", "/workflows/{workflow_id}/fork", fork)
     return table
+
+
+# Endpoints that act on the application process itself; the standalone console has none.
+NEEDS_APPLICATION = {"/deactivate", "/dbos-workflow-recovery", "/metrics"}
+
+
+def standalone_routes(ops: Ops) -> RouteTable:
+    """DBOS's admin endpoints for ``waypoint console``, which runs beside no application: the
+    ones that read and manage the database work as in an application; the ones that act on an
+    application process (deactivate it, recover work into it, its metrics) answer 503."""
+    table = routes(ops)
+
+    def no_application(req: Request) -> Response:
+        raise ApiError(
+            503,
+            "no_application",
+            f"{req.path} acts on an application process; this server (waypoint console) "
+            "runs beside none: call the application's own admin server",
+        )
+
+    for route in table.routes:
+        if route.pattern in NEEDS_APPLICATION:
+            route.handler = no_application
+    return table

@@ -20,7 +20,8 @@ import logging
 import socket
 import sys
 import threading
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import h11
 import uvicorn
@@ -29,6 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from waypoint.admin.api import RequestLimits
 from waypoint.admin.app import build_app
+from waypoint.admin.mount import Console
 from waypoint.admin.routing import RouteTable
 
 logger = logging.getLogger("waypoint")
@@ -111,7 +113,7 @@ class HttpServer:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
-        self.on_stop: list[Any] = []  # callables run when the server stops (feeds, sessions)
+        self.on_stop: list[Callable[[], None]] = []  # run when the server stops (the feed)
 
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._sock]))
@@ -143,8 +145,9 @@ class HttpServer:
 
 
 class AdminServer(HttpServer):
-    """The admin server of a launched application: ``table``'s endpoints (``self.table``:
-    routes added to it later are served too) and, when given, the console."""
+    """The admin server of a launched application (or of ``waypoint console``): ``table``'s
+    endpoints (``self.table``: routes added to it later are served too) and, when given, the
+    console at ``/console/``."""
 
     name = "admin"
 
@@ -155,11 +158,15 @@ class AdminServer(HttpServer):
         port: int,
         token: Optional[str],
         *,
-        console: Optional[Any] = None,
+        console: Optional[Console] = None,
     ) -> None:
         self.table = table
         self.token = token
-        super().__init__(build_app(table, token, console), host, port, thread_name="waypoint-admin")
+        self.console = console
+        app = build_app(table, token, console.app if console is not None else None)
+        super().__init__(app, host, port, thread_name="waypoint-admin")
+        if console is not None:
+            self.on_stop.append(console.close)
 
     def start(self) -> None:
         super().start()

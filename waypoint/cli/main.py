@@ -424,6 +424,71 @@ def metrics(
     typer.echo(database_exposition(ops.engine()).decode(), nl=False)
 
 
+@app.command("console")
+def console_command(
+    sys_db_url: Optional[str] = UrlOpt,
+    schema: str = SchemaOpt,
+    port: int = typer.Option(3002, "--port", "-p", help="TCP port to serve on."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind (loopback unless you mean otherwise)."
+    ),
+    admin_token: Optional[str] = typer.Option(
+        None,
+        "--admin-token",
+        envvar="DBOS__ADMIN_TOKEN",
+        help="Require this token (login page, bearer token for the API). Prefer the variable.",
+    ),
+    read_only_token: Optional[str] = typer.Option(
+        None,
+        "--read-only-token",
+        envvar="WAYPOINT_ADMIN_READ_ONLY_TOKEN",
+        help="Also accept this token for a read-only console login.",
+    ),
+) -> None:
+    """Serve the console (and the admin API) for a system database, with no application
+    process: PostgreSQL or SQLite. Stop with Ctrl-C."""
+    from waypoint.admin.mount import Console
+    from waypoint.admin.routes import standalone_routes
+    from waypoint.admin.server import AdminServer
+
+    if not 0 <= port <= 65535:
+        _fail(CliFailure(f"--port must be a TCP port number, got {port}", "e.g. --port 3002"))
+    if read_only_token and not admin_token:
+        _fail(
+            CliFailure(
+                "--read-only-token needs --admin-token",
+                "without an admin token the console is open to whoever reaches the port",
+            )
+        )
+    ops = database.open_ops(resolve_url(sys_db_url), schema=schema, pool_size=8)
+    engine = ops.engine()
+    try:
+        engine.start_listening()  # PostgreSQL: live updates by LISTEN/NOTIFY
+    except Exception as exc:
+        typer.echo(f"live updates will poll: {exc}", err=True)
+    console = Console(
+        ops,
+        admin_token=admin_token or None,
+        read_only_token=read_only_token or None,
+        bound_host=host,
+    )
+    try:
+        server = AdminServer(
+            standalone_routes(ops), host, port, admin_token or None, console=console
+        )
+    except OSError as exc:
+        engine.stop_listening()
+        engine.store.close()
+        _fail(CliFailure(f"cannot listen on {host}:{port}: {exc}", "choose another --port"))
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"Waypoint console on http://{shown}:{server.port}/console/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    finally:
+        engine.stop_listening()
+        engine.store.close()
+
+
 @queue_app.command("list")
 def queue_list(
     sys_db_url: Optional[str] = UrlOpt,

@@ -51,6 +51,7 @@ KNOWN_KEYS = frozenset(
         "admin_port",
         "admin_host",
         "admin_token",
+        "admin_read_only_token",
         "max_executor_threads",
         "use_listen_notify",
         "run_migrations",
@@ -139,6 +140,8 @@ class RuntimeConfig:
     admin_port: int = 3001
     admin_host: str = "127.0.0.1"
     admin_token: Optional[str] = None
+    # Waypoint extension: a console login that sees everything and changes nothing.
+    admin_read_only_token: Optional[str] = None
     polling_interval_sec: float = 1.0
     dead_executor_recovery_sec: Optional[float] = None
     # Waypoint's own: on SIGTERM, drain for up to this long and hand the rest back.
@@ -230,6 +233,23 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     if not isinstance(admin_port, int) or not 0 <= admin_port <= 65535:
         raise DBOSInitializationError(f"admin_port must be a TCP port number, got {admin_port!r}")
 
+    admin_token = config.get("admin_token") or os.environ.get("DBOS__ADMIN_TOKEN") or None
+    read_only_token = (
+        config.get("admin_read_only_token")
+        or os.environ.get("WAYPOINT_ADMIN_READ_ONLY_TOKEN")
+        or None
+    )
+    for key, token in (("admin_token", admin_token), ("admin_read_only_token", read_only_token)):
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise DBOSInitializationError(f"{key} must be a non-empty string")
+    if read_only_token is not None and admin_token is None:
+        raise DBOSInitializationError(
+            "admin_read_only_token needs admin_token: without an admin token the console is "
+            "open to anyone who reaches the port, so a read-only login would protect nothing"
+        )
+    if read_only_token is not None and read_only_token == admin_token:
+        raise DBOSInitializationError("admin_read_only_token must differ from admin_token")
+
     return RuntimeConfig(
         name=name,
         system_database_url=url,
@@ -247,7 +267,8 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         run_admin_server=bool(config.get("run_admin_server", False)),
         admin_port=admin_port,
         admin_host=str(config.get("admin_host") or "127.0.0.1"),
-        admin_token=config.get("admin_token") or os.environ.get("DBOS__ADMIN_TOKEN") or None,
+        admin_token=admin_token,
+        admin_read_only_token=read_only_token,
         polling_interval_sec=float(interval),
         dead_executor_recovery_sec=_positive_number(config, "dead_executor_recovery_sec"),
         shutdown_grace_sec=_positive_number(config, "shutdown_grace_sec"),

@@ -100,6 +100,10 @@ class Walker:
         self.methods: dict[str, list[Node]] = {}  # bare name of a registered method -> nodes
         self.by_workflow_name: dict[str, Node] = {}
         self.roots: set[str] = set()
+        # Each function's normalized code and direct references, once per launch: a step
+        # reached by many workflows is read once (reading source is the expensive part).
+        self._texts: dict[int, str] = {}
+        self._edges: dict[int, list[Node]] = {}
         for info in registry.workflows.values():
             node = Node(f"workflow {info.name}", info.func)
             self._index(node, info.func, info.wrapper)
@@ -206,11 +210,23 @@ class Walker:
             if id(node.func) in seen:
                 continue
             seen[id(node.func)] = node
-            for ref in self.references(node.func):
-                found = ref if isinstance(ref, Node) else self._resolve(ref)
-                if found is not None and id(found.func) not in seen:
-                    todo.append(found)
+            todo.extend(n for n in self._direct(node) if id(n.func) not in seen)
         return list(seen.values())
+
+    def _direct(self, node: Node) -> list[Node]:
+        key = id(node.func)
+        if key not in self._edges:
+            found = (
+                r if isinstance(r, Node) else self._resolve(r) for r in self.references(node.func)
+            )
+            self._edges[key] = [n for n in found if n is not None]
+        return self._edges[key]
+
+    def _text(self, node: Node) -> str:
+        key = id(node.func)
+        if key not in self._texts:
+            self._texts[key] = code_text(node.func)
+        return self._texts[key]
 
     def _resolve(self, obj: Any) -> Optional[Node]:
         return self.registered(obj) or self._application_function(obj)
@@ -219,7 +235,7 @@ class Walker:
         root = self.by_workflow_name.get(workflow_name)
         if root is None:
             return None
-        parts = sorted({f"{n.label}\n{code_text(n.func)}" for n in self.reach(root)})
+        parts = sorted({f"{n.label}\n{self._text(n)}" for n in self.reach(root)})
         hasher = hashlib.sha256(SCHEME.encode())
         for part in parts:
             hasher.update(b"\x00" + part.encode())

@@ -9,6 +9,7 @@ change the version while any change to what the code does, does.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import textwrap
@@ -18,7 +19,10 @@ from typing import Any
 from waypoint.__version__ import VERSION as _LIBRARY_VERSION
 
 
+@functools.lru_cache(maxsize=4096)
 def normalized_source(func: Callable[..., Any]) -> str:
+    """The function's syntax tree without docstrings, as text (cached: the application
+    version and the workflow fingerprints read the same functions at launch)."""
     source = textwrap.dedent(inspect.getsource(func))
     try:
         tree = ast.parse(source)

@@ -339,14 +339,17 @@ class SqlCore(ABC):
             f"WHERE {OWNED} ORDER BY version_timestamp DESC LIMIT 1))"
         )
         if compatible:
-            both = (
-                f"FROM {self.d.t('workflow_fingerprints')} f WHERE f.workflow_name = {ws}.name "
-                f"AND f.application_version IN ({ws}.application_version, %(ver)s)"
+            # The (version, workflow) pairs with one fingerprint, the one this version has for
+            # that workflow: a small set, computed once per statement (not once per row).
+            fp = self.d.t("workflow_fingerprints")
+            pairs = (
+                f"SELECT o.application_version, o.workflow_name FROM {fp} o JOIN {fp} m "
+                "ON m.workflow_name = o.workflow_name AND m.application_version = %(ver)s "
+                "GROUP BY o.application_version, o.workflow_name "
+                "HAVING COUNT(DISTINCT o.fingerprint) = 1 AND COUNT(DISTINCT m.fingerprint) = 1 "
+                "AND MIN(o.fingerprint) = MIN(m.fingerprint)"
             )
-            rule += (
-                f" OR ((SELECT COUNT(DISTINCT f.fingerprint) {both}) = 1 "
-                f"AND (SELECT COUNT(DISTINCT f.application_version) {both}) = 2)"
-            )
+            rule += f" OR ({ws}.application_version, {ws}.name) IN ({pairs})"
         return f"({rule})"
 
     def _claim_set(self) -> str:

@@ -20,7 +20,7 @@ from tests.console_browser import (
     shots_dir,
     start_browser,
 )
-from waypoint import DBOS, Queue, SetWorkflowID
+from waypoint import DBOS, Queue, SetEnqueueOptions, SetWorkflowID
 from waypoint.core.types import WorkflowSerializationFormat
 
 pytestmark = [
@@ -46,6 +46,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def define(dbos: type[DBOS]) -> SimpleNamespace:
     """An application with the kinds of thing the console shows, launched."""
     queue = Queue("orders", concurrency=4)
+    tenants = Queue("tenants", partition_concurrency=1)
 
     @DBOS.step()
     def reserve(n: int) -> int:
@@ -79,7 +80,9 @@ def define(dbos: type[DBOS]) -> SimpleNamespace:
         pass
 
     DBOS.launch()
-    return SimpleNamespace(queue=queue, order=order, waiter=waiter, ship=ship, nightly=nightly)
+    return SimpleNamespace(
+        queue=queue, tenants=tenants, order=order, waiter=waiter, ship=ship, nightly=nightly
+    )
 
 
 def status_of(wfid: str) -> str:
@@ -335,11 +338,15 @@ def test_every_page_renders(dbos: type[DBOS], browser: Any, shots: Path, backend
     for n in range(4):
         app.queue.enqueue(app.order, n).get_result()
     blocked = [app.queue.enqueue(app.waiter).workflow_id for _ in range(2)]
-    for wfid in blocked:
+    with SetEnqueueOptions(queue_partition_key="acme"):  # one runs, one waits its turn
+        parted = [app.tenants.enqueue(app.waiter).workflow_id for _ in range(2)]
+    for wfid in [*blocked, parted[0]]:
         wait_status(wfid, "PENDING")
     with serve_console() as url:
         browser.get(f"{url}/queues")
         loaded(browser, '#queues tr[data-queue="orders"]')
+        acme = [td.text for td in all_of(browser, '#queues tr[data-queue="tenants"] td')]
+        assert acme[:4] == ["tenants", "acme", "1", "1"]  # queue, partition, depth, in flight
         assert "declared in code" in text(browser, '#queues tr[data-queue="orders"]')
         assert text(browser, '#queues tr[data-queue="orders"] td:nth-child(4)') == "2"
         assert "concurrency 2" in text(browser, '#queues tr[data-queue="billing"]')
@@ -371,6 +378,6 @@ def test_every_page_renders(dbos: type[DBOS], browser: Any, shots: Path, backend
         assert "SUCCESS" in text(browser, "#ages")
         browser.save_screenshot(str(shots / "retention.png"))
 
-        for wfid in blocked:
+        for wfid in [*blocked, *parted]:
             DBOS.send(wfid, "done", "go")
             wait_status(wfid, "SUCCESS")

@@ -1,9 +1,12 @@
-"""Helpers for the console server tests: a logged-in httpx client, SSE readers."""
+"""Helpers for the console server tests: a logged-in httpx client, SSE readers, stopping a
+``waypoint console`` process."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import threading
 from typing import Any, Optional
 
@@ -65,3 +68,18 @@ class SseReader(threading.Thread):
 
     def close(self) -> None:
         self._client.close()
+
+
+def stop_console(proc: subprocess.Popen[str]) -> str:
+    """Interrupt a ``waypoint console`` process (killed if it does not stop); its output."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        rest = proc.stdout.read() if proc.stdout else ""
+        if proc.stdout:
+            proc.stdout.close()
+    return rest

@@ -1,6 +1,7 @@
 """The console as the admin server serves it, in headless Chromium: log in with the token,
 act with the session's CSRF token, fail a forged POST without it, and watch a status change
-arrive over the server-sent events stream (not polling)."""
+arrive over the server-sent events stream (not polling); and the same pages under the
+standalone ``waypoint console`` command, with no application process."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.console_browser import browser_missing, eventually, start_browser
-from waypoint import DBOS
+from tests.console_http import stop_console
+from waypoint import DBOS, DBOSClient, SetWorkflowID
 
 pytestmark = [
     pytest.mark.skipif(bool(browser_missing()), reason=browser_missing() or "browser ready"),
@@ -120,3 +122,54 @@ def test_a_status_change_arrives_over_the_event_stream(
     eventually(lambda: by(browser, cell).text == "SUCCESS", "the row to turn SUCCESS")
     assert browser.execute_script("return window.__sameDocument === true;")
     assert browser.execute_script("return document.body.dataset.live") == "events"
+
+
+def test_the_pages_under_the_standalone_command(db_url: str, browser: Any, backend: str) -> None:
+    from tests.integration.test_console_server import start_console
+
+    # An application made the database, left one workflow finished and one waiting, and left.
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={"name": "waypoint-test", "system_database_url": db_url})  # type: ignore[arg-type]
+
+    @DBOS.step()
+    def double(x: int) -> int:
+        return 2 * x
+
+    @DBOS.workflow()
+    def made(x: int) -> int:
+        return double(x)
+
+    @DBOS.workflow()
+    def stuck() -> None:
+        DBOS.recv("never", timeout_seconds=600)
+
+    DBOS.launch()
+    with SetWorkflowID("standalone-1"):
+        made(1)
+    with SetWorkflowID("standalone-stuck"):
+        DBOS.start_workflow(stuck)
+    eventually(
+        lambda: DBOS.get_workflow_status("standalone-stuck").status == "PENDING",  # type: ignore[union-attr]
+        "the waiting run",
+    )
+    DBOS.destroy(destroy_registry=True)
+
+    proc, base = start_console(db_url)
+    try:
+        browser.delete_all_cookies()
+        browser.get(f"{base}/console/workflows")
+        eventually(lambda: "standalone-1" in by(browser, "#workflows").text, "the list")
+        browser.get(f"{base}/console/workflow?id=standalone-1")
+        eventually(lambda: "double" in by(browser, "#timeline").text, "the timeline")
+        browser.get(f"{base}/console/workflow?id=standalone-stuck")
+        by(browser, "#cancel").click()
+        eventually(lambda: by(browser, "#status").text == "CANCELLED", "the cancellation")
+        browser.get(f"{base}/console/executors")
+        assert "go back on their queues" in by(browser, "main").text
+    finally:
+        stop_console(proc)
+    client = DBOSClient(system_database_url=db_url)
+    try:
+        assert client.get_workflow_status("standalone-stuck").status == "CANCELLED"  # type: ignore[union-attr]
+    finally:
+        client.destroy()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 
 from tests.admin_http import destroy_quickly
 from tests.conftest import BACKENDS
-from tests.console_http import SseReader, login, session
+from tests.console_http import SseReader, login, session, stop_console
 from waypoint import DBOS, DBOSClient, Queue, SetWorkflowID
 from waypoint.core.runtime import get_runtime
 from waypoint.error import DBOSInitializationError
@@ -415,16 +414,7 @@ def test_standalone_console(db_url: str) -> None:
         console.close()
     finally:
         client.destroy()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
-            rest = proc.stdout.read() if proc.stdout else ""
-            if proc.stdout:
-                proc.stdout.close()
+        rest = stop_console(proc)
     assert proc.returncode == 0, rest
 
 

@@ -15,7 +15,8 @@ then, until ``<stop_file>`` exists, repeatedly:
 Then it waits for all of them (and for every other ``chain`` workflow still PENDING or
 ENQUEUED: started with the stop file in place, a worker only finishes what it and its peer
 recover), sends "STOP" to the peer's collector, waits for its own
-collector, and prints one JSON line: ``{"pid", "started", "results", "received"}``.
+collector, and prints one JSON line: ``{"pid", "started", "results", "lost", "received"}``
+(``lost``: the workflows whose handle said they no longer exist).
 
 Inside the workflows, each step body writes 'start' and 'end' rows to the ledger (what really
 ran), ``chain`` writes ``ack:event:<id>:<key>`` once each ``set_event`` returned, and the
@@ -39,6 +40,7 @@ import ledger  # type: ignore[import-not-found]  # tests/crash/ledger.py, stdlib
 
 import waypoint.core.engine as engine_module
 from waypoint import DBOS, Queue, SetWorkflowID
+from waypoint.error import DBOSNonExistentWorkflowError
 
 DB_URL, LEDGER_PATH, NAME, PEER, STOP_FILE = sys.argv[1:6]
 LEDGER = ledger.Writer(LEDGER_PATH)
@@ -112,14 +114,21 @@ def main() -> None:
         LEDGER.event(f"ack:send:{msg}")
         i += 1
         time.sleep(0.1)
-    results = {h.workflow_id: h.get_result(polling_interval_sec=0.1) for h in handles}
+    results: dict[str, Any] = {}
+    lost: list[str] = []
+    for h in handles:
+        try:
+            results[h.workflow_id] = h.get_result(polling_interval_sec=0.1)
+        except DBOSNonExistentWorkflowError:  # its row was lost in the failover
+            lost.append(h.workflow_id)
     # Started again after a crash (the stop file was there at launch): the work recovered at
     # launch, and what the other worker recovers or dequeues, finishes first.
     while DBOS.list_workflows(status=["PENDING", "ENQUEUED"], name="chain"):
         time.sleep(0.1)
     DBOS.send(f"collector-{PEER}", "STOP", "in")
     received = own_collector.get_result(polling_interval_sec=0.1)
-    print(json.dumps({"pid": os.getpid(), "started": i, "results": results, "received": received}))
+    report = {"pid": os.getpid(), "started": i, "results": results, "lost": lost}
+    print(json.dumps({**report, "received": received}))
     DBOS.destroy()
 
 

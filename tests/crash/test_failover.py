@@ -12,10 +12,11 @@ primary is stopped hard (``pg_ctl stop -m immediate``) and the standby promoted.
   no process restarts, and the LISTEN connections move to the new primary (the workers run
   with no safety re-reads, so a message from the other process arrives only by NOTIFY).
 - Asynchronous replication: commits acknowledged by the primary but not yet streamed are
-  lost (the test makes that window wide by stopping the standby's WAL receiver with
-  SIGSTOP). What is lost is counted, and Waypoint fails safe: after the workers restart, a
-  step whose checkpoint was lost runs again, and every workflow that completes ran every
-  one of its steps.
+  lost (the tests make that window wide by stopping the primary's WAL sender with SIGSTOP).
+  What is lost is counted, and Waypoint fails safe: after the workers restart, a step whose
+  checkpoint was lost runs again, and every workflow that completes ran every one of its
+  steps; workers that survive the failover finish their work without a restart (a lost
+  completion is written again, a lost workflow is reported to its handle, no waiter hangs).
 
 The pause (from the kill to the first step that starts after the promotion) and the
 failover itself are measured and printed, never asserted: speed lives in benchmarks/.
@@ -290,24 +291,32 @@ def _state(server: PrivatePostgres) -> tuple[set[tuple[str, int]], dict[str, str
     return {(str(w), int(f)) for w, f in checkpoints}, {str(w): str(s) for w, s in statuses}
 
 
+def fail_over_losing_a_window(pair: Pair, w: Workload) -> tuple[float, dict[str, str]]:
+    """Fail over to the asynchronous standby with acknowledged commits it never received:
+    the primary's WAL sender stops (SIGSTOP) while the primary goes on acknowledging commits,
+    then the primary is killed (its postmaster SIGKILLs the stopped sender after 5 s, so
+    what it held is never sent) and the standby promoted. Returns the time just before the
+    kill and the workflows' statuses on the primary then."""
+    w.wait("work before the failover", lambda: len(w.step_starts_after(0)) >= 40)
+    sender = int(str(pair.primary.sql("SELECT pid FROM pg_stat_replication")[0][0]))
+    os.kill(sender, signal.SIGSTOP)
+    base = len(_state(pair.primary)[0])
+    w.wait("commits the standby has not received",
+           lambda: len(_state(pair.primary)[0]) >= base + 30)  # fmt: skip
+    statuses = _state(pair.primary)[1]
+    t_cut = time.time()
+    pair.primary.stop("immediate")
+    pair.standby.promote()
+    return t_cut, statuses
+
+
 def test_failover_to_an_asynchronous_standby_fails_safe(tmp_path: Path) -> None:
     with replicated_pair(synchronous=False) as pair:
         pair.primary.create_database("failover")
         w = Workload(pair.url("failover"), tmp_path)
         try:
             a, b = w.start()
-            w.wait("work before the failover", lambda: len(w.step_starts_after(0)) >= 40)
-            # Widen the window asynchronous replication always has: the primary's WAL sender
-            # stops (SIGSTOP) while the primary goes on acknowledging commits. At the immediate
-            # shutdown it cannot send what it holds (the postmaster SIGKILLs it after 5 s).
-            sender = int(str(pair.primary.sql("SELECT pid FROM pg_stat_replication")[0][0]))
-            os.kill(sender, signal.SIGSTOP)
-            base = len(_state(pair.primary)[0])
-            w.wait("commits the standby has not received",
-                   lambda: len(_state(pair.primary)[0]) >= base + 30)  # fmt: skip
-            t_cut = time.time()
-            pair.primary.stop("immediate")
-            pair.standby.promote()
+            t_cut, _ = fail_over_losing_a_window(pair, w)
             t_promoted = time.time()
             kept, statuses_after = _state(pair.standby)
             # A checkpoint was acknowledged once its workflow went on to the next step.
@@ -356,6 +365,43 @@ def test_failover_to_an_asynchronous_standby_fails_safe(tmp_path: Path) -> None:
                 "workflows": len(chains),
                 "expected_result": expected,
                 "outputs": [len(o["results"]) for o in outputs],
+            })  # fmt: skip
+        finally:
+            w.cleanup()
+
+
+def test_processes_surviving_a_failover_to_an_asynchronous_standby_finish_their_work(
+    tmp_path: Path,
+) -> None:
+    """The same lost window, but the workers go on to the end without a restart: no waiter
+    hangs (a workflow whose row was lost is reported as such to its handle), and every
+    workflow on the new primary completes. A completion the standby never received is
+    written again: the process sees the new timeline when its listener reconnects."""
+    with replicated_pair(synchronous=False) as pair:
+        pair.primary.create_database("failover")
+        w = Workload(pair.url("failover"), tmp_path)
+        try:
+            a, b = w.start()
+            _, statuses_before = fail_over_losing_a_window(pair, w)
+            finished_before = {wf for wf, st in statuses_before.items() if st == "SUCCESS"}
+            t_promoted = time.time()
+            _, statuses_after = _state(pair.standby)
+            lost_completions = {wf for wf in finished_before if statuses_after.get(wf) == "PENDING"}
+            w.wait("steps after the failover", lambda: len(w.step_starts_after(t_promoted)) >= 20)
+            w.stop_file.touch()
+            outputs = [a.wait_exit(300), b.wait_exit(300)]  # no waiter hangs
+
+            _, statuses_final = _state(pair.standby)
+            chains = {wf for wf in statuses_final if not wf.startswith("collector-")}
+            assert {wf: statuses_final[wf] for wf in chains} == {wf: "SUCCESS" for wf in chains}
+            lost = {wf for o in outputs for wf in o["lost"]}
+            assert not lost & set(statuses_final), "a workflow reported lost exists"
+            expected = sum(k * 10 for k in range(CHAIN_STEPS))
+            assert {v for o in outputs for v in o["results"].values()} <= {expected}
+            report("asynchronous, processes surviving", {
+                "completions_lost_then_rewritten": len(lost_completions),
+                "workflows_reported_lost": len(lost),
+                "workflows": len(chains),
             })  # fmt: skip
         finally:
             w.cleanup()

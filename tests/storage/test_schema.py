@@ -420,3 +420,14 @@ def test_the_conforming_store_is_reused(store_url: str) -> None:
     # (a fresh ID: this test does not reset the database, which earlier tests may have used)
     assert second.get_workflow(f"absent-{uuid.uuid4().hex}") is None
     second.close()
+
+
+def test_history_id_names_the_line_of_writes(store: Store) -> None:
+    """PostgreSQL names its WAL timeline (a promoted standby starts a new one:
+    tests/crash/test_failover.py); SQLite has no standby and says nothing."""
+    found = store.history_id()
+    if store.dialect == "sqlite":
+        assert found is None
+    else:
+        assert found is not None and len(found) == 8 and int(found, 16) >= 1
+        assert store.history_id() == found  # stable while no failover happens

@@ -7,7 +7,9 @@ engines; the runtime adds a worker pool, the runs in flight and its services.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, Optional, Protocol
 
 from waypoint.core.observe import Observers
@@ -58,6 +60,10 @@ class Engine:
         # cancellation made elsewhere when no notification can tell it (SQLite, listener down).
         self.status_freshness = 0.1
         self._listener: Optional[Closeable] = None
+        # The database's line of writes when the listener last connected (see
+        # ``Store.history_id``), and what to do when it changed: the database failed over.
+        self._history: Optional[str] = None
+        self.failover_hooks: list[Callable[[], object]] = []
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
@@ -87,6 +93,31 @@ class Engine:
     def _listener_connected(self) -> None:
         # Anything sent while the listener was away is lost: wake every waiter to re-check.
         self.wakeups.fire_all()
+        try:
+            history = self.store.history_id()
+        except Exception as exc:  # advice only: the next reconnect tries again
+            logger.debug("cannot read the database's history id: %s", exc)
+            return
+        before, self._history = self._history, history
+        if before is not None and history is not None and history != before:
+            logger.warning(
+                "the system database failed over (timeline %s -> %s): writes it acknowledged "
+                "just before may be lost if its standby was asynchronous; re-applying this "
+                "process's recent workflow completions",
+                before,
+                history,
+            )
+            # Off the listener's thread: notifications keep flowing meanwhile.
+            threading.Thread(
+                target=self._failed_over, name="waypoint-failover", daemon=True
+            ).start()
+
+    def _failed_over(self) -> None:
+        for hook in self.failover_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                logger.warning("after the failover, %s failed: %s", hook, exc)
 
     def cancel(self, workflow_ids: list[str]) -> list[str]:
         changed = self.store.cancel_workflows(workflow_ids, self.now_ms())

@@ -163,11 +163,10 @@ def finish(
     output: Optional[str] = None,
     error: Optional[str] = None,
 ) -> Flow[None]:
-    ok = yield Io(
-        lambda: rt.store.complete_workflow(
-            Completion(run.workflow_id, run.owner_xid, status, output, error, rt.now_ms())
-        )
-    )
+    done = Completion(run.workflow_id, run.owner_xid, status, output, error, rt.now_ms())
+    ok = yield Io(lambda: rt.store.complete_workflow(done))
+    if ok:
+        rt.completed(done)
     if not ok:
         # Another execution owns the workflow now: local waiters must read its outcome.
         if run.scope is not None:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Optional
 
@@ -25,9 +26,14 @@ from waypoint.core.settings import RuntimeConfig
 from waypoint.core.timers import TimerService
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException
-from waypoint.storage.protocol import Store, cancel_key
+from waypoint.storage.protocol import Store, cancel_key, done_key
+from waypoint.storage.records import Completion
 
 logger = logging.getLogger("waypoint")
+
+# How far back a failover re-applies this process's completions: beyond any replication lag
+# an asynchronous standby is let run with.
+REAPPLY_HORIZON_SEC = 300.0
 
 
 class Runtime(Engine):
@@ -68,6 +74,11 @@ class Runtime(Engine):
         # Set once a graceful shutdown handed this incarnation's work back: its executors
         # row then stays, marked gone, for peers to take over at their next heartbeat.
         self.handed_back = False
+        # This process's recent workflow completions, re-applied after a failover: an
+        # asynchronous standby may not have received them, and a workflow whose completion
+        # is lost would stay PENDING, owned by a run that already returned.
+        self._recent_completions: deque[tuple[float, Completion]] = deque(maxlen=10_000)
+        self.failover_hooks.append(self.reapply_completions)
 
     def service(self, name: str) -> Optional[Service]:
         return next((s for s in self.services if s.name == name), None)
@@ -206,6 +217,28 @@ class Runtime(Engine):
             self.store.set_executor_state(self.executor_id, self.incarnation, state)
         except Exception as exc:  # the heartbeat row is advice to peers and operators
             logger.warning("could not mark executor %s %s: %s", self.executor_id, state, exc)
+
+    # -- failover -------------------------------------------------------------------------------
+    def completed(self, done: Completion) -> None:
+        """Remember a completion this process wrote (see ``reapply_completions``)."""
+        self._recent_completions.append((time.monotonic(), done))
+
+    def reapply_completions(self) -> int:
+        """Write again the completions of the last ``REAPPLY_HORIZON_SEC``; returns how many
+        had been lost. Each is fenced on its run token and only moves a PENDING row, so one
+        that survived, or a workflow another execution took over since, is left alone."""
+        horizon = time.monotonic() - REAPPLY_HORIZON_SEC
+        recent = [done for t, done in list(self._recent_completions) if t >= horizon]
+        restored = [done.workflow_id for done in recent if self.store.complete_workflow(done)]
+        if restored:
+            logger.warning(
+                "re-applied %d workflow completion(s) lost in the failover: %s",
+                len(restored),
+                restored[:20],
+            )
+            for workflow_id in restored:
+                self.wakeups.fire(done_key(workflow_id))
+        return len(restored)
 
     # -- runs in flight -------------------------------------------------------------------------
     def register(self, workflow_id: str) -> tuple[RunEntry, bool]:

@@ -186,6 +186,13 @@ class SystemStore(Protocol):
         """One quick check, no retries: raises if the database cannot answer now."""
         ...
 
+    def history_id(self) -> Optional[str]:
+        """What identifies the database's line of writes: it changes when a standby is
+        promoted (PostgreSQL's WAL timeline), so a process can tell that it failed over and
+        that its last acknowledged writes may be gone. None where it cannot be told (SQLite,
+        or a server that does not say)."""
+        ...
+
     # -- workflows -----------------------------------------------------------------------------
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome: ...
     def init_workflows(

@@ -313,6 +313,16 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
     def ping(self) -> None:
         self._all("SELECT 1", {}, "ping")
 
+    def history_id(self) -> Optional[str]:
+        # The timeline is the first 8 hex digits of the current WAL segment's name; promoting
+        # a standby starts a new one. Managed services without WAL functions answer None.
+        try:
+            rows = self._all_raw("SELECT pg_walfile_name(pg_current_wal_lsn())", {})
+        except psycopg.Error as exc:
+            logger.debug("cannot read the WAL timeline: %s", exc)
+            return None
+        return str(rows[0][0])[:8] if rows and rows[0][0] else None
+
     # -- statements -----------------------------------------------------------------------------
     def _build_sql(self) -> None:
         ws = self.d.t("workflow_status")

@@ -225,6 +225,9 @@ class SqliteStore(SqlStore):
         """SQLite has no notifications: other processes' writes are found by polling."""
         return None
 
+    def history_id(self) -> Optional[str]:
+        return None  # a file has no standby to fail over to
+
     def ping_once(self) -> None:
         self._all_raw("SELECT 1", {})
 

@@ -4,8 +4,10 @@ sequential requests (one connection each, as DBOS's clients make them) to three 
 
     .venv/bin/python benchmarks/admin_latency.py [--requests 500] [--parallel 8]
 
-Prints the median and 99th percentile per endpoint, then the throughput of ``--parallel``
-client threads on the health check. Used to compare the http.server implementation with the
+Prints the median and 99th percentile per endpoint and the process CPU time per request
+(client and server together: the client's share is the same for every server, and CPU time,
+unlike latency, does not depend on how busy the rest of the machine is), then the
+throughput of ``--parallel`` client threads on the health check. Used to compare the http.server implementation with the
 uvicorn/Starlette one (numbers in benchmarks/RESULTS.md).
 """
 
@@ -66,9 +68,14 @@ def main() -> None:
         for label, method, path, body in cases:
             for _ in range(20):
                 request(port, method, path, body)  # warm up
+            cpu = time.process_time()
             times = sorted(request(port, method, path, body) for _ in range(args.requests))
+            cpu_ms = (time.process_time() - cpu) * 1000 / args.requests
             p99 = times[int(len(times) * 0.99) - 1]
-            print(f"{label:28s} median {statistics.median(times):6.2f} ms  p99 {p99:6.2f} ms")
+            print(
+                f"{label:28s} median {statistics.median(times):6.2f} ms  p99 {p99:6.2f} ms  "
+                f"CPU {cpu_ms:5.2f} ms/request"
+            )
         done = 0
         lock = threading.Lock()
         stop = time.perf_counter() + 3.0

@@ -7,8 +7,8 @@ sequential requests (one connection each, as DBOS's clients make them) to three 
 Prints the median and 99th percentile per endpoint and the process CPU time per request
 (client and server together: the client's share is the same for every server, and CPU time,
 unlike latency, does not depend on how busy the rest of the machine is), then the
-throughput of ``--parallel`` client threads on the health check. Used to compare the http.server implementation with the
-uvicorn/Starlette one (numbers in benchmarks/RESULTS.md).
+throughput of ``--parallel`` client threads on the health check. Used to compare the
+http.server implementation with the uvicorn/Starlette one (numbers in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

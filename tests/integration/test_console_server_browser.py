@@ -84,6 +84,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shots_dir(tmp_path_factory)
 
 
+@pytest.mark.timeout(600)  # a browser on a loaded machine; every wait inside is bounded
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_login_live_events_and_forged_posts(
     dbos: type[DBOS], browser: Any, shots: Path, backend: str

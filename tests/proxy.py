@@ -1,10 +1,13 @@
-"""A TCP proxy in front of PostgreSQL that a test can cut and restore (a database outage)."""
+"""A TCP proxy in front of PostgreSQL that a test can cut and restore (a database outage), slow
+down (latency on every forwarded chunk) or black-hole (sockets stay open, nothing moves: a
+half-open connection, as after a failover or a NAT timeout)."""
 
 from __future__ import annotations
 
 import select
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -19,6 +22,8 @@ class TcpProxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._up = True
         self._closed = False
+        self._frozen = False  # black hole: keep the sockets, forward nothing
+        self.latency = 0.0  # seconds added before forwarding each chunk
         threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
 
     def _accept(self) -> None:
@@ -45,6 +50,13 @@ class TcpProxy:
         socks = [a, b]
         try:
             while True:
+                with self._lock:
+                    frozen = self._frozen
+                if frozen:
+                    time.sleep(0.05)
+                    if self._closed or not self._up:
+                        return
+                    continue
                 readable, _, _ = select.select(socks, [], [], 0.5)
                 with self._lock:
                     if not self._up or self._closed:
@@ -53,6 +65,8 @@ class TcpProxy:
                     data = s.recv(65536)
                     if not data:
                         return
+                    if self.latency > 0:
+                        time.sleep(self.latency)
                     (b if s is a else a).sendall(data)
         except OSError:
             return
@@ -73,8 +87,17 @@ class TcpProxy:
                     continue  # already closed by the pump thread
 
     def restore(self) -> None:
+        """Accept and forward again (after ``cut`` or ``blackhole``), with no added latency."""
         with self._lock:
             self._up = True
+            self._frozen = False
+        self.latency = 0.0
+
+    def blackhole(self) -> None:
+        """Stop forwarding without closing anything: every open and new connection hangs
+        (a TCP peer that vanished) until ``restore``."""
+        with self._lock:
+            self._frozen = True
 
     def close(self) -> None:
         self._closed = True

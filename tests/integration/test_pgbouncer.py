@@ -3,9 +3,7 @@ is refused at launch with a reason, instead of silently losing notifications."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests import pgbouncer
 from tests.conftest import PG_BASE, requires_postgres
 from waypoint import DBOS, Queue, SetWorkflowID
 from waypoint.error import DBOSInitializationError
@@ -23,50 +22,16 @@ from waypoint.error import DBOSInitializationError
 pytestmark = requires_postgres
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_pgbouncer(tmp: Path, mode: str) -> tuple[subprocess.Popen[bytes], int]:
     """Start pgbouncer in ``tmp`` (which the postgres user must be able to reach)."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not os.path.exists(binary):
+    if not pgbouncer.installed():
         pytest.skip("pgbouncer is not installed (scripts/test.sh installs it)")
     base = psycopg.conninfo.conninfo_to_dict(PG_BASE + "/postgres")
-    port = _free_port()
-    tmp.chmod(0o777)
-    (tmp / "users.txt").write_text('"postgres" ""\n')
-    (tmp / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={base.get('host', '127.0.0.1')} port={base.get('port', 5432)}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\n"
-        f"auth_type = trust\nauth_file = {tmp / 'users.txt'}\n"
-        f"pool_mode = {mode}\nmax_client_conn = 200\ndefault_pool_size = 20\n"
-        "unix_socket_dir =\n"
-        f"logfile = {tmp / 'pgbouncer.log'}\npidfile = {tmp / 'pgbouncer.pid'}\n"
-        "ignore_startup_parameters = extra_float_digits,options\n"
-    )
-    for f in tmp.iterdir():
-        f.chmod(0o666)
-    cmd = [binary, str(tmp / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        cmd[1:1] = ["-u", "postgres"]  # pgbouncer refuses to run as root
-    with open(tmp / "stdout.log", "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"pgbouncer exited: {(tmp / 'stdout.log').read_text()}")
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("pgbouncer did not start listening")
+    host, port = str(base.get("host", "127.0.0.1")), int(base.get("port", 5432))
+    try:
+        return pgbouncer.start(tmp, mode, host, port)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from waypoint.core.context import (
     handler_auth,
     start_options,
 )
-from waypoint.core.effects import Call, Flow, Io, drive_async, drive_sync
+from waypoint.core.effects import Call, Flow, Io, Sleep, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome
 from waypoint.core.prepare import Start, check_init
@@ -45,10 +45,12 @@ from waypoint.error import (
     DBOSWorkflowFunctionNotFoundError,
     MaxRecoveryAttemptsExceededError,
     WaypointPayloadError,
+    WaypointStorageFullError,
 )
 from waypoint.storage.protocol import Completion, WorkflowRow, done_key, queue_key, timer_key
 
 logger = logging.getLogger("waypoint")
+FULL_RETRY_MAX_DELAY = 5.0  # seconds between attempts to record an outcome on a full disk
 
 
 def new_run(rt: Runtime, st: Start, entry: RunEntry) -> WorkflowRun:
@@ -164,7 +166,13 @@ def finish(
     error: Optional[str] = None,
 ) -> Flow[None]:
     done = Completion(run.workflow_id, run.owner_xid, status, output, error, rt.now_ms())
-    ok = yield Io(lambda: rt.store.complete_workflow(done))
+    try:
+        ok = yield from _record_outcome(rt, run, done)
+    except BaseException:
+        # Not recorded (the store closed under us, ...): the row stays PENDING for recovery,
+        # and local waiters must not wait on this run for an outcome it will never deliver.
+        run.entry.abandon()
+        raise
     if ok:
         rt.completed(done)
     if not ok:
@@ -174,6 +182,29 @@ def finish(
         run.entry.abandon()
     else:
         rt.wakeups.fire(done_key(run.workflow_id))
+
+
+def _record_outcome(rt: Runtime, run: WorkflowRun, done: Completion) -> Flow[bool]:
+    """Write the outcome, waiting through a full disk: the storage layer retries outages
+    itself but raises at once when the database is full (a caller enqueueing wants to know);
+    a finished run has nobody to tell, and giving up would leave the row PENDING in a live
+    process, which only a restart recovers."""
+    delay = 0.1
+    while True:
+        try:
+            ok: bool = yield Io(lambda: rt.store.complete_workflow(done))
+            return ok
+        except WaypointStorageFullError as exc:
+            logger.warning(
+                "workflow %s: its outcome (%s) was not recorded, the system database is full; "
+                "retrying in %.1fs (%s)",
+                run.workflow_id,
+                done.status,
+                delay,
+                exc,
+            )
+        yield Sleep(delay)
+        delay = min(delay * 2, FULL_RETRY_MAX_DELAY)
 
 
 # -- direct calls -----------------------------------------------------------------------------

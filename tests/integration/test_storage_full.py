@@ -1,0 +1,114 @@
+"""A full system database under a running workflow (found by the chaos campaign, issue 13).
+
+Recording a workflow's outcome (its SUCCESS with the output, or the ERROR of a step whose
+checkpoint found no space) needs space. It used to give up at once: the row stayed PENDING
+in a live process (only a restart recovered it) and a ``get_result`` in that process waited
+forever. The outcome write now waits for space like the store waits out an outage.
+
+The disk is filled for real, for SQLite's own connections: ``PRAGMA max_page_count`` at the
+file's current size (it is per connection, so every connection of Waypoint's store gets it,
+and any opened meanwhile too), as SQLite's ``tkt2920.test`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from waypoint import DBOS, SetWorkflowID
+from waypoint.core.runtime import get_runtime
+
+pytestmark = pytest.mark.skipif(
+    "sqlite" not in __import__("tests.conftest").conftest.BACKENDS, reason="SQLite not selected"
+)
+
+
+class Disk:
+    """Waypoint's SQLite store with its growth switched off and on."""
+
+    def __init__(self) -> None:
+        self.store: Any = get_runtime().store._store  # the SQLite store behind the guard
+        self._connect = self.store._connect
+        self.full = False
+
+    def _limit(self, conn: sqlite3.Connection) -> None:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages if self.full else 1 << 30}")
+
+    def _connect_limited(self) -> sqlite3.Connection:
+        conn = self._connect()
+        self._limit(conn)
+        return conn
+
+    def set_full(self, full: bool) -> None:
+        self.full = full
+        self.store._connect = self._connect_limited if full else self._connect
+        with self.store._lock:
+            conns = list(self.store._all_conns)
+        for conn in conns:
+            self._limit(conn)
+
+
+class Retrying(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "was not recorded, the system database is full" in record.getMessage():
+            self.seen.set()
+
+
+@pytest.fixture
+def sqlite_config(tmp_path: Any) -> Iterator[dict[str, Any]]:
+    DBOS.destroy(destroy_registry=True)
+    yield {"name": "storage-full", "system_database_url": f"sqlite:///{tmp_path}/full.sqlite"}
+    DBOS.destroy(destroy_registry=True)
+
+
+def test_an_outcome_waits_for_space_instead_of_leaving_the_workflow_pending(
+    sqlite_config: dict[str, Any],
+) -> None:
+    disk: list[Disk] = []
+
+    @DBOS.step()
+    def small() -> str:
+        return "ok"
+
+    @DBOS.workflow()
+    def fills_the_disk() -> str:
+        small()
+        disk[0].set_full(True)  # the work is done; its outcome finds no space
+        return "x" * 500_000
+
+    DBOS(config=sqlite_config)  # type: ignore[arg-type]
+    DBOS.launch()
+    disk.append(Disk())
+    retrying = Retrying()
+    logging.getLogger("waypoint").addHandler(retrying)
+    outcome: list[Any] = []
+
+    def wait() -> None:
+        outcome.append(handle.get_result())
+
+    try:
+        with SetWorkflowID("full-1"):
+            handle = DBOS.start_workflow(fills_the_disk)
+        # The outcome could not be written: it is retried, not dropped.
+        assert retrying.seen.wait(60), "the failed outcome write was not retried"
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        disk[0].set_full(False)  # space again
+        waiter.join(60)
+        assert not waiter.is_alive(), "get_result never returned"
+    finally:
+        logging.getLogger("waypoint").removeHandler(retrying)
+        disk[0].set_full(False)
+    assert outcome == ["x" * 500_000]
+    status = DBOS.get_workflow_status("full-1")
+    assert status is not None and status.status == "SUCCESS"

@@ -297,6 +297,9 @@ def _messages(records: list[Record], db: dict[str, DbRow], rep: Report) -> None:
             if outcome == "ok" and got[v] == 0:
                 lost += 1
                 rep.violation("message_lost", f"{wf}: acknowledged send {v!r} never received")
+            elif outcome == "fail" and got[v] > 0:
+                unexpected += 1
+                rep.violation("message_unexpected", f"{wf}: {v!r} delivered, its send failed")
             elif outcome != "ok" and got[v] > 0:
                 recovered += 1
     rep.counts["messages"] = {

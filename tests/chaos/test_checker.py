@@ -218,6 +218,9 @@ def test_unexpected_message_is_found() -> None:
     h = clean()
     mailbox(h, "m", [("x", "ok")], ["x", "never-sent"])
     assert kinds(h.check()) == {"message_unexpected"}
+    h = clean()  # a send that failed definitely (a full database) was delivered after all
+    mailbox(h, "m", [("x", "ok"), ("y", "fail")], ["x", "y"])
+    assert kinds(h.check()) == {"message_unexpected"}
 
 
 def test_global_concurrency_exceeded_is_found() -> None:

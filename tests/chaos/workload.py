@@ -53,6 +53,7 @@ if "faketime" in os.environ.get("LD_PRELOAD", ""):
     time.sleep = _sleep
 
 from waypoint import DBOS, DBOSClient, Queue, SetWorkflowID, SetWorkflowTimeout
+from waypoint.error import WaypointStorageFullError
 
 # -- the queues (declared in code, identically in every worker) ---------------------------------
 # name -> the limit the checker verifies
@@ -218,12 +219,15 @@ def timeboxed() -> str:
 
 
 def recorded(f: str, call: Any, *, ok_value: Any = None, **fields: Any) -> Any:
-    """Run ``call()`` between an invoke and its completion (any error: info, indeterminate)."""
+    """Run ``call()`` between an invoke and its completion. A full database is a definite
+    failure (nothing was written: the checker holds Waypoint to that); any other error is
+    indeterminate (info)."""
     op = H.invoke(f, **fields)
     try:
         value = call()
     except Exception as exc:
-        H.complete("info", f, op, error=f"{type(exc).__name__}: {exc}"[:300], **fields)
+        outcome = "fail" if isinstance(exc, WaypointStorageFullError) else "info"
+        H.complete(outcome, f, op, error=f"{type(exc).__name__}: {exc}"[:300], **fields)
         return None
     H.complete("ok", f, op, value=value if ok_value is None else ok_value(value), **fields)
     return value

@@ -1,4 +1,4 @@
-"""A full system database under a running workflow (found by the chaos campaign, issue 13).
+"""A full system database under running workflows (found by the chaos campaign, issue 13).
 
 Recording a workflow's outcome (its SUCCESS with the output, or the ERROR of a step whose
 checkpoint found no space) needs space. It used to give up at once: the row stayed PENDING
@@ -13,14 +13,18 @@ and any opened meanwhile too), as SQLite's ``tkt2920.test`` does.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from waypoint import DBOS, SetWorkflowID
+from waypoint import DBOS, SetWorkflowID, SetWorkflowTimeout
 from waypoint.core.runtime import get_runtime
 
 pytestmark = pytest.mark.skipif(
@@ -112,3 +116,74 @@ def test_an_outcome_waits_for_space_instead_of_leaving_the_workflow_pending(
     assert outcome == ["x" * 500_000]
     status = DBOS.get_workflow_status("full-1")
     assert status is not None and status.status == "SUCCESS"
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+def _fill(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (1 << 20, 4096, 512):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+
+
+def test_a_timeout_that_finds_the_disk_full_still_cancels_its_workflow(tmp_path: Path) -> None:
+    """The deadline's cancellation used to be dropped when its write failed on a full disk:
+    the workflow then slept out its hour. It is retried until it is written. (A real full
+    filesystem: an in-place UPDATE needs no new page, so max_page_count cannot stop it.)"""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount_tmpfs(disk, "8m"):
+        pytest.skip("needs root to mount a small tmpfs (a disk that fills up)")
+    DBOS.destroy(destroy_registry=True)
+    retrying = threading.Event()
+
+    class Retry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "deadline passed but the system database is full" in record.getMessage():
+                retrying.set()
+
+    handler = Retry()
+    logging.getLogger("waypoint").addHandler(handler)
+    filler = disk / "filler"
+    try:
+
+        @DBOS.workflow()
+        def naps() -> None:
+            DBOS.sleep(3600)
+
+        url = f"sqlite:///{disk}/full.sqlite"
+        DBOS(config={"name": "timeout-full", "system_database_url": url})
+        DBOS.launch()
+        with SetWorkflowID("nap-1"), SetWorkflowTimeout(2.0):
+            DBOS.start_workflow(naps)
+        _fill(filler)  # before the deadline (nothing else writes meanwhile)
+        assert retrying.wait(60), "the deadline's cancellation was not retried"
+        filler.unlink()
+
+        def cancelled() -> bool:
+            status = DBOS.get_workflow_status("nap-1")
+            return status is not None and status.status == "CANCELLED"
+
+        deadline = time.monotonic() + 60
+        while not cancelled() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cancelled()
+    finally:
+        logging.getLogger("waypoint").removeHandler(handler)
+        DBOS.destroy(destroy_registry=True)
+        filler.unlink(missing_ok=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -25,11 +25,12 @@ from waypoint.core.services import Dispatch, NoDispatch, Service
 from waypoint.core.settings import RuntimeConfig
 from waypoint.core.timers import TimerService
 from waypoint.core.types import INTERNAL_QUEUE_NAME
-from waypoint.error import DBOSException
+from waypoint.error import DBOSException, WaypointStorageFullError
 from waypoint.storage.protocol import Store, cancel_key, done_key
 from waypoint.storage.records import Completion
 
 logger = logging.getLogger("waypoint")
+DEADLINE_RETRY_SEC = 1.0  # a timeout's cancellation that found the disk full is retried after
 
 # How far back a failover re-applies this process's completions: beyond any replication lag
 # an asynchronous standby is let run with.
@@ -280,7 +281,22 @@ class Runtime(Engine):
 
     def _deadline_passed(self, workflow_id: str) -> None:
         logger.info("workflow %s reached its deadline and is being cancelled", workflow_id)
-        self.cancel([workflow_id])
+        try:
+            self.cancel([workflow_id])
+        except WaypointStorageFullError as exc:
+            # Not written. A timer that gave up would let the workflow outlive its timeout
+            # (the storage layer waits out outages itself, but not a full disk): try again
+            # while it still runs here.
+            if self.active(workflow_id) is None:
+                return
+            logger.warning(
+                "workflow %s: its deadline passed but the system database is full (%s); "
+                "cancelling it again in %.0fs",
+                workflow_id,
+                exc,
+                DEADLINE_RETRY_SEC,
+            )
+            self.arm_deadline(workflow_id, int((time.time() + DEADLINE_RETRY_SEC) * 1000))
 
     def deactivate(self) -> None:
         """Finish what runs here, but start and dequeue nothing new (a draining executor)."""

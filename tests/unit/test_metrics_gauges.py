@@ -60,6 +60,15 @@ def test_executors_alive_silent_and_the_exporter() -> None:
     assert not is_exporter([], "b", "i2")
 
 
+def test_an_executor_that_shut_down_gracefully_hands_the_export_on_at_once() -> None:
+    gone = _executor("first", "i0", 1, NOW)
+    gone.state = "gone"  # its row stays until a peer takes it over; it exports nothing
+    rows = [gone, _executor("second", "i1", 2, NOW)]
+    assert is_exporter(rows, "second", "i1")
+    got = _samples(DatabaseGauges(NOW, [], {}, rows))
+    assert got[("waypoint_executors", ("alive",))] == 1
+
+
 def test_retry_policy_reports_retries_and_one_outage() -> None:
     seen: dict[str, list[object]] = {"retried": [], "recovered": []}
 

@@ -268,8 +268,10 @@ class _RetryListener:
 
 
 def _alive(e: ExecutorRow) -> bool:
+    """Heard from lately, and not shut down (a 'gone' incarnation handed its work back)."""
     now = e.db_now or 0
-    return (e.last_seen or 0) >= now - SILENT_AFTER_HEARTBEATS * e.heartbeat_ms
+    recent = (e.last_seen or 0) >= now - SILENT_AFTER_HEARTBEATS * e.heartbeat_ms
+    return recent and e.state != "gone"
 
 
 def gauge_families(g: DatabaseGauges, known_queues: Sequence[str] = ()) -> list[Metric]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -434,3 +435,22 @@ def test_standalone_console_refuses_bad_options(db_url: str, tmp_path: Path) -> 
         done.returncode != 0
         and "--read-only-token needs --admin-token" in done.stderr + done.stdout
     )
+
+
+@one_backend
+def test_a_request_that_never_finishes_its_headers_is_dropped(
+    dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from waypoint.admin import api
+
+    monkeypatch.setattr(api.RequestLimits, "timeout", 0.5)
+    DBOS.launch()
+    port = get_runtime().service("admin").port
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET /dbos-healthz HTTP/1.1\r\nHost: x\r\nX-Slow")
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 408 ") and b'"code": "timeout"' in received
+    # A client that finishes in time is served as before.
+    assert httpx.get(f"http://127.0.0.1:{port}/dbos-healthz").text == "healthy"

@@ -44,7 +44,41 @@ STOP_WAIT_S = 5.0
 
 class JsonErrorsH11(H11Protocol):
     """uvicorn's h11 protocol, answering requests the parser refuses with the admin API's JSON
-    error body (and a status that says why) instead of a plain-text 400."""
+    error body (and a status that says why) instead of a plain-text 400, and closing a
+    connection whose first request has not finished its headers within the request deadline
+    (uvicorn has no such limit: a slow client could hold connections open forever)."""
+
+    _header_timer: Optional[asyncio.TimerHandle] = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer = self.loop.call_later(RequestLimits.timeout, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None and self._header_timer is not None:
+            self._header_timer.cancel()  # the request line and headers are in
+            self._header_timer = None
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.cycle is not None or self.transport.is_closing():
+            return
+        body = json.dumps(
+            {"error": {"code": "timeout", "message": "the request headers did not arrive in time"}}
+        ).encode()
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode("latin-1") + body)
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         exc = sys.exc_info()[1]  # called from the handler of h11's RemoteProtocolError

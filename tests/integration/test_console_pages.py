@@ -322,3 +322,20 @@ def test_a_step_whose_retries_ran_out_says_so(dbos: type[DBOS], backend: str) ->
     with serve_console() as url:
         page = httpx.get(f"{url}/workflow", params={"id": handle.workflow_id}).text
         assert "always_fails (retries exhausted)" in page
+
+
+def test_a_console_that_refuses_pickle_never_decodes(
+    dbos: type[DBOS], db_url: str, backend: str
+) -> None:
+    work, _ = define(dbos)
+    wfid = DBOS.start_workflow(work, 1).workflow_id
+    DBOS.retrieve_workflow(wfid).get_result()
+    client = DBOSClient(system_database_url=db_url, refuse_pickle=True)
+    try:
+        with serve_console(client.engine) as url:
+            for query in ({"id": wfid}, {"id": wfid, "decode": "1"}):
+                page = httpx.get(f"{url}/workflow", params=query).text
+                assert "py_pickle value of type <code>int</code>" in page
+                assert "refuses to unpickle" in page and "decode (runs code)" not in page
+    finally:
+        client.destroy()

@@ -73,6 +73,7 @@ class Shown:
     serializer: str = ""
     type_name: str = ""
     size: int = 0
+    decodable: bool = True  # False where this engine refuses to unpickle
 
 
 SIMPLE_OPCODES = {
@@ -130,10 +131,12 @@ def show_value(ops: Ops, text: Optional[str], serialization: Optional[str], deco
         except ValueError:
             return Shown("undecodable", text, name, size=len(text))
     type_name = _pickled_type(text) if name == PICKLE_NAME else "?"
-    if not decode:
-        return Shown("opaque", "", name, type_name, len(text))
+    codec = ops.engine().codec
+    refused = name == PICKLE_NAME and codec.refuse_pickle  # never unpickles, asked or not
+    if not decode or refused:
+        return Shown("opaque", "", name, type_name, len(text), decodable=not refused)
     try:
-        value = ops.engine().codec.decode(text, serialization)
+        value = codec.decode(text, serialization)
     except DBOSException as exc:
         return Shown("undecodable", str(exc), name, type_name, len(text))
     return Shown("decoded", repr(value), name, type(value).__name__, len(text))

@@ -373,7 +373,11 @@ class Producer:
                         dest=wf,
                         msg=nonce,
                     )
-                recorded("send", lambda: self.client.send(wf, "END", "m"), dest=wf, msg="END")
+                for _ in range(20):  # the mailbox waits for END (else two idle minutes)
+                    end = lambda: self.client.send(wf, "END", "m", f"{wf}/END")  # noqa: E731
+                    if recorded("send", lambda: end() or True, dest=wf, msg="END"):
+                        break
+                    time.sleep(0.5)
         elif op == "eventer":
             wf = self.enqueue("eventer", "eventer", Q_PLAIN, 3)
             if wf:

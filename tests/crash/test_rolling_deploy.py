@@ -142,9 +142,13 @@ def completed_steps_ran_once(harness: Harness) -> list[str]:
         if len(end) != 1:
             problems.append(f"{wfid} function {function_id}: no ledger end for its checkpoint")
             continue
-        # The step index is the n-th work() call, numbered by the workflow itself.
+        # The step index is the n-th work() call, numbered by the workflow itself. A body
+        # started before that end may finish after it (a run cut off at the end of a grace
+        # period, whose checkpoint was refused); none may start after it.
         index = end[0].step_index
-        again = [r for r in mine if r.step_index == index and r.seq > end[0].seq]
+        again = [
+            r for r in mine if r.step_index == index and r.phase == "start" and r.seq > end[0].seq
+        ]
         if again:
             problems.append(f"{wfid} step {index} ran again after completing: {again}")
     return problems

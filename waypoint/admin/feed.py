@@ -164,7 +164,10 @@ class StatusFeed:
             self._wake.set()
 
     def _interval(self) -> float:
-        engine = self.ops.engine()
+        try:
+            engine = self.ops.engine()
+        except Exception:  # the runtime is going away; the stop flag follows
+            return 1.0
         return SAFETY_S if engine.notifications else float(engine.polling_interval_sec)
 
     def _run(self) -> None:

@@ -38,14 +38,18 @@ class Notifier:
         with self._cond:
             if self._stop:
                 return
+            fresh = False
             for key in keys:
-                self._keys[key] = None
+                if key not in self._keys:
+                    self._keys[key] = None
+                    fresh = True
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="waypoint-notifier", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if fresh:  # a key already pending is sent anyway: no need to wake the thread
+                self._cond.notify()
 
     def stop(self) -> None:
         """Send what is pending, then end the thread."""

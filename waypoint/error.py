@@ -24,7 +24,8 @@ The tree, with the stable numeric code of each class::
          ├─ DBOSDuplicateRegistrationError          (a class or instance name taken twice)
          ├─ WaypointStorageError                 40  (storage failed in a way retrying will not fix)
          │   └─ WaypointStorageFullError         41
-         └─ WaypointPayloadError                 42  (a value cannot be serialized or is too large)
+         ├─ WaypointPayloadError                 42  (a value cannot be serialized or is too large)
+         └─ WaypointArgumentError                43  (an argument of the wrong type; a TypeError)
     BaseException
      └─ DBOSBaseException                           (not caught by ``except Exception``)
          ├─ DBOSWorkflowConflictIDError           1
@@ -66,6 +67,7 @@ class DBOSErrorCode(IntEnum):
     StorageError = 40
     StorageFull = 41
     PayloadError = 42
+    ArgumentError = 43
 
 
 class _Coded(BaseException):
@@ -331,6 +333,13 @@ class WaypointPayloadError(DBOSException, TypeError):
     ``TypeError`` too: DBOS lets the serializer's ``TypeError`` through."""
 
     _code = DBOSErrorCode.PayloadError
+
+
+class WaypointArgumentError(DBOSException, TypeError):
+    """A method of ``DBOS`` or ``DBOSClient`` was given an argument of the wrong type (named
+    in the message). A ``TypeError`` too, as Python's own argument checks raise."""
+
+    _code = DBOSErrorCode.ArgumentError
 
 
 __all__ = [

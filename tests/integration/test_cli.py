@@ -221,7 +221,7 @@ def test_workflow_and_queue_commands(
 
     @DBOS.workflow()
     def gated(tag: str) -> str:
-        gate.wait(30)
+        gate.wait(600)  # released by the test; a loaded machine runs the CLI slowly
         return tag
 
     @DBOS.workflow()

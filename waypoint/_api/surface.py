@@ -18,6 +18,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, Optional, ParamSpec, TypeVar, cast, overload
 
+from waypoint._api.argcheck import ArgumentChecker
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import Ops
 from waypoint.core.effects import Flow, drive_async, drive_sync
@@ -78,11 +79,16 @@ class _Operation(Generic[P, T]):
         self.__doc__ = flow.__doc__
         self.__name__ = flow.__name__
         self.signature = _public_signature(flow, result)
+        self._check: Optional[ArgumentChecker] = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
 
     def _prepare(self, ops: Ops, args: Any, kwargs: Any) -> Flow[Any]:
+        check = self._check
+        if check is None:  # built at the first call: hints may name later definitions
+            check = self._check = ArgumentChecker(self.__name__, self.flow, self.signature)
+        check(args, kwargs)
         return ops.checkpointed(self.step, self.flow(ops, *args, **kwargs))
 
     def _finish(self, ops: Ops, value: Any) -> Any:

@@ -119,9 +119,12 @@ def _call(
     must exist first. A failure is reported by ``Commands``."""
     # Fail fast with advice (no such database, no schema yet) instead of retrying.
     ops = database.open_ops(resolve_url(url), schema=schema)
-    if existing is not None and ops.run(workflows.get_workflow_status(ops, existing)) is None:
-        _fail(CliFailure(f"workflow {existing} does not exist", "`waypoint workflow list`"))
-    return ops.run(operation(ops, *args, **kwargs))
+    try:
+        if existing is not None and ops.run(workflows.get_workflow_status(ops, existing)) is None:
+            _fail(CliFailure(f"workflow {existing} does not exist", "`waypoint workflow list`"))
+        return ops.run(operation(ops, *args, **kwargs))
+    finally:
+        ops.engine().store.close()  # the command may run in-process (tests, a REPL)
 
 
 def _fail(exc: BaseException) -> NoReturn:
@@ -421,7 +424,10 @@ def metrics(
     """Print the database-wide gauges (queue backlogs, PENDING by executor, executors alive
     and silent) in the Prometheus text format, without a running application."""
     ops = database.open_ops(resolve_url(sys_db_url), schema=schema)
-    typer.echo(database_exposition(ops.engine()).decode(), nl=False)
+    try:
+        typer.echo(database_exposition(ops.engine()).decode(), nl=False)
+    finally:
+        ops.engine().store.close()
 
 
 @app.command("console")

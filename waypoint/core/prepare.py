@@ -40,13 +40,27 @@ from waypoint.storage.protocol import ChildLink, InitOutcome, NewWorkflow
 MAX_WORKFLOW_ID_LENGTH = 1024
 
 
+def check_storable(text: str, what: str) -> str:
+    """``text`` if every backend can store it as text: PostgreSQL refuses NUL, and no
+    encoding holds an unpaired surrogate (``"\\ud800"``), which would otherwise fail deep in
+    the driver with a message that names neither the value nor where it came from."""
+    if "\x00" in text:
+        raise ValueError(f"{what} cannot contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} is not valid Unicode text (an unpaired surrogate at position {exc.start})"
+        ) from None
+    return text
+
+
 def validate_workflow_id(workflow_id: Any) -> str:
     if not isinstance(workflow_id, str):
         raise TypeError(f"a workflow ID must be a string, got {type(workflow_id).__name__}")
     if not workflow_id.strip():
         raise ValueError("a workflow ID cannot be empty or only whitespace")
-    if "\x00" in workflow_id:
-        raise ValueError("a workflow ID cannot contain a NUL character")
+    check_storable(workflow_id, "a workflow ID")
     if len(workflow_id) > MAX_WORKFLOW_ID_LENGTH:
         raise ValueError(
             f"a workflow ID can be at most {MAX_WORKFLOW_ID_LENGTH} characters, got "

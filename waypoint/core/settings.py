@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeGuard
@@ -153,12 +154,36 @@ class RuntimeConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlevel = 3
+_SHOWN.maxlist = _SHOWN.maxdict = 4
+
+
+def shown(value: Any) -> str:
+    """A bad value as an error message shows it: its repr, cut short (a 70,000-character
+    string or a list nested 200 deep should not fill the log)."""
+    return _SHOWN.repr(value)
+
+
+def _log_level(config: Mapping[str, Any]) -> str:
+    level = config.get("log_level") or "INFO"
+    if not isinstance(level, str) or not isinstance(logging.getLevelName(level.upper()), int):
+        raise DBOSInitializationError(
+            "config log_level must be a logging level name (DEBUG, INFO, WARNING, ERROR, "
+            f"CRITICAL), got {shown(level)}"
+        )
+    return level
+
+
 def _positive_int(config: Mapping[str, Any], key: str, default: int) -> int:
     value = config.get(key)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DBOSInitializationError(f"config {key} must be a positive integer, got {value!r}")
+        raise DBOSInitializationError(
+            f"config {key} must be a positive integer, got {shown(value)}"
+        )
     return value
 
 
@@ -167,7 +192,7 @@ def _positive_number(config: Mapping[str, Any], key: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise DBOSInitializationError(f"config {key} must be a positive number, got {value!r}")
+        raise DBOSInitializationError(f"config {key} must be a positive number, got {shown(value)}")
     return float(value)
 
 
@@ -180,7 +205,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     name = config.get("name")
     if not valid_app_name(name):
         raise DBOSInitializationError(
-            f"config name must be 3 to 30 characters of a-z, 0-9, '-' and '_', got {name!r}"
+            f"config name must be 3 to 30 characters of a-z, 0-9, '-' and '_', got {shown(name)}"
         )
     warn_no_effect(config)
     url = config.get("system_database_url") or engine_url(config.get("system_database_engine"))
@@ -189,7 +214,12 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         if not url:
             url = system_url_for(app_url, name) if app_url else default_sqlite_url(name)
         parse_url(url)  # validate early: a bad URL is an initialization error, not a launch crash
-        schema = check_schema_name(config.get("dbos_system_schema") or "dbos")
+        schema = config.get("dbos_system_schema") or "dbos"
+        if not isinstance(schema, str):
+            raise DBOSInitializationError(
+                f"config dbos_system_schema must be a string, got {shown(schema)}"
+            )
+        check_schema_name(schema, "config dbos_system_schema")
 
     executor_id = config.get("executor_id") or os.environ.get("DBOS__VMID") or "local"
     if not isinstance(executor_id, str) or not executor_id.strip():
@@ -218,7 +248,9 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         raise DBOSInitializationError("config serializer must be a waypoint.Serializer instance")
     refuse_pickle = config.get("refuse_pickle", False)
     if not isinstance(refuse_pickle, bool):
-        raise DBOSInitializationError(f"config refuse_pickle must be a bool, got {refuse_pickle!r}")
+        raise DBOSInitializationError(
+            f"config refuse_pickle must be a bool, got {shown(refuse_pickle)}"
+        )
     if refuse_pickle and serializer is not None and serializer.name() == "py_pickle":
         raise DBOSInitializationError(
             "config refuse_pickle is set but config serializer is the pickle serializer"
@@ -231,7 +263,9 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         )
     admin_port = config.get("admin_port", 3001)
     if not isinstance(admin_port, int) or not 0 <= admin_port <= 65535:
-        raise DBOSInitializationError(f"admin_port must be a TCP port number, got {admin_port!r}")
+        raise DBOSInitializationError(
+            f"config admin_port must be a TCP port number, got {shown(admin_port)}"
+        )
 
     admin_token = config.get("admin_token") or os.environ.get("DBOS__ADMIN_TOKEN") or None
     read_only_token = (
@@ -263,7 +297,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         use_listen_notify=bool(config.get("use_listen_notify", True)),
         serializer=serializer,
         enable_patching=enable_patching,
-        log_level=str(config.get("log_level") or "INFO"),
+        log_level=_log_level(config),
         run_admin_server=bool(config.get("run_admin_server", False)),
         admin_port=admin_port,
         admin_host=str(config.get("admin_host") or "127.0.0.1"),

@@ -41,7 +41,10 @@ def public_error(exc: se.StorageError) -> DBOSException:
         return WaypointStorageFullError(exc.message)
     if isinstance(exc, se.StorageConfigError):
         return DBOSInitializationError(exc.message)
-    if isinstance(exc, (se.AlreadyExistsError, se.UnsupportedError, se.QueueOwnedError)):
+    if isinstance(
+        exc,
+        (se.AlreadyExistsError, se.UnsupportedError, se.QueueOwnedError, se.InvalidTextError),
+    ):
         return DBOSException(exc.message)
     return WaypointStorageError(exc.message)
 

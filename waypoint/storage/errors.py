@@ -8,6 +8,7 @@ The tree::
      ├─ StorageConfigError       a bad URL or schema name, an unreachable or unmigrated database
      ├─ UnavailableError         the database cannot answer now, and the caller asked not to wait
      ├─ UnsupportedError         this backend cannot do what was asked
+ ├─ InvalidTextError         a text value no backend can store (NUL, unpaired surrogate)
      ├─ NotFoundError            a workflow the call needs does not exist (``workflow_id``)
      ├─ AlreadyExistsError       a row the call would create exists already
      ├─ DeduplicatedError        a queue's deduplication ID is held by another workflow
@@ -50,6 +51,16 @@ class UnsupportedError(StorageError):
 
 class UnavailableError(StorageError):
     pass
+
+
+class InvalidTextError(StorageError):
+    """A text parameter holds what a backend cannot store: PostgreSQL refuses NUL in text,
+    and no encoding holds an unpaired surrogate. Refused the same way on every backend,
+    before the statement runs, naming the parameter rather than the driver's complaint."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"the value given for {parameter!r} cannot be stored: it {problem}")
 
 
 class NotFoundError(StorageError):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, Optional, TypeVar
 
-from waypoint.storage.errors import UnsupportedError
+from waypoint.storage.errors import InvalidTextError, UnsupportedError
 from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
     InitOutcome,
@@ -30,6 +30,37 @@ Params = dict[str, Any]
 Row = tuple[Any, ...]
 
 
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def check_text_params(params: Params) -> None:
+    """Refuse a NUL in any text parameter, the same on both backends (SQLite would store
+    it, PostgreSQL fails with a driver error naming nothing). Cheap: a ``memchr`` per
+    string; serialized payloads never hold a raw NUL (base64 and JSON escape it)."""
+    for name, value in params.items():
+        for text in _texts(value):
+            if "\x00" in text:
+                raise InvalidTextError(name, "contains a NUL character")
+
+
+def unencodable(params: Params, exc: UnicodeEncodeError) -> InvalidTextError:
+    """The driver could not encode a parameter (an unpaired surrogate): name which."""
+    for name, value in params.items():
+        for text in _texts(value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as bad:
+                return InvalidTextError(
+                    name, f"is not valid Unicode (an unpaired surrogate at position {bad.start})"
+                )
+    return InvalidTextError("?", f"cannot be encoded: {exc.reason}")
+
+
 class Cursor:
     """What a transaction body gets: execute and read rows, nothing else."""
 
@@ -37,8 +68,16 @@ class Cursor:
         self._raw = raw
         self._render = render
 
+    def _execute(self, sql: str, params: Optional[Params]) -> None:
+        params = params or {}
+        check_text_params(params)
+        try:
+            self._raw.execute(self._render(sql), params)
+        except UnicodeEncodeError as exc:
+            raise unencodable(params, exc) from None
+
     def all(self, sql: str, params: Optional[Params] = None) -> list[Row]:
-        self._raw.execute(self._render(sql), params or {})
+        self._execute(sql, params)
         return list(self._raw.fetchall()) if self._raw.description else []
 
     def one(self, sql: str, params: Optional[Params] = None) -> Optional[Row]:
@@ -46,7 +85,7 @@ class Cursor:
         return rows[0] if rows else None
 
     def exec(self, sql: str, params: Optional[Params] = None) -> int:
-        self._raw.execute(self._render(sql), params or {})
+        self._execute(sql, params)
         return int(self._raw.rowcount)
 
 
@@ -277,10 +316,18 @@ class SqlCore(ABC):
 
     # -- the same, retried through outages ------------------------------------------------------
     def _all(self, sql: str, params: Params, what: str) -> list[Row]:
-        return self.retry.run(lambda: self._all_raw(sql, params), what)
+        check_text_params(params)
+        try:
+            return self.retry.run(lambda: self._all_raw(sql, params), what)
+        except UnicodeEncodeError as exc:
+            raise unencodable(params, exc) from None
 
     def _exec(self, sql: str, params: Params, what: str) -> int:
-        return self.retry.run(lambda: self._exec_raw(sql, params), what)
+        check_text_params(params)
+        try:
+            return self.retry.run(lambda: self._exec_raw(sql, params), what)
+        except UnicodeEncodeError as exc:
+            raise unencodable(params, exc) from None
 
     def _tx(self, body: Callable[[Cursor], T], what: str) -> T:
         return self.retry.run(lambda: self._tx_raw(body), what)

@@ -41,10 +41,11 @@ def split_scheme(url: str) -> tuple[str, str]:
     return scheme.split("+", 1)[0].lower(), rest
 
 
-def check_schema_name(schema: str) -> str:
+def check_schema_name(schema: str, what: str = "system schema name") -> str:
     if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+        shown = repr(schema) if len(repr(schema)) <= 70 else repr(schema)[:60] + "..."
         raise StorageConfigError(
-            f"invalid system schema name {schema!r}: use letters, digits and underscores, "
+            f"invalid {what} {shown}: use letters, digits and underscores, "
             "starting with a letter or underscore (at most 63 characters)"
         )
     return schema

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -113,6 +114,12 @@ def all_of(browser: Any, css: str) -> list[Any]:
     return list(browser.find_elements(By.CSS_SELECTOR, css))
 
 
+def opened_id(browser: Any, marker: str) -> str:
+    """The workflow ID in the address of a page reached by an action ("" before it)."""
+    url = str(browser.current_url)
+    return parse_qs(urlsplit(url).query).get("id", [""])[0] if marker in url else ""
+
+
 def listed_ids(browser: Any) -> list[str]:
     return [a.text for a in all_of(browser, "#workflows a.wfid")]
 
@@ -181,10 +188,11 @@ def test_filter_open_timeline_fork_and_see_it_finish(
         by(browser, f'#start-step option[value="{charge_step}"]').click()
         by(browser, "#fork-version option:nth-child(2)").click()
         by(browser, "#fork").click()
-        eventually(lambda: text(browser, "#wfid") != "order-1", "the forked workflow's page")
-        forked = text(browser, "#wfid")
+        # (read from the address: the page reloads itself as the new run moves on)
+        forked = eventually(lambda: opened_id(browser, "done=fork"), "the forked workflow's page")
+        assert forked != "order-1"
         eventually(lambda: text(browser, "#status") == "SUCCESS", "the fork to finish on the page")
-        assert "order-1" in text(browser, "#lineage")
+        eventually(lambda: "order-1" in text(browser, "#lineage"), "the lineage")
         assert DBOS.retrieve_workflow(forked).get_result() == "shipped 1"
         steps = DBOS.list_workflow_steps(forked)
         assert steps[0]["output"] == 10  # copied from before the fork point

@@ -195,46 +195,38 @@ def test_old_version_workflows_wait_for_a_process_of_their_version(harness: Harn
     entered_hold(harness, "wf-old-b", b)
     harness.kill(a, b)
 
-    # The upgraded code (v2) restarts as executor ops-a: it does not touch v1 workflows,
-    # neither at launch nor when asked through its recovery endpoint.
+    # The upgraded code (v2) restarts as executor ops-a. At launch, and when asked through
+    # its recovery endpoint, it takes back the dead executors' PENDING work but runs none of
+    # v1's: it hands each back to its queue, pinned to v1 (a rolling deploy strands nothing
+    # on a gone executor, and a v2 process never runs v1 code).
     new = spawn(harness, "idle", vmid="ops-a", version="v2")
     new_port = admin_port(harness, new)
-    assert recover(new_port, ["ops-a", "ops-b"]) == []
+    assert set(recover(new_port, ["ops-a", "ops-b"])) <= {"wf-old-a", "wf-old-b"}
 
-    def both_untouched() -> bool:
-        return untouched(harness, "wf-old-a", "ops-a", "v1") and untouched(
-            harness, "wf-old-b", "ops-b", "v1"
-        )
+    def waiting_for_v1(wfid: str) -> bool:
+        row = harness.workflows([wfid])[wfid]
+        return bool(row["status"] == "ENQUEUED" and row["application_version"] == "v1")
 
-    stays("v2 leaves the v1 workflows PENDING", both_untouched, 1.5)
-    assert not harness.ledger_rows(pid=new.pid)
-
-    # A v1 process with executor ID ops-a recovers ops-a's v1 workflow at launch (and only
-    # it: ops-b's stays PENDING), while the v2 process keeps running next to it.
-    old_a = spawn(harness, "idle", vmid="ops-a", version="v1")
-    old_a_port = admin_port(harness, old_a)
-    finished_by(harness, "wf-old-a", a, old_a, "ops-a")
-    assert harness.workflows(["wf-old-a"])["wf-old-a"]["application_version"] == "v1"
-    assert untouched(harness, "wf-old-b", "ops-b", "v1")
-    assert recover(old_a_port, ["ops-a"]) == []
-
-    # A v1 process with another executor ID recovers ops-b's v1 workflow when told to. The
-    # endpoint re-enqueues the workflow for its version, and ANY live executor of that version
-    # may claim it (with the ops-a v1 process still up, that one wins about half the time), so
-    # the ops-a process is gone first: the process that is asked is the only v1 process.
-    harness.kill(old_a)
-    old_c = spawn(harness, "idle", vmid="ops-c", version="v1")
-    old_c_port = admin_port(harness, old_c)
     stays(
-        "ops-c does not recover ops-b by itself",
-        lambda: untouched(harness, "wf-old-b", "ops-b", "v1"),
-        0.5,
+        "v2 runs none of the v1 workflows",
+        lambda: waiting_for_v1("wf-old-a") and waiting_for_v1("wf-old-b"),
+        1.5,
     )
-    assert recover(old_c_port, ["ops-b"]) == ["wf-old-b"]
-    finished_by(harness, "wf-old-b", b, old_c, "ops-c")
-    assert harness.workflows(["wf-old-b"])["wf-old-b"]["application_version"] == "v1"
-    # The v2 process never ran anything.
     assert not harness.ledger_rows(pid=new.pid)
+
+    # A v1 process (any executor ID) runs both from their queue, while v2 keeps running.
+    old_c = spawn(harness, "idle", vmid="ops-c", version="v1")
+    rows = harness.wait_status(
+        ["wf-old-a", "wf-old-b"], {"SUCCESS", "ERROR"}, timeout=30, watch=[old_c]
+    )
+    for wfid, dead in (("wf-old-a", a), ("wf-old-b", b)):
+        row = rows[wfid]
+        assert row["status"] == "SUCCESS", row
+        assert row["executor_id"] == "ops-c" and row["application_version"] == "v1"
+        # The step checkpointed before the kill never ran again; the rest ran on ops-c.
+        assert [r.pid for r in harness.ledger_rows(wfid, step=1, phase="start")] == [dead.pid]
+        assert [r.pid for r in harness.ledger_rows(wfid, step=3, phase="start")] == [old_c.pid]
+    assert not harness.ledger_rows(pid=new.pid)  # the v2 process never ran anything
     assert new.alive() and old_c.alive()
 
 

@@ -23,6 +23,9 @@ WAYPOINT_ONLY = {
     "index idx_executors_last_seen",
     "index idx_notifications_unconsumed",
     "index uq_streams_write_key",
+    # Version 10: live rows in creation order, across queues and per queue (listing at scale).
+    "index idx_workflow_status_active_created",
+    "index idx_workflow_status_queue_created",
 }
 # And on PostgreSQL: the message insertion order (SQLite uses rowid), the primary keys' index
 # names (SQLite's are automatic), and the wake-up triggers for other writers (version 7).
@@ -32,6 +35,7 @@ WAYPOINT_ONLY_PG = {
     "index executors_pkey",
     "index waypoint_migrations_pkey",
     "index workflow_fingerprints_pkey",
+    "index idx_workflow_status_id_pattern",  # version 10: ID-prefix search (text_pattern_ops)
     "function waypoint_wake_others()",
     *(
         f"trigger {t}"

@@ -53,3 +53,4 @@ class DBOSConfig(TypedDict, total=False):
     retention_max_rows: Optional[int]
     retention_interval_sec: Optional[float]
     refuse_pickle: Optional[bool]  # Waypoint: never unpickle (or write) a pickled row
+    wait_suspend_after_sec: Optional[float]

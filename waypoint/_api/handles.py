@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Generic, Optional, Protocol, TypeVar
 
 from waypoint._api.ops.base import Ops
+from waypoint.core.calls import workflow_scope
 from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.outcomes import await_outcome, to_status
 from waypoint.core.types import WorkflowStatus
@@ -84,8 +85,10 @@ def result_flow(
     As DBOS records it, the step names the awaited workflow when a handle waited."""
     # As in DBOS, a workflow not written yet is waited for (another task may be starting it);
     # one this handle's caller wrote (``written``) and that is gone is an error at once.
+    # From a workflow body the wait may be suspended (core/suspend.py), never from a client.
+    waiter = workflow_scope() if ops.records_steps else None
     body = await_outcome(
-        ops.engine(), workflow_id, polling_interval_sec, wait_if_missing=not written
+        ops.engine(), workflow_id, polling_interval_sec, wait_if_missing=not written, waiter=waiter
     )
     return ops.checkpointed("DBOS.getResult", body, workflow_id if from_handle else None)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from waypoint.core.context import (
@@ -36,6 +37,7 @@ from waypoint.core.run import RunEntry, WorkflowRun
 from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PICKLE_NAME, PORTABLE_NAME, coerce_portable_args
 from waypoint.core.steps import record, replay
+from waypoint.core.suspend import Suspender, abort_parked
 from waypoint.core.types import Auth
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -77,39 +79,30 @@ def new_run(rt: Runtime, st: Start, entry: RunEntry) -> WorkflowRun:
 # -- running a body ---------------------------------------------------------------------------
 
 
+SUSPENDED: Any = object()  # what ``run_body`` returns when the body's wait was suspended
+
+
 def run_body(
     rt: Runtime, run: WorkflowRun, info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Flow[Any]:
+    """Run the body and record its outcome; ``SUSPENDED`` if it suspended in a wait (the run
+    stays registered and PENDING: it resumes when its ``run.parked`` wait fires)."""
     entry = run.entry
-    run.scope = rt.observers.workflow(run) if rt.observers else None
+    if run.scope is None:  # a resumed run keeps the watches of its first start
+        run.scope = rt.observers.workflow(run) if rt.observers else None
+    suspended = False
     try:
         try:
             auth = with_role(run.auth, check_roles(info.roles, run.auth, info.name))
             output = yield Call(info.func, args, kwargs, _body_bindings(run, auth), run.scope)
-        except DBOSWorkflowConflictIDError as exc:
-            if exc.workflow_id != run.workflow_id:
-                return (yield from _fail(rt, run, exc))
-            logger.info(
-                "workflow %s is now owned by another execution; waiting for its outcome",
-                run.workflow_id,
-            )
-            entry.abandon()
-            return (yield from await_outcome(rt, run.workflow_id))
-        except DBOSWorkflowCancelledError as exc:
-            if entry.released:  # a wait interrupted by the hand-back, not a cancellation
-                logger.info("workflow %s was handed back to its queue", run.workflow_id)
-                entry.abandon()
-                return (yield from await_outcome(rt, run.workflow_id))
-            if not entry.cancel.is_set():
-                # Raised by user code although nobody cancelled this workflow: a failure.
-                return (yield from _fail(rt, run, exc))
-            entry.abandon()
-            raise
-        except Exception as exc:
-            return (yield from _fail(rt, run, exc))
-        except BaseException:
-            entry.abandon()  # interpreter shutdown and the like: stay PENDING, recover later
-            raise
+        except BaseException as exc:
+            if run.parked is not None:  # suspended (even if the body caught it and went on)
+                suspended = True
+                return SUSPENDED
+            return (yield from _body_failed(rt, run, exc))
+        if run.parked is not None:
+            suspended = True
+            return SUSPENDED
         try:
             text = rt.codec.encode(output, run.serializer, f"the result of workflow {run.name!r}")
         except WaypointPayloadError as exc:
@@ -120,9 +113,40 @@ def run_body(
         entry.finish(output=output)
         return output
     finally:
-        rt.unregister(entry)
-        if run.scope is not None:
-            run.scope.end(*_how_it_ended(entry))
+        if not suspended:
+            abort_parked(run)
+            rt.unregister(entry)
+            if run.scope is not None:
+                run.scope.end(*_how_it_ended(entry))
+
+
+def _body_failed(rt: Runtime, run: WorkflowRun, exc: BaseException) -> Flow[Any]:
+    """The body raised ``exc``: record the failure, or wait for the execution that owns the
+    workflow now, or leave it PENDING (cancelled here, or the interpreter is stopping)."""
+    entry = run.entry
+    if isinstance(exc, DBOSWorkflowConflictIDError):
+        if exc.workflow_id != run.workflow_id:
+            return (yield from _fail(rt, run, exc))
+        logger.info(
+            "workflow %s is now owned by another execution; waiting for its outcome",
+            run.workflow_id,
+        )
+        entry.abandon()
+        return (yield from await_outcome(rt, run.workflow_id))
+    if isinstance(exc, DBOSWorkflowCancelledError):
+        if entry.released:  # a wait interrupted by the hand-back, not a cancellation
+            logger.info("workflow %s was handed back to its queue", run.workflow_id)
+            entry.abandon()
+            return (yield from await_outcome(rt, run.workflow_id))
+        if not entry.cancel.is_set():
+            # Raised by user code although nobody cancelled this workflow: a failure.
+            return (yield from _fail(rt, run, exc))
+        entry.abandon()
+        raise exc
+    if isinstance(exc, Exception):
+        return (yield from _fail(rt, run, exc))
+    entry.abandon()  # interpreter shutdown and the like: stay PENDING, recover later
+    raise exc
 
 
 def _how_it_ended(entry: RunEntry) -> tuple[str, Optional[BaseException]]:
@@ -308,27 +332,56 @@ def launch(rt: Runtime, st: Start) -> None:
         return
     run = new_run(rt, st, entry)
     rt.arm_deadline(st.workflow_id, run.deadline_ms)
-    _run_in_background(rt, run, st.info, st.call_args, st.kwargs, load_replay=False)
+    bound = st.call_args[0] if st.info.kind in ("instance", "class") else None
+    stored = StoredCall(st.info, st.new.inputs, st.new.serialization, bound)
+    _run_in_background(rt, run, stored, st.call_args, st.kwargs, load_replay=False)
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """A workflow's registration and stored inputs: a resumed run calls its body with
+    arguments decoded afresh, never with objects the first run may have changed."""
+
+    info: WorkflowInfo
+    inputs: Optional[str]
+    serialization: Optional[str]
+    bound: Any  # the instance or class of a method (never stored)
+
+    def decode(self, rt: Runtime) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = rt.codec.decode_inputs(self.inputs, self.serialization)
+        if self.serialization == PORTABLE_NAME:
+            args, kwargs = coerce_portable_args(self.info.func, args, kwargs)
+        if self.info.kind in ("instance", "class"):
+            return (self.bound, *args), kwargs
+        return tuple(args), kwargs
 
 
 def _run_in_background(
     rt: Runtime,
     run: WorkflowRun,
-    info: WorkflowInfo,
+    stored: StoredCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
     load_replay: bool,
     verify: bool = False,
+    resumed: bool = False,
 ) -> None:
+    info = stored.info
+
     def flow() -> Flow[Any]:
-        if load_replay:
+        call_args, call_kwargs = args, kwargs
+        if resumed:
+            steps = yield Io(lambda: rt.store.load_steps(run.workflow_id))
+            run.rewind(steps)
+            call_args, call_kwargs = stored.decode(rt)
+        elif load_replay:
             ready = yield Io(lambda: _prepare_replay(rt, run, verify))
             if not ready:
                 rt.unregister(run.entry)
                 run.entry.abandon()
                 return None
-        return (yield from run_body(rt, run, info, args, kwargs))
+        return (yield from run_body(rt, run, info, call_args, call_kwargs))
 
     if info.is_async:
 
@@ -342,14 +395,53 @@ def _run_in_background(
     else:
 
         def work() -> None:
+            # The body runs on this thread of its own: its long waits may give it back.
+            run.suspender = Suspender(rt.config.wait_suspend_after_sec, rt.pool.is_busy)
             try:
-                drive_sync(flow())
+                outcome = drive_sync(flow())
             except BaseException as exc:
                 _log_background_end(run.workflow_id, exc)
                 if not isinstance(exc, (Exception, DBOSWorkflowCancelledError)):
                     raise  # Ctrl-C or exit: the pool hands it to a caller running this inline
+                return
+            finally:
+                run.suspender = None
+            if outcome is SUSPENDED:
+                _park(rt, run, stored)
 
         run.entry.task = rt.pool.submit(work, name=run.workflow_id)
+
+
+def _park(rt: Runtime, run: WorkflowRun, stored: StoredCall) -> None:
+    """The body unwound out of a suspended wait and its thread is free: resume the run (on
+    the pool, from its checkpoints) when the wait's wake-up comes."""
+    parked = run.parked
+    assert parked is not None
+    run.replay = {}  # reloaded when it resumes: a parked run keeps little in memory
+
+    def resume() -> None:
+        if run.entry.released or rt.stopping.is_set():
+            # Handed back by a draining executor, or the runtime stops: a peer, or the next
+            # launch, runs the rest. Nothing to re-run here.
+            _end_parked(rt, run)
+            return
+        try:
+            _run_in_background(rt, run, stored, (), {}, load_replay=False, resumed=True)
+        except RuntimeError:
+            # The pool is shut down: this process stops, and the workflow stays PENDING for
+            # the next launch to recover.
+            logger.debug("workflow %s was not resumed: the runtime stopped", run.workflow_id)
+
+    parked.arm(rt.timers, resume)
+
+
+def _end_parked(rt: Runtime, run: WorkflowRun) -> None:
+    """A suspended run that will not resume here ends as abandoned."""
+    run.parked = None
+    rt.unregister(run.entry)
+    run.entry.abandon()
+    if run.scope is not None:
+        run.scope.end(*_how_it_ended(run.entry))
 
 
 def _log_background_end(workflow_id: str, exc: BaseException) -> None:
@@ -393,10 +485,20 @@ def dispatch_claimed(
             )
             rt.wakeups.fire(done_key(row.workflow_id))
         return
+    bound: Any = None
+    if info.kind == "instance":
+        bound = REGISTRY.instance(row.class_name or "", row.config_name or "")
+        if bound is None:
+            _unrunnable(row, f"no instance {row.class_name}/{row.config_name} is registered")
+            return
+    elif info.kind == "class":
+        bound = REGISTRY.classes.get(row.class_name or "")
+        if bound is None:
+            _unrunnable(row, f"no class {row.class_name} is registered")
+            return
+    stored = StoredCall(info, row.inputs, row.serialization, bound)
     try:
-        args, kwargs = rt.codec.decode_inputs(row.inputs, row.serialization)
-        if row.serialization == PORTABLE_NAME:
-            args, kwargs = coerce_portable_args(info.func, args, kwargs)
+        call_args, kwargs = stored.decode(rt)
         serializer = rt.codec.by_name(row.serialization)
     except WaypointPayloadError as exc:
         if rt.codec.refuse_pickle and row.serialization in (None, PICKLE_NAME):
@@ -416,18 +518,6 @@ def dispatch_claimed(
         )
         rt.wakeups.fire(done_key(row.workflow_id))
         return
-    bound: Any = None
-    if info.kind == "instance":
-        bound = REGISTRY.instance(row.class_name or "", row.config_name or "")
-        if bound is None:
-            _unrunnable(row, f"no instance {row.class_name}/{row.config_name} is registered")
-            return
-    elif info.kind == "class":
-        bound = REGISTRY.classes.get(row.class_name or "")
-        if bound is None:
-            _unrunnable(row, f"no class {row.class_name} is registered")
-            return
-    call_args = (bound, *args) if info.kind in ("instance", "class") else tuple(args)
     entry, fresh = rt.register(row.workflow_id)
     if not fresh:
         _hand_over(rt, entry, row, admitted)
@@ -454,7 +544,7 @@ def dispatch_claimed(
     if admitted is not None:
         admitted(entry)
     rt.arm_deadline(row.workflow_id, run.deadline_ms)
-    _run_in_background(rt, run, info, call_args, kwargs, load_replay=True, verify=verify)
+    _run_in_background(rt, run, stored, call_args, kwargs, load_replay=True, verify=verify)
 
 
 def _unrunnable(row: WorkflowRow, why: str) -> None:

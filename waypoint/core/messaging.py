@@ -35,7 +35,9 @@ from waypoint.core.steps import (
     replay,
     step_record,
 )
+from waypoint.core.suspend import hold_until
 from waypoint.core.types import ACTIVE_STATUSES, NULL_TOPIC, WorkflowSerializationFormat
+from waypoint.core.waiting import wait_or_suspend
 from waypoint.error import (
     DBOSException,
     DBOSNonExistentWorkflowError,
@@ -184,12 +186,14 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
     yield from check_cancelled(run.runtime, run)
     deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
     waiting = _recv_wait(eng, run, fid, topic_s, deadline)
-    return (yield from watched_wait(eng.observers, run, "recv", fid, parked(run.entry, waiting)))
+    waiting = parked(run.entry, waiting)
+    return (yield from watched_wait(eng.observers, run, "recv", fid, waiting, run.parked_scopes))
 
 
 def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: float) -> Flow[Any]:
     started = eng.now_ms()
     keys = (message_key(run.workflow_id, topic_s), cancel_key(run.workflow_id))
+    hold = hold_until(run)
     while True:
         signal = eng.wakeups.subscribe(*keys)
         try:
@@ -204,7 +208,8 @@ def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: 
                 none_text = run.serializer.serialize(None)
                 yield from record(run.runtime, run, fid, "DBOS.recv", started, output=none_text)
                 return None
-            yield Wait(signal, min(remaining, eng.wait_interval()))
+            wait = min(remaining, eng.wait_interval())
+            yield from wait_or_suspend(run, hold, eng.wakeups, keys, signal, wait)
             if run.entry.cancel.is_set():
                 raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
         finally:
@@ -255,7 +260,8 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
         deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
         waiting = _event_wait(eng, run, fid, workflow_id, key, deadline)
         waiting = parked(run.entry, waiting)
-        return (yield from watched_wait(eng.observers, run, "get_event", fid, waiting))
+        watched = watched_wait(eng.observers, run, "get_event", fid, waiting, run.parked_scopes)
+        return (yield from watched)
     return (yield from _event_wait(eng, run, fid, workflow_id, key, deadline))
 
 
@@ -270,6 +276,7 @@ def _event_wait(
     started = eng.now_ms()
     # A waiting workflow is also woken when it is handed back (a draining executor).
     keys = (event_key(workflow_id, key),) + (() if run is None else (cancel_key(run.workflow_id),))
+    hold = hold_until(run)
     while True:
         signal = eng.wakeups.subscribe(*keys)
         try:
@@ -292,7 +299,8 @@ def _event_wait(
                         serialization=ser,
                     )
                 return eng.codec.decode(text, ser) if text is not None else None
-            yield Wait(signal, min(remaining, eng.wait_interval()))
+            wait = min(remaining, eng.wait_interval())
+            yield from wait_or_suspend(run, hold, eng.wakeups, keys, signal, wait)
         finally:
             eng.wakeups.unsubscribe(signal, *keys)
 

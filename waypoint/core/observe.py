@@ -19,6 +19,7 @@ import logging
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, Optional, Protocol, TypeVar
 
+from waypoint.core.suspend import Suspended
 from waypoint.core.types import RequestInfo
 
 logger = logging.getLogger("waypoint")
@@ -65,7 +66,8 @@ class Watch:
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         """Something happened inside the operation (``retry``: an attempt failed;
-        ``fenced``, on a workflow: a write was refused, another execution owns it now)."""
+        ``fenced``, on a workflow: a write was refused, another execution owns it now;
+        ``suspended``, on a wait: it gave its thread back, and goes on when it resumes)."""
 
     def end(self, status: str, error: Optional[BaseException]) -> None:
         """The operation is over: ``SUCCESS``, ``ERROR``, ``CANCELLED`` or ``ABANDONED`` (this
@@ -157,13 +159,23 @@ def watched_wait(
     name: str,
     function_id: int,
     flow: Generator[Any, Any, T],
+    parked: Optional[dict[int, Scope]] = None,
 ) -> Generator[Any, Any, T]:
-    """Run ``flow`` (a durable wait) under the observers' ``wait`` watches."""
-    scope = observers.wait(run, name, function_id) if observers else None
+    """Run ``flow`` (a durable wait) under the observers' ``wait`` watches. A wait that is
+    suspended (``core.suspend``) keeps its watches open in ``parked`` (by position) for the
+    run's resumption to take up again, so observers see one wait from start to end."""
+    scope = parked.pop(function_id, None) if parked is not None else None
+    if scope is None:
+        scope = observers.wait(run, name, function_id) if observers else None
     if scope is None:
         return (yield from flow)
     try:
         value = yield from flow
+    except Suspended:
+        if parked is not None:
+            parked[function_id] = scope
+        scope.event("suspended")
+        raise
     except BaseException as exc:
         cancelled = type(exc).__name__ == "DBOSWorkflowCancelledError"
         scope.end("CANCELLED" if cancelled else "ERROR", exc)

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+import time
+from typing import TYPE_CHECKING, Any, Optional
 
 from waypoint.core.effects import Flow, Io, Wait
 from waypoint.core.engine import Engine, LocalRun
+from waypoint.core.suspend import hold_until, suspend
 from waypoint.core.types import TERMINAL_STATUSES, WorkflowStatus
+from waypoint.core.waiting import wait_or_suspend
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
     DBOSNonExistentWorkflowError,
 )
 from waypoint.storage.protocol import Outcome, WorkflowRow, cancel_key, done_key
+
+if TYPE_CHECKING:
+    from waypoint.core.run import WorkflowRun
 
 logger = logging.getLogger("waypoint")
 
@@ -59,6 +65,7 @@ def await_outcome(
     polling_interval_sec: float = 1.0,
     *,
     wait_if_missing: bool = False,
+    waiter: Optional[WorkflowRun] = None,
 ) -> Flow[Any]:
     """Return the workflow's result (or raise its error) once it is terminal. A workflow
     that does not exist yet is an error, or (``wait_if_missing``, as DBOS's get_result) is
@@ -68,16 +75,31 @@ def await_outcome(
 
     A run in this process hands over its result from memory. Otherwise the completion's
     wake-up (local, or NOTIFY from another process) ends the wait; without notifications the
-    database is re-read, quickly at first, then every ``polling_interval_sec``."""
+    database is re-read, quickly at first, then every ``polling_interval_sec``. ``waiter``:
+    the workflow body waiting, whose wait may be suspended (``core.suspend``)."""
     interval = max(0.001, float(polling_interval_sec))
     delay = min(0.005, interval)
     keys = (done_key(workflow_id), cancel_key(workflow_id))
     seen = False
+    hold = hold_until(waiter)
     while True:
         entry = rt.active(workflow_id)
         if entry is not None:
             seen = True
-            done = yield StealOrWait(entry, interval)
+            wait = interval
+            if waiter is not None and hold is not None:
+                left = hold - time.monotonic()
+                if left <= 0 and not entry.done.is_set():
+                    # Running here, and outlasting the grace: resume when it ends.
+                    suspend(
+                        waiter,
+                        rt.wakeups,
+                        keys,
+                        time.time() + rt.wait_interval(),
+                        signals=(entry.done,),
+                    )
+                wait = max(0.0, min(wait, left))
+            done = yield StealOrWait(entry, wait)
             if done and not entry.lost:
                 if entry.error is not None:
                     raise entry.error
@@ -93,7 +115,7 @@ def await_outcome(
             if outcome is not None and outcome.status in TERMINAL_STATUSES:
                 return decode_outcome(rt, workflow_id, outcome)
             wait = rt.wait_interval() if rt.notifications else delay
-            yield Wait(signal, wait)
+            yield from wait_or_suspend(waiter, hold, rt.wakeups, keys, signal, wait)
             delay = min(delay * 2, interval)
         finally:
             rt.wakeups.unsubscribe(signal, *keys)

@@ -101,6 +101,12 @@ class WorkerPool:
         with self._cond:
             return max(0, self.max_workers - self._busy - len(self._tasks))
 
+    def is_busy(self) -> bool:
+        """Whether every thread is taken (or work waits for one): a wait then gives its thread
+        back sooner (core/suspend.py)."""
+        with self._cond:
+            return self._busy + len(self._tasks) >= self.max_workers
+
     def _work(self) -> None:
         while True:
             with self._cond:

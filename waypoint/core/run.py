@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 from waypoint.core.observe import Scope
 from waypoint.core.serialization import Serializer
 from waypoint.core.signals import Signal
+from waypoint.core.suspend import ParkedWait, Suspended, Suspender
 from waypoint.core.types import Auth, RequestInfo
 from waypoint.error import DBOSWorkflowConflictIDError
 from waypoint.storage.protocol import StepRow
@@ -113,6 +114,8 @@ class WorkflowRun:
         "name",
         "origins",
         "owner_xid",
+        "parked",
+        "parked_scopes",
         "queue_name",
         "replay",
         "request",
@@ -121,6 +124,7 @@ class WorkflowRun:
         "serializer",
         "status_checked",
         "stream_reads",
+        "suspender",
         "workflow_id",
     )
 
@@ -165,8 +169,15 @@ class WorkflowRun:
         self._fid_lock = threading.Lock()
         self.status_checked = time.monotonic()
         self.stream_reads = 0  # stream reads of the body in progress (at most one at a time)
+        # Suspension (core/suspend.py): set while the body runs on a worker thread of its own;
+        # the wait it is suspended in; the observers' watches of that wait, kept open.
+        self.suspender: Optional[Suspender] = None
+        self.parked: Optional[ParkedWait] = None
+        self.parked_scopes: dict[int, Scope] = {}
 
     def next_function_id(self) -> int:
+        if self.parked is not None:
+            raise Suspended()  # the body swallowed its suspension: it must not go on
         with self._fid_lock:
             fid = self._next_fid
             self._next_fid += 1
@@ -174,3 +185,13 @@ class WorkflowRun:
 
     def peek_function_id(self) -> int:
         return self._next_fid
+
+    def rewind(self, replay: dict[int, StepRow]) -> None:
+        """Start the body over (a suspended run resumes) with the checkpoints written so far:
+        operations are numbered from the first again and replay what they recorded."""
+        with self._fid_lock:
+            self._next_fid = 1
+        self.replay = replay
+        self.parked = None
+        self.stream_reads = 0
+        self.status_checked = 0.0  # read the status at the first new operation

@@ -71,10 +71,12 @@ KNOWN_KEYS = frozenset(
         "retention_max_rows",
         "retention_interval_sec",
         "refuse_pickle",
+        "wait_suspend_after_sec",
     }
 )
 
 DEFAULT_MAX_THREADS = 256
+DEFAULT_SUSPEND_AFTER = 1.0  # a wait expected to last longer gives its thread back
 
 # config version_compatibility: "version" takes only workflows of this process's own
 # application version (DBOS's rule, the default); "fingerprint" also takes an older version's
@@ -151,6 +153,7 @@ class RuntimeConfig:
     retention_max_rows: Optional[int] = None
     retention_interval_sec: float = 600.0
     refuse_pickle: bool = False
+    wait_suspend_after_sec: float = DEFAULT_SUSPEND_AFTER
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -193,6 +196,15 @@ def _positive_number(config: Mapping[str, Any], key: str) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise DBOSInitializationError(f"config {key} must be a positive number, got {shown(value)}")
+    return float(value)
+
+
+def _non_negative(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise DBOSInitializationError(f"config {key} must be a number >= 0, got {value!r}")
     return float(value)
 
 
@@ -310,5 +322,8 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
         retention_max_rows=_positive_int(config, "retention_max_rows", 0) or None,
         retention_interval_sec=_positive_number(config, "retention_interval_sec") or 600.0,
         refuse_pickle=refuse_pickle,
+        wait_suspend_after_sec=_non_negative(
+            config, "wait_suspend_after_sec", DEFAULT_SUSPEND_AFTER
+        ),
         raw=dict(config),
     )

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Optional
 
 
 class Signal:
-    __slots__ = ("_event", "_lock", "_waiters")
+    __slots__ = ("_callbacks", "_event", "_lock", "_waiters")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._callbacks: Optional[list[Callable[[], None]]] = None
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -28,11 +30,31 @@ class Signal:
                 return
             self._event.set()
             waiters, self._waiters = self._waiters, []
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            callback()
         for loop, fut in waiters:
             try:
                 loop.call_soon_threadsafe(_resolve, fut)
             except RuntimeError:
                 continue  # that loop is closed; nobody is waiting there any more
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the signal is set (at once, here, if it already is), on the
+        thread that sets it: what a suspended wait uses instead of a thread parked on it. It
+        must be quick and must not raise."""
+        with self._lock:
+            if not self._event.is_set():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def remove_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if self._callbacks is not None and callback in self._callbacks:
+                self._callbacks.remove(callback)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._event.wait(timeout)

@@ -23,6 +23,7 @@ from waypoint.core.observe import Scope, watched_wait
 from waypoint.core.run import WorkflowRun, parked
 from waypoint.core.serialization import PORTABLE_NAME
 from waypoint.core.signals import Signal
+from waypoint.core.suspend import suspend, wait_grace
 from waypoint.core.types import StepSpec
 from waypoint.error import (
     DBOSMaxStepRetriesExceeded,
@@ -393,7 +394,7 @@ def sleep_flow(rt: Engine, run: WorkflowRun, seconds: float) -> Flow[None]:
         return
     fid = run.next_function_id()
     waiting = parked(run.entry, _sleep(rt, run, fid, seconds))
-    yield from watched_wait(rt.observers, run, "sleep", fid, waiting)
+    yield from watched_wait(rt.observers, run, "sleep", fid, waiting, run.parked_scopes)
 
 
 def _sleep(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow[None]:
@@ -402,6 +403,9 @@ def _sleep(rt: Engine, run: WorkflowRun, fid: int, seconds: float) -> Flow[None]
     wake = yield from durable_wake(rt, run, fid, seconds)
     remaining = wake - time.time()
     if remaining > 0:
+        grace = wait_grace(run)
+        if grace is not None and remaining > grace:
+            suspend(run, rt.wakeups, wake_at=wake)  # raises Suspended
         interrupted = yield Sleep(remaining, run.entry.cancel)
         if interrupted:
             raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")

@@ -1,0 +1,205 @@
+"""Waits that give their thread back: suspending a sync workflow parked in a long wait.
+
+A sync workflow body runs on a worker thread of a bounded pool. A body that waits a long time
+(``DBOS.sleep``, ``DBOS.recv``, ``DBOS.get_event``, a handle's ``get_result``) would hold that
+thread for the whole wait; thousands of them would hold every thread and starve the rest.
+Instead, once a wait is expected to outlast the run's *grace* (``wait_suspend_after_sec``, or
+50 ms while every thread is busy), the wait raises ``Suspended``: it unwinds the body back to
+the run (``execution.run_body``), the thread goes back to the pool, and a ``ParkedWait`` holds
+what can end the wait — wake-up keys (a message, an event, a completion, a cancellation),
+signals of runs in this process, and a timer (the wait's deadline, or the next safety
+re-read). The first of them to fire submits the run again: the body is re-run from the top
+with the checkpoints loaded from the database, every completed operation returning its
+recorded value, until it reaches the wait again, which now finds what it waited for.
+
+This relies on the rule recovery already relies on (and DBOS states): workflow code outside
+steps is deterministic. The wait itself is a recorded operation (a sleep's wake-up time, a
+recv's or get_event's timeout are checkpointed before the wait starts), so the re-run waits
+for the same thing until the same deadline.
+
+Only a run that started on a worker thread of its own can suspend (started in the
+background, dequeued or recovered, on the thread that runs it); a workflow called directly
+runs on its caller's thread, which is waiting for it anyway, and an async workflow holds no
+thread while it waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Optional
+
+from waypoint.core.signals import Signal
+from waypoint.error import DBOSWorkflowCancelledError
+from waypoint.storage.protocol import cancel_key
+
+if TYPE_CHECKING:
+    from waypoint.core.run import WorkflowRun
+    from waypoint.core.timers import TimerService
+    from waypoint.core.wakeups import Wakeups
+
+logger = logging.getLogger("waypoint")
+
+BUSY_GRACE = 0.05  # how long a wait may hold a thread while no thread of the pool is free
+
+
+class Suspended(BaseException):
+    """Unwinds a workflow body whose wait was suspended (internal: never reaches a caller).
+
+    A ``BaseException`` so that ``except Exception`` in workflow code lets it through. Code
+    that swallows it (a bare ``except:`` or ``except BaseException`` around a wait) cannot
+    make the run go on: every later operation of the run raises it again, and a body that
+    returns anyway is still treated as suspended."""
+
+
+class Suspender:
+    """What lets one run suspend its waits: the thread its body runs on, and the policy."""
+
+    __slots__ = ("after", "busy", "thread")
+
+    def __init__(self, after: float, busy: Callable[[], bool]) -> None:
+        self.after = after
+        self.busy = busy  # True while no worker thread is free
+        self.thread = threading.get_ident()
+
+    def grace(self) -> float:
+        """How long a wait may hold the thread before it is suspended."""
+        return min(self.after, BUSY_GRACE) if self.busy() else self.after
+
+
+def wait_grace(run: Optional[WorkflowRun]) -> Optional[float]:
+    """The grace of a wait ``run``'s body makes here, or None if it cannot be suspended (no
+    run, not started on a worker, or not on the thread its body runs on)."""
+    if run is None:
+        return None
+    suspender = run.suspender
+    if suspender is None or suspender.thread != threading.get_ident():
+        return None
+    return suspender.grace()
+
+
+class ParkedWait:
+    """What a suspended run waits for, and the one-shot hand-over to its resumption.
+
+    It is set up (keys subscribed, signals hooked) *before* the body unwinds, while the wait
+    still holds its own subscription, so nothing that fires in between is lost; but it resumes
+    the run only once ``arm`` is called, after the body has unwound and let go of the thread,
+    so the run never executes twice at once."""
+
+    __slots__ = (
+        "_lock",
+        "_resume",
+        "_state",
+        "_timer",
+        "_timers",
+        "hooked",
+        "keys",
+        "signal",
+        "wake_at",
+        "wakeups",
+    )
+
+    def __init__(
+        self,
+        wakeups: Wakeups,
+        keys: Sequence[str],
+        wake_at: Optional[float],
+        signals: Sequence[Signal] = (),
+    ) -> None:
+        self.wakeups = wakeups
+        self.keys = tuple(keys)
+        self.wake_at = wake_at
+        self._lock = threading.Lock()
+        self._state = "setting-up"  # -> "fired-early" | "armed" -> "resumed"
+        self._resume: Optional[Callable[[], None]] = None
+        self._timers: Optional[TimerService] = None
+        self._timer: Optional[int] = None
+        self.signal = wakeups.subscribe(*self.keys) if self.keys else Signal()
+        self.signal.on_set(self.fire)
+        self.hooked = tuple(signals)
+        for sig in self.hooked:
+            sig.on_set(self.fire)
+
+    def fire(self) -> None:
+        """Something the run waits for happened (or may have): resume it, once."""
+        with self._lock:
+            if self._state == "setting-up":
+                self._state = "fired-early"
+                return
+            if self._state != "armed":
+                return
+            self._state = "resumed"
+            resume, self._resume = self._resume, None
+        self._release()
+        if resume is not None:
+            resume()
+
+    def arm(self, timers: TimerService, resume: Callable[[], None]) -> None:
+        """The body has unwound: from now on the first wake-up calls ``resume``."""
+        with self._lock:
+            if self._state == "setting-up":
+                self._state = "armed"
+                self._resume = resume
+                self._timers = timers
+                if self.wake_at is not None:
+                    self._timer = timers.at(self.wake_at, self.fire)
+                return
+            self._state = "resumed"
+        self._release()
+        resume()
+
+    def drop(self) -> None:
+        """The wait was not suspended after all: let go of the subscriptions."""
+        with self._lock:
+            self._state = "resumed"
+        self._release()
+
+    def _release(self) -> None:
+        if self.keys:
+            self.wakeups.unsubscribe(self.signal, *self.keys)
+        for sig in self.hooked:
+            sig.remove_callback(self.fire)
+        if self._timer is not None and self._timers is not None:
+            self._timers.cancel(self._timer)
+            self._timer = None
+
+
+def suspend(
+    run: WorkflowRun,
+    wakeups: Wakeups,
+    keys: Sequence[str] = (),
+    wake_at: Optional[float] = None,
+    *,
+    signals: Sequence[Signal] = (),
+    watched: Optional[Signal] = None,
+) -> None:
+    """Suspend ``run``'s wait, to be resumed when one of ``keys``
+    fires, one of ``signals`` is set or at ``wake_at`` (epoch seconds); a cancellation of the
+    run always resumes it. ``watched`` is the wait's own subscription: if it fired since the
+    wait last looked, nothing is suspended and this returns (look again). Otherwise raises
+    ``Suspended`` (or the cancellation, if the run was cancelled meanwhile)."""
+    if run.entry.cancel.is_set():
+        raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
+    all_keys = (*keys, cancel_key(run.workflow_id))
+    parked = ParkedWait(wakeups, all_keys, wake_at, signals)
+    if watched is not None and watched.is_set():
+        parked.drop()
+        return
+    run.parked = parked
+    raise Suspended()
+
+
+def hold_until(run: Optional[WorkflowRun]) -> Optional[float]:
+    """Until when (``time.monotonic``) a wait starting now may hold its thread, or None if it
+    cannot be suspended."""
+    grace = wait_grace(run)
+    return None if grace is None else time.monotonic() + grace
+
+
+def abort_parked(run: WorkflowRun) -> None:
+    """Drop the suspension of a run that ended otherwise (it stopped, or lost ownership)."""
+    parked, run.parked = run.parked, None
+    if parked is not None:
+        parked.drop()

@@ -1,0 +1,103 @@
+"""Worker program for tests/crash/test_suspend_crash.py; the test SIGKILLs it.
+
+    python tests/crash/suspend_app.py <db_url> <ledger> first <n> <wake_at>
+    python tests/crash/suspend_app.py <db_url> <ledger> recover <n> <wake_at>
+
+``first`` launches with a small pool (``POOL`` threads) and starts ``n`` workflows ``w-<i>``,
+each of which runs the step ``before`` and then waits — far more of them than there are
+threads, so they can only all be waiting at once if their waits gave their threads back:
+
+* ``i % 3 == 0`` sleeps until ``wake_at`` (epoch seconds);
+* ``i % 3 == 1`` receives a message on topic "go";
+* ``i % 3 == 2`` starts the child ``w-<i>-child`` (which runs ``before`` and receives on
+  "go") and waits for its result.
+
+Then each runs the step ``after`` and returns. Both steps write to the side-effect ledger.
+``first`` idles until killed. ``recover`` launches (recovering all of them), waits for every
+result and prints one JSON line: {"results": {workflow_id: result}}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from tests.crash import ledger as ledgerlib
+from waypoint import DBOS, SetWorkflowID
+
+DB_URL, LEDGER, MODE, N, WAKE_AT = (
+    sys.argv[1],
+    sys.argv[2],
+    sys.argv[3],
+    int(sys.argv[4]),
+    float(sys.argv[5]),
+)
+POOL = 8
+writer = ledgerlib.Writer(LEDGER)
+
+
+@DBOS.step(name="before")
+def before() -> None:
+    writer.step(DBOS.workflow_id or "?", 0, "start", "")
+
+
+@DBOS.step(name="after")
+def after() -> None:
+    writer.step(DBOS.workflow_id or "?", 1, "start", "")
+
+
+@DBOS.workflow(name="child")
+def child() -> str:
+    before()
+    got = DBOS.recv("go", timeout_seconds=3600)
+    after()
+    return f"child:{got}"
+
+
+@DBOS.workflow(name="waiter")
+def waiter(i: int, wake_at: float) -> Any:
+    before()
+    if i % 3 == 0:
+        # Never zero: a sleep of zero takes no position, and replay must see the same ones.
+        DBOS.sleep(max(0.01, wake_at - time.time()))
+        value: Any = "slept"
+    elif i % 3 == 1:
+        value = DBOS.recv("go", timeout_seconds=3600)
+    else:
+        with SetWorkflowID(f"w-{i}-child"):
+            handle = DBOS.start_workflow(child)
+        value = handle.get_result()
+    after()
+    return value
+
+
+def main() -> None:
+    DBOS(
+        config={
+            "name": "suspend-crash",
+            "system_database_url": DB_URL,
+            "executor_id": "suspend-crash",
+            "max_executor_threads": POOL,
+        }
+    )
+    DBOS.launch()
+    if MODE == "first":
+        for i in range(N):
+            with SetWorkflowID(f"w-{i}"):
+                DBOS.start_workflow(waiter, i, WAKE_AT)
+        while True:
+            time.sleep(1)
+    assert MODE == "recover", MODE
+    writer.event("launched")
+    results = {
+        f"w-{i}": DBOS.retrieve_workflow(f"w-{i}").get_result(polling_interval_sec=0.5)
+        for i in range(N)
+    }
+    print(json.dumps({"results": results}), flush=True)
+    DBOS.destroy()
+
+
+if __name__ == "__main__":
+    main()

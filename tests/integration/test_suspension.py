@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pytest
 
 from waypoint import DBOS, SetWorkflowID
-from waypoint.core.observe import Observer, ObservedRun, Watch
+from waypoint.core.observe import ObservedRun, Observer, Watch
 from waypoint.core.runtime import get_runtime
 from waypoint.error import DBOSAwaitedWorkflowCancelledError
 
@@ -108,9 +108,7 @@ def test_recv_suspends_and_resumes_with_each_message(dbos: type[DBOS]) -> None:
         DBOS.send(f"recv-{i}", f"first-{i}", "t")
     for i in range(MANY):
         DBOS.send(f"recv-{i}", f"second-{i}", "t")
-    assert [h.get_result() for h in handles] == [
-        [f"first-{i}", f"second-{i}"] for i in range(MANY)
-    ]
+    assert [h.get_result() for h in handles] == [[f"first-{i}", f"second-{i}"] for i in range(MANY)]
     assert ledger.count("after-") == MANY
     assert ledger.twice() == []
     wait_for("the pool's threads to be free", all_threads_free)
@@ -266,7 +264,7 @@ def test_swallowed_suspension_cannot_go_on(dbos: type[DBOS]) -> None:
     def stubborn() -> Any:
         try:
             got = DBOS.recv("t", timeout_seconds=300)
-        except BaseException:  # noqa: BLE001  (what the test is about)
+        except BaseException:  # what the test is about: the wait's suspension is caught
             got = "swallowed"
         mark(f"after-{got}")
         return got

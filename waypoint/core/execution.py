@@ -565,8 +565,14 @@ def _hand_over(
         existing.run.owner_xid = row.owner_xid
 
     def later() -> None:
-        existing.done.wait()
         if existing.lost:
             dispatch_claimed(rt, row, verify=True, admitted=admitted)
 
-    rt.pool.submit(later, name=f"handover-{row.workflow_id}")
+    def ended() -> None:
+        # No thread waits for the end (the run may be suspended for days).
+        try:
+            rt.pool.submit(later, name=f"handover-{row.workflow_id}")
+        except RuntimeError:
+            pass  # the runtime stopped: the next launch recovers the workflow
+
+    existing.done.on_set(ended)

@@ -180,10 +180,12 @@ def suspend(
     run always resumes it. ``watched`` is the wait's own subscription: if it fired since the
     wait last looked, nothing is suspended and this returns (look again). Otherwise raises
     ``Suspended`` (or the cancellation, if the run was cancelled meanwhile)."""
-    if run.entry.cancel.is_set():
-        raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
     all_keys = (*keys, cancel_key(run.workflow_id))
     parked = ParkedWait(wakeups, all_keys, wake_at, signals)
+    # Looked at once subscribed: a cancellation sets the flag before it fires the key.
+    if run.entry.cancel.is_set():
+        parked.drop()
+        raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
     if watched is not None and watched.is_set():
         parked.drop()
         return

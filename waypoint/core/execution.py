@@ -116,8 +116,7 @@ def run_body(
         if not suspended:
             abort_parked(run)
             rt.unregister(entry)
-            if run.scope is not None:
-                run.scope.end(*_how_it_ended(entry))
+            _end_scopes(run)
 
 
 def _body_failed(rt: Runtime, run: WorkflowRun, exc: BaseException) -> Flow[Any]:
@@ -440,6 +439,14 @@ def _end_parked(rt: Runtime, run: WorkflowRun) -> None:
     run.parked = None
     rt.unregister(run.entry)
     run.entry.abandon()
+    _end_scopes(run)
+
+
+def _end_scopes(run: WorkflowRun) -> None:
+    """End the observers' watches of a run that is over (and of a wait it never finished)."""
+    for scope in run.parked_scopes.values():
+        scope.end("ABANDONED")
+    run.parked_scopes.clear()
     if run.scope is not None:
         run.scope.end(*_how_it_ended(run.entry))
 

@@ -371,9 +371,15 @@ def _run_in_background(
     def flow() -> Flow[Any]:
         call_args, call_kwargs = args, kwargs
         if resumed:
-            steps = yield Io(lambda: rt.store.load_steps(run.workflow_id))
-            run.rewind(steps)
-            call_args, call_kwargs = stored.decode(rt)
+            try:
+                steps = yield Io(lambda: rt.store.load_steps(run.workflow_id))
+                run.rewind(steps)
+                call_args, call_kwargs = stored.decode(rt)
+            except BaseException:
+                # Not resumable now (the database is gone, say): it stays PENDING, for the
+                # next launch to recover; local waiters read its outcome from the database.
+                _end_parked(rt, run)
+                raise
         elif load_replay:
             ready = yield Io(lambda: _prepare_replay(rt, run, verify))
             if not ready:

@@ -8,8 +8,8 @@ recreated). Three kinds of waiting workflow, a third of ``--n`` each:
 
 * sleepers: ``DBOS.sleep`` until a wake-up time passed as input, spread over ``SPREAD``
   seconds once everything is parked; latency = first step after the sleep - wake-up time;
-* receivers: ``DBOS.recv``; the main thread sends their messages at a steady rate; latency =
-  first step after the recv - send time;
+* receivers: ``DBOS.recv``; once the sleepers are done, the main thread sends their messages
+  at a steady rate over ``SPREAD`` seconds; latency = first step after the recv - send time;
 * parents: start a child (which receives a message too, and counts among the waiting) and
   wait for its result; latency = parent's first step after ``get_result`` - the child's last
   step before it returned.
@@ -41,7 +41,7 @@ from waypoint.core.runtime import get_runtime
 
 PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 DB = "bench_waiting"
-SPREAD = 10.0  # seconds over which the sleepers wake, and the messages are sent
+SPREAD = 20.0  # seconds over which the sleepers wake, then over which the messages are sent
 
 stamps: dict[str, float] = {}
 stamps_lock = threading.Lock()
@@ -180,7 +180,8 @@ def main() -> None:
 
     loaded = others_throughput(others, "loaded")
     late = time.time() > wake_base
-    while time.time() < wake_base:
+    # The sleepers wake over SPREAD seconds; the messages go out once they are done.
+    while time.time() < wake_base + SPREAD + 1:
         time.sleep(0.05)
 
     # Messages at a steady rate over SPREAD seconds, receivers and children interleaved.

@@ -33,7 +33,7 @@ from waypoint.core.outcomes import await_outcome
 from waypoint.core.prepare import Start, check_init
 from waypoint.core.registrations import REGISTRY, WorkflowInfo
 from waypoint.core.roles import check_roles, with_role
-from waypoint.core.run import RunEntry, WorkflowRun
+from waypoint.core.run import RunEntry, WorkflowRun, park_suspended, unpark_suspended
 from waypoint.core.runtime import Runtime
 from waypoint.core.serialization import PICKLE_NAME, PORTABLE_NAME, coerce_portable_args
 from waypoint.core.steps import record, replay
@@ -425,7 +425,7 @@ def _park(rt: Runtime, run: WorkflowRun, stored: StoredCall) -> None:
     run.replay = {}  # reloaded when it resumes: a parked run keeps little in memory
 
     def resume() -> None:
-        if run.entry.released or rt.stopping.is_set():
+        if unpark_suspended(run.entry) or rt.stopping.is_set():
             # Handed back by a draining executor, or the runtime stops: a peer, or the next
             # launch, runs the rest. Nothing to re-run here.
             _end_parked(rt, run)
@@ -437,6 +437,7 @@ def _park(rt: Runtime, run: WorkflowRun, stored: StoredCall) -> None:
             # the next launch to recover.
             logger.debug("workflow %s was not resumed: the runtime stopped", run.workflow_id)
 
+    park_suspended(run.entry)
     parked.arm(rt.timers, resume)
 
 

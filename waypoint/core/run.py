@@ -90,6 +90,21 @@ def parked(entry: RunEntry, wait: Generator[Any, Any, T]) -> Generator[Any, Any,
     return value
 
 
+def park_suspended(entry: RunEntry) -> None:
+    """A run suspended in its wait (core/suspend.py) is parked until it resumes: a draining
+    executor hands it back at once, like a run waiting on its thread."""
+    with _parking:
+        entry.parked += 1
+
+
+def unpark_suspended(entry: RunEntry) -> bool:
+    """The suspended run is about to resume; True if it was handed back meanwhile (it must
+    not: a peer runs the rest)."""
+    with _parking:
+        entry.parked -= 1
+        return entry.released
+
+
 def take_parked(entries: list[RunEntry]) -> list[RunEntry]:
     """Those of ``entries`` parked in a wait right now, marked released in the same moment,
     so none of them leaves its wait and starts another operation in between."""

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, Optional, Protocol, TypeVar
 
-from waypoint.core.suspend import Suspended
+from waypoint.core.suspended import Suspended
 from waypoint.core.types import RequestInfo
 
 logger = logging.getLogger("waypoint")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 from waypoint.core.observe import Scope
 from waypoint.core.serialization import Serializer
 from waypoint.core.signals import Signal
-from waypoint.core.suspend import ParkedWait, Suspended, Suspender
+from waypoint.core.suspend import ParkedWait, Suspender
+from waypoint.core.suspended import Suspended
 from waypoint.core.types import Auth, RequestInfo
 from waypoint.error import DBOSWorkflowConflictIDError
 from waypoint.storage.protocol import StepRow

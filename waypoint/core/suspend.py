@@ -29,29 +29,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from waypoint.core.signals import Signal
+from waypoint.core.suspended import Suspended
 from waypoint.error import DBOSWorkflowCancelledError
 from waypoint.storage.protocol import cancel_key
 
 if TYPE_CHECKING:
-    from waypoint.core.run import WorkflowRun
     from waypoint.core.timers import TimerService
     from waypoint.core.wakeups import Wakeups
+
+__all__ = ["ParkedWait", "Suspendable", "Suspended", "Suspender", "suspend", "wait_grace"]
 
 logger = logging.getLogger("waypoint")
 
 BUSY_GRACE = 0.05  # how long a wait may hold a thread while no thread of the pool is free
-
-
-class Suspended(BaseException):
-    """Unwinds a workflow body whose wait was suspended (internal: never reaches a caller).
-
-    A ``BaseException`` so that ``except Exception`` in workflow code lets it through. Code
-    that swallows it (a bare ``except:`` or ``except BaseException`` around a wait) cannot
-    make the run go on: every later operation of the run raises it again, and a body that
-    returns anyway is still treated as suspended."""
 
 
 class Suspender:
@@ -69,7 +62,23 @@ class Suspender:
         return min(self.after, BUSY_GRACE) if self.busy() else self.after
 
 
-def wait_grace(run: Optional[WorkflowRun]) -> Optional[float]:
+class _Entry(Protocol):
+    @property
+    def cancel(self) -> Signal: ...
+
+
+class Suspendable(Protocol):
+    """What suspension needs of a run (``core.run.WorkflowRun`` is one)."""
+
+    workflow_id: str
+    suspender: Optional[Suspender]
+    parked: Optional[ParkedWait]
+
+    @property
+    def entry(self) -> _Entry: ...
+
+
+def wait_grace(run: Optional[Suspendable]) -> Optional[float]:
     """The grace of a wait ``run``'s body makes here, or None if it cannot be suspended (no
     run, not started on a worker, or not on the thread its body runs on)."""
     if run is None:
@@ -167,7 +176,7 @@ class ParkedWait:
 
 
 def suspend(
-    run: WorkflowRun,
+    run: Suspendable,
     wakeups: Wakeups,
     keys: Sequence[str] = (),
     wake_at: Optional[float] = None,
@@ -193,14 +202,14 @@ def suspend(
     raise Suspended()
 
 
-def hold_until(run: Optional[WorkflowRun]) -> Optional[float]:
+def hold_until(run: Optional[Suspendable]) -> Optional[float]:
     """Until when (``time.monotonic``) a wait starting now may hold its thread, or None if it
     cannot be suspended."""
     grace = wait_grace(run)
     return None if grace is None else time.monotonic() + grace
 
 
-def abort_parked(run: WorkflowRun) -> None:
+def abort_parked(run: Suspendable) -> None:
     """Drop the suspension of a run that ended otherwise (it stopped, or lost ownership)."""
     parked, run.parked = run.parked, None
     if parked is not None:

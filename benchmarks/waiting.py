@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -119,6 +120,11 @@ def others_throughput(n: int, tag: str) -> float:
     return n / (time.perf_counter() - began)
 
 
+def progress(**figures: Any) -> None:
+    """A partial result, at once (a slow machine may not let the run finish)."""
+    print(json.dumps({"progress": figures}), file=sys.stderr, flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -135,6 +141,7 @@ def main() -> None:
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {DB}")
+    logging.getLogger("waypoint").setLevel(logging.ERROR)  # pool-timeout retries on a busy box
     DBOS(config={"name": "bench-waiting", "system_database_url": f"{PG}/{DB}"})
     DBOS.launch()
     rt = get_runtime()
@@ -178,7 +185,15 @@ def main() -> None:
     threads_parked = threading.active_count()
     rss_parked = rss_mb("VmRSS")
 
+    progress(
+        parked=waiting,
+        park_seconds=round(park_seconds, 1),
+        threads_parked=threads_parked,
+        rss_parked_mb=round(rss_parked, 1),
+        others_unloaded_wf_per_s=round(unloaded, 1),
+    )
     loaded = others_throughput(others, "loaded")
+    progress(others_loaded_wf_per_s=round(loaded, 1))
     late = time.time() > wake_base
     # The sleepers wake over SPREAD seconds; the messages go out once they are done.
     while time.time() < wake_base + SPREAD + 1:
@@ -199,6 +214,7 @@ def main() -> None:
         sent[wid] = time.time()
         DBOS.send(wid, k, "go")
     sleep_lat = [h.get_result() for h in sleepers]
+    progress(sleep_p50_ms=round(pct(sleep_lat, 0.5), 1), sleep_p99_ms=round(pct(sleep_lat, 0.99)))
     for h in receivers:
         h.get_result()
     recv_lat = [stamps[f"recv-{i}"] - sent[f"recv-{i}"] for i in range(n_recv)]

@@ -22,6 +22,9 @@ from waypoint.storage.protocol import Closeable, Store, cancel_key
 logger = logging.getLogger("waypoint")
 
 SAFETY_INTERVAL = 30.0  # re-read period while notifications cover other processes' writes
+# The same for a suspended wait (core/suspend.py): re-reading re-runs the workflow, and with
+# notifications only a lost one needs it (a reconnecting listener wakes every waiter anyway).
+SUSPENDED_SAFETY_INTERVAL = 300.0
 
 
 class LocalRun(Protocol):
@@ -84,6 +87,10 @@ class Engine:
         """How long a waiter may sleep before re-reading the database on its own: one polling
         interval, or a slow safety period while notifications reach this process."""
         return SAFETY_INTERVAL if self.notifications else self.polling_interval_sec
+
+    def suspended_wait_interval(self) -> float:
+        """How long a suspended wait may go before it is resumed to re-read the database."""
+        return SUSPENDED_SAFETY_INTERVAL if self.notifications else self.polling_interval_sec
 
     @property
     def notifications(self) -> bool:

@@ -209,7 +209,10 @@ def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: 
                 yield from record(run.runtime, run, fid, "DBOS.recv", started, output=none_text)
                 return None
             wait = min(remaining, eng.wait_interval())
-            yield from wait_or_suspend(run, hold, eng.wakeups, keys, signal, wait)
+            later = min(remaining, eng.suspended_wait_interval())
+            yield from wait_or_suspend(
+                run, hold, eng.wakeups, keys, signal, wait, suspended_for=later
+            )
             if run.entry.cancel.is_set():
                 raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
         finally:
@@ -300,7 +303,10 @@ def _event_wait(
                     )
                 return eng.codec.decode(text, ser) if text is not None else None
             wait = min(remaining, eng.wait_interval())
-            yield from wait_or_suspend(run, hold, eng.wakeups, keys, signal, wait)
+            later = min(remaining, eng.suspended_wait_interval())
+            yield from wait_or_suspend(
+                run, hold, eng.wakeups, keys, signal, wait, suspended_for=later
+            )
         finally:
             eng.wakeups.unsubscribe(signal, *keys)
 

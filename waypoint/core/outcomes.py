@@ -95,7 +95,7 @@ def await_outcome(
                         waiter,
                         rt.wakeups,
                         keys,
-                        time.time() + rt.wait_interval(),
+                        time.time() + rt.suspended_wait_interval(),
                         signals=(entry.done,),
                     )
                 wait = max(0.0, min(wait, left))
@@ -115,7 +115,10 @@ def await_outcome(
             if outcome is not None and outcome.status in TERMINAL_STATUSES:
                 return decode_outcome(rt, workflow_id, outcome)
             wait = rt.wait_interval() if rt.notifications else delay
-            yield from wait_or_suspend(waiter, hold, rt.wakeups, keys, signal, wait)
+            later = rt.suspended_wait_interval()
+            yield from wait_or_suspend(
+                waiter, hold, rt.wakeups, keys, signal, wait, suspended_for=later
+            )
             delay = min(delay * 2, interval)
         finally:
             rt.wakeups.unsubscribe(signal, *keys)

@@ -28,10 +28,13 @@ def wait_or_suspend(
     signal: Signal,
     timeout: float,
     signals: Sequence[Signal] = (),
+    *,
+    suspended_for: Optional[float] = None,
 ) -> Flow[bool]:
     """Wait on ``signal`` (subscribed to ``keys``) for at most ``timeout`` seconds; True if
     it fired (or may have). With ``hold`` (``suspend.hold_until``), past that moment the run is
-    suspended instead (``Suspended`` is raised)."""
+    suspended instead (``Suspended`` is raised), to be resumed at the latest after
+    ``suspended_for`` seconds (default ``timeout``: the wait's deadline or next re-read)."""
     if run is None or hold is None:
         fired: bool = yield Wait(signal, timeout)
         return fired
@@ -39,9 +42,8 @@ def wait_or_suspend(
     if timeout <= left:
         fired = yield Wait(signal, timeout)
         return fired
-    if left > 0:
-        if (yield Wait(signal, left)):
-            return True
-        timeout -= left
-    suspend(run, wakeups, keys, time.time() + timeout, signals=signals, watched=signal)
+    if left > 0 and (yield Wait(signal, left)):
+        return True
+    resume_in = timeout - max(0.0, left) if suspended_for is None else suspended_for
+    suspend(run, wakeups, keys, time.time() + resume_in, signals=signals, watched=signal)
     return True  # the subscription fired meanwhile: read again

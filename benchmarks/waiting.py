@@ -166,7 +166,7 @@ def main() -> None:
     waiting = n_sleep + n_recv + 2 * n_parent
     parked_from = time.perf_counter()
     # The sleepers wake after everything is parked and "others" measured: estimate it.
-    wake_base = time.time() + 30 + n / 250
+    wake_base = time.time() + 60 + n / 100
     sleepers = []
     for i in range(n_sleep):
         with SetWorkflowID(f"sleep-{i}"):
@@ -179,7 +179,11 @@ def main() -> None:
     for i in range(n_parent):
         with SetWorkflowID(f"parent-{i}"):
             parents.append(DBOS.start_workflow(parent, i))
-    while not (rt.active_count() >= waiting and rt.pool.free_slots() == rt.pool.max_workers):
+    # Everything is parked when no thread is busy and every workflow is either still waiting
+    # here or already done (a slow machine may wake the first sleepers before the last park).
+    while not (
+        rt.active_count() + len(stamps) >= waiting and rt.pool.free_slots() == rt.pool.max_workers
+    ):
         time.sleep(0.1)
     park_seconds = time.perf_counter() - parked_from
     threads_parked = threading.active_count()

@@ -107,7 +107,7 @@ def test_sigkill_inside_step(harness: Harness, workflow: str) -> None:
 
 def test_sigkill_inside_durable_sleep(harness: Harness) -> None:
     wfid = f"sleepy-{harness.backend}"
-    nap = 4.0
+    nap = 10.0
     p1 = harness.spawn("start", "sleepy", json.dumps([nap]), wfid)
     (step1_end,) = harness.wait_until(
         "step 1 to end", lambda: harness.ledger_rows(wfid, step=1, phase="end"), watch=[p1]
@@ -122,12 +122,12 @@ def test_sigkill_inside_durable_sleep(harness: Harness) -> None:
     assert isinstance(wake, float)
     assert nap - 0.5 <= wake - step1_end.t <= nap + 0.5
 
-    # Kill about 1 s into the sleep, restart about 0.5 s later.
+    # Kill about 1 s into the sleep, restart about 4 s later: a fresh nap could then end no
+    # sooner than 4 s after the wake-up time, a margin no slow start of the new process eats.
     time.sleep(max(0.0, step1_end.t + 1.0 - time.time()))
     assert not harness.ledger_rows(wfid, step=2)
     harness.kill(p1)
-    killed_at = time.time()
-    time.sleep(0.5)
+    time.sleep(4.0)
     p2 = harness.spawn("wait", wfid)
     assert p2.spawned_at < wake - 1.0, "the restart must happen well before the wake-up time"
 
@@ -143,20 +143,17 @@ def test_sigkill_inside_durable_sleep(harness: Harness) -> None:
     assert {r.pid for r in rows if r.step_index == 2} == {p2.pid}
     assert_chain(rows, wfid, result)
     (step2_start,) = harness.ledger_rows(wfid, step=2, phase="start")
-    (step2_end,) = harness.ledger_rows(wfid, step=2, phase="end")
+    assert len(harness.ledger_rows(wfid, step=2, phase="end")) == 1
 
     # The full nap elapsed between the original start and step 2 ...
     assert step2_start.t >= wake - 0.01, (step2_start.t, wake)
     assert step2_start.t - step1_start.t >= nap
     # ... but the restarted process only slept the remainder, not a fresh nap.
+    # (A fresh nap starts after the process does, so it cannot end before spawned_at + nap.)
     remainder = wake - p2.spawned_at
-    assert step2_start.t - p2.spawned_at <= remainder + 1.0, (
+    assert step2_start.t < p2.spawned_at + nap, (
         f"restarted process waited {step2_start.t - p2.spawned_at:.2f}s, "
         f"remainder was {remainder:.2f}s"
-    )
-    assert step2_end.t - step1_start.t < nap + 2.5, (
-        f"completion took {step2_end.t - step1_start.t:.2f}s from the original start "
-        f"(killed at +{killed_at - step1_start.t:.2f}s)"
     )
 
 

@@ -147,11 +147,16 @@ class Harness:
             env["CRASH_GATE_FILE"] = str(gate_file)
         if linger is not None:
             env["CRASH_LINGER"] = str(linger)
+        return self.start_process(name, [str(APP), self.db_url, self.ledger_path, mode, *args], env)
+
+    def start_process(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        """Run ``python argv...`` in the work directory, its output in ``name``.stdout/.stderr;
+        the harness reaps it (every crash test's worker starts here)."""
         out = self.workdir / f"{name}.stdout"
         err = self.workdir / f"{name}.stderr"
         with open(out, "wb") as fo, open(err, "wb") as fe:
             popen = subprocess.Popen(
-                [sys.executable, str(APP), self.db_url, self.ledger_path, mode, *args],
+                [sys.executable, *argv],
                 stdout=fo,
                 stderr=fe,
                 stdin=subprocess.DEVNULL,
@@ -161,6 +166,15 @@ class Harness:
         proc = Proc(name, popen, out, err, time.time())
         self.procs.append(proc)
         return proc
+
+    def launched(self, proc: Proc, timeout: float = 60) -> None:
+        """Wait until ``proc`` has logged its launch (the worker apps' "launched" event)."""
+        self.wait_until(
+            f"{proc.name} to launch",
+            lambda: "launched" in self.process_events(proc.pid),
+            timeout,
+            watch=[proc],
+        )
 
     def kill(self, *procs: Proc) -> None:
         """SIGKILL workers, then wait until the database has let go of them.

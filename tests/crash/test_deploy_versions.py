@@ -11,8 +11,6 @@ under the same executor ID (a restarted host, both backends).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -55,28 +53,12 @@ def spawn(
         env["VERSION_COMPAT"] = "fingerprint"
     if dead_sec is not None:
         env["VERSION_DEAD_SEC"] = str(dead_sec)
-    out, err = harness.workdir / f"{name}.stdout", harness.workdir / f"{name}.stderr"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        popen = subprocess.Popen(
-            [sys.executable, str(APP), harness.db_url, harness.ledger_path, mode, *args],
-            stdout=fo,
-            stderr=fe,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=str(harness.workdir),
-        )
-    proc = Proc(name, popen, out, err, time.time())
-    harness.procs.append(proc)
-    return proc
+    argv = [str(APP), harness.db_url, harness.ledger_path, mode, *args]
+    return harness.start_process(name, argv, env)
 
 
 def launched(harness: Harness, proc: Proc) -> None:
-    harness.wait_until(
-        f"{proc.name} to launch",
-        lambda: "launched" in harness.process_events(proc.pid),
-        60,
-        watch=[proc],
-    )
+    harness.launched(proc)
 
 
 def done_once(harness: Harness, wfid: str, step: int) -> list[str]:

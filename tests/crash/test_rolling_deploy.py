@@ -17,8 +17,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -55,29 +53,12 @@ def spawn_pod(harness: Harness, vmid: str, stop_file: Path) -> Proc:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    out = harness.workdir / f"{vmid}.stdout"
-    err = harness.workdir / f"{vmid}.stderr"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        popen = subprocess.Popen(
-            [sys.executable, str(APP), harness.db_url, harness.ledger_path, str(stop_file)],
-            stdout=fo,
-            stderr=fe,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=str(harness.workdir),
-        )
-    proc = Proc(vmid, popen, out, err, time.time())
-    harness.procs.append(proc)
-    return proc
+    argv = [str(APP), harness.db_url, harness.ledger_path, str(stop_file)]
+    return harness.start_process(vmid, argv, env)
 
 
 def launched(harness: Harness, proc: Proc) -> None:
-    harness.wait_until(
-        f"{proc.name} to launch",
-        lambda: "launched" in harness.process_events(proc.pid),
-        60,
-        watch=[proc],
-    )
+    harness.launched(proc)
 
 
 def owners(harness: Harness) -> dict[str, tuple[str, str]]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import collections
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,20 +32,8 @@ def spawn(h: Harness, mode: str, wake_at: float) -> Proc:
     name = f"p{len(h.procs) + 1}-{mode}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBOS__")}
     env.update(DBOS__APPVERSION=APP_VERSION, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
-    out, err = h.workdir / f"{name}.stdout", h.workdir / f"{name}.stderr"
     args = [h.db_url, h.ledger_path, mode, str(N), repr(wake_at)]
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        popen = subprocess.Popen(
-            [sys.executable, str(APP), *args],
-            stdout=fo,
-            stderr=fe,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=str(h.workdir),
-        )
-    proc = Proc(name, popen, out, err, time.time())
-    h.procs.append(proc)
-    return proc
+    return h.start_process(name, [str(APP), *args], env)
 
 
 def receivers() -> list[str]:

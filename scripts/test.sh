@@ -10,6 +10,8 @@
 # --pg-matrix (first) runs, instead, tests/integration, tests/storage and tests/crash against a
 # private server of each PostgreSQL version in WAYPOINT_PG_MATRIX (default 14,15,16,18; see
 # tests/pg_matrix.py): slow, so not part of the default run.
+# For the sharded mode it starts two more PostgreSQL servers (tests/shard_servers.py) and
+# exports WAYPOINT_TEST_SHARDS; they keep running after the suite, for the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WAYPOINT_TEST_INTEROP=${WAYPOINT_TEST_INTEROP:-1}
@@ -80,6 +82,19 @@ docs_site=$(mktemp -d)  # (not --quiet: it hides the warnings that --strict coun
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site/site" \
   >"$docs_site/log" 2>&1 || { cat "$docs_site/log" >&2; rm -rf "$docs_site"; exit 1; }
 rm -rf "$docs_site"
+# Two more PostgreSQL servers (5433, 5434; tests/shard_servers.py) beside the shared one, for
+# the sharded backend mode: started (or reused) unless WAYPOINT_TEST_BACKENDS leaves shards out.
+# If they cannot be started, say why and leave WAYPOINT_TEST_SHARDS unset.
+case ",${WAYPOINT_TEST_BACKENDS:-shards}," in
+  *,shards,*)
+    if [ "$pg_matrix" = 0 ] && [ -z "${WAYPOINT_TEST_SHARDS:-}" ]; then
+      if shards=$(.venv/bin/python -m tests.shard_servers start); then
+        export WAYPOINT_TEST_SHARDS=$shards
+      else
+        echo "the shard servers did not start (above); WAYPOINT_TEST_SHARDS is left unset" >&2
+      fi
+    fi ;;
+esac
 workers=${WAYPOINT_TEST_WORKERS:-4}
 if [ "$pg_matrix" = 1 ]; then
   exec .venv/bin/python -m tests.pg_matrix "$@"

@@ -86,7 +86,18 @@ class PrivatePostgres:
     """One throwaway PostgreSQL server. Create it with ``private_postgres()`` or the
     ``private_pg`` fixture; ``url()`` connects as the superuser ``postgres``."""
 
-    def __init__(self, bindir: Optional[Path] = None, conf: Mapping[str, str] = {}) -> None:
+    def __init__(
+        self,
+        bindir: Optional[Path] = None,
+        conf: Mapping[str, str] = {},
+        directory: Optional[Path] = None,
+        port: Optional[int] = None,
+        detached: bool = False,
+    ) -> None:
+        """``directory`` and ``port`` fix where the server lives (a long-lived server such as
+        a shard of ``tests/shard_servers.py``; default: a fresh temporary directory and a
+        free port); ``detached`` starts it in its own session, so that a Ctrl-C in the
+        terminal that started it does not reach it."""
         bindir = bindir or _bindir()
         if bindir is None:
             pytest.skip(
@@ -95,12 +106,17 @@ class PrivatePostgres:
             )
         self.bindir = bindir
         self._prefix, user = _run_as()
-        self.dir = Path(tempfile.mkdtemp(prefix="waypoint-pg-", dir=_tempdir_base()))
+        if directory is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="waypoint-pg-", dir=_tempdir_base()))
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.dir = directory
         if user is not None:
             os.chown(self.dir, user.pw_uid, user.pw_gid)
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
-        self.port = _free_port()
+        self.port = _free_port() if port is None else port
+        self.detached = detached
         self.conf = dict(conf)  # extra postgresql.conf settings
         # Our own environment for the server programs: no PGDATA/PGPORT/... of the caller's.
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -173,6 +189,7 @@ class PrivatePostgres:
             cwd=self.dir,
             env=self._env,
             stdin=subprocess.DEVNULL,
+            start_new_session=self.detached,
         )
         if check and done.returncode != 0:
             raise RuntimeError(

@@ -51,7 +51,8 @@ INSERT INTO dbos.workflow_status (workflow_uuid, status, name, authenticated_use
     application_id, class_name, config_name, recovery_attempts, queue_name,
     workflow_timeout_ms, workflow_deadline_epoch_ms, started_at_epoch_ms,
     deduplication_id, inputs, priority, queue_partition_key, forked_from, owner_xid,
-    parent_workflow_id, serialization, completed_at, application_name)
+    parent_workflow_id, serialization, completed_at, application_name, schedule_name,
+    attributes, was_forked_from)
 SELECT 'wf-' || lpad(i::text, 8, '0'),
     CASE WHEN i %% 20 = 0 THEN 'ERROR' ELSE 'SUCCESS' END,
     'bench.fn_' || (i %% 50), 'user-' || (i %% 20),
@@ -63,7 +64,10 @@ SELECT 'wf-' || lpad(i::text, 8, '0'),
     %(t0)s + i * %(gap)s + 1, NULL, '{"args": [' || i || '], "kwargs": {}}', 0, NULL,
     CASE WHEN i %% 1000 = 0 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
     md5(i::text), CASE WHEN i %% 100 = 1 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
-    'json', %(t0)s + i * %(gap)s + 10, 'bench'
+    'json', %(t0)s + i * %(gap)s + 10, 'bench',
+    CASE WHEN i %% 25 = 3 THEN 'sched-' || (i %% 3) END,
+    CASE WHEN i %% 10 = 7 THEN ('{"tenant": "t' || (i %% 7) || '"}')::jsonb END,
+    i %% 1000 = 999
 FROM generate_series(1::bigint, %(n)s) AS i
 """
 FILL_STEPS = """
@@ -195,6 +199,11 @@ def operations(store: Any, size: int) -> dict[str, Callable[[int], Any]]:
         "list_workflows (no filter, newest first)": page(sort_desc=True),
         "list_workflows status=ERROR": page(status=["ERROR"], sort_desc=True),
         "list_workflows status=PENDING": page(status=["PENDING"], sort_desc=True),
+        "list_workflows status=SUCCESS": page(status=["SUCCESS"], sort_desc=True),
+        "list_workflows status=ENQUEUED": page(status=["ENQUEUED"], sort_desc=True),
+        "list_workflows status=ERROR or CANCELLED": page(
+            status=["ERROR", "CANCELLED"], sort_desc=True
+        ),
         "list_workflows name": page(name=["bench.fn_7"], sort_desc=True),
         "list_workflows app_version": page(app_version=["v2"], sort_desc=True),
         "list_workflows user": page(user=["user-3"], sort_desc=True),
@@ -208,6 +217,13 @@ def operations(store: Any, size: int) -> dict[str, Callable[[int], Any]]:
         "list_workflows parent": page(parent_workflow_id=[f"wf-{size // 2 + 100:08d}"]),
         "list_workflows forked_from": page(forked_from=[f"wf-{size // 2 - 1:08d}"]),
         "list_workflows completed_after": page(completed_after=T_END - DAY_MS, sort_desc=True),
+        "list_workflows completed_before": page(completed_before=T_END - DAY_MS, sort_desc=True),
+        "list_workflows dequeued_after": page(dequeued_after=T_END - DAY_MS, sort_desc=True),
+        "list_workflows schedule_name": page(schedule_name=["sched-1"], sort_desc=True),
+        "list_workflows has_parent": page(has_parent=True, sort_desc=True),
+        "list_workflows was_forked_from": page(was_forked_from=True, sort_desc=True),
+        "list_workflows attributes": page(attributes='{"tenant": "t3"}', sort_desc=True),
+        "list_workflows queues_only": page(queues_only=True, sort_desc=True),
         "list_queued_workflows": page(queues_only=True, status=QUEUED),
         "list_queued_workflows (one queue)": page(
             queues_only=True, queue_name=["backlog"], status=QUEUED
@@ -267,19 +283,25 @@ def measure(
 
 def explain(name: str, statements: list[tuple[str, Any]]) -> list[str]:
     out: list[str] = []
-    with psycopg.connect(db_url(name), autocommit=True) as conn:
+    with psycopg.connect(db_url(name)) as conn:  # one transaction, rolled back: SET LOCAL holds
         for sql, params in statements:
             head = sql.lstrip().split(None, 1)[0].upper()
+            if head == "SET":
+                conn.execute(sql, params)
+                out.append(sql)
+                continue
             if head not in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
                 continue
             if "pg_advisory_xact_lock" in sql or sql.strip() == "SELECT 1":
                 continue
             try:
-                rows = conn.execute("EXPLAIN (COSTS OFF) " + sql, params).fetchall()
+                with conn.transaction(savepoint_name="plan"):
+                    rows = conn.execute("EXPLAIN (COSTS OFF) " + sql, params).fetchall()
             except psycopg.Error as exc:
                 out.append(f"(no plan: {exc})")
                 continue
             out.append("\n".join(r[0] for r in rows))
+        conn.rollback()
     return out
 
 

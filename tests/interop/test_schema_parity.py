@@ -26,6 +26,24 @@ WAYPOINT_ONLY = {
     # Version 10: live rows in creation order, across queues and per queue (listing at scale).
     "index idx_workflow_status_active_created",
     "index idx_workflow_status_queue_created",
+    # Version 11: each filter's rows in listing order (list_workflows' first page at scale).
+    *(
+        f"index idx_workflow_status_{name}_created"
+        for name in (
+            "status",
+            "name",
+            "version",
+            "user",
+            "queue_name",
+            "executor",
+            "schedule",
+            "finished",
+            "dequeued",
+            "child",
+            "was_forked",
+            "attributes",
+        )
+    ),
 }
 # And on PostgreSQL: the message insertion order (SQLite uses rowid), the primary keys' index
 # names (SQLite's are automatic), and the wake-up triggers for other writers (version 7).

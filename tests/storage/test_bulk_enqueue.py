@@ -6,8 +6,21 @@ from __future__ import annotations
 import pytest
 
 from tests.storage.build import T0, enqueue, queued
-from waypoint.storage.errors import DeduplicatedError
+from waypoint.storage.errors import DeduplicatedError, InvalidTextError
+from waypoint.storage.postgres import store as pg_store
 from waypoint.storage.protocol import InitOutcome, Store
+
+
+@pytest.fixture(params=["statement", "copy"], autouse=True)
+def bulk_path(
+    request: pytest.FixtureRequest, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test twice on PostgreSQL: a batch as one statement, and through COPY (which
+    larger batches take)."""
+    if request.param == "copy":
+        if store_url.startswith("sqlite"):
+            pytest.skip("SQLite has one way to insert a batch")
+        monkeypatch.setattr(pg_store, "COPY_FROM", 1)
 
 
 def test_bulk_insert_keeps_every_field_and_order(store: Store) -> None:
@@ -76,3 +89,10 @@ def test_the_same_id_twice_is_refused_before_writing(store: Store) -> None:
         store.init_workflows([queued("a"), queued("a")])
     assert store.get_workflow("a") is None
     assert store.init_workflows([]) == []
+
+
+def test_a_value_that_cannot_be_stored_is_named(store: Store) -> None:
+    batch = [queued(f"ok{i}") for i in range(3)] + [queued("bad", queue_partition_key="a\x00b")]
+    with pytest.raises(InvalidTextError, match="queue_partition_key"):
+        store.init_workflows(batch)
+    assert store.get_workflow("ok0") is None

@@ -73,6 +73,30 @@ CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "offset": ({"offset": 4}, ["B1", "f1"]),
     "limit_offset": ({"limit": 2, "offset": 1}, ["a2", "b1"]),
     "sort_desc": ({"sort_desc": True, "limit": 2}, ["f1", "B1"]),
+    # Several values and a page: a page of each value, merged (sql_listing._branches).
+    "values_page": ({"status": ["SUCCESS", "ENQUEUED"], "limit": 2}, ["a2", "b1"]),
+    "values_page_offset": ({"status": ["ENQUEUED", "SUCCESS"], "limit": 1, "offset": 1}, ["b1"]),
+    "values_page_desc": (
+        {"status": ["SUCCESS", "ENQUEUED"], "limit": 2, "sort_desc": True},
+        ["f1", "b1"],
+    ),
+    "values_repeated": ({"name": ["beta", "alpha", "beta"], "limit": 3}, ["a1", "a2", "b1"]),
+    "values_and_filters": (
+        {"name": ["alpha", "beta"], "user": ["bob"], "status": ["SUCCESS", "ENQUEUED"], "limit": 9},
+        ["a2", "f1"],
+    ),
+    "values_after": (
+        {"name": ["alpha", "beta"], "limit": 2, "after": (T0 + 1, "a2")},
+        ["b1", "b_%x"],
+    ),
+    "live_values_page": (
+        {"status": ["ENQUEUED", "PENDING"], "limit": 9},
+        ["a1", "b1", "b_%x", "B1", "f1"],
+    ),
+    "many_values_page": (
+        {"status": ["SUCCESS", "ENQUEUED", *(f"S{i}" for i in range(9))], "limit": 9},
+        ["a2", "b1", "f1"],
+    ),
 }
 
 
@@ -103,3 +127,9 @@ def test_what_is_loaded(store: Store) -> None:
     )
     assert (bare.inputs, bare.output, bare.error) == (None, None, None)
     assert (bare.status, bare.name, bare.completed_at) == ("SUCCESS", "alpha", T0 + 20)
+    branched = store.list_workflows(
+        ListFilter(status=["SUCCESS", "ENQUEUED"], limit=5, load_input=False, load_output=False)
+    )
+    assert ids(branched) == ["a2", "b1", "f1"]
+    assert {(r.inputs, r.output) for r in branched} == {(None, None)}
+    assert branched[0].status == "SUCCESS" and branched[0].completed_at == T0 + 20

@@ -8,10 +8,8 @@ from typing import Any, Optional
 
 from waypoint.storage.errors import DeduplicatedError
 from waypoint.storage.records import (
-    WORKFLOW_COLUMNS,
     Completion,
     InitOutcome,
-    ListFilter,
     NewWorkflow,
     Outcome,
     Recovered,
@@ -234,92 +232,6 @@ class WorkflowSql(SqlCore):
             "children_of",
         )
         return [r[0] for r in rows]
-
-    def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]:
-        where: list[str] = []
-        params: Params = {}
-
-        def any_of(column: str, key: str, values: Optional[list[str]]) -> None:
-            if values is not None:
-                where.append(self.d.any(column, key))
-                params[key] = self.d.list_param(values)
-
-        any_of("workflow_uuid", "ids", flt.workflow_ids)
-        any_of("status", "status", flt.status)
-        any_of("name", "name", flt.name)
-        any_of("application_version", "ver", flt.app_version)
-        any_of("authenticated_user", "usr", flt.user)
-        any_of("queue_name", "queue", flt.queue_name)
-        any_of("executor_id", "exec", flt.executor_id)
-        any_of("parent_workflow_id", "parent", flt.parent_workflow_id)
-        any_of("forked_from", "forked", flt.forked_from)
-        if flt.start_time_ms is not None:
-            where.append("created_at >= %(start)s")
-            params["start"] = flt.start_time_ms
-        if flt.end_time_ms is not None:
-            where.append("created_at <= %(end)s")
-            params["end"] = flt.end_time_ms
-        if flt.workflow_id_prefix:
-            ors = []
-            for i, prefix in enumerate(flt.workflow_id_prefix):
-                ors.append(self.d.starts_with("workflow_uuid", f"pfx{i}"))
-                params[f"pfx{i}"] = self.d.prefix_param(prefix)
-            where.append("(" + " OR ".join(ors) + ")")
-        if flt.application_name is not None:
-            where.append("(application_name = %(app)s OR application_name IS NULL)")
-            params["app"] = flt.application_name
-        if flt.queues_only:
-            where.append("queue_name IS NOT NULL")
-        any_of("schedule_name", "sched", flt.schedule_name)
-        for column, key, op in (
-            ("completed_at", "completed_after", ">="),
-            ("completed_at", "completed_before", "<="),
-            ("started_at_epoch_ms", "dequeued_after", ">="),
-            ("started_at_epoch_ms", "dequeued_before", "<="),
-        ):
-            value = getattr(flt, key)
-            if value is not None:
-                where.append(f"{column} {op} %({key})s")
-                params[key] = value
-        if flt.was_forked_from is not None:
-            where.append(
-                "was_forked_from = " + (self.d.true if flt.was_forked_from else self.d.false)
-            )
-        if flt.has_parent is not None:
-            where.append("parent_workflow_id IS " + ("NOT NULL" if flt.has_parent else "NULL"))
-        if flt.attributes is not None:
-            where.append(self.d.json_contains("attributes", "attrs"))
-            params["attrs"] = flt.attributes
-        if flt.after is not None:
-            # Spelled out rather than a row comparison, so the created_at index bounds the scan.
-            op = "<" if flt.sort_desc else ">"
-            where.append(
-                f"created_at {op}= %(after_at)s AND (created_at {op} %(after_at)s "
-                f"OR workflow_uuid {op} %(after_id)s)"
-            )
-            params["after_at"], params["after_id"] = flt.after
-        columns = list(WORKFLOW_COLUMNS)
-        select = ", ".join(
-            "NULL"
-            if (c == "inputs" and not flt.load_input)
-            or (c in ("output", "error") and not flt.load_output)
-            else c
-            for c in columns
-        )
-        sql = f"SELECT {select} FROM {self.d.t('workflow_status')}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        direction = "DESC" if flt.sort_desc else "ASC"
-        sql += f" ORDER BY created_at {direction}, workflow_uuid {direction}"
-        if flt.limit is not None:
-            sql += " LIMIT %(limit)s"
-            params["limit"] = flt.limit
-        if flt.offset is not None:
-            if flt.limit is None:
-                sql += self.d.no_limit
-            sql += " OFFSET %(offset)s"
-            params["offset"] = flt.offset
-        return [workflow_row(r) for r in self._all(sql, params, "list_workflows")]
 
     # -- steps ----------------------------------------------------------------------------------
     def load_steps(self, workflow_id: str) -> dict[int, StepRow]:

@@ -1,0 +1,182 @@
+"""SQL for ``list_workflows`` (both backends): the filters, and the shape of the statement
+that lets the first page of a filtered listing cost the same with a million rows as with
+ten thousand.
+
+Schema version 11 gives each filter column an index (column, created_at, workflow_uuid),
+which holds the rows of one value in the listing's order. Three things make the planner
+read a page of it rather than walk creation order past the rows that do not match:
+one value is compared with ``=`` (``= ANY`` of a list cannot return index order); several
+values are listed branch by branch, a page from each, merged (``_branches``); and on
+PostgreSQL the listing runs without incremental sort (``Dialect.ordered_listing``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from waypoint.storage.records import WORKFLOW_COLUMNS, ListFilter, WorkflowRow
+from waypoint.storage.sql_base import Params, SqlCore, workflow_row
+
+# A list of at most this many values is listed value by value (a page from each branch);
+# a longer one is one ``= ANY`` (and may sort every match).
+MAX_BRANCHES = 8
+# Statuses of live workflows: idx_workflow_status_active_created holds them together, in
+# order, so a list of them needs no branches.
+_LIVE = {"ENQUEUED", "PENDING", "DELAYED"}
+
+
+class ListingSql(SqlCore):
+    def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]:
+        where: list[str] = []
+        params: Params = {}
+        # Whether an index of schema version 11 holds this filter's rows in listing order.
+        in_order = (
+            flt.completed_after is not None
+            or flt.completed_before is not None
+            or flt.dequeued_after is not None
+            or flt.dequeued_before is not None
+            or flt.has_parent is True
+            or flt.was_forked_from is True
+            or flt.attributes is not None
+        )
+        split: Optional[tuple[str, str, list[str]]] = None  # listed branch by branch
+
+        def any_of(column: str, key: str, values: Optional[list[str]], indexed: bool) -> None:
+            nonlocal in_order, split
+            if values is None:
+                return
+            if len(values) == 1:
+                # Plain equality, so the index (column, created_at, workflow_uuid) returns the
+                # rows already in the listing's order.
+                where.append(f"{column} = %({key})s")
+                params[key] = values[0]
+                in_order = in_order or indexed
+            elif (
+                indexed
+                and split is None
+                and flt.limit is not None
+                and 1 < len(values) <= MAX_BRANCHES
+                and not (column == "status" and set(values) <= _LIVE)
+            ):
+                split = (column, key, list(dict.fromkeys(values)))
+                in_order = True
+            else:
+                where.append(self.d.any(column, key))
+                params[key] = self.d.list_param(values)
+
+        any_of("workflow_uuid", "ids", flt.workflow_ids, False)
+        any_of("status", "status", flt.status, True)
+        any_of("name", "name", flt.name, True)
+        any_of("application_version", "ver", flt.app_version, True)
+        any_of("authenticated_user", "usr", flt.user, True)
+        any_of("queue_name", "queue", flt.queue_name, True)
+        any_of("executor_id", "exec", flt.executor_id, True)
+        any_of("parent_workflow_id", "parent", flt.parent_workflow_id, False)
+        any_of("forked_from", "forked", flt.forked_from, False)
+        if flt.start_time_ms is not None:
+            where.append("created_at >= %(start)s")
+            params["start"] = flt.start_time_ms
+        if flt.end_time_ms is not None:
+            where.append("created_at <= %(end)s")
+            params["end"] = flt.end_time_ms
+        if flt.workflow_id_prefix:
+            ors = []
+            for i, prefix in enumerate(flt.workflow_id_prefix):
+                ors.append(self.d.starts_with("workflow_uuid", f"pfx{i}"))
+                params[f"pfx{i}"] = self.d.prefix_param(prefix)
+            where.append("(" + " OR ".join(ors) + ")")
+        if flt.application_name is not None:
+            where.append("(application_name = %(app)s OR application_name IS NULL)")
+            params["app"] = flt.application_name
+        if flt.queues_only:
+            where.append("queue_name IS NOT NULL")
+        any_of("schedule_name", "sched", flt.schedule_name, True)
+        for column, key, op in (
+            ("completed_at", "completed_after", ">="),
+            ("completed_at", "completed_before", "<="),
+            ("started_at_epoch_ms", "dequeued_after", ">="),
+            ("started_at_epoch_ms", "dequeued_before", "<="),
+        ):
+            value = getattr(flt, key)
+            if value is not None:
+                where.append(f"{column} {op} %({key})s")
+                params[key] = value
+        if flt.was_forked_from is not None:
+            where.append(
+                "was_forked_from = " + (self.d.true if flt.was_forked_from else self.d.false)
+            )
+        if flt.has_parent is not None:
+            where.append("parent_workflow_id IS " + ("NOT NULL" if flt.has_parent else "NULL"))
+        if flt.attributes is not None:
+            where.append(self.d.json_contains("attributes", "attrs"))
+            params["attrs"] = flt.attributes
+        if flt.after is not None:
+            # Spelled out rather than a row comparison, so the created_at index bounds the scan.
+            op = "<" if flt.sort_desc else ">"
+            where.append(
+                f"created_at {op}= %(after_at)s AND (created_at {op} %(after_at)s "
+                f"OR workflow_uuid {op} %(after_id)s)"
+            )
+            params["after_at"], params["after_id"] = flt.after
+        select = ", ".join(
+            "NULL"
+            if (c == "inputs" and not flt.load_input)
+            or (c in ("output", "error") and not flt.load_output)
+            else c
+            for c in WORKFLOW_COLUMNS
+        )
+        direction = "DESC" if flt.sort_desc else "ASC"
+        order = f" ORDER BY created_at {direction}, workflow_uuid {direction}"
+        table = self.d.t("workflow_status")
+        if split is not None:
+            sql = self._branches(split, select, table, where, params, order, flt)
+        else:
+            sql = f"SELECT {select} FROM {table}"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += order
+        sql += self._page(flt, params)
+        prelude = self.d.ordered_listing
+        if in_order and prelude is not None and not flt.workflow_ids:
+            rows = self._tx(lambda cur: (cur.exec(prelude), cur.all(sql, params))[1], "list")
+        else:
+            rows = self._all(sql, params, "list_workflows")
+        return [workflow_row(r) for r in rows]
+
+    def _page(self, flt: ListFilter, params: Params) -> str:
+        sql = ""
+        if flt.limit is not None:
+            sql += " LIMIT %(limit)s"
+            params["limit"] = flt.limit
+        if flt.offset is not None:
+            if flt.limit is None:
+                sql += self.d.no_limit
+            sql += " OFFSET %(offset)s"
+            params["offset"] = flt.offset
+        return sql
+
+    def _branches(
+        self,
+        split: tuple[str, str, list[str]],
+        select: str,
+        table: str,
+        where: list[str],
+        params: Params,
+        order: str,
+        flt: ListFilter,
+    ) -> str:
+        """Several values of one indexed column: the first page of each value (each an index
+        range in listing order), then the page of their union. Reads at most a page per
+        value, where ``= ANY`` would read and sort every match."""
+        column, key, values = split
+        assert flt.limit is not None
+        params["branch_limit"] = flt.limit + (flt.offset or 0)
+        branches = []
+        for i, value in enumerate(values):
+            params[f"{key}{i}"] = value
+            conds = " AND ".join([*where, f"{column} = %({key}{i})s"])
+            branches.append(
+                f"SELECT * FROM (SELECT {select} FROM {table} WHERE {conds}{order} "
+                f"LIMIT %(branch_limit)s) AS b{i}"
+            )
+        return "SELECT * FROM (" + " UNION ALL ".join(branches) + f") AS m{order}"

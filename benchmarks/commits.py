@@ -139,6 +139,8 @@ class Meter:
         time.sleep(seconds)
         after, elapsed = self.counters.read(), time.monotonic() - t0
         self.idle_rate = {k: (after[k] - before[k]) / elapsed for k in COUNTERS}
+        rates = ", ".join(f"{k} {v:.2f}/s" for k, v in self.idle_rate.items())
+        print(f"  idle: {rates}", file=sys.stderr, flush=True)
 
     def print_statements(self) -> None:
         """Each window's statements, per operation (those run at least once per 20)."""

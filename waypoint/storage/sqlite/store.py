@@ -191,7 +191,20 @@ class SqliteStore(SqlStore):
         except sqlite3.ProgrammingError:
             broken = True
             raise
+        except BaseException as exc:
+            # Interrupted mid-operation (KeyboardInterrupt, SystemExit): the connection may
+            # have a statement half read, which would fail its next COMMIT; it is not reused.
+            broken = not isinstance(exc, Exception)
+            raise
         finally:
+            if conn.in_transaction:
+                # Left inside a transaction (the interrupt landed between BEGIN and the body's
+                # own rollback): it holds the file's write lock, from every other writer, until
+                # it ends. Closing does not end it while a statement is still open; ROLLBACK does.
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    broken = True
             self._put(conn, broken)
 
     def _all_raw(self, sql: str, params: Params) -> list[Row]:

@@ -121,12 +121,14 @@ class PrivatePostgres:
         # Our own environment for the server programs: no PGDATA/PGPORT/... of the caller's.
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
-    def initdb(self) -> None:
-        """Create the cluster: trust authentication, 127.0.0.1 only, socket in our directory."""
+    def initdb(self, waldir: Optional[Path] = None) -> None:
+        """Create the cluster: trust authentication, 127.0.0.1 only, socket in our directory;
+        its WAL in ``waldir`` when given (a small disk that can fill up)."""
         # --no-sync only skips flushing initdb's files to disk; the server keeps fsync=on.
+        extra = [] if waldir is None else ["--waldir", str(waldir)]
         self._run(
             "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-            "--locale=C", "--no-sync",
+            "--locale=C", "--no-sync", *extra,
         )  # fmt: skip
         self._configure()
 
@@ -154,15 +156,18 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}"
 
     @classmethod
-    def standby_of(cls, primary: PrivatePostgres, conf: Mapping[str, str] = {}) -> PrivatePostgres:
+    def standby_of(
+        cls, primary: PrivatePostgres, conf: Mapping[str, str] = {}, waldir: Optional[Path] = None
+    ) -> PrivatePostgres:
         """A streaming standby of the running ``primary``, not yet started: a base backup
         that follows the primary's WAL (``pg_basebackup -R`` writes ``standby.signal`` and
         ``primary_conninfo``). ``application_name`` in its conninfo is ``standby``, the name
-        ``synchronous_standby_names`` can list."""
+        ``synchronous_standby_names`` can list. ``waldir``: its WAL there (a small disk)."""
         standby = cls(primary.bindir, {**primary.conf, **conf})
+        extra = [] if waldir is None else ["--waldir", str(waldir)]
         standby._run(
             "pg_basebackup", "-D", str(standby.data), "-h", "127.0.0.1", "-p", str(primary.port),
-            "-U", "postgres", "-X", "stream", "-R", "-c", "fast",
+            "-U", "postgres", "-X", "stream", "-R", "-c", "fast", *extra,
             "-d", f"application_name=standby host=127.0.0.1 port={primary.port} user=postgres",
         )  # fmt: skip
         standby._configure()  # its own socket directory and settings

@@ -2,12 +2,16 @@
 
     python -m tests.chaos.campaign --minutes 3 --seed 1 --backend postgres [--workdir DIR]
 
-PostgreSQL runs as a PRIVATE server this campaign starts (tests/private_pg.py; never the
-shared one on 5432), with its WAL on a small tmpfs when mounting is permitted (root). Workers
-w1, w2 and the producers reach it through a TCP proxy (tests/proxy.py: cut, latency, black
-hole); w3 goes through pgbouncer in session mode (when installed), itself behind the proxy,
-and runs under libfaketime (when installed) for wall-clock jumps. SQLite: one file, on a small
-tmpfs when permitted (a full disk), shared by every process.
+PostgreSQL runs as PRIVATE servers this campaign starts (tests/private_pg.py; never the
+shared one on 5432): a primary and a synchronous standby, each with its WAL on a small tmpfs
+when mounting is permitted (root), each behind its own TCP proxy (tests/proxy.py: cut,
+latency, black hole); workers w1, w2 and the producers use a multi-host URL over the two
+proxies (``target_session_attrs=read-write``), so a ``failover`` is found as in production
+(tests/chaos/cluster.py). w3 goes through pgbouncer in session mode (when installed), behind
+a third proxy that follows the primary, and runs under libfaketime (when installed) for
+wall-clock jumps. SQLite: one file, on a small tmpfs when permitted (a full disk), shared by
+every process. Workers take over a peer silent for ``workload.DEAD_EXECUTOR_SEC``, so a
+SIGSTOPped worker's work moves while it is frozen and its late checkpoints must be fenced.
 
 The faults are drawn from the seed up front (``schedule``): the same seed gives the same
 kinds, targets, gaps and durations, so a failing run replays (the timing of the processes
@@ -40,11 +44,10 @@ import psycopg
 
 from tests import pgbouncer
 from tests.chaos import checker, workload
+from tests.chaos.cluster import Cluster, Tmpfs, can_mount
 from tests.chaos.history import History
 from tests.chaos.history import read as read_history
 from tests.crash.harness import decode
-from tests.private_pg import PrivatePostgres
-from tests.proxy import TcpProxy
 
 REPO = Path(__file__).resolve().parents[2]
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -52,11 +55,11 @@ WORKERS = ["w1", "w2", "w3"]
 PRODUCERS = ["p1", "p2"]
 CLOCK_WORKER = "w3"
 
-PG_FAULTS = ["pg_restart", "terminate", "net_cut", "latency", "blackhole"]
+PG_FAULTS = ["pg_restart", "terminate", "net_cut", "latency", "blackhole", "failover"]
 COMMON_FAULTS = ["kill", "pause", "disk_full", "clock_jump"]
 WEIGHTS = {
     "kill": 5, "pause": 3, "pg_restart": 2, "terminate": 3, "net_cut": 2, "latency": 2,
-    "blackhole": 1, "disk_full": 1, "clock_jump": 1,
+    "blackhole": 1, "disk_full": 1, "clock_jump": 1, "failover": 1,
 }  # fmt: skip
 
 LIMITS = checker.Limits(
@@ -73,7 +76,7 @@ class Fault:
     kind: str
     target: int  # index into the candidates (workers, backends), taken modulo their number
     duration: float
-    param: float  # kind-specific: restart delay, latency, clock offset, stop mode
+    param: float  # kind-specific: latency, clock offset, stop mode, backends to terminate
 
     def describe(self) -> str:
         return f"t+{self.at:.1f}s {self.kind} target={self.target} for {self.duration:.1f}s"
@@ -91,6 +94,7 @@ def schedule(seed: int, seconds: float, kinds: list[str]) -> list[Fault]:
             "pg_restart": rng.uniform(0, 3), "terminate": 0.0, "net_cut": rng.uniform(1, 5),
             "latency": rng.uniform(3, 8), "blackhole": rng.uniform(3, 10),
             "disk_full": rng.uniform(2, 6), "clock_jump": rng.uniform(3, 10),
+            "failover": rng.uniform(0, 1),
         }[kind]  # fmt: skip
         param = {
             "latency": rng.uniform(0.02, 0.25),
@@ -101,77 +105,6 @@ def schedule(seed: int, seconds: float, kinds: list[str]) -> list[Fault]:
         out.append(Fault(t, kind, rng.randrange(1 << 16), duration, float(param)))
         t += duration + rng.uniform(1, 5)
     return out
-
-
-def can_mount() -> bool:
-    if os.geteuid() != 0:
-        return False
-    probe = Path(tempfile.mkdtemp(prefix="waypoint-chaos-probe-"))
-    try:
-        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)],
-                            capture_output=True).returncode == 0  # fmt: skip
-        if ok:
-            subprocess.run(["umount", str(probe)], capture_output=True)
-        return ok
-    finally:
-        probe.rmdir()
-
-
-class Tmpfs:
-    """A small tmpfs (a disk that fills up): ``fill`` writes a filler file to the brim."""
-
-    def __init__(self, path: Path, size_mb: int, owner: Optional[int] = None) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0777", "tmpfs",
-                        str(path)], check=True, capture_output=True)  # fmt: skip
-        if owner is not None:
-            os.chown(path, owner, owner)
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        try:
-            fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError:
-            return  # already full
-        try:
-            for size in (1 << 20, 4096, 512):
-                chunk = b"\0" * size
-                try:
-                    while True:
-                        os.write(fd, chunk)
-                except OSError:
-                    continue
-        finally:
-            os.close(fd)
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-
-
-class ChaosPostgres(PrivatePostgres):
-    """The private server, its WAL optionally on a tmpfs (``waldir``)."""
-
-    def __init__(self, waldir: Optional[Path]) -> None:
-        super().__init__()
-        self.waldir = waldir
-
-    def initdb(self) -> None:
-        args = ["-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                "--locale=C", "--no-sync"]  # fmt: skip
-        if self.waldir is not None:
-            args += ["--waldir", str(self.waldir / "wal")]
-        self._run("initdb", *args)
-        with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.dir}'\n"
-                "max_connections = 200\nmax_wal_size = 64MB\nmin_wal_size = 32MB\n"
-                "restart_after_crash = on\n"
-            )
 
 
 @dataclass
@@ -198,9 +131,8 @@ class Campaign:
         self.hist_dir.mkdir(parents=True, exist_ok=True)
         self.history = History(str(self.hist_dir), "nemesis")
         self.lock = threading.RLock()
-        self.proxy: Optional[TcpProxy] = None
-        self.pg: Optional[ChaosPostgres] = None
-        self.disk: Optional[Tmpfs] = None
+        self.cluster: Optional[Cluster] = None
+        self.sqlite_disk: Optional[Tmpfs] = None
         self.clock_file = self.workdir / "faketime"
         self.clock_file.write_text("+0\n")
         self.faketime = FAKETIME_LIB.exists()
@@ -211,51 +143,35 @@ class Campaign:
     def setup(self) -> None:
         mount = can_mount()
         if self.backend == "postgres":
-            waldir = None
-            if mount:
-                waldir = Path(tempfile.mkdtemp(prefix="waypoint-chaos-wal-", dir="/tmp"))
-                os.chmod(waldir, 0o755)
-            self.pg = ChaosPostgres(waldir)
-            self.stack.callback(self.pg.destroy)
-            if waldir is not None:
-                import pwd
-
-                uid = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else None
-                self.disk = Tmpfs(waldir, 256, uid)
-                self.stack.callback(lambda: shutil.rmtree(waldir, ignore_errors=True))
-                self.stack.callback(self.disk.close)
-            else:
+            if not mount:
                 self.notes.append("disk_full skipped: cannot mount a tmpfs (not root)")
-            self.pg.initdb()
-            self.pg.start()
-            self.direct_url = self.pg.create_database("chaos")
-            self.proxy = TcpProxy("127.0.0.1", self.pg.port)
-            self.stack.callback(self.proxy.close)
-            self.url = f"postgresql://postgres@127.0.0.1:{self.proxy.port}/chaos"
+            self.cluster = Cluster(self.stack, mount)
+            self.url = self.cluster.url()
             self.bouncer_url = self._pgbouncer()
         else:
             base = Path(tempfile.mkdtemp(prefix="waypoint-chaos-sqlite-", dir="/tmp"))
             self.stack.callback(lambda: shutil.rmtree(base, ignore_errors=True))
             if mount:
-                self.disk = Tmpfs(base / "disk", 48)
-                self.stack.callback(self.disk.close)
+                self.sqlite_disk = Tmpfs(base / "disk", 48)
+                self.stack.callback(self.sqlite_disk.close)
                 dbdir = base / "disk"
             else:
                 self.notes.append("disk_full skipped: cannot mount a tmpfs (not root)")
                 dbdir = base
-            self.url = self.direct_url = f"sqlite:///{dbdir}/chaos.sqlite"
+            self.url = self.sqlite_url = f"sqlite:///{dbdir}/chaos.sqlite"
             self.bouncer_url = None
 
     def _pgbouncer(self) -> Optional[str]:
-        """pgbouncer in session mode, itself behind the proxy (network faults reach it)."""
+        """pgbouncer in session mode, itself behind the virtual-IP proxy (network faults reach
+        it; a failover moves it)."""
         if not pgbouncer.installed():
             self.notes.append("pgbouncer not installed: every worker connects through the proxy")
             return None
-        assert self.proxy is not None
+        assert self.cluster is not None
         tmp = Path(tempfile.mkdtemp(prefix="waypoint-chaos-bouncer-", dir="/tmp"))
         self.stack.callback(lambda: shutil.rmtree(tmp, ignore_errors=True))
         try:
-            proc, port = pgbouncer.start(tmp, "session", "127.0.0.1", self.proxy.port, 40)
+            proc, port = pgbouncer.start(tmp, "session", "127.0.0.1", self.cluster.vip.port, 40)
         except RuntimeError as exc:
             self.notes.append(f"pgbouncer did not start ({exc}): workers use the proxy")
             return None
@@ -299,9 +215,21 @@ class Campaign:
                 for name, p in list(self.procs.items()):
                     if p.role == "worker" and not p.planned_exit and p.popen.poll() is not None:
                         rc = p.popen.returncode
-                        self.unplanned_exits.append(f"{name} pid {p.popen.pid} rc {rc}")
+                        why = self.last_line(name)
+                        self.unplanned_exits.append(f"{name} pid {p.popen.pid} rc {rc}: {why}")
                         self.history.write("event", "worker_exit", target=name, pid=p.popen.pid)
                         self.spawn(name)
+
+    def last_line(self, name: str) -> str:
+        """The last line a process logged (why it exited), cut short."""
+        try:
+            with open(self.workdir / f"{name}.log", "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 4096))
+                lines = log.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return "<no log>"
+        return lines[-1][:300] if lines else "<no output>"
 
     def wait_launched(self, names: list[str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -348,12 +276,14 @@ class Campaign:
                 self.clock_file.write_text("+0\n")
                 pids = [proc.popen.pid]
         elif f.kind == "pg_restart":
-            assert self.pg is not None
-            self.pg.stop("immediate" if f.param < 0.7 else "fast")
+            assert self.cluster is not None
+            self.cluster.primary.stop("immediate" if f.param < 0.7 else "fast")
             time.sleep(f.duration)
-            self.pg.start()
+            self.cluster.primary.start()
         elif f.kind == "terminate":
-            with psycopg.connect(self.direct_url, autocommit=True, connect_timeout=10) as conn:
+            assert self.cluster is not None
+            url = self.cluster.direct_url()
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
                 rows = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = 'chaos' "
                     "AND pid <> pg_backend_pid() ORDER BY pid"
@@ -363,44 +293,58 @@ class Campaign:
                 for pid in victims:
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         elif f.kind in ("net_cut", "latency", "blackhole"):
-            assert self.proxy is not None
-            if f.kind == "net_cut":
-                self.proxy.cut()
-            elif f.kind == "latency":
-                self.proxy.latency = f.param
-            else:
-                self.proxy.blackhole()
+            assert self.cluster is not None
+            proxies = self.cluster.proxies()
+            for proxy in proxies:
+                if f.kind == "net_cut":
+                    proxy.cut()
+                elif f.kind == "latency":
+                    proxy.latency = f.param
+                else:
+                    proxy.blackhole()
             time.sleep(f.duration)
-            self.proxy.restore()
+            for proxy in proxies:
+                proxy.restore()
         elif f.kind == "disk_full":
-            assert self.disk is not None
-            self.disk.fill()
+            disk = self.cluster.disk if self.cluster is not None else self.sqlite_disk
+            assert disk is not None
+            disk.fill()
             time.sleep(f.duration)
-            self.disk.free()
-            if self.pg is not None:
+            disk.free()
+            if self.cluster is not None:
                 self._pg_back()
+        elif f.kind == "failover":
+            assert self.cluster is not None
+            self.cluster.failover(f.duration)
         self.history.complete("ok", "fault", op, kind=f.kind, pids=pids)
+        if f.kind == "failover":
+            # Not part of the fault (the new primary already serves): a standby again, so
+            # the next failover loses nothing either. No other fault runs meanwhile.
+            assert self.cluster is not None
+            began = time.monotonic()
+            self.cluster.rebuild_standby()
+            self.history.write("event", "standby_rebuilt", seconds=time.monotonic() - began)
 
     def _pg_back(self) -> None:
         """After a full WAL disk the server PANICs and restarts itself; if it gave up, start it."""
-        assert self.pg is not None
+        assert self.cluster is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with psycopg.connect(self.direct_url, connect_timeout=3) as conn:
+                with psycopg.connect(self.cluster.direct_url(), connect_timeout=3) as conn:
                     conn.execute("SELECT 1")
                 return
             except psycopg.OperationalError:
-                if not self.pg.running():
+                if not self.cluster.primary.running():
                     self.notes.append("PostgreSQL stopped after a full WAL disk; restarted")
-                    self.pg.start()
+                    self.cluster.primary.start()
                 time.sleep(0.5)
 
     def kinds(self) -> list[str]:
         kinds = ["kill", "pause"]
         if self.backend == "postgres":
             kinds += PG_FAULTS
-        if self.disk is not None:
+        if self.sqlite_disk is not None or (self.cluster is not None and self.cluster.disk):
             kinds.append("disk_full")
         if self.faketime:
             kinds.append("clock_jump")
@@ -464,10 +408,12 @@ class Campaign:
 
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
         if self.backend == "sqlite":
-            path = self.direct_url.split("sqlite:///", 1)[1]
+            path = self.sqlite_url.split("sqlite:///", 1)[1]
             with closing(sqlite3.connect(path, timeout=60)) as conn:
                 return list(conn.execute(sql).fetchall())
-        with psycopg.connect(self.direct_url, autocommit=True, connect_timeout=10) as conn:
+        assert self.cluster is not None
+        url = self.cluster.direct_url()
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             conn.execute("SET search_path TO dbos")
             return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
 
@@ -512,8 +458,9 @@ def render(report: checker.Report, faults: list[Fault], c: Campaign) -> str:
         f"faults injected: {json.dumps(report.counts.get('faults', {}))}",
         f"operations: {json.dumps(report.counts.get('operations', {}))}",
     ]
-    for key in ("workflows", "errors", "steps", "messages", "events", "queues_max_seen",
-                "recovery_seconds", "faults_without_recovery", "sleeps_woken_early"):  # fmt: skip
+    for key in ("workflows", "errors", "steps", "takeovers", "messages", "events",
+                "queues_max_seen", "recovery_seconds", "faults_without_recovery",
+                "sleeps_woken_early"):  # fmt: skip
         lines.append(f"{key}: {json.dumps(report.counts.get(key))}")
     lines.append(f"worker exits not caused by a fault: {c.unplanned_exits or 'none'}")
     lines += [f"note: {n}" for n in c.notes]

@@ -11,7 +11,10 @@ What it reports, per run (Jepsen's definitions, reliability.md B3 and B6):
 * acknowledged messages lost or delivered twice: an *ok* send to a mailbox that returned must
   be in what it received exactly once; a received message must have been sent.
 * step bodies run again AFTER their checkpoint was acknowledged (``ack``, written by the
-  workflow once the step call returned): must be 0. Forks must not re-run copied steps.
+  workflow once the step call returned): must be 0. Forks must not re-run copied steps. Two
+  acknowledgements of one step with different tokens (a zombie whose late checkpoint was
+  accepted after a peer took its work over, or any double run) are a violation too.
+* takeovers: how often a worker took over the work of a silent (paused, cut-off) peer.
 * nonce chaining: every step body received the token its predecessor's checkpoint holds, and
   every stored output token is one that a body really produced (at-least-once body).
 * queue limits: concurrency from the history's intervals (distinct workflows whose bodies ran
@@ -107,6 +110,11 @@ def _operations(records: list[Record], rep: Report) -> None:
     ops["step-bodies"] = sum(1 for r in records if r["f"] == "step" and r["type"] == "invoke")
     ops["acks"] = sum(1 for r in records if r["f"] == "ack")
     rep.counts["operations"] = dict(sorted(ops.items()))
+    takeovers = [r for r in records if r["f"] == "takeover"]
+    rep.counts["takeovers"] = {
+        "takeovers": len(takeovers),
+        "workflows_taken_over": sum(int(r.get("n", 0)) for r in takeovers),
+    }
     faults: Counter[str] = Counter(
         r["kind"] for r in records if r["f"] == "fault" and r["type"] == "invoke"
     )
@@ -180,7 +188,14 @@ def _steps(records: list[Record], db: dict[str, DbRow], rep: Report) -> None:
     produced: dict[tuple[str, int], set[str]] = defaultdict(set)
     for r in records:
         if r["f"] == "ack":
-            first_ack.setdefault((r["wf"], r["idx"]), r)
+            first = first_ack.setdefault((r["wf"], r["idx"]), r)
+            if r["token"] != first["token"]:
+                rep.violation(
+                    "step_acked_twice",
+                    f"{r['wf']} step {r['idx']}: acknowledged {first['token']!r} by "
+                    f"{first['proc']}/{first['pid']}, then {r['token']!r} by "
+                    f"{r['proc']}/{r['pid']} (two checkpoints of one step)",
+                )
         elif r["f"] == "step" and r["type"] == "ok":
             produced[(r["wf"], r["idx"])].add(r["token"])
 
@@ -325,6 +340,16 @@ def _intervals(records: list[Record]) -> list[tuple[str, int, str, Optional[str]
             runs[(r["wf"], r["pid"])] = [r["queue"], r.get("part"), r["t"], r["t"]]
         elif "wf" in r and (r["wf"], r["pid"]) in runs:
             runs[(r["wf"], r["pid"])][3] = r["t"]
+    # A run whose workflow began again in another process had lost its place when that run
+    # was admitted (a peer took it over from a frozen or cut-off zombie): what the zombie does
+    # after that is fenced (checked by the step checks), not a slot it holds.
+    began: dict[str, list[float]] = defaultdict(list)
+    for (wf, _), run in runs.items():
+        began[wf].append(run[2])
+    for (wf, _), run in runs.items():
+        later = [b for b in began[wf] if b > run[2]]
+        if later:
+            run[3] = min(run[3], min(later))
     # A run killed right after it began still held its place for an instant.
     return [(wf, pid, q, p, b, max(e, b + 1e-6)) for (wf, pid), (q, p, b, e) in runs.items()]
 

@@ -147,6 +147,65 @@ def test_step_rerun_before_the_acknowledgement_is_at_least_once() -> None:
     assert rep.counts["steps"]["bodies_run_more_than_once"] == 1
 
 
+def zombie(fenced: bool) -> Hist:
+    """w1 (pid 1) is frozen inside step 2 of ``z``; w2 (pid 2) takes ``z`` over and runs it
+    to the end; w1 resumes and its body finishes. Fenced, its checkpoint is refused (no
+    ack); unfenced, it acknowledges its own token and runs step 3 again."""
+    h = Hist()
+    h.call("enqueue", "ok", wf="z", kind="qjob", queue="q_plain")
+    h.rec("event", "wf", "w1", 1, wf="z", at="begin", queue="q_plain", part=None)
+    h.steps("z", 1, 1, pid=1)
+    h.call("step", None, "w1", 1, wf="z", idx=2, prev="z#1")  # SIGSTOP inside the body
+    h.rec("event", "takeover", "w2", 2, dead=["w1"], n=1)
+    h.rec("event", "wf", "w2", 2, wf="z", at="begin", queue="q_plain", part=None)
+    h.call("step", None, "w2", 2, wf="z", idx=2, prev="z#1")
+    for i in (2, 3):
+        tok = f"z#{i}"
+        if i == 3:
+            h.call("step", None, "w2", 2, wf="z", idx=3, prev="z#2")
+        h.rec("ok", "step", "w2", 2, op=0, wf="z", idx=i, token=tok)
+        h.rec("event", "ack", "w2", 2, wf="z", idx=i, token=tok)
+    h.rec("event", "wf", "w2", 2, wf="z", at="end", queue="q_plain", part=None)
+    h.rec("ok", "step", "w1", 1, op=0, wf="z", idx=2, token="zombie#2")  # SIGCONT: body ends
+    if not fenced:
+        h.rec("event", "ack", "w1", 1, wf="z", idx=2, token="zombie#2")
+        h.call("step", None, "w1", 1, wf="z", idx=3, prev="zombie#2")
+    h.db["z"] = DbRow("SUCCESS", "qjob", ["z#1", "z#2", "z#3"], "q_plain")
+    return h
+
+
+def test_a_fenced_zombie_after_a_takeover_passes_and_the_takeover_is_counted() -> None:
+    rep = zombie(fenced=True).check()
+    assert rep.violations == []
+    assert rep.counts["takeovers"] == {"takeovers": 1, "workflows_taken_over": 1}
+    assert rep.counts["steps"]["bodies_run_more_than_once"] == 1  # at least once, allowed
+
+
+def test_an_unfenced_zombie_running_on_after_a_takeover_is_found() -> None:
+    rep = zombie(fenced=False).check()
+    assert kinds(rep) == {"step_acked_twice", "step_rerun_after_ack", "nonce_chain_broken"}
+
+
+def test_a_zombie_run_holds_no_queue_slot_after_its_takeover() -> None:
+    """q_conc allows 2: the zombie's run of ``a`` ends (for the limit) where the peer's run
+    of ``a`` begins, though the zombie wrote a record later; ``b`` and ``c`` fit."""
+    h = Hist()
+    for wf in ("a", "b", "c"):
+        h.call("enqueue", "ok", wf=wf, kind="qjob", queue="q_conc")
+        h.db[wf] = DbRow("SUCCESS", "qjob", None, "q_conc")
+    h.rec("event", "wf", "w1", 1, wf="a", at="begin", queue="q_conc")
+    h.rec("event", "wf", "w2", 2, wf="a", at="begin", queue="q_conc")  # taken over
+    h.rec("event", "wf", "w2", 2, wf="a", at="end", queue="q_conc")
+    h.rec("event", "wf", "w2", 2, wf="b", at="begin", queue="q_conc")
+    h.rec("event", "wf", "w2", 2, wf="c", at="begin", queue="q_conc")
+    h.rec("ok", "step", "w1", 1, op=0, wf="a", idx=1, token="late")  # the zombie resumes
+    h.rec("event", "wf", "w2", 2, wf="b", at="end", queue="q_conc")
+    h.rec("event", "wf", "w2", 2, wf="c", at="end", queue="q_conc")
+    rep = h.check()
+    assert not kinds(rep) & {"concurrency_exceeded"}
+    assert rep.counts["queues_max_seen"]["q_conc"] == 2
+
+
 def test_fork_rerunning_a_copied_step_is_found() -> None:
     h = clean()
     h.call("fork", "ok", wf="f", src="a", start_step=2)

@@ -29,6 +29,7 @@ have prevented.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import signal
@@ -73,6 +74,9 @@ QUEUES = [
 ]
 
 SEED_TOKEN = "seed"
+# A worker silent (SIGSTOPped, cut off) this long is taken over by a peer; when it resumes,
+# its late checkpoints must be refused (fenced), never run twice.
+DEAD_EXECUTOR_SEC = 3.0
 TIMEBOX_SEC = 1.0
 TIMEBOX_SLEEP_SEC = 3600.0
 H: History  # set in main()
@@ -236,6 +240,16 @@ def recorded(f: str, call: Any, *, ok_value: Any = None, **fields: Any) -> Any:
 # -- worker -------------------------------------------------------------------------------------
 
 
+class Takeovers(logging.Handler):
+    """Records each takeover of a silent peer's work in the history (the heartbeat's
+    warning: ``executor(s) %s gone or silent for over %ss: took over %d pending ...``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("executor(s)") and len(record.args or ()) == 3:
+            dead, _, n = record.args  # type: ignore[misc]
+            H.write("event", "takeover", dead=list(dead), n=int(n))
+
+
 def worker(db_url: str, name: str, rng: random.Random, stop: threading.Event) -> None:
     DBOS(
         config={  # type: ignore[typeddict-item]
@@ -243,8 +257,10 @@ def worker(db_url: str, name: str, rng: random.Random, stop: threading.Event) ->
             "system_database_url": db_url,
             "executor_id": name,
             "application_version": "chaos-v1",
+            "dead_executor_recovery_sec": DEAD_EXECUTOR_SEC,
         }
     )
+    logging.getLogger("waypoint").addHandler(Takeovers(logging.WARNING))
     skip = set(filter(None, os.environ.get("CHAOS_SKIP_QUEUES", "").split(",")))
     if skip:
         DBOS.listen_queues([q for q in QUEUES if q.name not in skip])

@@ -26,6 +26,7 @@ import pytest
 
 from waypoint import DBOS, SetWorkflowID, SetWorkflowTimeout
 from waypoint.core.runtime import get_runtime
+from waypoint.error import WaypointStorageFullError
 
 pytestmark = pytest.mark.skipif(
     "sqlite" not in __import__("tests.conftest").conftest.BACKENDS, reason="SQLite not selected"
@@ -184,6 +185,39 @@ def test_a_timeout_that_finds_the_disk_full_still_cancels_its_workflow(tmp_path:
         assert cancelled()
     finally:
         logging.getLogger("waypoint").removeHandler(handler)
+        DBOS.destroy(destroy_registry=True)
+        filler.unlink(missing_ok=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_worker_launched_on_a_full_disk_is_told_the_disk_is_full(tmp_path: Path) -> None:
+    """Found by the chaos campaign (SQLite, ``disk_full``): a worker restarted while the disk
+    was full exited at launch with "cannot create the SQLite system database ...: disk I/O
+    error", a configuration error for a file that exists. SQLite reports the -shm index it
+    cannot allocate on a full disk as SQLITE_IOERR_SHMSIZE, not SQLITE_FULL; it is now the
+    storage-full error (nothing written, a clear cause), and the launch works once there is
+    space again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount_tmpfs(disk, "8m"):
+        pytest.skip("needs root to mount a small tmpfs (a disk that fills up)")
+    config: Any = {"name": "launch-full", "system_database_url": f"sqlite:///{disk}/db.sqlite"}
+    filler = disk / "filler"
+    try:
+        DBOS.destroy(destroy_registry=True)
+        DBOS(config=config)
+        DBOS.launch()
+        DBOS.destroy(destroy_registry=True)  # the last connection: SQLite drops the -shm
+        assert not (disk / "db.sqlite-shm").exists()
+        _fill(filler)
+        DBOS(config=config)
+        with pytest.raises(WaypointStorageFullError, match="the system database is full"):
+            DBOS.launch()
+        DBOS.destroy(destroy_registry=True)
+        filler.unlink()
+        DBOS(config=config)
+        DBOS.launch()
+    finally:
         DBOS.destroy(destroy_registry=True)
         filler.unlink(missing_ok=True)
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)

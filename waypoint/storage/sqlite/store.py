@@ -52,14 +52,33 @@ T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-def classify(exc: BaseException) -> Fault:
+# Less free space than this under the database's directory makes a "disk I/O error" a full
+# disk: SQLite maps its 32 KiB -shm index, which it must first allocate.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def classify(exc: BaseException, path: Optional[str] = None) -> Fault:
+    """What a failure of a call on the database at ``path`` means for the retry policy."""
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
         if "full" in text:
             return Fault.FULL
+        if "disk i/o error" in text and path is not None and _out_of_space(path):
+            # SQLite reports ENOSPC as SQLITE_FULL only where it grows the database or its
+            # WAL; allocating the -shm index (the first connection after every other one
+            # closed, e.g. a worker restarted on a full disk) fails as SQLITE_IOERR_SHMSIZE.
+            return Fault.FULL
         if "locked" in text or "busy" in text:
             return Fault.TRANSIENT
     return Fault.FATAL
+
+
+def _out_of_space(path: str) -> bool:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < NEARLY_FULL_BYTES
 
 
 def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
@@ -117,7 +136,9 @@ class SqliteStore(SqlStore):
         self.d = SqliteDialect()
         self._busy_timeout_ms = busy_timeout_ms
         self._closed = threading.Event()
-        self.retry = RetryPolicy(classify, closed=self._closed, max_delay=1.0)
+        self.retry = RetryPolicy(
+            lambda exc: classify(exc, self.path), closed=self._closed, max_delay=1.0
+        )
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._all_conns: list[sqlite3.Connection] = []

@@ -187,7 +187,17 @@ class Cluster:
         old = self.slots[self.primary_slot]
         new = self.slots[1 - self.primary_slot]
         assert old.server is not None and new.server is not None
-        old.server.stop("immediate")
+        # A failover manager promotes only a standby that is synchronous and caught up: after
+        # a crash-restart of the primary (pg_restart) the standby is briefly behind, and the
+        # commits the primary replayed on its own are visible (readable) there before they
+        # are on the standby.
+        primary = old.server
+        lsn = primary.sql("SELECT pg_current_wal_flush_lsn()::text")[0][0]
+        poll("the standby to be synchronous and caught up", lambda: primary.sql(
+            "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync' "
+            f"AND flush_lsn >= '{lsn}'::pg_lsn"
+        ))  # fmt: skip
+        primary.stop("immediate")
         time.sleep(delay)
         new.server.promote()
         new.server.sql("ALTER SYSTEM RESET synchronous_standby_names")

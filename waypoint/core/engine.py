@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional, Protocol
 
+from waypoint.core.lease import Lease
 from waypoint.core.observe import Observers
 from waypoint.core.serialization import Codec, Serializer
 from waypoint.core.signals import Signal
@@ -67,6 +68,9 @@ class Engine:
         # ``Store.history_id``), and what to do when it changed: the database failed over.
         self._history: Optional[str] = None
         self.failover_hooks: list[Callable[[], object]] = []
+        # With dead-executor takeover on (heartbeat.py): when this process's runs must
+        # re-confirm they still own their workflow before a step body (lease.py).
+        self.lease: Optional[Lease] = None
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)

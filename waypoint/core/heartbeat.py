@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
+from waypoint.core.lease import Lease
 from waypoint.core.recovery import recover
 from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
@@ -34,6 +36,7 @@ class Heartbeat:
         self.interval = HEARTBEAT_SEC
         if self.dead_after is not None:
             self.interval = min(self.interval, max(0.2, self.dead_after / 3))
+            rt.lease = Lease(self.dead_after, self.beat)
         self._ticker = Periodic(self.name, self.interval, self.tick, stop_on=(StoreClosed,))
 
     def _row(self) -> ExecutorRow:
@@ -47,8 +50,15 @@ class Heartbeat:
             heartbeat_ms=int(self.interval * 1000),
         )
 
-    def start(self) -> None:
+    def beat(self, first: bool = False) -> None:
+        """Write this incarnation's heartbeat; with takeovers on, it renews the lease."""
+        began = time.monotonic()
         self.rt.store.heartbeat(self._row())
+        if self.rt.lease is not None:
+            self.rt.lease.renewed(began, first)
+
+    def start(self) -> None:
+        self.beat(first=True)
         self._ticker.start()
 
     def stop(self) -> None:
@@ -62,7 +72,7 @@ class Heartbeat:
 
     def tick(self) -> None:
         rt = self.rt
-        rt.store.heartbeat(self._row())
+        self.beat()
         if rt.deactivated:
             return
         # Executors that shut down gracefully ('gone') are taken over at once; silent ones

@@ -129,6 +129,7 @@ class WorkflowRun:
         "is_async",
         "name",
         "origins",
+        "owned_at",
         "owner_xid",
         "parked",
         "parked_scopes",
@@ -184,6 +185,10 @@ class WorkflowRun:
         self._next_fid = 1  # as DBOS numbers them: the first step is 1, the first child wf-1
         self._fid_lock = threading.Lock()
         self.status_checked = time.monotonic()
+        # When this run last knew it owned its workflow (lease.py: a reply it acts on may
+        # predate a lapse of the lease by up to a span).
+        lease = runtime.lease
+        self.owned_at = lease.held_since() if lease is not None else 0.0
         self.stream_reads = 0  # stream reads of the body in progress (at most one at a time)
         # Suspension (core/suspend.py): set while the body runs on a worker thread of its own;
         # the wait it is suspended in; the observers' watches of that wait, kept open.

@@ -14,11 +14,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from waypoint.core.context import StepState, current_step
 from waypoint.core.effects import Call, Flow, Io, Sleep, io_pool
 from waypoint.core.engine import Engine
+from waypoint.core.lease import Lease
 from waypoint.core.observe import Scope, watched_wait
 from waypoint.core.run import WorkflowRun, parked
 from waypoint.core.serialization import PORTABLE_NAME
@@ -152,6 +153,9 @@ def check_cancelled(rt: Engine, run: WorkflowRun) -> Flow[None]:
     if run.deadline_ms is not None and time.time() * 1000 >= run.deadline_ms:
         yield Io(lambda: rt.cancel([run.workflow_id]))
         raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} reached its deadline")
+    lease = rt.lease
+    if lease is not None and run.owner_xid and lease.stale(run.owned_at):
+        yield from confirm_owner(rt, run, lease)
     if time.monotonic() - run.status_checked > rt.status_freshness:
         outcome = yield Io(lambda: rt.store.get_outcome(run.workflow_id))
         run.status_checked = time.monotonic()
@@ -160,13 +164,28 @@ def check_cancelled(rt: Engine, run: WorkflowRun) -> Flow[None]:
             raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
 
 
+def confirm_owner(rt: Engine, run: WorkflowRun, lease: Lease) -> Flow[None]:
+    """The lease lapsed since the run last knew it owned its workflow (lease.py): renew it,
+    then re-read the run token. A peer that took the workflow over meanwhile may already
+    have run the next step: stop before its body, as a refused checkpoint stops."""
+    yield Io(lease.renew)  # nobody takes over for a span from here
+    row = yield Io(lambda: rt.store.get_workflow(run.workflow_id))
+    if row is None or row.owner_xid != run.owner_xid:
+        fenced(run)
+    run.owned_at = time.monotonic()
+
+
+def fenced(run: WorkflowRun) -> NoReturn:
+    """Another execution owns this workflow now (it was recovered or resumed elsewhere):
+    stop here and let the caller wait for that execution's outcome."""
+    if run.scope is not None:
+        run.scope.event("fenced")
+    raise DBOSWorkflowConflictIDError(run.workflow_id)
+
+
 def after_record(run: WorkflowRun, outcome: RecordOutcome) -> None:
     if not outcome.accepted:
-        # Another execution owns this workflow now (it was recovered or resumed elsewhere):
-        # stop here and let the caller wait for that execution's outcome.
-        if run.scope is not None:
-            run.scope.event("fenced")
-        raise DBOSWorkflowConflictIDError(run.workflow_id)
+        fenced(run)
     run.status_checked = time.monotonic()
     if outcome.workflow_status == "CANCELLED":
         run.entry.cancel.set()

@@ -50,12 +50,14 @@ class Heartbeat:
             heartbeat_ms=int(self.interval * 1000),
         )
 
-    def beat(self, first: bool = False) -> None:
-        """Write this incarnation's heartbeat; with takeovers on, it renews the lease."""
+    def beat(self, first: bool = False) -> float:
+        """Write this incarnation's heartbeat; with takeovers on, it renews the lease.
+        Returns the (monotonic) time it was sent."""
         began = time.monotonic()
         self.rt.store.heartbeat(self._row())
         if self.rt.lease is not None:
             self.rt.lease.renewed(began, first)
+        return began
 
     def start(self) -> None:
         self.beat(first=True)

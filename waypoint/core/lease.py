@@ -22,9 +22,9 @@ MARGIN = 2 / 3  # of dead_executor_recovery_sec: the lease ends well before a ta
 
 
 class Lease:
-    def __init__(self, dead_after: float, beat: Callable[[], None]) -> None:
+    def __init__(self, dead_after: float, beat: Callable[[], float]) -> None:
         self.span = dead_after * MARGIN
-        self._beat = beat  # writes a heartbeat (and calls ``renewed``)
+        self._beat = beat  # writes a heartbeat, calls ``renewed``, returns when it was sent
         self._lock = threading.Lock()
         self.until = -math.inf  # monotonic time the lease ends
         self.last_gap_end = -math.inf  # when the last renewal after a lapse began
@@ -36,8 +36,9 @@ class Lease:
                 self.last_gap_end = began
             self.until = max(self.until, began + self.span)
 
-    def renew(self) -> None:
-        self._beat()
+    def renew(self) -> float:
+        """Write a heartbeat now; the (monotonic) time it was sent."""
+        return self._beat()
 
     def held_since(self) -> float:
         """A run's ownership, learnt now, may predate a lapse up to a span ago."""

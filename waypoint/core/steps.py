@@ -168,10 +168,13 @@ def confirm_owner(rt: Engine, run: WorkflowRun, lease: Lease) -> Flow[None]:
     """The lease lapsed since the run last knew it owned its workflow (lease.py): renew it,
     then re-read the run token. A peer that took the workflow over meanwhile may already
     have run the next step: stop before its body, as a refused checkpoint stops."""
-    yield Io(lease.renew)  # nobody takes over for a span from here
-    row = yield Io(lambda: rt.store.get_workflow(run.workflow_id))
-    if row is None or row.owner_xid != run.owner_xid:
-        fenced(run)
+    while True:
+        began = yield Io(lease.renew)  # nobody takes over for a span from here
+        row = yield Io(lambda: rt.store.get_workflow(run.workflow_id))
+        if row is None or row.owner_xid != run.owner_xid:
+            fenced(run)
+        if not lease.stale(began):
+            break  # else frozen while reading: the answer may predate a takeover
     run.owned_at = time.monotonic()
 
 

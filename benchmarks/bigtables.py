@@ -1,7 +1,7 @@
 """Cost as the tables grow: the hot and the periodic statements of the system database,
 timed with 10,000 and with 1,000,000 finished workflows, with their EXPLAIN plans.
 
-    .venv/bin/python benchmarks/bigtables.py [--sizes 10000,1000000] [--reps 15]
+    .venv/bin/python benchmarks/bigtables.py [--sizes 10000,1000000] [--reps 15] [--rounds 1]
         [--out benchmarks/results/bigtables.md]
 
 Each size gets its own database (``bench_big_<size>``), migrated by Waypoint, then filled
@@ -246,11 +246,12 @@ def operations(store: Any, size: int) -> dict[str, Callable[[int], Any]]:
 
 
 def measure(
-    sizes: list[int], reps: int, cap: Capture
+    sizes: list[int], reps: int, cap: Capture, rounds: int = 1
 ) -> tuple[dict[int, dict[str, float]], dict[str, list[str]]]:
     """Each operation at every size in turn, repetition by repetition, so a change in the
-    machine's load (it is shared) hits every size alike; medians per size, and the plans of
-    the statements at the largest size."""
+    machine's load (it is shared) hits every size alike; ``rounds`` passes over the whole
+    list spread each operation's samples over time (a burst of load hits one pass); medians
+    per size, and the plans of the statements at the largest size."""
     stores = {
         size: open_url(db_url(f"bench_big_{size}"), application_name="bench-big") for size in sizes
     }
@@ -258,23 +259,28 @@ def measure(
         for store in stores.values():
             store.open()
         ops = {size: operations(store, size) for size, store in stores.items()}
-        times: dict[int, dict[str, float]] = {size: {} for size in sizes}
+        labels = list(ops[sizes[0]])
+        samples = {label: {size: [] for size in sizes} for label in labels}
         plans: dict[str, list[str]] = {}
-        for label in ops[sizes[0]]:
-            samples: dict[int, list[float]] = {size: [] for size in sizes}
-            for size in sizes:
-                ops[size][label](0)  # warm-up (and the plan cache)
-            for r in range(1, reps + 1):
-                for size in sizes:
-                    cap.on, cap.seen = size == sizes[-1] and r == 1, []
-                    t = time.perf_counter()
-                    ops[size][label](r)
-                    samples[size].append((time.perf_counter() - t) * 1000)
-                    if cap.on:
-                        cap.on = False
-                        plans[label] = explain(f"bench_big_{size}", cap.seen)
-            for size in sizes:
-                times[size][label] = statistics.median(samples[size])
+        for rnd in range(rounds):
+            for label in labels:
+                if rnd == 0:
+                    for size in sizes:
+                        ops[size][label](0)  # warm-up (and the plan cache)
+                for i in range(1, reps + 1):
+                    r = rnd * reps + i
+                    for size in sizes:
+                        cap.on, cap.seen = size == sizes[-1] and r == 1, []
+                        t = time.perf_counter()
+                        ops[size][label](r)
+                        samples[label][size].append((time.perf_counter() - t) * 1000)
+                        if cap.on:
+                            cap.on = False
+                            plans[label] = explain(f"bench_big_{size}", cap.seen)
+        times = {
+            size: {label: statistics.median(samples[label][size]) for label in labels}
+            for size in sizes
+        }
         return times, plans
     finally:
         for store in stores.values():
@@ -309,6 +315,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10000,1000000")
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=1, help="passes over all operations")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bigtables.md"))
     ap.add_argument("--no-build", action="store_true", help="reuse the databases")
     a = ap.parse_args()
@@ -317,9 +324,14 @@ def main() -> None:
     if not a.no_build:
         for size in sizes:
             build(size)
-    results, plans = measure(sizes, a.reps, cap)
+    load0 = os.getloadavg()
+    results, plans = measure(sizes, a.reps, cap, a.rounds)
+    load1 = os.getloadavg()
     small, big = sizes[0], sizes[-1]
     lines = [
+        f"{a.rounds} round(s) x {a.reps} repetitions; load average (1/5/15 min) "
+        f"{load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} before, "
+        f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} after\n",
         f"| operation | {small:,} rows (ms) | {big:,} rows (ms) | ratio |",
         "| --- | --- | --- | --- |",
     ]

@@ -25,6 +25,7 @@ from waypoint.error import (
     DBOSException,
     DBOSQueueDeduplicatedError,
 )
+from waypoint.storage.registry import open_url
 
 WAIT = 60.0
 
@@ -172,6 +173,53 @@ def test_deduplication_in_and_across_batches(
     assert stored("bulk-dedup") == {"holder", "r1", "r4"}
     gate.set()
     assert handles[2].get_result(polling_interval_sec=0.05) == "0"
+
+
+def test_items_with_only_arguments_are_whole_rows_of_their_own(
+    gated: tuple[threading.Event, Callable[..., Any]], db_url: str
+) -> None:
+    """After the first, items that differ only in their arguments reuse the first's row
+    (bulk._like): each still gets its own ID, run token, inputs and creation time, and the
+    block's options; an item with options of its own in between keeps them to itself."""
+    gate, job = gated
+    q = Queue("bulk-like", priority_enabled=True)
+    DBOS.launch()
+    items: list[Any] = [
+        (1,),
+        EnqueueCall(args=(2,), kwargs={"tag": "k"}),
+        EnqueueCall(args=(3,), priority=9),
+        (4,),
+        (5,),
+    ]
+    with SetEnqueueOptions(priority=3, delay_seconds=30):
+        handles = q.enqueue_many(job, items)
+    ids = [h.get_workflow_id() for h in handles]
+    assert len(set(ids)) == 5
+    rows = DBOS.list_workflows(workflow_ids=ids)
+    by_id = {r.workflow_id: r for r in rows}
+    st = [by_id[i] for i in ids]
+    assert [r.input for r in st] == [
+        {"args": (1,), "kwargs": {}},
+        {"args": (2,), "kwargs": {"tag": "k"}},
+        {"args": (3,), "kwargs": {}},
+        {"args": (4,), "kwargs": {}},
+        {"args": (5,), "kwargs": {}},
+    ]
+    assert [r.priority for r in st] == [3, 3, 9, 3, 3]
+    assert {r.status for r in st} == {"DELAYED"}
+    created = [r.created_at or 0 for r in st]
+    assert created == sorted(created)
+    for r in st:  # each delayed from its own creation
+        assert r.created_at is not None and r.delay_until_epoch_ms == r.created_at + 30_000
+    assert {r.queue_name for r in st} == {"bulk-like"}
+    store = open_url(db_url)
+    store.open()
+    try:  # each its own run token (what fences a superseded execution)
+        owners = {store.get_workflow(i).owner_xid for i in ids}  # type: ignore[union-attr]
+    finally:
+        store.close()
+    assert len(owners) == 5
+    gate.set()
 
 
 def test_existing_and_repeated_ids(gated: tuple[threading.Event, Callable[..., Any]]) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -21,8 +23,16 @@ from waypoint.core.calls import resolve_workflow
 from waypoint.core.context import current_run, current_step, start_options
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
-from waypoint.core.prepare import EnqueueSpec, Start, check_init, prepare, validate_workflow_id
+from waypoint.core.prepare import (
+    EnqueueSpec,
+    Start,
+    check_init,
+    prepare,
+    split_bound,
+    validate_workflow_id,
+)
 from waypoint.core.registrations import WorkflowInfo, target_of
+from waypoint.core.serialization import positional_names
 from waypoint.error import DBOSQueueDeduplicatedError
 from waypoint.queues.enqueue import (
     EnqueueError,
@@ -34,7 +44,7 @@ from waypoint.queues.enqueue import (
     spec_from_options,
     validate_for_queue,
 )
-from waypoint.storage.protocol import InitOutcome, queue_key, timer_key
+from waypoint.storage.protocol import InitOutcome, NewWorkflow, queue_key, timer_key
 
 # An attempt that loses every ``return-existing`` holder to its completion tries again.
 _ATTEMPTS = 5
@@ -126,20 +136,68 @@ def prepare_batch(
     """Validate and serialize every item (nothing is written); errors name the item."""
     config = known_queue(eng, base.queue_name) if check_queue else None
     starts = []
+    template: Optional[Start] = None  # the first item with only arguments of its own
     for index, item in enumerate(calls):
         call = as_call(item, index)
         spec = _spec(base, call)
+        plain = spec is base and call.workflow_id is None
         try:
-            _check_call(spec, call)
-            validate_for_queue(spec, config)
             info, args, kwargs = resolve(call)
-            st = prepare(eng, info, args, kwargs, spec, workflow_id=call.workflow_id)
+            if plain and template is not None and info is template.info:
+                st = _like(eng, template, args, kwargs)
+            else:
+                _check_call(spec, call)
+                validate_for_queue(spec, config)
+                st = prepare(eng, info, args, kwargs, spec, workflow_id=call.workflow_id)
+                if plain and info.kind == "function":
+                    template = st
         except (EnqueueError, TypeError, ValueError) as exc:
             raise EnqueueError(
                 f"enqueue_many item {index}: {getattr(exc, 'message', exc)}"
             ) from exc
         starts.append(st)
     return starts
+
+
+_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewWorkflow))
+_new_values = operator.attrgetter(*_NEW_FIELDS)
+_AT = {name: _NEW_FIELDS.index(name) for name in ("workflow_id", "owner_xid", "inputs")}
+_AT_CREATED = _NEW_FIELDS.index("created_at")
+_AT_DELAY = _NEW_FIELDS.index("delay_until_epoch_ms")
+
+
+def _like(eng: Engine, template: Start, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Start:
+    """``prepare`` for another item of the batch that differs from ``template`` only in its
+    arguments (the same function, options and context): the queue, version, user, timeout
+    and attributes ``prepare`` worked out for the first hold for it too. Its arguments are
+    checked and encoded; it gets its own ID, run token and creation time. A third of the
+    batch's Python time per item otherwise went to recomputing the same row."""
+    info = template.info
+    _, stored = split_bound(info, args)
+    if info.validate_args is not None:
+        stored, kwargs = info.validate_args(stored, kwargs)
+        stored = tuple(stored)
+    inputs = eng.codec.encode_inputs(
+        stored,
+        kwargs,
+        template.serializer,
+        names=positional_names(info.func),
+        what=f"workflow {info.name!r}",
+    )
+    now = eng.now_ms()
+    first = template.new
+    values = list(_new_values(first))  # positional construction: a third of copy.copy's cost
+    values[_AT["workflow_id"]] = workflow_id = str(uuid.uuid4())
+    values[_AT["owner_xid"]] = uuid.uuid4().hex
+    values[_AT["inputs"]] = inputs
+    values[_AT_CREATED] = now
+    if first.delay_until_epoch_ms is not None:
+        values[_AT_DELAY] = now + (first.delay_until_epoch_ms - first.created_at)
+    st = object.__new__(Start)
+    st.__dict__.update(template.__dict__)
+    st.workflow_id, st.call_args, st.kwargs = workflow_id, stored, kwargs
+    st.new = NewWorkflow(*values)
+    return st
 
 
 def enqueue_many_flow(

@@ -26,7 +26,7 @@ from waypoint.storage.errors import (
     StorageConfigError,
     UnavailableError,
 )
-from waypoint.storage.postgres.group_commit import GroupCommitter
+from waypoint.storage.postgres.grouped import GroupedWrites
 from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.postgres.notifier import Notifier
 from waypoint.storage.postgres.schema import PgSchemaAdmin
@@ -35,6 +35,7 @@ from waypoint.storage.records import (
     WORKFLOW_COLUMNS,
     ChildLink,
     ClaimRequest,
+    Completion,
     InitOutcome,
     NewWorkflow,
     RecordOutcome,
@@ -217,7 +218,7 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET waypoint.session = 'on'")
 
 
-class PostgresStore(PgSchemaAdmin, SqlStore):
+class PostgresStore(PgSchemaAdmin, GroupedWrites, SqlStore):
     dialect = "postgresql"
 
     def __init__(
@@ -258,9 +259,7 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             configure=_configure,
         )
         self._build_sql()
-        self._records: GroupCommitter[StepRecord, RecordOutcome] = GroupCommitter(
-            self._record_one, self._record_many, max_leaders=max(1, self.pool_size // 4)
-        )
+        self._setup_grouped()
         self._notifier = Notifier(self._send_wakeups)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -433,56 +432,52 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             f"INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {RECORD_VALUES} "
             f"FROM {ws} w WHERE w.workflow_uuid = %(wf)s AND w.owner_xid = %(owner)s " + returning
         )
-        # The same for many checkpoints at once (group commit across workflows).
-        self._sql_record_many = (
-            f"INSERT INTO {oo} ({RECORD_COLUMNS}) "
-            "SELECT d.wf, d.fid, d.fname, d.output, d.error, d.child, d.started, d.completed, "
-            "d.ser, d.owner, d.app FROM unnest(%(wf)s::text[], %(fid)s::int[], "
-            "%(fname)s::text[], %(output)s::text[], %(error)s::text[], %(child)s::text[], "
-            "%(started)s::bigint[], %(completed)s::bigint[], %(ser)s::text[], "
-            "%(owner)s::text[], %(app)s::text[]) "
-            "AS d(wf, fid, fname, output, error, child, started, completed, ser, owner, app) "
-            f"JOIN {ws} w ON w.workflow_uuid = d.wf AND w.owner_xid = d.owner " + returning
-        )
 
     # -- workflows ------------------------------------------------------------------------------
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome:
-        params = init_params(wf)
         if link is None:
-            try:
-                row = self._one(self._sql_init, params, "start workflow")
-            except pgerr.UniqueViolation as exc:
-                raise_if_dedup(exc, wf)
-                raise
-            if row is not None:
-                self._woken_by(wf)
-                return created_outcome(wf)
-        else:
-            params.update(
-                parent=link.parent_workflow_id,
-                powner=link.parent_owner_xid,
-                fid=link.function_id,
-                fname=link.function_name,
-                lt=link.started_at_epoch_ms,
-            )
-            try:
-                row = self._one(self._sql_init_child, params, "start child workflow")
-            except pgerr.UniqueViolation as exc:
-                raise_if_dedup(exc, wf)
-                raise
-            assert row is not None
-            child_owner, fence_ok, linked_child, linked_name, link_owner = row
-            if not fence_ok or (link_owner is not None and link_owner != link.parent_owner_xid):
-                raise OwnershipLostError(link.parent_workflow_id)
-            if linked_child is not None and linked_child != wf.workflow_id:
-                outcome = self._existing(wf)
-                outcome.linked_child_id = linked_child
-                outcome.linked_function_name = linked_name
-                return outcome
-            if child_owner is not None:
-                self._woken_by(wf)
-                return created_outcome(wf)
+            return self._start_top(wf)  # grouped with other threads' starts
+        params = init_params(wf)
+        params.update(
+            parent=link.parent_workflow_id,
+            powner=link.parent_owner_xid,
+            fid=link.function_id,
+            fname=link.function_name,
+            lt=link.started_at_epoch_ms,
+        )
+        try:
+            row = self._one(self._sql_init_child, params, "start child workflow")
+        except pgerr.UniqueViolation as exc:
+            raise_if_dedup(exc, wf)
+            raise
+        assert row is not None
+        child_owner, fence_ok, linked_child, linked_name, link_owner = row
+        if not fence_ok or (link_owner is not None and link_owner != link.parent_owner_xid):
+            raise OwnershipLostError(link.parent_workflow_id)
+        if linked_child is not None and linked_child != wf.workflow_id:
+            outcome = self._existing(wf)
+            outcome.linked_child_id = linked_child
+            outcome.linked_function_name = linked_name
+            return outcome
+        if child_owner is not None:
+            self._woken_by(wf)
+            return created_outcome(wf)
         return self._existing(wf)
+
+    def _init_top(self, wf: NewWorkflow) -> InitOutcome:
+        """Start one top-level workflow (one statement; the grouped path's lone write)."""
+        try:
+            row = self._one(self._sql_init, init_params(wf), "start workflow")
+        except pgerr.UniqueViolation as exc:
+            raise_if_dedup(exc, wf)
+            raise
+        if row is None:
+            return self._existing(wf)
+        self._woken_by(wf)
+        return created_outcome(wf)
+
+    def _complete_one(self, done: Completion) -> bool:
+        return SqlStore.complete_workflow(self, done)
 
     def _woken_by(self, wf: NewWorkflow) -> None:
         """A new ENQUEUED (or DELAYED) row wakes dispatchers (or timers) everywhere."""
@@ -540,31 +535,11 @@ class PostgresStore(PgSchemaAdmin, SqlStore):
             return InitOutcome(created=False, status="MISSING")
         return existing_outcome(row, wf.owner_xid)
 
-    def record_step(self, rec: StepRecord) -> RecordOutcome:
-        return self._records.submit(rec)
-
     def _record_one(self, rec: StepRecord) -> RecordOutcome:
         row = self._one(self._sql_record, record_params(rec), "checkpoint step")
         if row is None:  # fenced: another execution owns the workflow
             return RecordOutcome(accepted=False, workflow_status=None)
         return RecordOutcome(accepted=row[2] == rec.owner_xid, workflow_status=row[3])
-
-    def _record_many(self, recs: list[StepRecord]) -> list[RecordOutcome]:
-        keys = [(r.workflow_id, r.function_id) for r in recs]
-        if len(set(keys)) != len(keys):
-            raise ValueError("duplicate checkpoint positions in one batch")
-        each = [record_params(r) for r in recs]
-        columns = {name: [p[name] for p in each] for name in each[0]}
-        rows = self._all(self._sql_record_many, columns, "checkpoint steps")
-        found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
-        out = []
-        for rec in recs:
-            hit = found.get((rec.workflow_id, rec.function_id))
-            if hit is None:
-                out.append(RecordOutcome(accepted=False, workflow_status=None))
-            else:
-                out.append(RecordOutcome(accepted=hit[0] == rec.owner_xid, workflow_status=hit[1]))
-        return out
 
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         if req.shared_budget:

@@ -1,0 +1,134 @@
+"""Starts and outcomes written by many threads at once (grouped into shared statements on
+PostgreSQL): each caller still gets its own answer, fenced and deduplicated as when alone.
+
+The PostgreSQL batch writers are also driven directly (``_write_many``
+``_write_many``), since which calls end up batched under concurrency depends on timing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import requires_postgres
+from tests.storage.build import T0, queued, start, status, step, workflow
+from tests.storage.conftest import SCHEMA
+from waypoint.storage.errors import DeduplicatedError
+from waypoint.storage.protocol import Completion, Store
+from waypoint.storage.registry import open_url
+
+
+def _in_threads(n: int, body: Callable[[int], Any]) -> dict[int, Any]:
+    results: dict[int, Any] = {}
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = body(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_starts_each_get_their_outcome(store: Store) -> None:
+    start(store, "w3")  # exists already: reported as existing, not created
+    enqueue_holder = queued("holder", deduplication_id="d")
+    assert store.init_workflow(enqueue_holder, None).created
+
+    def begin(i: int) -> Any:
+        if i == 7:  # the deduplication ID is held: refused, the others unaffected
+            return store.init_workflow(queued("dup", deduplication_id="d"), None)
+        return store.init_workflow(workflow(f"w{i}", owner_xid=f"new-{i}"), None)
+
+    results = _in_threads(12, begin)
+    for i, outcome in results.items():
+        if i == 7:
+            assert isinstance(outcome, DeduplicatedError)
+        elif i == 3:
+            assert not outcome.created and outcome.status == "PENDING"
+        else:
+            assert outcome.created, i
+            assert store.get_workflow(f"w{i}").owner_xid == f"new-{i}"  # type: ignore[union-attr]
+    assert store.get_workflow("dup") is None
+
+
+def test_concurrent_completions_each_get_their_outcome(store: Store) -> None:
+    for i in range(12):
+        start(store, f"w{i}")
+
+    def finish(i: int) -> bool:
+        owner = "run-stale" if i % 4 == 0 else f"run-w{i}"
+        return store.complete_workflow(Completion(f"w{i}", owner, "SUCCESS", f'"{i}"', None, T0))
+
+    results = _in_threads(12, finish)
+    for i, done in results.items():
+        assert done == (i % 4 != 0), i
+        assert status(store, f"w{i}") == ("PENDING" if i % 4 == 0 else "SUCCESS")
+
+
+@pytest.fixture
+def pg_store(pg_database: str) -> Iterator[Any]:
+    store = open_url(pg_database, schema=SCHEMA, pool_size=4, application_name="wp-grouped")
+    store.migrate()
+    store.open()
+    store.truncate_all()
+    yield store
+    store.close()
+
+
+@requires_postgres
+def test_a_mixed_batch_answers_each_write(pg_store: Any) -> None:
+    start(pg_store, "old")
+    for wid in ("a", "b", "c"):
+        start(pg_store, wid)
+    writes = [
+        workflow("new"),
+        step("a", 1, "run-a", output='"s"'),
+        Completion("c", "run-c", "ERROR", None, '"bad"', T0 + 3),
+        workflow("old", owner_xid="run-other"),
+        step("b", 1, "run-stale"),
+        Completion("a", "run-a", "SUCCESS", '"ok"', None, T0 + 1),
+        queued("queued"),
+        Completion("b", "run-stale", "SUCCESS", None, None, T0 + 2),
+        step("c", 1, "run-c"),
+        Completion("missing", "run-x", "SUCCESS", None, None, T0),
+    ]
+    out = pg_store._write_many(writes)
+    assert [o.created for o in (out[0], out[3], out[6])] == [True, False, True]
+    assert out[3].status == "PENDING"
+    assert (out[1].accepted, out[1].workflow_status) == (True, "PENDING")
+    assert not out[4].accepted
+    # One snapshot: c's checkpoint sees c still PENDING, its outcome is written alongside.
+    assert (out[8].accepted, out[8].workflow_status) == (True, "PENDING")
+    assert out[2] is True and out[5] is True and out[7] is False and out[9] is False
+    a, b, c = (pg_store.get_workflow(w) for w in "abc")
+    assert (a.status, a.output, a.completed_at, a.updated_at) == ("SUCCESS", '"ok"', T0 + 1, T0 + 1)
+    assert b.status == "PENDING" and set(pg_store.load_steps("b")) == set()
+    assert (c.status, c.error) == ("ERROR", '"bad"')
+    assert pg_store.load_steps("a")[1].output == '"s"'
+    assert pg_store.get_workflow("queued").status == "ENQUEUED"
+    # Applied once: the same outcome again changes nothing.
+    assert pg_store._write_many([Completion("a", "run-a", "ERROR", None, None, T0)]) == [False]
+
+
+@requires_postgres
+def test_a_batch_with_one_row_twice_is_refused_whole(pg_store: Any) -> None:
+    start(pg_store, "b")
+    for twice in (
+        [workflow("c"), workflow("c")],
+        [step("b", 1, "run-b"), step("b", 1, "run-b")],
+        [Completion("b", "run-b", "SUCCESS", None, None, T0)] * 2,
+    ):
+        with pytest.raises(ValueError, match="twice"):
+            pg_store._write_many([workflow("d"), *twice])
+    assert pg_store.get_workflow("c") is None and pg_store.get_workflow("d") is None
+    assert pg_store.get_workflow("b").status == "PENDING" and not pg_store.load_steps("b")

@@ -18,6 +18,7 @@ from waypoint.error import (
     DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
     DBOSUnexpectedStepError,
 )
+from waypoint.storage.sql_workflows import WorkflowSql
 
 
 def relaunch(config: dict[str, Any], define: Callable[[], None]) -> None:
@@ -81,6 +82,66 @@ def test_pending_workflow_is_recovered_and_replays_checkpoints(
     assert ledger == ["first", "second", "second"]
     status = DBOS.get_workflow_status("rec-1")
     assert status is not None and status.recovery_attempts == 2
+
+
+def test_recovery_loads_every_history_in_one_read(
+    dbos: type[DBOS], config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {**config, "application_version": "v1"}
+    ledger: list[str] = []
+    entered: list[str] = []
+    block = threading.Event()
+
+    def define() -> None:
+        @DBOS.step()
+        def first(n: int) -> int:
+            ledger.append(f"first-{n}")
+            return n
+
+        @DBOS.step()
+        def second(n: int) -> int:
+            ledger.append(f"second-{n}")
+            entered.append(f"w{n}")
+            if not block.is_set():
+                time.sleep(30)  # the "crashed" execution never gets past here
+            return n * 10
+
+        @DBOS.workflow()
+        def wf(n: int) -> int:
+            return second(first(n))
+
+        define.wf = wf  # type: ignore[attr-defined]
+
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config=config)  # type: ignore[arg-type]
+    define()
+    DBOS.launch()
+    for n in range(3):
+        with SetWorkflowID(f"w{n}"):
+            DBOS.start_workflow(define.wf, n)  # type: ignore[attr-defined]
+    deadline = time.time() + 10
+    while len(entered) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(entered) == 3
+    block.set()
+    single: list[str] = []
+    many: list[list[str]] = []
+    one_read = WorkflowSql.load_steps_many
+    monkeypatch.setattr(
+        WorkflowSql, "load_steps", lambda self, wid: single.append(wid) or {}, raising=True
+    )
+    monkeypatch.setattr(
+        WorkflowSql,
+        "load_steps_many",
+        lambda self, ids: many.append(sorted(ids)) or one_read(self, ids),
+    )
+    relaunch(config, define)
+    for n in range(3):
+        assert DBOS.retrieve_workflow(f"w{n}").get_result(polling_interval_sec=0.05) == n * 10
+    assert ["w0", "w1", "w2"] in many and not single
+    assert sorted(ledger) == sorted(
+        [f"first-{n}" for n in range(3)] + [f"second-{n}" for n in range(3)] * 2
+    )
 
 
 def test_other_version_is_not_recovered(dbos: type[DBOS], config: dict[str, Any]) -> None:

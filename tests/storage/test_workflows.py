@@ -272,3 +272,15 @@ def test_load_and_list_steps(store: Store) -> None:
     assert listed(None, 3) == [3]
     assert listed(None, 9) == []
     assert store.list_steps("missing") == [] and store.load_steps("missing") == {}
+
+
+def test_load_steps_of_many_workflows_at_once(store: Store) -> None:
+    for wid in ("a", "b", "empty"):
+        start(store, wid)
+    store.record_step(step("a", 1, "run-a"))
+    store.record_step(step("a", 2, "run-a", error='"e"'))
+    store.record_step(step("b", 1, "run-b"))
+    loaded = store.load_steps_many(["a", "b", "empty", "missing"])
+    assert loaded == {"a": store.load_steps("a"), "b": store.load_steps("b")}
+    assert sorted(loaded["a"]) == [1, 2] and loaded["a"][2].error == '"e"'
+    assert store.load_steps_many([]) == {}

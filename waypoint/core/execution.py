@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -49,9 +49,17 @@ from waypoint.error import (
     WaypointPayloadError,
     WaypointStorageFullError,
 )
-from waypoint.storage.protocol import Completion, WorkflowRow, done_key, queue_key, timer_key
+from waypoint.storage.protocol import (
+    Completion,
+    StepRow,
+    WorkflowRow,
+    done_key,
+    queue_key,
+    timer_key,
+)
 
 logger = logging.getLogger("waypoint")
+Histories = dict[str, dict[int, StepRow]]  # checkpoints by workflow ID
 FULL_RETRY_MAX_DELAY = 5.0  # seconds between attempts to record an outcome on a full disk
 
 
@@ -479,14 +487,31 @@ def _prepare_replay(rt: Runtime, run: WorkflowRun, verify: bool) -> bool:
 # -- dispatching claimed rows -----------------------------------------------------------------
 
 
+def load_histories(rt: Runtime, rows: Sequence[WorkflowRow]) -> Optional[Histories]:
+    """The checkpoints of every row just claimed, in one read (None if it failed: each run
+    then loads its own when it starts). Loaded now or when the run starts, they are the
+    same: the claim gave the rows a new run token, and no other run can add to them."""
+    if not rows:
+        return {}
+    try:
+        return rt.store.load_steps_many([r.workflow_id for r in rows])
+    except Exception as exc:
+        logger.warning(
+            "could not load the checkpoints of %d claimed workflow(s): %s", len(rows), exc
+        )
+        return None
+
+
 def dispatch_claimed(
     rt: Runtime,
     row: WorkflowRow,
     verify: bool = False,
     admitted: Optional[Callable[[RunEntry], None]] = None,
+    histories: Optional[Histories] = None,
 ) -> None:
     """Run a workflow this executor just claimed from a queue (or from recovery);
-    ``admitted`` sees its entry before it starts (the dispatcher's accounting)."""
+    ``admitted`` sees its entry before it starts (the dispatcher's accounting);
+    ``histories``: the checkpoints of the rows claimed with it (``load_histories``)."""
     info = REGISTRY.workflow(row.name or "")
     if info is None:
         _unrunnable(row, f"no workflow named {row.name!r} is registered in this process")
@@ -558,6 +583,10 @@ def dispatch_claimed(
     if admitted is not None:
         admitted(entry)
     rt.arm_deadline(row.workflow_id, run.deadline_ms)
+    if histories is not None and not verify:
+        run.replay = histories.get(row.workflow_id, {})
+        _run_in_background(rt, run, stored, call_args, kwargs, load_replay=False)
+        return
     _run_in_background(rt, run, stored, call_args, kwargs, load_replay=True, verify=verify)
 
 

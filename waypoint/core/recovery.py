@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from waypoint.core.execution import dispatch_claimed
+from waypoint.core.execution import dispatch_claimed, load_histories
 from waypoint.core.runtime import Runtime
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.storage.protocol import RecoveryRequest
@@ -51,7 +51,8 @@ def recover(rt: Runtime, executor_ids: list[str]) -> list[str]:
             executor_ids,
         )
         rt.observers.recovered(executor_ids, found.workflow_ids)
+        histories = load_histories(rt, found.claimed)
         for row in found.claimed:
-            dispatch_claimed(rt, row)
+            dispatch_claimed(rt, row, histories=histories)
         rt.dispatch.wake()
     return found.workflow_ids

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Optional
 
 from waypoint.core.engine import SAFETY_INTERVAL
-from waypoint.core.execution import dispatch_claimed
+from waypoint.core.execution import dispatch_claimed, load_histories
 from waypoint.core.run import RunEntry
 from waypoint.core.runtime import Runtime
 from waypoint.core.storage_errors import StoreClosed
@@ -270,8 +270,9 @@ class Dispatcher:
         return len(rows) == limit, req.retry_at_ms
 
     def _start(self, rows: list[WorkflowRow]) -> None:
+        histories = load_histories(self.rt, rows)
         for row in rows:
             try:
-                dispatch_claimed(self.rt, row, admitted=self._admitted(row))
+                dispatch_claimed(self.rt, row, admitted=self._admitted(row), histories=histories)
             except Exception:
                 logger.exception("could not start claimed workflow %s", row.workflow_id)

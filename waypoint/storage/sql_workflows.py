@@ -243,6 +243,20 @@ class WorkflowSql(SqlCore):
         )
         return {r[0]: step_row(r) for r in rows}
 
+    def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]:
+        loaded: dict[str, dict[int, StepRow]] = {}
+        if not workflow_ids:
+            return loaded
+        rows = self._all(
+            f"SELECT workflow_uuid, {STEP_COLUMNS} FROM {self.d.t('operation_outputs')} "
+            f"WHERE {self.d.any('workflow_uuid', 'ids')}",
+            {"ids": self.d.list_param(list(workflow_ids))},
+            "load_steps_many",
+        )
+        for r in rows:
+            loaded.setdefault(r[0], {})[r[1]] = step_row(r[1:])
+        return loaded
+
     def list_steps(
         self, workflow_id: str, limit: Optional[int] = None, offset: Optional[int] = None
     ) -> list[StepRow]:

@@ -17,6 +17,7 @@ import logging
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,66 @@ def test_a_worker_that_still_owns_its_workflow_goes_on_after_its_lease_lapsed(db
     bodies, handle = run_frozen(db, taken_over=False)
     assert handle.get_result() == 2
     assert bodies == [1, 2]
+
+
+def test_a_peer_writing_heartbeats_with_a_clock_behind_is_not_taken_over(db: Path) -> None:
+    """Found by the chaos campaign (SQLite, ``clock_jump`` with takeover on): on SQLite each
+    process stamps its heartbeats with its own wall clock, and a worker whose clock was 30-300
+    s behind looked silent to its peers, which took its work over while it ran it, so both
+    ran the same step bodies. A peer is now taken over only once its heartbeats have stood
+    still for ``dead_executor_recovery_sec`` by the taker's own monotonic clock (and the
+    database's clock agrees)."""
+    from dataclasses import replace
+
+    from waypoint.storage.protocol import ExecutorRow
+
+    took_over = threading.Event()
+
+    class TookOver(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "'peer'" in record.getMessage() and "took over" in record.getMessage():
+                took_over.set()
+
+    config: Any = {
+        "name": "skewed",
+        "system_database_url": f"sqlite:///{db}",
+        "dead_executor_recovery_sec": 0.6,  # a heartbeat (and a look at the peers) each 0.2 s
+    }
+    DBOS(config=config)
+    DBOS.launch()
+    rt = get_runtime()
+    peer = replace(
+        ExecutorRow("peer", "p1", rt.app_name, rt.app_version, "host", 1), heartbeat_ms=200
+    )
+    beating = threading.Event()
+    beating.set()
+    beats = 0
+
+    def beat() -> None:  # the peer's heartbeats, stamped five minutes late
+        nonlocal beats
+        while beating.is_set():
+            rt.store.heartbeat(peer)
+            with sqlite3.connect(db) as conn:
+                conn.execute(
+                    "UPDATE executors SET last_seen = last_seen - 300000 WHERE executor_id = 'peer'"
+                )
+            beats += 1
+            time.sleep(0.05)
+
+    handler = TookOver()
+    logging.getLogger("waypoint").addHandler(handler)
+    writer = threading.Thread(target=beat, daemon=True)
+    writer.start()
+    try:
+        # 80 heartbeats of the peer: some 20 looks of the taker at the fleet, every one of
+        # which used to take it over.
+        deadline = time.monotonic() + 60
+        while beats < 80 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not took_over.is_set(), "a live peer was taken over"
+        beating.clear()
+        writer.join(10)
+        assert took_over.wait(60), "a peer that stopped writing heartbeats was not taken over"
+    finally:
+        beating.clear()
+        logging.getLogger("waypoint").removeHandler(handler)

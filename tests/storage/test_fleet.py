@@ -12,6 +12,7 @@ import pytest
 from tests.storage.build import APP, VERSION, start, step
 from waypoint.storage.errors import QueueOwnedError
 from waypoint.storage.protocol import ExecutorRow, QueueRow, ScheduleFilter, ScheduleRow, Store
+from waypoint.storage.records import heartbeat_signatures
 
 # -- executors ----------------------------------------------------------------------------------
 
@@ -64,6 +65,26 @@ def test_claim_dead_executors(store: Store) -> None:
     assert remaining == {"slow", "old-version", "theirs", "alive"}
     # Of any version (recovery hands back what the caller may not run).
     assert store.claim_dead_executors("app", None, 500) == ["old-version"]
+
+
+def test_a_silent_executor_is_claimed_only_while_its_heartbeats_stand_still(
+    store: Store,
+) -> None:
+    """``unchanged``: the heartbeat signatures the caller watched stand still. A peer whose
+    timestamps look old (its clock is behind, on SQLite its own) but which wrote a heartbeat
+    since is alive; a gone one is claimed regardless."""
+    store.heartbeat(executor("quiet", heartbeat_ms=1))
+    store.heartbeat(executor("writing", heartbeat_ms=1))
+    store.heartbeat(executor("leaving", heartbeat_ms=1))
+    watched = heartbeat_signatures(store.list_executors("app"))
+    time.sleep(0.6)
+    store.heartbeat(executor("writing", heartbeat_ms=1))  # a heartbeat since, stamped late
+    store.set_executor_state("leaving", "i1", "gone")
+    # "writing" looks silent by the database's clock only if its stamp is old: make it so.
+    assert store.claim_dead_executors("app", "v1", 0, {}) == ["leaving"]
+    assert store.claim_dead_executors("app", "v1", 500, watched) == ["quiet"]
+    assert heartbeat_signatures(store.list_executors("app")).keys() == {"writing"}
+    assert store.claim_dead_executors("app", "v1", 0, watched) == []  # it wrote since
 
 
 def test_executor_states_and_gone_executors_are_taken_over_at_once(store: Store) -> None:

@@ -21,6 +21,7 @@ from waypoint.core.runtime import Runtime
 from waypoint.core.services import Periodic
 from waypoint.core.storage_errors import StoreClosed
 from waypoint.storage.protocol import ExecutorRow
+from waypoint.storage.records import heartbeat_signatures
 
 logger = logging.getLogger("waypoint")
 
@@ -37,6 +38,7 @@ class Heartbeat:
         if self.dead_after is not None:
             self.interval = min(self.interval, max(0.2, self.dead_after / 3))
             rt.lease = Lease(self.dead_after, self.beat)
+        self._watch: dict[str, tuple[str, float]] = {}  # executor -> (heartbeats, since)
         self._ticker = Periodic(self.name, self.interval, self.tick, stop_on=(StoreClosed,))
 
     def _row(self) -> ExecutorRow:
@@ -58,6 +60,22 @@ class Heartbeat:
         if self.rt.lease is not None:
             self.rt.lease.renewed(began, first)
         return began
+
+    def standing_still(self, dead_after: float) -> dict[str, str]:
+        """Peers whose heartbeats this process has watched stand still for ``dead_after`` by
+        its own monotonic clock. The database's clock alone is not enough: on SQLite each
+        writer stamps heartbeats with its own wall clock, and any clock can jump; a peer
+        that goes on writing heartbeats is alive (and holds its lease, lease.py), whatever
+        its timestamps say."""
+        now = time.monotonic()
+        current = heartbeat_signatures(self.rt.store.list_executors(self.rt.app_name))
+        watch = self._watch
+        for executor, signature in current.items():
+            if watch.get(executor, ("", 0.0))[0] != signature:
+                watch[executor] = (signature, now)
+        for executor in [e for e in watch if e not in current]:
+            del watch[executor]
+        return {e: sig for e, (sig, since) in watch.items() if now - since >= dead_after}
 
     def start(self) -> None:
         self.beat(first=True)
@@ -82,7 +100,8 @@ class Heartbeat:
         # hands back what this version may not run, still pinned to its version, so a dead
         # executor of another version no longer holds queue slots.
         silent_ms = None if self.dead_after is None else int(self.dead_after * 1000)
-        dead = rt.store.claim_dead_executors(rt.app_name, None, silent_ms)
+        unchanged = None if self.dead_after is None else self.standing_still(self.dead_after)
+        dead = rt.store.claim_dead_executors(rt.app_name, None, silent_ms, unchanged)
         dead = [d for d in dead if d != rt.executor_id]
         if dead:
             ids = recover(rt, dead)

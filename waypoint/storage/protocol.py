@@ -332,9 +332,12 @@ class SystemStore(Protocol):
         application_name: Optional[str],
         application_version: Optional[str],
         silent_ms: Optional[int],
+        unchanged: Optional[Mapping[str, str]] = None,
     ) -> list[str]:
         """Executor IDs of this version (of any, with None) whose incarnations are all gone
-        or (with ``silent_ms``) silent that long; removed, so one caller takes each over."""
+        or (with ``silent_ms``) silent that long, and (with ``unchanged``) whose heartbeat
+        signatures (``records.heartbeat_signatures``) are still the given ones; removed,
+        so one caller takes each over."""
         ...
 
     def upsert_schedule(self, row: ScheduleRow, replace: bool) -> ScheduleRow: ...

@@ -527,3 +527,12 @@ class AgeBucket:
     status: str
     band: int
     count: int
+
+
+def heartbeat_signatures(rows: Sequence[ExecutorRow]) -> dict[str, str]:
+    """Per executor ID, its incarnations' heartbeats as one value: unchanged while none of
+    them writes a heartbeat (whatever each writer's clock says)."""
+    parts: dict[str, list[str]] = {}
+    for r in rows:
+        parts.setdefault(r.executor_id, []).append(f"{r.incarnation}:{r.last_seen}:{r.state}")
+    return {e: ",".join(sorted(p)) for e, p in parts.items()}

@@ -3,10 +3,16 @@ backends)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from waypoint.storage.records import SCHEDULE_COLUMNS, ExecutorRow, ScheduleFilter, ScheduleRow
+from waypoint.storage.records import (
+    SCHEDULE_COLUMNS,
+    ExecutorRow,
+    ScheduleFilter,
+    ScheduleRow,
+    heartbeat_signatures,
+)
 from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore
 
 EXECUTOR_COLUMNS = (
@@ -93,11 +99,13 @@ class FleetSql(SqlCore):
         application_name: Optional[str],
         application_version: Optional[str],
         silent_ms: Optional[int],
+        unchanged: Optional[Mapping[str, str]] = None,
     ) -> list[str]:
         """Executor IDs of this version (of any, with None) none of whose incarnations is
         still there: each one has handed its work back ('gone') or (with ``silent_ms``) not
-        been heard from in that long. Their rows are removed in the same transaction so one
-        survivor takes each over."""
+        been heard from in that long, and (with ``unchanged``) whose heartbeats are still
+        those the caller watched stand still (``heartbeat_signature``). Their rows are
+        removed in the same transaction so one survivor takes each over."""
         ex = self.d.t("executors")
         version = "" if application_version is None else "application_version = %(ver)s AND "
         # A gone incarnation counts as silent since forever: no timeout to wait out.
@@ -110,17 +118,25 @@ class FleetSql(SqlCore):
             dead_when = (
                 f"{seen} < {self.d.now_ms} - {self.d.greatest}(%(silent)s, 3 * MAX(heartbeat_ms))"
             )
+        params = {"ver": application_version, "app": application_name, "silent": silent_ms}
 
         def body(cur: Cursor) -> list[str]:
             self.d.lock_queue(cur, "waypoint-executors")
-            dead = [
-                r[0]
-                for r in cur.all(
-                    f"SELECT executor_id FROM {ex} WHERE {version}{OWNED} "
-                    f"GROUP BY executor_id HAVING {dead_when}",
-                    {"ver": application_version, "app": application_name, "silent": silent_ms},
+            found = cur.all(
+                f"SELECT executor_id, {seen} FROM {ex} WHERE {version}{OWNED} "
+                f"GROUP BY executor_id HAVING {dead_when}",
+                params,
+            )
+            dead = [r[0] for r in found if unchanged is None or r[1] == 0]
+            watched = [r[0] for r in found if unchanged is not None and r[1] != 0]
+            if watched:
+                rows = cur.all(
+                    f"SELECT {EXECUTOR_COLUMNS} FROM {ex} WHERE {version}{OWNED} "
+                    f"AND {self.d.any('executor_id', 'ids')}",
+                    {**params, "ids": self.d.list_param(watched)},
                 )
-            ]
+                now = heartbeat_signatures([executor_row(r, 0) for r in rows])
+                dead += [e for e in watched if unchanged and unchanged.get(e) == now.get(e)]
             if dead:
                 cur.exec(
                     f"DELETE FROM {ex} WHERE {self.d.any('executor_id', 'ids')}",

@@ -42,6 +42,9 @@ from tests.chaos.history import Record, completions
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 SEED_TOKEN = "seed"
 SLEEP_TOLERANCE = 0.25  # seconds a durable sleep may end early (clock granularity, rounding)
+# libfaketime re-reads the offset at most once a second (FAKETIME_CACHE_DURATION=1): a
+# clock-jumped process keeps its jumped clock up to that long after the fault ends.
+CLOCK_SETTLE = 1.5
 START_OPS = ("start", "enqueue", "fork")
 
 
@@ -461,7 +464,7 @@ def _time(records: list[Record], db: dict[str, DbRow], rep: Report) -> None:
         if row.name == "timeboxed" and row.status == "SUCCESS":
             rep.violation("timeout_ignored", f"{wf}: finished an hour's sleep past its timeout")
     clock = [
-        (inv["t"], done["t"] if done else math.inf)
+        (inv["t"], done["t"] + CLOCK_SETTLE if done else math.inf)
         for inv, done in completions(records)
         if inv["f"] == "fault" and inv["kind"] == "clock_jump"
     ]

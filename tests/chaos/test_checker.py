@@ -400,6 +400,16 @@ def test_durable_sleep_woken_early_is_found_unless_the_clock_jumped(jumped: bool
     assert kinds(rep) == (set() if jumped else {"sleep_woke_early"})
 
 
+def test_a_sleep_just_after_a_clock_jump_ended_is_excused() -> None:
+    """libfaketime keeps the jumped clock up to a second after the offset is reset."""
+    h = clean()
+    fault = h.call("fault", None, "nemesis", 50, kind="clock_jump", target=0, duration=5)
+    h.rec("ok", "fault", "nemesis", 50, op=fault, kind="clock_jump", pids=[3])
+    h.call("sleep", "ok", "w3", 3, wf="a", seconds=10.0)  # began 1 s after the fault ended
+    rep = h.check()
+    assert rep.counts["sleeps_woken_early"] == 1 and rep.violations == []
+
+
 def test_recovery_time_after_each_fault() -> None:
     h = clean()
     op = h.call("fault", None, "nemesis", 50, kind="kill", target=0, duration=1)

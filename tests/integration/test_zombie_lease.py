@@ -39,7 +39,9 @@ def db(tmp_path: Path) -> Iterator[Path]:
     DBOS.destroy(destroy_registry=True)
 
 
-def run_frozen(db: Path, taken_over: bool) -> tuple[list[int], Any]:
+def run_frozen(db: Path, taken_over: bool, in_status_read: bool = False) -> tuple[list[int], Any]:
+    """``in_status_read``: the lease lapses and the takeover happens while the run reads its
+    status before step 2 (a read that waited out an outage), not before it."""
     bodies: list[int] = []
     frozen, thawed = threading.Event(), threading.Event()
 
@@ -67,17 +69,35 @@ def run_frozen(db: Path, taken_over: bool) -> tuple[list[int], Any]:
     with SetWorkflowID("z-1"):
         handle = DBOS.start_workflow(two_steps)
     assert frozen.wait(60)
-    if taken_over:
-        with sqlite3.connect(db) as conn:
-            conn.execute(
-                "UPDATE workflow_status SET owner_xid = 'peer' WHERE workflow_uuid = 'z-1'"
-            )
-    lease.until = -math.inf  # frozen past the lease
+
+    def take_over() -> None:
+        if taken_over:
+            with sqlite3.connect(db) as conn:
+                conn.execute(
+                    "UPDATE workflow_status SET owner_xid = 'peer' WHERE workflow_uuid = 'z-1'"
+                )
+        lease.until = -math.inf  # frozen past the lease
+
+    if in_status_read:
+        rt = get_runtime()
+        read = rt.store.get_outcome
+        rt.status_freshness = 0.0  # the run reads its status before every operation
+
+        def slow_read(workflow_id: str) -> Any:
+            take_over()
+            return read(workflow_id)
+
+        rt.store.get_outcome = slow_read  # type: ignore[method-assign]
+    else:
+        take_over()
     thawed.set()
     return bodies, handle
 
 
-def test_a_zombie_whose_workflow_was_taken_over_runs_no_further_step_body(db: Path) -> None:
+@pytest.mark.parametrize("in_status_read", [False, True])
+def test_a_zombie_whose_workflow_was_taken_over_runs_no_further_step_body(
+    db: Path, in_status_read: bool
+) -> None:
     stopped = threading.Event()
 
     class Fenced(logging.Handler):
@@ -88,7 +108,7 @@ def test_a_zombie_whose_workflow_was_taken_over_runs_no_further_step_body(db: Pa
     handler = Fenced()
     logging.getLogger("waypoint").addHandler(handler)
     try:
-        bodies, _ = run_frozen(db, taken_over=True)
+        bodies, _ = run_frozen(db, taken_over=True, in_status_read=in_status_read)
         assert stopped.wait(60), "the zombie run was not fenced"
     finally:
         logging.getLogger("waypoint").removeHandler(handler)

@@ -153,15 +153,17 @@ def check_cancelled(rt: Engine, run: WorkflowRun) -> Flow[None]:
     if run.deadline_ms is not None and time.time() * 1000 >= run.deadline_ms:
         yield Io(lambda: rt.cancel([run.workflow_id]))
         raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} reached its deadline")
-    lease = rt.lease
-    if lease is not None and run.owner_xid and lease.stale(run.owned_at):
-        yield from confirm_owner(rt, run, lease)
     if time.monotonic() - run.status_checked > rt.status_freshness:
         outcome = yield Io(lambda: rt.store.get_outcome(run.workflow_id))
         run.status_checked = time.monotonic()
         if outcome is not None and outcome.status == "CANCELLED":
             run.entry.cancel.set()
             raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
+    # Last, right before the operation: the status read above may itself have waited out
+    # an outage for longer than the lease.
+    lease = rt.lease
+    if lease is not None and run.owner_xid and lease.stale(run.owned_at):
+        yield from confirm_owner(rt, run, lease)
 
 
 def confirm_owner(rt: Engine, run: WorkflowRun, lease: Lease) -> Flow[None]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -193,6 +195,44 @@ def test_signal_wakes_threads_and_tasks() -> None:
 
     assert asyncio.run(waiter())
     assert asyncio.run(Signal().wait_async(0.01)) is False
+
+
+def test_a_signal_makes_its_thread_event_only_for_a_waiting_thread() -> None:
+    # Thousands of suspended workflows hold signals nobody waits on with a thread: each
+    # threading.Event is objects every full garbage collection walks.
+    quiet = Signal()
+    quiet.on_set(lambda: None)
+    assert not any(isinstance(o, threading.Event) for o in gc.get_referents(quiet))
+    assert not quiet.wait(0.01)
+    assert any(isinstance(o, threading.Event) for o in gc.get_referents(quiet))
+    done = Signal()
+    done.set()
+    assert done.wait(0) and done.is_set()
+    assert not any(isinstance(o, threading.Event) for o in gc.get_referents(done))
+
+
+def test_a_finished_task_lets_go_of_its_function() -> None:
+    # A suspended run keeps its pool task; what the task ran (the body's closures) must not
+    # stay alive with it.
+    class Payload:
+        pass
+
+    payload = Payload()
+    gone = weakref.ref(payload)
+    ran = threading.Event()
+
+    def work(held: Payload = payload) -> None:
+        ran.set()
+
+    pool = WorkerPool(1)
+    task = pool.submit(work)
+    del work, payload
+    assert ran.wait(5)
+    deadline = time.time() + 5
+    while gone() is not None and time.time() < deadline:
+        time.sleep(0.01)
+    assert gone() is None and task.fn is None
+    pool.shutdown()
 
 
 def test_pool_is_bounded_and_waiters_run_tasks_inline() -> None:

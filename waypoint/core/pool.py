@@ -23,7 +23,7 @@ class Task:
     __slots__ = ("_lock", "_state", "fn", "name")
 
     def __init__(self, fn: Callable[[], Any], name: str) -> None:
-        self.fn = fn
+        self.fn: Optional[Callable[[], Any]] = fn
         self.name = name
         self._state = _QUEUED
         self._lock = threading.Lock()
@@ -36,8 +36,10 @@ class Task:
             return True
 
     def _run(self, inline: bool = False) -> None:
+        fn, self.fn = self.fn, None  # a suspended run keeps its task, not what the task held
         try:
-            self.fn()
+            if fn is not None:
+                fn()
         except BaseException as exc:
             if inline and not isinstance(exc, Exception):
                 raise  # Ctrl-C (or exit) reached the caller's thread: it is the caller's

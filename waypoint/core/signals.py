@@ -13,23 +13,32 @@ from typing import Optional
 
 
 class Signal:
-    __slots__ = ("_callbacks", "_event", "_lock", "_waiters")
+    """Set once; waited on by threads (``wait``), coroutines (``wait_async``) or callbacks.
+
+    Thousands of suspended workflows hold a few signals each and most are never waited on by
+    a thread, so the ``threading.Event`` (an event, a condition, a deque and locks: objects
+    every full garbage collection walks) is made only when a thread first waits."""
+
+    __slots__ = ("_callbacks", "_event", "_lock", "_set", "_waiters")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._set = False
+        self._event: Optional[threading.Event] = None
         self._lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: Optional[list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = None
         self._callbacks: Optional[list[Callable[[], None]]] = None
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     def set(self) -> None:
         with self._lock:
-            if self._event.is_set():
+            if self._set:
                 return
-            self._event.set()
-            waiters, self._waiters = self._waiters, []
+            self._set = True
+            if self._event is not None:
+                self._event.set()
+            waiters, self._waiters = self._waiters or [], None
             callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
             callback()
@@ -44,7 +53,7 @@ class Signal:
         thread that sets it: what a suspended wait uses instead of a thread parked on it. It
         must be quick and must not raise."""
         with self._lock:
-            if not self._event.is_set():
+            if not self._set:
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(callback)
@@ -57,26 +66,36 @@ class Signal:
                 self._callbacks.remove(callback)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._event.wait(timeout)
+        if self._set:
+            return True
+        with self._lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     async def wait_async(self, timeout: Optional[float] = None) -> bool:
-        if self._event.is_set():
+        if self._set:
             return True
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self._event.is_set():
+            if self._set:
                 return True
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append((loop, fut))
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
             return True
         except asyncio.TimeoutError:
-            return self._event.is_set()
+            return self._set
         finally:
             with self._lock:
-                if (loop, fut) in self._waiters:  # set() may have drained it already
-                    self._waiters.remove((loop, fut))
+                if self._waiters is not None and (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))  # set() may have drained it already
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

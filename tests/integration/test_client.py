@@ -22,6 +22,7 @@ from typing import Any, Optional
 import psycopg
 import pytest
 
+from tests.conftest import system_count
 from waypoint import DBOS, DBOSClient, EnqueueOptions, Queue, SetWorkflowID
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -69,10 +70,7 @@ def status_of(workflow_id: str) -> Optional[str]:
 
 
 def count_rows(table: str) -> int:
-    from waypoint.core.runtime import get_runtime
-
-    store: Any = get_runtime().store
-    return int(store._all(f"SELECT count(*) FROM {store.d.t(table)}", {}, "count")[0][0])
+    return system_count(table)
 
 
 def client_url(db_url: str, backend: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import pytest
 
-from tests.conftest import requires_postgres
+from tests.conftest import database_urls, requires_postgres
 from waypoint import DBOS, EnqueueOptions, Queue, SetEnqueueOptions, SetWorkflowID
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -438,12 +438,13 @@ def _row_counts(db_url: str, workflow_id: str) -> dict[str, int]:
         return out
     import psycopg
 
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for t, col in tables.items():
-            q = f"SELECT count(*) FROM dbos.{t} WHERE {col} = %s"
-            row = conn.execute(q, (workflow_id,)).fetchone()  # type: ignore[arg-type]
-            assert row is not None
-            out[t] = row[0]
+    for url in database_urls(db_url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            for t, col in tables.items():
+                q = f"SELECT count(*) FROM dbos.{t} WHERE {col} = %s"
+                row = conn.execute(q, (workflow_id,)).fetchone()  # type: ignore[arg-type]
+                assert row is not None
+                out[t] = out.get(t, 0) + row[0]
     return out
 
 

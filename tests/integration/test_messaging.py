@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
+from tests.conftest import system_stores
 from waypoint import DBOS, Queue, SendMessage, SetEnqueueOptions, SetWorkflowID
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -65,18 +66,19 @@ def wait_until(pred: Callable[[], Any], timeout: float = 10, what: str = "condit
 
 def rows(sql: str, **params: Any) -> list[Any]:
     """Run a query on the system database; ``{notifications}`` etc. name tables."""
-    from waypoint.core.runtime import get_runtime
-
-    store: Any = get_runtime().store
     tables = ("notifications", "streams", "workflow_events", "operation_outputs")
-    return list(store._all(sql.format(**{t: store.d.t(t) for t in tables}), params, "test"))
+    return [
+        row
+        for store in system_stores()
+        for row in store._all(sql.format(**{t: store.d.t(t) for t in tables}), params, "test")
+    ]
 
 
 def count_messages(destination: str) -> int:
     found = rows(
         "SELECT count(*) FROM {notifications} WHERE destination_uuid = %(d)s", d=destination
     )
-    return int(found[0][0])
+    return sum(int(r[0]) for r in found)
 
 
 def step_names(workflow_id: str) -> list[str]:

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.conftest import system_count
 from waypoint import (
     DBOS,
     Queue,
@@ -124,11 +125,7 @@ def wait_status(workflow_id: str, wanted: str, timeout: float = 10) -> None:
 
 
 def count_workflows() -> int:
-    from waypoint.core.runtime import get_runtime
-
-    store: Any = get_runtime().store
-    sql = f"SELECT count(*) FROM {store.d.t('workflow_status')}"
-    return int(store._all(sql, {}, "count")[0][0])
+    return system_count("workflow_status")
 
 
 def db_overlap(handles: list[Any], slack_ms: float = 2) -> int:

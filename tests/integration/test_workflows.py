@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import system_count
 from waypoint import DBOS, SetWorkflowID, WorkflowStatusString
 from waypoint.error import (
     DBOSConflictingWorkflowError,
@@ -21,10 +22,7 @@ class PaymentDeclined(Exception):
 
 
 def count_rows(table: str) -> int:
-    from waypoint.core.runtime import get_runtime
-
-    store: Any = get_runtime().store
-    return int(store._all(f"SELECT count(*) FROM {store.d.t(table)}", {}, "count")[0][0])
+    return system_count(table)
 
 
 def test_steps_are_checkpointed_in_order(dbos: type[DBOS]) -> None:

@@ -44,6 +44,10 @@ WAYPOINT_ONLY = {
             "attributes",
         )
     ),
+    # Version 12: the shard catalog and the placement markers (waypoint/storage/sharded).
+    "table waypoint_shards",
+    "table workflow_placement",
+    "index idx_workflow_placement_created",
 }
 # And on PostgreSQL: the message insertion order (SQLite uses rowid), the primary keys' index
 # names (SQLite's are automatic), and the wake-up triggers for other writers (version 7).
@@ -53,6 +57,9 @@ WAYPOINT_ONLY_PG = {
     "index executors_pkey",
     "index waypoint_migrations_pkey",
     "index workflow_fingerprints_pkey",
+    "index waypoint_shards_pkey",
+    "index waypoint_shards_shard_id_key",
+    "index workflow_placement_pkey",
     "index idx_workflow_status_id_pattern",  # version 10: ID-prefix search (text_pattern_ops)
     "function waypoint_wake_others()",
     *(
@@ -79,9 +86,13 @@ _OWN_PREFIXES = (
     "column executors.",
     "column waypoint_migrations.",
     "column workflow_fingerprints.",
+    "column waypoint_shards.",
+    "column workflow_placement.",
     "constraint executors_",
     "constraint waypoint_migrations_",
     "constraint workflow_fingerprints_",
+    "constraint waypoint_shards_",
+    "constraint workflow_placement_",
 )
 
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import BACKENDS, pg_url
+from tests.conftest import BACKENDS, pg_url, shard_member_urls
 from waypoint.storage.protocol import SchemaAdmin, Store, SystemStore
 from waypoint.storage.registry import open_url
 
@@ -78,6 +78,8 @@ def open_store(url: str, *, schema: str = SCHEMA) -> Store:
 def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/conformance.sqlite"
+    if request.param == "shards":
+        return str(request.getfixturevalue("shard_databases"))
     return str(request.getfixturevalue("pg_database"))
 
 
@@ -106,6 +108,11 @@ def store(connect: Callable[[], Store]) -> Store:
 def driver_connection(store_url: str) -> Iterator[Any]:
     """A connection of the backend's own driver, as an application holds one (for the
     enqueue-inside-your-transaction call)."""
+    if store_url.startswith("shards://"):
+        pytest.skip(
+            "not with system_database_shards: a caller's own connection reaches one shard, "
+            "so enqueueing or sending inside the caller's transaction is refused"
+        )
     if store_url.startswith("sqlite:///"):
         conn: Any = sqlite3.connect(store_url.removeprefix("sqlite:///"))
     else:
@@ -120,12 +127,34 @@ def scratch_url(store_url: str, tmp_path: Any) -> Iterator[str]:
     if store_url.startswith("sqlite:///"):
         yield f"sqlite:///{tmp_path}/scratch.sqlite"
         return
+    if store_url.startswith("shards://"):
+        from waypoint.storage.sharded.url import shards_url
+
+        urls = shard_member_urls(f"scratch_{os.getpid()}_{uuid.uuid4().hex[:6]}")
+        yield shards_url(urls)
+        for u in urls:
+            base, _, name = u.rpartition("/")
+            with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        return
     name = f"wp_scratch_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     yield pg_url(name)
     with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture
+def one_database_url(scratch_url: str) -> str:
+    """``scratch_url`` for a test that writes to the database with its own driver, as one
+    database (adopting a DBOS schema): each shard is such a database, tested in the other
+    modes."""
+    if scratch_url.startswith("shards://"):
+        pytest.skip("not with system_database_shards: adoption is per database (each shard)")
+    return scratch_url
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from waypoint.core.effects import Flow, Io, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.messaging import SendMessage, send_flow
 from waypoint.core.serialization import Serializer
-from waypoint.core.settings import engine_url, warn_no_effect
+from waypoint.core.settings import engine_url, sharded_or, warn_no_effect
 from waypoint.core.storage_errors import translated
 from waypoint.core.types import WorkflowSerializationFormat
 from waypoint.error import DBOSException
@@ -37,6 +37,7 @@ class DBOSClient(SharedOperations):
         database_url: Optional[str] = None,
         *,
         system_database_url: Optional[str] = None,
+        system_database_shards: Optional[list[str]] = None,
         system_database_engine: Any = None,
         application_database_url: Optional[str] = None,
         dbos_system_schema: str = "dbos",
@@ -57,6 +58,8 @@ class DBOSClient(SharedOperations):
             "DBOSClient",
         )
         url = system_database_url or engine_url(system_database_engine)
+        with translated():
+            url = sharded_or(url, system_database_shards, "DBOSClient")
         app_url = database_url or application_database_url  # database_url: DBOS's old name
         if not url and app_url:
             # DBOS's rule: the system database lives beside the application database.

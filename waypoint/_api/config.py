@@ -12,6 +12,8 @@ class DBOSConfig(TypedDict, total=False):
 
     name: str
     system_database_url: Optional[str]
+    # Waypoint: a system database sharded over these PostgreSQL servers (docs: Sharding).
+    system_database_shards: Optional[list[str]]
     application_database_url: Optional[str]
     database_url: Optional[str]
     sys_db_pool_size: Optional[int]

@@ -9,6 +9,7 @@ from waypoint._api.ops.base import ClientOps
 from waypoint.core.engine import Engine
 from waypoint.core.storage_errors import translated
 from waypoint.storage.registry import open_url, reset_database
+from waypoint.storage.registry import sharded_url as _sharded_url
 from waypoint.storage.url import redact as _redact
 
 
@@ -48,3 +49,30 @@ def drop(url: str, *, schema: str = "dbos") -> None:
 def redact(url: str) -> str:
     """The URL with any password hidden."""
     return _redact(url)
+
+
+def sharded_url(urls: list[str]) -> str:
+    """The one URL naming a system database sharded over these PostgreSQL URLs."""
+    with translated():
+        return _sharded_url(urls)
+
+
+def shards(
+    url: str, *, schema: str = "dbos", add: Optional[str] = None, activate: Optional[str] = None
+) -> list[dict[str, object]]:
+    """The shards of a sharded system database (after adding or activating one)."""
+    from dataclasses import asdict
+
+    from waypoint.storage.sharded import admin
+
+    with translated():
+        store = admin.sharded(open_url(url, schema=schema, pool_size=2))
+        try:
+            store.open()
+            if add is not None:
+                admin.add_shard(store, add)
+            if activate is not None:
+                admin.activate_shard(store, activate)
+            return [asdict(i) for i in admin.list_shards(store)]
+        finally:
+            store.close()

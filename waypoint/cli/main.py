@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from waypoint.__version__ import VERSION
 from waypoint._api import database
+from waypoint._api.database import sharded_url
 from waypoint._api.metrics import database_exposition
 from waypoint._api.ops import fleet, workflows
 from waypoint._api.transactions import migrate_application_database
@@ -54,6 +55,8 @@ executors_app = typer.Typer(help="Executors: list them, take over a gone one's w
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(executors_app, name="executors")
 app.add_typer(queue_app, name="queue")
+shards_app = typer.Typer(help="Shards of a sharded system database (-s repeated).")
+app.add_typer(shards_app, name="shards")
 workflow_app.add_typer(queue_app, name="queue")  # also where DBOS has it: workflow queue list
 
 
@@ -64,7 +67,13 @@ def _global_options(
     _Options.debug = debug
 
 
-UrlOpt = typer.Option(None, "--sys-db-url", "-s", help="System database URL.")
+UrlOpt = typer.Option(
+    None,
+    "--sys-db-url",
+    "-s",
+    help="System database URL; repeat it to name the shards of a sharded system database.",
+)
+UrlArg = Optional[list[str]]
 SchemaOpt = typer.Option("dbos", "--schema", help="System schema (PostgreSQL).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
 # The list filters, as DBOS's `dbos workflow list` / `dbos workflow queue list` name them.
@@ -78,11 +87,29 @@ SortDescOpt = typer.Option(False, "--sort-desc", "-d", help="Newest first.")
 ExecutorIdsArg = typer.Argument(..., help="Executor IDs (e.g. pod names).")
 
 
+def _config_shards(text: str) -> Optional[str]:
+    """``system_database_shards`` of dbos-config.yaml (a block or flow list), as one URL."""
+    m = re.search(r"^system_database_shards:[ \t]*(.*)$", text, re.MULTILINE)
+    if not m:
+        return None
+    inline = m.group(1).strip()
+    if inline.startswith("["):
+        items = [i.strip().strip("'\"") for i in inline.strip("[]").split(",")]
+    else:
+        block = re.match(r"((?:[ \t]*-[^\n]*\n?)+)", text[m.end() + 1 :])
+        lines = block.group(1).splitlines() if block else []
+        items = [ln.strip()[1:].strip().strip("'\"") for ln in lines]
+    return sharded_url([os.path.expandvars(i) for i in items if i])
+
+
 def _config_url() -> Optional[str]:
     path = Path("dbos-config.yaml")
     if not path.exists():
         return None
     text = path.read_text()
+    shards = _config_shards(text)
+    if shards is not None:
+        return shards
     for key in ("system_database_url", "database_url"):
         m = re.search(rf"^{key}:\s*['\"]?([^'\"\s]+)", text, re.MULTILINE)
         if m:
@@ -94,7 +121,9 @@ def _config_url() -> Optional[str]:
     return None
 
 
-def resolve_url(url: Optional[str]) -> str:
+def resolve_url(urls: UrlArg) -> str:
+    """``-s`` once: that URL; repeated: the shards of a sharded system database."""
+    url = (urls[0] if len(urls) == 1 else sharded_url(list(urls))) if urls else None
     found = url or os.environ.get("DBOS_SYSTEM_DATABASE_URL") or _config_url()
     if not found:
         _fail(
@@ -108,7 +137,7 @@ def resolve_url(url: Optional[str]) -> str:
 
 
 def _call(
-    url: Optional[str],
+    url: UrlArg,
     schema: str,
     operation: Callable[..., Any],
     *args: Any,
@@ -139,7 +168,7 @@ def version() -> None:
 
 @app.command()
 def migrate(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     app_role: Optional[str] = typer.Option(
         None, "--app-role", "-r", help="Grant this role what the application needs."
@@ -162,7 +191,7 @@ def migrate(
 
 @app.command()
 def reset(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
@@ -176,7 +205,7 @@ def reset(
 
 @app.command()
 def gc(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     cutoff_ms: Optional[int] = typer.Option(
         None, "--cutoff-epoch-ms", help="Delete finished workflows created before this time."
@@ -201,7 +230,7 @@ def gc(
 
 @app.command("rename-application")
 def rename_application(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     old_name: Optional[str] = typer.Option(
         None, "--from", "-f", help="The application's previous name."
@@ -247,7 +276,7 @@ def rename_application(
 
 @workflow_app.command("list")
 def workflow_list(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     limit: int = typer.Option(10, "--limit", "-l", help="At most this many workflows."),
     offset: Optional[int] = OffsetOpt,
@@ -287,7 +316,7 @@ def workflow_list(
 @workflow_app.command("get")
 def workflow_get(
     workflow_id: str,
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -304,7 +333,7 @@ def workflow_get(
 @workflow_app.command("steps")
 def workflow_steps(
     workflow_id: str,
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -323,18 +352,14 @@ def workflow_steps(
 
 
 @workflow_app.command("cancel")
-def workflow_cancel(
-    workflow_id: str, sys_db_url: Optional[str] = UrlOpt, schema: str = SchemaOpt
-) -> None:
+def workflow_cancel(workflow_id: str, sys_db_url: UrlArg = UrlOpt, schema: str = SchemaOpt) -> None:
     """Cancel a workflow (it stops at its next step)."""
     _call(sys_db_url, schema, workflows.cancel_workflow, workflow_id, existing=workflow_id)
     typer.echo(f"Cancelled {workflow_id}.")
 
 
 @workflow_app.command("resume")
-def workflow_resume(
-    workflow_id: str, sys_db_url: Optional[str] = UrlOpt, schema: str = SchemaOpt
-) -> None:
+def workflow_resume(workflow_id: str, sys_db_url: UrlArg = UrlOpt, schema: str = SchemaOpt) -> None:
     """Put a cancelled or failed-over workflow back on a queue."""
     _call(sys_db_url, schema, workflows.resume_workflow, workflow_id)
     typer.echo(f"Resumed {workflow_id}.")
@@ -346,7 +371,7 @@ def workflow_fork(
     step: int = typer.Option(1, "--step", "-S", help="First step to re-run (from 1)."),
     forked_id: Optional[str] = typer.Option(None, "--forked-workflow-id", "-f"),
     app_version: Optional[str] = typer.Option(None, "--application-version", "-v"),
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -366,7 +391,7 @@ def workflow_fork(
 @executors_app.callback(invoke_without_command=True)
 def executors(
     ctx: typer.Context,
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -387,7 +412,7 @@ def executors(
 @executors_app.command("recover")
 def executors_recover(
     executor_ids: list[str] = ExecutorIdsArg,
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     force: bool = typer.Option(
         False, "--force", help="Also when an executor is live (its runs are cut off, fenced)."
@@ -418,7 +443,7 @@ def executors_recover(
 
 @app.command()
 def metrics(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
 ) -> None:
     """Print the database-wide gauges (queue backlogs, PENDING by executor, executors alive
@@ -432,7 +457,7 @@ def metrics(
 
 @app.command("console")
 def console_command(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     port: int = typer.Option(3002, "--port", "-p", help="TCP port to serve on."),
     host: str = typer.Option(
@@ -497,7 +522,7 @@ def console_command(
 
 @queue_app.command("list")
 def queue_list(
-    sys_db_url: Optional[str] = UrlOpt,
+    sys_db_url: UrlArg = UrlOpt,
     schema: str = SchemaOpt,
     queue_name: Optional[str] = typer.Option(None, "--queue-name", "-q", help="Only this queue."),
     status: Optional[str] = StatusOpt,
@@ -532,3 +557,42 @@ def queue_list(
 
 if __name__ == "__main__":
     app()
+
+
+def _show_shards(found: list[dict[str, Any]], as_json: bool) -> None:
+    show(
+        found,
+        as_json,
+        "Shard=ordinal URL=url State=state Markers=holds_markers Workflows=workflows",
+    )
+
+
+@shards_app.command("list")
+def shards_list(
+    sys_db_url: UrlArg = UrlOpt, schema: str = SchemaOpt, as_json: bool = JsonOpt
+) -> None:
+    """The shards in catalog order, their state and how many workflows each holds."""
+    _show_shards(database.shards(resolve_url(sys_db_url), schema=schema), as_json)
+
+
+@shards_app.command("add")
+def shards_add(
+    new_url: str = typer.Argument(..., help="The new shard's PostgreSQL URL."),
+    sys_db_url: UrlArg = UrlOpt,
+    schema: str = SchemaOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Add a shard online: migrate it and register it 'joining' (found by lookups, given no
+    new work until `waypoint shards activate`). Existing workflows stay where they are."""
+    _show_shards(database.shards(resolve_url(sys_db_url), schema=schema, add=new_url), as_json)
+
+
+@shards_app.command("activate")
+def shards_activate(
+    url: str = typer.Argument(..., help="The joining shard's PostgreSQL URL."),
+    sys_db_url: UrlArg = UrlOpt,
+    schema: str = SchemaOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Let new top-level workflows be placed on a joining shard too."""
+    _show_shards(database.shards(resolve_url(sys_db_url), schema=schema, activate=url), as_json)

@@ -13,7 +13,12 @@ from typing import Any, Optional, TypeGuard
 from waypoint.core.serialization import Serializer
 from waypoint.core.storage_errors import translated
 from waypoint.error import DBOSInitializationError
-from waypoint.storage.registry import default_sqlite_url, parse_url, system_url_for
+from waypoint.storage.registry import (
+    default_sqlite_url,
+    parse_url,
+    sharded_url,
+    system_url_for,
+)
 from waypoint.storage.url import check_schema_name
 
 logger = logging.getLogger("waypoint")
@@ -30,6 +35,7 @@ KNOWN_KEYS = frozenset(
     {
         "name",
         "system_database_url",
+        "system_database_shards",
         "application_database_url",
         "database_url",
         "sys_db_pool_size",
@@ -208,6 +214,23 @@ def _non_negative(config: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+def sharded_or(url: Optional[str], shards: Any, what: str = "config") -> Optional[str]:
+    """The system database URL: ``system_database_shards`` (a Waypoint extension: a list of
+    PostgreSQL URLs) as one ``shards://`` URL, or ``url``; both set is a conflict."""
+    if shards is None:
+        return url
+    if url:
+        raise DBOSInitializationError(
+            f"{what} sets both system_database_url and system_database_shards: a sharded "
+            "system database is named by its shards only; remove one of them"
+        )
+    if isinstance(shards, str) or not isinstance(shards, (list, tuple)):
+        raise DBOSInitializationError(
+            f"{what} system_database_shards must be a list of PostgreSQL URLs, got {shown(shards)}"
+        )
+    return sharded_url(list(shards))
+
+
 def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     if not isinstance(config, Mapping):
         raise DBOSInitializationError("config must be a dict (DBOSConfig)")
@@ -223,6 +246,7 @@ def resolve(config: Mapping[str, Any]) -> RuntimeConfig:
     url = config.get("system_database_url") or engine_url(config.get("system_database_engine"))
     app_url = config.get("database_url") or config.get("application_database_url")
     with translated():
+        url = sharded_or(url, config.get("system_database_shards"))
         if not url:
             url = system_url_for(app_url, name) if app_url else default_sqlite_url(name)
         parse_url(url)  # validate early: a bad URL is an initialization error, not a launch crash

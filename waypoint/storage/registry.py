@@ -6,12 +6,15 @@ from waypoint.storage.backend import Backend, StoreOptions
 from waypoint.storage.errors import StorageConfigError
 from waypoint.storage.postgres.backend import POSTGRES
 from waypoint.storage.protocol import Store
+from waypoint.storage.sharded.backend import SHARDS
+from waypoint.storage.sharded.url import shards_url
 from waypoint.storage.sqlite.backend import SQLITE
 from waypoint.storage.url import DatabaseTarget, split_scheme
 
 BACKENDS: tuple[Backend, ...] = (
     POSTGRES,
     SQLITE,
+    SHARDS,
 )
 
 
@@ -24,6 +27,11 @@ def backend_for(url: str) -> tuple[Backend, DatabaseTarget]:
     raise StorageConfigError(
         f"unsupported database URL scheme {scheme!r} in system_database_url; use one of {known}"
     )
+
+
+def sharded_url(urls: list[str]) -> str:
+    """The one URL naming a system database sharded over these PostgreSQL URLs."""
+    return shards_url(urls)
 
 
 def parse_url(url: str) -> DatabaseTarget:

@@ -1,0 +1,64 @@
+"""The placement markers (``workflow_placement``) on a workflow ID's marker shard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+from waypoint.storage.postgres.store import PostgresStore
+
+
+def _t(store: PostgresStore) -> str:
+    return store.d.t("workflow_placement")
+
+
+def claim(store: PostgresStore, workflow_id: str, ordinal: int) -> int:
+    """Place ``workflow_id`` on shard ``ordinal`` unless it is placed already: the shard it
+    lives on now, either way. Safe to retry (the second attempt reads its own marker)."""
+    return claim_many(store, {workflow_id: ordinal})[workflow_id]
+
+
+def claim_many(store: PostgresStore, wanted: dict[str, int]) -> dict[str, int]:
+    placed = _claim_once(store, wanted)
+    for _ in range(3):  # a marker deleted between our insert and our read: place it again
+        missing = {i: o for i, o in wanted.items() if i not in placed}
+        if not missing:
+            break
+        placed.update(_claim_once(store, missing))
+    return placed
+
+
+def _claim_once(store: PostgresStore, wanted: dict[str, int]) -> dict[str, int]:
+    ids = list(wanted)
+    rows = store._all(
+        f"INSERT INTO {_t(store)} (workflow_uuid, shard_ordinal, created_at) "
+        "SELECT id, o, %(now)s FROM unnest(%(ids)s::text[], %(ords)s::int[]) AS d(id, o) "
+        "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid",
+        {"ids": ids, "ords": [wanted[i] for i in ids], "now": int(time.time() * 1000)},
+        "place workflows",
+    )
+    placed = {r[0]: wanted[r[0]] for r in rows}
+    # Placed before (or just now by another caller, whose insert we waited for): read it in
+    # a statement of its own, which sees that commit.
+    rest = [i for i in ids if i not in placed]
+    if rest:
+        placed.update(lookup_many(store, rest))
+    return placed
+
+
+def lookup(store: PostgresStore, workflow_id: str) -> Optional[int]:
+    return lookup_many(store, [workflow_id]).get(workflow_id)
+
+
+def lookup_many(store: PostgresStore, workflow_ids: Sequence[str]) -> dict[str, int]:
+    rows = store._all(
+        f"SELECT workflow_uuid, shard_ordinal FROM {_t(store)} WHERE workflow_uuid = ANY(%(ids)s)",
+        {"ids": list(workflow_ids)},
+        "find workflows",
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def delete_all(store: PostgresStore) -> None:
+    store._exec(f"DELETE FROM {_t(store)}", {}, "delete placement markers")

@@ -1,0 +1,631 @@
+"""``ShardedStore``: the storage contract over several PostgreSQL shards.
+
+Single-workflow calls go to the workflow's shard (``routing``); calls about many workflows
+are grouped by shard; listings and counts fan out and merge (``merge``); fleet state
+(executors, schedules, the queues table, versions, fingerprints) lives on the catalog shard,
+so one row per schedule, executor or queue exists cluster-wide; recovery, retention and
+delayed work fan out to every shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, Optional
+
+from waypoint.storage.backend import StoreOptions
+from waypoint.storage.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    UnsupportedError,
+)
+from waypoint.storage.protocol import Closeable
+from waypoint.storage.records import (
+    AgeBucket,
+    ClaimRequest,
+    Completion,
+    DatabaseGauges,
+    DebounceUpdate,
+    EventHistoryRow,
+    EventWrite,
+    ExecutorRow,
+    ForkRequest,
+    ListFilter,
+    MessageRow,
+    NewMessage,
+    NewWorkflow,
+    Outcome,
+    QueueRow,
+    Received,
+    RecordOutcome,
+    Recovered,
+    RecoveryRequest,
+    RetentionRequest,
+    ScheduleFilter,
+    ScheduleRow,
+    StepRecord,
+    StepRow,
+    StreamRow,
+    StreamWrite,
+    Throughput,
+    VersionRow,
+    WorkflowRow,
+)
+from waypoint.storage.sharded import catalog, markers, merge
+from waypoint.storage.sharded.fanout import FanOut
+from waypoint.storage.sharded.routing import Routing
+from waypoint.storage.sharded.topology import Member, Topology
+
+_NO_CALLER_CONNECTION = (
+    "{what} on the caller's own connection is not available with system_database_shards: a "
+    "connection reaches one shard, and the workflow's shard is decided by its placement; "
+    "call it without a connection (its own transaction) instead"
+)
+
+
+class _Listeners:
+    def __init__(self, parts: list[Closeable]) -> None:
+        self.parts = parts
+
+    def stop(self) -> None:
+        for p in self.parts:
+            p.stop()
+
+
+class ShardedStore(Routing):
+    dialect = "postgresql"
+
+    def __init__(
+        self, urls: Sequence[str], options: StoreOptions, shard_timeout_s: float = 5.0
+    ) -> None:
+        self.topo = Topology(urls, options)
+        self.options = options
+        self.identity = "shards:" + ",".join(s.identity for s in self.topo.configured)
+        self.fan: FanOut[Member] = FanOut(
+            lambda m: m.name, shard_timeout_s, workers=max(8, 4 * len(urls))
+        )
+        self._rotation = itertools.count()
+        self._late: dict[tuple[str, int], Future[list[WorkflowRow]]] = {}
+        self._late_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        self.topo.open()
+
+    def close(self) -> None:
+        self.fan.close()
+        for m in {id(s): s for s in self._stores()}.values():
+            m.close()
+
+    def _stores(self) -> list[Any]:
+        return [*self.topo.configured, *(m.store for m in self.topo.members.values())]
+
+    def listen(
+        self, on_notify: Callable[[str, str], None], on_connect: Callable[[], None]
+    ) -> Optional[Closeable]:
+        parts = [m.store.listen(on_notify, on_connect) for m in self.topo.all()]
+        return _Listeners([p for p in parts if p is not None])
+
+    def ping(self) -> None:
+        self.fan.all(lambda m: m.store.ping(), self.topo.all(), "ping", wait_all=True)
+
+    def ping_once(self) -> None:
+        for s in self.topo.configured:
+            s.ping_once()
+        self.topo.load()
+
+    def history_id(self) -> Optional[str]:
+        parts = self.fan.all(
+            lambda m: m.store.history_id(), self.topo.all(), "history", wait_all=True
+        )
+        return "|".join(f"{m.ordinal}:{h or '-'}" for m, h in parts)
+
+    # -- schema --------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        for s in self.topo.configured:
+            s.migrate()
+        catalog.found(self.topo.urls, self.options.schema)
+        self.topo.load()
+
+    def verify_schema(self) -> None:
+        for s in self.topo.configured:
+            s.verify_schema()
+        self.topo.load()
+
+    def schema_version(self) -> int:
+        return min(s.schema_version() for s in self.topo.configured)
+
+    def grant(self, role: str) -> None:
+        for s in self.topo.configured:
+            s.grant(role)
+
+    def drop(self) -> None:
+        for s in self.topo.configured:
+            s.drop()
+
+    def truncate_all(self) -> None:
+        for m in self.topo.all():
+            m.store.truncate_all()
+            markers.delete_all(m.store)
+        self.topo.cache = type(self.topo.cache)(self.topo.cache.capacity)
+
+    # -- workflows -----------------------------------------------------------------------------
+    def insert_on_connection(self, conn: Any, wf: NewWorkflow) -> None:
+        raise UnsupportedError(_NO_CALLER_CONNECTION.format(what="enqueueing"))
+
+    def send_on_connection(self, conn: Any, messages: Sequence[NewMessage]) -> None:
+        raise UnsupportedError(_NO_CALLER_CONNECTION.format(what="sending"))
+
+    def complete_workflow(self, done: Completion) -> bool:
+        return self._at(done.workflow_id).complete_workflow(done)
+
+    def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:
+        return self._at(workflow_id).get_workflow(workflow_id)
+
+    def get_outcome(self, workflow_id: str) -> Optional[Outcome]:
+        return self._at(workflow_id).get_outcome(workflow_id)
+
+    def get_outcomes(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]:
+        out: dict[str, Outcome] = {}
+        for part in self._by_shard(workflow_ids, lambda s, ids: s.get_outcomes(ids), "outcomes"):
+            out.update(part)
+        return out
+
+    def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]:
+        each = merge.per_shard_filter(flt)
+        parts = self.fan.all(
+            lambda m: m.store.list_workflows(each), self.topo.all(), "list workflows"
+        )
+        rows = merge.merge_workflows(flt, [p for _, p in parts])
+        for m, part in parts:
+            for r in part:
+                self.topo.cache.put(r.workflow_id, m.ordinal)
+        return rows
+
+    def cancel_workflows(self, workflow_ids: Sequence[str], now_ms: int) -> list[str]:
+        done = set().union(
+            *self._by_shard(
+                workflow_ids, lambda s, ids: set(s.cancel_workflows(ids, now_ms)), "cancel"
+            )
+        )
+        return [w for w in dict.fromkeys(workflow_ids) if w in done]
+
+    def children_of(self, workflow_ids: Sequence[str]) -> list[str]:
+        # Direct children live with their parent, enqueued ones on their queue's home.
+        parts = self.fan.all(
+            lambda m: m.store.children_of(workflow_ids),
+            self.topo.all(),
+            "find children",
+            wait_all=True,
+        )
+        return [w for _, p in parts for w in p]
+
+    # -- steps ---------------------------------------------------------------------------------
+    def record_step(self, rec: StepRecord) -> RecordOutcome:
+        return self._at(rec.workflow_id).record_step(rec)
+
+    def load_steps(self, workflow_id: str) -> dict[int, StepRow]:
+        return self._at(workflow_id).load_steps(workflow_id)
+
+    def list_steps(
+        self, workflow_id: str, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> list[StepRow]:
+        return self._at(workflow_id).list_steps(workflow_id, limit, offset)
+
+    # -- recovery and dispatch -----------------------------------------------------------------
+    def _remember(self, m: Member, rows: Sequence[WorkflowRow]) -> None:
+        for r in rows:
+            self.topo.cache.put(r.workflow_id, m.ordinal)
+
+    def recover_pending(self, req: RecoveryRequest) -> Recovered:
+        # Every shard, however long one takes: a dead executor's work must all come back.
+        parts = self.fan.all(
+            lambda m: m.store.recover_pending(req), self.topo.all(), "recover", wait_all=True
+        )
+        out = Recovered([], [])
+        for m, part in parts:
+            self._remember(m, part.claimed)
+            out.workflow_ids.extend(part.workflow_ids)
+            out.claimed.extend(part.claimed)
+        return out
+
+    def release_runs(
+        self, owner_xids: Sequence[str], internal_queue: str, now_ms: int
+    ) -> list[str]:
+        parts = self.fan.all(
+            lambda m: m.store.release_runs(owner_xids, internal_queue, now_ms),
+            self.topo.all(),
+            "release runs",
+            wait_all=True,
+        )
+        return [w for _, p in parts for w in p]
+
+    def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
+        if req.shared_budget:
+            # A queue with shared limits is claimed on its home shard only, where its enqueued
+            # work lives: the limits are counted and enforced in one database.
+            home = self.topo.queue_home(req.queue_name)
+            rows = home.store.claim(req, now_ms)
+            self._remember(home, rows)
+            return rows
+        return self._claim_spread(req, now_ms)
+
+    def _claim_spread(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
+        """A queue without shared limits: its work may be on any shard (resumed, recovered,
+        forked). Claim shard by shard from a rotating start, so no shard starves; a shard
+        that does not answer in time is skipped and what its claim took is handed out by the
+        next claim of this queue (never stranded)."""
+        members = self.topo.all()
+        start = next(self._rotation) % len(members)
+        got: list[WorkflowRow] = []
+        for m in members[start:] + members[:start]:
+            key = (req.queue_name, m.ordinal)
+            with self._late_lock:
+                late = self._late.get(key)
+                if late is not None:
+                    if not late.done():
+                        continue
+                    del self._late[key]
+            if late is not None and late.exception() is None:
+                rows = late.result()
+                self._remember(m, rows)
+                got.extend(rows)
+                continue
+            remaining = req.limit - len(got)
+            if remaining <= 0:
+                break
+            part = dataclasses.replace(req, limit=remaining)
+            future = self.fan.submit(_claimer(part, now_ms), m)
+            try:
+                rows = future.result(timeout=self.fan.timeout)
+            except TimeoutError:
+                with self._late_lock:
+                    self._late[key] = future
+                continue
+            if part.retry_at_ms is not None:
+                req.retry_at_ms = part.retry_at_ms
+            self._remember(m, rows)
+            got.extend(rows)
+        return got
+
+    def promote_delayed(self, now_ms: int) -> list[str]:
+        parts = self.fan.answered(
+            lambda m: m.store.promote_delayed(now_ms), self.topo.all(), "promote delayed workflows"
+        )
+        return sorted({q for _, p in parts for q in p})
+
+    def next_delayed(self) -> Optional[int]:
+        parts = self.fan.answered(
+            lambda m: m.store.next_delayed(), self.topo.all(), "next delayed workflow"
+        )
+        due = [d for _, d in parts if d is not None]
+        return min(due) if due else None
+
+    def dedup_holder(self, queue_name: str, deduplication_id: str) -> Optional[str]:
+        return self.topo.queue_home(queue_name).store.dedup_holder(queue_name, deduplication_id)
+
+    def extend_debounce(self, update: DebounceUpdate) -> Optional[str]:
+        return self.topo.queue_home(update.queue_name).store.extend_debounce(update)
+
+    def dead_letter(self, workflow_id: str, recovery_attempts: int, now_ms: int) -> bool:
+        return self._at(workflow_id).dead_letter(workflow_id, recovery_attempts, now_ms)
+
+    # -- messages, events, streams -------------------------------------------------------------
+    def send_messages(
+        self, messages: Sequence[NewMessage], record: Optional[StepRecord]
+    ) -> Optional[RecordOutcome]:
+        """Messages live with their destination. From a workflow whose shard is another, the
+        messages are written first (their IDs are deterministic: a retry after a crash
+        inserts nothing twice), then the send is checkpointed."""
+        dests = sorted({m.destination_id for m in messages})
+        groups = self._locate_many(dests)
+        placed = {w for ids in groups.values() for w in ids}
+        missing = [d for d in dests if d not in placed]
+        if missing:
+            raise NotFoundError(missing[0])
+        home = None if record is None else self._locate(record.workflow_id)
+        if record is not None and (home is None or set(groups) - {home.ordinal}):
+            # Messages to other shards are written before the checkpoint: a run that is no
+            # longer the sender's owner writes none (a run that loses ownership in between
+            # wrote them with the IDs its successor will use, so nothing arrives twice).
+            fenced = _fenced(self._at(record.workflow_id), record)
+            if fenced is not None:
+                return fenced
+        local: list[NewMessage] = []
+        for ordinal, ids in groups.items():
+            mine = [m for m in messages if m.destination_id in set(ids)]
+            if home is not None and ordinal == home.ordinal:
+                local = mine
+            else:
+                self.topo.member(ordinal).store.send_messages(mine, None)
+        if home is None:
+            return None
+        return home.store.send_messages(local, record)
+
+    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
+        return self._at(workflow_id).consume_message(workflow_id, topic, record)
+
+    def set_event(self, event: EventWrite, record: Optional[StepRecord]) -> Optional[RecordOutcome]:
+        return self._at(event.workflow_id).set_event(event, record)
+
+    def get_event(self, workflow_id: str, key: str) -> Optional[tuple[str, Optional[str]]]:
+        return self._at(workflow_id).get_event(workflow_id, key)
+
+    def get_events(self, workflow_id: str) -> dict[str, tuple[str, Optional[str]]]:
+        return self._at(workflow_id).get_events(workflow_id)
+
+    def write_stream(
+        self, value: StreamWrite, record: Optional[StepRecord]
+    ) -> Optional[RecordOutcome]:
+        return self._at(value.workflow_id).write_stream(value, record)
+
+    def read_stream(
+        self, workflow_id: str, key: str, offset: int
+    ) -> tuple[Optional[tuple[str, Optional[str]]], Optional[str]]:
+        return self._at(workflow_id).read_stream(workflow_id, key, offset)
+
+    def forks_of(self, workflow_ids: Sequence[str]) -> list[str]:
+        # A fork lives with its original, and so do the forks of a fork.
+        parts = self._by_shard(workflow_ids, lambda s, ids: s.forks_of(ids), "find forks")
+        return [w for p in parts for w in p]
+
+    # -- management ----------------------------------------------------------------------------
+    def resume_workflows(
+        self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
+    ) -> list[str]:
+        groups = self._locate_many(workflow_ids)
+        placed = {w for ids in groups.values() for w in ids}
+        for wfid in dict.fromkeys(workflow_ids):
+            if wfid not in placed:
+                raise NotFoundError(wfid)
+        moved: set[str] = set()
+        for ordinal, ids in groups.items():
+            moved.update(self.topo.member(ordinal).store.resume_workflows(ids, queue_name, now_ms))
+        return [w for w in dict.fromkeys(workflow_ids) if w in moved]
+
+    def fork_workflow(self, req: ForkRequest) -> None:
+        source = self._locate(req.source_id)
+        if source is None:
+            raise NotFoundError(req.source_id)
+        if source.store.get_outcome(req.source_id) is None:
+            raise NotFoundError(req.source_id)
+        at = self._place(req.new_id, source)
+        if at is not source:
+            raise AlreadyExistsError(f"cannot fork into {req.new_id!r}: that workflow exists")
+        source.store.fork_workflow(req)
+
+    def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
+        return sum(self._by_shard(workflow_ids, lambda s, ids: s.delete_workflows(ids), "delete"))
+
+    def set_delay(self, workflow_id: str, delay_until_ms: int) -> bool:
+        return self._at(workflow_id).set_delay(workflow_id, delay_until_ms)
+
+    def set_attributes(self, workflow_id: str, attributes: Optional[str]) -> bool:
+        return self._at(workflow_id).set_attributes(workflow_id, attributes)
+
+    def garbage_collect(self, req: RetentionRequest) -> int:
+        """``rows_threshold`` keeps the newest N across all shards: the cutoff is the
+        creation time of the N-th newest of the merged newest N of every shard."""
+        cutoff = req.cutoff_epoch_ms
+        if req.rows_threshold is not None:
+            n = max(1, req.rows_threshold)
+            parts = self.fan.all(
+                lambda m: _newest_created(m, n), self.topo.all(), "retention cutoff", wait_all=True
+            )
+            newest = sorted((t for _, p in parts for t in p), reverse=True)
+            if len(newest) >= n:
+                cutoff = newest[n - 1] if cutoff is None else max(cutoff, newest[n - 1])
+            elif cutoff is None:
+                return 0
+        if cutoff is None:
+            return 0
+        each = RetentionRequest(cutoff, None, req.application_name, req.batch_size)
+        parts2 = self.fan.all(
+            lambda m: m.store.garbage_collect(each),
+            self.topo.all(),
+            "garbage collect",
+            wait_all=True,
+        )
+        return sum(p for _, p in parts2)
+
+    def active_created_before(self, cutoff_epoch_ms: int) -> list[str]:
+        parts = self.fan.answered(
+            lambda m: m.store.active_created_before(cutoff_epoch_ms),
+            self.topo.all(),
+            "find workflows to time out",
+        )
+        return [w for _, p in parts for w in p]
+
+    # -- executors, schedules, queues, versions: the catalog shard -------------------------------
+    @property
+    def _c(self) -> Any:
+        return self.topo.catalog.store
+
+    def heartbeat(self, row: ExecutorRow) -> None:
+        self._c.heartbeat(row)
+
+    def retire(self, executor_id: str, incarnation: str) -> None:
+        self._c.retire(executor_id, incarnation)
+
+    def set_executor_state(self, executor_id: str, incarnation: str, state: str) -> None:
+        self._c.set_executor_state(executor_id, incarnation, state)
+
+    def list_executors(self, application_name: Optional[str]) -> list[ExecutorRow]:
+        rows: list[ExecutorRow] = self._c.list_executors(application_name)
+        return rows
+
+    def claim_dead_executors(
+        self,
+        application_name: Optional[str],
+        application_version: Optional[str],
+        silent_ms: Optional[int],
+    ) -> list[str]:
+        ids: list[str] = self._c.claim_dead_executors(
+            application_name, application_version, silent_ms
+        )
+        return ids
+
+    def database_gauges(self) -> DatabaseGauges:
+        parts = self.fan.all(lambda m: m.store.database_gauges(), self.topo.all(), "gauges")
+        by = {m.ordinal: g for m, g in parts}
+        return merge.merge_gauges(list(by.values()), by[0].executors, by[0].db_now_ms)
+
+    def upsert_schedule(self, row: ScheduleRow, replace: bool) -> ScheduleRow:
+        out: ScheduleRow = self._c.upsert_schedule(row, replace)
+        return out
+
+    def get_schedule(self, name: str) -> Optional[ScheduleRow]:
+        out: Optional[ScheduleRow] = self._c.get_schedule(name)
+        return out
+
+    def list_schedules(self, flt: ScheduleFilter) -> list[ScheduleRow]:
+        out: list[ScheduleRow] = self._c.list_schedules(flt)
+        return out
+
+    def delete_schedule(self, name: str) -> bool:
+        return bool(self._c.delete_schedule(name))
+
+    def set_schedule_status(self, name: str, status: str) -> bool:
+        return bool(self._c.set_schedule_status(name, status))
+
+    def set_last_fired(self, name: str, fired_at_iso: str) -> None:
+        self._c.set_last_fired(name, fired_at_iso)
+
+    def rename_application(
+        self, old_name: Optional[str], new_name: str, adopt_unclaimed: bool, batch: Optional[int]
+    ) -> dict[str, int]:
+        parts = self.fan.all(
+            lambda m: m.store.rename_application(old_name, new_name, adopt_unclaimed, batch),
+            self.topo.all(),
+            "rename application",
+            wait_all=True,
+        )
+        # Versions are on every shard: count the catalog's, like the other fleet tables.
+        total = merge.sum_counts(p for m, p in parts if m.ordinal != 0)
+        first = dict(parts[0][1])
+        total.pop("versions", None)
+        return merge.sum_counts([total, first])
+
+    def upsert_queue(self, row: QueueRow, update: bool) -> QueueRow:
+        out: QueueRow = self._c.upsert_queue(row, update)
+        return out
+
+    def get_queue(self, name: str) -> Optional[QueueRow]:
+        out: Optional[QueueRow] = self._c.get_queue(name)
+        return out
+
+    def delete_queue(self, name: str) -> bool:
+        return bool(self._c.delete_queue(name))
+
+    def list_queues(self, application_name: Optional[str]) -> list[QueueRow]:
+        out: list[QueueRow] = self._c.list_queues(application_name)
+        return out
+
+    # Versions and fingerprints are written to every shard (claims and recovery read them
+    # in the same statement as the workflows they pick) and read from the catalog shard.
+    def _everywhere(self, call: Callable[[Any], Any], what: str) -> list[Any]:
+        members = self.topo.all()
+        first = call(members[0].store)  # the catalog first: it is what readers see
+        rest = self.fan.all(lambda m: call(m.store), members[1:], what, wait_all=True)
+        return [first, *(r for _, r in rest)] if members[1:] else [first]
+
+    def register_version(self, version_name: str, application_name: Optional[str]) -> None:
+        self._everywhere(
+            lambda s: s.register_version(version_name, application_name), "register version"
+        )
+
+    def list_versions(self, application_name: Optional[str]) -> list[VersionRow]:
+        out: list[VersionRow] = self._c.list_versions(application_name)
+        return out
+
+    def set_latest_version(self, version_name: str, application_name: Optional[str]) -> bool:
+        done = self._everywhere(
+            lambda s: s.set_latest_version(version_name, application_name), "set latest version"
+        )
+        return bool(done[0])
+
+    def register_fingerprints(
+        self,
+        application_version: str,
+        application_name: Optional[str],
+        fingerprints: Mapping[str, str],
+    ) -> None:
+        self._everywhere(
+            lambda s: s.register_fingerprints(application_version, application_name, fingerprints),
+            "register fingerprints",
+        )
+
+    def list_fingerprints(self, application_version: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = self._c.list_fingerprints(application_version)
+        return out
+
+    # -- what the console reads ----------------------------------------------------------------
+    def count_capped(
+        self, column: str, values: Sequence[str], application_name: Optional[str], cap: int
+    ) -> dict[str, int]:
+        parts = self.fan.all(
+            lambda m: m.store.count_capped(column, values, application_name, cap),
+            self.topo.all(),
+            "count workflows",
+        )
+        return merge.sum_counts((p for _, p in parts), cap)
+
+    def completions_since(self, since_ms: int, application_name: Optional[str]) -> list[Throughput]:
+        parts = self.fan.all(
+            lambda m: m.store.completions_since(since_ms, application_name),
+            self.topo.all(),
+            "completions",
+        )
+        return merge.merge_throughput(p for _, p in parts)
+
+    def age_buckets(
+        self, now_ms: int, bands_ms: Sequence[int], application_name: Optional[str]
+    ) -> list[AgeBucket]:
+        parts = self.fan.all(
+            lambda m: m.store.age_buckets(now_ms, bands_ms, application_name),
+            self.topo.all(),
+            "age buckets",
+        )
+        return merge.merge_ages(p for _, p in parts)
+
+    def messages_to(self, workflow_id: str, limit: int) -> list[MessageRow]:
+        return self._at(workflow_id).messages_to(workflow_id, limit)
+
+    def event_history(self, workflow_id: str, limit: int) -> list[EventHistoryRow]:
+        return self._at(workflow_id).event_history(workflow_id, limit)
+
+    def stream_values(self, workflow_id: str, limit: int) -> list[StreamRow]:
+        return self._at(workflow_id).stream_values(workflow_id, limit)
+
+
+def _claimer(req: ClaimRequest, now_ms: int) -> Callable[[Member], list[WorkflowRow]]:
+    def call(m: Member) -> list[WorkflowRow]:
+        return m.store.claim(req, now_ms)
+
+    return call
+
+
+def _fenced(store: Any, record: StepRecord) -> Optional[RecordOutcome]:
+    """The refusal a checkpoint of ``record`` would meet now (None: it would be accepted)."""
+    row = store._one(
+        f"SELECT status, owner_xid FROM {store.d.t('workflow_status')} "
+        "WHERE workflow_uuid = %(wf)s",
+        {"wf": record.workflow_id},
+        "check sender",
+    )
+    if row is None or row[1] != record.owner_xid:
+        return RecordOutcome(False, row[0] if row else None)
+    return None
+
+
+def _newest_created(m: Member, n: int) -> list[int]:
+    rows = m.store._all(
+        f"SELECT created_at FROM {m.store.d.t('workflow_status')} "
+        "ORDER BY created_at DESC LIMIT %(n)s",
+        {"n": n},
+        "find retention cutoff",
+    )
+    return [int(r[0]) for r in rows]

@@ -134,8 +134,14 @@ def assert_error(reply: Reply, status: Optional[int] = None, code: Optional[str]
 
 def checksum() -> tuple[Any, ...]:
     """Every workflow row's identity, status and update time, plus row counts of the tables
-    a request could write (executor heartbeats are left out: they tick on their own)."""
-    store: Any = get_runtime().store
+    a request could write (executor heartbeats are left out: they tick on their own); on
+    every shard when sharded."""
+    from tests.conftest import system_stores
+
+    return tuple(_checksum(store) for store in system_stores())
+
+
+def _checksum(store: Any) -> tuple[Any, ...]:
     ws = store.d.t("workflow_status")
     rows = store._all(
         f"SELECT workflow_uuid, status, updated_at, recovery_attempts FROM {ws} "

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import psycopg
 import pytest
 
-from tests.conftest import system_count
+from tests.conftest import skip_sharded, system_count
 from waypoint import DBOS, DBOSClient, EnqueueOptions, Queue, SetWorkflowID
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -309,6 +309,7 @@ def test_enqueue_in_transaction(
     backend: str,
     request: pytest.FixtureRequest,
 ) -> None:
+    skip_sharded(backend, "a caller's own connection reaches one shard (test_sharding.py)")
     Queue("q")
     ran: list[str] = []
 

@@ -54,7 +54,7 @@ def test_bad_config_is_a_clear_error(config: dict[str, Any], message: str) -> No
 
 
 def test_run_migrations_false_needs_a_migrated_schema(db_url: str, backend: str) -> None:
-    if backend == "postgres":
+    if backend in ("postgres", "shards"):
         from waypoint.storage.registry import reset_database
 
         reset_database(db_url)
@@ -79,7 +79,7 @@ def test_run_migrations_false_needs_a_migrated_schema(db_url: str, backend: str)
 
 
 def test_migrations_are_idempotent_and_concurrent(db_url: str, backend: str) -> None:
-    if backend == "postgres":
+    if backend in ("postgres", "shards"):
         from waypoint.storage.registry import reset_database
 
         reset_database(db_url)
@@ -105,8 +105,10 @@ def test_migrations_are_idempotent_and_concurrent(db_url: str, backend: str) -> 
     try:
         dialect = "sqlite" if backend == "sqlite" else "postgresql"
         assert store.schema_version() == migrations.latest_version(dialect)
-        rows = store._all(f"SELECT version FROM {store.d.t('dbos_migrations')}", {}, "read")
-        assert rows == [(108,)]
+        topo = getattr(store, "topo", None)  # sharded: every shard's schema
+        for s in [m.store for m in topo.all()] if topo else [store]:
+            rows = s._all(f"SELECT version FROM {s.d.t('dbos_migrations')}", {}, "read")
+            assert rows == [(108,)]
     finally:
         store.close()
 

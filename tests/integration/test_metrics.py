@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.admin_http import admin_port, call, destroy_quickly, orphan
-from tests.conftest import requires_postgres
+from tests.conftest import database_urls, requires_postgres
 from tests.metrics_workload import BACKLOG, define_and_run, finish, parse, scrape, wait_for
 from tests.proxy import TcpProxy
 from waypoint import DBOS, Queue, SetWorkflowID
@@ -126,8 +126,11 @@ def _steal(url: str, workflow_id: str) -> None:
         with sqlite3.connect(url.split("sqlite:///", 1)[1]) as conn:
             conn.execute(sql.format(t="workflow_status"), (workflow_id,))
     else:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.format(t="dbos.workflow_status").replace("?", "%s"), (workflow_id,))
+        for each in database_urls(url):  # sharded: the shard that holds it
+            with psycopg.connect(each, autocommit=True) as conn:
+                conn.execute(
+                    sql.format(t="dbos.workflow_status").replace("?", "%s"), (workflow_id,)
+                )
 
 
 def test_fenced_writes_and_recoveries_are_counted(dbos: type[DBOS], config: dict[str, Any]) -> None:

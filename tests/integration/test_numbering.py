@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from waypoint import DBOS, SetWorkflowID
 from waypoint.core.serialization import Codec
 from waypoint.storage.protocol import NewWorkflow, StepRecord
@@ -48,6 +50,8 @@ def _table(store: Any, name: str) -> str:
 
 
 def test_a_database_numbered_from_zero_is_renumbered(db_url: str, config: dict[str, Any]) -> None:
+    if db_url.startswith("shards://"):
+        pytest.skip("not with system_database_shards: rewrites one database's rows directly")
     codec = Codec()
     ser = codec.default
     DBOS.destroy(destroy_registry=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import database_urls
 from waypoint import (
     DBOS,
     DBOSConfiguredInstance,
@@ -331,6 +332,8 @@ def test_settings_without_effect_are_said_not_ignored(
 ) -> None:
     import sqlalchemy
 
+    if db_url.startswith("shards://"):
+        db_url = database_urls(db_url)[0]  # an engine names one database: any will do here
     DBOS.destroy(destroy_registry=True)
     try:
         DBOS(

@@ -107,31 +107,48 @@ def _insert(conn: psycopg.Connection[Any], schema: str, row: ShardRow) -> None:
 
 
 def found(urls: Sequence[str], schema: str) -> None:
-    """Register ``urls`` as a new cluster, in this order, if none of them belongs to one yet
-    (all migrated). Refuses a configuration that mixes registered and unregistered servers."""
-    selves = [self_row(read_rows(u, schema)) for u in urls]
-    if all(s is not None for s in selves):
-        return
-    if any(s is not None for s in selves):
-        strangers = [redact(u) for u, s in zip(urls, selves, strict=True) if s is None]
+    """Register ``urls`` as a new cluster, in this order, unless the first one already holds
+    a catalog; then give every configured shard its own row if it lacks it (a founding that
+    stopped half-way). Serialized on an advisory lock of the first URL, so processes that
+    migrate at the same moment found one cluster. Refuses a server the catalog does not list."""
+    with _connect(urls[0]) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            rows = read_rows(urls[0], schema)
+            if not rows:
+                _found_catalog(urls, schema)
+                rows = read_rows(urls[0], schema)
+            catalog_self = self_row(rows)
+            if catalog_self is None or catalog_self.ordinal != 0:
+                return  # the first URL is another shard: the catalog is elsewhere (load checks)
+            by_url = {r.url: r for r in rows}
+            for u in urls[1:]:
+                if self_row(read_rows(u, schema)) is not None:
+                    continue
+                row = by_url.get(strip_password(u))
+                if row is None:
+                    raise StorageConfigError(
+                        f"system_database_shards lists {redact(u)}, which is not a shard of this "
+                        "cluster yet: add it with `waypoint shards add URL` (online)"
+                    )
+                with _connect(u) as conn:
+                    _insert(conn, schema, _as_self(row))
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _found_catalog(urls: Sequence[str], schema: str) -> None:
+    strangers = [redact(u) for u in urls[1:] if self_row(read_rows(u, schema)) is not None]
+    if strangers:
         raise StorageConfigError(
-            "system_database_shards lists servers that are not shards of this cluster yet: "
-            f"{', '.join(strangers)}; add each with `waypoint shards add URL` (online)"
+            f"system_database_shards: {', '.join(strangers)} already belong to a cluster whose "
+            f"catalog is not {redact(urls[0])}; list the catalog shard (ordinal 0) first"
         )
     now = int(time.time() * 1000)
-    rows = [
-        ShardRow(i, uuid.uuid4().hex, strip_password(u), ACTIVE, True, False, now)
-        for i, u in enumerate(urls)
-    ]
     with _connect(urls[0]) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        if conn.execute(pgsql.SQL("SELECT 1 FROM {} LIMIT 1").format(_table(schema))).fetchone():
-            return  # another process founded it meanwhile
-        for row in rows:
-            _insert(conn, schema, row if row.ordinal else _as_self(row))
-    for u, row in zip(urls[1:], rows[1:], strict=True):
-        with _connect(u) as conn:
-            _insert(conn, schema, _as_self(row))
+        for i, u in enumerate(urls):
+            row = ShardRow(i, uuid.uuid4().hex, strip_password(u), ACTIVE, True, False, now)
+            _insert(conn, schema, _as_self(row) if i == 0 else row)
 
 
 def _as_self(row: ShardRow) -> ShardRow:
@@ -157,7 +174,7 @@ def add(catalog_url: str, new_url: str, schema: str) -> ShardRow:
             _insert(conn, schema, ShardRow(*[*vars_of(existing)[:5], False, existing.added_at]))
         return existing
     with _connect(catalog_url) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # vs. founding, adding
         top = conn.execute(
             pgsql.SQL("SELECT COALESCE(MAX(ordinal), -1) FROM {}").format(_table(schema))
         ).fetchone()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from waypoint.storage.postgres.store import PostgresStore
+from waypoint.storage.sql_base import check_text_params, unencodable
 
 
 def _t(store: PostgresStore) -> str:
@@ -19,7 +20,19 @@ def claim(store: PostgresStore, workflow_id: str, ordinal: int) -> int:
     return claim_many(store, {workflow_id: ordinal})[workflow_id]
 
 
+def check_ids(workflow_ids: Sequence[str]) -> None:
+    """Refuse an ID no database can store before any marker is written, naming it as the
+    row's insert would (``workflow_id``)."""
+    for wfid in workflow_ids:
+        check_text_params({"workflow_id": wfid})
+        try:
+            wfid.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise unencodable({"workflow_id": wfid}, exc) from None
+
+
 def claim_many(store: PostgresStore, wanted: dict[str, int]) -> dict[str, int]:
+    check_ids(list(wanted))
     placed = _claim_once(store, wanted)
     for _ in range(3):  # a marker deleted between our insert and our read: place it again
         missing = {i: o for i, o in wanted.items() if i not in placed}
@@ -52,6 +65,7 @@ def lookup(store: PostgresStore, workflow_id: str) -> Optional[int]:
 
 
 def lookup_many(store: PostgresStore, workflow_ids: Sequence[str]) -> dict[str, int]:
+    check_ids(workflow_ids)
     rows = store._all(
         f"SELECT workflow_uuid, shard_ordinal FROM {_t(store)} WHERE workflow_uuid = ANY(%(ids)s)",
         {"ids": list(workflow_ids)},

@@ -16,7 +16,9 @@ _MASK = (1 << 64) - 1
 def key_hash(text: str, salt: str = "") -> int:
     """A 64-bit hash of ``text`` that is the same in every process and Python version
     (``hash()`` is salted per process)."""
-    digest = hashlib.blake2b(f"{salt}{text}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(
+        f"{salt}{text}".encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "big")
 
 

@@ -1,0 +1,228 @@
+"""Sharding (system_database_shards): what holds across shards that one database gives for
+free: one creation per ID, listings equal to one database's, a queue's global limit,
+shards added online, and a dead shard pausing only its own workflows.
+
+The store-level tests use ``ShardedStore`` through ``open_url`` like the engine does; the
+shards are databases on the servers of ``WAYPOINT_TEST_SHARDS`` (three databases of the
+shared server when unset), or a private server where one is stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import BACKENDS, SHARD_BASES
+from tests.storage.build import T0, queued, start, workflow
+from waypoint.storage.records import ChildLink, ClaimRequest, Completion, ListFilter
+from waypoint.storage.registry import open_url, sharded_url
+from waypoint.storage.sharded.store import ShardedStore
+
+pytestmark = pytest.mark.skipif(
+    not {"postgres", "shards"} & set(BACKENDS), reason="needs PostgreSQL"
+)
+
+
+def _database(base: str, name: str, drop: bool = False) -> str:
+    with psycopg.connect(f"{base.rstrip('/')}/postgres", autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        if not drop:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return f"{base.rstrip('/')}/{name}"
+
+
+@pytest.fixture
+def databases() -> Iterator[Callable[[int], list[str]]]:
+    """``make(n)``: n fresh databases, one per shard server in turn; dropped afterwards."""
+    made: list[tuple[str, str]] = []
+
+    def make(n: int) -> list[str]:
+        tag = uuid.uuid4().hex[:8]
+        urls = []
+        for i in range(n):
+            base = SHARD_BASES[i % len(SHARD_BASES)]
+            name = f"wp_shard_{tag}_{i}"
+            urls.append(_database(base, name))
+            made.append((base, name))
+        return urls
+
+    yield make
+    for base, name in made:
+        _database(base, name, drop=True)
+
+
+def sharded(urls: list[str]) -> ShardedStore:
+    store = open_url(sharded_url(urls), schema="dbos", pool_size=6)
+    store.migrate()
+    store.open()
+    return cast(ShardedStore, store)
+
+
+@pytest.fixture
+def stores() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    yield opened
+    for s in opened:
+        s.close()
+
+
+def rows_per_shard(store: ShardedStore) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for m in store.topo.all():
+        for (wfid,) in m.store._all(
+            f"SELECT workflow_uuid FROM {m.store.d.t('workflow_status')}", {}, "t"
+        ):
+            found[wfid] = found.get(wfid, 0) + 1
+    return found
+
+
+def test_an_id_is_created_once_whatever_the_path(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    """Threads of two "processes" race to create the same IDs directly, enqueued on
+    queues homed on different shards, and as children: one row per ID, everywhere."""
+    urls = databases(3)
+    a, b = sharded(urls), sharded(urls)
+    stores += [a, b]
+    parent = start(a, "parent")
+    ids = [f"race-{i}" for i in range(40)]
+    # Two queues whose homes differ, and differ from the parent's shard.
+    names = [f"queue-{i}" for i in range(50)]
+    parent_home = a.topo.cache.get("parent")
+    homes = [n for n in names if a.topo.queue_home(n).ordinal != parent_home]
+    homes = [
+        homes[0],
+        next(n for n in homes if a.topo.queue_home(n) != a.topo.queue_home(homes[0])),
+    ]
+    outcomes: dict[str, list[tuple[int, bool]]] = {i: [] for i in ids}
+    lock = threading.Lock()
+
+    def create(store: ShardedStore, how: int) -> None:
+        for n, wfid in enumerate(ids):
+            if how == 0:  # direct: a hash of the ID
+                out = store.init_workflow(workflow(wfid), None)
+            elif how in (1, 2):  # enqueued: the queue's home (two queues, two homes)
+                out = store.init_workflow(
+                    queued(wfid, homes[how - 1], owner_xid=f"q{how}-{wfid}"), None
+                )
+            else:  # a child: its parent's shard
+                wf = workflow(wfid, parent_workflow_id="parent", owner_xid=f"child-{wfid}")
+                link = ChildLink("parent", 100 + n, "child", parent.owner_xid, T0)
+                out = store.init_workflow(wf, link)
+            with lock:
+                outcomes[wfid].append((how, out.created))
+
+    threads = [threading.Thread(target=create, args=(s, how)) for how, s in enumerate([a, b, a, b])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    placed = rows_per_shard(a)
+    assert all(placed[i] == 1 for i in ids)  # never on two shards
+    for i in ids:
+        assert sum(c for _, c in outcomes[i]) == 1, outcomes[i]  # one path created it
+        assert a.get_workflow(i) is not None and b.get_workflow(i) is not None
+
+
+def test_listing_equals_one_databases_listing(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    """The same rows in one database and in three shards list the same, for every order,
+    limit, offset and keyset page."""
+    (one_url, *shard_urls) = databases(4)
+    one = open_url(one_url, schema="dbos", pool_size=4)
+    one.migrate()
+    one.open()
+    many = sharded(shard_urls)
+    stores += [one, many]
+    for i in range(60):
+        created = T0 + (i * 7) % 23  # ties on created_at, broken by ID
+        for s in (one, many):
+            if i % 3:
+                s.init_workflow(queued(f"wf-{i:02}", f"q{i % 4}", created_at=created), None)
+            else:
+                start(s, f"wf-{i:02}", created_at=created)
+    assert (
+        len(set(rows_per_shard(many).values())) == 1
+        and len({many.topo.cache.get(f"wf-{i:02}") for i in range(60)}) == 3
+    )  # spread over all three
+    cases = [ListFilter()]
+    for desc in (False, True):
+        for limit in (None, 1, 5, 17, 100):
+            for offset in (None, 0, 3, 59, 70):
+                cases.append(ListFilter(limit=limit, offset=offset, sort_desc=desc))
+        cases.append(ListFilter(queue_name=["q1", "q2"], limit=7, offset=2, sort_desc=desc))
+        cases.append(ListFilter(status=["PENDING"], limit=4, sort_desc=desc))
+        cases.append(ListFilter(after=(T0 + 5, "wf-10"), limit=9, sort_desc=desc))
+    for flt in cases:
+        expected = [r.workflow_id for r in one.list_workflows(flt)]
+        assert [r.workflow_id for r in many.list_workflows(flt)] == expected, flt
+    assert many.count_capped("status", ["ENQUEUED", "PENDING"], None, 1000) == one.count_capped(
+        "status", ["ENQUEUED", "PENDING"], None, 1000
+    )
+
+
+def test_a_queues_global_concurrency_holds_across_shards_and_processes(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    urls = databases(3)
+    procs = [sharded(urls) for _ in range(4)]
+    stores += procs
+    for i in range(40):
+        procs[i % 4].init_workflow(queued(f"job-{i}", "limited", created_at=T0 + i), None)
+    running: set[str] = set()
+    most = 0
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def worker(n: int, store: ShardedStore) -> None:
+        nonlocal most
+        while not done.is_set():
+            req = ClaimRequest(
+                "limited",
+                3,
+                f"exec-{n}",
+                "v1",
+                "app",
+                f"tok-{n}-{time.time()}",
+                global_concurrency=3,
+            )
+            got = store.claim(req, int(time.time() * 1000))
+            with lock:
+                running.update(r.workflow_id for r in got)
+                most = max(most, len(running))
+            for r in got:
+                time.sleep(0.005)
+                # Out of the set before its completion: the set never holds a workflow that
+                # is not PENDING, so more than 3 in it is more than 3 running.
+                with lock:
+                    running.discard(r.workflow_id)
+                assert store.complete_workflow(
+                    Completion(r.workflow_id, str(r.owner_xid), "SUCCESS", None, None, T0)
+                )
+            if not got and finished() == 40:
+                done.set()
+
+    def finished() -> int:
+        return sum(
+            1
+            for i in range(40)
+            if (o := procs[0].get_outcome(f"job-{i}")) is not None and o.status == "SUCCESS"
+        )
+
+    threads = [threading.Thread(target=worker, args=(n, s)) for n, s in enumerate(procs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert finished() == 40
+    assert most <= 3

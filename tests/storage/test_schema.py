@@ -375,6 +375,8 @@ def test_waypoint_wakes_dbos_listeners(store: Store, store_url: str) -> None:
     listens on, with DBOS's payload, so its waiters do not sit out their fallback poll."""
     if store.dialect != "postgresql":
         pytest.skip("SQLite has no notifications: every waiter polls")
+    if store_url.startswith("shards://"):
+        pytest.skip("a DBOS process listens on one database: each shard's (the postgres mode)")
     with psycopg.connect(store_url, autocommit=True) as dbos_side:
         for channel in ("dbos_workflow_events_channel", "dbos_streams_channel"):
             dbos_side.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))

@@ -59,3 +59,24 @@ def harness(crash_backend: str, crash_db_url: str, tmp_path: Path) -> Iterator[H
         yield h
     finally:
         h.cleanup()  # SIGKILL and reap whatever a failed test left running
+
+
+@pytest.fixture
+def sharded_harness(tmp_path: Path) -> Iterator[Harness]:
+    """A harness on a brand-new system database sharded over three databases, one per shard
+    server (``WAYPOINT_TEST_SHARDS``; three of the shared server when unset)."""
+    from tests.conftest import _recreate, shard_member_urls
+    from waypoint.storage.sharded.url import shards_url
+
+    urls = shard_member_urls(f"crash_{os.getpid()}_{uuid.uuid4().hex[:6]}")
+    for u in urls:
+        base, _, name = u.rpartition("/")
+        _recreate(base, name)
+    h = Harness("shards", shards_url(urls), tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()
+        for u in urls:
+            base, _, name = u.rpartition("/")
+            _recreate(base, name, drop_only=True)

@@ -17,6 +17,8 @@ from typing import Any, Optional, TypeVar
 
 import psycopg
 
+from tests.conftest import database_urls
+
 from tests.crash import ledger as ledgerlib
 from tests.crash.ledger import Row
 from waypoint.core.serialization import DefaultSerializer
@@ -183,14 +185,14 @@ class Harness:
         the PostgreSQL server; once its backends are gone, the database state is final."""
         for p in procs:
             p.sigkill()
-        if self.backend == "postgres" and not any(p.alive() for p in self.procs):
+        if self.backend in ("postgres", "shards") and not any(p.alive() for p in self.procs):
 
             def no_backends() -> bool:
                 rows = self._query(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
-                return bool(rows[0][0] == 0)
+                return all(r[0] == 0 for r in rows)  # on every shard, when sharded
 
             self.wait_until("the killed workers' database sessions to end", no_backends, 10)
 
@@ -322,8 +324,11 @@ class Harness:
         q = sql.format(
             workflow_status="dbos.workflow_status", operation_outputs="dbos.operation_outputs"
         )
-        with psycopg.connect(self.db_url, autocommit=True, connect_timeout=5) as conn:
-            try:
-                return list(conn.execute(q, params).fetchall())
-            except psycopg.errors.UndefinedTable:
-                return []
+        found: list[tuple[Any, ...]] = []
+        for url in database_urls(self.db_url):  # every shard's rows, when sharded
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                try:
+                    found.extend(conn.execute(q, params).fetchall())
+                except psycopg.errors.UndefinedTable:
+                    pass
+        return found

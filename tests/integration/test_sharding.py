@@ -20,7 +20,9 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import BACKENDS, SHARD_BASES
+from tests.private_pg import PrivatePostgres
 from tests.storage.build import T0, queued, start, workflow
+from waypoint.storage.errors import UnavailableError
 from waypoint.storage.records import ChildLink, ClaimRequest, Completion, ListFilter
 from waypoint.storage.registry import open_url, sharded_url
 from waypoint.storage.sharded.store import ShardedStore
@@ -226,3 +228,98 @@ def test_a_queues_global_concurrency_holds_across_shards_and_processes(
         t.join(timeout=120)
     assert finished() == 40
     assert most <= 3
+
+
+def test_adding_a_shard_online(databases: Callable[[int], list[str]], stores: list[Any]) -> None:
+    """A shard added while processes run: joining takes no new work; activated, new work
+    lands on it; old work stays, completes and is found; a process whose configuration does
+    not list the new shard (and has not refreshed) still creates each ID once and finds
+    workflows on the new shard through the catalog."""
+    from waypoint.storage.sharded import admin
+
+    first, second, new = databases(3)
+    a, b = sharded([first, second]), sharded([first, second])
+    stores += [a, b]
+    old = [f"old-{i}" for i in range(30)]
+    for wfid in old:
+        start(a, wfid)
+    admin.add_shard(a, new)
+    assert [m.state for m in a.topo.all()] == ["active", "active", "joining"]
+    for i in range(30):
+        start(a, f"while-joining-{i}")
+    assert {a.topo.cache.get(f"while-joining-{i}") for i in range(30)} <= {0, 1}
+    admin.activate_shard(a, new)
+    fresh = [f"fresh-{i}" for i in range(60)]
+    for wfid in fresh:
+        start(a, wfid)
+    on_new = [w for w in fresh if a.topo.cache.get(w) == 2]
+    assert 10 <= len(on_new) <= 35  # about a third; none moved
+    assert {a.topo.cache.get(w) for w in old} <= {0, 1}
+    # Old work keeps running and completes where it is.
+    for wfid in old:
+        done = Completion(wfid, f"run-{wfid}", "SUCCESS", '"ok"', None, T0)
+        assert a.complete_workflow(done)
+    # b never refreshed (its view: two active shards) and was not configured with the new
+    # shard: it still finds workflows there, and a creation of an existing ID finds it.
+    assert 2 not in b.topo.members
+    for wfid in on_new:
+        got = b.get_workflow(wfid)
+        assert got is not None and got.status == "PENDING"
+        assert not b.init_workflow(workflow(wfid, owner_xid="other-run"), None).created
+    assert 2 in b.topo.members  # learnt from the catalog when a marker named it
+    assert all(n == 1 for n in rows_per_shard(a).values())
+    listed = {r.workflow_id for r in b.list_workflows(ListFilter())}
+    assert set(fresh) <= listed and set(old) <= listed
+    # A third process configured with the new list, in another order, agrees on the ordinals.
+    c = sharded([new, second, first])
+    stores.append(c)
+    assert [(m.ordinal, m.state) for m in c.topo.all()] == [
+        (0, "active"),
+        (1, "active"),
+        (2, "active"),
+    ]
+    assert c.get_workflow(on_new[0]) is not None
+
+
+def test_one_shard_down_pauses_only_its_workflows(
+    databases: Callable[[int], list[str]], stores: list[Any], private_pg: PrivatePostgres
+) -> None:
+    """A private server is shard 2; stopped, its workflows wait while the other shards'
+    complete; listing names the dead shard instead of hanging; background fan-outs go on
+    without it; started again, its workflows finish."""
+    first, second = databases(2)
+    third = private_pg.create_database("wp_shard_down")
+    store = sharded([first, second, third])
+    stores.append(store)
+    ids = [f"w-{i}" for i in range(40)]
+    for wfid in ids:
+        start(store, wfid)
+    by_shard: dict[int, list[str]] = {}
+    for wfid in ids:
+        by_shard.setdefault(int(store.topo.cache.get(wfid) or 0), []).append(wfid)
+    assert set(by_shard) == {0, 1, 2}
+    private_pg.stop()
+    paused = by_shard[2][0]
+    result: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: result.append(
+            store.complete_workflow(
+                Completion(paused, f"run-{paused}", "SUCCESS", '"ok"', None, T0)
+            )
+        )
+    )
+    waiter.start()
+    for wfid in by_shard[0] + by_shard[1]:
+        done = Completion(wfid, f"run-{wfid}", "SUCCESS", '"ok"', None, T0)
+        assert store.complete_workflow(done)
+        assert store.get_outcome(wfid) is not None
+    with pytest.raises(UnavailableError, match="#2"):
+        store.list_workflows(ListFilter())
+    assert store.promote_delayed(int(time.time() * 1000)) == []  # went on without shard 2
+    assert waiter.is_alive()  # shard 2's workflow waits for its server
+    private_pg.start()
+    waiter.join(timeout=120)
+    assert result == [True]
+    statuses = {r.workflow_id: r.status for r in store.list_workflows(ListFilter())}
+    assert statuses[paused] == "SUCCESS"
+    assert all(statuses[w] == "SUCCESS" for w in by_shard[0] + by_shard[1])

@@ -74,7 +74,18 @@ def open_store(url: str, *, schema: str = SCHEMA) -> Store:
     return cast(Store, Conforming(store))  # a Store by delegation
 
 
-@pytest.fixture(params=BACKENDS)
+# The contract runs against the sharded store too, by default wherever PostgreSQL is tested:
+# it takes seconds (the whole integration suite in the shards mode is the slow, opt-in one).
+STORE_BACKENDS = BACKENDS + (
+    ["shards"]
+    if "postgres" in BACKENDS
+    and "shards" not in BACKENDS
+    and os.environ.get("WAYPOINT_TEST_SHARDED_CONTRACT", "1") != "0"
+    else []
+)
+
+
+@pytest.fixture(params=STORE_BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/conformance.sqlite"

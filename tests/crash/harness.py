@@ -18,7 +18,6 @@ from typing import Any, Optional, TypeVar
 import psycopg
 
 from tests.conftest import database_urls
-
 from tests.crash import ledger as ledgerlib
 from tests.crash.ledger import Row
 from waypoint.core.serialization import DefaultSerializer

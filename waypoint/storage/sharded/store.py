@@ -210,6 +210,14 @@ class ShardedStore(Routing):
     def load_steps(self, workflow_id: str) -> dict[int, StepRow]:
         return self._at(workflow_id).load_steps(workflow_id)
 
+    def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]:
+        out: dict[str, dict[int, StepRow]] = {}
+        for part in self._by_shard(
+            workflow_ids, lambda s, ids: s.load_steps_many(ids), "load steps"
+        ):
+            out.update(part)
+        return out
+
     def list_steps(
         self, workflow_id: str, limit: Optional[int] = None, offset: Optional[int] = None
     ) -> list[StepRow]:
@@ -462,9 +470,10 @@ class ShardedStore(Routing):
         application_name: Optional[str],
         application_version: Optional[str],
         silent_ms: Optional[int],
+        unchanged: Optional[Mapping[str, str]] = None,
     ) -> list[str]:
         ids: list[str] = self._c.claim_dead_executors(
-            application_name, application_version, silent_ms
+            application_name, application_version, silent_ms, unchanged
         )
         return ids
 

@@ -18,9 +18,9 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -39,7 +39,12 @@ def db(tmp_path: Path) -> Iterator[Path]:
     DBOS.destroy(destroy_registry=True)
 
 
-def run_frozen(db: Path, taken_over: bool, in_status_read: bool = False) -> tuple[list[int], Any]:
+def run_frozen(
+    db: Path,
+    taken_over: bool,
+    in_status_read: bool = False,
+    before_thaw: Optional[Callable[[], None]] = None,
+) -> tuple[list[int], Any]:
     """``in_status_read``: the lease lapses and the takeover happens while the run reads its
     status before step 2 (a read that waited out an outage), not before it."""
     bodies: list[int] = []
@@ -90,6 +95,8 @@ def run_frozen(db: Path, taken_over: bool, in_status_read: bool = False) -> tupl
         rt.store.get_outcome = slow_read  # type: ignore[method-assign]
     else:
         take_over()
+    if before_thaw is not None:
+        before_thaw()
     thawed.set()
     return bodies, handle
 
@@ -187,3 +194,29 @@ def test_a_peer_writing_heartbeats_with_a_clock_behind_is_not_taken_over(db: Pat
     finally:
         beating.clear()
         logging.getLogger("waypoint").removeHandler(handler)
+
+
+def test_a_lease_that_cannot_be_renewed_on_a_full_disk_waits_for_space(db: Path) -> None:
+    """Found by the chaos campaign (SQLite, ``disk_full``): re-confirming a lapsed lease
+    writes a heartbeat, and on a full disk that failed the workflow ("heartbeat was not
+    written"). It waits for space instead, as an outcome write does."""
+    from waypoint.error import WaypointStorageFullError
+
+    failures: list[str] = []
+
+    def install() -> None:  # the run's renewal (the heartbeat thread's are left alone)
+        lease = get_runtime().lease
+        assert lease is not None
+        beat = lease._beat
+
+        def full_once() -> float:
+            if not failures:
+                failures.append("full")
+                raise WaypointStorageFullError("the system database is full; heartbeat")
+            return beat()
+
+        lease._beat = full_once
+
+    bodies, handle = run_frozen(db, taken_over=False, before_thaw=install)
+    assert handle.get_result() == 2
+    assert bodies == [1, 2] and failures

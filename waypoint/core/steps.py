@@ -33,12 +33,14 @@ from waypoint.error import (
     DBOSWorkflowCancelledError,
     DBOSWorkflowConflictIDError,
     WaypointPayloadError,
+    WaypointStorageFullError,
 )
 from waypoint.storage.protocol import RecordOutcome, StepRecord, StepRow
 
 logger = logging.getLogger("waypoint")
 
 SLEEP_STEP = "DBOS.sleep"
+FULL_RENEW_DELAY = 0.5  # seconds between heartbeats tried on a full disk before a step
 
 
 class StepCall(Call):
@@ -171,7 +173,16 @@ def confirm_owner(rt: Engine, run: WorkflowRun, lease: Lease) -> Flow[None]:
     then re-read the run token. A peer that took the workflow over meanwhile may already
     have run the next step: stop before its body, as a refused checkpoint stops."""
     while True:
-        began = yield Io(lease.renew)  # nobody takes over for a span from here
+        try:
+            began = yield Io(lease.renew)  # nobody takes over for a span from here
+        except WaypointStorageFullError:
+            # No room for a heartbeat: wait for space as an outcome write does, rather
+            # than fail the workflow for a write of the fleet's.
+            if (yield Sleep(FULL_RENEW_DELAY, run.entry.cancel)):
+                raise DBOSWorkflowCancelledError(
+                    f"workflow {run.workflow_id} was cancelled"
+                ) from None
+            continue
         row = yield Io(lambda: rt.store.get_workflow(run.workflow_id))
         if row is None or row.owner_xid != run.owner_xid:
             fenced(run)

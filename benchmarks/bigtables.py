@@ -68,14 +68,16 @@ SELECT 'wf-' || lpad(i::text, 8, '0'),
     CASE WHEN i %% 25 = 3 THEN 'sched-' || (i %% 3) END,
     CASE WHEN i %% 10 = 7 THEN ('{"tenant": "t' || (i %% 7) || '"}')::jsonb END,
     i %% 1000 = 999
-FROM generate_series(1::bigint, %(n)s) AS i
+FROM generate_series(%(lo)s::bigint, %(n)s) AS i
+ON CONFLICT DO NOTHING
 """
 FILL_STEPS = """
 INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output,
     started_at_epoch_ms, completed_at_epoch_ms, serialization, owner_xid, application_name)
 SELECT 'wf-' || lpad(i::text, 8, '0'), f, 'bench.step_' || f, '"' || f || '"',
     %(t0)s + i * %(gap)s + f, %(t0)s + i * %(gap)s + f + 1, 'json', md5(i::text), 'bench'
-FROM generate_series(1::bigint, %(n)s) AS i, generate_series(1, 5) AS f
+FROM generate_series(%(lo)s::bigint, %(n)s) AS i, generate_series(1, 5) AS f
+ON CONFLICT DO NOTHING
 """
 FILL_BACKLOG = """
 INSERT INTO dbos.workflow_status (workflow_uuid, status, name, created_at, updated_at,
@@ -85,6 +87,15 @@ SELECT 'bk-' || lpad(i::text, 8, '0'), 'ENQUEUED', 'bench.fn_q', %(t1)s + i, %(t
     'v-bench', 0, 'backlog', '{"args": [], "kwargs": {}}', 0, md5(i::text), 'json', 'bench'
 FROM generate_series(1::bigint, %(n)s) AS i
 """
+
+
+def refill(conn: psycopg.Connection[Any], lo: int, hi: int, size: int) -> None:
+    """(Re)create finished workflows ``lo``..``hi`` of a database of ``size`` and their
+    steps (those that exist are left alone)."""
+    t0 = T_END - 30 * DAY_MS
+    gap = 30 * DAY_MS // size
+    conn.execute(FILL, {"lo": lo, "n": hi, "t0": t0, "gap": gap})
+    conn.execute(FILL_STEPS, {"lo": lo, "n": hi, "t0": t0, "gap": gap})
 
 
 def db_url(name: str) -> str:
@@ -100,14 +111,11 @@ def build(size: int) -> str:
     store = open_url(db_url(name), application_name="bench-build")
     store.migrate()
     store.close()
-    t0 = T_END - 30 * DAY_MS
-    gap = 30 * DAY_MS // size
     began = time.time()
     with psycopg.connect(db_url(name), autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
-        conn.execute(FILL, {"n": size, "t0": t0, "gap": gap})
-        conn.execute(FILL_STEPS, {"n": size, "t0": t0, "gap": gap})
+        refill(conn, 1, size, size)
         conn.execute(FILL_BACKLOG, {"n": size // 10, "t1": T_END + DAY_MS})
         conn.execute("VACUUM ANALYZE")
     print(f"[bigtables] built {name} in {time.time() - began:.0f} s", file=sys.stderr)
@@ -153,22 +161,29 @@ def new_workflow(status: str, queue: str | None = None) -> NewWorkflow:
     )
 
 
-def operations(store: Any, size: int) -> dict[str, Callable[[int], Any]]:
-    """Each operation, given its repetition number."""
+Op = Callable[[int], Any]
+
+
+def operations(store: Any, size: int) -> dict[str, Op | tuple[Op, Callable[[], None]]]:
+    """Each operation, given its repetition number; or (operation, what undoes it untimed),
+    for one that would otherwise eat the table it measures."""
     t0 = T_END - 30 * DAY_MS
     gap = 30 * DAY_MS // size
     mine = new_workflow("PENDING")
     store.init_workflow(mine, None)
-    gc_cut = [t0]
+    restore = psycopg.connect(db_url(f"bench_big_{size}"), autocommit=True)
+    refill(restore, 1, 1000, size)  # what earlier runs collected
 
     def page(**kw: Any) -> Callable[[int], Any]:
         # As DBOS.list_workflows asks: this application's rows (and those of none).
         flt = ListFilter(limit=100, load_input=False, application_name="bench", **kw)
         return lambda r: store.list_workflows(flt)
 
-    def gc(r: int) -> Any:
-        gc_cut[0] += 200 * gap  # one batch of 200 of the oldest
-        return store.garbage_collect(RetentionRequest(gc_cut[0], None, None, batch_size=200))
+    def gc(r: int) -> Any:  # one batch: the 200 oldest (put back, untimed, by gc_undo)
+        return store.garbage_collect(RetentionRequest(t0 + 201 * gap, None, None, batch_size=200))
+
+    def gc_undo() -> None:
+        refill(restore, 1, 200, size)
 
     def claim(queue: str, limit: int) -> Callable[[int], Any]:
         return lambda r: store.claim(
@@ -237,12 +252,23 @@ def operations(store: Any, size: int) -> dict[str, Callable[[int], Any]]:
                 int(time.time() * 1000),
             )
         ),
-        "GC batch (200 oldest)": gc,
+        "GC batch (200 oldest)": (gc, gc_undo),
         "idle: claim from an empty queue": claim("idle-queue", 16),
         "idle: promote due delayed": lambda r: store.promote_delayed(int(time.time() * 1000)),
         "idle: next delayed": lambda r: store.next_delayed(),
         "idle: list database queues": lambda r: store.list_queues("bench"),
     }
+
+
+def timed_op(op: Op | tuple[Op, Callable[[], None]], r: int) -> float:
+    """Milliseconds of one repetition (its undo, if any, runs after the clock stops)."""
+    fn, undo = op if isinstance(op, tuple) else (op, None)
+    t = time.perf_counter()
+    fn(r)
+    ms = (time.perf_counter() - t) * 1000
+    if undo is not None:
+        undo()
+    return ms
 
 
 def measure(
@@ -260,20 +286,20 @@ def measure(
             store.open()
         ops = {size: operations(store, size) for size, store in stores.items()}
         labels = list(ops[sizes[0]])
-        samples = {label: {size: [] for size in sizes} for label in labels}
+        samples: dict[str, dict[int, list[float]]] = {
+            label: {size: [] for size in sizes} for label in labels
+        }
         plans: dict[str, list[str]] = {}
         for rnd in range(rounds):
             for label in labels:
                 if rnd == 0:
                     for size in sizes:
-                        ops[size][label](0)  # warm-up (and the plan cache)
+                        timed_op(ops[size][label], 0)  # warm-up (and the plan cache)
                 for i in range(1, reps + 1):
                     r = rnd * reps + i
                     for size in sizes:
                         cap.on, cap.seen = size == sizes[-1] and r == 1, []
-                        t = time.perf_counter()
-                        ops[size][label](r)
-                        samples[label][size].append((time.perf_counter() - t) * 1000)
+                        samples[label][size].append(timed_op(ops[size][label], r))
                         if cap.on:
                             cap.on = False
                             plans[label] = explain(f"bench_big_{size}", cap.seen)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -219,6 +220,12 @@ def test_items_with_only_arguments_are_whole_rows_of_their_own(
     finally:
         store.close()
     assert len(owners) == 5
+    # Both as uuid4 makes them (bulk._fresh_ids draws the random bytes a block at a time).
+    for wid in ids:
+        assert str(uuid.UUID(wid)) == wid and uuid.UUID(wid).version == 4
+    for owner in owners:
+        assert owner is not None and uuid.UUID(hex=owner).hex == owner
+        assert uuid.UUID(hex=owner).version == 4
     gate.set()
 
 

@@ -2,10 +2,11 @@
 -- value of a column reads one page of an index holding the matching rows in the listing's
 -- order (column, created_at, workflow_uuid), instead of walking creation order past every
 -- row that does not match. Partial where most rows hold NULL (or are live).
--- Finished workflows by status (live ones: idx_workflow_status_active_created).
+-- Every status (not only the finished ones, as on PostgreSQL): SQLite uses a partial index
+-- only when the query's own terms imply its WHERE, and ``status = ?`` with a bound value
+-- implies no list of statuses.
 CREATE INDEX IF NOT EXISTS idx_workflow_status_status_created
-    ON workflow_status (status, created_at, workflow_uuid)
-    WHERE status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED');
+    ON workflow_status (status, created_at, workflow_uuid);
 CREATE INDEX IF NOT EXISTS idx_workflow_status_name_created
     ON workflow_status (name, created_at, workflow_uuid);
 CREATE INDEX IF NOT EXISTS idx_workflow_status_version_created

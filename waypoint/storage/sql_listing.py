@@ -69,8 +69,11 @@ class ListingSql(SqlCore):
                 params[key] = self.d.list_param(values)
 
         any_of("workflow_uuid", "ids", flt.workflow_ids, False)
-        any_of("status", "status", flt.status, True)
-        if flt.status and set(flt.status) <= _LIVE:
+        # A live status has its own indexes (pending, active_created), which serve it best
+        # with incremental sort (idx_workflow_status_pending holds created_at alone).
+        live = bool(flt.status) and set(flt.status or ()) <= _LIVE
+        any_of("status", "status", flt.status, not live)
+        if live:
             where.append(LIVE_TERM)
         any_of("name", "name", flt.name, True)
         any_of("application_version", "ver", flt.app_version, True)

@@ -10,6 +10,9 @@
 # --pg-matrix (first) runs, instead, tests/integration, tests/storage and tests/crash against a
 # private server of each PostgreSQL version in WAYPOINT_PG_MATRIX (default 14,15,16,18; see
 # tests/pg_matrix.py): slow, so not part of the default run.
+# --shards (first) runs tests/storage and tests/integration (or the paths given) in the sharded
+# mode only: the system database spread over three servers (docs/operations/sharding.md); the
+# default run has the storage contract and tests/integration/test_sharding.py sharded.
 # For the sharded mode it starts two more PostgreSQL servers (tests/shard_servers.py) and
 # exports WAYPOINT_TEST_SHARDS; they keep running after the suite, for the next run.
 set -euo pipefail
@@ -19,6 +22,10 @@ pg_matrix=0
 if [ "${1:-}" = "--pg-matrix" ]; then  # the PostgreSQL tiers on 14, 15, 16 and 18 instead
   pg_matrix=1
   shift
+elif [ "${1:-}" = "--shards" ]; then  # the storage and integration tiers on three shards
+  export WAYPOINT_TEST_BACKENDS=shards
+  shift
+  [ $# -gt 0 ] || set -- tests/storage tests/integration tests/crash/test_sharded_crash.py
 elif [ "${1:-}" = "--no-interop" ]; then
   export WAYPOINT_TEST_INTEROP=0
   shift

@@ -138,7 +138,11 @@ def test_recovery_loads_every_history_in_one_read(
     relaunch(config, define)
     for n in range(3):
         assert DBOS.retrieve_workflow(f"w{n}").get_result(polling_interval_sec=0.05) == n * 10
-    assert ["w0", "w1", "w2"] in many and not single
+    if str(config["system_database_url"]).startswith("shards://"):
+        # One read per shard: together they cover every recovered workflow.
+        assert {"w0", "w1", "w2"} <= {w for read in many for w in read} and not single
+    else:
+        assert ["w0", "w1", "w2"] in many and not single
     assert sorted(ledger) == sorted(
         [f"first-{n}" for n in range(3)] + [f"second-{n}" for n in range(3)] * 2
     )

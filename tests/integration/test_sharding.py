@@ -323,3 +323,116 @@ def test_one_shard_down_pauses_only_its_workflows(
     statuses = {r.workflow_id: r.status for r in store.list_workflows(ListFilter())}
     assert statuses[paused] == "SUCCESS"
     assert all(statuses[w] == "SUCCESS" for w in by_shard[0] + by_shard[1])
+
+
+def test_configuration_names_shards_one_way(databases: Callable[[int], list[str]]) -> None:
+    """``system_database_shards`` on DBOS and DBOSClient; with ``system_database_url`` too,
+    or as anything but a list of PostgreSQL URLs, a clear error naming what is wrong."""
+    from waypoint import DBOS, DBOSClient
+    from waypoint.error import DBOSInitializationError
+
+    urls = databases(3)
+    base = {"name": "sharded-app", "system_database_shards": urls}
+    DBOS.destroy(destroy_registry=True)
+    with pytest.raises(DBOSInitializationError, match="both system_database_url and"):
+        DBOS(config={**base, "system_database_url": urls[0]})  # type: ignore[typeddict-item]
+    DBOS.destroy(destroy_registry=True)
+    with pytest.raises(DBOSInitializationError, match="must be a list"):
+        DBOS(config={**base, "system_database_shards": urls[0]})  # type: ignore[typeddict-item]
+    DBOS.destroy(destroy_registry=True)
+    with pytest.raises(DBOSInitializationError, match="not a PostgreSQL URL"):
+        DBOS(config={**base, "system_database_shards": ["sqlite:///x.sqlite"]})  # type: ignore[typeddict-item]
+    DBOS.destroy(destroy_registry=True)
+
+    DBOS(config=base)  # type: ignore[arg-type]
+    try:
+
+        @DBOS.workflow()
+        def double(x: int) -> int:
+            return 2 * x
+
+        DBOS.launch()
+        handles = [DBOS.start_workflow(double, i) for i in range(12)]
+        assert [h.get_result() for h in handles] == [2 * i for i in range(12)]
+        client = DBOSClient(system_database_shards=urls)
+        try:
+            listed = client.list_workflows()
+            assert {w.workflow_id for w in listed} == {h.workflow_id for h in handles}
+        finally:
+            client.destroy()
+        with pytest.raises(Exception, match="both system_database_url and"):
+            DBOSClient(system_database_url=urls[0], system_database_shards=urls)
+    finally:
+        DBOS.destroy(destroy_registry=True)
+
+
+def test_the_command_takes_shards_as_repeated_s(
+    databases: Callable[[int], list[str]], stores: list[Any], tmp_path: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    first, second, new = databases(3)
+    store = sharded([first, second])
+    stores.append(store)
+    for i in range(6):
+        start(store, f"cli-{i}")
+    exe = str(Path(sys.executable).with_name("waypoint"))
+
+    def wp(*args: str) -> Any:
+        done = subprocess.run(
+            [exe, *args, "--json"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    listed = wp("workflow", "list", "-s", second, "-s", first)  # any order
+    assert sorted(w["workflow_id"] for w in listed) == [f"cli-{i}" for i in range(6)]
+    shards = wp("shards", "add", new, "-s", first, "-s", second)
+    assert [(s["ordinal"], s["state"]) for s in shards] == [
+        (0, "active"),
+        (1, "active"),
+        (2, "joining"),
+    ]
+    shards = wp("shards", "activate", new, "-s", first, "-s", second)
+    assert [s["state"] for s in shards] == ["active"] * 3
+    assert sum(s["workflows"] for s in shards) == 6
+    (tmp_path / "dbos-config.yaml").write_text(
+        f"name: cli-app\nsystem_database_shards:\n  - {first}\n  - {second}\n  - {new}\n"
+    )
+    assert len(wp("shards", "list")) == 3
+
+
+def test_retention_removes_the_markers_of_deleted_workflows(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    from waypoint.storage.records import RetentionRequest
+
+    store = sharded(databases(3))
+    stores.append(store)
+    for i in range(20):
+        wf = start(store, f"old-{i}", created_at=T0 + i)
+        store.complete_workflow(Completion(wf.workflow_id, wf.owner_xid, "SUCCESS", None, None, T0))
+    start(store, "running", created_at=T0)
+    start(store, "new", created_at=T0 + 10_000)
+
+    def markers() -> set[str]:
+        return {
+            r[0]
+            for m in store.topo.founding
+            for r in m.store._all(
+                f"SELECT workflow_uuid FROM {m.store.d.t('workflow_placement')}", {}, "t"
+            )
+        }
+
+    assert len(markers()) == 22
+    assert store.garbage_collect(RetentionRequest(cutoff_epoch_ms=T0 + 5_000)) == 20
+    # The finished ones and their markers went; the running one and the new one stay, found.
+    assert markers() == {"running", "new"}
+    assert store.get_workflow("running") is not None and store.get_workflow("new") is not None
+    assert store.get_workflow("old-3") is None
+    # An ID created again after its marker went is placed afresh and found.
+    start(store, "old-3", created_at=T0 + 20_000)
+    assert store.get_workflow("old-3") is not None

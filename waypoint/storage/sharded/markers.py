@@ -14,10 +14,13 @@ def _t(store: PostgresStore) -> str:
     return store.d.t("workflow_placement")
 
 
-def claim(store: PostgresStore, workflow_id: str, ordinal: int) -> int:
+def claim(
+    store: PostgresStore, workflow_id: str, ordinal: int, created_at: Optional[int] = None
+) -> int:
     """Place ``workflow_id`` on shard ``ordinal`` unless it is placed already: the shard it
     lives on now, either way. Safe to retry (the second attempt reads its own marker)."""
-    return claim_many(store, {workflow_id: ordinal})[workflow_id]
+    created = None if created_at is None else {workflow_id: created_at}
+    return claim_many(store, {workflow_id: ordinal}, created)[workflow_id]
 
 
 def check_ids(workflow_ids: Sequence[str]) -> None:
@@ -31,24 +34,37 @@ def check_ids(workflow_ids: Sequence[str]) -> None:
             raise unencodable({"workflow_id": wfid}, exc) from None
 
 
-def claim_many(store: PostgresStore, wanted: dict[str, int]) -> dict[str, int]:
+def claim_many(
+    store: PostgresStore, wanted: dict[str, int], created: Optional[dict[str, int]] = None
+) -> dict[str, int]:
+    """``created``: each ID's workflow creation time, which retention compares with its
+    cutoff (default: now)."""
     check_ids(list(wanted))
-    placed = _claim_once(store, wanted)
+    created = created or {}
+    placed = _claim_once(store, wanted, created)
     for _ in range(3):  # a marker deleted between our insert and our read: place it again
         missing = {i: o for i, o in wanted.items() if i not in placed}
         if not missing:
             break
-        placed.update(_claim_once(store, missing))
+        placed.update(_claim_once(store, missing, created))
     return placed
 
 
-def _claim_once(store: PostgresStore, wanted: dict[str, int]) -> dict[str, int]:
+def _claim_once(
+    store: PostgresStore, wanted: dict[str, int], created: dict[str, int]
+) -> dict[str, int]:
     ids = list(wanted)
+    now = int(time.time() * 1000)
     rows = store._all(
         f"INSERT INTO {_t(store)} (workflow_uuid, shard_ordinal, created_at) "
-        "SELECT id, o, %(now)s FROM unnest(%(ids)s::text[], %(ords)s::int[]) AS d(id, o) "
+        "SELECT id, o, t FROM unnest(%(ids)s::text[], %(ords)s::int[], %(ts)s::bigint[]) "
+        "AS d(id, o, t) "
         "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid",
-        {"ids": ids, "ords": [wanted[i] for i in ids], "now": int(time.time() * 1000)},
+        {
+            "ids": ids,
+            "ords": [wanted[i] for i in ids],
+            "ts": [min(now, created.get(i, now)) for i in ids],
+        },
         "place workflows",
     )
     placed = {r[0]: wanted[r[0]] for r in rows}

@@ -106,16 +106,16 @@ class Routing:
             return parent
         return self.topo.new_home(wf.workflow_id)
 
-    def _place(self, workflow_id: str, target: Member) -> Member:
+    def _place(self, workflow_id: str, target: Member, created_at: Optional[int] = None) -> Member:
         """Mark ``workflow_id`` as living on ``target`` unless it lives somewhere already."""
         home = self.topo.marker_home(workflow_id)
-        ordinal = markers.claim(home.store, workflow_id, target.ordinal)
+        ordinal = markers.claim(home.store, workflow_id, target.ordinal, created_at)
         self.topo.cache.put(workflow_id, ordinal)
         return self.topo.member(ordinal)
 
     def init_workflow(self, wf: NewWorkflow, link: Optional[ChildLink]) -> InitOutcome:
         target = self._target(wf, link)
-        at = self._place(wf.workflow_id, target)
+        at = self._place(wf.workflow_id, target, wf.created_at)
         if link is None:
             return at.store.init_workflow(wf, None)
         parent = self._at(link.parent_workflow_id)
@@ -198,8 +198,9 @@ class Routing:
             target = self._target(wf, None)
             wanted[self.topo.marker_home(wf.workflow_id).ordinal][wf.workflow_id] = target.ordinal
         placed: dict[str, int] = {}
+        created = {wf.workflow_id: wf.created_at for wf in wfs}
         for home, ids in wanted.items():
-            placed.update(markers.claim_many(self.topo.member(home).store, ids))
+            placed.update(markers.claim_many(self.topo.member(home).store, ids, created))
         groups: dict[int, list[int]] = defaultdict(list)
         for i, wf in enumerate(wfs):
             self.topo.cache.put(wf.workflow_id, placed[wf.workflow_id])

@@ -56,6 +56,7 @@ from waypoint.storage.records import (
 )
 from waypoint.storage.sharded import catalog, markers, merge
 from waypoint.storage.sharded.fanout import FanOut
+from waypoint.storage.sharded.retention import drop_orphan_markers
 from waypoint.storage.sharded.routing import Routing
 from waypoint.storage.sharded.topology import Member, Topology
 
@@ -163,10 +164,24 @@ class ShardedStore(Routing):
         return self._at(done.workflow_id).complete_workflow(done)
 
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowRow]:
-        return self._at(workflow_id).get_workflow(workflow_id)
+        found = self._at(workflow_id).get_workflow(workflow_id)
+        if found is None and self._forget(workflow_id):
+            found = self._at(workflow_id).get_workflow(workflow_id)
+        return found
 
     def get_outcome(self, workflow_id: str) -> Optional[Outcome]:
-        return self._at(workflow_id).get_outcome(workflow_id)
+        found = self._at(workflow_id).get_outcome(workflow_id)
+        if found is None and self._forget(workflow_id):
+            found = self._at(workflow_id).get_outcome(workflow_id)
+        return found
+
+    def _forget(self, workflow_id: str) -> bool:
+        """Drop a cached placement that found nothing (the ID was deleted, its marker
+        removed by retention, and created again elsewhere); True if there was one."""
+        if self.topo.cache.get(workflow_id) is None:
+            return False
+        self.topo.cache.drop(workflow_id)
+        return True
 
     def get_outcomes(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]:
         out: dict[str, Outcome] = {}
@@ -400,7 +415,7 @@ class ShardedStore(Routing):
             raise NotFoundError(req.source_id)
         if source.store.get_outcome(req.source_id) is None:
             raise NotFoundError(req.source_id)
-        at = self._place(req.new_id, source)
+        at = self._place(req.new_id, source, req.now_ms)
         if at is not source:
             raise AlreadyExistsError(f"cannot fork into {req.new_id!r}: that workflow exists")
         source.store.fork_workflow(req)
@@ -437,6 +452,8 @@ class ShardedStore(Routing):
             "garbage collect",
             wait_all=True,
         )
+        # Markers whose workflow is gone (whoever's it was) go too, after the same cutoff.
+        drop_orphan_markers(self.topo, cutoff)
         return sum(p for _, p in parts2)
 
     def active_created_before(self, cutoff_epoch_ms: int) -> list[str]:

@@ -12,11 +12,14 @@ Whatever the path, the ID's placement marker decides: an ID placed before stays 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Optional, TypeVar
 
 from waypoint.storage.errors import OwnershipLostError
+from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.postgres.store import PostgresStore
 from waypoint.storage.records import (
     ChildLink,
@@ -45,6 +48,8 @@ def is_queued(wf: NewWorkflow) -> bool:
 class Routing:
     topo: Topology
     fan: FanOut[Member]
+    _marker_writers: dict[int, GroupCommitter[tuple[str, int, int], int]]
+    _marker_lock: threading.Lock
 
     # -- finding ---------------------------------------------------------------------------
     def _locate(self, workflow_id: str) -> Optional[Member]:
@@ -107,9 +112,14 @@ class Routing:
         return self.topo.new_home(wf.workflow_id)
 
     def _place(self, workflow_id: str, target: Member, created_at: Optional[int] = None) -> Member:
-        """Mark ``workflow_id`` as living on ``target`` unless it lives somewhere already."""
+        """Mark ``workflow_id`` as living on ``target`` unless it lives somewhere already.
+        Concurrent placements on one marker shard are written together (group commit), as
+        the workflow rows they precede are."""
+        markers.check_ids([workflow_id])
         home = self.topo.marker_home(workflow_id)
-        ordinal = markers.claim(home.store, workflow_id, target.ordinal, created_at)
+        ordinal = self._markers_of(home).submit(
+            (workflow_id, target.ordinal, created_at or int(time.time() * 1000))
+        )
         self.topo.cache.put(workflow_id, ordinal)
         return self.topo.member(ordinal)
 
@@ -122,6 +132,27 @@ class Routing:
         if at.store is parent:
             return at.store.init_workflow(wf, link)  # the row and the link commit together
         return self._init_linked_elsewhere(wf, link, at.store, parent)
+
+    def _markers_of(self, home: Member) -> GroupCommitter[tuple[str, int, int], int]:
+        with self._marker_lock:
+            found = self._marker_writers.get(home.ordinal)
+            if found is None:
+                store = home.store
+
+                def one(item: tuple[str, int, int]) -> int:
+                    return markers.claim_many(store, {item[0]: item[1]}, {item[0]: item[2]})[
+                        item[0]
+                    ]
+
+                def many(items: list[tuple[str, int, int]]) -> list[int]:
+                    placed = markers.claim_many(
+                        store, {i[0]: i[1] for i in items}, {i[0]: i[2] for i in items}
+                    )
+                    return [placed[i[0]] for i in items]
+
+                found = GroupCommitter(one, many, max_leaders=max(1, store.pool_size // 4))
+                self._marker_writers[home.ordinal] = found
+            return found
 
     def _init_linked_elsewhere(
         self, wf: NewWorkflow, link: ChildLink, at: PostgresStore, parent: PostgresStore

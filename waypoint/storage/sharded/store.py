@@ -91,6 +91,8 @@ class ShardedStore(Routing):
         self._rotation = itertools.count()
         self._late: dict[tuple[str, int], Future[list[WorkflowRow]]] = {}
         self._late_lock = threading.Lock()
+        self._marker_writers = {}
+        self._marker_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:

@@ -1,13 +1,14 @@
 """Steps/s and queued workflows/s on a system database sharded over 1, 2 and 3 servers.
 
-Usage:  .venv/bin/python benchmarks/shards.py [--shards 1,2,3] [--runs 3]
+Usage:  .venv/bin/python benchmarks/shards.py [--shards 0,1,2,3] [--runs 3]
         [--workloads steps,queued] [--servers URL,URL,URL] [--seconds 10] [--n 3000]
 
 The servers are the sharded test mode's three (``tests/shard_servers.py``: the shared one on
 5432 and the two on 5433/5434; ``python -m tests.shard_servers start`` first), or
 ``--servers``. A run with k shards configures ``system_database_shards`` with the first k
 servers' ``bench_shards`` database (dropped and recreated on every server before each run),
-in a fresh process. Workloads:
+in a fresh process; 0 shards is the first server's database as a plain
+``system_database_url``, the baseline for what the sharded store itself costs. Workloads:
 
 - ``steps``: 32 threads each call a 10-step workflow directly, in a loop, for ``--seconds``.
   ``steps_per_s`` counts completed workflows x 10 over the wall time.
@@ -25,8 +26,8 @@ by the client, every shard and whatever else runs: past 2.0 in client_cpu + db_c
 shards cannot help.
 
 The table prints the median of ``--runs`` runs of each (shard count, workload), with the
-ratio to one shard. If ``system_database_shards`` is not supported by the installed Waypoint,
-the script stops with that message before measuring anything.
+ratio to the first shard count listed. If ``system_database_shards`` is not supported by the
+installed Waypoint, the script stops with that message before measuring anything.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def client_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child(bases: list[str], workload: str, seconds: float, n: int) -> dict[str, Any]:
+def child(bases: list[str], workload: str, seconds: float, n: int, plain: bool) -> dict[str, Any]:
     from waypoint import DBOS, Queue
     from waypoint.error import DBOSInitializationError
 
@@ -95,10 +96,11 @@ def child(bases: list[str], workload: str, seconds: float, n: int) -> dict[str, 
         return sum(step(i) for i in range(k))
 
     queues = [Queue(f"bench{i}", worker_concurrency=16) for i in range(QUEUES)]
-    config: dict[str, Any] = {
-        "name": "bench-shards",
-        "system_database_shards": [f"{b}/{DBNAME}" for b in bases],
-    }
+    config: dict[str, Any] = {"name": "bench-shards"}
+    if plain:  # not sharded: the baseline that the sharded store's own cost is measured against
+        config["system_database_url"] = f"{bases[0]}/{DBNAME}"
+    else:
+        config["system_database_shards"] = [f"{b}/{DBNAME}" for b in bases]
     try:
         DBOS(config=config)  # type: ignore[arg-type]
         DBOS.launch()
@@ -167,28 +169,33 @@ def reset(bases: list[str]) -> None:
             conn.execute(f"CREATE DATABASE {DBNAME}")
 
 
-def run_one(bases: list[str], workload: str, seconds: float, n: int) -> dict[str, Any]:
+def run_one(shards: int, bases: list[str], workload: str, seconds: float, n: int) -> dict[str, Any]:
+    """One run in a fresh process; ``shards`` 0 is the first server, not sharded."""
+    bases = bases[: max(1, shards)]
     reset(bases)
     cmd = [
         sys.executable, __file__, "--child", workload, "--servers", ",".join(bases),
-        "--seconds", str(seconds), "--n", str(n),
+        "--seconds", str(seconds), "--n", str(n), *(["--plain"] if shards == 0 else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
     if done.returncode != 0:
-        raise SystemExit(f"{workload} on {len(bases)} shard(s) failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{workload} on {shards} shard(s) failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", default="1,2,3", help="shard counts (default %(default)s)")
+    parser.add_argument(
+        "--shards", default="1,2,3", help="shard counts, 0 = not sharded (default %(default)s)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workloads", default="steps,queued")
     parser.add_argument("--servers", help="comma list of server base URLs (default: the three)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a steps run")
     parser.add_argument("--n", type=int, default=3000, help="workflows of a queued run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.servers:
         bases = [u.rstrip("/") for u in args.servers.split(",") if u]
@@ -197,7 +204,7 @@ def main(argv: list[str]) -> int:
 
         bases = shard_servers.urls(shard_servers.ports_from_env())
     if args.child:
-        print(json.dumps(child(bases, args.child, args.seconds, args.n)), flush=True)
+        print(json.dumps(child(bases, args.child, args.seconds, args.n, args.plain)), flush=True)
         return 0
     counts = [int(k) for k in args.shards.split(",")]
     if max(counts) > len(bases):
@@ -210,10 +217,11 @@ def main(argv: list[str]) -> int:
     for run in range(args.runs):  # interleaved, so drift in the machine's load hits all alike
         for k in counts:
             for w in workloads:
-                r = run_one(bases[:k], w, args.seconds, args.n)
+                r = run_one(k, bases, w, args.seconds, args.n)
                 results.setdefault((k, w), []).append(r)
                 print(json.dumps({"run": run, "shards": k, "workload": w, **r}), flush=True)
-    print("\n| workload | shards | per second (median) | vs 1 shard | client CPU | DB CPU | load |")
+    head = "| workload | shards | per second (median) | vs {} | client CPU | DB CPU | load |"
+    print("\n" + head.format(counts[0]))
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for w in workloads:
         metric = "steps_per_s" if w == "steps" else "wf_per_s"

@@ -20,9 +20,9 @@ Per-operation figures are (delta - idle rate x elapsed) / operations, the idle r
 first with the process launched and doing nothing (heartbeats, pollers). Operations that
 only exist inside a workflow (a step, recv, set_event, sleep) are measured as a workflow
 that does that one thing, minus a workflow that does nothing; a dequeue is a queued
-workflow minus an enqueue minus a completion. A workflow with steps is measured both
-one-at-a-time (one thread) and with 32 threads, where Waypoint's group commit puts
-several threads' step checkpoints in one commit.
+workflow minus a direct one minus what an enqueue costs over a start. Workflows with 0 and
+10 steps are measured both one at a time (one thread) and with 32 threads, where Waypoint's
+group commit puts several threads' starts, step checkpoints and outcomes in one commit.
 
 By default the script starts its own PostgreSQL server (``tests/private_pg.py``, the same
 binaries as the shared one, ``pg_stat_statements`` preloaded): WAL position, transaction IDs
@@ -246,18 +246,22 @@ def measure(base: str, n: int, show_statements: bool = False) -> dict[str, dict[
         wf1 = meter.window("workflow, 1 step", n, direct(1)).per_op()
         wf10 = meter.window("workflow, 10 steps", n, direct(10)).per_op()
 
-        def concurrent() -> None:
-            def worker() -> None:
-                for _ in range(max(1, n // 32)):
-                    steps_wf(10)
+        def concurrent(k: int) -> Callable[[], None]:
+            def run() -> None:
+                threads = [
+                    threading.Thread(target=repeat(max(1, n // 32), lambda: steps_wf(k)))
+                    for _ in range(32)
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
 
-            threads = [threading.Thread(target=worker) for _ in range(32)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            return run
 
-        wf10c = meter.window("workflow, 10 steps, 32 threads", 32 * max(1, n // 32), concurrent)
+        each = 32 * max(1, n // 32)
+        wf0c = meter.window("workflow, 0 steps, 32 threads", each, concurrent(0)).per_op()
+        wf10c = meter.window("workflow, 10 steps, 32 threads", each, concurrent(10)).per_op()
 
         handles: list[Any] = []
 
@@ -319,8 +323,9 @@ def measure(base: str, n: int, show_statements: bool = False) -> dict[str, dict[
         "workflow, 1 step": wf1,
         "workflow, 10 steps": wf10,
         "step (1 thread)": {k: v / 10 for k, v in minus(wf10, wf0).items()},
-        "workflow, 10 steps, 32 threads": wf10c.per_op(),
-        "step (32 threads)": {k: v / 10 for k, v in minus(wf10c.per_op(), wf0).items()},
+        "workflow, 0 steps, 32 threads": wf0c,
+        "workflow, 10 steps, 32 threads": wf10c,
+        "step (32 threads)": {k: v / 10 for k, v in minus(wf10c, wf0c).items()},
         "start": started,
         "completion": minus(wf0, started),
         f"completion, {n} at once": completed,

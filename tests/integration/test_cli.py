@@ -35,6 +35,11 @@ from waypoint.storage import migrations
 WAYPOINT = str(Path(sys.executable).with_name("waypoint"))
 
 one_backend = pytest.mark.parametrize("backend", BACKENDS[:1])
+# Every CLI call is a fresh Python process: seconds each on a loaded machine, and a test here
+# makes up to twenty of them. Each call has its own bound (wp's timeout); this is the hang
+# guard for the whole test, not a speed requirement (the default 120 s was exceeded under
+# load in the PostgreSQL matrix, by a test that takes under a minute on a quiet machine).
+pytestmark = pytest.mark.timeout(600)
 
 
 def wp(

@@ -264,6 +264,23 @@ def test_timers_fire_in_order_and_can_be_cancelled() -> None:
     assert fired == ["a", "b"]
 
 
+def test_cancelling_a_timer_that_fired_leaves_nothing_behind() -> None:
+    # Every suspended wait cancels its timer when it resumes, usually because it fired: a
+    # million sleeps must not leave a million remembered handles.
+    timers = TimerService()
+    done = threading.Event()
+    handles = [timers.at(time.time(), lambda: None) for _ in range(50)]
+    timers.at(time.time() + 0.01, done.set)
+    assert done.wait(5)
+    for handle in handles:
+        timers.cancel(handle)
+    assert not timers._cancelled
+    pending = timers.at(time.time() + 60, lambda: None)
+    timers.cancel(pending)
+    assert timers._cancelled == {pending}
+    timers.stop()
+
+
 def test_group_commit_batches_concurrent_writers() -> None:
     batches: list[int] = []
     gate = threading.Event()

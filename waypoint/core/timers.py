@@ -22,6 +22,7 @@ class TimerService:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
+        self._pending: set[int] = set()  # handles still in the heap
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
@@ -30,6 +31,7 @@ class TimerService:
         with self._cond:
             handle = next(self._seq)
             heapq.heappush(self._heap, (epoch_seconds, handle, callback))
+            self._pending.add(handle)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="waypoint-timers", daemon=True
@@ -39,8 +41,11 @@ class TimerService:
             return handle
 
     def cancel(self, handle: int) -> None:
+        # A timer that already fired is not remembered: a suspended wait cancels its timer
+        # when it resumes, most often because that very timer fired.
         with self._cond:
-            self._cancelled.add(handle)
+            if handle in self._pending:
+                self._cancelled.add(handle)
 
     def _loop(self) -> None:
         while True:
@@ -55,6 +60,7 @@ class TimerService:
                         self._cond.wait(min(delay, 60.0))
                         continue
                     heapq.heappop(self._heap)
+                    self._pending.discard(handle)
                     if handle in self._cancelled:
                         self._cancelled.discard(handle)
                         continue
@@ -71,6 +77,7 @@ class TimerService:
             self._stopping = True
             self._heap.clear()
             self._cancelled.clear()
+            self._pending.clear()
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():

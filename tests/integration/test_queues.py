@@ -1,8 +1,10 @@
 """Queues: enqueueing, limits, priorities, deduplication, delays, partitions, database-backed
 queues and the enqueue options (both backends).
 
-Concurrency and rate limits are checked from a ledger of (start, end) times that the workflow
-bodies append to, not from what the library reports about itself.
+Concurrency limits are checked from a ledger of (start, end) times that the workflow bodies
+append to, not from what the library reports about itself. Rate limits bound dequeues, so they
+are checked on the limiter's clock (the dequeue times stored in the rows), with the ledger
+proving those claims are the runs that happened.
 """
 
 from __future__ import annotations
@@ -410,27 +412,40 @@ def wait_drained(handles: list[Any], timeout: float) -> bool:
 
 
 def test_rate_limiter_holds_in_every_window(dbos: type[DBOS]) -> None:
+    """What the limiter promises: no more than LIMIT dequeues in any PERIOD, on its own clock
+    (the database's, as stamped in the rows it claims). The bodies' ledger ties those stamps
+    to what really ran: each body ran once, under the claim whose stamp the check counts.
+
+    Not checked on the bodies' own clock: how long a claimed workflow waits for a thread is
+    not the limiter's to bound (at load 12 on 2 cores one body started 104 ms after its claim
+    and the next window's two 12 ms after theirs: three starts within 0.42 s, though the
+    claims were 513 ms apart)."""
     ledger = Ledger()
+    seen: dict[str, Optional[int]] = {}
 
     @DBOS.workflow()
     def tick(i: int) -> int:
+        # The claim this run is under, read from its own row as the body starts.
+        st = DBOS.get_workflow_status(DBOS.workflow_id or "")
+        seen[str(i)] = st.dequeued_at if st is not None else None
         ledger.run(str(i), 0)
         return i
 
     q = Queue("limited", limiter={"limit": LIMIT, "period": PERIOD}, polling_interval_sec=0.1)
     DBOS.launch()
     handles = [q.enqueue(tick, i) for i in range(3 * LIMIT)]
-    wait_drained(handles, 2 * PERIOD + 1.0)  # (see the next test for PostgreSQL)
+    assert [h.get_result() for h in handles] == list(range(3 * LIMIT))
 
     # The limiter's own clock: dequeue times (ms) as recorded in the rows.
-    dequeued = sorted(t for h in handles if (t := h.get_status().dequeued_at) is not None)
-    assert len(dequeued) >= LIMIT
+    stamps = {str(i): h.get_status().dequeued_at for i, h in enumerate(handles)}
+    dequeued = sorted(t for t in stamps.values() if t is not None)
+    assert len(dequeued) == 3 * LIMIT, stamps
     for i, t in enumerate(dequeued):
         assert len([u for u in dequeued[i:] if u < t + PERIOD * 1000]) <= LIMIT, dequeued
-    # The bodies' clock, with a little tolerance for the gap between claim and start.
-    starts = sorted(t for _, t in ledger.starts)
-    for i, t in enumerate(starts):
-        assert len([u for u in starts[i:] if u < t + PERIOD - 0.05]) <= LIMIT, starts
+    # Every body ran exactly once, and under the claim stamped in its row (none ran before
+    # being claimed, none was claimed again after it ran).
+    assert sorted(ledger.order()) == sorted(stamps), ledger.order()
+    assert seen == stamps, (seen, stamps)
 
 
 def test_rate_limited_queue_drains_when_windows_reopen(

@@ -131,6 +131,7 @@ class ShardedStore(Routing):
         for s in self.topo.configured:
             s.migrate()
         catalog.found(self.topo.urls, self.options.schema)
+        self.topo.forget_places()
         self.topo.load()
 
     def verify_schema(self) -> None:
@@ -148,6 +149,7 @@ class ShardedStore(Routing):
     def drop(self) -> None:
         for s in self.topo.configured:
             s.drop()
+        self.topo.forget_places()
 
     def truncate_all(self) -> None:
         for m in self.topo.all():

@@ -10,12 +10,15 @@ bounded LRU (a workflow never moves, so an entry never goes stale while the row 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
+
+import psycopg
 
 from waypoint.storage.backend import StoreOptions
 from waypoint.storage.errors import StorageConfigError
@@ -24,6 +27,8 @@ from waypoint.storage.postgres.store import PostgresStore
 from waypoint.storage.sharded import catalog
 from waypoint.storage.sharded.placement import queue_slot, workflow_slot
 from waypoint.storage.url import redact, split_scheme
+
+logger = logging.getLogger("waypoint")
 
 
 @dataclass
@@ -91,6 +96,7 @@ class Topology:
         self._lock = threading.RLock()
         self._opened = False
         self.cache = LruMap(200_000)
+        self._selves: dict[str, catalog.ShardRow] = {}
 
     # -- loading -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -100,8 +106,16 @@ class Topology:
 
     def ensure(self) -> None:
         loaded = self._loaded_at
-        if loaded is None or time.monotonic() - loaded > self.refresh_s:
+        if loaded is None:
             self.load()
+        elif time.monotonic() - loaded > self.refresh_s:
+            try:
+                self.load()
+            except (StorageConfigError, psycopg.Error) as exc:
+                # A periodic refresh that cannot read the catalog (its shard is down) keeps
+                # the view it has: the shards that are up go on working.
+                self._loaded_at = time.monotonic()
+                logger.warning("cannot refresh the shard catalog; keeping the last one: %s", exc)
 
     def load(self) -> None:
         with self._lock:
@@ -109,7 +123,10 @@ class Topology:
             by_id: dict[str, tuple[str, PostgresStore]] = {}
             catalog_url: Optional[str] = None
             for url, store in zip(self.urls, self.configured, strict=True):
-                own = catalog.self_row(catalog.read_rows(url, schema))
+                # A server's place never changes: asked once, then remembered.
+                own = self._selves.get(url) or catalog.self_row(catalog.read_rows(url, schema))
+                if own is not None:
+                    self._selves[url] = own
                 if own is None:
                     raise StorageConfigError(
                         f"system_database_shards: {redact(url)} is not a shard of this cluster "
@@ -147,6 +164,11 @@ class Topology:
             if not self.active or not self.founding:
                 raise StorageConfigError("the shard catalog lists no active shard")
             self._loaded_at = time.monotonic()
+
+    def forget_places(self) -> None:
+        """Ask each URL its place again at the next load (the cluster was founded anew)."""
+        self._selves.clear()
+        self._loaded_at = None
 
     def all(self) -> list[Member]:
         self.ensure()

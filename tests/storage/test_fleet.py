@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.storage.build import APP, VERSION, start, step
+from tests.storage.conftest import SCHEMA
 from waypoint.storage.errors import QueueOwnedError
 from waypoint.storage.protocol import ExecutorRow, QueueRow, ScheduleFilter, ScheduleRow, Store
 from waypoint.storage.records import heartbeat_signatures
@@ -269,3 +270,44 @@ def test_rename_application_moves_what_the_old_name_owns(store: Store) -> None:
     assert adopted["workflows"] == 1
     assert store.get_workflow("r-unowned").application_name == "new-app"  # type: ignore[union-attr]
     assert store.rename_application(APP, "new-app", True, None) == dict.fromkeys(moved, 0)
+
+
+def test_a_heartbeat_says_whether_its_row_was_there(store: Store) -> None:
+    """A process that has beaten before and finds its row gone was taken over: it must not
+    trust what it last read about its workflows (core/lease.py)."""
+    assert store.heartbeat(executor("e1", heartbeat_ms=1)) is False  # the first one
+    assert store.heartbeat(executor("e1", heartbeat_ms=1)) is True
+    store.set_executor_state("e1", "i1", "gone")
+    assert store.claim_dead_executors("app", None, None) == ["e1"]
+    assert store.heartbeat(executor("e1", heartbeat_ms=1)) is False  # taken over meanwhile
+    assert store.heartbeat(executor("e1", heartbeat_ms=1)) is True
+
+
+def test_a_heartbeat_racing_a_takeover_learns_it_lost(store_url: str, store: Store) -> None:
+    """A heartbeat sent while a takeover holds the executor's row waits for it and then finds
+    the row gone: it cannot slip in between the takeover's read and its removal, be removed
+    anyway, and report the executor alive."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip(
+            "one PostgreSQL database (SQLite serialises writers; shards: see the sharded tests)"
+        )
+    import threading
+
+    import psycopg
+
+    store.heartbeat(executor("zombie", heartbeat_ms=1))
+    table = f"{SCHEMA}.executors"
+    with psycopg.connect(store_url) as taker:
+        # What claim_dead_executors does, held open: lock the rows, then remove the dead one.
+        taker.execute(f"SELECT executor_id FROM {table} FOR UPDATE")
+        taker.execute(f"DELETE FROM {table} WHERE executor_id = 'zombie'")
+        answer: list[bool] = []
+        beat = threading.Thread(
+            target=lambda: answer.append(store.heartbeat(executor("zombie", heartbeat_ms=1)))
+        )
+        beat.start()
+        beat.join(1.0)
+        assert beat.is_alive(), "the heartbeat should wait for the takeover's transaction"
+        taker.commit()
+        beat.join(30)
+    assert answer == [False]

@@ -56,8 +56,15 @@ class Heartbeat:
         """Write this incarnation's heartbeat; with takeovers on, it renews the lease.
         Returns the (monotonic) time it was sent."""
         began = time.monotonic()
-        self.rt.store.heartbeat(self._row())
+        existed = self.rt.store.heartbeat(self._row())
         if self.rt.lease is not None:
+            if not existed and not first:
+                logger.warning(
+                    "executor %s was taken over by a peer while silent; its runs re-check "
+                    "that they still own their workflows before going on",
+                    self.rt.executor_id,
+                )
+                self.rt.lease.revoked(began)
             self.rt.lease.renewed(began, first)
         return began
 

@@ -28,6 +28,10 @@ class Lease:
         self._lock = threading.Lock()
         self.until = -math.inf  # monotonic time the lease ends
         self.last_gap_end = -math.inf  # when the last renewal after a lapse began
+        # When a heartbeat found this executor's row gone (a peer took it over): the peer
+        # moves the workflows in a second transaction, so until it has (or a span has
+        # passed: it died in between) a token read cannot tell a run it still owns its work.
+        self.revoked_at = -math.inf
 
     def renewed(self, began: float, first: bool = False) -> None:
         """A heartbeat sent at ``began`` was written."""
@@ -35,6 +39,16 @@ class Lease:
             if began >= self.until and not first:
                 self.last_gap_end = began
             self.until = max(self.until, began + self.span)
+
+    def revoked(self, at: float) -> None:
+        """A heartbeat sent at ``at`` found this executor's row removed by a takeover."""
+        with self._lock:
+            self.revoked_at = max(self.revoked_at, at)
+
+    def settling(self) -> bool:
+        """Whether a takeover of this executor may still be moving its workflows."""
+        with self._lock:
+            return time.monotonic() - self.revoked_at < self.span
 
     def renew(self) -> float:
         """Write a heartbeat now; the (monotonic) time it was sent."""
@@ -48,4 +62,8 @@ class Lease:
         """Whether a run that last knew it owned its workflow at ``confirmed_at`` must check
         again: the lease lapsed, now or since then."""
         with self._lock:
-            return time.monotonic() >= self.until or self.last_gap_end > confirmed_at
+            return (
+                time.monotonic() >= self.until
+                or self.last_gap_end > confirmed_at
+                or self.revoked_at > confirmed_at
+            )

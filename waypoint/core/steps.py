@@ -41,6 +41,7 @@ logger = logging.getLogger("waypoint")
 
 SLEEP_STEP = "DBOS.sleep"
 FULL_RENEW_DELAY = 0.5  # seconds between heartbeats tried on a full disk before a step
+SETTLE_POLL = 0.2  # seconds between token reads while a takeover of this executor settles
 
 
 class StepCall(Call):
@@ -186,6 +187,14 @@ def confirm_owner(rt: Engine, run: WorkflowRun, lease: Lease) -> Flow[None]:
         row = yield Io(lambda: rt.store.get_workflow(run.workflow_id))
         if row is None or row.owner_xid != run.owner_xid:
             fenced(run)
+        if lease.settling():
+            # Taken over: the peer has removed this executor but may not have moved this
+            # workflow yet. Wait until it has (fenced above) or could not have (a span).
+            if (yield Sleep(SETTLE_POLL, run.entry.cancel)):
+                raise DBOSWorkflowCancelledError(
+                    f"workflow {run.workflow_id} was cancelled"
+                ) from None
+            continue
         if not lease.stale(began):
             break  # else frozen while reading: the answer may predate a takeover
     run.owned_at = time.monotonic()

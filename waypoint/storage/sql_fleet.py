@@ -42,27 +42,44 @@ def executor_row(r: Sequence[Any], db_now: int) -> ExecutorRow:
 
 class FleetSql(SqlCore):
     # -- executors ------------------------------------------------------------------------------
-    def heartbeat(self, row: ExecutorRow) -> None:
-        """Record that this incarnation is alive, by the database's clock."""
+    def heartbeat(self, row: ExecutorRow) -> bool:
+        """Record that this incarnation is alive, by the database's clock. False when its row
+        was not there (its first heartbeat, or a peer took this executor over and removed
+        it): a process that has beaten before then knows its work was taken."""
         ex = self.d.t("executors")
-        self._exec(
-            f"INSERT INTO {ex} (executor_id, incarnation, application_name, application_version, "
-            "hostname, pid, heartbeat_ms, started_at, last_seen) VALUES (%(id)s, %(inc)s, "
-            f"%(app)s, %(ver)s, %(host)s, %(pid)s, %(every)s, {self.d.now_ms}, {self.d.now_ms}) "
-            "ON CONFLICT (executor_id, incarnation) DO UPDATE SET "
-            f"last_seen = {self.d.now_ms}, application_version = excluded.application_version, "
-            "heartbeat_ms = excluded.heartbeat_ms",
-            {
-                "id": row.executor_id,
-                "inc": row.incarnation,
-                "app": row.application_name,
-                "ver": row.application_version,
-                "host": row.hostname,
-                "pid": row.pid,
-                "every": row.heartbeat_ms,
-            },
-            "heartbeat",
-        )
+        params = {
+            "id": row.executor_id,
+            "inc": row.incarnation,
+            "app": row.application_name,
+            "ver": row.application_version,
+            "host": row.hostname,
+            "pid": row.pid,
+            "every": row.heartbeat_ms,
+        }
+
+        def body(cur: Cursor) -> bool:
+            # An UPDATE first: on PostgreSQL it waits for a takeover that holds the row
+            # (claim_dead_executors locks it) and then finds it gone.
+            if cur.exec(
+                f"UPDATE {ex} SET last_seen = {self.d.now_ms}, "
+                "application_version = %(ver)s, heartbeat_ms = %(every)s "
+                "WHERE executor_id = %(id)s AND incarnation = %(inc)s",
+                params,
+            ):
+                return True
+            cur.exec(
+                f"INSERT INTO {ex} (executor_id, incarnation, application_name, "
+                "application_version, hostname, pid, heartbeat_ms, started_at, last_seen) "
+                "VALUES (%(id)s, %(inc)s, %(app)s, %(ver)s, %(host)s, %(pid)s, %(every)s, "
+                f"{self.d.now_ms}, {self.d.now_ms}) "
+                "ON CONFLICT (executor_id, incarnation) DO UPDATE SET "
+                f"last_seen = {self.d.now_ms}, application_version = excluded.application_version, "
+                "heartbeat_ms = excluded.heartbeat_ms",
+                params,
+            )
+            return False
+
+        return self._tx(body, "heartbeat")
 
     def retire(self, executor_id: str, incarnation: str) -> None:
         """A clean shutdown: this incarnation is gone (its work was finished or abandoned)."""
@@ -122,6 +139,14 @@ class FleetSql(SqlCore):
 
         def body(cur: Cursor) -> list[str]:
             self.d.lock_queue(cur, "waypoint-executors")
+            # Lock the rows read below (PostgreSQL; SQLite's writers are serialised already):
+            # a heartbeat that has not committed by now waits for this transaction and then
+            # finds its row gone (heartbeat() says so: the process knows it was taken over);
+            # one that committed is seen below, and its executor is not taken.
+            cur.all(
+                f"SELECT executor_id FROM {ex} WHERE {version}{OWNED}{self.d.lock_exclusive}",
+                params,
+            )
             found = cur.all(
                 f"SELECT executor_id, {seen} FROM {ex} WHERE {version}{OWNED} "
                 f"GROUP BY executor_id HAVING {dead_when}",

@@ -473,8 +473,8 @@ class ShardedStore(Routing):
     def _c(self) -> Any:
         return self.topo.catalog.store
 
-    def heartbeat(self, row: ExecutorRow) -> None:
-        self._c.heartbeat(row)
+    def heartbeat(self, row: ExecutorRow) -> bool:
+        return bool(self._c.heartbeat(row))
 
     def retire(self, executor_id: str, incarnation: str) -> None:
         self._c.retire(executor_id, incarnation)

@@ -785,13 +785,11 @@ def _seed_fuzz_rows() -> None:
             fz(i)
 
 
-def _health_latency() -> float:
-    best = 10.0
-    for _ in range(3):
-        reply = call("GET", "/dbos-healthz")
-        assert reply.status == 200
-        best = min(best, reply.elapsed)
-    return best
+def _healthy() -> bool:
+    """The server still answers, each call within the client's own timeout (a server that
+    the requests above had wedged would not: held connections, a stuck handler). Not a
+    latency bound: speed is measured in benchmarks/admin_latency.py, not asserted here."""
+    return all(call("GET", "/dbos-healthz").status == 200 for _ in range(3))
 
 
 def test_malformed_requests_get_json_4xx_and_change_nothing(dbos: type[DBOS]) -> None:
@@ -807,7 +805,7 @@ def test_malformed_requests_get_json_4xx_and_change_nothing(dbos: type[DBOS]) ->
     assert failures == []
     assert checksum() == before
     assert not get_runtime().deactivated
-    assert _health_latency() < 0.1
+    assert _healthy()
     assert [s["function_id"] for s in DBOS.list_workflow_steps("fz-1")] == [1]
 
     # The error codes clients can rely on ("a stable error code").
@@ -865,7 +863,7 @@ def test_slow_and_many_clients(dbos: type[DBOS]) -> None:
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(one, range(200)))
         assert {status for status, _ in results} == {400, 404}
-        assert _health_latency() < 0.1
+        assert _healthy()
     finally:
         for s in slow:
             s.close()

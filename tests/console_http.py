@@ -70,6 +70,14 @@ class SseReader(threading.Thread):
         self._client.close()
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a child the test will Ctrl-C: SIGINT back to its default. A shell
+    that runs the suite in the background (``bash scripts/test.sh &``) ignores SIGINT, every
+    process it starts inherits that, and a Python started with SIGINT ignored installs no
+    KeyboardInterrupt handler: the child would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_console(proc: subprocess.Popen[str]) -> str:
     """Interrupt a ``waypoint console`` process (killed if it does not stop); its output."""
     proc.send_signal(signal.SIGINT)

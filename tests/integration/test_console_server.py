@@ -21,7 +21,7 @@ import pytest
 
 from tests.admin_http import destroy_quickly
 from tests.conftest import BACKENDS
-from tests.console_http import SseReader, login, session, stop_console
+from tests.console_http import SseReader, interruptible, login, session, stop_console
 from waypoint import DBOS, DBOSClient, Queue, SetWorkflowID
 from waypoint.core.runtime import get_runtime
 from waypoint.error import DBOSInitializationError
@@ -359,6 +359,7 @@ def start_console(url: str, *args: str) -> tuple[subprocess.Popen[str], str]:
         stdin=subprocess.DEVNULL,
         text=True,
         env=env,
+        preexec_fn=interruptible,  # stop_console sends Ctrl-C
     )
     assert proc.stdout is not None
     lines = []

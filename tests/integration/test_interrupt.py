@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.console_http import interruptible
+
 SCRIPT = """
 import os, sys, time
 from waypoint import DBOS, SetWorkflowID
@@ -56,6 +58,7 @@ def test_ctrl_c_ends_a_wait_on_a_workflow_run_inline(db_url: str, tmp_path: Path
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=interruptible,  # even when the suite runs with SIGINT ignored
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "in step"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from waypoint.core.execution import dispatch_claimed, load_histories
+from waypoint.core.claimed import dispatch_claimed, load_histories
 from waypoint.core.runtime import Runtime
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.storage.protocol import RecoveryRequest

@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Optional
 
+from waypoint.core.claimed import dispatch_claimed, load_histories
 from waypoint.core.engine import SAFETY_INTERVAL
-from waypoint.core.execution import dispatch_claimed, load_histories
 from waypoint.core.run import RunEntry
 from waypoint.core.runtime import Runtime
 from waypoint.core.storage_errors import StoreClosed

@@ -94,15 +94,7 @@ def _insert(conn: psycopg.Connection[Any], schema: str, row: ShardRow) -> None:
             f"INSERT INTO {{}} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT DO NOTHING"
         ).format(_table(schema)),
-        (
-            row.ordinal,
-            row.shard_id,
-            row.url,
-            row.state,
-            row.holds_markers,
-            row.is_self,
-            row.added_at,
-        ),
+        vars_of(row),
     )
 
 

@@ -367,6 +367,8 @@ class Campaign:
         threading.Thread(target=self.monitor, daemon=True).start()
         t0 = time.monotonic()
         self.history.write("event", "campaign", seed=self.seed, seconds=self.seconds)
+        # the true wall-minus-monotonic skew (the nemesis is never faked): the checker's reference
+        self.history.write("event", "clock", skew=time.time() - time.monotonic())
         for f in faults:
             delay = t0 + f.at - time.monotonic()
             if delay > 0:

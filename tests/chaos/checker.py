@@ -42,9 +42,10 @@ from tests.chaos.history import Record, completions
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 SEED_TOKEN = "seed"
 SLEEP_TOLERANCE = 0.25  # seconds a durable sleep may end early (clock granularity, rounding)
-# libfaketime re-reads the offset at most once a second (FAKETIME_CACHE_DURATION=1): a
-# clock-jumped process keeps its jumped clock up to that long after the fault ends.
-CLOCK_SETTLE = 1.5
+# A worker records its wall-minus-monotonic skew each time it changes by more than this
+# (workload._clock_watch, every CLOCK_WATCH seconds); the nemesis records the true skew.
+CLOCK_OFF = 0.5
+CLOCK_WATCH = 0.05
 START_OPS = ("start", "enqueue", "fork")
 
 
@@ -463,11 +464,7 @@ def _time(records: list[Record], db: dict[str, DbRow], rep: Report) -> None:
     for wf, row in db.items():
         if row.name == "timeboxed" and row.status == "SUCCESS":
             rep.violation("timeout_ignored", f"{wf}: finished an hour's sleep past its timeout")
-    clock = [
-        (inv["t"], done["t"] + CLOCK_SETTLE if done else math.inf)
-        for inv, done in completions(records)
-        if inv["f"] == "fault" and inv["kind"] == "clock_jump"
-    ]
+    clock = _clock_off(records)
     first: dict[str, Record] = {}  # a workflow's first sleep invoke (replays invoke again)
     early = 0
     for r in records:
@@ -487,6 +484,39 @@ def _time(records: list[Record], db: dict[str, DbRow], rep: Report) -> None:
                         f"{r['wf']}: slept {slept:.2f}s of {r['seconds']:.2f}s",
                     )
     rep.counts["sleeps_woken_early"] = early
+
+
+def _clock_off(records: list[Record]) -> list[tuple[float, float]]:
+    """The times some process's wall clock was off: while a clock_jump fault ran, and while a
+    process's own clock records (``clock`` events) showed a skew off the nemesis's true one.
+
+    libfaketime applies a new offset lazily, so a process can keep a jumped clock past the
+    fault's end; its own records bound that to one sampling period, with no fixed allowance.
+    A process whose last clock record is off (it was killed jumped) stays off until its end.
+    """
+    off = [
+        (inv["t"], done["t"] if done else math.inf)
+        for inv, done in completions(records)
+        if inv["f"] == "fault" and inv["kind"] == "clock_jump"
+    ]
+    clocks = [r for r in records if r["type"] == "event" and r["f"] == "clock"]
+    true_skew = next((float(r["skew"]) for r in clocks if r["proc"] == "nemesis"), None)
+    if true_skew is None:
+        return off
+    last_t: dict[int, float] = {}
+    for r in records:
+        last_t[r["pid"]] = float(r["t"])
+    began: dict[int, float] = {}  # pid -> when its clock was first seen off
+    for r in clocks:
+        if r["proc"] == "nemesis":
+            continue
+        pid, t = r["pid"], float(r["t"])
+        if abs(float(r["skew"]) - true_skew) > CLOCK_OFF:
+            began.setdefault(pid, t - CLOCK_WATCH)
+        elif pid in began:
+            off.append((began.pop(pid), t))
+    off.extend((t, last_t[pid]) for pid, t in began.items())
+    return off
 
 
 def _recovery(records: list[Record], rep: Report) -> None:

@@ -400,14 +400,37 @@ def test_durable_sleep_woken_early_is_found_unless_the_clock_jumped(jumped: bool
     assert kinds(rep) == (set() if jumped else {"sleep_woke_early"})
 
 
-def test_a_sleep_just_after_a_clock_jump_ended_is_excused() -> None:
-    """libfaketime keeps the jumped clock up to a second after the offset is reset."""
+@pytest.mark.parametrize("still_off", [True, False])
+def test_a_sleep_after_a_clock_jump_is_excused_only_while_the_process_clock_was_off(
+    still_off: bool,
+) -> None:
+    """libfaketime applies the end of a jump lazily: the worker's own clock records decide."""
     h = clean()
+    h.rec("event", "clock", "nemesis", 50, skew=1000.0)  # the true skew
+    h.rec("event", "clock", "w3", 3, skew=1000.0)
     fault = h.call("fault", None, "nemesis", 50, kind="clock_jump", target=0, duration=5)
+    h.rec("event", "clock", "w3", 3, skew=1120.0)  # the worker sees the jump
     h.rec("ok", "fault", "nemesis", 50, op=fault, kind="clock_jump", pids=[3])
-    h.call("sleep", "ok", "w3", 3, wf="a", seconds=10.0)  # began 1 s after the fault ended
+    if not still_off:
+        h.rec("event", "clock", "w3", 3, skew=1000.2)  # back (within the tolerance)
+    h.call("sleep", "ok", "w3", 3, wf="a", seconds=10.0)  # began after the fault ended
+    if still_off:
+        h.rec("event", "clock", "w3", 3, skew=1000.0)  # back only after the sleep
     rep = h.check()
-    assert rep.counts["sleeps_woken_early"] == 1 and rep.violations == []
+    assert rep.counts["sleeps_woken_early"] == 1
+    assert kinds(rep) == (set() if still_off else {"sleep_woke_early"})
+
+
+def test_a_process_killed_with_its_clock_off_is_off_until_its_last_record() -> None:
+    h = clean()
+    h.rec("event", "clock", "nemesis", 50, skew=0.0)
+    h.rec("event", "clock", "w3", 3, skew=-200.0)  # launched during a jump, then killed
+    h.call("sleep", "ok", "w3", 3, wf="a", seconds=10.0)
+    h.call("sleep", "ok", "w3", 4, wf="b", seconds=10.0)  # its next incarnation: clock fine
+    h.rec("event", "clock", "w3", 4, skew=0.0)
+    rep = h.check()
+    assert rep.counts["sleeps_woken_early"] == 2
+    assert [d.split(":")[0] for _, d in rep.violations] == ["b"]
 
 
 def test_recovery_time_after_each_fault() -> None:

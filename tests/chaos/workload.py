@@ -444,6 +444,28 @@ def _watch(path: str, stop: threading.Event) -> None:
     stop.set()
 
 
+CLOCK_WATCH_SEC = 0.05  # how often a worker samples its own wall clock
+CLOCK_OFF_SEC = 0.5  # a change of the wall-minus-monotonic skew this large is a clock jump
+
+
+def _clock_watch(stop: threading.Event) -> None:
+    """Record, as it happens, each change of this process's wall clock against the monotonic one.
+
+    The monotonic clock is machine-wide and never faked (FAKETIME_DONT_FAKE_MONOTONIC), so
+    ``time.time() - time.monotonic()`` is constant except while libfaketime applies an offset.
+    libfaketime picks a new offset up lazily (its cache), so the nemesis's own start and end of a
+    clock_jump fault say only roughly when this process's clock was off; these records say
+    exactly (to one sampling period), and the checker excuses an early sleep only then.
+    """
+    last: Optional[float] = None
+    while not stop.is_set():
+        skew = time.time() - time.monotonic()
+        if last is None or abs(skew - last) > CLOCK_OFF_SEC:
+            H.write("event", "clock", skew=skew)
+            last = skew
+        stop.wait(CLOCK_WATCH_SEC)
+
+
 def main() -> None:
     global H
     role, db_url, hist_dir, name, seed = sys.argv[1:6]
@@ -455,6 +477,7 @@ def main() -> None:
     if drain_file:  # the campaign drains: workers recover and serve, but start nothing new
         threading.Thread(target=_watch, args=(drain_file, stop), daemon=True).start()
     if role == "worker":
+        threading.Thread(target=_clock_watch, args=(threading.Event(),), daemon=True).start()
         worker(db_url, name, rng, stop)
         # The drain file stops only the driver: the worker goes on finishing (and recovering)
         # work until the campaign SIGKILLs it after the system has quiesced.

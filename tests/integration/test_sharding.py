@@ -437,3 +437,149 @@ def test_retention_removes_the_markers_of_deleted_workflows(
     # An ID created again after its marker went is placed afresh and found.
     start(store, "old-3", created_at=T0 + 20_000)
     assert store.get_workflow("old-3") is not None
+
+
+def _queue_homed_off(store: ShardedStore, ordinal: int) -> str:
+    return next(
+        n
+        for n in (f"limited-{i}" for i in range(100))
+        if store.topo.queue_home(n).ordinal != ordinal
+    )
+
+
+def test_a_fork_onto_a_named_queue_is_created_at_the_queues_home(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    """Claimed at its home only (its limits are counted there), a queue's fork is written
+    there, whatever shard its original lives on, with what a fork copies."""
+    from tests.storage.build import fork_request, step
+    from waypoint.storage.records import EventWrite, StreamWrite
+
+    store = sharded(databases(3))
+    stores.append(store)
+    wf = start(store, "original", status="SUCCESS")
+    for i in range(1, 5):
+        store.record_step(step("original", i, wf.owner_xid, child_workflow_id=f"child-{i}"))
+    for fid, value in ((1, '"a"'), (2, '"b"'), (4, '"c"')):
+        store.set_event(EventWrite("original", "k", value, "json", fid), None)
+    for fid in (1, 2, 4):
+        store.write_stream(StreamWrite("original", "s", f'"{fid}"', "json", fid, f"wf:{fid}"), None)
+    here = store.topo.cache.get("original")
+    assert here is not None
+    queue = _queue_homed_off(store, here)
+    home = store.topo.queue_home(queue).ordinal
+    store.fork_workflow(
+        fork_request(
+            "original", "forked", 3, queue_name=queue, replacement_children={"child-2": "new-2"}
+        )
+    )
+    assert store.topo.cache.get("forked") == home
+    on_shards = {m.ordinal: rows_per_shard_of(m) for m in store.topo.all()}
+    assert "forked" in on_shards[home] and "forked" not in on_shards[here]
+    assert [(s.function_id, s.child_workflow_id) for s in store.list_steps("forked")] == [
+        (1, "child-1"),
+        (2, "new-2"),
+    ]
+    assert store.get_event("forked", "k") == ('"b"', "json")
+    assert store.read_stream("forked", "s", 1)[0] == ('"2"', "json")
+    assert store.read_stream("forked", "s", 2)[0] is None
+    row = store.get_workflow("forked")
+    assert row is not None and (row.status, row.queue_name, row.forked_from) == (
+        "ENQUEUED",
+        queue,
+        "original",
+    )
+    source = store.get_workflow("original")
+    assert source is not None and source.was_forked_from
+    assert store.forks_of(["original"]) == ["forked"]
+    # Its queue's claim (limits shared: the home shard only) finds it.
+    req = ClaimRequest(queue, 5, "exec", "v1", "app", "tok", global_concurrency=1)
+    assert [r.workflow_id for r in store.claim(req, T0 + 5000)] == ["forked"]
+    # A fork onto the internal queue stays with its original.
+    store.fork_workflow(fork_request("original", "beside", 2, queue_name="_dbos_internal_queue"))
+    assert store.topo.cache.get("beside") == here
+    assert sorted(store.forks_of(["original"])) == ["beside", "forked"]
+
+
+def rows_per_shard_of(m: Any) -> set[str]:
+    return {
+        r[0]
+        for r in m.store._all(
+            f"SELECT workflow_uuid FROM {m.store.d.t('workflow_status')}", {}, "t"
+        )
+    }
+
+
+def test_resume_onto_a_limited_queue_homed_elsewhere_is_refused(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    """A workflow does not move between shards, so it cannot join a queue whose limits are
+    counted on another shard: refused with the way out, nothing changed. An unlimited queue
+    and the internal queue are claimed on every shard: those resumes work."""
+    from waypoint.storage.errors import UnsupportedError
+
+    store = sharded(databases(3))
+    stores.append(store)
+    start(store, "stuck")
+    store.cancel_workflows(["stuck"], T0)
+    here = store.topo.cache.get("stuck")
+    assert here is not None
+    queue = _queue_homed_off(store, here)
+    for limited in (True, None):
+        with pytest.raises(UnsupportedError, match=rf"shard #{here}.*fork it onto the queue"):
+            store.resume_workflows(["stuck"], queue, T0 + 1, limited)
+        row = store.get_workflow("stuck")
+        assert row is not None and row.status == "CANCELLED"
+    assert store.resume_workflows(["stuck"], queue, T0 + 2, False) == ["stuck"]
+    req = ClaimRequest(queue, 5, "exec", "v1", "app", "tok")  # no shared limits: every shard
+    assert [r.workflow_id for r in store.claim(req, T0 + 5000)] == ["stuck"]
+    # Homed on the workflow's own shard, a limited queue takes it.
+    store.cancel_workflows(["stuck"], T0 + 6000)
+    same = next(
+        n for n in (f"limited-{i}" for i in range(100)) if store.topo.queue_home(n).ordinal == here
+    )
+    assert store.resume_workflows(["stuck"], same, T0 + 7000, True) == ["stuck"]
+
+
+def test_an_application_forks_onto_its_limited_queue_and_resumes_with_a_clear_error(
+    databases: Callable[[int], list[str]], stores: list[Any]
+) -> None:
+    """Through DBOS: a workflow that ran directly on one shard, forked onto a queue with
+    global concurrency homed on another, runs there; resuming it onto that queue says why not."""
+    from waypoint import DBOS, Queue, SetWorkflowID
+    from waypoint.error import DBOSException
+
+    urls = databases(3)
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={"name": "sharded-fork", "system_database_shards": urls})  # type: ignore[typeddict-item]
+    try:
+        calls: list[int] = []
+
+        @DBOS.step()
+        def record(i: int) -> int:
+            calls.append(i)
+            return i
+
+        @DBOS.workflow()
+        def flow(n: int) -> int:
+            return sum(record(i) for i in range(n))
+
+        DBOS.launch()
+        store = sharded(urls)  # to look where things are
+        stores.append(store)
+        wfid = "direct-1"
+        with SetWorkflowID(wfid):
+            assert flow(3) == 3
+        here = store._locate(wfid).ordinal  # type: ignore[union-attr]
+        name = _queue_homed_off(store, here)
+        Queue(name, concurrency=1, polling_interval_sec=0.1)
+        calls.clear()
+        handle = DBOS.fork_workflow(wfid, 2, queue_name=name)
+        assert handle.get_result() == 3
+        assert calls == [1, 2]  # steps count from 1: step 1 (i=0) is a copied checkpoint
+        forked_at = store._locate(handle.workflow_id)
+        assert forked_at is not None and forked_at.ordinal == store.topo.queue_home(name).ordinal
+        with pytest.raises(DBOSException, match=r"has limits.*fork it onto the queue"):
+            DBOS.resume_workflow(wfid, queue_name=name)
+    finally:
+        DBOS.destroy(destroy_registry=True)

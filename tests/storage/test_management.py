@@ -38,7 +38,7 @@ def test_resume_requeues_what_did_not_finish(store: Store) -> None:
     finished(store, "ok")
     finished(store, "failed", "ERROR")
     moved = store.resume_workflows(
-        ["pending", "queued", "cancelled", "ok", "failed", "pending"], "resumed", T0 + 9
+        ["pending", "queued", "cancelled", "ok", "failed", "pending"], "resumed", T0 + 9, False
     )
     assert sorted(moved) == ["cancelled", "pending", "queued"]
     row = store.get_workflow("pending")

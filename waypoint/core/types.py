@@ -1,6 +1,6 @@
 """Domain types shared by the engine, the storage layer and the public API.
 
-Nothing here does I/O; storage depends on this module, never the other way round.
+Nothing here does I/O. The internal queue's name is storage's (a sharded store routes by it).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, TypedDict
 
-INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
+from waypoint.storage.records import INTERNAL_QUEUE_NAME as INTERNAL_QUEUE_NAME
+
 NULL_TOPIC = "__null__topic__"
 
 

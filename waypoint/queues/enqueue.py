@@ -17,7 +17,7 @@ from waypoint.core.engine import Engine
 from waypoint.core.execution import start_flow
 from waypoint.core.prepare import EnqueueSpec, Start, prepare, validate_workflow_id
 from waypoint.core.registrations import REGISTRY, WorkflowInfo, target_of
-from waypoint.core.types import Auth, WorkflowSerializationFormat
+from waypoint.core.types import INTERNAL_QUEUE_NAME, Auth, WorkflowSerializationFormat
 from waypoint.error import DBOSException
 from waypoint.queues.model import QUEUES, QueueConfig, QueueConfigError, config_from_row
 
@@ -167,6 +167,15 @@ def find_queue(engine: Engine, name: str) -> Optional[QueueConfig]:
         return cfg
     row = engine.store.get_queue(name)
     return config_from_row(row) if row is not None else None
+
+
+def queue_limited(engine: Engine, name: str) -> Optional[bool]:
+    """Whether the queue counts limits across processes; None: nobody declared or
+    registered it where this engine can see (a sharded store must then assume it does)."""
+    if name == INTERNAL_QUEUE_NAME:
+        return False
+    cfg = find_queue(engine, name)
+    return cfg.shared_limits if cfg is not None else None
 
 
 # Per engine (a launch, a client): the undeclared queues already named in the log.

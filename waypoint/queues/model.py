@@ -90,6 +90,11 @@ class QueueConfig:
         return self.partition_queue or self.has_partition_limits
 
     @property
+    def shared_limits(self) -> bool:
+        """Limits counted across processes (what ``ClaimRequest.shared_budget`` says)."""
+        return self.global_concurrency is not None or self.limiter is not None or self.partitioned
+
+    @property
     def legacy(self) -> bool:
         """Declared the deprecated way: ``partition_queue`` and the plain limits."""
         return self.partition_queue and not self.has_partition_limits

@@ -302,8 +302,17 @@ class SystemStore(Protocol):
 
     # -- management ----------------------------------------------------------------------------
     def resume_workflows(
-        self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
-    ) -> list[str]: ...
+        self,
+        workflow_ids: Sequence[str],
+        queue_name: str,
+        now_ms: int,
+        queue_limited: Optional[bool] = None,
+    ) -> list[str]:
+        """``queue_limited``: whether the queue counts limits across processes (global
+        concurrency, a rate, partitions); None when the caller cannot tell. One database
+        ignores it; a sharded store claims such a queue at its home shard only."""
+        ...
+
     def fork_workflow(self, req: ForkRequest) -> None: ...
     def delete_workflows(self, workflow_ids: Sequence[str]) -> int: ...
     def set_delay(self, workflow_id: str, delay_until_ms: int) -> bool: ...

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import Any, Optional
+
+# The queue that resumed, forked and recovered work goes on unless another is named.
+INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
 
 # -- workflows ------------------------------------------------------------------------------------
 
@@ -358,6 +361,19 @@ class ForkRequest:
     timeout_ms: Optional[int] = None
     application_name: Optional[str] = None
     replacement_children: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ForkSource:
+    """What a fork copies from its original, read on one database to be written on another
+    (a sharded fork onto a queue whose home is another shard): the original's status columns
+    that a fork keeps, and its checkpoints, event history and stream values before the fork's
+    ``start_step``, each as the row the fork will hold."""
+
+    status: dict[str, Any]
+    steps: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    streams: list[tuple[Any, ...]]
 
 
 @dataclass(slots=True)

@@ -4,18 +4,35 @@ application versions and retention (both backends)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from waypoint.storage.errors import AlreadyExistsError, NotFoundError
-from waypoint.storage.records import ForkRequest, RetentionRequest
+from waypoint.storage.records import ForkRequest, ForkSource, RetentionRequest
 from waypoint.storage.sql_base import OWNED, Cursor, Params, SqlCore, _now_ms
 
 ACTIVE = "('PENDING', 'ENQUEUED', 'DELAYED')"
+# What a fork keeps of its original's row, and copies of its checkpoints, event history and
+# stream values (with the fork's own ID, and owner for the checkpoints).
+FORK_KEEPS = (
+    "name", "class_name", "config_name", "authenticated_user", "assumed_role",
+    "authenticated_roles", "inputs", "serialization", "application_version", "application_id",
+    "application_name", "executor_id", "workflow_timeout_ms", "attributes",
+)  # fmt: skip
+FORK_STEPS = (
+    "function_id", "function_name", "output", "error", "child_workflow_id",
+    "started_at_epoch_ms", "completed_at_epoch_ms", "serialization", "application_name",
+)  # fmt: skip
+FORK_EVENTS = ("function_id", "key", "value", "serialization")
+FORK_STREAMS = ("key", "value", '"offset"', "function_id", "serialization", "write_key")
 
 
 class ManagementSql(SqlCore):
     def resume_workflows(
-        self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
+        self,
+        workflow_ids: Sequence[str],
+        queue_name: str,
+        now_ms: int,
+        queue_limited: Optional[bool] = None,
     ) -> list[str]:
         """Put workflows back on a queue (unless they succeeded or failed); returns those moved.
         Raises NotFoundError, changing nothing, if an ID is unknown."""
@@ -130,6 +147,114 @@ class ManagementSql(SqlCore):
             self.d.notify_in(cur, "'q:' || %(queue)s", p)
 
         self._tx(body, "fork workflow")
+
+    def read_fork_source(self, req: ForkRequest) -> ForkSource:
+        """The rows a fork of ``req.source_id`` copies, read in one transaction that also marks
+        the original ``was_forked_from`` (a fork written to another database, ``create_fork``).
+        Marked first: if the fork is then not written, the flag overstates, never hides, it."""
+        ws = self.d.t("workflow_status")
+        p: Params = {"src": req.source_id, "step": req.start_step}
+
+        def body(cur: Cursor) -> ForkSource:
+            keeps = ", ".join(
+                "CAST(attributes AS TEXT)" if c == "attributes" else c for c in FORK_KEEPS
+            )
+            row = cur.one(f"SELECT {keeps} FROM {ws} WHERE workflow_uuid = %(src)s", p)
+            if row is None:
+                raise NotFoundError(req.source_id)
+            cur.exec(
+                f"UPDATE {ws} SET was_forked_from = {self.d.true} WHERE workflow_uuid = %(src)s", p
+            )
+            before = "WHERE workflow_uuid = %(src)s AND function_id < %(step)s"
+            return ForkSource(
+                status=dict(zip(FORK_KEEPS, row, strict=True)),
+                steps=cur.all(
+                    f"SELECT {', '.join(FORK_STEPS)} FROM {self.d.t('operation_outputs')} {before}",
+                    p,
+                ),
+                events=cur.all(
+                    f"SELECT {', '.join(FORK_EVENTS)} FROM "
+                    f"{self.d.t('workflow_events_history')} {before}",
+                    p,
+                ),
+                streams=cur.all(
+                    f"SELECT {', '.join(FORK_STREAMS)} FROM {self.d.t('streams')} {before}", p
+                ),
+            )
+
+        return self._tx(body, "read fork source")
+
+    def create_fork(self, req: ForkRequest, src: ForkSource) -> None:
+        """Write, in one transaction, the fork that ``read_fork_source`` read on another
+        database: the same rows ``fork_workflow`` copies within one."""
+        ws = self.d.t("workflow_status")
+        status = dict(src.status)
+        status["application_version"] = req.application_version or status["application_version"]
+        status["application_name"] = status["application_name"] or req.application_name
+        if req.timeout_ms is not None:
+            status["workflow_timeout_ms"] = req.timeout_ms
+        p: Params = {
+            **{f"k_{c}": v for c, v in status.items()},
+            "new": req.new_id,
+            "queue": req.queue_name,
+            "pkey": req.partition_key,
+            "now": req.now_ms,
+            "src": req.source_id,
+            "owner": req.owner_xid,
+        }
+        children = req.replacement_children
+
+        def body(cur: Cursor) -> None:
+            if cur.one(f"SELECT 1 FROM {ws} WHERE workflow_uuid = %(new)s", p) is not None:
+                raise AlreadyExistsError(f"cannot fork into {req.new_id!r}: that workflow exists")
+            values = ", ".join(
+                self.d.json_value(f"k_{c}") if c == "attributes" else f"%(k_{c})s"
+                for c in FORK_KEEPS
+            )
+            cur.exec(
+                f"INSERT INTO {ws} (workflow_uuid, status, {', '.join(FORK_KEEPS)}, created_at, "
+                "updated_at, recovery_attempts, queue_name, queue_partition_key, forked_from, "
+                f"owner_xid, priority) VALUES (%(new)s, 'ENQUEUED', {values}, %(now)s, %(now)s, "
+                "0, %(queue)s, %(pkey)s, %(src)s, %(owner)s, 0)",
+                p,
+            )
+            for r in src.steps:
+                row = dict(zip(FORK_STEPS, r, strict=True))
+                row["child_workflow_id"] = children.get(
+                    row["child_workflow_id"], row["child_workflow_id"]
+                )
+                cur.exec(
+                    f"INSERT INTO {self.d.t('operation_outputs')} (workflow_uuid, owner_xid, "
+                    f"{', '.join(FORK_STEPS)}) VALUES (%(new)s, %(owner)s, "
+                    + ", ".join(f"%(s_{c})s" for c in FORK_STEPS)
+                    + ")",
+                    {**p, **{f"s_{c}": v for c, v in row.items()}},
+                )
+            latest: dict[str, tuple[Any, ...]] = {}
+            for r in sorted(src.events, key=lambda e: e[0]):
+                latest[r[1]] = r
+                cur.exec(
+                    f"INSERT INTO {self.d.t('workflow_events_history')} (workflow_uuid, "
+                    f"{', '.join(FORK_EVENTS)}) VALUES (%(new)s, %(f)s, %(k)s, %(v)s, %(s)s)",
+                    {**p, "f": r[0], "k": r[1], "v": r[2], "s": r[3]},
+                )
+            for _, key, value, ser in latest.values():
+                cur.exec(
+                    f"INSERT INTO {self.d.t('workflow_events')} (workflow_uuid, key, value, "
+                    "serialization) VALUES (%(new)s, %(k)s, %(v)s, %(s)s)",
+                    {**p, "k": key, "v": value, "s": ser},
+                )
+            for r in src.streams:
+                cur.exec(
+                    f"INSERT INTO {self.d.t('streams')} (workflow_uuid, "
+                    f"{', '.join(FORK_STREAMS)}) VALUES (%(new)s, "
+                    + ", ".join(f"%(t{i})s" for i in range(len(FORK_STREAMS)))
+                    + ")",
+                    {**p, **{f"t{i}": v for i, v in enumerate(r)}},
+                )
+            self.d.notify_in(cur, "'q:' || %(queue)s", p)
+
+        self._tx(body, "create fork")
 
     def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
         if not workflow_ids:

@@ -21,6 +21,7 @@ from waypoint.core.outcomes import to_status
 from waypoint.core.prepare import validate_workflow_id
 from waypoint.core.types import INTERNAL_QUEUE_NAME, StepInfo, WorkflowStatus
 from waypoint.error import DBOSException, DBOSNonExistentWorkflowError
+from waypoint.queues.enqueue import queue_limited
 from waypoint.storage.protocol import ForkRequest, queue_key, timer_key
 
 QUEUED_STATUSES = ["ENQUEUED", "PENDING", "DELAYED"]
@@ -170,7 +171,9 @@ def resume_workflows(
     eng = ops.engine()
     queue = queue_name or INTERNAL_QUEUE_NAME
     ids = list(workflow_ids)
-    moved = yield Io(lambda: eng.store.resume_workflows(ids, queue, eng.now_ms()))
+    moved = yield Io(
+        lambda: eng.store.resume_workflows(ids, queue, eng.now_ms(), queue_limited(eng, queue))
+    )
     if moved:
         eng.wakeups.fire(queue_key(queue))
     return ids

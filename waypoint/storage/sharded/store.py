@@ -14,6 +14,7 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, Optional
 
 from waypoint.storage.backend import StoreOptions
@@ -24,6 +25,7 @@ from waypoint.storage.errors import (
 )
 from waypoint.storage.protocol import Closeable
 from waypoint.storage.records import (
+    INTERNAL_QUEUE_NAME,
     AgeBucket,
     ClaimRequest,
     Completion,
@@ -389,19 +391,53 @@ class ShardedStore(FleetCalls):
         return self._at(workflow_id).read_stream(workflow_id, key, offset)
 
     def forks_of(self, workflow_ids: Sequence[str]) -> list[str]:
-        # A fork lives with its original, and so do the forks of a fork.
-        parts = self._by_shard(workflow_ids, lambda s, ids: s.forks_of(ids), "find forks")
-        return [w for p in parts for w in p]
+        # A fork onto a named queue lives at that queue's home, which may be another shard
+        # than its original's: ask every shard, level by level, until no new fork is found.
+        found: list[str] = []
+        seen = set(workflow_ids)
+        frontier = list(dict.fromkeys(workflow_ids))
+        while frontier:
+            parts = self.fan.all(
+                partial(_forks_on, ids=frontier), self.topo.all(), "find forks", wait_all=True
+            )
+            frontier = [w for _, p in parts for w in p if w not in seen]
+            frontier = list(dict.fromkeys(frontier))
+            seen.update(frontier)
+            found.extend(frontier)
+        return found
 
     # -- management ----------------------------------------------------------------------------
     def resume_workflows(
-        self, workflow_ids: Sequence[str], queue_name: str, now_ms: int
+        self,
+        workflow_ids: Sequence[str],
+        queue_name: str,
+        now_ms: int,
+        queue_limited: Optional[bool] = None,
     ) -> list[str]:
         groups = self._locate_many(workflow_ids)
         placed = {w for ids in groups.values() for w in ids}
         for wfid in dict.fromkeys(workflow_ids):
             if wfid not in placed:
                 raise NotFoundError(wfid)
+        if queue_name != INTERNAL_QUEUE_NAME and queue_limited is not False:
+            # A queue with limits across processes is claimed at its home, where they are
+            # counted (an unlimited queue is claimed on every shard). A workflow cannot move
+            # there (every process caches where a workflow lives, and a run may still be
+            # writing it), so one living elsewhere is refused, changing nothing; so is one
+            # whose queue the caller cannot tell about (a client, a queue declared elsewhere).
+            home = self.topo.queue_home(queue_name)
+            for ordinal, ids in groups.items():
+                if ordinal != home.ordinal:
+                    limits = (
+                        "has limits" if queue_limited else "may have limits (not declared here)"
+                    )
+                    raise UnsupportedError(
+                        f"cannot resume {ids[0]!r} onto queue {queue_name!r}: the queue {limits}, "
+                        f"so it is claimed only at its home shard #{home.ordinal}; the workflow "
+                        f"lives on shard #{ordinal}, and a workflow does not move between shards. "
+                        "Resume it on the internal queue (no queue_name), or fork it onto the "
+                        "queue (a fork is created at the queue's home)"
+                    )
         moved: set[str] = set()
         for ordinal, ids in groups.items():
             moved.update(self.topo.member(ordinal).store.resume_workflows(ids, queue_name, now_ms))
@@ -413,10 +449,18 @@ class ShardedStore(FleetCalls):
             raise NotFoundError(req.source_id)
         if source.store.get_outcome(req.source_id) is None:
             raise NotFoundError(req.source_id)
-        at = self._place(req.new_id, source, req.now_ms)
-        if at is not source:
+        # A fork onto the internal queue stays with its original (one transaction copies it);
+        # onto a named queue it goes to the queue's home, where that queue is claimed and its
+        # limits counted: read on the original's shard, written in one transaction there.
+        named = req.queue_name != INTERNAL_QUEUE_NAME
+        target = self.topo.queue_home(req.queue_name) if named else source
+        at = self._place(req.new_id, target, req.now_ms)
+        if at is not target:
             raise AlreadyExistsError(f"cannot fork into {req.new_id!r}: that workflow exists")
-        source.store.fork_workflow(req)
+        if target is source:
+            source.store.fork_workflow(req)
+        else:
+            target.store.create_fork(req, source.store.read_fork_source(req))
 
     def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
         return sum(self._by_shard(workflow_ids, lambda s, ids: s.delete_workflows(ids), "delete"))
@@ -519,6 +563,10 @@ def _fenced(store: Any, record: StepRecord) -> Optional[RecordOutcome]:
     if row is None or row[1] != record.owner_xid:
         return RecordOutcome(False, row[0] if row else None)
     return None
+
+
+def _forks_on(m: Member, ids: list[str]) -> list[str]:
+    return m.store.forks_of(ids)
 
 
 def _newest_created(m: Member, n: int) -> list[int]:

@@ -468,6 +468,42 @@ def test_rate_limited_queue_drains_when_windows_reopen(dbos: type[DBOS]) -> None
     assert dequeued[-1] - dequeued[0] >= 2 * PERIOD * 1000, dequeued
 
 
+def test_a_clock_ahead_of_the_database_does_not_busy_poll_a_full_window(
+    dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store says how long until a rate-limit window reopens by the database's clock; a
+    process whose clock is a minute ahead used to read that instant as past and claim again
+    at once, over and over, until the window reopened."""
+    from waypoint.core.runtime import get_runtime
+
+    @DBOS.workflow()
+    def tick(i: int) -> int:
+        return i
+
+    q = Queue("held", limiter={"limit": 1, "period": 30.0}, polling_interval_sec=0.5)
+    DBOS.launch()
+    rt = get_runtime()
+    first = q.enqueue(tick, 0)
+    assert first.get_result() == 0
+    ahead = rt.now_ms
+    monkeypatch.setattr(rt, "now_ms", lambda: ahead() + 60_000)
+    claims = 0
+    real_claim = rt.store.claim
+
+    def counted(req: Any, now_ms: int) -> Any:
+        nonlocal claims
+        if req.queue_name == "held":
+            claims += 1
+        return real_claim(req, now_ms)
+
+    monkeypatch.setattr(rt.store, "claim", counted)
+    held = q.enqueue(tick, 1)  # the window is full for ~30 s: it waits
+    time.sleep(2.0)
+    assert held.get_status().status == "ENQUEUED"
+    # Polling every 0.5 s (or the wake-up of the enqueue) is a handful; a busy loop, hundreds.
+    assert claims <= 10, claims
+
+
 # -- 4. priority --------------------------------------------------------------------------------
 
 

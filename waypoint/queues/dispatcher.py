@@ -210,12 +210,12 @@ class Dispatcher:
         for cfg in self.queues():
             due = all_woken or cfg.name in woken or now >= self._next_poll.get(cfg.name, 0.0)
             if due:
-                more, retry_at_ms = self._poll(cfg)
+                more, retry_in_ms = self._poll(cfg)
                 if self._hungry:
                     break
                 next_poll = now if more else now + self._interval(cfg)
-                if retry_at_ms is not None:  # a rate limit window reopens then
-                    next_poll = min(next_poll, now + max(0.0, (retry_at_ms - wall_ms) / 1000))
+                if retry_in_ms is not None:  # a rate limit window reopens then
+                    next_poll = min(next_poll, now + retry_in_ms / 1000)
                 self._next_poll[cfg.name] = next_poll
             sleep = min(sleep, self._next_poll.get(cfg.name, now) - now)
         if self._next_delay_ms is not None:
@@ -223,8 +223,8 @@ class Dispatcher:
         return max(0.0, sleep)
 
     def _poll(self, cfg: QueueConfig) -> tuple[bool, Optional[int]]:
-        """Claim from one queue; returns (it may hold more we could take now, when a rate
-        limit that held work back reopens)."""
+        """Claim from one queue; returns (it may hold more we could take now, in how many
+        milliseconds a rate limit that held work back reopens)."""
         rt = self.rt
         free = rt.pool.free_slots()
         if free <= 0:
@@ -267,7 +267,7 @@ class Dispatcher:
             waited = [max(0, now_ms - t) / 1000 for t in ready]
             rt.observers.dequeued(cfg.name, waited)
         self._start(rows)
-        return len(rows) == limit, req.retry_at_ms
+        return len(rows) == limit, req.retry_in_ms
 
     def _start(self, rows: list[WorkflowRow]) -> None:
         histories = load_histories(self.rt, rows)

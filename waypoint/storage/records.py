@@ -274,8 +274,10 @@ class ClaimRequest:
     # Per-process limit per partition, with this process's running counts.
     partition_worker_concurrency: Optional[int] = None
     local_partition_running: dict[str, int] = field(default_factory=dict)
-    # Set by the store when a rate limit held work back: when the window next reopens.
-    retry_at_ms: Optional[int] = None
+    # Set by the store when a rate limit held work back: how long until the window next
+    # reopens, by the database's clock (a difference, so a process whose clock disagrees with
+    # the database's neither busy-polls nor oversleeps).
+    retry_in_ms: Optional[int] = None
     # version_compatibility "fingerprint": also claim rows of an older version whose
     # fingerprint this version shares.
     compatible: bool = False

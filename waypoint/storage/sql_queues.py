@@ -107,7 +107,7 @@ class QueueSql(SqlCore):
             started = int(window[0]) if window else 0
             if started >= limit and window and window[1] is not None:
                 # Full window: nothing can start before its oldest start ages out.
-                req.retry_at_ms = int(window[1]) + int(period * 1000) + 1
+                req.retry_in_ms = max(0, int(window[1]) + int(period * 1000) + 1 - now)
             budget = min(budget, limit - started)
         if budget <= 0:
             return []
@@ -177,8 +177,10 @@ class QueueSql(SqlCore):
                 recent.get(key, 0) + n >= req.partition_rate_limit[0]
             ):
                 if n == 0 and key in oldest:
-                    reopen = oldest[key] + int(req.partition_rate_limit[1] * 1000) + 1
-                    req.retry_at_ms = min(req.retry_at_ms or reopen, reopen)
+                    reopen = max(0, oldest[key] + int(req.partition_rate_limit[1] * 1000) + 1 - now)
+                    req.retry_in_ms = min(
+                        reopen, req.retry_in_ms if req.retry_in_ms is not None else reopen
+                    )
                 continue
             taken[key] = n + 1
             ids.append(wfid)

@@ -308,8 +308,8 @@ class ShardedStore(FleetCalls):
                 with self._late_lock:
                     self._late[key] = future
                 continue
-            if part.retry_at_ms is not None:
-                req.retry_at_ms = part.retry_at_ms
+            if part.retry_in_ms is not None:
+                req.retry_in_ms = part.retry_in_ms
             self._remember(m, rows)
             got.extend(rows)
         return got

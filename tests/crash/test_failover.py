@@ -405,3 +405,49 @@ def test_processes_surviving_a_failover_to_an_asynchronous_standby_finish_their_
             })  # fmt: skip
         finally:
             w.cleanup()
+
+
+def test_a_launch_waits_for_a_standby_to_be_promoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process started while its database is a standby not yet promoted (or restarting, or
+    behind a pgbouncer whose server login fails) gets a transient error from the first write:
+    it waits for the database, up to a bound, instead of failing its launch at once. A
+    database that stays unwritable past the bound is reported, with the server's reason."""
+    import threading
+
+    from waypoint import DBOS
+    from waypoint.error import DBOSInitializationError
+    from waypoint.storage.postgres import store as pgstore
+
+    with replicated_pair(synchronous=False) as pair:
+        pair.primary.create_database("launchwait")
+        poll("the database on the standby", lambda: pair.standby.sql(
+            "SELECT 1 FROM pg_database WHERE datname = 'launchwait'"
+        ))  # fmt: skip
+        standby_url = pair.standby.url("launchwait")
+        monkeypatch.setattr(pgstore, "LAUNCH_WAIT_SEC", 1.0)
+        DBOS.destroy(destroy_registry=True)
+        DBOS(config={"name": "launch-wait", "system_database_url": standby_url})
+        try:
+            with pytest.raises(DBOSInitializationError, match="read-only transaction"):
+                DBOS.launch()
+        finally:
+            DBOS.destroy(destroy_registry=True)
+
+        monkeypatch.setattr(pgstore, "LAUNCH_WAIT_SEC", 120.0)
+        pair.primary.stop("immediate")
+        DBOS(config={"name": "launch-wait", "system_database_url": standby_url})
+        try:
+
+            @DBOS.workflow()
+            def hello() -> str:
+                return "hello"
+
+            promoter = threading.Timer(1.0, pair.standby.promote)
+            promoter.start()
+            try:
+                DBOS.launch()  # waits through the read-only errors until the promotion
+            finally:
+                promoter.join()
+            assert hello() == "hello"
+        finally:
+            DBOS.destroy(destroy_registry=True)

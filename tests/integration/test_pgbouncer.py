@@ -76,6 +76,46 @@ def test_session_mode_pooler_works(bouncer: str) -> None:
     assert time.time() - started < 2  # woken by NOTIFY, not by a timeout
 
 
+@pytest.mark.parametrize("bouncer", ["session"], indirect=True)
+def test_backends_terminated_behind_the_pooler_are_retried(bouncer: str) -> None:
+    """Behind pgbouncer, the first transaction on a connection whose server backend was
+    terminated fails in the client library ("received 2 results from command 'BEGIN'", no
+    SQLSTATE), not with the server's error: a retry on a new connection, not a failed call
+    or workflow (found by the chaos campaign: two workflows ended in ERROR)."""
+    DBOS.destroy(destroy_registry=True)
+    DBOS(config={"name": "bouncer-kill", "system_database_url": bouncer, "sys_db_pool_size": 2})
+
+    @DBOS.step()
+    def double(x: int) -> int:
+        return 2 * x
+
+    @DBOS.workflow()
+    def wf(x: int) -> int:
+        return double(x) + double(x)
+
+    DBOS.launch()
+    with SetWorkflowID("bouncer-kill-1"):
+        assert wf(1) == 4
+    dbname = psycopg.conninfo.conninfo_to_dict(bouncer)["dbname"]
+
+    def terminate_backends() -> None:
+        with psycopg.connect(PG_BASE + "/postgres", autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchone()
+        assert killed is not None and killed[0] > 0
+
+    for i in range(3):
+        terminate_backends()  # then calls that open a transaction first
+        DBOS.resume_workflow("bouncer-kill-1")
+        terminate_backends()
+        assert DBOS.fork_workflow("bouncer-kill-1", 1).get_result() == 4
+        terminate_backends()
+        assert wf(i) == 4 * i
+
+
 @pytest.mark.parametrize("bouncer", ["transaction"], indirect=True)
 def test_transaction_mode_pooler_is_refused_at_launch(bouncer: str) -> None:
     DBOS.destroy(destroy_registry=True)

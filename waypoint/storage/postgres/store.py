@@ -93,6 +93,12 @@ def classify(exc: BaseException) -> Fault:
             return Fault.TRANSIENT  # connection-level failure: no SQLSTATE at all
         if isinstance(exc, pgerr.QueryCanceled):
             return Fault.TRANSIENT
+        if isinstance(exc, psycopg.InternalError) and not state:
+            # The client library, not the server, lost track of the protocol: e.g. behind
+            # pgbouncer, the first command after the server's backend was terminated gets the
+            # forwarded error and a second result ("received 2 results from command 'BEGIN'").
+            # The connection is dropped and the call, safe to repeat, goes again.
+            return Fault.TRANSIENT
     return Fault.FATAL
 
 

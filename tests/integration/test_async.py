@@ -171,3 +171,79 @@ def test_no_waypoint_thread_outlives_destroy(dbos: type[DBOS]) -> None:
     for t in io_threads:
         t.join(30)
     assert [t.name for t in io_threads if t.is_alive()] == []
+
+
+def test_async_checkpoints_waiting_for_a_group_commit_hold_no_thread(dbos: type[DBOS]) -> None:
+    """Checkpoints of async workflows that wait for a group commit wait as futures: while
+    the committing threads are held, the waiting steps occupy no I/O thread (each used to
+    hold one, blocked in the group commit, so 32 coroutines needed ~64 threads)."""
+    import sys
+    import threading
+
+    from waypoint.core.runtime import get_runtime
+    from waypoint.storage.records import StepRecord
+
+    @DBOS.step()
+    async def step(i: int) -> int:
+        return i * 2
+
+    @DBOS.workflow()
+    async def work(i: int) -> int:
+        started.add(i)
+        await go.wait()
+        return await step(i)
+
+    DBOS.launch()
+    store: Any = get_runtime().store._store  # type: ignore[attr-defined]
+    writes = getattr(store, "_writes", None)
+    if writes is None:
+        pytest.skip("this store does not group its writes (SQLite, shards)")
+    gate = threading.Event()
+    held: list[str] = []
+    alone, together = writes._write_one, writes._write_many
+
+    def holding(batch: list[Any]) -> None:
+        ours = [w for w in batch if isinstance(w, StepRecord) and w.workflow_id.startswith("held")]
+        if ours:
+            held.extend(threading.current_thread().name for _ in ours)
+            gate.wait(30)
+
+    writes._write_one = lambda w: (holding([w]), alone(w))[1]
+    writes._write_many = lambda ws: (holding(ws), together(ws))[1]
+    n = 12
+    started: set[int] = set()
+    go = asyncio.Event()  # bound to the loop that first waits on it
+
+    def in_group_commit(thread: threading.Thread) -> bool:
+        frame = sys._current_frames().get(thread.ident or 0)
+        while frame is not None:
+            if frame.f_code.co_name == "submit" and "group_commit" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    async def one(i: int) -> int:
+        with SetWorkflowID(f"held-{i}"):
+            return await work(i)
+
+    async def until(condition: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "never reached"
+            await asyncio.sleep(0.005)
+
+    async def main() -> list[int]:
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        await until(lambda: len(started) == n)  # every start acknowledged
+        go.set()
+        # Every checkpoint is inside a held write or queued behind one.
+        await until(
+            lambda: len(held) + sum(isinstance(s.item, StepRecord) for s in writes._queue) == n
+        )
+        io_threads = [t for t in threading.enumerate() if t.name.startswith("waypoint-io")]
+        assert not [t.name for t in io_threads if in_group_commit(t)]
+        assert all(name.startswith("waypoint-commit") for name in held)
+        gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert asyncio.run(main()) == [i * 2 for i in range(n)]

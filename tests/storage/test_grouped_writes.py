@@ -132,3 +132,71 @@ def test_a_batch_with_one_row_twice_is_refused_whole(pg_store: Any) -> None:
             pg_store._write_many([workflow("d"), *twice])
     assert pg_store.get_workflow("c") is None and pg_store.get_workflow("d") is None
     assert pg_store.get_workflow("b").status == "PENDING" and not pg_store.load_steps("b")
+
+
+@requires_postgres
+def test_a_queued_write_is_answered_once_committed(pg_store: Any) -> None:
+    """``queue_write`` (async callers): no thread waits; the callback comes after the commit
+    (another connection already sees the checkpoint) with the answer ``record_step`` gives."""
+    start(pg_store, "a")
+    seen: list[Any] = []
+    answered = threading.Event()
+
+    def done(result: Any, error: Any) -> None:
+        seen.extend([result, error, set(pg_store.load_steps("a"))])
+        answered.set()
+
+    assert pg_store.queue_write(step("a", 1, "run-a", output='"s"'), done)
+    assert answered.wait(10)
+    outcome, error, visible = seen
+    assert error is None and (outcome.accepted, outcome.workflow_status) == (True, "PENDING")
+    assert visible == {1}
+
+
+@requires_postgres
+def test_concurrent_status_reads_share_one_statement(pg_store: Any) -> None:
+    """Status reads (each run's check before an operation) that meet are read by one
+    statement, begun after each of them asked: a change made after a caller asked is seen."""
+    for wid in "abcde":
+        start(pg_store, wid)
+    reads = pg_store._reads
+    gate = threading.Event()
+    batches: list[list[str]] = []
+    alone, together = reads._write_one, reads._write_many
+
+    def held(wid: str) -> Any:
+        if wid == "a":
+            gate.wait(10)  # the only leader seat, held while the others queue up
+        return alone(wid)
+
+    def counted(wids: list[str]) -> Any:
+        batches.append(list(wids))
+        return together(wids)
+
+    reads._write_one, reads._write_many = held, counted
+    results = {}
+
+    def read(wid: str) -> None:
+        results[wid] = pg_store.get_outcome(wid)
+
+    threads = [threading.Thread(target=read, args=(w,)) for w in "abcde"]
+    threads[0].start()
+    while reads._leaders == 0:
+        threading.Event().wait(0.001)
+    for t in threads[1:]:
+        t.start()
+    while len(reads._queue) < 4:
+        threading.Event().wait(0.001)
+    # After the question, before the answer: the queued readers must see this.
+    assert pg_store.complete_workflow(Completion("c", "run-c", "SUCCESS", '"1"', None, T0))
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(batches[0]) == ["b", "c", "d", "e"] and len(batches) == 1
+    assert {w: o.status for w, o in results.items()} == {
+        "a": "PENDING",
+        "b": "PENDING",
+        "c": "SUCCESS",
+        "d": "PENDING",
+        "e": "PENDING",
+    }

@@ -331,6 +331,130 @@ def test_group_commit_isolates_a_failing_item() -> None:
         gc.submit(3)
 
 
+def test_group_commit_queued_callers_hold_no_thread() -> None:
+    """A queued caller (an async task) waits with no thread of its own: it is answered by
+    callback, on the thread that wrote its batch, only once that write has returned."""
+    log: list[str] = []
+    gate = threading.Event()
+
+    def one(x: int) -> int:
+        if x == 0:
+            gate.wait(10)  # hold the only leader seat while others queue up
+        return x * 10
+
+    def many(xs: list[int]) -> list[int]:
+        log.append(f"wrote {xs}")
+        return [x * 10 for x in xs]
+
+    gc: GroupCommitter[int, int] = GroupCommitter(one, many, max_leaders=1)
+    leader = threading.Thread(target=gc.submit, args=(0,), name="leader")
+    leader.start()
+    while gc._leaders == 0:
+        time.sleep(0.001)
+    before = threading.active_count()
+    answers: dict[int, tuple[Any, Any, str]] = {}
+    done = threading.Event()
+
+    def answer(x: int) -> Any:
+        def on_done(result: Any, error: Any) -> None:
+            log.append(f"answered {x}")
+            answers[x] = (result, error, threading.current_thread().name)
+            if len(answers) == 5:
+                done.set()
+
+        return on_done
+
+    for x in range(1, 6):
+        gc.queue(x, answer(x))
+    assert threading.active_count() == before  # no thread per waiting caller, no helper
+    assert not answers  # nothing answered while its write has not happened
+    gate.set()
+    assert done.wait(10)
+    leader.join(10)
+    assert answers == {x: (x * 10, None, "leader") for x in range(1, 6)}
+    assert log == ["wrote [1, 2, 3, 4, 5]"] + [f"answered {x}" for x in range(1, 6)]
+    gc.close()
+
+
+def test_group_commit_queue_with_a_free_seat_writes_on_a_helper() -> None:
+    """With nothing in flight a queued item is written at once, alone, by one of the
+    committer's own threads; a failing item is answered with its error."""
+
+    def one(x: int) -> int:
+        if x < 0:
+            raise ValueError("bad item")
+        return x + 1
+
+    gc: GroupCommitter[int, int] = GroupCommitter(one, lambda xs: [], max_leaders=2)
+    got: list[tuple[Any, Any, str]] = []
+    done = threading.Semaphore(0)
+
+    def on_done(result: Any, error: Any) -> None:
+        got.append((result, error, threading.current_thread().name))
+        done.release()
+
+    gc.queue(1, on_done)
+    assert done.acquire(timeout=10)
+    gc.queue(-1, on_done)
+    assert done.acquire(timeout=10)
+    assert got[0][:2] == (2, None) and got[0][2].startswith("waypoint-commit")
+    assert got[1][0] is None and isinstance(got[1][1], ValueError)
+    assert gc._leaders == 0
+    gc.close()
+
+
+def test_io_effect_awaits_a_queued_write_without_the_io_pool() -> None:
+    """Driven async, an ``Io`` whose write was queued is answered through its future (many
+    answers from one thread wake the loop once); one not queued runs on the I/O pool;
+    driven sync, the blocking call runs inline."""
+    pending: list[Any] = []
+    calls: list[str] = []
+
+    def blocking() -> str:
+        calls.append(threading.current_thread().name)
+        return "blocking"
+
+    def queue(answered: Any) -> bool:
+        pending.append(answered)
+        return True
+
+    def flow(queued: bool) -> Flow[list[Any]]:
+        got = yield Io(blocking, queue if queued else None)
+        return [got]
+
+    async def main() -> list[Any]:
+        tasks = [asyncio.ensure_future(drive_async(flow(True))) for _ in range(3)]
+        while len(pending) < 3:
+            await asyncio.sleep(0)
+        answer_all = threading.Thread(target=lambda: [a(i, None) for i, a in enumerate(pending)])
+        answer_all.start()
+        answer_all.join()
+        return [*(await asyncio.gather(*tasks)), await drive_async(flow(False))]
+
+    assert asyncio.run(main()) == [[0], [1], [2], ["blocking"]]
+    assert len(calls) == 1 and calls[0].startswith("waypoint-io")
+    assert drive_sync(flow(True)) == ["blocking"] and len(pending) == 3
+
+
+def test_a_queued_write_failure_reaches_the_engine_translated() -> None:
+    """A queued write's error comes back through its callback, not by raising: the guarded
+    store translates it there too (a full disk must reach the outcome writer as
+    WaypointStorageFullError, which it waits through)."""
+    from waypoint.core.storage_errors import guarded
+    from waypoint.error import WaypointStorageFullError
+    from waypoint.storage.errors import StorageFullError
+
+    class Full:
+        def queue_write(self, write: Any, done: Any) -> bool:
+            done(None, StorageFullError("no space"))
+            return True
+
+    got: list[Any] = []
+    assert guarded(Full()).queue_write("w", lambda r, e: got.append((r, e)))  # type: ignore[arg-type]
+    assert got[0][0] is None and isinstance(got[0][1], WaypointStorageFullError)
+    assert isinstance(got[0][1].__cause__, StorageFullError)
+
+
 def test_migration_files_split_into_statements() -> None:
     for dialect in ("postgresql", "sqlite"):
         migrations = load(dialect)

@@ -4,8 +4,9 @@ Engine flows (start a workflow, run a step, wait for a result) are generators th
 effects* — "call the user's function", "read the database", "sleep" — and receive each
 effect's result back. Two tiny drivers run them: ``drive_sync`` performs effects inline on the
 calling thread; ``drive_async`` awaits coroutine functions natively, waits on signals without
-a thread, and sends blocking database calls to a small I/O thread pool. The logic between
-effects exists in one copy.
+a thread, and sends blocking database calls to a small I/O thread pool — except a hot write
+that a group commit in flight can carry (``Io.queue``), which it awaits as a future the
+committing thread resolves, holding no thread. The logic between effects exists in one copy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, TypeVar
@@ -90,19 +93,97 @@ class Call(Effect):
             var.reset(token)
 
 
+# ``done(answer, error)``: how a queued write is answered, from the thread that committed it.
+Answered = Callable[[Any, Optional[BaseException]], None]
+
+
 class Io(Effect):
-    """A blocking storage call."""
+    """A blocking storage call. ``queue``, if given, is the same write offered to a group
+    commit in flight (``Store.queue_write``): async code tries it first and, if it was
+    queued, awaits the answer without holding a thread; sync code always calls ``fn`` (its
+    thread waits either way)."""
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "queue")
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(
+        self, fn: Callable[[], Any], queue: Optional[Callable[[Answered], bool]] = None
+    ) -> None:
         self.fn = fn
+        self.queue = queue
 
     def run_sync(self) -> Any:
         return self.fn()
 
     async def run_async(self) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(io_pool(), self.fn)
+        loop = asyncio.get_running_loop()
+        if self.queue is not None:
+            future: asyncio.Future[Any] = loop.create_future()
+            inbox = _inbox(loop)
+
+            def answered(result: Any, error: Optional[BaseException]) -> None:
+                inbox.post(future, result, error)
+
+            if self.queue(answered):
+                return await future
+        return await loop.run_in_executor(io_pool(), self.fn)
+
+
+class _Inbox:
+    """Answers for one event loop's futures, posted from other threads: the loop is woken
+    once for all the answers posted before it runs (one group commit answers many tasks at
+    once), not once per answer."""
+
+    __slots__ = ("_answers", "_lock", "_loop", "_woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._answers: list[tuple[asyncio.Future[Any], Any, Optional[BaseException]]] = []
+        self._woken = False
+
+    def post(
+        self, future: asyncio.Future[Any], result: Any, error: Optional[BaseException]
+    ) -> None:
+        with self._lock:
+            self._answers.append((future, result, error))
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:
+            pass  # the loop was closed meanwhile: nobody awaits the answers
+
+    def _deliver(self) -> None:
+        with self._lock:
+            answers, self._answers = self._answers, []
+            self._woken = False
+        for future, result, error in answers:
+            if future.done():
+                continue  # the awaiting task was cancelled; the write went through regardless
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    try:
+        found = _inboxes.get(loop)
+        if found is None:
+            with _inboxes_lock:
+                found = _inboxes.get(loop)
+                if found is None:
+                    found = _inboxes[loop] = _Inbox(loop)
+    except TypeError:
+        # A loop that takes no weak references (an extension type): one inbox per answer,
+        # as correct, without sharing the wake-ups.
+        return _Inbox(loop)
+    return found
 
 
 class Sleep(Effect):
@@ -186,10 +267,10 @@ async def drive_async(flow: Flow[T]) -> T:
 
 
 _io_pool: Optional[ThreadPoolExecutor] = None
-# A storage call of a task holds an I/O thread until it is answered, also while it only waits
-# for a group commit to carry it (``storage/postgres/group_commit.py``): with too few threads,
-# tasks queue for a thread instead of for the commit, and the batches stay small (16 threads
-# for 32 concurrent workflows: 110 workflows/s; 40 threads: 135-174, measured in async32).
+# A storage call of a task holds an I/O thread until it is answered. Hot writes queued for a
+# group commit (``Io.queue``) hold none; the other calls do: with too few threads, tasks
+# queue for a thread instead of for the database (16 threads for 32 concurrent workflows,
+# when writes held one too: 110 workflows/s; 40 threads: 135-174, measured in async32).
 IO_THREADS = 64
 
 

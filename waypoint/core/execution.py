@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 from waypoint.core.context import (
@@ -218,7 +219,9 @@ def _record_outcome(rt: Runtime, run: WorkflowRun, done: Completion) -> Flow[boo
     delay = 0.1
     while True:
         try:
-            ok: bool = yield Io(lambda: rt.store.complete_workflow(done))
+            ok: bool = yield Io(
+                lambda: rt.store.complete_workflow(done), partial(rt.store.queue_write, done)
+            )
             return ok
         except WaypointStorageFullError as exc:
             logger.warning(
@@ -236,8 +239,14 @@ def _record_outcome(rt: Runtime, run: WorkflowRun, done: Completion) -> Flow[boo
 # -- direct calls -----------------------------------------------------------------------------
 
 
+def _init(rt: Engine, st: Start) -> Io:
+    """Write the row; a top-level start may join a group commit in flight (async callers)."""
+    queued = None if st.link is not None else partial(rt.store.queue_write, st.new)
+    return Io(lambda: rt.store.init_workflow(st.new, st.link), queued)
+
+
 def direct_flow(rt: Runtime, st: Start) -> Flow[Any]:
-    init = yield Io(lambda: rt.store.init_workflow(st.new, st.link))
+    init = yield _init(rt, st)
     check_init(st, init)
     if not init.created:
         return (yield from _await_existing(rt, st))
@@ -306,7 +315,7 @@ def start_flow(rt: Engine, st: Start) -> Flow[str]:
     queue, dedup = st.new.queue_name or "", st.new.deduplication_id or ""
     for _ in range(5):
         try:
-            init = yield Io(lambda: rt.store.init_workflow(st.new, st.link))
+            init = yield _init(rt, st)
             break
         except DBOSQueueDeduplicatedError:
             if st.duplication_policy != "return-existing":

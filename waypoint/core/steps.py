@@ -258,7 +258,8 @@ def record(
     if rt.observers:
         outcome = yield Io(lambda: _timed_record(rt, rec))
     else:
-        outcome = yield Io(lambda: rt.store.record_step(rec))
+        queued = functools.partial(rt.store.queue_write, rec)
+        outcome = yield Io(lambda: rt.store.record_step(rec), queued)
     after_record(run, outcome)
 
 

@@ -88,6 +88,22 @@ class _Guarded:
         self.__dict__[name] = call
         return call
 
+    def queue_write(self, write: Any, done: Callable[[Any, BaseException | None], None]) -> bool:
+        """``Store.queue_write`` with the error handed to ``done`` translated as well (it
+        reaches the caller through the callback, not by raising from this call)."""
+
+        def answer(result: Any, error: BaseException | None) -> None:
+            if isinstance(error, se.StorageError):
+                public = public_exception(error)
+                public.__cause__ = error
+                error = public
+            done(result, error)
+
+        try:
+            return bool(self._store.queue_write(write, answer))
+        except se.StorageError as exc:
+            raise public_exception(exc) from exc
+
     def __repr__(self) -> str:
         return f"guarded({self._store!r})"
 

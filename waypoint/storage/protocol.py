@@ -12,7 +12,7 @@ recognises its own earlier success instead of reporting a conflict.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Union
 
 from waypoint.storage.records import (
     QUEUE_COLUMNS,
@@ -222,6 +222,19 @@ class SystemStore(Protocol):
     def list_workflows(self, flt: ListFilter) -> list[WorkflowRow]: ...
     def cancel_workflows(self, workflow_ids: Sequence[str], now_ms: int) -> list[str]: ...
     def children_of(self, workflow_ids: Sequence[str]) -> list[str]: ...
+
+    def queue_write(
+        self,
+        write: Union[NewWorkflow, StepRecord, Completion],
+        done: Callable[[Any, Optional[BaseException]], None],
+    ) -> bool:
+        """Queue a hot write (a top-level start, a checkpoint, an outcome) for the next group
+        commit, without a thread waiting for it: True if queued, and ``done(answer, error)``
+        is then called, on the thread that wrote the batch, once the batch committed (the
+        answer ``init_workflow``, ``record_step`` or ``complete_workflow`` would return) or
+        failed. False, queueing nothing, where the store groups no writes: call the blocking
+        method instead. Async code waits this way holding no thread (``core/effects.py``)."""
+        ...
 
     # -- steps ---------------------------------------------------------------------------------
     def record_step(self, rec: StepRecord) -> RecordOutcome: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from waypoint.storage.errors import DeduplicatedError
 from waypoint.storage.records import (
@@ -14,6 +14,7 @@ from waypoint.storage.records import (
     Outcome,
     Recovered,
     RecoveryRequest,
+    StepRecord,
     StepRow,
     VersionRow,
     WorkflowRow,
@@ -175,6 +176,14 @@ class WorkflowSql(SqlCore):
             "get_outcomes",
         )
         return {r[0]: Outcome(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def queue_write(
+        self,
+        write: Union[NewWorkflow, StepRecord, Completion],
+        done: Callable[[Any, Optional[BaseException]], None],
+    ) -> bool:
+        """Nothing is grouped here (the PostgreSQL store groups its hot writes)."""
+        return False
 
     def complete_workflow(self, done: Completion) -> bool:
         rows = self._all(

@@ -5,26 +5,55 @@ added latency. Callers that arrive while ``max_leaders`` writes are in flight qu
 whoever finishes a write next takes everything queued and writes it as one batch. Under
 concurrency this turns N commits into one, which is how throughput goes past the
 one-round-trip-per-checkpoint floor of a single connection.
+
+A caller that must not block (a coroutine on an event loop) uses ``queue``: its write joins
+the queue with a callback instead of a waiting thread, and whoever writes the batch calls it
+once the batch has committed. With a leader seat free, one of the committer's own threads
+(at most ``max_leaders``, kept) takes the seat and writes it, alone or with whatever joined
+meanwhile, so no thread is held per waiting caller and none is handed over per write.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, Optional, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
+logger = logging.getLogger("waypoint")
+
+
+# Called with (result, None) or (None, error) on the thread that wrote the batch.
+Done = Callable[[Optional[Out], Optional[BaseException]], None]
+
 
 class _Slot(Generic[In, Out]):
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("done", "error", "item", "on_done", "result")
 
-    def __init__(self, item: In) -> None:
+    def __init__(self, item: In, on_done: Optional[Done[Out]] = None) -> None:
         self.item = item
-        self.done = threading.Event()
+        # A waiting thread's event; none for a caller told by callback.
+        self.done = threading.Event() if on_done is None else None
+        self.on_done = on_done
         self.result: Optional[Out] = None
         self.error: Optional[BaseException] = None
+
+    def finish(self) -> None:
+        """Answer the caller: only ever after the write carrying its item returned."""
+        if self.on_done is None:
+            assert self.done is not None
+            self.done.set()
+            return
+        try:
+            self.on_done(self.result, self.error)
+        except Exception:
+            # The caller's own failure (its loop closed, say) must not stop this thread from
+            # answering the rest of the batch.
+            logger.exception("a group-commit callback failed")
 
 
 class GroupCommitter(Generic[In, Out]):
@@ -43,6 +72,8 @@ class GroupCommitter(Generic[In, Out]):
         self._lock = threading.Lock()
         self._queue: list[_Slot[In, Out]] = []
         self._leaders = 0
+        # Threads that lead for queued callers (``queue``), made on first use.
+        self._helpers: Optional[ThreadPoolExecutor] = None
 
     def submit(self, item: In) -> Out:
         with self._lock:
@@ -54,6 +85,7 @@ class GroupCommitter(Generic[In, Out]):
                 self._queue.append(slot)
                 lead = False
         if not lead:
+            assert slot.done is not None
             slot.done.wait()
             if slot.error is not None:
                 raise slot.error
@@ -63,6 +95,38 @@ class GroupCommitter(Generic[In, Out]):
         finally:
             self._drain()
         return result
+
+    def queue(self, item: In, on_done: Done[Out]) -> None:
+        """Queue ``item`` for the next batch without waiting; ``on_done`` is called, on the
+        thread that wrote it, once that batch committed (or failed)."""
+        with self._lock:
+            self._queue.append(_Slot(item, on_done))
+            if self._leaders >= self._max_leaders:
+                # A leader holds a seat; it gives the seat back only once the queue is
+                # empty (under the same lock), so it, or another leader, takes this slot.
+                return
+            self._leaders += 1
+        helpers = self._helpers
+        if helpers is None:
+            with self._lock:
+                if self._helpers is None:
+                    self._helpers = ThreadPoolExecutor(
+                        self._max_leaders, thread_name_prefix="waypoint-commit"
+                    )
+                helpers = self._helpers
+        try:
+            helpers.submit(self._drain)
+        except RuntimeError:
+            # Closed (the store is closing): the seat is taken and must drain, so that
+            # every queued caller is answered (with the closed store's error).
+            threading.Thread(target=self._drain, name="waypoint-commit", daemon=True).start()
+
+    def close(self) -> None:
+        """Let the helper threads end once their writes are done."""
+        with self._lock:
+            helpers = self._helpers
+        if helpers is not None:
+            helpers.shutdown(wait=False)
 
     def _drain(self) -> None:
         """While holding a leader seat, write whatever queued up, then give the seat back."""
@@ -83,7 +147,7 @@ class GroupCommitter(Generic[In, Out]):
                 else:
                     for s, r in zip(batch, results, strict=True):
                         s.result = r
-                        s.done.set()
+                        s.finish()
                     continue
             else:
                 pass_through = batch
@@ -92,4 +156,4 @@ class GroupCommitter(Generic[In, Out]):
                     s.result = self._write_one(s.item)
                 except BaseException as exc:
                     s.error = exc
-                s.done.set()
+                s.finish()

@@ -22,11 +22,12 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional, Union
 
-from waypoint.storage.postgres.group_commit import GroupCommitter
+from waypoint.storage.postgres.group_commit import Done, GroupCommitter
 from waypoint.storage.records import (
     Completion,
     InitOutcome,
     NewWorkflow,
+    Outcome,
     RecordOutcome,
     StepRecord,
 )
@@ -87,12 +88,22 @@ class GroupedWrites:
         def _init_top(self, wf: NewWorkflow) -> InitOutcome: ...
         def _record_one(self, rec: StepRecord) -> RecordOutcome: ...
         def _complete_one(self, done: Completion) -> bool: ...
+        def _outcome_one(self, workflow_id: str) -> Optional[Outcome]: ...
+        def _outcomes_of(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]: ...
 
     def _setup_grouped(self) -> None:
         # Few writes in flight, so that more callers meet in each: on a busy machine every
         # statement costs CPU that a bigger batch shares (20 connections: 3 in flight).
         self._writes: GroupCommitter[Write, Answer] = GroupCommitter(
             self._write_one, self._write_many, max_leaders=max(2, self.pool_size // 6)
+        )
+        # Status reads, grouped the same way: every run reads its workflow's status before an
+        # operation when it last knew it more than ``status_freshness`` ago, which is every
+        # recovered or dequeued run that waited for a worker thread; 2,000 recovered at once
+        # made 2,000 reads. A batch is read by a statement begun after each of its callers
+        # asked, so no answer is older than the question.
+        self._reads: GroupCommitter[str, Optional[Outcome]] = GroupCommitter(
+            self._outcome_one, self._read_many, max_leaders=max(1, self.pool_size // 10)
         )
         ws, oo = self.d.t("workflow_status"), self.d.t("operation_outputs")
         # Column lists and types as the one-row statements have them (``_sql_init_many``).
@@ -129,6 +140,20 @@ class GroupedWrites:
 
     def complete_workflow(self, done: Completion) -> bool:
         return bool(self._writes.submit(done))
+
+    def queue_write(self, write: Write, done: Done[Answer]) -> bool:
+        """Join the next group commit without a waiting thread (async callers): see
+        ``SystemStore.queue_write``. A child's start (with its link) is not a grouped write
+        and must not be passed here."""
+        self._writes.queue(write, done)
+        return True
+
+    def get_outcome(self, workflow_id: str) -> Optional[Outcome]:
+        return self._reads.submit(workflow_id)
+
+    def _read_many(self, workflow_ids: list[str]) -> list[Optional[Outcome]]:
+        found = self._outcomes_of(list(dict.fromkeys(workflow_ids)))
+        return [found.get(w) for w in workflow_ids]
 
     # -- writing --------------------------------------------------------------------------------
     def _write_one(self, w: Write) -> Answer:

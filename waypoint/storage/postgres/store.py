@@ -39,6 +39,7 @@ from waypoint.storage.records import (
     Completion,
     InitOutcome,
     NewWorkflow,
+    Outcome,
     RecordOutcome,
     StepRecord,
     WorkflowRow,
@@ -342,6 +343,8 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, SqlStore):
     def close(self) -> None:
         self._notifier.stop()
         self._closed.set()
+        self._writes.close()
+        self._reads.close()
         self._pool.close(timeout=5)
 
     deferred_wakeups = True
@@ -551,6 +554,12 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, SqlStore):
 
     def _complete_one(self, done: Completion) -> bool:
         return SqlStore.complete_workflow(self, done)
+
+    def _outcome_one(self, workflow_id: str) -> Optional[Outcome]:
+        return SqlStore.get_outcome(self, workflow_id)
+
+    def _outcomes_of(self, workflow_ids: Sequence[str]) -> dict[str, Outcome]:
+        return SqlStore.get_outcomes(self, workflow_ids)
 
     def _woken_by(self, wf: NewWorkflow) -> None:
         """A new ENQUEUED (or DELAYED) row wakes dispatchers (or timers) everywhere."""

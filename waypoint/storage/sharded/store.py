@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from waypoint.storage.backend import StoreOptions
 from waypoint.storage.errors import (
@@ -217,6 +217,14 @@ class ShardedStore(FleetCalls):
             wait_all=True,
         )
         return [w for _, p in parts for w in p]
+
+    def queue_write(
+        self,
+        write: Union[NewWorkflow, StepRecord, Completion],
+        done: Callable[[Any, Optional[BaseException]], None],
+    ) -> bool:
+        """Not queued: finding a workflow's shard may read the catalog."""
+        return False
 
     # -- steps ---------------------------------------------------------------------------------
     def record_step(self, rec: StepRecord) -> RecordOutcome:

@@ -102,9 +102,10 @@ def db_url(name: str) -> str:
     return f"{PG_BASE}/{name}"
 
 
-def build(size: int) -> str:
-    """A fresh database of ``size`` finished workflows (and the rest); returns its name."""
-    name = f"bench_big_{size}"
+def build(size: int, name: str | None = None) -> str:
+    """A fresh database of ``size`` finished workflows (and the rest); returns its name
+    (``bench_big_<size>`` unless given)."""
+    name = name or f"bench_big_{size}"
     with psycopg.connect(db_url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')

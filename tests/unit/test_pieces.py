@@ -21,7 +21,7 @@ from waypoint.core.timers import TimerService
 from waypoint.core.versioning import compute_app_version
 from waypoint.error import DBOSException, DBOSInitializationError, WaypointPayloadError
 from waypoint.storage.errors import StorageConfigError
-from waypoint.storage.migrations import load, split_statements
+from waypoint.storage.migrations import Migration, load, split_statements
 from waypoint.storage.postgres.group_commit import GroupCommitter
 from waypoint.storage.registry import default_sqlite_url, parse_url
 from waypoint.storage.url import redact
@@ -461,6 +461,38 @@ def test_migration_files_split_into_statements() -> None:
         assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
     statements = split_statements(load("sqlite")[0].sql)
     assert statements and all(s.rstrip().endswith(";") for s in statements)
+
+
+def test_index_migrations_build_concurrently_on_postgresql_only() -> None:
+    """Migrations 10 and 11 build their indexes CONCURRENTLY (outside a transaction) on
+    PostgreSQL, and nothing else does; a new database runs them as plain CREATE INDEX."""
+    pg = load("postgresql")
+    assert [m.version for m in pg if not m.transactional] == [10, 11]
+    assert [len(m.concurrent_indexes) for m in pg if not m.transactional] == [3, 12]
+    assert all(m.transactional and not m.concurrent_indexes for m in load("sqlite"))
+    for mig in pg:
+        plain = mig.in_transaction()
+        assert "CONCURRENTLY" not in plain.replace("-- Built CONCURRENTLY", "")
+        assert plain.replace("INDEX IF", "INDEX CONCURRENTLY IF") == mig.sql or mig.transactional
+    name, statement = pg[9].concurrent_indexes[0]
+    assert name == "idx_workflow_status_active_created"
+    assert statement.startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS " + name)
+
+
+def test_a_concurrent_migration_holds_nothing_but_index_builds() -> None:
+    """The runner can check only index builds valid before recording: anything else beside
+    them, outside a transaction, could be left half done and is refused when loading."""
+    mixed = Migration(
+        99,
+        "mixed",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (x);\nCREATE TABLE u (x INT);\n",
+    )
+    assert not mixed.transactional
+    with pytest.raises(RuntimeError, match="nothing but CREATE INDEX CONCURRENTLY"):
+        _ = mixed.concurrent_indexes
+    bare = Migration(98, "bare", "CREATE INDEX CONCURRENTLY i ON t (x);\n")
+    with pytest.raises(RuntimeError, match="0098_bare"):
+        _ = bare.concurrent_indexes
 
 
 def test_dbos_without_config_is_a_clear_error() -> None:

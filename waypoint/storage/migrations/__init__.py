@@ -2,6 +2,13 @@
 
 Waypoint records its own versions in ``waypoint_migrations``; ``dbos_migrations`` is kept at the
 DBOS schema level the tables are equivalent to, so DBOS tooling sees a current schema.
+
+A PostgreSQL migration made of ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` statements only is
+*non-transactional*: on a database in use the runner builds its indexes outside any
+transaction, so writes to the table go on while they build (a plain ``CREATE INDEX`` holds a
+lock that blocks every write to the table until the migration commits: 12-45 s at a million
+rows, benchmarks/migration_build.py). ``Migration.concurrent_indexes`` lists what it
+builds, so the runner can check each index is valid before recording the version.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from waypoint.storage.errors import StorageConfigError
 logger = logging.getLogger("waypoint")
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_CONCURRENTLY_RE = re.compile(r"^(\s*CREATE\s+(?:UNIQUE\s+)?INDEX)\s+CONCURRENTLY\b", re.I | re.M)
+_CONCURRENT_INDEX_RE = re.compile(
+    r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+ON\s", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,33 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def transactional(self) -> bool:
+        """False for a migration that builds indexes ``CONCURRENTLY`` (outside a transaction)."""
+        return _CONCURRENTLY_RE.search(self.sql) is None
+
+    @property
+    def concurrent_indexes(self) -> list[tuple[str, str]]:
+        """(index name, statement) of each index a non-transactional migration builds."""
+        if self.transactional:
+            return []
+        found: list[tuple[str, str]] = []
+        for statement in split_statements(self.sql):
+            m = _CONCURRENT_INDEX_RE.match(statement)
+            if m is None:
+                raise RuntimeError(
+                    f"migration {self.version:04d}_{self.name} builds indexes CONCURRENTLY, so "
+                    "it may hold nothing but CREATE INDEX CONCURRENTLY IF NOT EXISTS name ON "
+                    f"...; found: {statement[:80]}"
+                )
+            found.append((m.group(1), statement))
+        return found
+
+    def in_transaction(self) -> str:
+        """The script with plain ``CREATE INDEX``: what runs inside a transaction (a new
+        database, where no one writes yet and an atomic migration is worth more)."""
+        return _CONCURRENTLY_RE.sub(r"\1", self.sql)
 
 
 def load(dialect: str) -> list[Migration]:
@@ -38,6 +76,7 @@ def load(dialect: str) -> list[Migration]:
     for expected, mig in enumerate(found, start=1):
         if mig.version != expected:
             raise RuntimeError(f"{dialect} migrations are not contiguous at {mig.version}")
+        _ = mig.concurrent_indexes  # refuses a non-transactional one that is not all indexes
     return found
 
 
@@ -64,13 +103,21 @@ def latest_version(dialect: str) -> int:
     return migrations[-1].version if migrations else 0
 
 
+def pending(dialect: str, current: int) -> list[Migration]:
+    """The migrations of ``dialect`` after version ``current``, in order."""
+    return [mig for mig in load(dialect) if mig.version > current]
+
+
+def applied(mig: Migration) -> None:
+    logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+
+
 def apply(dialect: str, current: int, run: Callable[[Migration], None]) -> None:
     """Apply every migration of ``dialect`` after version ``current``, in order: ``run``
     executes one and records its version, inside the caller's transaction."""
-    for mig in load(dialect):
-        if mig.version > current:
-            run(mig)
-            logger.info("applied system schema migration %04d_%s", mig.version, mig.name)
+    for mig in pending(dialect, current):
+        run(mig)
+        applied(mig)
 
 
 def require_current(dialect: str, current: int, advice: str) -> None:

@@ -17,11 +17,10 @@ from psycopg import sql as pgsql
 
 from waypoint.storage import migrations
 from waypoint.storage.errors import StorageConfigError
+from waypoint.storage.postgres.migrator import Migrator, migration_lock
 from waypoint.storage.url import DatabaseTarget, redact
 
 logger = logging.getLogger("waypoint")
-
-MIGRATION_LOCK_KEY = 7_321_004_281  # advisory lock serialising concurrent migrators
 
 # The oldest PostgreSQL the schema works on: 13 made gen_random_uuid() built in (the message
 # and queue tables' defaults, DBOS's send_message and enqueue_workflow functions use it) and
@@ -88,36 +87,33 @@ class PgSchemaAdmin:
                 logger.debug("system database %s was created concurrently", self.target.database)
 
     def migrate(self) -> None:
+        """Bring the schema to the latest version (see ``migrator``: indexes on a database in
+        use are built without blocking its writers; one migrator at a time)."""
         self.ensure_database()
         ident = pgsql.Identifier(self.schema)
-        with self._connect() as conn, conn.transaction():
+        with self._connect() as conn:
             check_server_version(conn, self.target.url)
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-            exists = conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-            ).fetchone()
-            if not exists:
-                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-            conn.execute(
-                pgsql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.waypoint_migrations ("
-                    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                    "applied_at BIGINT NOT NULL "
-                    "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
-                ).format(ident)
-            )
-            row = conn.execute(self._version_sql()).fetchone()
-            current = int(row[0]) if row else 0
-            migrations.check_adoptable(current, self._dbos_version(conn), redact(self.target.url))
-            record = pgsql.SQL(
-                "INSERT INTO {}.waypoint_migrations (version, name) VALUES (%s, %s)"
-            ).format(ident)
-
-            def run(mig: migrations.Migration) -> None:
-                conn.execute(mig.sql.replace("{schema}", self.schema))
-                conn.execute(record, (mig.version, mig.name))
-
-            migrations.apply("postgresql", current, run)
+            with migration_lock(conn, redact(self.target.url)):
+                with conn.transaction():
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                    ).fetchone()
+                    if not exists:
+                        conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                    conn.execute(
+                        pgsql.SQL(
+                            "CREATE TABLE IF NOT EXISTS {}.waypoint_migrations ("
+                            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                            "applied_at BIGINT NOT NULL "
+                            "DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint)"
+                        ).format(ident)
+                    )
+                    row = conn.execute(self._version_sql()).fetchone()
+                    current = int(row[0]) if row else 0
+                    migrations.check_adoptable(
+                        current, self._dbos_version(conn), redact(self.target.url)
+                    )
+                Migrator(conn, self.schema).run(current)
 
     def _dbos_version(self, conn: psycopg.Connection[Any]) -> int | None:
         """The DBOS migration level recorded in the schema, None when DBOS has recorded none."""

@@ -128,9 +128,10 @@ def _not_ready(exc: BaseException) -> bool:
 
 
 def _when_reachable(call: Callable[[], None], what: str, where: str) -> None:
-    """``call`` (idempotent: a migration is one transaction under an advisory lock), tried
-    again while it fails for a transient reason, up to ``LAUNCH_WAIT_SEC``: a process started
-    during a restart or a failover launches when the database is back instead of exiting."""
+    """``call`` (idempotent: a migration attempt cut short is finished by the next one, see
+    ``migrator``), tried again while it fails for a transient reason, up to
+    ``LAUNCH_WAIT_SEC``: a process started during a restart or a failover launches when the
+    database is back instead of exiting."""
     deadline = time.monotonic() + LAUNCH_WAIT_SEC  # read at each call (tests change it)
     delay = 0.1
     warned = 0.0

@@ -23,6 +23,7 @@ nothing waiting, and again while all the waiting workflows are parked. Prints on
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -46,6 +47,26 @@ SPREAD = 20.0  # seconds over which the sleepers wake, then over which the messa
 
 stamps: dict[str, float] = {}
 stamps_lock = threading.Lock()
+
+# Time spent in full (generation 2) garbage collections, and how many: each one walks every
+# object alive, so what parked runs hold shows here (issue 11).
+gc_full = {"count": 0, "seconds": 0.0, "max": 0.0}
+_gc_began = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _gc_began[0] = time.perf_counter()
+    else:
+        took = time.perf_counter() - _gc_began[0]
+        gc_full["count"] += 1
+        gc_full["seconds"] += took
+        gc_full["max"] = max(gc_full["max"], took)
+
+
+gc.callbacks.append(_gc_timer)
 
 
 @DBOS.step()
@@ -243,6 +264,9 @@ def main() -> None:
         "others_loaded_wf_per_s": round(loaded, 1),
         "others_ratio": round(loaded / unloaded, 2),
         "sleepers_woke_before_parked": late,
+        "gc_full_collections": gc_full["count"],
+        "gc_full_seconds": round(gc_full["seconds"], 2),
+        "gc_full_max_ms": round(gc_full["max"] * 1000, 1),
         "mean_all_ms": round(statistics.mean(sleep_lat + recv_lat + child_lat) * 1000, 1),
     }
     print(json.dumps(report), flush=True)

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-from waypoint.core.execution import Histories, StoredCall, run_in_background
+from waypoint.core.execution import Histories, run_in_background
+from waypoint.core.parking import StoredCall
 from waypoint.core.registrations import REGISTRY
 from waypoint.core.run import RunEntry, WorkflowRun
 from waypoint.core.runtime import Runtime

@@ -75,8 +75,9 @@ class Engine:
     def now_ms(self) -> int:
         return int(time.time() * 1000)
 
-    def active(self, workflow_id: str) -> Optional[LocalRun]:
-        """The run of ``workflow_id`` executing in this process, if any."""
+    def active(self, workflow_id: str, parked: bool = False) -> Optional[LocalRun]:
+        """The run of ``workflow_id`` executing in this process, if any (``parked``: a
+        suspended one too, see ``Runtime.active``)."""
         return None
 
     def start_listening(self) -> None:
@@ -133,7 +134,7 @@ class Engine:
     def cancel(self, workflow_ids: list[str]) -> list[str]:
         changed = self.store.cancel_workflows(workflow_ids, self.now_ms())
         for wfid in workflow_ids:
-            entry = self.active(wfid)
+            entry = self.active(wfid, parked=True)
             if entry is not None:
                 entry.cancel.set()
             self.wakeups.fire(cancel_key(wfid))

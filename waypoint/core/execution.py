@@ -13,7 +13,6 @@ Three ways in, one way through:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
@@ -29,12 +28,12 @@ from waypoint.core.context import (
 from waypoint.core.effects import Call, Flow, Io, Sleep, drive_async, drive_sync
 from waypoint.core.engine import Engine
 from waypoint.core.outcomes import await_outcome
+from waypoint.core.parking import Record, StoredCall, record_of, stored_call
 from waypoint.core.prepare import Start, check_init
 from waypoint.core.registrations import WorkflowInfo
 from waypoint.core.roles import check_roles, with_role
 from waypoint.core.run import RunEntry, WorkflowRun, park_suspended, unpark_suspended
 from waypoint.core.runtime import Runtime
-from waypoint.core.serialization import PORTABLE_NAME, coerce_portable_args
 from waypoint.core.steps import record, replay
 from waypoint.core.suspend import Suspender, abort_parked
 from waypoint.core.types import Auth
@@ -348,25 +347,6 @@ def launch(rt: Runtime, st: Start) -> None:
     run_in_background(rt, run, stored, st.call_args, st.kwargs, load_replay=False)
 
 
-@dataclass(frozen=True)
-class StoredCall:
-    """A workflow's registration and stored inputs: a resumed run calls its body with
-    arguments decoded afresh, never with objects the first run may have changed."""
-
-    info: WorkflowInfo
-    inputs: Optional[str]
-    serialization: Optional[str]
-    bound: Any  # the instance or class of a method (never stored)
-
-    def decode(self, rt: Runtime) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args, kwargs = rt.codec.decode_inputs(self.inputs, self.serialization)
-        if self.serialization == PORTABLE_NAME:
-            args, kwargs = coerce_portable_args(self.info.func, args, kwargs)
-        if self.info.kind in ("instance", "class"):
-            return (self.bound, *args), kwargs
-        return tuple(args), kwargs
-
-
 def run_in_background(
     rt: Runtime,
     run: WorkflowRun,
@@ -430,27 +410,45 @@ def run_in_background(
 
 
 def _park(rt: Runtime, run: WorkflowRun, stored: StoredCall) -> None:
-    """The body unwound out of a suspended wait and its thread is free: resume the run (on
-    the pool, from its checkpoints) when the wait's wake-up comes."""
+    """The body unwound out of a suspended wait and its thread is free: the run waits as
+    plain data in the runtime's parking lot (core/parking.py) and is rebuilt, then resumed on
+    the pool from its checkpoints, when the wait's wake-up comes."""
     parked = run.parked
     assert parked is not None
-    run.replay = {}  # reloaded when it resumes: a parked run keeps little in memory
+    entry = run.entry
+    run.replay = {}  # reloaded when it resumes
+    park_suspended(entry)
+    lot = rt.lot
+    if lot.on_wake is None:
+        lot.on_wake = partial(_wake, rt)
+    rec = record_of(rt, run, stored, parked.keys)
+    # A callback waits for this entry's end (a re-claim handed over to it): it stays
+    # registered, and the run is resumed with it. Otherwise it goes, and threads or tasks
+    # waiting on it are told to read the outcome from the database (ParkingLot.park).
+    watched = entry.done.has_callbacks() or entry.cancel.has_callbacks()
 
-    def resume() -> None:
-        if unpark_suspended(run.entry) or rt.stopping.is_set():
-            # Handed back by a draining executor, or the runtime stops: a peer, or the next
-            # launch, runs the rest. Nothing to re-run here.
-            _end_parked(rt, run)
-            return
-        try:
-            run_in_background(rt, run, stored, (), {}, load_replay=False, resumed=True)
-        except RuntimeError:
-            # The pool is shut down: this process stops, and the workflow stays PENDING for
-            # the next launch to recover.
-            logger.debug("workflow %s was not resumed: the runtime stopped", run.workflow_id)
+    def to_lot() -> None:
+        lot.park(entry, rec, parked.wake_at, parked.hooked, keep_entry=watched)
 
-    park_suspended(run.entry)
-    parked.arm(rt.timers, resume)
+    if parked.hand_over(to_lot):
+        lot.wake(run.workflow_id)  # what it waits for came while it unwound
+
+
+def _wake(rt: Runtime, entry: RunEntry, rec: Record) -> None:
+    """A parked run's wake-up: resume it (it left the lot, into the registry, just now)."""
+    run = entry.run
+    assert run is not None
+    if unpark_suspended(entry) or rt.stopping.is_set():
+        # Handed back by a draining executor, or the runtime stops: a peer, or the next
+        # launch, runs the rest. Nothing to re-run here.
+        _end_parked(rt, run)
+        return
+    try:
+        run_in_background(rt, run, stored_call(rec), (), {}, load_replay=False, resumed=True)
+    except RuntimeError:
+        # The pool is shut down: this process stops, and the workflow stays PENDING for
+        # the next launch to recover.
+        logger.debug("workflow %s was not resumed: the runtime stopped", run.workflow_id)
 
 
 def _end_parked(rt: Runtime, run: WorkflowRun) -> None:

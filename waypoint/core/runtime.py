@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from waypoint.core.engine import Engine
 from waypoint.core.fingerprint import workflow_fingerprints
+from waypoint.core.parking import ParkingLot
 from waypoint.core.pool import WorkerPool
 from waypoint.core.registrations import REGISTRY
 from waypoint.core.run import RunEntry, take_parked
@@ -62,6 +63,9 @@ class Runtime(Engine):
         self._active: dict[str, RunEntry] = {}
         self._active_lock = threading.Lock()
         self._deadline_timers: dict[str, int] = {}
+        # Suspended runs, as plain data (core/parking.py): out of ``_active`` until they wake.
+        self.lot = ParkingLot(self, self.timers, self._active, self._active_lock)
+        self.wakeups.add_hook("", self.lot.key_fired)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         # The application's own loop (running where it launched, or its web server's): async
         # workflows started from other threads (dequeued, scheduled) run there while it runs.
@@ -131,6 +135,7 @@ class Runtime(Engine):
             except Exception:
                 logger.exception("stopping %s failed", svc.name)
         self.stop_listening()
+        self.wakeups.remove_hooks([self.lot.key_fired])
         self.timers.stop()
         with self._active_lock:
             entries = list(self._active.values())
@@ -210,7 +215,10 @@ class Runtime(Engine):
         return [e for e in self._entries() if e.task is not None and e.task.withdraw()]
 
     def _entries(self) -> list[RunEntry]:
+        """Every run here, parked ones' entries rebuilt (a drain hands them back)."""
         with self._active_lock:
+            for workflow_id in self.lot.ids_locked():
+                self.lot.entry(workflow_id)
             return list(self._active.values())
 
     def _set_state(self, state: str) -> None:
@@ -248,6 +256,11 @@ class Runtime(Engine):
             existing = self._active.get(workflow_id)
             if existing is not None and not existing.done.is_set():
                 return existing, False
+            if workflow_id in self.lot:
+                # Suspended here (core/parking.py): its entry, rebuilt, is the one running it.
+                parked = self.lot.entry(workflow_id)
+                assert parked is not None
+                return parked, False
             entry = RunEntry(workflow_id)
             self._active[workflow_id] = entry
             return entry, True
@@ -264,13 +277,20 @@ class Runtime(Engine):
         if on_end is not None:
             on_end()
 
-    def active(self, workflow_id: str) -> Optional[RunEntry]:
+    def active(self, workflow_id: str, parked: bool = False) -> Optional[RunEntry]:
+        """The entry of the run of ``workflow_id`` here; one suspended in the parking lot has
+        none (its waiters read the database and wait on its keys) unless ``parked``: then
+        its entry is rebuilt (and kept until it resumes)."""
         with self._active_lock:
-            return self._active.get(workflow_id)
+            entry = self._active.get(workflow_id)
+            if entry is None and parked:
+                entry = self.lot.entry(workflow_id)
+            return entry
 
     def active_count(self) -> int:
+        """Runs in flight here, suspended ones included."""
         with self._active_lock:
-            return len(self._active)
+            return len(self._active) + self.lot.unregistered_locked()
 
     def arm_deadline(self, workflow_id: str, deadline_ms: Optional[int]) -> None:
         if deadline_ms is None:
@@ -287,7 +307,7 @@ class Runtime(Engine):
             # Not written. A timer that gave up would let the workflow outlive its timeout
             # (the storage layer waits out outages itself, but not a full disk): try again
             # while it still runs here.
-            if self.active(workflow_id) is None:
+            if self.active(workflow_id) is None and workflow_id not in self.lot:
                 return
             logger.warning(
                 "workflow %s: its deadline passed but the system database is full (%s); "

@@ -60,6 +60,11 @@ class Signal:
                 return
         callback()
 
+    def has_callbacks(self) -> bool:
+        """Whether a callback waits for this signal (a parked run whose entry has one keeps
+        that entry, core/execution.py)."""
+        return bool(self._callbacks)
+
     def remove_callback(self, callback: Callable[[], None]) -> None:
         with self._lock:
             if self._callbacks is not None and callback in self._callbacks:

@@ -7,8 +7,9 @@ Instead, once a wait is expected to outlast the run's *grace* (``wait_suspend_af
 50 ms while every thread is busy), the wait raises ``Suspended``: it unwinds the body back to
 the run (``execution.run_body``), the thread goes back to the pool, and a ``ParkedWait`` holds
 what can end the wait — wake-up keys (a message, an event, a completion, a cancellation),
-signals of runs in this process, and a timer (the wait's deadline, or the next safety
-re-read). The first of them to fire submits the run again: the body is re-run from the top
+signals of runs in this process, and a wake-up time (the wait's deadline, or the next safety
+re-read) — until the runtime's parking lot (core/parking.py) takes it over as plain data.
+The first of them to fire submits the run again: the body is re-run from the top
 with the checkpoints loaded from the database, every completed operation returning its
 recorded value, until it reaches the wait again, which now finds what it waited for.
 
@@ -37,7 +38,6 @@ from waypoint.error import DBOSWorkflowCancelledError
 from waypoint.storage.protocol import cancel_key
 
 if TYPE_CHECKING:
-    from waypoint.core.timers import TimerService
     from waypoint.core.wakeups import Wakeups
 
 __all__ = ["ParkedWait", "Suspendable", "Suspended", "Suspender", "suspend", "wait_grace"]
@@ -90,25 +90,15 @@ def wait_grace(run: Optional[Suspendable]) -> Optional[float]:
 
 
 class ParkedWait:
-    """What a suspended run waits for, and the one-shot hand-over to its resumption.
+    """What a suspending wait waits for, until the body has unwound and the runtime's parking
+    lot (core/parking.py) takes it over (``hand_over``).
 
     It is set up (keys subscribed, signals hooked) *before* the body unwinds, while the wait
-    still holds its own subscription, so nothing that fires in between is lost; but it resumes
-    the run only once ``arm`` is called, after the body has unwound and let go of the thread,
-    so the run never executes twice at once."""
+    still holds its own subscription, so nothing that fires in between is lost; a wake-up
+    meanwhile is only remembered, and resumes the run once it has unwound and let go of the
+    thread, so the run never executes twice at once."""
 
-    __slots__ = (
-        "_lock",
-        "_resume",
-        "_state",
-        "_timer",
-        "_timers",
-        "hooked",
-        "keys",
-        "signal",
-        "wake_at",
-        "wakeups",
-    )
+    __slots__ = ("_lock", "_state", "hooked", "keys", "signal", "wake_at", "wakeups")
 
     def __init__(
         self,
@@ -121,10 +111,7 @@ class ParkedWait:
         self.keys = tuple(keys)
         self.wake_at = wake_at
         self._lock = threading.Lock()
-        self._state = "setting-up"  # -> "fired-early" | "armed" -> "resumed"
-        self._resume: Optional[Callable[[], None]] = None
-        self._timers: Optional[TimerService] = None
-        self._timer: Optional[int] = None
+        self._state = "setting-up"  # -> "fired-early" -> "handed-over"
         self.signal = wakeups.subscribe(*self.keys) if self.keys else Signal()
         self.signal.on_set(self.fire)
         self.hooked = tuple(signals)
@@ -132,37 +119,27 @@ class ParkedWait:
             sig.on_set(self.fire)
 
     def fire(self) -> None:
-        """Something the run waits for happened (or may have): resume it, once."""
+        """Something the run waits for happened (or may have) while its body unwinds."""
         with self._lock:
             if self._state == "setting-up":
                 self._state = "fired-early"
-                return
-            if self._state != "armed":
-                return
-            self._state = "resumed"
-            resume, self._resume = self._resume, None
-        self._release()
-        if resume is not None:
-            resume()
 
-    def arm(self, timers: TimerService, resume: Callable[[], None]) -> None:
-        """The body has unwound: from now on the first wake-up calls ``resume``."""
+    def hand_over(self, park: Callable[[], None]) -> bool:
+        """The body has unwound: ``park`` takes the wait over (as plain data, core/parking.py),
+        and this lets go of its own subscriptions. Called with this wait's lock held, so a
+        wake-up comes either before (True is returned: resume at once) or to what ``park``
+        set up; never to neither."""
         with self._lock:
-            if self._state == "setting-up":
-                self._state = "armed"
-                self._resume = resume
-                self._timers = timers
-                if self.wake_at is not None:
-                    self._timer = timers.at(self.wake_at, self.fire)
-                return
-            self._state = "resumed"
+            early = self._state == "fired-early"
+            park()
+            self._state = "handed-over"
         self._release()
-        resume()
+        return early
 
     def drop(self) -> None:
         """The wait was not suspended after all: let go of the subscriptions."""
         with self._lock:
-            self._state = "resumed"
+            self._state = "handed-over"
         self._release()
 
     def _release(self) -> None:
@@ -170,9 +147,6 @@ class ParkedWait:
             self.wakeups.unsubscribe(self.signal, *self.keys)
         for sig in self.hooked:
             sig.remove_callback(self.fire)
-        if self._timer is not None and self._timers is not None:
-            self._timers.cancel(self._timer)
-            self._timer = None
 
 
 def suspend(

@@ -112,6 +112,8 @@ _NOT_READY = (
     "the database system is not yet accepting connections",
     "sorry, too many clients already",
     "server login has been failing",
+    "session is read-only",  # a multi-host URL's read-write server is not promoted yet
+    "server closed the connection unexpectedly",  # it crashed or restarted as we connected
 )
 
 

@@ -1,6 +1,6 @@
 """10,000 workflows waiting at once in one process (issue 11): Waypoint only.
 
-    .venv/bin/python benchmarks/waiting.py [--n 10000] [--quick]
+    .venv/bin/python benchmarks/waiting.py [--n 10000] [--quick] [--freeze]
 
 One process, the default pool of 256 threads, PostgreSQL (``BENCH_PG_URL``, default
 ``postgresql://postgres@127.0.0.1:5432``; the database ``bench_waiting`` is dropped and
@@ -156,6 +156,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--others", type=int, default=2000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--freeze",
+        action="store_true",
+        help="gc.freeze() once launched, as an application may after its start-up",
+    )
     args = ap.parse_args()
     n = 300 if args.quick else args.n
     others = 200 if args.quick else args.others
@@ -165,6 +170,8 @@ def main() -> None:
     logging.getLogger("waypoint").setLevel(logging.ERROR)  # pool-timeout retries on a busy box
     DBOS(config={"name": "bench-waiting", "system_database_url": f"{PG}/{DB}"})
     DBOS.launch()
+    if args.freeze:
+        gc.freeze()  # the application's choice (a library must not make it)
     rt = get_runtime()
     max_threads = threading.active_count()
     sampling = True

@@ -29,7 +29,7 @@ from waypoint._api.ops import observe, schedules, workflows
 from waypoint._api.ops.base import Ops, as_ops
 from waypoint.console import views
 from waypoint.console.views import BadInput
-from waypoint.error import DBOSException
+from waypoint.error import DBOSException, WaypointStorageError
 
 logger = logging.getLogger("waypoint.console")
 HERE = Path(__file__).parent
@@ -120,8 +120,8 @@ class Console:
         }
         if done not in known:
             return ""
-        return f"{known[done]} {int(n) if n.isdigit() else ''}".strip() + (
-            " workflow(s)." if n.isdigit() else "."
+        return f"{known[done]} {int(n) if views.whole(n) else ''}".strip() + (
+            " workflow(s)." if views.whole(n) else "."
         )
 
     def error(self, request: Request, message: str, status: int = 400) -> Response:
@@ -304,7 +304,7 @@ class Console:
                 await _threaded(lambda: ops.run(workflows.resume_workflow(ops, wfid)))
                 return self.redirect(request, "/workflow", id=wfid, done="resume")
             step_text = str(form.get("start_step", "")).strip()
-            if not step_text.isdigit():
+            if not views.whole(step_text):
                 return self.error(request, f"start_step must be a step number, got {step_text!r}")
             version = str(form.get("application_version", "")).strip() or None
             new_id = await _threaded(
@@ -413,8 +413,10 @@ class Console:
         if not days and not keep:
             return self.error(request, "give an age in days, a number of rows to keep, or both")
         for label, value in (("older_than_days", days), ("keep_rows", keep)):
-            if value and not value.isdigit():
+            if value and not views.whole(value):
                 return self.error(request, f"{label} must be a whole number, got {value!r}")
+        if days and int(days) > MAX_DAYS:
+            return self.error(request, f"older_than_days must be at most {MAX_DAYS}, got {days}")
         cutoff = None
         if days:
             now = dt.datetime.now(dt.timezone.utc).timestamp() * 1000
@@ -462,6 +464,9 @@ async def _threaded(fn: Callable[[], Any]) -> Any:
     return await run_in_threadpool(fn)
 
 
+MAX_DAYS = 1_000_000  # older_than_days: beyond this the cutoff leaves the epoch-ms range
+
+
 def build_console(ops: Any = None) -> Starlette:
     """The console over ``ops`` (an ``Ops``, an engine, or None for the launched runtime), to
     mount at ``/console``. Authentication and CSRF are the mounting server's."""
@@ -486,4 +491,12 @@ def build_console(ops: Any = None) -> Starlette:
         Route("/retention/gc", console.gc, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        """What a page did not catch itself: bad input (a NUL or an unpaired surrogate in an
+        ID, a value the library refuses) is the request's fault, named on a 400 page; a
+        database that does not answer is a 503. Never a bare 500."""
+        status = 503 if isinstance(exc, WaypointStorageError) else 400
+        return console.error(request, str(exc), status=status)
+
+    return Starlette(routes=routes, exception_handlers={BadInput: refused, DBOSException: refused})

@@ -97,6 +97,13 @@ class ListQuery:
         return urlencode(items)
 
 
+def whole(text: str, signed: bool = False) -> bool:
+    """A whole number as a form or URL sends one: ASCII digits (``str.isdigit`` also takes
+    "²", which ``int`` refuses), at most 18 of them (a BIGINT column's range)."""
+    digits = text[1:] if signed and text.startswith("-") else text
+    return 0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()
+
+
 def parse_list_query(query: Any) -> ListQuery:
     """A ``ListQuery`` from a request's query parameters; ``BadInput`` names a bad one."""
     q = ListQuery()
@@ -128,12 +135,12 @@ def parse_list_query(query: Any) -> ListQuery:
         raise BadInput(f"sort must be 'asc' or 'desc', got {sort!r}")
     q.sort_desc = sort == "desc"
     limit = query.get("limit", "50")
-    if not limit.isdigit() or int(limit) not in PAGE_SIZES:
+    if not whole(limit) or int(limit) not in PAGE_SIZES:
         raise BadInput(f"limit must be one of {', '.join(map(str, PAGE_SIZES))}, got {limit!r}")
     q.limit = int(limit)
     after_at, after_id = query.get("after_at"), query.get("after_id")
     if after_at is not None or after_id is not None:
-        if after_at is None or after_id is None or not after_at.lstrip("-").isdigit():
+        if after_at is None or after_id is None or not whole(after_at, signed=True):
             raise BadInput("after_at (epoch ms) and after_id go together")
         q.after = (int(after_at), after_id)
     return q

@@ -11,11 +11,12 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.admin_http import checksum
 from tests.console_browser import serve_console
+from tests.integration.test_hostile_input import SETTINGS  # the same budget as every door
 from waypoint import DBOS, SetWorkflowID
 from waypoint.console.views import TEXT_FILTERS
 
@@ -26,13 +27,6 @@ HOSTILE = st.one_of(
         ["²", "٣", "-1", "0", "9" * 30, "1e9", " 20 ", "\ud800", "x" * 5000, "[]", "{}"]
     ),
     st.integers().map(str),
-)
-SETTINGS = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 LIST_KEYS = [*TEXT_FILTERS, "status", "start", "end", "attributes", "sort", "limit",
              "after_at", "after_id"]  # fmt: skip

@@ -365,7 +365,10 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, SqlStore):
     def _all_raw(self, sql: str, params: Params) -> list[Row]:
         with self._pool.connection() as conn:
             cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description is not None else []
+            # rownumber is None unless the result holds rows (TUPLES_OK), exactly when
+            # fetchall() can read them; cur.description would build a Column object per
+            # column, on every checkpoint.
+            return cur.fetchall() if cur.rownumber is not None else []
 
     def _exec_raw(self, sql: str, params: Params) -> int:
         with self._pool.connection() as conn:

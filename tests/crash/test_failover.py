@@ -416,7 +416,7 @@ def test_a_launch_waits_for_a_standby_to_be_promoted(monkeypatch: pytest.MonkeyP
 
     from waypoint import DBOS
     from waypoint.error import DBOSInitializationError
-    from waypoint.storage.postgres import store as pgstore
+    from waypoint.storage.postgres import faults as pgstore
 
     with replicated_pair(synchronous=False) as pair:
         pair.primary.create_database("launchwait")

@@ -290,7 +290,7 @@ def test_a_launch_whose_backend_is_killed_finishes_its_own_migration(
     db: str, tmp_path: Path
 ) -> None:
     """The migrating backend terminated (``pg_terminate_backend``, as an administrator or a
-    failover would): the launch tries again (``_when_reachable``), and its second attempt drops
+    failover would): the launch tries again (``when_reachable``), and its second attempt drops
     the index the first left invalid, builds it again and records the version."""
     migrate_as_before(db, SCHEMA, 10)
     fill(db, SCHEMA, 20_000)

@@ -1,4 +1,4 @@
-"""Which launch-time failures a PostgreSQL launch waits out (storage/postgres/store.py):
+"""Which launch-time failures a PostgreSQL launch waits out (storage/postgres/faults.py):
 the server is there but not ready, as opposed to a wrong address that must fail at once."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from waypoint.storage.errors import StorageConfigError
-from waypoint.storage.postgres.store import _not_ready
+from waypoint.storage.postgres.faults import _not_ready
 
 
 def at_connect(message: str) -> StorageConfigError:

@@ -24,6 +24,7 @@ FORK_STEPS = (
 )  # fmt: skip
 FORK_EVENTS = ("function_id", "key", "value", "serialization")
 FORK_STREAMS = ("key", "value", '"offset"', "function_id", "serialization", "write_key")
+FORK_BEFORE = "WHERE workflow_uuid = %(src)s AND function_id < %(step)s"  # what a fork copies
 
 
 class ManagementSql(SqlCore):
@@ -85,6 +86,9 @@ class ManagementSql(SqlCore):
             "app": req.application_name,
         }
 
+        steps, events = ", ".join(FORK_STEPS), ", ".join(FORK_EVENTS)
+        streams, before = ", ".join(FORK_STREAMS), FORK_BEFORE
+
         def body(cur: Cursor) -> None:
             src = cur.one(f"SELECT application_version FROM {ws} WHERE workflow_uuid = %(src)s", p)
             if src is None:
@@ -109,12 +113,8 @@ class ManagementSql(SqlCore):
                 f"UPDATE {ws} SET was_forked_from = {self.d.true} WHERE workflow_uuid = %(src)s", p
             )
             cur.exec(
-                f"INSERT INTO {oo} (workflow_uuid, function_id, function_name, output, error, "
-                "child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization, "
-                "owner_xid, application_name) SELECT %(new)s, function_id, function_name, "
-                "output, error, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
-                f"serialization, %(owner)s, application_name FROM {oo} "
-                "WHERE workflow_uuid = %(src)s AND function_id < %(step)s",
+                f"INSERT INTO {oo} (workflow_uuid, owner_xid, {steps}) "
+                f"SELECT %(new)s, %(owner)s, {steps} FROM {oo} {before}",
                 p,
             )
             for old, new in req.replacement_children.items():
@@ -124,9 +124,8 @@ class ManagementSql(SqlCore):
                     {**p, "oldc": old, "newc": new},
                 )
             cur.exec(
-                f"INSERT INTO {eh} (workflow_uuid, function_id, key, value, serialization) "
-                f"SELECT %(new)s, function_id, key, value, serialization FROM {eh} "
-                "WHERE workflow_uuid = %(src)s AND function_id < %(step)s",
+                f"INSERT INTO {eh} (workflow_uuid, {events}) "
+                f"SELECT %(new)s, {events} FROM {eh} {before}",
                 p,
             )
             # The latest value of each event as of the fork point.
@@ -138,10 +137,8 @@ class ManagementSql(SqlCore):
                 p,
             )
             cur.exec(
-                f'INSERT INTO {st} (workflow_uuid, key, value, "offset", function_id, '
-                'serialization, write_key) SELECT %(new)s, key, value, "offset", function_id, '
-                f"serialization, write_key FROM {st} "
-                "WHERE workflow_uuid = %(src)s AND function_id < %(step)s",
+                f"INSERT INTO {st} (workflow_uuid, {streams}) "
+                f"SELECT %(new)s, {streams} FROM {st} {before}",
                 p,
             )
             self.d.notify_in(cur, "'q:' || %(queue)s", p)
@@ -165,7 +162,7 @@ class ManagementSql(SqlCore):
             cur.exec(
                 f"UPDATE {ws} SET was_forked_from = {self.d.true} WHERE workflow_uuid = %(src)s", p
             )
-            before = "WHERE workflow_uuid = %(src)s AND function_id < %(step)s"
+            before = FORK_BEFORE
             return ForkSource(
                 status=dict(zip(FORK_KEEPS, row, strict=True)),
                 steps=cur.all(

@@ -59,10 +59,12 @@ class Listener:
             psycopg.connect(self._url, **{**self._kwargs, "autocommit": False}) as other,
         ):
             before = conn.execute("SELECT pg_backend_pid()").fetchone()
-            other.execute("SELECT pg_backend_pid()")  # holds a server connection in a transaction
+            # Holds a server connection in a transaction. A pooler that reuses the most recent
+            # free server connection (pgbouncer's default) hands it ``conn``'s own backend.
+            taken = other.execute("SELECT pg_backend_pid()").fetchone()
             after = conn.execute("SELECT pg_backend_pid()").fetchone()
             other.rollback()
-        if before != after:
+        if before != after or taken == before:
             raise ListenerError(
                 "the database connection does not keep its server session (a connection "
                 "pooler in transaction mode): LISTEN/NOTIFY cannot work through it. Connect "

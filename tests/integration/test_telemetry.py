@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,7 +55,14 @@ def named(name: str) -> list[ReadableSpan]:
 
 
 def one(name: str) -> ReadableSpan:
+    """The one finished span of that name. A workflow's span ends just after its result is
+    stored, so a caller that read the result from the database (a client's handle) can get
+    here first: wait briefly for the span to finish."""
+    deadline = time.monotonic() + 5.0
     found = named(name)
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.01)
+        found = named(name)
     assert len(found) == 1, [s.name for s in SPANS.get_finished_spans()]
     return found[0]
 

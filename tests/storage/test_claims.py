@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from tests.storage.build import (
     EXECUTOR,
     T0,
@@ -157,6 +159,26 @@ def test_claim_order_is_priority_then_age(store: Store) -> None:
     assert sorted(claim(store, limit=2)) == ["default", "old-high"]  # in no particular order
     assert claim(store, limit=1) == ["new-high"]
     assert claim(store, limit=9) == ["old-low"]
+
+
+def test_claim_ties_within_a_millisecond_leave_in_enqueue_order(store: Store) -> None:
+    """Rows enqueued within one millisecond (created_at's unit; an enqueue_many batch) leave
+    in the order they were enqueued, plain and partitioned. The names sort against that
+    order, so neither the ID nor chance can pass the test. PostgreSQL's DBOS-format table
+    has no insertion-order column."""
+    if store.dialect != "sqlite":
+        pytest.skip("PostgreSQL: ties within a millisecond are in any order (DBOS's format)")
+    names = [f"w{9 - i}" for i in range(10)]
+    for name in names:
+        enqueue(store, name, created_at=T0)
+    assert [claim(store, limit=1) for _ in names] == [[n] for n in names]
+    keyed = [f"p{9 - i}" for i in range(6)]
+    for name in keyed:
+        enqueue(store, name, "pq", queue_partition_key="k", created_at=T0)
+    got = [
+        claim(store, queue="pq", partitioned=True, partition_concurrency=9, limit=1) for _ in keyed
+    ]
+    assert got == [[n] for n in keyed]
 
 
 def test_claim_respects_version_and_application(store: Store) -> None:

@@ -203,6 +203,12 @@ class Dialect(ABC):
     lock_exclusive = ""
     # A column that orders rows by insertion, for ties on timestamps.
     insertion_order = "rowid"
+    # The order a queue hands out its rows: priority, then age, then (SQLite) the order they
+    # were inserted, so two enqueued within one millisecond (created_at's unit; every row of
+    # an enqueue_many batch within one) leave in the order they came. Every SQLite index ends
+    # in the rowid, so the claim index still serves it. PostgreSQL's workflow_status (DBOS's
+    # format) has no insertion-order column: ties within a millisecond are in any order.
+    queue_order = "priority, created_at, rowid"
 
     def notify_when(self, condition: str, key_expr: str) -> str:
         """Like ``notify`` but only for rows matching ``condition``."""

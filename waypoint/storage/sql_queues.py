@@ -64,7 +64,7 @@ class QueueSql(SqlCore):
             r[0]
             for r in cur.all(
                 f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} WHERE {where} "
-                "ORDER BY priority, created_at LIMIT %(limit)s" + self.d.skip_locked,
+                f"ORDER BY {self.d.queue_order} LIMIT %(limit)s" + self.d.skip_locked,
                 params,
             )
         ]
@@ -153,10 +153,10 @@ class QueueSql(SqlCore):
                 per_partition = min(per_partition, cap)
         candidates = cur.all(
             "SELECT workflow_uuid, queue_partition_key FROM (SELECT workflow_uuid, "
-            "queue_partition_key, priority, created_at, row_number() OVER (PARTITION BY "
-            "queue_partition_key ORDER BY priority, created_at) AS rn "
+            f"queue_partition_key, {self.d.queue_order}, row_number() OVER (PARTITION BY "
+            f"queue_partition_key ORDER BY {self.d.queue_order}) AS rn "
             f"FROM {ws} WHERE {where}) AS c WHERE rn <= %(per)s "
-            "ORDER BY priority, created_at",
+            f"ORDER BY {self.d.queue_order}",
             {**params, "per": per_partition},
         )
         taken: dict[str, int] = {}

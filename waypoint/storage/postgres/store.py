@@ -130,6 +130,7 @@ class PgDialect(Dialect):
     lock_shared = " FOR SHARE"
     lock_exclusive = " FOR UPDATE"
     insertion_order = "seq"
+    queue_order = "priority, created_at"
 
     # NO KEY UPDATE: rows share-locked by foreign-key checks (a message or checkpoint being
     # written for that workflow) are still claimable; only other claimers are skipped.

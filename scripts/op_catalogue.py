@@ -224,7 +224,7 @@ def w_patch() -> Any:
 
 @DBOS.workflow()
 async def w_asyncio_wait() -> Any:
-    done, pending = await DBOS.asyncio_wait([async_step(1), async_step(2)])
+    done, _pending = await DBOS.asyncio_wait([async_step(1), async_step(2)])
     return sorted(t.result() for t in done)
 
 
@@ -422,7 +422,9 @@ def fork_all(url: str) -> None:
     def count(wid: str) -> int:
         c = conn.cursor()
         ph = "%s" if prefix else "?"
-        c.execute(f"SELECT COUNT(*) FROM {prefix}operation_outputs WHERE workflow_uuid = {ph}", (wid,))
+        c.execute(
+            f"SELECT COUNT(*) FROM {prefix}operation_outputs WHERE workflow_uuid = {ph}", (wid,)
+        )
         n = int(c.fetchone()[0])
         conn.commit()
         return n
@@ -436,7 +438,7 @@ def fork_all(url: str) -> None:
                 with SetWorkflowID(f"fork-{wid}"):
                     forked = DBOS.fork_workflow(wid, 1000)
                 box["fork"] = repr(forked.get_result())
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 box["error"] = f"{type(exc).__name__}: {str(exc)[:150]}"
 
         t = threading.Thread(target=replay, daemon=True)
@@ -479,7 +481,7 @@ def dump(url: str) -> None:
     )
     rows = cur.fetchall()
     lines = []
-    for w, (wid, name, status, qn, parent) in wfs.items():
+    for wid, name, status, qn, parent in wfs.values():
         lines.append(
             {
                 "wf": UUID.sub("<uuid>", wid),
@@ -520,7 +522,7 @@ def _short(text: str, ser: Any) -> str:
             if isinstance(val, BaseException):
                 return f"exc:{type(val).__name__}:{val}"
             return "pickle:" + UUID.sub("<uuid>", repr(val))[:80]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return f"undecodable({type(exc).__name__})"
     return f"{ser}:" + UUID.sub("<uuid>", text)[:80]
 

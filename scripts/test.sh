@@ -83,7 +83,8 @@ if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
       >/dev/null 2>&1; } || echo "could not install chromium; the console's browser tests will be skipped"
 fi
 
-.venv/bin/ruff check waypoint tests examples
+.venv/bin/ruff check waypoint tests examples benchmarks scripts
+.venv/bin/ruff format --check --quiet waypoint tests examples benchmarks scripts
 .venv/bin/mypy
 docs_site=$(mktemp -d)  # (not --quiet: it hides the warnings that --strict counts)
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site/site" \

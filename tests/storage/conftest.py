@@ -177,3 +177,19 @@ def known_bug(request: pytest.FixtureRequest, store: Store) -> Callable[[str, st
             request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
     return mark
+
+
+PG_STORE_APPLICATION = "wp-pg-store"
+
+
+@pytest.fixture
+def pg_store(pg_database: str) -> Iterator[Any]:
+    """The PostgreSQL store itself, not behind ``Conforming``: for the tests of what only it
+    does (its batch writers, its statements); its connections are named
+    ``PG_STORE_APPLICATION``."""
+    store = open_url(pg_database, schema=SCHEMA, pool_size=4, application_name=PG_STORE_APPLICATION)
+    store.migrate()
+    store.open()
+    store.truncate_all()
+    yield store
+    store.close()

@@ -7,17 +7,15 @@ The PostgreSQL batch writers are also driven directly (``_write_many``
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import requires_postgres
 from tests.storage.build import T0, queued, start, status, step, workflow
-from tests.storage.conftest import SCHEMA
 from waypoint.storage.errors import DeduplicatedError
 from waypoint.storage.protocol import Completion, Store
-from waypoint.storage.registry import open_url
 
 
 def _in_threads(n: int, body: Callable[[int], Any]) -> dict[int, Any]:
@@ -73,16 +71,6 @@ def test_concurrent_completions_each_get_their_outcome(store: Store) -> None:
     for i, done in results.items():
         assert done == (i % 4 != 0), i
         assert status(store, f"w{i}") == ("PENDING" if i % 4 == 0 else "SUCCESS")
-
-
-@pytest.fixture
-def pg_store(pg_database: str) -> Iterator[Any]:
-    store = open_url(pg_database, schema=SCHEMA, pool_size=4, application_name="wp-grouped")
-    store.migrate()
-    store.open()
-    store.truncate_all()
-    yield store
-    store.close()
 
 
 @requires_postgres

@@ -29,6 +29,7 @@ from waypoint.storage.errors import (
 from waypoint.storage.postgres.faults import classify, when_reachable
 from waypoint.storage.postgres.grouped import GroupedWrites
 from waypoint.storage.postgres.listener import Listener, ListenerError
+from waypoint.storage.postgres.messages import PgMessaging
 from waypoint.storage.postgres.notifier import Notifier
 from waypoint.storage.postgres.schema import PgSchemaAdmin
 from waypoint.storage.protocol import DBOS_MESSAGE_CHANNEL, NOTIFY_CHANNEL
@@ -209,7 +210,7 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
-class PostgresStore(PgSchemaAdmin, GroupedWrites, SqlStore):
+class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
     dialect = "postgresql"
 
     def __init__(
@@ -251,6 +252,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, SqlStore):
         )
         self._build_sql()
         self._setup_grouped()
+        self._setup_messaging()
         self._notifier = Notifier(self._send_wakeups)
 
     # -- launch -------------------------------------------------------------------------------

@@ -2,15 +2,18 @@
 timed with 10,000 and with 1,000,000 finished workflows, with their EXPLAIN plans.
 
     .venv/bin/python benchmarks/bigtables.py [--sizes 10000,1000000] [--reps 15] [--rounds 1]
-        [--out benchmarks/results/bigtables.md]
+        [--out benchmarks/results/bigtables.md] [--no-build] [--analyze] [--only claim,...]
 
 Each size gets its own database (``bench_big_<size>``), migrated by Waypoint, then filled
 with ``generate_series`` (no workflow is run): ``size`` finished workflows (SUCCESS, 5 %
 ERROR, spread over 30 days, a tenth of them on queues, names/users/executors/versions in
-small sets), 5 step rows each, and a backlog of ``size / 10`` ENQUEUED workflows in the
-queue ``backlog``. Each operation then runs ``--reps`` times through the store (the SQL
-Waypoint issues, without the Python above it) and its median is reported; the statements it
-issued are captured and EXPLAINed (plans of the largest size). Prints a markdown table.
+small sets, 1 % forked from, one in 10,000 stamped dequeued and completed a second before
+its creation: a worker's clock behind the enqueuer's), 5 step rows each, and a backlog of
+``size / 10`` ENQUEUED workflows in the queue ``backlog``. Each operation then runs
+``--reps`` times through the store (the SQL Waypoint issues, without the Python above it)
+and its median is reported; the statements it issued are captured and EXPLAINed (plans of
+the largest size; with ``--analyze``, EXPLAIN (ANALYZE, BUFFERS) at every size). Prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -61,13 +64,14 @@ SELECT 'wf-' || lpad(i::text, 8, '0'),
     'exec-' || (i %% 8), %(t0)s + i * %(gap)s, %(t0)s + i * %(gap)s + 10,
     'v' || (i %% 4), 'app', NULL, NULL, 1,
     CASE WHEN i %% 10 = 0 THEN 'q' || (i %% 7) END, NULL, NULL,
-    %(t0)s + i * %(gap)s + 1, NULL, '{"args": [' || i || '], "kwargs": {}}', 0, NULL,
-    CASE WHEN i %% 1000 = 0 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
+    %(t0)s + i * %(gap)s + CASE WHEN i %% 10000 = 5 THEN -1000 ELSE 1 END, NULL,
+    '{"args": [' || i || '], "kwargs": {}}', 0, NULL,
+    CASE WHEN i %% 100 = 0 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
     md5(i::text), CASE WHEN i %% 100 = 1 THEN 'wf-' || lpad((i - 1)::text, 8, '0') END,
-    'json', %(t0)s + i * %(gap)s + 10, 'bench',
+    'json', %(t0)s + i * %(gap)s + CASE WHEN i %% 10000 = 5 THEN -990 ELSE 10 END, 'bench',
     CASE WHEN i %% 25 = 3 THEN 'sched-' || (i %% 3) END,
     CASE WHEN i %% 10 = 7 THEN ('{"tenant": "t' || (i %% 7) || '"}')::jsonb END,
-    i %% 1000 = 999
+    i %% 100 = 99
 FROM generate_series(%(lo)s::bigint, %(n)s) AS i
 ON CONFLICT DO NOTHING
 """
@@ -235,6 +239,7 @@ def operations(store: Any, size: int) -> dict[str, Op | tuple[Op, Callable[[], N
         "list_workflows completed_after": page(completed_after=T_END - DAY_MS, sort_desc=True),
         "list_workflows completed_before": page(completed_before=T_END - DAY_MS, sort_desc=True),
         "list_workflows dequeued_after": page(dequeued_after=T_END - DAY_MS, sort_desc=True),
+        "list_workflows dequeued_before": page(dequeued_before=T_END - DAY_MS, sort_desc=True),
         "list_workflows schedule_name": page(schedule_name=["sched-1"], sort_desc=True),
         "list_workflows has_parent": page(has_parent=True, sort_desc=True),
         "list_workflows was_forked_from": page(was_forked_from=True, sort_desc=True),
@@ -273,12 +278,18 @@ def timed_op(op: Op | tuple[Op, Callable[[], None]], r: int) -> float:
 
 
 def measure(
-    sizes: list[int], reps: int, cap: Capture, rounds: int = 1
-) -> tuple[dict[int, dict[str, float]], dict[str, list[str]]]:
+    sizes: list[int],
+    reps: int,
+    cap: Capture,
+    rounds: int = 1,
+    analyze: bool = False,
+    only: list[str] | None = None,
+) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, list[str]]]]:
     """Each operation at every size in turn, repetition by repetition, so a change in the
     machine's load (it is shared) hits every size alike; ``rounds`` passes over the whole
     list spread each operation's samples over time (a burst of load hits one pass); medians
-    per size, and the plans of the statements at the largest size."""
+    per size, and the plans of the statements at the largest size (with ``analyze``, at
+    every size, as ``EXPLAIN (ANALYZE, BUFFERS)`` gives them)."""
     stores = {
         size: open_url(db_url(f"bench_big_{size}"), application_name="bench-big") for size in sizes
     }
@@ -286,11 +297,11 @@ def measure(
         for store in stores.values():
             store.open()
         ops = {size: operations(store, size) for size, store in stores.items()}
-        labels = list(ops[sizes[0]])
+        labels = [label for label in ops[sizes[0]] if only is None or any(o in label for o in only)]
         samples: dict[str, dict[int, list[float]]] = {
             label: {size: [] for size in sizes} for label in labels
         }
-        plans: dict[str, list[str]] = {}
+        plans: dict[int, dict[str, list[str]]] = {size: {} for size in sizes}
         for rnd in range(rounds):
             for label in labels:
                 if rnd == 0:
@@ -299,11 +310,11 @@ def measure(
                 for i in range(1, reps + 1):
                     r = rnd * reps + i
                     for size in sizes:
-                        cap.on, cap.seen = size == sizes[-1] and r == 1, []
+                        cap.on, cap.seen = (analyze or size == sizes[-1]) and r == 1, []
                         samples[label][size].append(timed_op(ops[size][label], r))
                         if cap.on:
                             cap.on = False
-                            plans[label] = explain(f"bench_big_{size}", cap.seen)
+                            plans[size][label] = explain(f"bench_big_{size}", cap.seen, analyze)
         times = {
             size: {label: statistics.median(samples[label][size]) for label in labels}
             for size in sizes
@@ -314,7 +325,10 @@ def measure(
             store.close()
 
 
-def explain(name: str, statements: list[tuple[str, Any]]) -> list[str]:
+def explain(name: str, statements: list[tuple[str, Any]], analyze: bool = False) -> list[str]:
+    """The plans of ``statements``; with ``analyze``, as run (in a transaction rolled back
+    at the end, so a write's effects are undone)."""
+    how = "(ANALYZE, BUFFERS, COSTS OFF)" if analyze else "(COSTS OFF)"
     out: list[str] = []
     with psycopg.connect(db_url(name)) as conn:  # one transaction, rolled back: SET LOCAL holds
         for sql, params in statements:
@@ -329,7 +343,7 @@ def explain(name: str, statements: list[tuple[str, Any]]) -> list[str]:
                 continue
             try:
                 with conn.transaction(savepoint_name="plan"):
-                    rows = conn.execute("EXPLAIN (COSTS OFF) " + sql, params).fetchall()
+                    rows = conn.execute(f"EXPLAIN {how} " + sql, params).fetchall()
             except psycopg.Error as exc:
                 out.append(f"(no plan: {exc})")
                 continue
@@ -345,6 +359,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="passes over all operations")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bigtables.md"))
     ap.add_argument("--no-build", action="store_true", help="reuse the databases")
+    ap.add_argument("--only", help="only the operations whose label contains one of these (,)")
+    ap.add_argument(
+        "--analyze", action="store_true", help="EXPLAIN (ANALYZE, BUFFERS) at every size"
+    )
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     cap = Capture()
@@ -352,7 +370,8 @@ def main() -> None:
         for size in sizes:
             build(size)
     load0 = os.getloadavg()
-    results, plans = measure(sizes, a.reps, cap, a.rounds)
+    only = a.only.split(",") if a.only else None
+    results, plans = measure(sizes, a.reps, cap, a.rounds, a.analyze, only)
     load1 = os.getloadavg()
     small, big = sizes[0], sizes[-1]
     lines = [
@@ -366,11 +385,14 @@ def main() -> None:
         s, b = results[small][label], results[big][label]
         lines.append(f"| {label} | {s:.2f} | {b:.2f} | {b / s:.2f} |")
     lines.append("")
-    lines.append(f"Plans at {big:,} rows:\n")
-    for label, ps in plans.items():
-        lines.append(f"**{label}**\n\n```")
-        lines.extend(ps or ["(no statement)"])
-        lines.append("```\n")
+    for size in sizes:
+        if not plans[size]:
+            continue
+        lines.append(f"Plans at {size:,} rows:\n")
+        for label, ps in plans[size].items():
+            lines.append(f"**{label}**\n\n```")
+            lines.extend(ps or ["(no statement)"])
+            lines.append("```\n")
     text = "\n".join(lines)
     Path(a.out).parent.mkdir(exist_ok=True)
     Path(a.out).write_text(text + "\n")

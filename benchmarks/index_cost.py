@@ -1,9 +1,10 @@
-"""What the listing indexes of schema version 11 cost the write path: enqueue, claim, step
-checkpoint and completion, one workflow at a time, and a bulk enqueue, on a database with
-them and on one without (the same schema with version 11's indexes dropped), alternating
-operation by operation so the machine's load hits both alike.
+"""What the indexes of one schema version (``--version``: 11, the listing indexes, by
+default) cost the write path: enqueue, claim, step checkpoint and completion, one workflow at
+a time, and a bulk enqueue, on a database with them and on one without (the same schema with
+that version's indexes dropped), alternating operation by operation so the machine's load
+hits both alike.
 
-    .venv/bin/python benchmarks/index_cost.py [--n 300] [--bulk 10000] [--runs 3]
+    .venv/bin/python benchmarks/index_cost.py [--version 11] [--n 300] [--bulk 10000] [--runs 3]
 
 Prints the median milliseconds per operation on each database and their ratio.
 """
@@ -34,9 +35,10 @@ from waypoint.storage.registry import open_url
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
-def version_11_indexes() -> list[str]:
-    sql = next(m.sql for m in migrations.load("postgresql") if m.version == 11)
-    return re.findall(r"CREATE INDEX IF NOT EXISTS (\w+)", sql)
+def version_indexes(version: int) -> list[str]:
+    """The indexes migration ``version`` creates (built CONCURRENTLY or not)."""
+    sql = next(m.sql for m in migrations.load("postgresql") if m.version == version)
+    return re.findall(r"CREATE INDEX (?:CONCURRENTLY )?IF NOT EXISTS (\w+)", sql)
 
 
 def fresh(name: str, drop: list[str]) -> None:
@@ -53,12 +55,15 @@ def fresh(name: str, drop: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--version", type=int, default=11, help="whose indexes to compare")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--bulk", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
     dbs = {"without": "bench_idx_without", "with": "bench_idx_with"}
-    fresh(dbs["without"], version_11_indexes())
+    dropped = version_indexes(a.version)
+    assert dropped, f"migration {a.version} creates no index"
+    fresh(dbs["without"], dropped)
     fresh(dbs["with"], [])
     stores = {k: open_url(f"{PG_BASE}/{v}", application_name="bench") for k, v in dbs.items()}
     for s in stores.values():
@@ -71,8 +76,10 @@ def main() -> None:
         times[kind].setdefault(label, []).append((time.perf_counter() - t) * 1000)
         return out
 
-    for _ in range(a.runs):
-        for kind, store in stores.items():  # a bulk enqueue of background rows first
+    for run in range(a.runs):
+        order = list(stores.items())
+        for kind, store in order[:: 1 if run % 2 == 0 else -1]:  # a bulk enqueue first, each
+            # database first in turn (the second writes while the first's WAL is flushed)
             batch = [new_workflow("ENQUEUED", "backlog") for _ in range(a.bulk)]
             timed(kind, f"bulk enqueue of {a.bulk:,}", partial(store.init_workflows, batch))
         for _ in range(a.n):
@@ -94,7 +101,7 @@ def main() -> None:
         s.close()
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; n={a.n} x {a.runs} runs")
-    print("| operation | without v11 indexes (ms) | with (ms) | with / without |")
+    print(f"| operation | without v{a.version} indexes (ms) | with (ms) | with / without |")
     print("| --- | --- | --- | --- |")
     for label in times["with"]:
         w = statistics.median(times["with"][label])

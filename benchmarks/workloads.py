@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+# Appended to the benchmark databases' names, so runs from several checkouts do not collide.
+DB_SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
 WORKLOADS = (
     "floor",
     "seq0",
@@ -209,8 +211,8 @@ class Bench:
 # -------------------------------------------------------------- workloads ----
 def run_floor(n: float) -> dict[str, float]:
     """Plain psycopg, one connection: the cost of one durable write per transaction."""
-    reset_database("bench_floor")
-    with psycopg.connect(db_url("bench_floor"), autocommit=True) as conn:
+    reset_database(f"bench_floor{DB_SUFFIX}")
+    with psycopg.connect(db_url(f"bench_floor{DB_SUFFIX}"), autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, k int NOT NULL, v text)")
 
         def loop(body: Callable[[int], None]) -> float:
@@ -527,7 +529,7 @@ def main() -> None:
         ap.error("set BENCH_LIB (or --lib) to dbos or waypoint")
     if w == "recovery2000":
         os.environ.update(RECOVERY_ENV)  # before the library reads them
-    dbname = f"bench_{a.lib}"
+    dbname = f"bench_{a.lib}{DB_SUFFIX}"
     if not a.no_reset:
         reset_database(dbname)
     b = Bench(a.lib, dbname)

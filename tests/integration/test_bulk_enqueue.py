@@ -220,7 +220,7 @@ def test_items_with_only_arguments_are_whole_rows_of_their_own(
     finally:
         store.close()
     assert len(owners) == 5
-    # Both as uuid4 makes them (bulk._fresh_ids draws the random bytes a block at a time).
+    # Both as uuid4 makes them (waypoint.core.ids draws the random bytes a block at a time).
     for wid in ids:
         assert str(uuid.UUID(wid)) == wid and uuid.UUID(wid).version == 4
     for owner in owners:

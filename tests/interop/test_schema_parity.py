@@ -48,6 +48,10 @@ WAYPOINT_ONLY = {
     "table waypoint_shards",
     "table workflow_placement",
     "index idx_workflow_placement_created",
+    # Version 13: rows stamped completed or dequeued before they were created (a clock behind
+    # the creator's), the second branch of a completed_before/dequeued_before listing.
+    "index idx_workflow_status_completed_skew_created",
+    "index idx_workflow_status_dequeued_skew_created",
 }
 # And on PostgreSQL: the message insertion order (SQLite uses rowid), the primary keys' index
 # names (SQLite's are automatic), and the wake-up triggers for other writers (version 7).

@@ -133,3 +133,62 @@ def test_what_is_loaded(store: Store) -> None:
     assert ids(branched) == ["a2", "b1", "f1"]
     assert {(r.inputs, r.output) for r in branched} == {(None, None)}
     assert branched[0].status == "SUCCESS" and branched[0].completed_at == T0 + 20
+
+
+def stamped(store: Store) -> None:
+    """Finished workflows whose completion and dequeue stamps straddle ``T0 + 20``: some
+    created before it and stamped after (running at it), some created after it and stamped
+    before (a worker's clock behind the creator's)."""
+    for wid, created, done in (
+        ("s1", 1, 10),
+        ("s2", 2, 50),  # running at T0 + 20
+        ("s3", 3, 12),
+        ("s4", 30, 15),  # stamped before its creation
+        ("s5", 31, 40),
+        ("s6", 32, 18),  # stamped before its creation
+        ("s7", 33, 20),  # stamped before its creation, at the bound itself
+    ):
+        start(store, wid, created_at=T0 + created, started_at_epoch_ms=T0 + done - 1)
+        store.complete_workflow(Completion(wid, f"run-{wid}", "SUCCESS", None, None, T0 + done))
+    start(store, "live", created_at=T0 + 4, started_at_epoch_ms=T0 + 60)  # dequeued after
+    assert ids(store.list_workflows(ListFilter())) == ALL_STAMPED
+
+
+ALL_STAMPED = ["s1", "s2", "s3", "live", "s4", "s5", "s6", "s7"]
+# completed_at <= T0 + 20: s1, s3, s4, s6, s7 (in creation order).
+BEFORE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "all": ({}, ["s1", "s3", "s4", "s6", "s7"]),
+    "page": ({"limit": 3}, ["s1", "s3", "s4"]),
+    "page_desc": ({"limit": 3, "sort_desc": True}, ["s7", "s6", "s4"]),
+    "offset_desc": ({"limit": 2, "offset": 2, "sort_desc": True}, ["s4", "s3"]),
+    "offset_past_the_end": ({"limit": 2, "offset": 4, "sort_desc": True}, ["s1"]),
+    "offset_only": ({"offset": 3}, ["s6", "s7"]),
+    "after_desc": ({"limit": 9, "sort_desc": True, "after": (T0 + 30, "s4")}, ["s3", "s1"]),
+    "after": ({"limit": 2, "after": (T0 + 3, "s3")}, ["s4", "s6"]),
+    "and_created_before": ({"limit": 9, "end_time_ms": T0 + 31}, ["s1", "s3", "s4"]),
+}
+
+
+@pytest.mark.parametrize("key", ["completed_before", "dequeued_before"])
+@pytest.mark.parametrize("case", BEFORE_CASES)
+def test_before_bound_pages(store: Store, key: str, case: str) -> None:
+    """A "before" bound's page (read in two branches, sql_listing._before_branches) is the
+    same page, order, limit and offset, as without them, however the stamps lie."""
+    stamped(store)
+    fields, expected = BEFORE_CASES[case]
+    # dequeued stamps are a millisecond before completion: the same rows pass T0 + 19.
+    bound = T0 + 20 if key == "completed_before" else T0 + 19
+    assert ids(store.list_workflows(ListFilter(**{key: bound}, **fields))) == expected
+
+
+@pytest.mark.parametrize("desc", [False, True])
+def test_two_before_bounds(store: Store, desc: bool) -> None:
+    """With both bounds the earlier one splits the listing; the other still filters."""
+    stamped(store)
+    both: dict[str, Any] = {"completed_before": T0 + 20, "dequeued_before": T0 + 16}
+    both["sort_desc"] = desc
+    # dequeued by T0 + 16: s1 (9), s3 (11), s4 (14); all completed by T0 + 20.
+    expected = ["s1", "s3", "s4"]
+    for limit in (1, 2, 9):
+        found = ids(store.list_workflows(ListFilter(**both, limit=limit)))
+        assert found == (expected[::-1] if desc else expected)[:limit]

@@ -48,3 +48,28 @@ def test_a_failed_send_does_not_stop_later_ones() -> None:
     assert done.wait(30)
     notifier.stop()
     assert ["q:good"] in sent
+
+
+def test_keys_posted_soon_after_a_send_go_out_together() -> None:
+    sent: list[list[str]] = []
+    paused, resume, second = threading.Event(), threading.Event(), threading.Event()
+
+    def send(keys: list[str]) -> None:
+        sent.append(keys)
+        if len(sent) == 2:
+            second.set()
+
+    def pause(seconds: float) -> None:
+        assert seconds > 0
+        paused.set()
+        assert resume.wait(30)
+
+    notifier = Notifier(send, pause=pause)
+    notifier.post("q:a")  # nothing was sent lately: at once
+    assert paused.wait(30)  # sent, and now pausing: the next keys gather
+    for key in ("d:w1", "d:w2", "q:a"):
+        notifier.post(key)
+    resume.set()
+    assert second.wait(30)
+    notifier.stop()
+    assert sent == [["q:a"], ["d:w1", "d:w2", "q:a"]]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -25,6 +24,7 @@ from waypoint.core.context import (
     take_workflow_id,
 )
 from waypoint.core.engine import Engine
+from waypoint.core.ids import new_uuid, random_hex
 from waypoint.core.registrations import WorkflowInfo, same_workflow
 from waypoint.core.run import WorkflowRun
 from waypoint.core.serialization import Serializer, positional_names
@@ -175,7 +175,7 @@ def prepare(
                 started_at_epoch_ms=rt.now_ms(),
             )
     else:
-        workflow_id = explicit if explicit is not None else str(uuid.uuid4())
+        workflow_id = explicit if explicit is not None else new_uuid()
     validate_workflow_id(workflow_id)
 
     now = rt.now_ms()
@@ -219,7 +219,7 @@ def prepare(
         config_name=config_name,
         inputs=inputs,
         serialization=serializer.name(),
-        owner_xid=uuid.uuid4().hex,
+        owner_xid=random_hex(),
         executor_id=rt.executor_id,
         application_version=rt.app_version,
         application_id=rt.app_id,

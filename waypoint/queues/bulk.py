@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -23,6 +22,7 @@ from waypoint.core.calls import resolve_workflow
 from waypoint.core.context import current_run, current_step, start_options
 from waypoint.core.effects import Flow, Io
 from waypoint.core.engine import Engine
+from waypoint.core.ids import new_uuid, random_hex
 from waypoint.core.prepare import (
     EnqueueSpec,
     Start,
@@ -137,7 +137,6 @@ def prepare_batch(
     config = known_queue(eng, base.queue_name) if check_queue else None
     starts = []
     template: Optional[Start] = None  # the first item with only arguments of its own
-    fresh = _fresh_ids()
     for index, item in enumerate(calls):
         call = as_call(item, index)
         spec = _spec(base, call)
@@ -145,7 +144,7 @@ def prepare_batch(
         try:
             info, args, kwargs = resolve(call)
             if plain and template is not None and info is template.info:
-                st = _like(eng, template, args, kwargs, next(fresh))
+                st = _like(eng, template, args, kwargs, (new_uuid(), random_hex()))
             else:
                 _check_call(spec, call)
                 validate_for_queue(spec, config)
@@ -165,21 +164,6 @@ _new_values = operator.attrgetter(*_NEW_FIELDS)
 _AT = {name: _NEW_FIELDS.index(name) for name in ("workflow_id", "owner_xid", "inputs")}
 _AT_CREATED = _NEW_FIELDS.index("created_at")
 _AT_DELAY = _NEW_FIELDS.index("delay_until_epoch_ms")
-
-
-def _fresh_ids(block: int = 512) -> Iterator[tuple[str, str]]:
-    """(workflow ID, run token) pairs, each as ``str(uuid4())`` and ``uuid4().hex`` make
-    them, from one ``os.urandom`` call per ``block`` pairs: two system calls per workflow
-    were 40 % of a batch item's Python time."""
-    while True:
-        raw = bytearray(os.urandom(32 * block))
-        for i in range(0, len(raw), 16):  # version 4, RFC 4122 variant
-            raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
-            raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
-        text = raw.hex()
-        for i in range(0, len(text), 64):
-            h = text[i : i + 32]
-            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", text[i + 32 : i + 64]
 
 
 def _like(

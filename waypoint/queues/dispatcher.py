@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Optional
 
 from waypoint.core.claimed import dispatch_claimed, load_histories
 from waypoint.core.engine import SAFETY_INTERVAL
+from waypoint.core.ids import random_hex
 from waypoint.core.run import RunEntry
 from waypoint.core.runtime import Runtime
 from waypoint.core.storage_errors import StoreClosed
@@ -246,7 +246,7 @@ class Dispatcher:
             executor_id=rt.executor_id,
             application_version=rt.app_version,
             application_name=rt.app_name,
-            claim_token=uuid.uuid4().hex,
+            claim_token=random_hex(),
             global_concurrency=cfg.global_concurrency,
             rate_limit=(cfg.limiter.limit, cfg.limiter.period_sec) if cfg.limiter else None,
             partitioned=cfg.partitioned,

@@ -321,6 +321,55 @@ def test_cancelling_a_suspended_workflow(dbos: type[DBOS]) -> None:
     assert ledger.entries == []
 
 
+def test_a_resumed_run_reads_its_status_with_its_checkpoints(dbos: type[DBOS]) -> None:
+    """Resuming costs one read before the body re-runs (its checkpoints and its status
+    together), not a second one for the status at its first new operation; a cancellation
+    made while it was parked, that no wake-up told of, is still seen there."""
+    ledger = Ledger()
+
+    @DBOS.step()
+    def mark(tag: str) -> str:
+        return ledger.add(tag)
+
+    @DBOS.workflow()
+    def waiter(tag: str) -> Any:
+        got = DBOS.recv("t", timeout_seconds=300)
+        mark(tag)
+        return got
+
+    DBOS.launch()
+    rt = get_runtime()
+    rt.config.wait_suspend_after_sec = 0
+    rt.status_freshness = 60.0  # a slow machine must not make the status stale in between
+    for wid in ("resumed", "cancelled"):
+        with SetWorkflowID(wid):
+            DBOS.start_workflow(waiter, wid)
+        wait_for("the wait to be suspended", lambda wid=wid: _parked(wid))
+    status_reads = []
+    get_outcome = rt.store.get_outcome
+
+    def counted(workflow_id: str) -> Any:
+        status_reads.append(workflow_id)
+        return get_outcome(workflow_id)
+
+    def ended(wid: str) -> bool:
+        return rt.active(wid) is None and not _parked(wid)
+
+    rt.store.get_outcome = counted  # type: ignore[method-assign]
+    DBOS.send("resumed", "go", "t")
+    wait_for("the resumed run to end", lambda: ended("resumed"))
+    assert status_reads == []
+    del rt.store.get_outcome
+    assert DBOS.retrieve_workflow("resumed").get_result() == "go"
+    # Cancelled behind its back (as another process without notifications would), then
+    # woken by a message: the read it resumes with tells it.
+    rt.store.cancel_workflows(["cancelled"], rt.now_ms())
+    DBOS.send("cancelled", "go", "t")
+    wait_for("the cancelled run to end", lambda: ended("cancelled"))
+    assert DBOS.get_workflow_status("cancelled").status == "CANCELLED"
+    assert ledger.entries == ["resumed"]
+
+
 def test_timed_out_recv_after_suspending(dbos: type[DBOS]) -> None:
     @DBOS.workflow()
     def waiter() -> Any:

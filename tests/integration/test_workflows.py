@@ -403,3 +403,41 @@ def test_a_running_workflow_whose_row_vanishes_fails_its_waiters(dbos: type[DBOS
     release.set()
     with pytest.raises(DBOSNonExistentWorkflowError):
         handle.get_result(polling_interval_sec=0.05)
+
+
+def test_recent_completions_are_plain_data_and_reapplied_after_a_failover(
+    dbos: type[DBOS],
+) -> None:
+    """The completions a runtime keeps for a failover (``Runtime.reapply_completions``) are
+    untracked tuples, not objects every full garbage collection walks; re-applying one that
+    the database lost moves its PENDING row to the recorded outcome."""
+    import gc
+
+    from waypoint.core.runtime import get_runtime
+    from waypoint.storage.records import Completion
+
+    @DBOS.workflow()
+    def quick(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def waiting() -> Any:
+        return DBOS.recv("t", timeout_seconds=60)
+
+    DBOS.launch()
+    rt = get_runtime()
+    for i in range(20):
+        assert DBOS.start_workflow(quick, i).get_result() == i
+    gc.collect()
+    kept = list(rt._recent_completions)
+    assert len(kept) >= 20 and not any(gc.is_tracked(c) for c in kept)
+    assert rt.reapply_completions() == 0  # none was lost
+    # A completion this process wrote and the database lost (its row is PENDING again).
+    with SetWorkflowID("lost"):
+        DBOS.start_workflow(waiting)
+    row = rt.store.get_workflow("lost")
+    assert row is not None and row.owner_xid
+    rt.completed(Completion("lost", row.owner_xid, "SUCCESS", '"restored"', None, rt.now_ms()))
+    assert rt.reapply_completions() == 1
+    status = DBOS.get_workflow_status("lost")
+    assert status is not None and status.status == "SUCCESS"

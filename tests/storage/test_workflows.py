@@ -284,3 +284,15 @@ def test_load_steps_of_many_workflows_at_once(store: Store) -> None:
     assert loaded == {"a": store.load_steps("a"), "b": store.load_steps("b")}
     assert sorted(loaded["a"]) == [1, 2] and loaded["a"][2].error == '"e"'
     assert store.load_steps_many([]) == {}
+
+
+def test_resume_state_reads_the_status_with_the_checkpoints(store: Store) -> None:
+    for wid in ("a", "empty", "cancelled"):
+        start(store, wid)
+    store.record_step(step("a", 1, "run-a"))
+    store.record_step(step("a", 2, "run-a", error='"e"'))
+    store.cancel_workflows(["cancelled"], T0)
+    assert store.resume_state("a") == ("PENDING", store.load_steps("a"))
+    assert store.resume_state("empty") == ("PENDING", {})
+    assert store.resume_state("cancelled") == ("CANCELLED", {})
+    assert store.resume_state("missing") == (None, {})

@@ -364,8 +364,10 @@ def run_in_background(
         call_args, call_kwargs = args, kwargs
         if resumed:
             try:
-                steps = yield Io(lambda: rt.store.load_steps(run.workflow_id))
-                run.rewind(steps)
+                # Its checkpoints and its status in one read: the status is what the first new
+                # operation would otherwise read on its own (a cancellation made meanwhile).
+                status, steps = yield Io(lambda: rt.store.resume_state(run.workflow_id))
+                run.rewind(steps, status)
                 call_args, call_kwargs = stored.decode(rt)
             except BaseException:
                 # Not resumable now (the database is gone, say): it stays PENDING, for the

@@ -207,12 +207,16 @@ class WorkflowRun:
     def peek_function_id(self) -> int:
         return self._next_fid
 
-    def rewind(self, replay: dict[int, StepRow]) -> None:
-        """Start the body over (a suspended run resumes) with the checkpoints written so far:
-        operations are numbered from the first again and replay what they recorded."""
+    def rewind(self, replay: dict[int, StepRow], status: Optional[str]) -> None:
+        """Start the body over (a suspended run resumes) with the checkpoints written so far
+        and the status read with them: operations are numbered from the first again and
+        replay what they recorded; the first new one knows of a cancellation made meanwhile
+        without reading the status again (``steps.check_cancelled``)."""
         with self._fid_lock:
             self._next_fid = 1
         self.replay = replay
         self.parked = None
         self.stream_reads = 0
-        self.status_checked = 0.0  # read the status at the first new operation
+        if status == "CANCELLED":
+            self.entry.cancel.set()
+        self.status_checked = time.monotonic()

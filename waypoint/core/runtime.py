@@ -81,8 +81,11 @@ class Runtime(Engine):
         self.handed_back = False
         # This process's recent workflow completions, re-applied after a failover: an
         # asynchronous standby may not have received them, and a workflow whose completion
-        # is lost would stay PENDING, owned by a run that already returned.
-        self._recent_completions: deque[tuple[float, Completion]] = deque(maxlen=10_000)
+        # is lost would stay PENDING, owned by a run that already returned. Kept as flat
+        # tuples of strings and numbers (time, then the Completion's fields), which the
+        # garbage collector stops tracking: 10,000 objects every full collection walks
+        # otherwise, in any busy process (issue 11).
+        self._recent_completions: deque[tuple[Any, ...]] = deque(maxlen=10_000)
         self.failover_hooks.append(self.reapply_completions)
 
     def service(self, name: str) -> Optional[Service]:
@@ -230,14 +233,24 @@ class Runtime(Engine):
     # -- failover -------------------------------------------------------------------------------
     def completed(self, done: Completion) -> None:
         """Remember a completion this process wrote (see ``reapply_completions``)."""
-        self._recent_completions.append((time.monotonic(), done))
+        self._recent_completions.append(
+            (
+                time.monotonic(),
+                done.workflow_id,
+                done.owner_xid,
+                done.status,
+                done.output,
+                done.error,
+                done.now_ms,
+            )
+        )
 
     def reapply_completions(self) -> int:
         """Write again the completions of the last ``REAPPLY_HORIZON_SEC``; returns how many
         had been lost. Each is fenced on its run token and only moves a PENDING row, so one
         that survived, or a workflow another execution took over since, is left alone."""
         horizon = time.monotonic() - REAPPLY_HORIZON_SEC
-        recent = [done for t, done in list(self._recent_completions) if t >= horizon]
+        recent = [Completion(*c[1:]) for c in list(self._recent_completions) if c[0] >= horizon]
         restored = [done.workflow_id for done in recent if self.store.complete_workflow(done)]
         if restored:
             logger.warning(

@@ -239,6 +239,11 @@ class SystemStore(Protocol):
     # -- steps ---------------------------------------------------------------------------------
     def record_step(self, rec: StepRecord) -> RecordOutcome: ...
     def load_steps(self, workflow_id: str) -> dict[int, StepRow]: ...
+    def resume_state(self, workflow_id: str) -> tuple[Optional[str], dict[int, StepRow]]:
+        """The workflow's status (None: no such workflow) and ``load_steps``, in one read: a
+        suspended run resuming needs both before its first new operation."""
+        ...
+
     def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]:
         """``load_steps`` of many workflows in one read (one without checkpoints is absent):
         recovery and the dispatcher load the history of every row they claimed at once."""

@@ -252,6 +252,19 @@ class WorkflowSql(SqlCore):
         )
         return {r[0]: step_row(r) for r in rows}
 
+    def resume_state(self, workflow_id: str) -> tuple[Optional[str], dict[int, StepRow]]:
+        oo = ", ".join(f"oo.{c.strip()}" for c in STEP_COLUMNS.split(","))
+        rows = self._all(
+            f"SELECT ws.status, {oo} FROM {self.d.t('workflow_status')} ws "
+            f"LEFT JOIN {self.d.t('operation_outputs')} oo "
+            "ON oo.workflow_uuid = ws.workflow_uuid WHERE ws.workflow_uuid = %(id)s",
+            {"id": workflow_id},
+            "resume_state",
+        )
+        if not rows:
+            return None, {}
+        return rows[0][0], {r[1]: step_row(r[1:]) for r in rows if r[1] is not None}
+
     def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]:
         loaded: dict[str, dict[int, StepRow]] = {}
         if not workflow_ids:

@@ -233,6 +233,9 @@ class ShardedStore(FleetCalls):
     def load_steps(self, workflow_id: str) -> dict[int, StepRow]:
         return self._at(workflow_id).load_steps(workflow_id)
 
+    def resume_state(self, workflow_id: str) -> tuple[Optional[str], dict[int, StepRow]]:
+        return self._at(workflow_id).resume_state(workflow_id)
+
     def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]:
         out: dict[str, dict[int, StepRow]] = {}
         for part in self._by_shard(

@@ -415,9 +415,6 @@ def test_a_parked_run_is_plain_data_out_of_the_collectors_sight(dbos: type[DBOS]
     DBOS.launch()
     rt = get_runtime()
     rt.config.wait_suspend_after_sec = 0
-    # Without notifications (SQLite) a parked wait re-reads every polling interval: not here,
-    # so what is parked stays parked while it is counted.
-    rt.polling_interval_sec = 3600.0
 
     def park(first: int, count: int) -> tuple[int, int]:
         """Park ``count`` of each kind; returns how many objects the collector tracks then,

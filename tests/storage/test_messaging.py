@@ -149,3 +149,42 @@ def test_write_stream_is_fenced(store: Store) -> None:
     )
     assert outcome is not None and not outcome.accepted
     assert store.read_stream("w", "s", 0) == (None, "PENDING")
+
+
+def test_ready_keys_finds_what_parked_waits_wait_for_in_one_read(store: Store) -> None:
+    """Without notifications a process polls its parked waits' keys together: a message
+    unconsumed on the topic, an event set, a workflow ended or cancelled."""
+    for wf in ("dest", "a::b", "setter", "ended", "cancelled", "running"):
+        start(store, wf)
+    store.send_messages([message(1), message(2, dest="a::b", topic="x::y")], None)
+    store.send_messages([message(3, topic="taken")], None)
+    consume(store, 1, topic="taken")
+    store.set_event(EventWrite("setter", "k", '"v"', "json", 1), None)
+    store.complete_workflow(Completion("ended", "run-ended", "SUCCESS", '"ok"', None, 1))
+    store.cancel_workflows(["cancelled"], 1)
+    keys = [
+        "m:dest::t",  # a message waits
+        "m:dest::other",  # not on this topic
+        "m:dest::taken",  # consumed already
+        "m:a::b::x::y",  # IDs and topics holding "::"
+        "e:setter::k",
+        "e:setter::nope",
+        "d:ended",
+        "c:ended",  # ended, not cancelled
+        "d:cancelled",
+        "c:cancelled",
+        "d:running",
+        "c:running",
+        "m:missing::t",
+        "q:some-queue",  # not a wait's key
+    ]
+    assert store.ready_keys(keys) == [
+        "m:dest::t",
+        "m:a::b::x::y",
+        "e:setter::k",
+        "d:ended",
+        "d:cancelled",
+        "c:cancelled",
+    ]
+    assert store.ready_keys([]) == []
+    assert store.ready_keys(["q:x"]) == []

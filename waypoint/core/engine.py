@@ -23,8 +23,9 @@ from waypoint.storage.protocol import Closeable, Store, cancel_key
 logger = logging.getLogger("waypoint")
 
 SAFETY_INTERVAL = 30.0  # re-read period while notifications cover other processes' writes
-# The same for a suspended wait (core/suspend.py): re-reading re-runs the workflow, and with
-# notifications only a lost one needs it (a reconnecting listener wakes every waiter anyway).
+# The same for a suspended wait (core/suspend.py): re-reading re-runs the workflow. With
+# notifications only a lost one needs it (a reconnecting listener wakes every waiter anyway);
+# without, the runtime polls every parked wait at once each polling interval (ParkingLot.poll).
 SUSPENDED_SAFETY_INTERVAL = 300.0
 
 
@@ -94,8 +95,9 @@ class Engine:
         return SAFETY_INTERVAL if self.notifications else self.polling_interval_sec
 
     def suspended_wait_interval(self) -> float:
-        """How long a suspended wait may go before it is resumed to re-read the database."""
-        return SUSPENDED_SAFETY_INTERVAL if self.notifications else self.polling_interval_sec
+        """How long a suspended wait may go before it is resumed to re-read the database (on
+        its own: the runtime's poll of parked waits covers the interval without notifications)."""
+        return SUSPENDED_SAFETY_INTERVAL
 
     @property
     def notifications(self) -> bool:

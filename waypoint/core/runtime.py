@@ -22,8 +22,9 @@ from waypoint.core.parking import ParkingLot
 from waypoint.core.pool import WorkerPool
 from waypoint.core.registrations import REGISTRY
 from waypoint.core.run import RunEntry, take_parked
-from waypoint.core.services import Dispatch, NoDispatch, Service
+from waypoint.core.services import Dispatch, NoDispatch, Periodic, Service
 from waypoint.core.settings import RuntimeConfig
+from waypoint.core.storage_errors import StoreClosed
 from waypoint.core.timers import TimerService
 from waypoint.core.types import INTERNAL_QUEUE_NAME
 from waypoint.error import DBOSException, WaypointStorageFullError
@@ -66,6 +67,10 @@ class Runtime(Engine):
         # Suspended runs, as plain data (core/parking.py): out of ``_active`` until they wake.
         self.lot = ParkingLot(self, self.timers, self._active, self._active_lock)
         self.wakeups.add_hook("", self.lot.key_fired)
+        # Without notifications, parked waits are polled together (ParkingLot.poll).
+        self._lot_poll = Periodic(
+            "parked-poll", config.polling_interval_sec, self.lot.poll, stop_on=(StoreClosed,)
+        )
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         # The application's own loop (running where it launched, or its web server's): async
         # workflows started from other threads (dequeued, scheduled) run there while it runs.
@@ -105,6 +110,8 @@ class Runtime(Engine):
         self.store.open()
         if self.config.use_listen_notify:
             self.start_listening()
+        if not self.notifications:
+            self._lot_poll.start()
         self.store.register_version(self.app_version, self.app_name)
         # Recorded whatever this process checks, so the version after it can compare.
         self.store.register_fingerprints(
@@ -137,6 +144,7 @@ class Runtime(Engine):
                 svc.stop()
             except Exception:
                 logger.exception("stopping %s failed", svc.name)
+        self._lot_poll.stop()
         self.stop_listening()
         self.wakeups.remove_hooks([self.lot.key_fired])
         self.timers.stop()

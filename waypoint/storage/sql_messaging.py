@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from waypoint.storage.errors import NotFoundError
+from waypoint.storage.protocol import cancel_key, done_key, event_key, message_key
 from waypoint.storage.records import (
     EventWrite,
     NewMessage,
@@ -30,7 +31,63 @@ def value_params(w: EventWrite) -> Params:
     }
 
 
+def key_workflows(keys: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """The workflows that ``ready_keys`` reads for ``keys``: destinations of messages,
+    workflows whose events, and workflows whose status. A key's workflow ID may itself
+    hold ``::``: every split is a candidate (a wrong one finds nothing that matches)."""
+    dests: dict[str, None] = {}
+    setters: dict[str, None] = {}
+    ended: dict[str, None] = {}
+    for key in keys:
+        kind, rest = key[:2], key[2:]
+        if kind in ("m:", "e:"):
+            into = dests if kind == "m:" else setters
+            at = rest.find("::")
+            while at >= 0:
+                into[rest[:at]] = None
+                at = rest.find("::", at + 2)
+        elif kind in ("d:", "c:"):
+            ended[rest] = None
+    return list(dests), list(setters), list(ended)
+
+
 class MessagingSql(SqlCore):
+    # -- parked waits ---------------------------------------------------------------------------
+    def ready_keys(self, keys: Sequence[str]) -> list[str]:
+        """Those of the wake-up ``keys`` whose wait would find what it waits for now: a
+        message ``m:`` unconsumed, an event ``e:`` set, a workflow ``d:`` ended or ``c:``
+        cancelled. One statement for them all: without notifications, the parked waits of a
+        process are polled together (core/parking.py), not each re-run on its own."""
+        dests, setters, ended = key_workflows(keys)
+        if not (dests or setters or ended):
+            return []
+        rows = self._all(
+            f"SELECT DISTINCT 'm', destination_uuid, topic FROM {self.d.t('notifications')} "
+            f"WHERE {self.d.any('destination_uuid', 'dests')} AND consumed = {self.d.false} "
+            f"UNION ALL SELECT 'e', workflow_uuid, key FROM {self.d.t('workflow_events')} "
+            f"WHERE {self.d.any('workflow_uuid', 'setters')} "
+            f"UNION ALL SELECT 's', workflow_uuid, status FROM {self.d.t('workflow_status')} "
+            f"WHERE {self.d.any('workflow_uuid', 'ended')} "
+            "AND status NOT IN ('PENDING', 'ENQUEUED', 'DELAYED')",
+            {
+                "dests": self.d.list_param(dests),
+                "setters": self.d.list_param(setters),
+                "ended": self.d.list_param(ended),
+            },
+            "ready keys",
+        )
+        found: set[str] = set()
+        for kind, wfid, what in rows:
+            if kind == "m":
+                found.add(message_key(wfid, what))
+            elif kind == "e":
+                found.add(event_key(wfid, what))
+            else:
+                found.add(done_key(wfid))
+                if what == "CANCELLED":
+                    found.add(cancel_key(wfid))
+        return [k for k in dict.fromkeys(keys) if k in found]
+
     # -- messages -------------------------------------------------------------------------------
     def send_messages(
         self, messages: Sequence[NewMessage], record: Optional[StepRecord]

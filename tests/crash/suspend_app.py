@@ -1,7 +1,7 @@
 """Worker program for tests/crash/test_suspend_crash.py; the test SIGKILLs it.
 
-    python tests/crash/suspend_app.py <db_url> <ledger> first <n> <wake_at>
-    python tests/crash/suspend_app.py <db_url> <ledger> recover <n> <wake_at>
+    python tests/crash/suspend_app.py <db_url> <ledger> first <n> <wake_at> <kind>
+    python tests/crash/suspend_app.py <db_url> <ledger> recover <n> <wake_at> <kind>
 
 ``first`` launches with a small pool (``POOL`` threads) and starts ``n`` workflows ``w-<i>``,
 each of which runs the step ``before`` and then waits — far more of them than there are
@@ -13,6 +13,8 @@ threads, so they can only all be waiting at once if their waits gave their threa
   "go") and waits for its result.
 
 Then each runs the step ``after`` and returns. Both steps write to the side-effect ledger.
+``kind`` is ``sync`` or ``async``: the same workflows, as plain or as async functions (an
+async wait parks as plain data too, its task ended).
 ``first`` idles until killed. ``recover`` launches (recovering all of them), waits for every
 result and prints one JSON line: {"results": {workflow_id: result}}.
 """
@@ -27,12 +29,13 @@ from typing import Any
 from tests.crash import ledger as ledgerlib
 from waypoint import DBOS, SetWorkflowID
 
-DB_URL, LEDGER, MODE, N, WAKE_AT = (
+DB_URL, LEDGER, MODE, N, WAKE_AT, KIND = (
     sys.argv[1],
     sys.argv[2],
     sys.argv[3],
     int(sys.argv[4]),
     float(sys.argv[5]),
+    sys.argv[6],
 )
 POOL = 8
 writer = ledgerlib.Writer(LEDGER)
@@ -48,7 +51,16 @@ def after() -> None:
     writer.step(DBOS.workflow_id or "?", 1, "start", "")
 
 
-@DBOS.workflow(name="child")
+@DBOS.step(name="before_async")
+async def before_async() -> None:
+    writer.step(DBOS.workflow_id or "?", 0, "start", "")
+
+
+@DBOS.step(name="after_async")
+async def after_async() -> None:
+    writer.step(DBOS.workflow_id or "?", 1, "start", "")
+
+
 def child() -> str:
     before()
     got = DBOS.recv("go", timeout_seconds=3600)
@@ -56,7 +68,6 @@ def child() -> str:
     return f"child:{got}"
 
 
-@DBOS.workflow(name="waiter")
 def waiter(i: int, wake_at: float) -> Any:
     before()
     if i % 3 == 0:
@@ -67,10 +78,36 @@ def waiter(i: int, wake_at: float) -> Any:
         value = DBOS.recv("go", timeout_seconds=3600)
     else:
         with SetWorkflowID(f"w-{i}-child"):
-            handle = DBOS.start_workflow(child)
+            handle = DBOS.start_workflow(child_workflow)
         value = handle.get_result()
     after()
     return value
+
+
+async def child_async() -> str:
+    await before_async()
+    got = await DBOS.recv_async("go", timeout_seconds=3600)
+    await after_async()
+    return f"child:{got}"
+
+
+async def waiter_async(i: int, wake_at: float) -> Any:
+    await before_async()
+    if i % 3 == 0:
+        await DBOS.sleep_async(max(0.01, wake_at - time.time()))
+        value: Any = "slept"
+    elif i % 3 == 1:
+        value = await DBOS.recv_async("go", timeout_seconds=3600)
+    else:
+        with SetWorkflowID(f"w-{i}-child"):
+            handle = await DBOS.start_workflow_async(child_workflow)
+        value = await handle.get_result()
+    await after_async()
+    return value
+
+
+child_workflow: Any = DBOS.workflow(name="child")(child if KIND == "sync" else child_async)
+waiter_workflow: Any = DBOS.workflow(name="waiter")(waiter if KIND == "sync" else waiter_async)
 
 
 def main() -> None:
@@ -86,7 +123,7 @@ def main() -> None:
     if MODE == "first":
         for i in range(N):
             with SetWorkflowID(f"w-{i}"):
-                DBOS.start_workflow(waiter, i, WAKE_AT)
+                DBOS.start_workflow(waiter_workflow, i, WAKE_AT)
         while True:
             time.sleep(1)
     assert MODE == "recover", MODE

@@ -6,7 +6,8 @@ because each wait gave its thread back. The worker is SIGKILLed while they are a
 suspended. Half of the messages are sent before a new worker launches, half after it has
 recovered everything (so recovered workflows suspend again and are woken). Every workflow
 must finish with the right value, and the side-effect ledger must show each step body ran
-exactly once: nothing resumed twice, nothing lost.
+exactly once: nothing resumed twice, nothing lost. The same again with async workflows, which
+park as plain data too (their tasks ended, re-run as new tasks when they wake).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ N = 1200
 SLEEP_FOR = 60.0  # the sleepers' wake-up, from the start: well after the kill
 
 
-def spawn(h: Harness, mode: str, wake_at: float) -> Proc:
+def spawn(h: Harness, mode: str, wake_at: float, kind: str) -> Proc:
     name = f"p{len(h.procs) + 1}-{mode}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBOS__")}
     env.update(DBOS__APPVERSION=APP_VERSION, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
-    args = [h.db_url, h.ledger_path, mode, str(N), repr(wake_at)]
+    args = [h.db_url, h.ledger_path, mode, str(N), repr(wake_at), kind]
     return h.start_process(name, [str(APP), *args], env)
 
 
@@ -47,10 +48,11 @@ def wait_checkpoints(h: Harness) -> int:
     return int(rows[0][0])
 
 
-def test_thousands_suspended_all_resume_once(harness: Harness) -> None:
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_thousands_suspended_all_resume_once(harness: Harness, kind: str) -> None:
     h = harness
     wake_at = time.time() + SLEEP_FOR
-    first = spawn(h, "first", wake_at)
+    first = spawn(h, "first", wake_at, kind)
     everyone = N + N // 3  # the children too
     h.wait_until(
         "every workflow to run its first step",
@@ -76,7 +78,7 @@ def test_thousands_suspended_all_resume_once(harness: Harness) -> None:
     try:
         for wid in targets[:half]:
             c.send(wid, f"m-{wid}", "go")
-        second = spawn(h, "recover", wake_at)
+        second = spawn(h, "recover", wake_at, kind)
         h.wait_until(
             "the new worker to launch (and recover)",
             lambda: "launched" in h.process_events(second.pid) or None,

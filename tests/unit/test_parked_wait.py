@@ -41,7 +41,7 @@ class Lot:
         """A wait set up, its body unwound, then handed over (as ``execution._park``)."""
         parked = ParkedWait(self.wakeups, keys, wake_at, signals)
         entry = self.active[wid] = RunEntry(wid)
-        rec: Record = (None,) * 13 + (tuple(keys), None)
+        rec: Record = (None,) * 13 + (tuple(keys), None, None)
         if parked.hand_over(
             lambda: self.lot.park(entry, rec, wake_at, parked.hooked, keep_entry=True)
         ):
@@ -55,7 +55,7 @@ def test_a_key_fired_before_the_hand_over_resumes_at_once_and_once() -> None:
         parked = ParkedWait(t.wakeups, ["m:w::t"], time.time() + 0.05)
         t.wakeups.fire("m:w::t")  # the message came while the body was still unwinding
         entry = t.active["w"] = RunEntry("w")
-        rec: Record = (None,) * 13 + (("m:w::t",), None)
+        rec: Record = (None,) * 13 + (("m:w::t",), None, None)
         early = parked.hand_over(lambda: t.lot.park(entry, rec, parked.wake_at, keep_entry=True))
         assert early and t.resumed == []
         t.lot.wake("w")

@@ -12,6 +12,7 @@ Three ways in, one way through:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 from typing import Any, Optional
@@ -357,7 +358,11 @@ def run_in_background(
     load_replay: bool,
     verify: bool = False,
     resumed: bool = False,
+    loop: Optional[asyncio.AbstractEventLoop] = None,
 ) -> None:
+    """Run the body on the worker pool (sync) or as a task (async; on ``loop`` while it
+    runs: a resumed run goes back to the loop it ran on). Either can suspend its long waits
+    (core/suspend.py) and is then parked (``_park``) until what it waits for comes."""
     info = stored.info
 
     def flow() -> Flow[Any]:
@@ -385,12 +390,20 @@ def run_in_background(
     if info.is_async:
 
         async def task() -> None:
+            # The body runs as this task of its own: its long waits may end it, and a new
+            # task re-runs it when they are over.
+            run.suspender = Suspender(rt.config.wait_suspend_after_sec)
             try:
-                await drive_async(flow())
+                outcome = await drive_async(flow())
             except BaseException as exc:
                 _log_background_end(run.workflow_id, exc)
+                return
+            finally:
+                run.suspender = None
+            if outcome is SUSPENDED:
+                _park(rt, run, stored, asyncio.get_running_loop())
 
-        rt.spawn(task())
+        rt.spawn(task(), loop)
     else:
 
         def work() -> None:
@@ -411,10 +424,16 @@ def run_in_background(
         run.entry.task = rt.pool.submit(work, name=run.workflow_id)
 
 
-def _park(rt: Runtime, run: WorkflowRun, stored: StoredCall) -> None:
-    """The body unwound out of a suspended wait and its thread is free: the run waits as
-    plain data in the runtime's parking lot (core/parking.py) and is rebuilt, then resumed on
-    the pool from its checkpoints, when the wait's wake-up comes."""
+def _park(
+    rt: Runtime,
+    run: WorkflowRun,
+    stored: StoredCall,
+    loop: Optional[asyncio.AbstractEventLoop] = None,
+) -> None:
+    """The body unwound out of a suspended wait and its thread (or task) is free: the run
+    waits as plain data in the runtime's parking lot (core/parking.py) and is rebuilt, then
+    resumed from its checkpoints, on the pool (or as a task on ``loop``), when the wait's
+    wake-up comes."""
     parked = run.parked
     assert parked is not None
     entry = run.entry
@@ -423,7 +442,7 @@ def _park(rt: Runtime, run: WorkflowRun, stored: StoredCall) -> None:
     lot = rt.lot
     if lot.on_wake is None:
         lot.on_wake = partial(_wake, rt)
-    rec = record_of(rt, run, stored, parked.keys)
+    rec = record_of(rt, run, stored, parked.keys, lot.loop_slot(loop))
     # A callback waits for this entry's end (a re-claim handed over to it): it stays
     # registered, and the run is resumed with it. Otherwise it goes, and threads or tasks
     # waiting on it are told to read the outcome from the database (ParkingLot.park).
@@ -446,7 +465,10 @@ def _wake(rt: Runtime, entry: RunEntry, rec: Record) -> None:
         _end_parked(rt, run)
         return
     try:
-        run_in_background(rt, run, stored_call(rec), (), {}, load_replay=False, resumed=True)
+        loop = rt.lot.loop_of(rec)
+        run_in_background(
+            rt, run, stored_call(rec), (), {}, load_replay=False, resumed=True, loop=loop
+        )
     except RuntimeError:
         # The pool is shut down: this process stops, and the workflow stays PENDING for
         # the next launch to recover.

@@ -1,10 +1,11 @@
 """Suspended runs kept as plain data, out of the garbage collector's sight (issue 11).
 
-A suspended sync workflow (core/suspend.py) is re-run from its checkpoints when it resumes,
-so while it waits nothing of it needs to be alive but what rebuilds it. Every full (oldest
-generation) collection of CPython walks every container object alive; 10,000 parked runs of
-~25 objects each (run, entry, signals, locks, closures, task) made each one take 100-600 ms,
-stalling every thread (a resume p99 of 0.5 s, other workflows at 0.4 of their throughput).
+A suspended workflow, sync or async (core/suspend.py), is re-run from its checkpoints when
+it resumes, so while it waits nothing of it needs to be alive but what rebuilds it. Every
+full (oldest generation) collection of CPython walks every container object alive; 10,000
+parked runs of ~25 objects each (run, entry, signals, locks, closures, task) made each one
+take 100-600 ms, stalling every thread (a resume p99 of 0.5 s, other workflows at 0.4 of
+their throughput).
 
 So a parked run is one tuple of strings and numbers (``Record``), which the collector stops
 tracking the first time it looks at it, in a dict keyed by workflow ID; the wake-up keys it
@@ -14,11 +15,13 @@ waits on map to workflow IDs (strings); its wake-up time sits in a heap of
 once), or earlier when something in this process needs its entry: a re-claim handed over to
 it, a cancellation, a drain (``entry``). Objects that cannot be plain data (an observer's
 watches, a queue's accounting callback, a method's instance, the HTTP request that started
-it) ride along in ``extras`` and only such runs hold them.
+it) ride along in ``extras`` and only such runs hold them. An async run keeps the number
+of the event loop it ran on, and resumes there as a new task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import threading
@@ -77,12 +80,20 @@ Record = tuple[Any, ...]
     _SEQ,
     _KEYS,
     _EXTRAS,
-) = range(15)
+    _LOOP,
+) = range(16)
+# _LOOP: None (sync), or the slot of the event loop an async run resumes on (ParkingLot.loop_slot)
 # _EXTRAS: None, or (info, bound, serializer, request, origins, scope, parked_scopes, on_end)
 _E_INFO, _E_BOUND, _E_SERIALIZER, _E_REQUEST, _E_ORIGINS, _E_SCOPE, _E_SCOPES, _E_ON_END = range(8)
 
 
-def record_of(rt: Engine, run: WorkflowRun, stored: StoredCall, keys: Sequence[str]) -> Record:
+def record_of(
+    rt: Engine,
+    run: WorkflowRun,
+    stored: StoredCall,
+    keys: Sequence[str],
+    loop_slot: Optional[int] = None,
+) -> Record:
     """The plain data ``run`` (suspended, waiting on ``keys``) is rebuilt from."""
     ser_name = run.serializer.name()
     try:
@@ -121,6 +132,7 @@ def record_of(rt: Engine, run: WorkflowRun, stored: StoredCall, keys: Sequence[s
         0,  # set by ParkingLot.park
         tuple(dict.fromkeys(keys)),  # once each (a wait's keys may name its cancellation)
         extras,
+        loop_slot,
     )
 
 
@@ -148,6 +160,7 @@ def _rebuild(rt: Engine, workflow_id: str, rec: Record) -> RunEntry:
         rec[_OWNER],
         serializer,
         entry,
+        is_async=rec[_LOOP] is not None,
         deadline_ms=rec[_DEADLINE],
         auth=None
         if auth is None
@@ -197,6 +210,10 @@ class ParkingLot:
         self._timer: Optional[int] = None
         self._timer_at: Optional[float] = None
         self._seq = itertools.count(1)
+        # The event loops async runs parked from, by slot: a record holds a number, not the
+        # loop (which would keep it, and the record, in the collector's sight).
+        self._loops: dict[int, asyncio.AbstractEventLoop] = {}
+        self._loop_slots = itertools.count(1)
 
     def __contains__(self, workflow_id: str) -> bool:
         return workflow_id in self._records
@@ -211,6 +228,25 @@ class ParkingLot:
     def unregistered_locked(self) -> int:
         """How many parked runs have no entry in the registry; call with the lock held."""
         return sum(1 for w in self._records if w not in self._active)
+
+    def loop_slot(self, loop: Optional[asyncio.AbstractEventLoop]) -> Optional[int]:
+        """The number a record keeps for ``loop`` (None for none); closed loops are dropped."""
+        if loop is None:
+            return None
+        with self._lock:
+            for slot, known in self._loops.items():
+                if known is loop:
+                    return slot
+            for slot in [s for s, known in self._loops.items() if known.is_closed()]:
+                del self._loops[slot]
+            slot = next(self._loop_slots)
+            self._loops[slot] = loop
+            return slot
+
+    def loop_of(self, rec: Record) -> Optional[asyncio.AbstractEventLoop]:
+        """The event loop an async run parked from (None: a sync run, or the loop is gone)."""
+        slot = rec[_LOOP]
+        return None if slot is None else self._loops.get(slot)
 
     # -- parking ----------------------------------------------------------------------------
     def park(

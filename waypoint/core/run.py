@@ -199,6 +199,11 @@ class WorkflowRun:
     def next_function_id(self) -> int:
         if self.parked is not None:
             raise Suspended()  # the body swallowed its suspension: it must not go on
+        suspender = self.suspender
+        if suspender is not None and not suspender.shared and not suspender.here():
+            # An operation on another task or thread (``asyncio.gather``): one may still be
+            # going on when a wait would suspend, and the re-run would start it again.
+            suspender.shared = True
         with self._fid_lock:
             fid = self._next_fid
             self._next_fid += 1

@@ -369,13 +369,23 @@ class Runtime(Engine):
                 self._loop = loop
             return self._loop
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a coroutine on the caller's loop if there is one, else on the application's
-        main loop while it runs, else on the background loop."""
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        home: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None:
+        """Run a coroutine on ``home`` while it runs (a resumed workflow goes back to the loop
+        it ran on), else on the caller's loop if there is one, else on the application's main
+        loop while it runs, else on the background loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        if home is not None and home is not loop and home.is_running():
+            fut = asyncio.run_coroutine_threadsafe(coro, home)
+            self._tasks.add(fut)
+            fut.add_done_callback(self._tasks.discard)
+            return
         if loop is not None:
             task = loop.create_task(coro)
             self._tasks.add(task)

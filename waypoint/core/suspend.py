@@ -1,4 +1,4 @@
-"""Waits that give their thread back: suspending a sync workflow parked in a long wait.
+"""Waits that give their thread back: suspending a workflow parked in a long wait.
 
 A sync workflow body runs on a worker thread of a bounded pool. A body that waits a long time
 (``DBOS.sleep``, ``DBOS.recv``, ``DBOS.get_event``, a handle's ``get_result``) would hold that
@@ -18,19 +18,25 @@ steps is deterministic. The wait itself is a recorded operation (a sleep's wake-
 recv's or get_event's timeout are checkpointed before the wait starts), so the re-run waits
 for the same thing until the same deadline.
 
-Only a run that started on a worker thread of its own can suspend (started in the
-background, dequeued or recovered, on the thread that runs it); a workflow called directly
-runs on its caller's thread, which is waiting for it anyway, and an async workflow holds no
-thread while it waits.
+Only a run that started in the background (started, dequeued or recovered, on a worker
+thread or an asyncio task of its own) can suspend, and only in a wait its body makes on that
+thread or task: a workflow called directly runs on its caller's thread, which is waiting for
+it anyway. An async workflow holds no thread while it waits, but its suspended coroutine
+holds its frames, which every full collection of the garbage collector walks: it suspends
+the same way, after its grace, and is re-run from its checkpoints as a new task on the loop
+it ran on. A run one of whose operations ran on another task or thread (``asyncio.gather``
+of steps, say) never suspends: that operation may still be going on, and the re-run would
+start it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from waypoint.core.signals import Signal
 from waypoint.core.suspended import Suspended
@@ -47,19 +53,43 @@ logger = logging.getLogger("waypoint")
 BUSY_GRACE = 0.05  # how long a wait may hold a thread while no thread of the pool is free
 
 
+def _not_busy() -> bool:
+    return False
+
+
 class Suspender:
-    """What lets one run suspend its waits: the thread its body runs on, and the policy."""
+    """What lets one run suspend its waits: the thread or task its body runs on (made on it),
+    and the policy."""
 
-    __slots__ = ("after", "busy", "thread")
+    __slots__ = ("after", "busy", "shared", "task", "thread")
 
-    def __init__(self, after: float, busy: Callable[[], bool]) -> None:
+    def __init__(self, after: float, busy: Callable[[], bool] = _not_busy) -> None:
         self.after = after
         self.busy = busy  # True while no worker thread is free
         self.thread = threading.get_ident()
+        try:
+            self.task: Optional[asyncio.Task[Any]] = asyncio.current_task()
+        except RuntimeError:  # no event loop runs on this thread
+            self.task = None
+        # An operation of the run was made on another thread or task: it never suspends.
+        self.shared = False
+
+    def here(self) -> bool:
+        """Whether the caller runs on the body's own thread (and task)."""
+        if self.thread != threading.get_ident():
+            return False
+        return self.task is None or _current_task() is self.task
 
     def grace(self) -> float:
         """How long a wait may hold the thread before it is suspended."""
         return min(self.after, BUSY_GRACE) if self.busy() else self.after
+
+
+def _current_task() -> Optional[asyncio.Task[Any]]:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 class _Entry(Protocol):
@@ -80,11 +110,12 @@ class Suspendable(Protocol):
 
 def wait_grace(run: Optional[Suspendable]) -> Optional[float]:
     """The grace of a wait ``run``'s body makes here, or None if it cannot be suspended (no
-    run, not started on a worker, or not on the thread its body runs on)."""
+    run, not started in the background, not on the thread or task its body runs on, or one
+    of its operations ran elsewhere)."""
     if run is None:
         return None
     suspender = run.suspender
-    if suspender is None or suspender.thread != threading.get_ident():
+    if suspender is None or suspender.shared or not suspender.here():
         return None
     return suspender.grace()
 

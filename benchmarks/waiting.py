@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/waiting.py [--n 10000] [--quick] [--freeze]
 
 One process, the default pool of 256 threads, PostgreSQL (``BENCH_PG_URL``, default
-``postgresql://postgres@127.0.0.1:5432``; the database ``bench_waiting`` is dropped and
-recreated). Three kinds of waiting workflow, a third of ``--n`` each:
+``postgresql://postgres@127.0.0.1:5432``; the database ``bench_waiting``, or ``BENCH_DB``, is
+dropped and recreated). Three kinds of waiting workflow, a third of ``--n`` each:
 
 * sleepers: ``DBOS.sleep`` until a wake-up time passed as input, spread over ``SPREAD``
   seconds once everything is parked; latency = first step after the sleep - wake-up time;
@@ -42,7 +42,7 @@ from waypoint import DBOS, SetWorkflowID
 from waypoint.core.runtime import get_runtime
 
 PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
-DB = "bench_waiting"
+DB = os.environ.get("BENCH_DB", "bench_waiting")
 SPREAD = 20.0  # seconds over which the sleepers wake, then over which the messages are sent
 
 stamps: dict[str, float] = {}
@@ -186,7 +186,10 @@ def main() -> None:
     sampler.start()
 
     others_throughput(others // 4, "warm")
+    began = time.perf_counter()
     unloaded = others_throughput(others, "unloaded")
+    took = time.perf_counter() - began
+    progress(others_unloaded_wf_per_s=round(unloaded, 1), others_seconds=round(took, 1))
 
     n_sleep = n // 3
     n_recv = n // 3
@@ -224,6 +227,7 @@ def main() -> None:
         rss_parked_mb=round(rss_parked, 1),
         others_unloaded_wf_per_s=round(unloaded, 1),
     )
+    progress(phase="others-loaded")
     loaded = others_throughput(others, "loaded")
     progress(others_loaded_wf_per_s=round(loaded, 1))
     late = time.time() > wake_base

@@ -188,3 +188,44 @@ def test_concurrent_status_reads_share_one_statement(pg_store: Any) -> None:
         "d": "PENDING",
         "e": "PENDING",
     }
+
+
+@requires_postgres
+def test_an_enqueue_does_not_wait_for_the_workers_writes(pg_store: Any) -> None:
+    """Enqueues are grouped among themselves: with every seat of the workers' writes taken
+    (checkpoints in flight), an enqueue is still written and answered at once."""
+    for wid in ("a", "b"):
+        start(pg_store, wid)
+    writes = pg_store._writes
+    gate = threading.Event()
+    alone = writes._write_one
+
+    def held(write: Any) -> Any:
+        gate.wait(30)
+        return alone(write)
+
+    writes._write_one = held
+    workers = [
+        threading.Thread(target=pg_store.record_step, args=(step(wid, 1, f"run-{wid}"),))
+        for wid in ("a", "b")
+    ]
+    try:
+        for t in workers:
+            t.start()
+        while writes._leaders < writes._max_leaders:
+            threading.Event().wait(0.001)
+        answered = threading.Event()
+        outcome: list[Any] = []
+
+        def enqueue() -> None:
+            outcome.append(pg_store.init_workflow(queued("q1"), None))
+            answered.set()
+
+        threading.Thread(target=enqueue).start()
+        assert answered.wait(10), "the enqueue waited for the checkpoints in flight"
+        assert outcome[0].created and pg_store.get_workflow("q1").status == "ENQUEUED"
+    finally:
+        gate.set()
+        for t in workers:
+            t.join(10)
+    assert set(pg_store.load_steps("a")) == {1} and set(pg_store.load_steps("b")) == {1}

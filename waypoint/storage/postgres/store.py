@@ -270,6 +270,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         self._notifier.stop()
         self._closed.set()
         self._writes.close()
+        self._enqueues.close()
         self._reads.close()
         self._pool.close(timeout=5)
 

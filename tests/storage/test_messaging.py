@@ -85,6 +85,15 @@ def test_send_to_a_missing_destination_writes_nothing(store: Store) -> None:
     assert store.load_steps("sender") == {}
 
 
+def test_send_outside_a_workflow_to_a_missing_destination_writes_nothing(store: Store) -> None:
+    start(store, "dest")
+    for batch in ([message(1, dest="ghost")], [message(2), message(3, dest="ghost")]):
+        with pytest.raises(NotFoundError) as caught:
+            store.send_messages(batch, None)
+        assert caught.value.workflow_id == "ghost"
+    assert not consume(store, 1).found
+
+
 def test_send_from_a_workflow_is_checkpointed_and_fenced(store: Store) -> None:
     start(store, "dest")
     start(store, "sender")

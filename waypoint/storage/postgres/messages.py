@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
+import psycopg.errors as pgerr
+
 from waypoint.storage.errors import NotFoundError
 from waypoint.storage.records import NewMessage, Received, RecordOutcome, StepRecord
 from waypoint.storage.sql_base import RECORD_COLUMNS, RECORD_VALUES, Params, record_params
@@ -72,62 +74,54 @@ class PgMessaging(MessagingSql):
 
     def _send_sql(self, one: bool, *, recorded: bool) -> str:
         """The send of ``one`` message (scalar parameters: psycopg dumps a list at several
-        times the cost) or of several (arrays, inserted in their order, hence their seq)."""
-        ws, oo, nt = (
-            self.d.t("workflow_status"),
-            self.d.t("operation_outputs"),
-            self.d.t("notifications"),
-        )
-        if one:
-            to = "workflow_uuid = %(m_dest)s"  # m_: a checkpoint's parameters share the dict
+        times the cost) or of several (arrays, inserted in their order, hence their seq).
+
+        A missing destination fails the statement on the messages' foreign key (DBOS's
+        schema has it too), so nothing of it is written; the destinations are not read
+        first: their lookup cost as much to plan as the insert itself."""
+        oo, nt = self.d.t("operation_outputs"), self.d.t("notifications")
+        if one:  # m_: a checkpoint's parameters share the dict
             rows = "(VALUES (%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, %(m_ser)s, 1))"
         else:
-            to = "workflow_uuid = ANY(%(dests)s::text[])"
             rows = (
                 "unnest(%(ids)s::text[], %(to)s::text[], %(topics)s::text[], %(msgs)s::text[], "
                 "%(sers)s::text[]) WITH ORDINALITY"
             )
-        # All or nothing: nothing when a destination is missing (the statement returns the
-        # destinations it found).
-        everywhere = "(SELECT count(*) FROM dest) = %(ndests)s"
-        when = everywhere
-        head = f"WITH dest AS MATERIALIZED (SELECT workflow_uuid FROM {ws} WHERE {to}), "
-        tail = "SELECT ARRAY(SELECT workflow_uuid FROM dest)"
-        if recorded:
-            # From a workflow, with its checkpoint, as ``_checkpointed`` does it: fenced on
-            # the sender's owner (its row share-locked), nothing written if a destination is
-            # missing, and the messages written again (each once) by a retry of the checkpoint.
-            head += (
-                f"wf AS MATERIALIZED (SELECT status, owner_xid FROM {ws} "
-                "WHERE workflow_uuid = %(wf)s FOR SHARE), "
-                f"ok AS MATERIALIZED (SELECT 1 FROM wf WHERE owner_xid = %(owner)s AND {when}), "
-                f"rec AS (INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {RECORD_VALUES} FROM ok "
-                "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING 1), "
-                f"prior AS MATERIALIZED (SELECT owner_xid FROM {oo} "
-                "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s), "
-            )
-            when = (
-                "EXISTS (SELECT 1 FROM ok) AND (EXISTS (SELECT 1 FROM rec) "
-                "OR EXISTS (SELECT 1 FROM prior WHERE owner_xid = %(owner)s))"
-            )
-            tail += (
-                ", (SELECT status FROM wf), (SELECT owner_xid FROM wf), "
-                "(SELECT count(*) FROM rec), (SELECT count(*) FROM prior), "
-                "(SELECT owner_xid FROM prior)"
-            )
+        insert = (
+            f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, serialization) "
+            f"SELECT m.id, m.dest, m.topic, m.msg, m.ser FROM {rows} "
+            "AS m(id, dest, topic, msg, ser, n) {when}ORDER BY m.n "
+            "ON CONFLICT (message_uuid) DO NOTHING"
+        )
+        if not recorded:
+            return insert.format(when="")
+        # From a workflow, with its checkpoint, as ``_checkpointed`` does it: fenced on the
+        # sender's owner (its row share-locked), and the messages written again (each once)
+        # by a retry of the checkpoint.
+        ws = self.d.t("workflow_status")
+        when = (
+            "WHERE EXISTS (SELECT 1 FROM ok) AND (EXISTS (SELECT 1 FROM rec) "
+            "OR EXISTS (SELECT 1 FROM prior WHERE owner_xid = %(owner)s)) "
+        )
         return (
-            f"{head}ins AS (INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
-            f"serialization) SELECT m.id, m.dest, m.topic, m.msg, m.ser FROM {rows} "
-            f"AS m(id, dest, topic, msg, ser, n) WHERE {when} ORDER BY m.n "
-            f"ON CONFLICT (message_uuid) DO NOTHING) {tail}"
+            f"WITH wf AS MATERIALIZED (SELECT status, owner_xid FROM {ws} "
+            "WHERE workflow_uuid = %(wf)s FOR SHARE), "
+            "ok AS MATERIALIZED (SELECT 1 FROM wf WHERE owner_xid = %(owner)s), "
+            f"rec AS (INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {RECORD_VALUES} FROM ok "
+            "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING 1), "
+            f"prior AS MATERIALIZED (SELECT owner_xid FROM {oo} "
+            "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s), "
+            f"ins AS ({insert.format(when=when)}) "
+            "SELECT (SELECT status FROM wf), (SELECT owner_xid FROM wf), "
+            "(SELECT count(*) FROM rec), (SELECT count(*) FROM prior), "
+            "(SELECT owner_xid FROM prior)"
         )
 
     def send_messages(
         self, messages: Sequence[NewMessage], record: Optional[StepRecord]
     ) -> Optional[RecordOutcome]:
-        dests = sorted({m.destination_id for m in messages})
+        params: Params = {}
         one = len(messages) == 1
-        params: Params = {"ndests": len(dests)}
         if one:
             m = messages[0]
             params.update(
@@ -139,29 +133,43 @@ class PgMessaging(MessagingSql):
             )
         else:
             params.update(
-                dests=dests,
                 ids=[m.message_uuid for m in messages],
                 to=[m.destination_id for m in messages],
                 topics=[m.topic for m in messages],
                 msgs=[m.message for m in messages],
                 sers=[m.serialization for m in messages],
             )
-        if record is None:
-            found = self._all(self._sql_send[one], params, "send message")[0][0]
-            _all_there(dests, found)
-            return None
-        params.update(record_params(record))
-        for _ in range(3):
-            rows = self._all(self._sql_send_recorded[one], params, "send message")
-            found, status, owner, inserted, prior, prior_owner = rows[0]
-            if owner != record.owner_xid:
-                return RecordOutcome(False, status)
-            _all_there(dests, found)
-            if inserted or prior:
-                return RecordOutcome(inserted > 0 or prior_owner == record.owner_xid, status)
-            # A checkpoint at this position committed after the statement's snapshot was
-            # taken (nothing was written): read again, and answer from it.
-        return RecordOutcome(False, None)
+        try:
+            if record is None:
+                self._exec(self._sql_send[one], params, "send message")
+                return None
+            params.update(record_params(record))
+            for _ in range(3):
+                rows = self._all(self._sql_send_recorded[one], params, "send message")
+                status, owner, inserted, prior, prior_owner = rows[0]
+                if owner != record.owner_xid:
+                    return RecordOutcome(False, status)
+                if inserted or prior:
+                    return RecordOutcome(inserted > 0 or prior_owner == record.owner_xid, status)
+                # A checkpoint at this position committed after the statement's snapshot was
+                # taken (nothing was written): read again, and answer from it.
+            return RecordOutcome(False, None)
+        except pgerr.ForeignKeyViolation:
+            raise self._missing(messages) from None
+
+    def _missing(self, messages: Sequence[NewMessage]) -> NotFoundError:
+        """The error of a send refused for a missing destination: the first one missing."""
+        dests = sorted({m.destination_id for m in messages})
+        found = {
+            r[0]
+            for r in self._all(
+                f"SELECT workflow_uuid FROM {self.d.t('workflow_status')} "
+                "WHERE workflow_uuid = ANY(%(ids)s)",
+                {"ids": dests},
+                "find destinations",
+            )
+        }
+        return NotFoundError(next((d for d in dests if d not in found), dests[0]))
 
     def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
         params = record_params(record)
@@ -181,9 +189,3 @@ class PgMessaging(MessagingSql):
             # A checkpoint at this position committed after the statement's snapshot was
             # taken (the message is left unconsumed): read again, and answer from it.
         return Received(found=True, accepted=False)
-
-
-def _all_there(dests: Sequence[str], found: Sequence[str]) -> None:
-    missing = [d for d in dests if d not in found]
-    if missing:
-        raise NotFoundError(missing[0])

@@ -241,6 +241,9 @@ def operations(store: Any, size: int) -> dict[str, Op | tuple[Op, Callable[[], N
         "list_workflows completed_before": page(completed_before=T_END - DAY_MS, sort_desc=True),
         "list_workflows dequeued_after": page(dequeued_after=T_END - DAY_MS, sort_desc=True),
         "list_workflows dequeued_before": page(dequeued_before=T_END - DAY_MS, sort_desc=True),
+        # Oldest first (DBOS's default order): the mirror image of newest first "before".
+        "list_workflows completed_after, oldest first": page(completed_after=T_END - DAY_MS),
+        "list_workflows dequeued_after, oldest first": page(dequeued_after=T_END - DAY_MS),
         "list_workflows schedule_name": page(schedule_name=["sched-1"], sort_desc=True),
         "list_workflows has_parent": page(has_parent=True, sort_desc=True),
         "list_workflows was_forked_from": page(was_forked_from=True, sort_desc=True),

@@ -65,6 +65,10 @@ WAYPOINT_ONLY_PG = {
     "index waypoint_shards_shard_id_key",
     "index workflow_placement_pkey",
     "index idx_workflow_status_id_pattern",  # version 10: ID-prefix search (text_pattern_ops)
+    # Version 14: each workflow's span, created to completed (dequeued), in GiST (SQLite has
+    # no GiST): the rows running at an "after" bound of a listing.
+    "index idx_workflow_status_completed_span",
+    "index idx_workflow_status_dequeued_span",
     "function waypoint_wake_others()",
     *(
         f"trigger {t}"

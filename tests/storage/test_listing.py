@@ -172,7 +172,7 @@ BEFORE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
 @pytest.mark.parametrize("key", ["completed_before", "dequeued_before"])
 @pytest.mark.parametrize("case", BEFORE_CASES)
 def test_before_bound_pages(store: Store, key: str, case: str) -> None:
-    """A "before" bound's page (read in two branches, sql_listing._before_branches) is the
+    """A "before" bound's page (read in two branches, sql_listing._bound_branches) is the
     same page, order, limit and offset, as without them, however the stamps lie."""
     stamped(store)
     fields, expected = BEFORE_CASES[case]
@@ -192,3 +192,43 @@ def test_two_before_bounds(store: Store, desc: bool) -> None:
     for limit in (1, 2, 9):
         found = ids(store.list_workflows(ListFilter(**both, limit=limit)))
         assert found == (expected[::-1] if desc else expected)[:limit]
+
+
+# completed_at >= T0 + 20: s2 (running at it), s5, s7; dequeued_at >= T0 + 19: those and
+# "live" (dequeued at T0 + 60, not finished). In creation order.
+AFTER_ALL = {"completed_after": ["s2", "s5", "s7"], "dequeued_after": ["s2", "live", "s5", "s7"]}
+PAGES: list[dict[str, Any]] = [
+    {"limit": 1},
+    {"limit": 2},
+    {"limit": 2, "offset": 1},
+    {"limit": 5, "offset": 3},
+    {"limit": 9},
+    {"limit": 2, "after": (T0 + 2, "s2")},
+    {"limit": 2, "sort_desc": True},
+]
+
+
+@pytest.mark.parametrize("key", ["completed_after", "dequeued_after"])
+@pytest.mark.parametrize("page", range(len(PAGES)))
+def test_after_bound_pages(store: Store, key: str, page: int) -> None:
+    """Oldest first, an "after" bound's page (the rows created after the bound, and those
+    running at it: sql_listing._bound_branches) is the slice of the whole listing."""
+    stamped(store)
+    bound = {key: T0 + 20 if key == "completed_after" else T0 + 19}
+    whole = ids(store.list_workflows(ListFilter(**bound)))
+    assert whole == AFTER_ALL[key]
+    fields = PAGES[page]
+    rows = whole[::-1] if fields.get("sort_desc") else whole
+    if "after" in fields:
+        rows = rows[rows.index(fields["after"][1]) + 1 :]
+    start = fields.get("offset", 0)
+    expected = rows[start : start + fields["limit"]]
+    assert ids(store.list_workflows(ListFilter(**bound, **fields))) == expected
+
+
+def test_two_after_bounds(store: Store) -> None:
+    """With both bounds the later one splits the listing; the other still filters."""
+    stamped(store)
+    both: dict[str, Any] = {"completed_after": T0 + 20, "dequeued_after": T0 + 39}
+    for limit in (1, 2, 9):
+        assert ids(store.list_workflows(ListFilter(**both, limit=limit))) == ["s2", "s5"][:limit]

@@ -1,7 +1,8 @@
-"""How the first page of a listing bounded by completed_before or dequeued_before is read
-(issue 11): the rows created by the bound, and those stamped before their own creation,
-never every workflow completed (or dequeued) after the bound, which made that page 6x
-dearer at a million rows than at ten thousand (benchmarks/bigtables.py).
+"""How the first page of a listing bounded by completed_before or dequeued_before (newest
+first), or by completed_after or dequeued_after (oldest first), is read (issue 11): the rows
+created on the bound's side of it, and those running at it or stamped before their own
+creation, never every workflow stamped on the other side, which made that page 6x (before)
+and 240x (after) dearer at a million rows than at ten thousand (benchmarks/bigtables.py).
 
 PostgreSQL: the rows the plan reads, as ``EXPLAIN ANALYZE`` counts them. SQLite: the index
 ranges its query plan names. Not in the shards mode: each shard runs PostgreSQL's statement.
@@ -78,19 +79,47 @@ def rows_read(node: dict[str, Any]) -> int:
     return own + sum(rows_read(child) for child in node.get("Plans", []))
 
 
-@pytest.mark.parametrize(
-    ("key", "index", "skew"),
-    [("completed_before", "finished", "completed"), ("dequeued_before", "dequeued", "dequeued")],
-)
-def test_newest_first_before_a_bound_reads_a_page(
-    filled: tuple[Any, str], key: str, index: str, skew: str
-) -> None:
+# (filter, its bound, newest first?, the first page's first workflow, the index ranges
+# SQLite's plan must name). completed at T0 + i + 1, dequeued at T0 + i.
+CASES = {
+    # Newest first before T0 + 1000: the 2,000 newest were stamped after it.
+    "completed_before": (
+        BOUND,
+        True,
+        999,
+        ["finished_created (created_at<?)", "completed_skew_created (created_at>?)"],
+    ),
+    "dequeued_before": (
+        BOUND,
+        True,
+        1000,
+        ["dequeued_created (created_at<?)", "dequeued_skew_created (created_at>?)"],
+    ),
+    # Oldest first after T0 + 2000: the 2,000 oldest were stamped before it.
+    "completed_after": (
+        T0 + 2000,
+        False,
+        1999,
+        ["finished_created (created_at>?)", "completed_at (completed_at>?)"],
+    ),
+    "dequeued_after": (
+        T0 + 2000,
+        False,
+        2000,
+        ["dequeued_created (created_at>?)", "started_at (started_at_epoch_ms>?)"],
+    ),
+}
+
+
+@pytest.mark.parametrize("key", CASES)
+def test_a_bound_page_reads_a_page(filled: tuple[Any, str], key: str) -> None:
     store, url = filled
-    flt = ListFilter(limit=PAGE, sort_desc=True, application_name="app", **{key: BOUND})
+    bound, desc, first, ranges = CASES[key]
+    flt = ListFilter(limit=PAGE, sort_desc=desc, application_name="app", **{key: bound})
     statement, params, prelude = store.listing_statement(flt)
-    newest = 1000 if key == "dequeued_before" else 999  # completed a millisecond after
+    step = -1 if desc else 1
     assert [r.workflow_id for r in store.list_workflows(flt)] == [
-        f"w{i:05d}" for i in range(newest, newest - PAGE, -1)
+        f"w{i:05d}" for i in range(first, first + step * PAGE, step)
     ]
     if url.startswith("sqlite:///"):
         with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as lite:
@@ -98,13 +127,9 @@ def test_newest_first_before_a_bound_reads_a_page(
                 r[3]
                 for r in lite.execute("EXPLAIN QUERY PLAN " + store.d.render(statement), params)
             ]
-        # A range of each index, from the bound: not a scan of the rows after it.
-        assert any(
-            f"idx_workflow_status_{index}_created (created_at<?)" in step for step in plan
-        ), "\n".join(plan)
-        assert any(
-            f"idx_workflow_status_{skew}_skew_created (created_at>?)" in step for step in plan
-        ), "\n".join(plan)
+        # A range of each index, from the bound: not a walk past the rows on its other side.
+        for index_range in ranges:
+            assert any(f"idx_workflow_status_{index_range}" in s for s in plan), "\n".join(plan)
         return
     with psycopg.connect(url) as conn:
         if prelude is not None:
@@ -114,6 +139,5 @@ def test_newest_first_before_a_bound_reads_a_page(
         ).fetchall()
         conn.rollback()
     plan = (explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"]
-    # A page and the row at the bound (created by it, completed after it): not the 2,000
-    # completed after the bound.
+    # A page and the rows at the bound: not the 2,000 on its other side.
     assert rows_read(plan) <= 2 * PAGE, json.dumps(plan, indent=1)

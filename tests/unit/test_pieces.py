@@ -464,11 +464,11 @@ def test_migration_files_split_into_statements() -> None:
 
 
 def test_index_migrations_build_concurrently_on_postgresql_only() -> None:
-    """Migrations 10 and 11 build their indexes CONCURRENTLY (outside a transaction) on
-    PostgreSQL, and nothing else does; a new database runs them as plain CREATE INDEX."""
+    """Migrations 10, 11, 13 and 14 build their indexes CONCURRENTLY (outside a transaction)
+    on PostgreSQL, and nothing else does; a new database runs them as plain CREATE INDEX."""
     pg = load("postgresql")
-    assert [m.version for m in pg if not m.transactional] == [10, 11]
-    assert [len(m.concurrent_indexes) for m in pg if not m.transactional] == [3, 12]
+    assert [m.version for m in pg if not m.transactional] == [10, 11, 13, 14]
+    assert [len(m.concurrent_indexes) for m in pg if not m.transactional] == [3, 12, 2, 2]
     assert all(m.transactional and not m.concurrent_indexes for m in load("sqlite"))
     for mig in pg:
         plain = mig.in_transaction()

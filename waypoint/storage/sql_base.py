@@ -178,6 +178,13 @@ class Dialect(ABC):
         the column's index (PostgreSQL may otherwise hash-join against a whole-table scan)."""
         return f"{column} IN ({subquery})"
 
+    def running_at(self, stamp: str, param: str) -> str:
+        """The rows created before the time ``param`` and stamped (``stamp``: completed,
+        dequeued) at or after it: those running (or queued) at that time."""
+        # The unary + keeps SQLite from walking the created_at index (most rows were
+        # created before the bound): it reads the stamp's index from the bound instead.
+        return f"+created_at < %({param})s AND {stamp} >= %({param})s"
+
     least = "MIN"  # the smaller of two values (PostgreSQL: LEAST)
     greatest = "MAX"  # the larger of two values (PostgreSQL: GREATEST)
 

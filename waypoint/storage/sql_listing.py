@@ -12,7 +12,7 @@ PostgreSQL the listing runs without incremental sort (``Dialect.ordered_listing`
 A "before" bound (completed_before, dequeued_before) is the one filter no such index can
 serve: newest first among the workflows completed before T, a walk in creation order passes
 every workflow completed after T first (6x at a million rows, the newest day of 30). Its
-page is read in two branches instead (``_before_branches``), exactly, whatever the clocks.
+page is read in two branches instead (``_bound_branches``), exactly, whatever the clocks.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ _LIVE = {"ENQUEUED", "PENDING", "DELAYED"}
 # live statuses: SQLite uses a partial index only when the query states its condition (a
 # list bound as a parameter implies nothing); PostgreSQL proves it either way.
 LIVE_TERM = "status IN ('ENQUEUED', 'PENDING', 'DELAYED')"
-# The "before" filters and the timestamp each bounds (see ``_before_branches``).
+# The "before" and "after" filters and the timestamp each bounds (see ``_bound_branches``).
 _BEFORE = (("completed_before", "completed_at"), ("dequeued_before", "started_at_epoch_ms"))
+_AFTER = (("completed_after", "completed_at"), ("dequeued_after", "started_at_epoch_ms"))
+# Marks the branch of the rows running at an "after" bound (read unordered, then sorted).
+RUNNING = "/* running */"
 
 
 class ListingSql(SqlCore):
@@ -155,7 +158,7 @@ class ListingSql(SqlCore):
         direction = "DESC" if flt.sort_desc else "ASC"
         order = f" ORDER BY created_at {direction}, workflow_uuid {direction}"
         table = self.d.t("workflow_status")
-        before = self._before_branches(flt)
+        bound = self._bound_branches(flt, where)
         if split is not None:
             column, key, values = split
             conds = []
@@ -163,8 +166,8 @@ class ListingSql(SqlCore):
                 params[f"{key}{i}"] = value
                 conds.append([f"{column} = %({key}{i})s"])
             sql = self._branches(conds, select, table, where, params, order, flt)
-        elif before is not None:
-            sql = self._branches(before, select, table, where, params, order, flt)
+        elif bound is not None:
+            sql = self._branches(bound[1], select, table, bound[0], params, order, flt)
         else:
             sql = f"SELECT {select} FROM {table}"
             if where:
@@ -186,9 +189,12 @@ class ListingSql(SqlCore):
             params["offset"] = flt.offset
         return sql
 
-    def _before_branches(self, flt: ListFilter) -> Optional[list[list[str]]]:
-        """The two branches of a page bounded by a "before" filter, or None (no such filter,
-        or no page).
+    def _bound_branches(
+        self, flt: ListFilter, where: list[str]
+    ) -> Optional[tuple[list[str], list[list[str]]]]:
+        """The conditions shared by, and the own conditions of, the two branches of a page
+        bounded by a "before" or (oldest first) an "after" filter; None: no such filter, or
+        no page.
 
         With ``completed_at <= T``, the rows created at or before T are one branch: walked
         in creation order from T, it passes only the workflows created by T that completed
@@ -198,9 +204,26 @@ class ListingSql(SqlCore):
         schema version 13 that holds such rows only (normally none). The two are disjoint
         and together are every match, so the page of their pages is the page, in the same
         order, for any clocks. Of two bounds the earlier serves (with the same argument for
-        its own column)."""
+        its own column).
+
+        Oldest first with ``completed_at >= T``, the mirror image: a walk from the oldest
+        passes every workflow completed before T (the whole history, 240x at a million
+        rows). The rows created at or after T are one branch, walked from T (passing only
+        rows stamped before their creation); the rows created before T and completed at or
+        after it, those running at T, are the other, found by ``Dialect.running_at`` (on
+        PostgreSQL the GiST index of each row's span of schema version 14). The bound's own
+        term is left out of that branch so the planner cannot walk its B-tree instead. Of
+        two bounds the later serves."""
         if flt.limit is None:
             return None
+        afters = [(getattr(flt, k), k, c) for k, c in _AFTER if getattr(flt, k) is not None]
+        if afters and not flt.sort_desc:
+            _, key, column = max(afters)
+            term = f"{column} >= %({key})s"
+            return [w for w in where if w != term], [
+                [term, f"created_at >= %({key})s"],
+                [f"{self.d.running_at(column, key)} {RUNNING}"],
+            ]
         bounds = [
             (getattr(flt, key), key, column)
             for key, column in _BEFORE
@@ -209,7 +232,7 @@ class ListingSql(SqlCore):
         if not bounds:
             return None
         _, key, column = min(bounds)
-        return [
+        return where, [
             [f"created_at <= %({key})s"],
             [f"created_at > %({key})s", f"{column} < created_at"],
         ]
@@ -233,8 +256,11 @@ class ListingSql(SqlCore):
         parts = []
         for i, own in enumerate(branches):
             conds = " AND ".join([*where, *own])
-            parts.append(
-                f"SELECT * FROM (SELECT {select} FROM {table} WHERE {conds}{order} "
-                f"LIMIT %(branch_limit)s) AS b{i}"
-            )
+            rows = f"SELECT {select} FROM {table} WHERE {conds}"
+            if RUNNING in own[-1]:
+                # Found by its own index, then sorted: OFFSET 0 keeps the planner from walking
+                # an index in listing order past every row instead (it prices a match as
+                # likely as on average, and these are the few running at the bound).
+                rows = f"SELECT * FROM ({rows}{self.d.no_limit} OFFSET 0) AS r{i}"
+            parts.append(f"SELECT * FROM ({rows}{order} LIMIT %(branch_limit)s) AS b{i}")
         return "SELECT * FROM (" + " UNION ALL ".join(parts) + f") AS m{order}"

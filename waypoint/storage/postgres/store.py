@@ -111,6 +111,15 @@ class PgDialect(Dialect):
     def in_subquery(self, column: str, subquery: str) -> str:
         return f"{column} = ANY(ARRAY({subquery}))"
 
+    def running_at(self, stamp: str, param: str) -> str:
+        # The expression of schema version 14's GiST indexes: the span (created, stamp] holds
+        # the time. LEAST: a stamp before its creation (another clock) makes an empty span,
+        # not an error.
+        return (
+            f"{stamp} IS NOT NULL AND int8range(LEAST(created_at, {stamp}), {stamp}, '(]') "
+            f"@> %({param})s::bigint"
+        )
+
     least = "LEAST"
     greatest = "GREATEST"
 

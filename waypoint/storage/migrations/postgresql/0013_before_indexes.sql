@@ -3,7 +3,7 @@
 -- thousand. Walking creation order, such a listing passed every workflow completed (or
 -- dequeued) after the bound before its first match (6x at a million rows); it now reads the
 -- rows created by the bound, and from these indexes the rows created after it but stamped
--- before it, which only a clock behind the creator's makes (sql_listing._before_branches).
+-- before it, which only a clock behind the creator's makes (sql_listing._bound_branches).
 -- They hold those rows only, normally none: no entry, so no cost, on the write path.
 -- Built CONCURRENTLY, outside a transaction, so the application's writes to workflow_status
 -- go on while a big table is indexed.

@@ -44,6 +44,7 @@ from waypoint.core.runtime import get_runtime
 PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 DB = os.environ.get("BENCH_DB", "bench_waiting")
 SPREAD = 20.0  # seconds over which the sleepers wake, then over which the messages are sent
+SETTLE = 20.0  # seconds between the two "others" measurements while everything is parked
 
 stamps: dict[str, float] = {}
 stamps_lock = threading.Lock()
@@ -230,6 +231,12 @@ def main() -> None:
     progress(phase="others-loaded")
     loaded = others_throughput(others, "loaded")
     progress(others_loaded_wf_per_s=round(loaded, 1))
+    # The same once the database has digested the burst of starts that parked them (its
+    # checkpoint writes, the WAL): what "while they wait" costs, not what parking them did.
+    time.sleep(SETTLE)
+    progress(phase="others-settled")
+    settled = others_throughput(others, "settled")
+    progress(others_settled_wf_per_s=round(settled, 1))
     late = time.time() > wake_base
     # The sleepers wake over SPREAD seconds; the messages go out once they are done.
     while time.time() < wake_base + SPREAD + 1:
@@ -274,6 +281,8 @@ def main() -> None:
         "others_unloaded_wf_per_s": round(unloaded, 1),
         "others_loaded_wf_per_s": round(loaded, 1),
         "others_ratio": round(loaded / unloaded, 2),
+        "others_settled_wf_per_s": round(settled, 1),
+        "others_settled_ratio": round(settled / unloaded, 2),
         "sleepers_woke_before_parked": late,
         "gc_full_collections": gc_full["count"],
         "gc_full_seconds": round(gc_full["seconds"], 2),

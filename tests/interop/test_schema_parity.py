@@ -70,6 +70,13 @@ WAYPOINT_ONLY_PG = {
     "index idx_workflow_status_completed_span",
     "index idx_workflow_status_dequeued_span",
     "function waypoint_wake_others()",
+    # Version 15: the checkpoint and the outcome with kept primary-key plans.
+    "function waypoint_checkpoint(p_workflow_uuid text, p_function_id integer, "
+    "p_function_name text, p_output text, p_error text, p_child_workflow_id text, "
+    "p_started_at bigint, p_completed_at bigint, p_serialization text, p_owner_xid text, "
+    "p_application_name text, OUT recorded_by text, OUT current_status text)",
+    "function waypoint_complete(p_workflow_uuid text, p_owner_xid text, p_status text, "
+    "p_output text, p_error text, p_now bigint, OUT freed_queue text)",
     *(
         f"trigger {t}"
         for t in (

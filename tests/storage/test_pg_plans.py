@@ -1,19 +1,25 @@
-"""The PostgreSQL store's statements are planned for their values, never by a kept generic
-plan (issue 11).
+"""How the PostgreSQL store's statements are planned (issue 11).
 
 psycopg prepares a statement after five executions and PostgreSQL then usually keeps one
 generic plan, costed once for the table as it was. A store's connections live long and
 start on a new, small database: there, the completion by workflow id was kept as a walk of
 the partial index of PENDING rows, and the checkpoint's join as a scan of the whole table,
 for the connection's life, so with 10,000 workflows parked every completion read all their
-entries (other workflows ran at half their speed). How the planner costs a tiny table is
-not stable enough to reproduce that one bad plan here; what the store guarantees is that
-no statement of its connections runs a kept generic plan.
+entries (other workflows ran at half their speed). So the statements a store connection
+sends are planned for their values at every execution.
+
+Planning every execution costs, most on the two writes a running workflow repeats (a step's
+checkpoint, its outcome): those go through functions (schema version 15) whose plans are
+kept, and can only be lookups of workflow_status by its key, whatever the table held when
+they were made.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +27,7 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import BACKENDS, pg_url
+from waypoint.storage.records import Completion, StepRecord
 from waypoint.storage.registry import open_url
 
 pytestmark = pytest.mark.skipif("postgres" not in BACKENDS, reason="PostgreSQL not selected")
@@ -31,12 +38,16 @@ COMPLETE = (
 )
 INSERT = (
     'INSERT INTO "dbos".workflow_status (workflow_uuid, status, name, owner_xid, created_at, '
-    "updated_at) SELECT %(prefix)s || g, 'PENDING', 'w', 'o', g, g "
+    "updated_at) SELECT %(prefix)s || g, %(status)s, 'w', 'o', g, g "
     "FROM generate_series(1, %(n)s) g"
 )
+# Scans of workflow_status the kept plans may hold: one row by its key.
+BY_KEY = {"workflow_status_pkey", "idx_workflow_status_id_pattern"}
+KEY_COND = r"\(workflow_uuid = (\$\d+|o\.workflow_uuid)\)"
 
 
-def test_a_store_connection_plans_each_execution_for_its_values() -> None:
+@pytest.fixture
+def store() -> Iterator[Any]:
     name = f"wp_plans_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -44,25 +55,91 @@ def test_a_store_connection_plans_each_execution_for_its_values() -> None:
     try:
         store.migrate()
         store.open()
-        with store._pool.connection() as conn:
-            conn.execute(INSERT, {"prefix": "small-", "n": 12})
-            for i in range(1, 11):  # prepared by psycopg after five
-                conn.execute(
-                    COMPLETE, {"status": "SUCCESS", "now": 1, "id": f"small-{i}", "owner": "o"}
-                )
-            conn.execute(INSERT, {"prefix": "parked-", "n": 2000})
-            conn.execute(COMPLETE, {"status": "SUCCESS", "now": 1, "id": "small-11", "owner": "o"})
-            rows = conn.execute(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE 'UPDATE%%'"
-            ).fetchall()
-        assert len(rows) == 1, rows
-        generic, custom = rows[0]
-        assert generic == 0, f"{generic} executions ran a kept generic plan"
-        assert custom >= 6
+        yield store
     finally:
         store.close()
         with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def test_a_store_connection_plans_each_execution_for_its_values(store: Any) -> None:
+    with store._pool.connection() as conn:
+        conn.execute(INSERT, {"prefix": "small-", "n": 12, "status": "PENDING"})
+        for i in range(1, 11):  # prepared by psycopg after five
+            conn.execute(
+                COMPLETE, {"status": "SUCCESS", "now": 1, "id": f"small-{i}", "owner": "o"}
+            )
+        conn.execute(INSERT, {"prefix": "parked-", "n": 2000, "status": "PENDING"})
+        conn.execute(COMPLETE, {"status": "SUCCESS", "now": 1, "id": "small-11", "owner": "o"})
+        rows = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE 'UPDATE%%'"
+        ).fetchall()
+    assert len(rows) == 1, rows
+    generic, custom = rows[0]
+    assert generic == 0, f"{generic} executions ran a kept generic plan"
+    assert custom >= 6
+
+
+def _scans(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The plan nodes that read workflow_status (with a bitmap heap scan, its index scans)."""
+    kind = node.get("Node Type")
+    if (node.get("Relation Name") == "workflow_status" and kind != "ModifyTable") or (
+        kind == "Bitmap Index Scan"
+        and str(node.get("Index Name", "")).startswith(("workflow_status", "idx_workflow_status"))
+    ):
+        yield node
+    for child in node.get("Plans", []):
+        yield from _scans(child)
+
+
+def test_the_hot_writes_keep_key_lookups_made_on_a_small_table(store: Any) -> None:
+    """Plans made while workflow_status was small and freshly analyzed with one live row (a
+    sequential scan was the cheapest read there, and a walk of a partial index of live rows
+    the next), then kept while 2,000 workflows were parked: each still reads workflow_status
+    by its key."""
+    plans: list[str] = []
+    with store._pool.connection() as conn:  # the pool's one connection, configured
+        conn.execute(INSERT, {"prefix": "done-", "n": 300, "status": "SUCCESS"})
+        conn.execute(INSERT, {"prefix": "small-", "n": 1, "status": "PENDING"})
+        conn.execute('ANALYZE "dbos".workflow_status')
+        conn.execute(INSERT, {"prefix": "more-", "n": 10, "status": "PENDING"})
+        conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on"):
+            conn.execute(f"SET auto_explain.{setting}")
+        conn.execute("SET auto_explain.log_level = notice")
+        conn.execute("SET auto_explain.log_format = json")
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+
+    def run(wf: str) -> None:
+        step = StepRecord(wf, 1, "s", '"x"', None, "json", "o", 1, 1)
+        assert store.record_step(step).accepted
+        assert store.complete_workflow(Completion(wf, "o", "SUCCESS", '"ok"', None, 1))
+
+    for wf in ["small-1", *(f"more-{i}" for i in range(1, 10))]:
+        run(wf)
+    with store._pool.connection() as conn:
+        conn.execute(INSERT, {"prefix": "parked-", "n": 2000, "status": "PENDING"})
+    plans.clear()
+    run("more-10")
+
+    found: dict[str, list[dict[str, Any]]] = {}
+    for message in plans:
+        if "plan:" not in message:
+            continue
+        plan = json.loads(message.split("plan:", 1)[1])
+        text = plan["Query Text"]
+        scans = list(_scans(plan["Plan"]))
+        if scans and "waypoint_" not in text:  # a function's statement, or a check under it
+            found[" ".join(text.split())[:40]] = scans
+    assert any(k.startswith("INSERT INTO") for k in found), found
+    assert any(k.startswith("UPDATE") for k in found), found
+    for text, scans in found.items():
+        for scan in scans:
+            assert scan["Node Type"] in ("Index Scan", "Bitmap Index Scan"), (text, scan)
+            assert scan["Index Name"] in BY_KEY, (text, scan)
+            # A parameter, not the value (the plan was made once and kept), or the key of
+            # the row the statement wrote (the status it returns).
+            assert re.fullmatch(KEY_COND, scan["Index Cond"]), (text, scan)

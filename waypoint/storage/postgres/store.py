@@ -49,8 +49,6 @@ from waypoint.storage.retry import RetryPolicy
 from waypoint.storage.sql_base import (
     EXISTING_COLUMNS,
     INIT_COLUMNS,
-    RECORD_COLUMNS,
-    RECORD_VALUES,
     Cursor,
     Dialect,
     Params,
@@ -212,7 +210,12 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     costed once for the table as it was: built while ``workflow_status`` was small (a new
     database), the completion scanned every PENDING row by ``idx_workflow_status_pending``
     and the checkpoint join the whole table, for as long as the connection lived. With
-    10,000 parked workflows, other workflows ran at half their speed (issue 11)."""
+    10,000 parked workflows, other workflows ran at half their speed (issue 11).
+
+    Planning is not free: over workflow_status's indexes it was half of a checkpoint's server
+    time. The two writes a running workflow repeats, a step's checkpoint and its outcome, go
+    through functions (schema version 15) that keep their plans, which sequential scans being
+    off and the status compared as a variable leave no choice but a lookup by primary key."""
     for name in ("json", "jsonb"):
         conn.adapters.register_loader(name, TextLoader)
     conn.execute("SET waypoint.session = 'on'")
@@ -435,17 +438,20 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
             f"INSERT INTO {ws} ({cols}) SELECT {staged}, created_at FROM waypoint_bulk_init "
             "ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid"
         )
-        # A step checkpoint in one statement: fenced on the run still owning the workflow
-        # (a superseded run inserts nothing), idempotent on retry (the row names its writer),
-        # and returning the workflow's status so a cancellation is seen at no extra cost.
-        returning = (
-            f"ON CONFLICT (workflow_uuid, function_id) DO UPDATE SET owner_xid = {oo}.owner_xid "
-            f"RETURNING {oo}.workflow_uuid, {oo}.function_id, {oo}.owner_xid, "
-            f"(SELECT status FROM {ws} s WHERE s.workflow_uuid = {oo}.workflow_uuid)"
-        )
+        # A step checkpoint and a workflow's outcome, one statement each, through functions
+        # (schema version 15) whose plans are kept and can only read workflow_status by its
+        # key: see ``_configure``. The checkpoint is fenced on the run still owning the
+        # workflow (a superseded run inserts nothing), idempotent on retry (the row names its
+        # writer), and returns the workflow's status so a cancellation is seen at no extra
+        # cost; the outcome is written only by the owning run of a PENDING workflow.
         self._sql_record = (
-            f"INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {RECORD_VALUES} "
-            f"FROM {ws} w WHERE w.workflow_uuid = %(wf)s AND w.owner_xid = %(owner)s " + returning
+            f"SELECT recorded_by, current_status FROM {self.d.t('waypoint_checkpoint')}("
+            "%(wf)s, %(fid)s::integer, %(fname)s, %(output)s, %(error)s, %(child)s, "
+            "%(started)s::bigint, %(completed)s::bigint, %(ser)s, %(owner)s, %(app)s)"
+        )
+        self._sql_complete = (
+            f"SELECT freed_queue FROM {self.d.t('waypoint_complete')}("
+            "%(id)s, %(owner)s, %(status)s, %(output)s, %(error)s, %(now)s::bigint)"
         )
 
     # -- workflows ------------------------------------------------------------------------------
@@ -492,7 +498,22 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         return created_outcome(wf)
 
     def _complete_one(self, done: Completion) -> bool:
-        return SqlStore.complete_workflow(self, done)
+        rows = self._all(
+            self._sql_complete,
+            {
+                "id": done.workflow_id,
+                "owner": done.owner_xid,
+                "status": done.status,
+                "output": done.output,
+                "error": done.error,
+                "now": done.now_ms,
+            },
+            "complete_workflow",
+        )
+        if rows:
+            queue = rows[0][0]
+            self._wake_after_commit(f"d:{done.workflow_id}", *([f"q:{queue}"] if queue else []))
+        return len(rows) > 0
 
     def _outcome_one(self, workflow_id: str) -> Optional[Outcome]:
         return SqlStore.get_outcome(self, workflow_id)
@@ -560,7 +581,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         row = self._one(self._sql_record, record_params(rec), "checkpoint step")
         if row is None:  # fenced: another execution owns the workflow
             return RecordOutcome(accepted=False, workflow_status=None)
-        return RecordOutcome(accepted=row[2] == rec.owner_xid, workflow_status=row[3])
+        return RecordOutcome(accepted=row[0] == rec.owner_xid, workflow_status=row[1])
 
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         if req.shared_budget:

@@ -1,0 +1,4 @@
+-- Waypoint schema version 15 (SQLite): nothing. On PostgreSQL this version adds the functions
+-- that checkpoint a step and write a workflow's outcome with a kept plan; SQLite plans each
+-- statement for itself, with none of the cost it saves there. The file keeps the versions
+-- aligned.

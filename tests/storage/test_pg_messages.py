@@ -112,3 +112,31 @@ def test_a_message_is_not_consumed_when_its_checkpoint_loses_a_race(
     assert (got.found, got.accepted, got.output) == (True, True, '"0"')
     later = pg_store.consume_message("dest", "t", step("dest", 2, "run-dest", output=None))
     assert (later.found, later.output) == (True, '"1"')
+
+
+@requires_postgres
+def test_a_receive_that_finds_nothing_writes_nothing(pg_store: Any, pg_database: str) -> None:
+    """Only a receive that found a message locks the workflow row (the fence of its
+    checkpoint): one that finds nothing, as every wait's first read does, leaves the row as
+    it was, so it needs no transaction ID, commit record or WAL flush."""
+    start(pg_store, "dest")
+    ws = f'"{SCHEMA}".workflow_status'
+
+    def row_lock() -> Any:  # the last locker (or updater) of the workflow row
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT xmax::text FROM {ws} WHERE workflow_uuid = 'dest'"
+            ).fetchone()
+        return row[0] if row else None
+
+    before = row_lock()
+    nothing = pg_store.consume_message("dest", "t", step("dest", 1, "run-dest", output=None))
+    assert (nothing.found, nothing.accepted) == (False, True)
+    assert row_lock() == before
+    stale = pg_store.consume_message("dest", "t", step("dest", 1, "run-stale", output=None))
+    assert (stale.found, stale.accepted) == (True, False)
+    pg_store.send_messages([NewMessage("m1", "dest", "t", '"1"', "json")], None)
+    sent = row_lock()  # key-share-locked by the message's foreign key check
+    got = pg_store.consume_message("dest", "t", step("dest", 1, "run-dest", output=None))
+    assert (got.found, got.accepted, got.output) == (True, True, '"1"')
+    assert row_lock() != sent  # share-locked while its checkpoint was written

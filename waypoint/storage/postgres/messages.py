@@ -49,27 +49,34 @@ class PgMessaging(MessagingSql):
         )
         self._sql_send = {one: self._send_sql(one, recorded=False) for one in (True, False)}
         self._sql_send_recorded = {one: self._send_sql(one, recorded=True) for one in (True, False)}
-        # The fence (the workflow row share-locked, so its owner cannot change before the
-        # commit), an earlier attempt's checkpoint, else the oldest unconsumed message; the
-        # message is marked consumed only if its checkpoint was inserted.
+        # An earlier attempt's checkpoint, else the oldest unconsumed message, then the fence:
+        # the workflow row share-locked (its owner cannot change before the commit) only once
+        # a message was found (the lateral read runs per message, and a subquery that locks
+        # is never flattened into a join), so a read that finds nothing writes nothing, not
+        # even a row lock, and costs no commit. The message is marked consumed only if its
+        # checkpoint was inserted.
         self._sql_consume = (
-            f"WITH wf AS MATERIALIZED (SELECT owner_xid FROM {ws} "
-            "WHERE workflow_uuid = %(wf)s FOR SHARE), "
+            f"WITH seen AS MATERIALIZED (SELECT owner_xid FROM {ws} WHERE workflow_uuid = %(wf)s), "
             "done AS MATERIALIZED (SELECT output, serialization, owner_xid, TRUE AS present "
             f"FROM {oo} WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s), "
             "msg AS MATERIALIZED (SELECT message_uuid, message, serialization "
             f"FROM {nt} WHERE destination_uuid = %(wf)s AND topic = %(topic)s "
-            "AND NOT consumed AND EXISTS (SELECT 1 FROM wf WHERE owner_xid = %(owner)s) "
+            "AND NOT consumed AND (SELECT owner_xid FROM seen) = %(owner)s "
             "AND NOT EXISTS (SELECT 1 FROM done) "
             f"ORDER BY created_at_epoch_ms, {self.d.insertion_order} LIMIT 1"
             f"{self.d.skip_locked}), "
-            f"rec AS (INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {_RECV_VALUES} FROM msg "
+            "fence AS MATERIALIZED (SELECT w.owner_xid FROM msg, LATERAL (SELECT owner_xid "
+            f"FROM {ws} WHERE workflow_uuid = %(wf)s AND msg.message_uuid IS NOT NULL "
+            "OFFSET 0 FOR SHARE) AS w), "
+            f"rec AS (INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {_RECV_VALUES} FROM msg, fence "
+            "WHERE fence.owner_xid = %(owner)s "
             "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING 1), "
             f"used AS (UPDATE {nt} SET consumed = TRUE FROM msg "
             f"WHERE {nt}.message_uuid = msg.message_uuid AND EXISTS (SELECT 1 FROM rec) "
             "RETURNING 1) "
-            "SELECT (SELECT owner_xid FROM wf), done.output, done.serialization, done.owner_xid, "
-            "done.present, msg.message, msg.serialization, (SELECT count(*) FROM used) "
+            "SELECT COALESCE((SELECT owner_xid FROM fence), (SELECT owner_xid FROM seen)), "
+            "done.output, done.serialization, done.owner_xid, done.present, msg.message, "
+            "msg.serialization, (SELECT count(*) FROM used) "
             "FROM (SELECT 1) AS one LEFT JOIN done ON TRUE LEFT JOIN msg ON TRUE"
         )
 

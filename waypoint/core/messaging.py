@@ -13,7 +13,6 @@ stream value once.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +21,7 @@ from typing import Any, Optional
 from waypoint.core.context import current_run, current_step
 from waypoint.core.effects import Flow, Io, Wait, drive_async, drive_sync
 from waypoint.core.engine import Engine
+from waypoint.core.ids import new_uuid
 from waypoint.core.observe import watched_wait
 from waypoint.core.run import WorkflowRun, parked
 from waypoint.core.serialization import Serializer
@@ -146,7 +146,7 @@ def send_flow(
         elif step_id is not None:
             msg_id = f"{step_id[0]}::step{step_id[1]}::{step_id[2]}::{i}"
         else:
-            msg_id = str(uuid.uuid4())
+            msg_id = new_uuid()  # no system call (core/ids.py)
         rows.append(NewMessage(msg_id, m.destination_id, topic, text, ser.name()))
     if send_to_forks:
         extra: list[NewMessage] = []

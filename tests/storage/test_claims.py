@@ -151,6 +151,19 @@ def test_claim_moves_enqueued_work_to_this_executor(store: Store) -> None:
     assert claim(store, queue="q2") == ["elsewhere"]
 
 
+def test_claim_says_which_rows_have_no_checkpoints(store: Store, store_url: str) -> None:
+    """A re-enqueued or forked row has checkpoints the dispatcher must read before it runs;
+    a fresh enqueue has none, and a store that can tell so in the claim says so."""
+    enqueue(store, "fresh")
+    enqueue(store, "resumed")
+    assert store.record_step(step("resumed", 1, "enqueue-resumed")).accepted
+    req = claim_request(limit=5)
+    assert sorted(ids(store.claim(req, T0 + 100))) == ["fresh", "resumed"]
+    assert "resumed" not in req.stepless  # never skipped: its history is read
+    if not store_url.startswith("sqlite"):
+        assert req.stepless == {"fresh"}
+
+
 def test_claim_order_is_priority_then_age(store: Store) -> None:
     enqueue(store, "old-low", priority=5, created_at=T0)
     enqueue(store, "new-high", priority=1, created_at=T0 + 2)

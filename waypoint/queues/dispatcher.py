@@ -266,11 +266,12 @@ class Dispatcher:
             ready = [max(r.created_at or now_ms, r.delay_until_epoch_ms or 0) for r in rows]
             waited = [max(0, now_ms - t) / 1000 for t in ready]
             rt.observers.dequeued(cfg.name, waited)
-        self._start(rows)
+        self._start(rows, req.stepless)
         return len(rows) == limit, req.retry_in_ms
 
-    def _start(self, rows: list[WorkflowRow]) -> None:
-        histories = load_histories(self.rt, rows)
+    def _start(self, rows: list[WorkflowRow], stepless: set[str]) -> None:
+        # Rows the claim saw without checkpoints start with an empty history, unread.
+        histories = load_histories(self.rt, [r for r in rows if r.workflow_id not in stepless])
         for row in rows:
             try:
                 dispatch_claimed(self.rt, row, admitted=self._admitted(row), histories=histories)

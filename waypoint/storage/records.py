@@ -281,6 +281,10 @@ class ClaimRequest:
     # version_compatibility "fingerprint": also claim rows of an older version whose
     # fingerprint this version shares.
     compatible: bool = False
+    # Set by a store that can tell within the claim itself: the IDs of claimed rows that have
+    # no checkpoint, whose history need not be read. Only ever added to (a sharded claim asks
+    # several stores with one request); an ID missing from it only costs that read.
+    stepless: set[str] = field(default_factory=set)
 
     @property
     def shared_budget(self) -> bool:

@@ -7,11 +7,10 @@ trip and one commit: starting a workflow (with its parent's child link), checkpo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, Optional, TypeVar
 
@@ -26,6 +25,7 @@ from waypoint.storage.errors import (
     StorageConfigError,
     UnavailableError,
 )
+from waypoint.storage.postgres.dialect import PgCursor, PgDialect
 from waypoint.storage.postgres.faults import classify, when_reachable
 from waypoint.storage.postgres.grouped import GroupedWrites
 from waypoint.storage.postgres.listener import Listener, ListenerError
@@ -50,10 +50,8 @@ from waypoint.storage.sql_base import (
     EXISTING_COLUMNS,
     INIT_COLUMNS,
     Cursor,
-    Dialect,
     Params,
     Row,
-    _like_prefix,
     check_text_params,
     created_outcome,
     existing_outcome,
@@ -64,92 +62,11 @@ from waypoint.storage.sql_base import (
     workflow_row,
 )
 from waypoint.storage.sql_store import SqlStore
-from waypoint.storage.url import DatabaseTarget, check_schema_name, redact
+from waypoint.storage.url import DatabaseTarget, redact
 
 logger = logging.getLogger("waypoint")
 
 T = TypeVar("T")
-
-
-class PgDialect(Dialect):
-    name = "postgresql"
-    true = "TRUE"
-    false = "FALSE"
-
-    def __init__(self, schema: str) -> None:
-        self.schema = check_schema_name(schema)
-
-    def t(self, table: str) -> str:
-        return f'"{self.schema}".{table}'
-
-    def any(self, column: str, param: str) -> str:
-        return f"{column} = ANY(%({param})s)"
-
-    def list_param(self, values: Sequence[Any]) -> Any:
-        return list(values)
-
-    def render(self, sql: str) -> str:
-        return sql
-
-    now_ms = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint"
-
-    def notify(self, key_expr: str) -> str:
-        return f"pg_notify('{NOTIFY_CHANNEL}', {key_expr})"
-
-    def notify_in(self, cur: Cursor, key_expr: str, params: Params, dbos_channel: str = "") -> None:
-        also = f", pg_notify('{dbos_channel}', %(wf)s || '::' || %(key)s)" if dbos_channel else ""
-        cur.exec(f"SELECT {self.notify(key_expr)}{also}", params)
-
-    def starts_with(self, column: str, param: str) -> str:
-        return f"{column} LIKE %({param})s ESCAPE '\\'"
-
-    def prefix_param(self, prefix: str) -> str:
-        return _like_prefix(prefix)
-
-    def in_subquery(self, column: str, subquery: str) -> str:
-        return f"{column} = ANY(ARRAY({subquery}))"
-
-    def running_at(self, stamp: str, param: str) -> str:
-        # The expression of schema version 14's GiST indexes: the span (created, stamp] holds
-        # the time. LEAST: a stamp before its creation (another clock) makes an empty span,
-        # not an error.
-        return (
-            f"{stamp} IS NOT NULL AND int8range(LEAST(created_at, {stamp}), {stamp}, '(]') "
-            f"@> %({param})s::bigint"
-        )
-
-    least = "LEAST"
-    greatest = "GREATEST"
-
-    def json_contains(self, column: str, param: str) -> str:
-        return f"{column} @> %({param})s::jsonb"
-
-    def json_value(self, param: str) -> str:
-        return f"%({param})s::jsonb"
-
-    no_limit = ""
-    # The planner prices a walk of created_at backwards, filtering, as finding matches at the
-    # average rate; with a deep backlog the newest rows are all ENQUEUED and a filter on
-    # finished workflows reads past every one of them (measured 10-20x at a million rows).
-    # Without incremental sort, only an index that holds the filter's rows in the listing's
-    # full order avoids sorting every match, so that index is the plan.
-    ordered_listing = "SET LOCAL enable_incremental_sort = off"
-
-    lock_shared = " FOR SHARE"
-    lock_exclusive = " FOR UPDATE"
-    insertion_order = "seq"
-    queue_order = "priority, created_at"
-
-    # NO KEY UPDATE: rows share-locked by foreign-key checks (a message or checkpoint being
-    # written for that workflow) are still claimable; only other claimers are skipped.
-    skip_locked = " FOR NO KEY UPDATE SKIP LOCKED"
-
-    def lock_queue(self, cur: Cursor, queue_name: str) -> None:
-        digest = hashlib.blake2b(f"waypoint-queue:{queue_name}".encode(), digest_size=8).digest()
-        cur.exec(
-            "SELECT pg_advisory_xact_lock(%(key)s)",
-            {"key": int.from_bytes(digest, "big", signed=True)},
-        )
 
 
 # The type of each workflow_status column in a bulk insert (text unless named).
@@ -165,15 +82,6 @@ _COLUMN_TYPES = {
 # From this many workflows on, a bulk insert COPYs (three statements) instead of sending one
 # JSON document (one statement): below it the extra round trips cost more than they save.
 COPY_FROM = 100
-
-
-class PgCursor(Cursor):
-    """A transaction's cursor that can also COPY rows in."""
-
-    def copy_rows(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._raw.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
 
 
 def _name_unstorable(wfs: Sequence[NewWorkflow]) -> None:

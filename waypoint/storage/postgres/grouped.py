@@ -102,12 +102,13 @@ class GroupedWrites:
     def _setup_grouped(self) -> None:
         # Few writes in flight, so that more callers meet in each: on a busy machine every
         # statement costs CPU that a bigger batch shares (20 connections: 3 in flight).
-        self._writes: GroupCommitter[Write, Answer] = GroupCommitter(
-            self._write_one, self._write_many, max_leaders=max(2, self.pool_size // 6)
-        )
-        self._enqueues: GroupCommitter[Write, Answer] = GroupCommitter(
-            self._write_one, self._write_many, max_leaders=max(2, self.pool_size // 6)
-        )
+        def committer() -> GroupCommitter[Write, Answer]:
+            return GroupCommitter(
+                self._write_one, self._write_many, max_leaders=max(2, self.pool_size // 6)
+            )
+
+        self._writes = committer()
+        self._enqueues = committer()  # enqueues' own seats (module docstring)
         # Status reads, grouped the same way: every run reads its workflow's status before an
         # operation when it last knew it more than ``status_freshness`` ago, which is every
         # recovered or dequeued run that waited for a worker thread; 2,000 recovered at once

@@ -21,6 +21,9 @@ from psycopg import sql as pgsql
 logger = logging.getLogger("waypoint")
 
 
+AFFINITY_ROUNDS = 5  # probes of the session check at launch (three statements each)
+
+
 class ListenerError(Exception):
     """LISTEN cannot work on this connection (e.g. a transaction-mode pooler)."""
 
@@ -58,13 +61,20 @@ class Listener:
             psycopg.connect(self._url, **self._kwargs) as conn,
             psycopg.connect(self._url, **{**self._kwargs, "autocommit": False}) as other,
         ):
-            before = conn.execute("SELECT pg_backend_pid()").fetchone()
-            # Holds a server connection in a transaction. A pooler that reuses the most recent
-            # free server connection (pgbouncer's default) hands it ``conn``'s own backend.
-            taken = other.execute("SELECT pg_backend_pid()").fetchone()
-            after = conn.execute("SELECT pg_backend_pid()").fetchone()
-            other.rollback()
-        if before != after or taken == before:
+            # One round can look like a session when the pooler hands ``other`` a different
+            # idle server connection and ``conn`` its previous one again; in session mode no
+            # round can show a change, so a few rounds only make a miss unlikely.
+            for _ in range(AFFINITY_ROUNDS):
+                before = conn.execute("SELECT pg_backend_pid()").fetchone()
+                # Holds a server connection in a transaction. A pooler that reuses the most
+                # recent free server connection (pgbouncer's default) hands it ``conn``'s own.
+                taken = other.execute("SELECT pg_backend_pid()").fetchone()
+                after = conn.execute("SELECT pg_backend_pid()").fetchone()
+                other.rollback()
+                if before != after or taken == before:
+                    break
+            else:
+                return
             raise ListenerError(
                 "the database connection does not keep its server session (a connection "
                 "pooler in transaction mode): LISTEN/NOTIFY cannot work through it. Connect "

@@ -19,6 +19,7 @@ markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -170,15 +171,21 @@ def new_workflow(status: str, queue: str | None = None) -> NewWorkflow:
 Op = Callable[[int], Any]
 
 
-def operations(store: Any, size: int) -> dict[str, Op | tuple[Op, Callable[[], None]]]:
+def operations(
+    store: Any, size: int, refill_rows: Callable[[int, int], None] | None = None
+) -> dict[str, Op | tuple[Op, Callable[[], None]]]:
     """Each operation, given its repetition number; or (operation, what undoes it untimed),
-    for one that would otherwise eat the table it measures."""
+    for one that would otherwise eat the table it measures. ``refill_rows(lo, hi)`` puts
+    finished workflows lo..hi back (default: this module's PostgreSQL database of ``size``;
+    bigtables_sqlite.py passes SQLite's)."""
     t0 = T_END - 30 * DAY_MS
     gap = 30 * DAY_MS // size
     mine = new_workflow("PENDING")
     store.init_workflow(mine, None)
-    restore = psycopg.connect(db_url(f"bench_big_{size}"), autocommit=True)
-    refill(restore, 1, 1000, size)  # what earlier runs collected
+    if refill_rows is None:
+        restore = psycopg.connect(db_url(f"bench_big_{size}"), autocommit=True)
+        refill_rows = functools.partial(refill, restore, size=size)
+    refill_rows(1, 1000)  # what earlier runs collected
 
     def page(**kw: Any) -> Callable[[int], Any]:
         # As DBOS.list_workflows asks: this application's rows (and those of none).
@@ -189,7 +196,7 @@ def operations(store: Any, size: int) -> dict[str, Op | tuple[Op, Callable[[], N
         return store.garbage_collect(RetentionRequest(t0 + 201 * gap, None, None, batch_size=200))
 
     def gc_undo() -> None:
-        refill(restore, 1, 200, size)
+        refill_rows(1, 200)
 
     def claim(queue: str, limit: int) -> Callable[[int], Any]:
         return lambda r: store.claim(

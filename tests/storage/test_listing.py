@@ -232,3 +232,60 @@ def test_two_after_bounds(store: Store) -> None:
     both: dict[str, Any] = {"completed_after": T0 + 20, "dequeued_after": T0 + 39}
     for limit in (1, 2, 9):
         assert ids(store.list_workflows(ListFilter(**both, limit=limit))) == ["s2", "s5"][:limit]
+
+
+# Spans around every octal length class's edge (SQLite files a row's span by its number of
+# octal digits, schema version 16: one created_at range per class, sql_base.Dialect.running_at),
+# up to the last class, which holds every longer span.
+SPANS = sorted({0, 1, 2, *(8**k + d for k in range(1, 15) for d in (-1, 0, 1))})
+RUNNING_T = T0 + 8**15
+
+
+@pytest.mark.parametrize("key", ["completed_after", "dequeued_after"])
+def test_rows_running_at_an_after_bound_whatever_their_span(store: Store, key: str) -> None:
+    """Oldest first after a bound T, every row stamped at or after T is listed, whatever its
+    span: created just before T - span (stamped before T: not listed), at it (stamped at T)
+    and just after it, for spans on each side of every class edge."""
+    stamps: dict[str, tuple[int, int]] = {}  # id -> (created, stamped)
+    for n, span in enumerate(SPANS):
+        for offset in (-1, 0, 1):
+            wid, created = f"s{n:02d}{offset + 1}", RUNNING_T - span + offset
+            stamps[wid] = (created, created + span)
+            start(store, wid, created_at=created, started_at_epoch_ms=created + span)
+            store.complete_workflow(
+                Completion(wid, f"run-{wid}", "SUCCESS", None, None, created + span)
+            )
+    expected = sorted((c, w) for w, (c, s) in stamps.items() if s >= RUNNING_T)
+    whole = [w for _, w in expected]
+    assert ids(store.list_workflows(ListFilter(**{key: RUNNING_T}))) == whole
+    for limit, offset in ((1000, 0), (7, 0), (7, 30)):
+        page = ListFilter(**{key: RUNNING_T}, limit=limit, offset=offset)
+        assert ids(store.list_workflows(page)) == whole[offset : offset + limit]
+
+
+# Texts at the edges of code-point order: a prefix's rows are one range of the ID's index on
+# SQLite (its end is the prefix with its last character not already the greatest, plus one).
+EDGE_IDS = [
+    "p",
+    "p!",
+    "pa",
+    "p\uffff",
+    "p\U0010ffff",
+    "p\U0010ffffz",
+    "q",
+    "o\U0010ffff",
+    "\U0010ffff",
+    "\U0010ffffa",
+    "\ud7ffx",
+    "\ue000",
+]
+
+
+@pytest.mark.parametrize(
+    "prefix", ["p", "p\U0010ffff", "\U0010ffff", "o", "p\uffff", "\ud7ff", "pa", "x"]
+)
+def test_id_prefix_at_the_edges_of_code_point_order(store: Store, prefix: str) -> None:
+    for n, wid in enumerate(EDGE_IDS):
+        start(store, wid, created_at=T0 + n)
+    found = ids(store.list_workflows(ListFilter(workflow_id_prefix=[prefix])))
+    assert found == [wid for wid in EDGE_IDS if wid.startswith(prefix)]

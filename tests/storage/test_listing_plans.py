@@ -100,13 +100,13 @@ CASES = {
         T0 + 2000,
         False,
         1999,
-        ["finished_created (created_at>?)", "completed_at (completed_at>?)"],
+        ["finished_created (created_at>?)", "completed_span (<expr>=? AND created_at>?"],
     ),
     "dequeued_after": (
         T0 + 2000,
         False,
         2000,
-        ["dequeued_created (created_at>?)", "started_at (started_at_epoch_ms>?)"],
+        ["dequeued_created (created_at>?)", "dequeued_span (<expr>=? AND created_at>?"],
     ),
 }
 

@@ -221,7 +221,7 @@ class FleetSql(SqlCore):
             where.append("workflow_name = %(wf)s")
         if flt.name_prefix is not None:
             where.append(self.d.starts_with("schedule_name", "prefix"))
-            params["prefix"] = self.d.prefix_param(flt.name_prefix)
+            params.update(self.d.prefix_params("prefix", flt.name_prefix))
         sql = f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM {self.d.t('workflow_schedules')}"
         if where:
             sql += " WHERE " + " AND ".join(where)

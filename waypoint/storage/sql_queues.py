@@ -26,13 +26,22 @@ from waypoint.storage.sql_base import (
     workflow_row,
 )
 
+# The WHERE of the in-flight index (idx_workflow_status_in_flight: queue, status, priority,
+# age), stated beside a single status: SQLite uses a partial index only when the query states
+# its condition (a claim sorted its queue's whole backlog, 32x at a million rows; a running
+# count read the queue's whole history); PostgreSQL proves it either way.
+IN_FLIGHT = "status IN ('ENQUEUED', 'PENDING')"
+
 
 class QueueSql(SqlCore):
     def _claim_where(self, req: ClaimRequest, now_ms: int, limit: int) -> tuple[str, Params]:
         """Which rows a claim may take, and every parameter of the claim's statements."""
         # Which version may run a row is decided here in the same statement, so a version
         # registered or promoted elsewhere counts at once.
-        sql = f"queue_name = %(queue)s AND status = 'ENQUEUED' AND {self._runnable(req.compatible)}"
+        sql = (
+            f"queue_name = %(queue)s AND status = 'ENQUEUED' AND {IN_FLIGHT} "
+            f"AND {self._runnable(req.compatible)}"
+        )
         if req.application_name is not None:
             sql += f" AND {OWNED}"
         params: Params = {
@@ -92,7 +101,8 @@ class QueueSql(SqlCore):
         budget = req.limit
         if req.global_concurrency is not None:
             running = cur.one(
-                f"SELECT count(*) FROM {ws} WHERE queue_name = %(queue)s AND status = 'PENDING'",
+                f"SELECT count(*) FROM {ws} WHERE queue_name = %(queue)s AND status = 'PENDING' "
+                f"AND {IN_FLIGHT}",
                 q,
             )
             budget = min(budget, req.global_concurrency - int(running[0] if running else 0))
@@ -127,7 +137,7 @@ class QueueSql(SqlCore):
                 r[0]: int(r[1])
                 for r in cur.all(
                     f"SELECT queue_partition_key, count(*) FROM {ws} WHERE queue_name = %(queue)s "
-                    "AND status = 'PENDING' GROUP BY queue_partition_key",
+                    f"AND status = 'PENDING' AND {IN_FLIGHT} GROUP BY queue_partition_key",
                     q,
                 )
             }

@@ -44,8 +44,14 @@ class PgDialect(Dialect):
     def starts_with(self, column: str, param: str) -> str:
         return f"{column} LIKE %({param})s ESCAPE '\\'"
 
-    def prefix_param(self, prefix: str) -> str:
-        return _like_prefix(prefix)
+    def prefix_params(self, param: str, prefix: str) -> dict[str, Any]:
+        return {param: _like_prefix(prefix)}
+
+    def likely(self, term: str) -> str:
+        return term
+
+    def unindexed(self, column: str) -> str:
+        return column
 
     def in_subquery(self, column: str, subquery: str) -> str:
         return f"{column} = ANY(ARRAY({subquery}))"

@@ -132,3 +132,9 @@ def test_an_id_prefix_is_a_range_of_the_key(traced: Traced) -> None:
     assert [r.workflow_id for r in listed][:2] == ["done-01599", "done-01598"]
     [plan] = traced.plans("substr(workflow_uuid")
     assert "(workflow_uuid>? AND workflow_uuid<?)" in details(plan), details(plan)
+
+
+def test_a_claim_flips_its_rows_by_their_keys(traced: Traced) -> None:
+    claim(traced)
+    [flip] = traced.plans("SET status = 'PENDING'")
+    assert "(workflow_uuid=?)" in details(flip), details(flip)

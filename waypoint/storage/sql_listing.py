@@ -92,10 +92,11 @@ class ListingSql(SqlCore):
         any_of("workflow_uuid", "ids", flt.workflow_ids, False)
         # A live status has its own indexes (pending, active_created), which serve it best
         # with incremental sort (idx_workflow_status_pending holds created_at alone).
-        live = bool(flt.status) and set(flt.status or ()) <= _LIVE
-        # Neither the list nor the live term is read from the index of every status: SQLite,
+        # Several live statuses are not read from the index of every status either: SQLite,
         # without statistics, read every live row from it and sorted them (issue 11).
-        any_of(self.d.unindexed("status") if live else "status", "status", flt.status, not live)
+        live = bool(flt.status) and set(flt.status or ()) <= _LIVE
+        several = live and len(set(flt.status or ())) > 1
+        any_of(self.d.unindexed("status") if several else "status", "status", flt.status, not live)
         if live:
             where.append(self.d.likely(LIVE_TERM))
         any_of("name", "name", flt.name, True)

@@ -85,7 +85,10 @@ class QueueSql(SqlCore):
         return cur.all(
             f"UPDATE {self.d.t('workflow_status')} SET {self._claim_set()}, "
             "rate_limited = %(rl)s "
-            f"WHERE {self.d.any('workflow_uuid', 'ids')} AND status = 'ENQUEUED' "
+            # Found by their keys: SQLite without statistics read the whole backlog from the
+            # status index instead (a million rows: 27 ms a claim).
+            f"WHERE {self.d.any('workflow_uuid', 'ids')} "
+            f"AND {self.d.unindexed('status')} = 'ENQUEUED' "
             f"RETURNING {SELECT_WORKFLOW}",
             {**params, "ids": self.d.list_param(ids)},
         )

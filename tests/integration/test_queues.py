@@ -360,6 +360,45 @@ def test_worker_concurrency_is_never_exceeded(
         assert ledger.max_overlap({name}) == limit, name
 
 
+def test_enqueues_onto_a_full_queue_do_not_wake_the_dispatcher(dbos: type[DBOS]) -> None:
+    """A queue running its worker_concurrency here has nothing a dequeue pass could claim:
+    enqueueing onto it does not wake the dispatcher (a producer filling a backlog woke it once
+    per enqueue); the end of each run does, and the backlog drains within the limit."""
+    from waypoint.core.runtime import get_runtime
+
+    gate = threading.Event()
+    ledger = Ledger()
+
+    @DBOS.workflow()
+    def work(i: int) -> int:
+        assert gate.wait(10)
+        ledger.run("full", 0.01)
+        return i
+
+    q = Queue("full", worker_concurrency=2)
+    DBOS.launch()
+    held = [q.enqueue(work, i) for i in range(2)]
+    dispatcher: Any = get_runtime().dispatch
+    wait_until("both to run", lambda: dispatcher.running["full"] == 2)
+    woken: list[Optional[str]] = []
+    real_wake = dispatcher.wake
+
+    def wake(queue_name: Optional[str] = None) -> None:
+        woken.append(queue_name)
+        real_wake(queue_name)
+
+    dispatcher.wake = wake
+    try:
+        backlog = [q.enqueue(work, i) for i in range(2, 12)]
+        time.sleep(0.1)  # this process's own notifications of them come back meanwhile
+        assert "full" not in woken
+    finally:
+        gate.set()
+    assert [h.get_result() for h in held + backlog] == list(range(12))
+    assert ledger.max_overlap({"full"}) <= 2
+    assert "full" in woken  # the ends of the runs woke it
+
+
 def test_workflows_claimed_together_run_in_parallel(dbos: type[DBOS]) -> None:
     hold = threading.Event()
     barrier = threading.Barrier(2, timeout=1)

@@ -78,7 +78,25 @@ class Dispatcher:
         if name and name not in self._db_queues and QUEUES.get(name) is None:
             with self._cond:
                 self._db_queues_at = 0.0  # work for a queue we have not seen: re-read them
+        elif name and self._full_here(name):
+            return
         self.wake(name)
+
+    def _full_here(self, name: str) -> bool:
+        """Whether ``name`` runs as many workflows here as its ``worker_concurrency`` allows.
+        A pass would claim nothing from it, and the end of each of those runs wakes the loop
+        for the queue (``_ended``), so an enqueue onto it, or another process's wake-up, need
+        not: a producer filling a backlog used to wake this thread once per enqueue, a thread
+        switch and a pass each time, ~0.06 ms of the enqueue's CPU (issue 11). A run is
+        counted only once admitted, so the count never runs ahead of what runs here."""
+        cfg = QUEUES.get(name) or self._db_queues.get(name)
+        if cfg is None:
+            return False
+        cap = cfg.effective().worker_concurrency
+        if cap is None:
+            return False
+        with self._count_lock:
+            return self.running[name] >= cap
 
     def _timer_woken(self, key: str) -> None:
         with self._cond:

@@ -1,11 +1,13 @@
-"""PostgreSQL's SQL dialect (how the shared SQL is spelled there) and the cursor that can COPY:
-what the PostgreSQL store and its mixins write their statements with."""
+"""PostgreSQL's SQL dialect (how the shared SQL is spelled there), the cursor that can COPY and
+the pool's connections: what the PostgreSQL store and its mixins write their statements with."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Optional
+
+import psycopg
 
 from waypoint.storage.protocol import NOTIFY_CHANNEL
 from waypoint.storage.sql_base import Cursor, Dialect, Params, _like_prefix
@@ -106,3 +108,17 @@ class PgCursor(Cursor):
         with self._raw.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+class PgConnection(psycopg.Connection[Any]):
+    """The store's pooled connection: it keeps one cursor for the one-row start (and enqueue),
+    so that statement does not make a cursor, and with it an adapter context that looks every
+    parameter's dumper up again, each time (~0.02 ms of a 33-parameter insert's CPU)."""
+
+    _hot: Optional[psycopg.Cursor[Any]] = None
+
+    def hot_cursor(self) -> psycopg.Cursor[Any]:
+        cur = self._hot
+        if cur is None or cur.closed:
+            cur = self._hot = self.cursor()
+        return cur

@@ -25,7 +25,7 @@ from waypoint.storage.errors import (
     StorageConfigError,
     UnavailableError,
 )
-from waypoint.storage.postgres.dialect import PgCursor, PgDialect
+from waypoint.storage.postgres.dialect import PgConnection, PgCursor, PgDialect
 from waypoint.storage.postgres.faults import classify, when_reachable
 from waypoint.storage.postgres.grouped import GroupedWrites
 from waypoint.storage.postgres.listener import Listener, ListenerError
@@ -159,8 +159,9 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         if "connect_timeout" not in target.url:
             self._conn_kwargs["connect_timeout"] = connect_timeout
         self.pool_size = max(1, int(pool_size))
-        self._pool = ConnectionPool(
+        self._pool: ConnectionPool[PgConnection] = ConnectionPool(
             target.url,
+            connection_class=PgConnection,
             min_size=1,
             max_size=self.pool_size,
             kwargs=self._conn_kwargs,
@@ -217,6 +218,19 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
     def _exec_raw(self, sql: str, params: Params) -> int:
         with self._pool.connection() as conn:
             return conn.execute(sql, params).rowcount
+
+    def _insert_raw(self, sql: str, values: Sequence[Any]) -> int:
+        """A one-row insert with positional parameters on the connection's kept cursor: the
+        rows written (0 or 1). The connection is taken and given back without ``connection()``:
+        on an autocommit connection its ``with conn`` (commit or roll back at the end) has
+        nothing to do, and the pool checks what it is given back all the same."""
+        conn = self._pool.getconn()
+        try:
+            cur = conn.hot_cursor()
+            cur.execute(sql, values)
+            return cur.rowcount
+        finally:
+            self._pool.putconn(conn)
 
     def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
@@ -296,9 +310,12 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         # Enqueues wake dispatchers everywhere ('q:' for ready work, 't:' for a new timer),
         # after the commit (``_wake_after_commit``).
         returning = "RETURNING owner_xid"
+        # A top-level start or enqueue, one row: its values in INIT_COLUMNS' order, answered
+        # by the row count (0: the ID exists), ``_init_top``.
+        positional = ", ".join("%s::jsonb" if c == "attributes" else "%s" for c in INIT_COLUMNS)
         self._sql_init = (
-            f"INSERT INTO {ws} ({cols}) VALUES ({vals}) "
-            f"ON CONFLICT (workflow_uuid) DO NOTHING {returning}"
+            f"INSERT INTO {ws} ({cols}) VALUES ({positional}) "
+            "ON CONFLICT (workflow_uuid) DO NOTHING"
         )
         # Child start: the child's row and the parent's checkpoint in one statement, both
         # fenced on the parent still being owned by the calling execution.
@@ -395,12 +412,19 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
 
     def _init_top(self, wf: NewWorkflow) -> InitOutcome:
         """Start one top-level workflow (one statement; the grouped path's lone write)."""
+        values = (*init_values(wf), wf.created_at)  # INIT_COLUMNS: updated_at = created_at
+        params = dict(zip(INIT_COLUMNS, values, strict=True))
+        check_text_params(params)
         try:
-            row = self._one(self._sql_init, init_params(wf), "start workflow")
+            written = self.retry.run(
+                lambda: self._insert_raw(self._sql_init, values), "start workflow"
+            )
+        except UnicodeEncodeError as exc:
+            raise unencodable(params, exc) from None
         except pgerr.UniqueViolation as exc:
             raise_if_dedup(exc, wf)
             raise
-        if row is None:
+        if not written:
             return self._existing(wf)
         self._woken_by(wf)
         return created_outcome(wf)

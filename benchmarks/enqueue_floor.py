@@ -3,6 +3,7 @@ autocommit INSERT loop of ``workloads.py``'s ``floor``, but writing the row an e
 into ``workflow_status``, with the indexes it really has.
 
     .venv/bin/python benchmarks/enqueue_floor.py [--seconds 5] [--runs 3] [--no-enqueue]
+        [--flush]
 
 Variants, alternating within each run, each on its own database (``bench_efloor_<variant>``
 plus ``BENCH_DB_SUFFIX``), one connection, autocommit, one durable commit per row:
@@ -17,6 +18,9 @@ plus ``BENCH_DB_SUFFIX``), one connection, autocommit, one durable commit per ro
   store's sessions (``plan_cache_mode = force_custom_plan``).
 - ``enqueue``: ``Queue.enqueue`` of Waypoint in this process, the queue's 16 slots held by
   gated workflows (``workloads.py``'s ``enqueue``).
+- with ``--flush`` also ``plain_nowait`` and ``ws_all_nowait``: ``plain`` and ``ws_all`` with
+  ``synchronous_commit = off`` in their sessions, which shows what waiting for the WAL flush
+  costs. Not durable: a measurement only, never a floor.
 
 Per variant: rows per second, the median over the runs as a share of ``plain``, and the
 client's and the server's CPU per row (the server's from ``/proc/<pid>/schedstat`` of the
@@ -68,11 +72,12 @@ DBOS_INDEXES = {
     "uq_workflow_status_dedup_id",
 }
 VARIANTS = ("plain", "ws_pkey", "ws_dbos", "ws_all", "ws_store", "enqueue")
+NOWAIT = ("plain_nowait", "ws_all_nowait")
 INPUTS = "gAWVGwAAAAAAAAB9lCiMBGFyZ3OUSwCFlIwGa3dhcmdzlH2UdS4="  # an enqueue's pickled (i,)
 
 
 def db_name(variant: str) -> str:
-    return f"bench_efloor_{variant}{SUFFIX}"
+    return f"bench_efloor_{variant.removesuffix('_nowait')}{SUFFIX}"
 
 
 def fresh(name: str) -> str:
@@ -205,16 +210,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="per variant and run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-enqueue", action="store_true", help="leave Queue.enqueue out")
+    ap.add_argument("--flush", action="store_true", help="also without waiting for the flush")
     a = ap.parse_args()
     variants = [v for v in VARIANTS if not (a.no_enqueue and v == "enqueue")]
+    variants += list(NOWAIT) if a.flush else []
     conns: dict[str, psycopg.Connection[Any]] = {}
+    urls: dict[str, str] = {}
     for v in variants:
-        if v in ("enqueue", "ws_store"):
+        if v == "enqueue":
             continue
-        conns[v] = psycopg.connect(build(v), autocommit=True)
+        base = v.removesuffix("_nowait")  # the same database as its durable twin
+        if base not in urls:
+            urls[base] = build(base)
+        conns[v] = psycopg.connect(urls[base], autocommit=True)
+        if v.endswith("_nowait"):
+            conns[v].execute("SET synchronous_commit = off")
+        if not v.startswith("plain"):
+            # Waypoint's wake-up triggers skip Waypoint's sessions (schema version 7): without
+            # this, each row would NOTIFY in its own commit, as another writer's does.
+            conns[v].execute("SET waypoint.session = 'on'")
     # The store's statement, in a session set up as the store's are.
-    conns["ws_store"] = psycopg.connect(build("ws_store"), autocommit=True)
-    conns["ws_store"].execute("SET waypoint.session = 'on'")
     conns["ws_store"].execute("SET plan_cache_mode = force_custom_plan")
     enqueuer = Enqueuer() if "enqueue" in variants else None
     admin = psycopg.connect(f"{PG}/postgres", autocommit=True)
@@ -236,7 +251,7 @@ def main() -> None:
         def row(i: int) -> None:
             cur.execute(PLAIN_INSERT, tuple(enqueue_row().values()))
 
-        return {"plain": plain, "ws_store": store}.get(v, row)
+        return {"plain": plain, "plain_nowait": plain, "ws_store": store}.get(v, row)
 
     results: dict[str, list[dict[str, Optional[float]]]] = {v: [] for v in variants}
     loads: list[float] = []

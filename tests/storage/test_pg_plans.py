@@ -20,6 +20,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -64,8 +65,18 @@ def store() -> Iterator[Any]:
             )
 
 
+@contextmanager
+def _session(store: Any) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of the store's, taken as its statements take theirs (postgres/hot.py)."""
+    held = store._hot.take()
+    try:
+        yield held.conn
+    finally:
+        store._hot.give(held)
+
+
 def test_a_store_connection_plans_each_execution_for_its_values(store: Any) -> None:
-    with store._pool.connection() as conn:
+    with _session(store) as conn:
         conn.execute(INSERT, {"prefix": "small-", "n": 12, "status": "PENDING"})
         for i in range(1, 11):  # prepared by psycopg after five
             conn.execute(
@@ -101,7 +112,7 @@ def test_the_hot_writes_keep_key_lookups_made_on_a_small_table(store: Any) -> No
     the next), then kept while 2,000 workflows were parked: each still reads workflow_status
     by its key."""
     plans: list[str] = []
-    with store._pool.connection() as conn:  # the pool's one connection, configured
+    with _session(store) as conn:  # the pool's one connection, configured
         conn.execute(INSERT, {"prefix": "done-", "n": 300, "status": "SUCCESS"})
         conn.execute(INSERT, {"prefix": "small-", "n": 1, "status": "PENDING"})
         conn.execute('ANALYZE "dbos".workflow_status')
@@ -120,7 +131,7 @@ def test_the_hot_writes_keep_key_lookups_made_on_a_small_table(store: Any) -> No
 
     for wf in ["small-1", *(f"more-{i}" for i in range(1, 10))]:
         run(wf)
-    with store._pool.connection() as conn:
+    with _session(store) as conn:
         conn.execute(INSERT, {"prefix": "parked-", "n": 2000, "status": "PENDING"})
     plans.clear()
     run("more-10")

@@ -28,6 +28,7 @@ from waypoint.storage.errors import (
 from waypoint.storage.postgres.dialect import PgConnection, PgCursor, PgDialect
 from waypoint.storage.postgres.faults import classify, when_reachable
 from waypoint.storage.postgres.grouped import GroupedWrites
+from waypoint.storage.postgres.hot import HotConnections
 from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.postgres.messages import PgMessaging
 from waypoint.storage.postgres.notifier import Notifier
@@ -171,6 +172,9 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
             timeout=2.0,  # a short wait for a connection, so an outage surfaces to the retry loop
             configure=_configure,
         )
+        # Idle connections kept out of the pool with their cursors (postgres/hot.py): a
+        # few, the most statements that usually run at once here (the group commit's seats).
+        self._hot = HotConnections(self._pool, keep=max(2, self.pool_size // 4))
         self._build_sql()
         self._setup_grouped()
         self._setup_messaging()
@@ -193,6 +197,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         self._writes.close()
         self._enqueues.close()
         self._reads.close()
+        self._hot.flush(closing=True)
         self._pool.close(timeout=5)
 
     deferred_wakeups = True
@@ -201,23 +206,35 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         self._notifier.post(*keys)
 
     def _send_wakeups(self, keys: list[str]) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                f"SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) FROM unnest(%(keys)s::text[]) k",
-                {"keys": keys},
-            )
+        self._exec_raw(
+            f"SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) FROM unnest(%(keys)s::text[]) k",
+            {"keys": keys},
+        )
 
     def _all_raw(self, sql: str, params: Params) -> list[Row]:
-        with self._pool.connection() as conn:
-            cur = conn.execute(sql, params)
+        held = self._hot.take()
+        try:
+            cur = held.cur
+            cur.execute(sql, params)
             # rownumber is None unless the result holds rows (TUPLES_OK), exactly when
             # fetchall() can read them; cur.description would build a Column object per
             # column, on every checkpoint.
-            return cur.fetchall() if cur.rownumber is not None else []
+            rows = cur.fetchall() if cur.rownumber is not None else []
+        except BaseException:
+            self._hot.drop(held)
+            raise
+        self._hot.give(held)
+        return rows
 
     def _exec_raw(self, sql: str, params: Params) -> int:
-        with self._pool.connection() as conn:
-            return conn.execute(sql, params).rowcount
+        held = self._hot.take()
+        try:
+            count = held.cur.execute(sql, params).rowcount
+        except BaseException:
+            self._hot.drop(held)
+            raise
+        self._hot.give(held)
+        return count
 
     def _insert_raw(self, sql: str, values: Sequence[Any]) -> int:
         """A one-row insert with positional parameters on the connection's kept cursor: the
@@ -233,8 +250,16 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
             self._pool.putconn(conn)
 
     def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            return body(PgCursor(cur, self.d.render))
+        held = self._hot.take()
+        try:
+            conn = held.conn
+            with conn.transaction(), conn.cursor() as cur:
+                result = body(PgCursor(cur, self.d.render))
+        except BaseException:
+            self._hot.drop(held)
+            raise
+        self._hot.give(held)
+        return result
 
     def _connection_lost(self, exc: BaseException) -> None:
         # One dead connection usually means the server restarted or killed backends: have
@@ -243,6 +268,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
             exc, PoolTimeout
         ):
             try:
+                self._hot.flush()  # into the pool, which tests them now
                 self._pool.check()
             except psycopg.Error as check_exc:
                 logger.debug("pool check after a lost connection failed: %s", check_exc)
@@ -273,8 +299,13 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
 
     def ping_once(self) -> None:
         try:
-            with self._pool.connection(timeout=2.0) as conn:
-                conn.execute("SELECT 1")
+            held = self._hot.take(timeout=2.0)
+            try:
+                held.cur.execute("SELECT 1")
+            except BaseException:
+                self._hot.drop(held)
+                raise
+            self._hot.give(held)
         except PoolTimeout as timeout:
             # The pool only says it waited: one direct attempt gives the server's reason.
             try:

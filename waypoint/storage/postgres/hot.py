@@ -4,8 +4,9 @@ A workflow of n steps is n + 2 single statements on autocommit connections, one 
 other. Borrowing each from ``psycopg_pool`` and giving it back (the pool's locks, its
 checks, its log calls, the connection's context exit) and making a new cursor for it was
 about a third of the client's CPU per statement outside psycopg's own execution (issue 11,
-seq0/seq1 profiles). Here a few idle connections wait on a stack, each with a cursor: a
-statement pops one, runs, and pushes it back, two list operations under a lock.
+seq0/seq1 profiles). Here a few idle connections wait on a stack, each with its kept cursor
+(``PgConnection.hot_cursor``): a statement pops one, runs, and pushes it back, two list
+operations under a lock.
 
 A caller that finds the stack empty waits in the pool; while one does, a connection given
 back goes to the pool, where it is handed to that caller, and not onto the stack (whose
@@ -30,22 +31,24 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
+from waypoint.storage.postgres.dialect import PgConnection
+
 HOLD = 30.0  # seconds a connection stays out of the pool at most
 
 
 class Held:
-    """A connection taken from the pool, its cursor, and when it was taken."""
+    """A connection taken from the pool, its kept cursor, and when it was taken."""
 
     __slots__ = ("conn", "cur", "since")
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: PgConnection) -> None:
         self.conn = conn
-        self.cur: psycopg.Cursor[Any] = conn.cursor()
+        self.cur: psycopg.Cursor[Any] = conn.hot_cursor()
         self.since = time.monotonic()
 
 
 class HotConnections:
-    def __init__(self, pool: ConnectionPool[Any], keep: int) -> None:
+    def __init__(self, pool: ConnectionPool[PgConnection], keep: int) -> None:
         self._pool = pool
         self._keep = max(1, keep)
         self._idle: list[Held] = []

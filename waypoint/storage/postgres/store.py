@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 import psycopg
 import psycopg.errors as pgerr
@@ -227,6 +227,13 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         return rows
 
     def _exec_raw(self, sql: str, params: Params) -> int:
+        return self._rowcount(sql, params)
+
+    def _insert_raw(self, sql: str, values: Sequence[Any]) -> int:
+        """A one-row insert with positional parameters: the rows written (0 or 1)."""
+        return self._rowcount(sql, values)
+
+    def _rowcount(self, sql: str, params: Union[Params, Sequence[Any]]) -> int:
         held = self._hot.take()
         try:
             count = held.cur.execute(sql, params).rowcount
@@ -235,19 +242,6 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
             raise
         self._hot.give(held)
         return count
-
-    def _insert_raw(self, sql: str, values: Sequence[Any]) -> int:
-        """A one-row insert with positional parameters on the connection's kept cursor: the
-        rows written (0 or 1). The connection is taken and given back without ``connection()``:
-        on an autocommit connection its ``with conn`` (commit or roll back at the end) has
-        nothing to do, and the pool checks what it is given back all the same."""
-        conn = self._pool.getconn()
-        try:
-            cur = conn.hot_cursor()
-            cur.execute(sql, values)
-            return cur.rowcount
-        finally:
-            self._pool.putconn(conn)
 
     def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
         held = self._hot.take()

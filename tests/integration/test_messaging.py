@@ -18,6 +18,7 @@ from psycopg import sql as pgsql
 
 from tests.conftest import system_stores
 from waypoint import DBOS, Queue, SendMessage, SetEnqueueOptions, SetWorkflowID
+from waypoint.core.runtime import get_runtime
 from waypoint.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSException,
@@ -25,7 +26,7 @@ from waypoint.error import (
     DBOSStreamTimeoutError,
     WaypointPayloadError,
 )
-from waypoint.storage.protocol import NOTIFY_CHANNEL, event_key
+from waypoint.storage.protocol import NOTIFY_CHANNEL, event_key, message_key
 
 from ..conftest import pg_url, requires_postgres
 
@@ -307,6 +308,43 @@ def test_send_from_a_retried_step_delivers_once(dbos: type[DBOS]) -> None:
     assert attempts["n"] == 2
     assert handle.get_result() == ["from-step", "second", None]
     assert count_messages("rx") == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_send_delivers_to_a_recv_waiting_in_this_process(dbos: type[DBOS], mode: str) -> None:
+    """The send records its message as the waiting receive's checkpoint, consumed, in its own
+    transaction and hands it over: the receiver returns it without a read of its own."""
+
+    @DBOS.workflow()
+    def receiver() -> Any:
+        return DBOS.recv("t", timeout_seconds=60)
+
+    @DBOS.workflow()
+    async def receiver_async() -> Any:
+        return await DBOS.recv_async("t", timeout_seconds=60)
+
+    DBOS.launch()
+    rt = get_runtime()
+    reads: list[str] = []
+    consume = rt.store.consume_message
+
+    def counted(workflow_id: str, *args: Any) -> Any:
+        reads.append(workflow_id)
+        return consume(workflow_id, *args)
+
+    rt.store.consume_message = counted  # type: ignore[method-assign]
+    with SetWorkflowID("r"):
+        handle = DBOS.start_workflow(receiver if mode == "sync" else receiver_async)
+    wait_until(lambda: message_key("r", "t") in rt.wakeups._receives, what="the receive to wait")
+    before = len(reads)
+    if mode == "sync":
+        DBOS.send("r", "hello", "t")
+    else:
+        asyncio.run(DBOS.send_async("r", "hello", "t"))
+    assert handle.get_result() == "hello"
+    assert len(reads) == before == 1  # the read that found nothing, none after the send
+    assert steps_of("r")[0] == ("DBOS.recv", "hello")
+    assert rows("SELECT consumed FROM {notifications} WHERE destination_uuid = 'r'") == [(True,)]
 
 
 def test_timed_out_recv_is_durable_and_a_later_message_waits(

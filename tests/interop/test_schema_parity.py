@@ -77,6 +77,17 @@ WAYPOINT_ONLY_PG = {
     "p_application_name text, OUT recorded_by text, OUT current_status text)",
     "function waypoint_complete(p_workflow_uuid text, p_owner_xid text, p_status text, "
     "p_output text, p_error text, p_now bigint, OUT freed_queue text)",
+    # Version 17: a message's receive and send with kept plans (the send delivers to a waiting
+    # receive of the sender's process).
+    "function waypoint_receive(p_workflow_uuid text, p_function_id integer, "
+    "p_function_name text, p_topic text, p_started_at bigint, p_completed_at bigint, "
+    "p_owner_xid text, p_application_name text, p_none text, p_none_serialization text, "
+    "OUT r_owner text, OUT r_found boolean, OUT r_output text, OUT r_serialization text, "
+    "OUT r_recorded_by text)",
+    "function waypoint_send(p_message_uuid text, p_destination_uuid text, p_topic text, "
+    "p_message text, p_serialization text, p_function_id integer, p_function_name text, "
+    "p_started_at bigint, p_completed_at bigint, p_owner_xid text, p_application_name text, "
+    "OUT r_delivered boolean)",
     *(
         f"trigger {t}"
         for t in (

@@ -12,6 +12,7 @@ from waypoint.storage.protocol import (
     EventWrite,
     NewMessage,
     Received,
+    StepRecord,
     Store,
     StreamWrite,
 )
@@ -106,6 +107,66 @@ def test_send_from_a_workflow_is_checkpointed_and_fenced(store: Store) -> None:
     assert stale is not None and not stale.accepted
     assert consume(store, 1).output == '"1"'
     assert not consume(store, 2).found
+
+
+def receipt(fid: int, n: int, owner: str = "run-dest") -> StepRecord:
+    """The checkpoint of a receive waiting at ``fid``, as a send delivering message ``n``
+    writes it (core/wakeups.py, WaitingReceive.checkpoint)."""
+    return step("dest", fid, owner, function_name="DBOS.recv", output=f'"{n}"')
+
+
+def test_a_send_delivers_to_a_waiting_receive(store: Store) -> None:
+    start(store, "dest")
+    assert not consume(store, 1).found  # the receive's read found nothing: it waits
+    assert store.deliver_message(message(1), receipt(1, 1))
+    # Consumed and recorded as the receive's checkpoint in the send's transaction: the
+    # receive's read (were it to make one) answers from it, and nothing is left to take.
+    recorded = store.load_steps("dest")[1]
+    assert (recorded.function_name, recorded.output) == ("DBOS.recv", '"1"')
+    again = consume(store, 1)
+    assert (again.found, again.accepted, again.output) == (True, True, '"1"')
+    assert not consume(store, 2).found
+    # A retry of that send (the same message ID) neither sends nor delivers it again.
+    assert not store.deliver_message(message(1), receipt(3, 1))
+    assert 3 not in store.load_steps("dest")
+    assert not consume(store, 3).found
+
+
+def test_a_delivery_is_only_a_send_when_the_receive_cannot_take_it(store: Store) -> None:
+    start(store, "dest")
+    store.send_messages([message(1)], None)
+    # An older message waits: it comes first, the new one is only sent.
+    assert not store.deliver_message(message(2), receipt(1, 2))
+    assert [consume(store, fid).output for fid in (1, 2)] == ['"1"', '"2"']
+    # Another run owns the workflow now: sent, not recorded for the stale run.
+    assert not store.deliver_message(message(3), receipt(3, 3, owner="run-stale"))
+    assert 3 not in store.load_steps("dest")
+    assert consume(store, 3).output == '"3"'
+    # An answer is recorded at that position already (the receive's own, say): only sent.
+    assert not store.deliver_message(message(4), receipt(3, 4))
+    assert store.load_steps("dest")[3].output == '"3"'
+    assert consume(store, 4).output == '"4"'
+    with pytest.raises(NotFoundError):
+        store.deliver_message(message(5, dest="ghost"), receipt(5, 5))
+
+
+def test_a_receive_past_its_deadline_records_none_unless_an_answer_came_first(
+    store: Store,
+) -> None:
+    start(store, "dest")
+    none = step("dest", 1, "run-dest", function_name="DBOS.recv", output="null")
+    timed_out = store.consume_message("dest", "t", none, True)
+    assert (timed_out.found, timed_out.accepted, timed_out.output) == (True, True, "null")
+    assert store.load_steps("dest")[1].output == "null"
+    # A delivery committed first at the next position: the late read returns it, not None.
+    assert store.deliver_message(message(2), receipt(2, 2))
+    late = step("dest", 2, "run-dest", function_name="DBOS.recv", output="null")
+    got = store.consume_message("dest", "t", late, True)
+    assert (got.found, got.accepted, got.output) == (True, True, '"2"')
+    # A message waiting at the deadline is still taken.
+    store.send_messages([message(3)], None)
+    last = step("dest", 3, "run-dest", function_name="DBOS.recv", output="null")
+    assert store.consume_message("dest", "t", last, True).output == '"3"'
 
 
 def test_events(store: Store) -> None:

@@ -28,6 +28,8 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import BACKENDS, pg_url
+from tests.storage.build import start, step
+from waypoint.storage.protocol import NewMessage
 from waypoint.storage.records import Completion, StepRecord
 from waypoint.storage.registry import open_url
 
@@ -106,6 +108,16 @@ def _scans(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _scans(child)
 
 
+def _explain_into(conn: psycopg.Connection[Any], plans: list[str]) -> None:
+    """Every plan the connection runs from now on, nested ones too, as JSON into ``plans``."""
+    conn.execute("LOAD 'auto_explain'")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on"):
+        conn.execute(f"SET auto_explain.{setting}")
+    conn.execute("SET auto_explain.log_level = notice")
+    conn.execute("SET auto_explain.log_format = json")
+    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+
+
 def test_the_hot_writes_keep_key_lookups_made_on_a_small_table(store: Any) -> None:
     """Plans made while workflow_status was small and freshly analyzed with one live row (a
     sequential scan was the cheapest read there, and a walk of a partial index of live rows
@@ -117,12 +129,7 @@ def test_the_hot_writes_keep_key_lookups_made_on_a_small_table(store: Any) -> No
         conn.execute(INSERT, {"prefix": "small-", "n": 1, "status": "PENDING"})
         conn.execute('ANALYZE "dbos".workflow_status')
         conn.execute(INSERT, {"prefix": "more-", "n": 10, "status": "PENDING"})
-        conn.execute("LOAD 'auto_explain'")
-        for setting in ("log_min_duration = 0", "log_nested_statements = on"):
-            conn.execute(f"SET auto_explain.{setting}")
-        conn.execute("SET auto_explain.log_level = notice")
-        conn.execute("SET auto_explain.log_format = json")
-        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        _explain_into(conn, plans)
 
     def run(wf: str) -> None:
         step = StepRecord(wf, 1, "s", '"x"', None, "json", "o", 1, 1)
@@ -154,3 +161,91 @@ def test_the_hot_writes_keep_key_lookups_made_on_a_small_table(store: Any) -> No
             # A parameter, not the value (the plan was made once and kept), or the key of
             # the row the statement wrote (the status it returns).
             assert re.fullmatch(KEY_COND, scan["Index Cond"]), (text, scan)
+
+
+# The indexes the kept plans of the message functions may read each table by.
+MESSAGE_INDEXES = {
+    "workflow_status": BY_KEY,
+    "operation_outputs": {"operation_outputs_pkey"},
+    "notifications": {"notifications_pkey", "idx_notifications_unconsumed"},
+}
+
+
+def _reads(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every plan node that reads a table (or, under a bitmap heap scan, an index)."""
+    if node.get("Node Type") != "ModifyTable" and (
+        "Relation Name" in node or node.get("Node Type") == "Bitmap Index Scan"
+    ):
+        yield node
+    for child in node.get("Plans", []):
+        yield from _reads(child)
+
+
+def test_the_message_functions_keep_key_lookups_made_on_a_small_table(store: Any) -> None:
+    """The send, a delivery to a waiting receive and a receive (schema version 17), planned
+    while the tables were small and freshly analyzed, then kept while 2,000 workflows were
+    parked and one of them had 3,000 consumed messages on the topic: workflow_status and
+    operation_outputs are still read by their keys, notifications by its key or by the index
+    of unconsumed messages (not by destination and topic, which would walk the consumed)."""
+    plans: list[str] = []
+    with _session(store) as conn:  # the pool's one connection, configured
+        conn.execute(INSERT, {"prefix": "done-", "n": 300, "status": "SUCCESS"})
+        for table in ("workflow_status", "notifications", "operation_outputs"):
+            conn.execute(f'ANALYZE "dbos".{table}')
+        _explain_into(conn, plans)
+
+    def round_trip(wf: str) -> None:
+        # Only sent (the receive it names is another run's): the message waits, unconsumed.
+        stale = step(wf, 1, "run-stale", output=None)
+        assert not store.deliver_message(NewMessage(f"{wf}-a", wf, "t", '"a"', "json"), stale)
+        got = store.consume_message(wf, "t", step(wf, 1, f"run-{wf}", output=None))
+        assert got.found and got.accepted and got.output == '"a"'
+        nothing = store.consume_message(wf, "t", step(wf, 2, f"run-{wf}", output=None))
+        assert not nothing.found
+        delivered = store.deliver_message(
+            NewMessage(f"{wf}-b", wf, "t", '"b"', "json"), step(wf, 2, f"run-{wf}", output=None)
+        )
+        assert delivered
+        again = store.consume_message(wf, "t", step(wf, 2, f"run-{wf}", output=None))
+        assert again.found and again.accepted and again.output == '"b"'
+        timeout = step(wf, 3, f"run-{wf}", output="null", serialization="json")
+        assert store.consume_message(wf, "t", timeout, True).output == "null"
+
+    for i in range(10):  # kept from the first execution of each (force_generic_plan)
+        start(store, f"small-{i}")
+        round_trip(f"small-{i}")
+    start(store, "late")
+    with _session(store) as conn:
+        conn.execute(INSERT, {"prefix": "parked-", "n": 2000, "status": "PENDING"})
+        conn.execute(
+            'INSERT INTO "dbos".notifications (message_uuid, destination_uuid, topic, message, '
+            "consumed) SELECT 'old-' || g, 'late', 't', '1', TRUE "
+            "FROM generate_series(1, 3000) g"
+        )
+    plans.clear()
+    round_trip("late")
+
+    found: list[tuple[str, list[dict[str, Any]]]] = []
+    for message in plans:
+        if "plan:" not in message:
+            continue
+        plan = json.loads(message.split("plan:", 1)[1])
+        text = " ".join(plan["Query Text"].split())
+        reads = list(_reads(plan["Plan"]))
+        if reads and "waypoint_" not in text:  # a function's statement, or a check under it
+            found.append((text, reads))
+    texts = [text for text, _ in found]
+    for read in ("SELECT 1 FROM", "SELECT n.message_uuid"):  # the send's, the receive's
+        assert any(
+            t.startswith(f'{read} "dbos".notifications n')
+            or (t.startswith(read) and '"dbos".notifications n WHERE' in t)
+            for t in texts
+        ), texts
+    assert any(t.startswith("UPDATE") for t in texts), texts
+    for text, reads in found:
+        for scan in reads:
+            assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), (text, scan)
+            table = scan["Relation Name"]
+            assert scan["Index Name"] in MESSAGE_INDEXES[table], (text, scan)
+            # A parameter, not the value: the plan was made once and kept.
+            assert "late" not in scan.get("Index Cond", ""), (text, scan)

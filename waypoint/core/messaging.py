@@ -38,6 +38,7 @@ from waypoint.core.steps import (
 from waypoint.core.suspend import hold_until
 from waypoint.core.types import ACTIVE_STATUSES, NULL_TOPIC, WorkflowSerializationFormat
 from waypoint.core.waiting import wait_or_suspend
+from waypoint.core.wakeups import WaitingReceive
 from waypoint.error import (
     DBOSException,
     DBOSNonExistentWorkflowError,
@@ -163,7 +164,14 @@ def send_flow(
         eng.store.send_on_connection(conn, rows)  # the caller's thread and transaction
         return None
     checkpoint = step_record(run, fid, step_name, started) if run is not None else None
+    # One message to a receive waiting in this process is delivered to it by the send itself.
+    waiting = None
+    if checkpoint is None and len(rows) == 1:
+        waiting = eng.wakeups.take_receive(message_key(rows[0].destination_id, rows[0].topic))
     try:
+        if waiting is not None:
+            yield from _deliver(eng, rows[0], waiting)
+            return None
         outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
     except DBOSNonExistentWorkflowError as exc:
         raise DBOSNonExistentWorkflowError("`send` destination", exc.workflow_id) from None
@@ -171,6 +179,19 @@ def send_flow(
         after_record(run, outcome)
     for r in rows:
         eng.wakeups.fire(message_key(r.destination_id, r.topic))
+
+
+def _deliver(eng: Engine, msg: NewMessage, waiting: WaitingReceive) -> Flow[None]:
+    """Send ``msg`` and, in the same transaction, record it as the checkpoint of the receive
+    ``waiting`` (``Store.deliver_message``); hand it over once that committed, then wake the
+    receiver, which otherwise reads the database as it would have."""
+    try:
+        receipt = waiting.checkpoint(msg.message, msg.serialization, eng.now_ms())
+        if (yield Io(lambda: eng.store.deliver_message(msg, receipt))):
+            waiting.hand_over(msg.message, msg.serialization)
+    finally:
+        waiting.settled.set()
+        eng.wakeups.fire(message_key(msg.destination_id, msg.topic))
 
 
 def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
@@ -191,28 +212,47 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
 
 
 def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: float) -> Flow[Any]:
+    """Read (consume) until a message comes or the deadline passes. Past the deadline, the
+    read records the receive's None unless an answer is there first: a send from this
+    process may have delivered a message at this position meanwhile (``_deliver``), and
+    whichever is recorded first is the receive's answer."""
     started = eng.now_ms()
-    keys = (message_key(run.workflow_id, topic_s), cancel_key(run.workflow_id))
+    key = message_key(run.workflow_id, topic_s)
+    keys = (key, cancel_key(run.workflow_id))
     hold = hold_until(run)
     while True:
         signal = eng.wakeups.subscribe(*keys)
         try:
-            checkpoint = step_record(run, fid, "DBOS.recv", started)
-            got = yield Io(partial(eng.store.consume_message, run.workflow_id, topic_s, checkpoint))
+            timed_out = deadline - time.time() <= 0
+            none_text = run.serializer.serialize(None) if timed_out else None
+            checkpoint = step_record(run, fid, "DBOS.recv", started, output=none_text)
+            got = yield Io(
+                partial(eng.store.consume_message, run.workflow_id, topic_s, checkpoint, timed_out)
+            )
             if got.found:
                 if not got.accepted:
                     raise DBOSWorkflowConflictIDError(run.workflow_id)
                 return eng.codec.decode(got.output, got.serialization)
             remaining = deadline - time.time()
             if remaining <= 0:
-                none_text = run.serializer.serialize(None)
-                yield from record(run.runtime, run, fid, "DBOS.recv", started, output=none_text)
-                return None
+                continue  # read once more, recording the timeout if nothing came
             wait = min(remaining, eng.wait_interval())
             later = min(remaining, eng.suspended_wait_interval())
-            yield from wait_or_suspend(
-                run, hold, eng.wakeups, keys, signal, wait, suspended_for=later
-            )
+            waiting = eng.wakeups.offer_receive(key, checkpoint)
+            try:
+                yield from wait_or_suspend(
+                    run, hold, eng.wakeups, keys, signal, wait, suspended_for=later
+                )
+            finally:
+                if waiting is not None:
+                    eng.wakeups.withdraw_receive(key, waiting)
+            if waiting is not None and waiting.taken:
+                if not waiting.settled.is_set():
+                    # Woken while a send delivers to this receive: its answer is at most that
+                    # send's statement away.
+                    yield Wait(waiting.settled, min(wait, max(0.0, deadline - time.time())))
+                if waiting.delivered:
+                    return eng.codec.decode(waiting.output, waiting.serialization)
             if run.entry.cancel.is_set():
                 raise DBOSWorkflowCancelledError(f"workflow {run.workflow_id} was cancelled")
         finally:

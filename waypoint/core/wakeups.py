@@ -19,13 +19,47 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Optional
 
 from waypoint.core.signals import Signal
 from waypoint.storage.protocol import (
     DBOS_MESSAGE_CHANNEL,
     NOTIFY_CHANNEL,
+    StepRecord,
     message_key,
 )
+
+
+class WaitingReceive:
+    """A receive waiting in this process, to which a send from this process may deliver its
+    message: the send records it as this receive's checkpoint (``record``, with the message's
+    output, serialization and time) and consumes it in its own transaction, then hands the
+    message over here before it fires the wake-up, so the receiver returns it without a
+    statement of its own. Only a delivery that committed is handed over; whatever else
+    happens, the receiver reads the database as before, where the checkpoint at its position
+    is the one answer (a delivery, or the receive's own)."""
+
+    __slots__ = ("delivered", "output", "record", "serialization", "settled", "taken")
+
+    def __init__(self, record: StepRecord) -> None:
+        self.record = record
+        self.taken = False  # a send took it (``Wakeups.take_receive``)
+        self.settled = Signal()  # ... and is done with it, delivered or not
+        self.delivered = False
+        self.output: Optional[str] = None
+        self.serialization: Optional[str] = None
+
+    def checkpoint(self, output: str, serialization: Optional[str], now_ms: int) -> StepRecord:
+        """The receive's checkpoint with the message a send delivers."""
+        return replace(
+            self.record, output=output, serialization=serialization, completed_at_epoch_ms=now_ms
+        )
+
+    def hand_over(self, output: str, serialization: Optional[str]) -> None:
+        """The delivery committed: the receiver returns this message."""
+        self.output, self.serialization = output, serialization
+        self.delivered = True
 
 
 class Wakeups:
@@ -33,6 +67,7 @@ class Wakeups:
         self._lock = threading.Lock()
         self._subs: dict[str, set[Signal]] = {}
         self._hooks: list[tuple[str, Callable[[str], None]]] = []
+        self._receives: dict[str, WaitingReceive] = {}
 
     def subscribe(self, *keys: str) -> Signal:
         """One signal, set when any of ``keys`` fires."""
@@ -50,6 +85,30 @@ class Wakeups:
                     subs.discard(sig)
                     if not subs:
                         del self._subs[key]
+
+    def offer_receive(self, key: str, record: StepRecord) -> Optional[WaitingReceive]:
+        """A receive about to wait on message key ``key``, checkpointed as ``record`` if a
+        send delivers to it; None if another receive already waits on that key."""
+        with self._lock:
+            if key in self._receives:
+                return None
+            waiting = self._receives[key] = WaitingReceive(record)
+        return waiting
+
+    def take_receive(self, key: str) -> Optional[WaitingReceive]:
+        """The receive waiting on ``key``, for one send to deliver to (no other send can);
+        that send sets its ``settled`` signal when it is done."""
+        with self._lock:
+            waiting = self._receives.pop(key, None)
+            if waiting is not None:
+                waiting.taken = True
+        return waiting
+
+    def withdraw_receive(self, key: str, waiting: WaitingReceive) -> None:
+        """The receive stopped waiting: no send takes it any more."""
+        with self._lock:
+            if self._receives.get(key) is waiting:
+                del self._receives[key]
 
     def add_hook(self, prefix: str, callback: Callable[[str], None]) -> None:
         """Call ``callback(key)`` for every fired key starting with ``prefix`` (and with ``""``

@@ -293,8 +293,23 @@ class SystemStore(Protocol):
         caller's transaction: delivered if and only if it commits."""
         ...
 
-    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
-        """Atomically take the oldest unconsumed message and checkpoint it as ``record``."""
+    def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
+        """Send one ``message`` (as ``send_messages`` outside a workflow) and, in the same
+        transaction, consume it as ``receiver``: the checkpoint of a receive waiting at
+        ``receiver.function_id`` in this process, its output and serialization the message's.
+        Delivered only while that run owns the destination, no other message of the topic
+        waits (it comes first) and nothing is recorded at that position; True if it was. A
+        message sent before (its ID is there) is neither inserted nor delivered again."""
+        ...
+
+    def consume_message(
+        self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
+    ) -> Received:
+        """Atomically take the oldest unconsumed message and checkpoint it as ``record``. An
+        answer already recorded at that position (an earlier attempt's, or a delivery) is
+        returned instead. ``timed_out``: the receive's deadline has passed; with no message,
+        ``record`` as it is (its output the value of a receive that timed out) becomes the
+        checkpoint, under the same rule."""
         ...
 
     def set_event(self, event: EventWrite, record: Optional[StepRecord]) -> Optional[RecordOutcome]:

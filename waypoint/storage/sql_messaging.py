@@ -15,7 +15,14 @@ from waypoint.storage.records import (
     StepRecord,
     StreamWrite,
 )
-from waypoint.storage.sql_base import CallerCursor, Cursor, Params, SqlCore
+from waypoint.storage.sql_base import (
+    RECORD_COLUMNS,
+    CallerCursor,
+    Cursor,
+    Params,
+    SqlCore,
+    record_params,
+)
 
 # The channels DBOS processes LISTEN on for events and streams (payload "<workflow>::<key>").
 _DBOS_CHANNELS = {"e": "dbos_workflow_events_channel", "s": "dbos_streams_channel"}
@@ -28,6 +35,17 @@ def value_params(w: EventWrite) -> Params:
         "value": w.value,
         "ser": w.serialization,
         "fid": w.function_id,
+    }
+
+
+def message_params(m: NewMessage) -> Params:
+    """One message's columns as statement parameters (``m_``: a checkpoint's share the dict)."""
+    return {
+        "m_id": m.message_uuid,
+        "m_dest": m.destination_id,
+        "m_topic": m.topic,
+        "m_msg": m.message,
+        "m_ser": m.serialization,
     }
 
 
@@ -125,7 +143,54 @@ class MessagingSql(SqlCore):
                 },
             )
 
-    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
+    def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
+        nt = self.d.t("notifications")
+        oo = self.d.t("operation_outputs")
+        params = record_params(receiver) | message_params(message)
+
+        def body(cur: Cursor) -> bool:
+            wf = cur.one(
+                f"SELECT owner_xid FROM {self.d.t('workflow_status')} "
+                "WHERE workflow_uuid = %(m_dest)s" + self.d.lock_shared,
+                params,
+            )
+            if wf is None:
+                raise NotFoundError(message.destination_id)
+            waiting = cur.one(
+                f"SELECT 1 FROM {nt} WHERE destination_uuid = %(m_dest)s AND topic = %(m_topic)s "
+                f"AND consumed = {self.d.false}",
+                params,
+            )
+            recorded = None
+            if wf[0] == receiver.owner_xid and waiting is None:
+                recorded = cur.one(
+                    f"INSERT INTO {oo} ({RECORD_COLUMNS}) VALUES (%(m_dest)s, %(fid)s, "
+                    "%(fname)s, %(m_msg)s, NULL, NULL, %(started)s, %(completed)s, %(m_ser)s, "
+                    "%(owner)s, %(app)s) "
+                    "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
+                    params,
+                )
+            consumed = self.d.true if recorded is not None else self.d.false
+            sent = cur.one(
+                f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
+                "serialization, consumed) VALUES (%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, "
+                f"%(m_ser)s, {consumed}) "
+                "ON CONFLICT (message_uuid) DO NOTHING RETURNING message_uuid",
+                params,
+            )
+            if sent is None and recorded is not None:  # sent before: not delivered again
+                cur.exec(
+                    f"DELETE FROM {oo} WHERE workflow_uuid = %(m_dest)s AND function_id = %(fid)s",
+                    params,
+                )
+                return False
+            return recorded is not None
+
+        return self._tx(body, "send message")
+
+    def consume_message(
+        self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
+    ) -> Received:
         nt = self.d.t("notifications")
         oo = self.d.t("operation_outputs")
 
@@ -142,7 +207,7 @@ class MessagingSql(SqlCore):
                 "WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
                 {"wf": workflow_id, "fid": record.function_id},
             )
-            if done is not None:  # consumed by an earlier attempt whose reply was lost
+            if done is not None:  # an earlier attempt whose reply was lost, or a delivery
                 return Received(True, done[2] == record.owner_xid, done[0], done[1])
             msg = cur.one(
                 f"SELECT message_uuid, message, serialization FROM {nt} "
@@ -153,7 +218,10 @@ class MessagingSql(SqlCore):
                 {"wf": workflow_id, "topic": topic},
             )
             if msg is None:
-                return Received(found=False, accepted=True)
+                if not timed_out:
+                    return Received(found=False, accepted=True)
+                outcome = self._record_in(cur, record)  # the receive's None
+                return Received(True, outcome.accepted, record.output, record.serialization)
             cur.exec(
                 f"UPDATE {nt} SET consumed = {self.d.true} WHERE message_uuid = %(id)s",
                 {"id": msg[0]},

@@ -10,13 +10,20 @@ fence and insert, COMMIT). Each round trip costs a tenth of a millisecond or mor
 commits: traced at load 1.4, these 12 and the completion's were 4 of the 4.6 ms a message
 took from ``send`` to the sender's ``get_result`` (benchmarks/RESULTS.md).
 
-Here each is one autocommit statement of data-modifying CTEs, with the same checks in the
-same order: a send whose destinations are not all there writes nothing (nor its checkpoint);
-a send or receive from a workflow is fenced on its owner (the workflow row share-locked until
-the commit, as before) and, retried, answers from the checkpoint an earlier attempt wrote; a
-receive marks a message consumed only together with the checkpoint that records it, so a
-message is never taken unrecorded (the transaction marked it consumed even when a checkpoint
-committed meanwhile at its position had won: the message was lost).
+Here each is one autocommit statement, with the same checks in the same order: a send whose
+destinations are not all there writes nothing (nor its checkpoint); a send or receive from a
+workflow is fenced on its owner (the workflow row share-locked until the commit, as before)
+and, retried, answers from the checkpoint an earlier attempt wrote; a receive marks a message
+consumed only together with the checkpoint that records it, so a message is never taken
+unrecorded (the transaction marked it consumed even when a checkpoint committed meanwhile at
+its position had won: the message was lost). A send from a workflow, or of several messages,
+is a statement of data-modifying CTEs; the receive, and the send that delivers a message to
+a receive waiting in the sender's process (``deliver_message``: recorded as that receive's
+checkpoint and inserted consumed, in the send's transaction, so the receiver's own statement
+and commit are off the message's path), call functions (schema version 17) whose plans are
+kept: planned at every execution, the receive cost more to plan than to run. Both run only in
+a Waypoint worker, on its current schema; a send outside a workflow may be a client's on a
+schema DBOS made, so it stays a plain statement.
 """
 
 from __future__ import annotations
@@ -29,55 +36,29 @@ import psycopg.errors as pgerr
 from waypoint.storage.errors import NotFoundError
 from waypoint.storage.records import NewMessage, Received, RecordOutcome, StepRecord
 from waypoint.storage.sql_base import RECORD_COLUMNS, RECORD_VALUES, Params, record_params
-from waypoint.storage.sql_messaging import MessagingSql
-
-# The checkpoint of a receive: a step record whose output and serialization are the message's.
-_RECV_VALUES = (
-    "%(wf)s, %(fid)s, %(fname)s, msg.message, NULL, NULL, %(started)s, %(completed)s, "
-    "msg.serialization, %(owner)s, %(app)s"
-)
+from waypoint.storage.sql_messaging import MessagingSql, message_params
 
 
 class PgMessaging(MessagingSql):
     """``send_messages`` and ``consume_message``, one round trip each."""
 
     def _setup_messaging(self) -> None:
-        ws, oo, nt = (
-            self.d.t("workflow_status"),
-            self.d.t("operation_outputs"),
-            self.d.t("notifications"),
-        )
+        # A send outside a workflow is also a client's (DBOSClient), which may drive a schema
+        # DBOS made, without Waypoint's functions: a plain statement.
         self._sql_send = {one: self._send_sql(one, recorded=False) for one in (True, False)}
         self._sql_send_recorded = {one: self._send_sql(one, recorded=True) for one in (True, False)}
-        # An earlier attempt's checkpoint, else the oldest unconsumed message, then the fence:
-        # the workflow row share-locked (its owner cannot change before the commit) only once
-        # a message was found (the lateral read runs per message, and a subquery that locks
-        # is never flattened into a join), so a read that finds nothing writes nothing, not
-        # even a row lock, and costs no commit. The message is marked consumed only if its
-        # checkpoint was inserted.
-        self._sql_consume = (
-            f"WITH seen AS MATERIALIZED (SELECT owner_xid FROM {ws} WHERE workflow_uuid = %(wf)s), "
-            "done AS MATERIALIZED (SELECT output, serialization, owner_xid, TRUE AS present "
-            f"FROM {oo} WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s), "
-            "msg AS MATERIALIZED (SELECT message_uuid, message, serialization "
-            f"FROM {nt} WHERE destination_uuid = %(wf)s AND topic = %(topic)s "
-            "AND NOT consumed AND (SELECT owner_xid FROM seen) = %(owner)s "
-            "AND NOT EXISTS (SELECT 1 FROM done) "
-            f"ORDER BY created_at_epoch_ms, {self.d.insertion_order} LIMIT 1"
-            f"{self.d.skip_locked}), "
-            "fence AS MATERIALIZED (SELECT w.owner_xid FROM msg, LATERAL (SELECT owner_xid "
-            f"FROM {ws} WHERE workflow_uuid = %(wf)s AND msg.message_uuid IS NOT NULL "
-            "OFFSET 0 FOR SHARE) AS w), "
-            f"rec AS (INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {_RECV_VALUES} FROM msg, fence "
-            "WHERE fence.owner_xid = %(owner)s "
-            "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING 1), "
-            f"used AS (UPDATE {nt} SET consumed = TRUE FROM msg "
-            f"WHERE {nt}.message_uuid = msg.message_uuid AND EXISTS (SELECT 1 FROM rec) "
-            "RETURNING 1) "
-            "SELECT COALESCE((SELECT owner_xid FROM fence), (SELECT owner_xid FROM seen)), "
-            "done.output, done.serialization, done.owner_xid, done.present, msg.message, "
-            "msg.serialization, (SELECT count(*) FROM used) "
-            "FROM (SELECT 1) AS one LEFT JOIN done ON TRUE LEFT JOIN msg ON TRUE"
+        # A delivery and a receive (a Waypoint worker's, on its current schema): functions
+        # whose plans are kept (schema version 17).
+        self._sql_deliver = (
+            f"SELECT {self.d.t('waypoint_send')}(%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, "
+            "%(m_ser)s, %(fid)s::integer, %(fname)s, %(started)s::bigint, "
+            "%(completed)s::bigint, %(owner)s, %(app)s)"
+        )
+        self._sql_receive = (
+            "SELECT r_owner, r_found, r_output, r_serialization, r_recorded_by "
+            f"FROM {self.d.t('waypoint_receive')}(%(wf)s, %(fid)s::integer, %(fname)s, "
+            "%(topic)s, %(started)s::bigint, %(completed)s::bigint, %(owner)s, %(app)s, "
+            "%(none)s, %(none_ser)s)"
         )
 
     def _send_sql(self, one: bool, *, recorded: bool) -> str:
@@ -131,14 +112,7 @@ class PgMessaging(MessagingSql):
         params: Params = {}
         one = len(messages) == 1
         if one:
-            m = messages[0]
-            params.update(
-                m_id=m.message_uuid,
-                m_dest=m.destination_id,
-                m_topic=m.topic,
-                m_msg=m.message,
-                m_ser=m.serialization,
-            )
+            params.update(message_params(messages[0]))
         else:
             params.update(
                 ids=[m.message_uuid for m in messages],
@@ -179,21 +153,30 @@ class PgMessaging(MessagingSql):
         }
         return NotFoundError(next((d for d in dests if d not in found), dests[0]))
 
-    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
+    def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
+        params = record_params(receiver) | message_params(message)
+        try:
+            rows = self._all(self._sql_deliver, params, "send message")
+        except pgerr.ForeignKeyViolation:
+            raise self._missing([message]) from None
+        return bool(rows[0][0])
+
+    def consume_message(
+        self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
+    ) -> Received:
         params = record_params(record)
-        params["topic"] = topic
-        for _ in range(3):
-            rows = self._all(self._sql_consume, params, "receive message")
-            owner, d_output, d_ser, d_owner, earlier, message, m_ser, used = rows[0]
-            if owner != record.owner_xid:
-                return Received(found=True, accepted=False)
-            if earlier:  # consumed by an earlier attempt whose reply was lost
-                return Received(True, d_owner == record.owner_xid, d_output, d_ser)
-            if message is None:
-                return Received(found=False, accepted=True)
-            if used:
-                record.output, record.serialization = message, m_ser
-                return Received(True, True, message, m_ser)
-            # A checkpoint at this position committed after the statement's snapshot was
-            # taken (the message is left unconsumed): read again, and answer from it.
-        return Received(found=True, accepted=False)
+        params.update(
+            topic=topic,
+            none=record.output if timed_out else None,
+            none_ser=record.serialization if timed_out else None,
+        )
+        owner, found, output, ser, recorded_by = self._all(
+            self._sql_receive, params, "receive message"
+        )[0]
+        if owner != record.owner_xid:
+            return Received(found=True, accepted=False)
+        if not found:
+            return Received(found=False, accepted=True)
+        if recorded_by == record.owner_xid:
+            record.output, record.serialization = output, ser
+        return Received(True, recorded_by == record.owner_xid, output, ser)

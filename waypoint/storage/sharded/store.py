@@ -379,8 +379,13 @@ class ShardedStore(FleetCalls):
             return None
         return home.store.send_messages(local, record)
 
-    def consume_message(self, workflow_id: str, topic: str, record: StepRecord) -> Received:
-        return self._at(workflow_id).consume_message(workflow_id, topic, record)
+    def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
+        return self._at(message.destination_id).deliver_message(message, receiver)
+
+    def consume_message(
+        self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
+    ) -> Received:
+        return self._at(workflow_id).consume_message(workflow_id, topic, record, timed_out)
 
     def set_event(self, event: EventWrite, record: Optional[StepRecord]) -> Optional[RecordOutcome]:
         return self._at(event.workflow_id).set_event(event, record)

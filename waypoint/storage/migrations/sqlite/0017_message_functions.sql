@@ -1,0 +1,4 @@
+-- Waypoint schema version 17 (SQLite): nothing. On PostgreSQL this version adds the functions
+-- that send and receive a message with kept plans; SQLite plans each statement for itself, and
+-- its store delivers a message to a waiting receiver in one transaction of plain statements.
+-- The file keeps the versions aligned.

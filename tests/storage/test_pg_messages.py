@@ -140,3 +140,18 @@ def test_a_receive_that_finds_nothing_writes_nothing(pg_store: Any, pg_database:
     got = pg_store.consume_message("dest", "t", step("dest", 1, "run-dest", output=None))
     assert (got.found, got.accepted, got.output) == (True, True, '"1"')
     assert row_lock() != sent  # share-locked while its checkpoint was written
+
+
+@requires_postgres
+def test_a_delivered_message_wakes_nobody(pg_store: Any, pg_database: str) -> None:
+    """A message its send delivered to a waiting receive (inserted consumed) sends no
+    notification: that receive has it, and no one else may take it. A message only sent
+    still notifies Waypoint's and DBOS's receivers."""
+    start(pg_store, "dest")
+    with psycopg.connect(pg_database, autocommit=True) as listener:
+        listener.execute("LISTEN dbos_notifications_channel")
+        receipt = step("dest", 1, "run-dest", function_name="DBOS.recv", output='"1"')
+        assert pg_store.deliver_message(NewMessage("m1", "dest", "a", '"1"', "json"), receipt)
+        pg_store.send_messages([NewMessage("m2", "dest", "b", '"2"', "json")], None)
+        heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+    assert heard == ["dest::b"]

@@ -146,3 +146,16 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- A message its send delivered (inserted consumed) wakes nobody: its receive has it, and no
+-- one else may take it. Without the NOTIFY, its commit takes no cluster-wide notification lock
+-- and no listener is woken; a message only sent still wakes Waypoint's and DBOS's receivers.
+CREATE OR REPLACE FUNCTION "{schema}".notifications_function() RETURNS TRIGGER
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT NEW.consumed THEN
+        PERFORM pg_notify('dbos_notifications_channel', NEW.destination_uuid || '::' || NEW.topic);
+    END IF;
+    RETURN NEW;
+END;
+$$;

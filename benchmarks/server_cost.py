@@ -1,9 +1,12 @@
 """What one thread's workflows and enqueues cost the PostgreSQL server, and the process (issue
-11): seq0, seq1 and seq10 called back to back, and one-thread ``Queue.enqueue`` (on a queue
-whose 16 slots are held by gated workflows, as in ``workloads.py``'s ``enqueue``).
+11): seq0, seq1 and seq10 called back to back, one-thread ``Queue.enqueue`` (on a queue
+whose 16 slots are held by gated workflows, as in ``workloads.py``'s ``enqueue``), and
+``sendrecv``: ``workloads.py``'s round trip (start a workflow that waits in ``DBOS.recv``, then
+``DBOS.send`` it a message and wait for its result), whose costs include the receiver's start
+and whose ``p50_ms`` is the send-to-result latency alone.
 
     .venv/bin/python benchmarks/server_cost.py [--n 300] [--runs 3]
-        [--workloads seq0,seq1,seq10,enqueue] [--tree PATH ...]
+        [--workloads seq0,seq1,seq10,enqueue,sendrecv] [--tree PATH ...]
 
 Per workflow (per enqueue): the wall-clock rate, the process's CPU (``os.times``) and the
 server's: the CPU time of every backend of the benchmark database, from
@@ -38,7 +41,7 @@ def child(workload: str, n: int) -> dict[str, Any]:
     """Run ``workload`` in this process (``waypoint`` from PYTHONPATH) and measure it."""
     import psycopg
 
-    from waypoint import DBOS, Queue
+    from waypoint import DBOS, Queue, SetWorkflowID
 
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -59,9 +62,29 @@ def child(workload: str, n: int) -> dict[str, Any]:
         gate.wait(600)
         return step(i, 1)
 
+    ready = threading.Event()
+    latencies: list[float] = []
+
+    @DBOS.workflow()
+    def receiver() -> Any:
+        ready.set()
+        return DBOS.recv("t", timeout_seconds=60)
+
     queue = Queue("bench", worker_concurrency=16)
     DBOS.launch()
-    if workload == "enqueue":
+    if workload == "sendrecv":
+
+        def op(i: int) -> Any:
+            ready.clear()
+            with SetWorkflowID(f"recv-{i}"):
+                handle = DBOS.start_workflow(receiver)
+            ready.wait(30)
+            time.sleep(0.005)  # let it block in recv()
+            began = time.perf_counter()
+            DBOS.send(f"recv-{i}", i, "t")
+            assert handle.get_result() == i
+            latencies.append((time.perf_counter() - began) * 1000)
+    elif workload == "enqueue":
 
         def op(i: int) -> Any:
             return queue.enqueue(gated, i)
@@ -86,12 +109,14 @@ def child(workload: str, n: int) -> dict[str, Any]:
                 pass
         return total / 1e9, pids
 
-    for i in range(max(50, n // 20)):  # warm-up
+    warm = max(50, n // 20)
+    for i in range(warm):
         op(i)
+    latencies.clear()
     time.sleep(0.3)
     s0, pids0 = server_cpu()
     c0, t0 = os.times(), time.perf_counter()
-    for i in range(n):
+    for i in range(warm, warm + n):
         op(i)
     elapsed = time.perf_counter() - t0
     c1, (s1, pids1) = os.times(), server_cpu()
@@ -104,6 +129,7 @@ def child(workload: str, n: int) -> dict[str, Any]:
         "server_cpu_ms": (s1 - s0) * 1000 / n,
         "backends_stable": pids0 == pids1,
         "load": os.getloadavg()[0],
+        **({"p50_ms": statistics.median(latencies)} if latencies else {}),
     }
 
 
@@ -131,13 +157,15 @@ def main() -> None:
                 print(json.dumps({"tree": tree, "workload": workload, **rec}), flush=True)
                 results.setdefault((workload, tree), []).append(rec)
     print(f"\nmedians of {a.runs} runs, n={a.n}")
-    print("| workload | tree | per s | process CPU ms | server CPU ms | load |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| workload | tree | per s | process CPU ms | server CPU ms | p50 ms | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for (workload, tree), recs in results.items():
         med = {k: statistics.median(r[k] for r in recs) for k in recs[0] if k != "backends_stable"}
+        p50 = f"{med['p50_ms']:.2f}" if "p50_ms" in med else ""
         print(
             f"| {workload} | {Path(tree).name} | {med['per_s']:.0f} | "
-            f"{med['process_cpu_ms']:.2f} | {med['server_cpu_ms']:.2f} | {med['load']:.1f} |"
+            f"{med['process_cpu_ms']:.2f} | {med['server_cpu_ms']:.2f} | {p50} | "
+            f"{med['load']:.1f} |"
         )
 
 

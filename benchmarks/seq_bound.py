@@ -164,7 +164,7 @@ class WpSql:
         from waypoint.storage.postgres.store import PostgresStore, _configure
         from waypoint.storage.records import NewWorkflow, StepRecord
         from waypoint.storage.registry import backend_for
-        from waypoint.storage.sql_base import init_params, record_params
+        from waypoint.storage.sql_base import init_values, record_params
 
         _configure(conn)
         store = PostgresStore(backend_for(url)[1])
@@ -175,22 +175,26 @@ class WpSql:
             "application_id, application_name, output FROM dbos.workflow_status LIMIT 1"
         ).fetchone()
         assert row is not None
-        self.new = lambda wid, now: init_params(
-            NewWorkflow(
-                wid,
-                "PENDING",
-                row[0],
-                None,
-                None,
-                row[1],
-                row[2],
-                wid[:8],
-                row[3],
-                row[4],
-                row[5],
-                row[6],
-                now,
-            )
+        # The one-row start takes its values positionally, updated_at last (``_init_top``).
+        self.new = lambda wid, now: (
+            *init_values(
+                NewWorkflow(
+                    wid,
+                    "PENDING",
+                    row[0],
+                    None,
+                    None,
+                    row[1],
+                    row[2],
+                    wid[:8],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    now,
+                )
+            ),
+            now,
         )
         self.rec = lambda wid, fid, now: record_params(
             StepRecord(wid, fid, "step", row[7], None, row[2], wid[:8], now, now, None, row[6])

@@ -367,7 +367,7 @@ def main() -> None:
     for key, v in med.items():
         if key.startswith("floor"):
             continue
-        k = int(key.split("seq")[1].split()[0])
+        k = int(key.rsplit(" seq", 1)[1].split()[0])
         dbos = med.get(f"dbos seq{k} wf/s")
         ratio = f"{v / dbos:.2f}" if dbos and key.split()[0] != "dbos" else ""
         steps = f"{v * k:,.0f}" if k else ""

@@ -52,6 +52,10 @@ WAYPOINT_ONLY = {
     # the creator's), the second branch of a completed_before/dequeued_before listing.
     "index idx_workflow_status_completed_skew_created",
     "index idx_workflow_status_dequeued_skew_created",
+    # Each workflow's span, created to completed (dequeued): the rows running at an "after"
+    # bound of a listing. PostgreSQL's version 14 (GiST), SQLite's 16 (by span class).
+    "index idx_workflow_status_completed_span",
+    "index idx_workflow_status_dequeued_span",
 }
 # And on PostgreSQL: the message insertion order (SQLite uses rowid), the primary keys' index
 # names (SQLite's are automatic), and the wake-up triggers for other writers (version 7).
@@ -65,10 +69,6 @@ WAYPOINT_ONLY_PG = {
     "index waypoint_shards_shard_id_key",
     "index workflow_placement_pkey",
     "index idx_workflow_status_id_pattern",  # version 10: ID-prefix search (text_pattern_ops)
-    # Version 14: each workflow's span, created to completed (dequeued), in GiST (SQLite has
-    # no GiST): the rows running at an "after" bound of a listing.
-    "index idx_workflow_status_completed_span",
-    "index idx_workflow_status_dequeued_span",
     "function waypoint_wake_others()",
     # Version 15: the checkpoint and the outcome with kept primary-key plans.
     "function waypoint_checkpoint(p_workflow_uuid text, p_function_id integer, "

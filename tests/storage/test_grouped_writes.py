@@ -192,8 +192,9 @@ def test_concurrent_status_reads_share_one_statement(pg_store: Any) -> None:
 
 @requires_postgres
 def test_an_enqueue_does_not_wait_for_the_workers_writes(pg_store: Any) -> None:
-    """Enqueues are grouped among themselves: with every seat of the workers' writes taken
-    (checkpoints in flight), an enqueue is still written and answered at once."""
+    """Enqueues are grouped among themselves: with the workers' writes saturated (their
+    threads' seat taken by a checkpoint in flight, the other queued behind it), an enqueue
+    is still written and answered at once."""
     for wid in ("a", "b"):
         start(pg_store, wid)
     writes = pg_store._writes
@@ -212,7 +213,7 @@ def test_an_enqueue_does_not_wait_for_the_workers_writes(pg_store: Any) -> None:
     try:
         for t in workers:
             t.start()
-        while writes._leaders < writes._max_leaders:
+        while writes._leaders < writes._max_blocking or not writes._queue:
             threading.Event().wait(0.001)
         answered = threading.Event()
         outcome: list[Any] = []

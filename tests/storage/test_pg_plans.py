@@ -249,3 +249,37 @@ def test_the_message_functions_keep_key_lookups_made_on_a_small_table(store: Any
             assert scan["Index Name"] in MESSAGE_INDEXES[table], (text, scan)
             # A parameter, not the value: the plan was made once and kept.
             assert "late" not in scan.get("Index Cond", ""), (text, scan)
+
+
+def test_a_grouped_batch_reads_workflow_status_by_key(store: Any) -> None:
+    """The group commit's one statement (checkpoints and outcomes of many runs, their rows
+    sent as JSON documents) finds each workflow by its key with 2,000 workflows parked, not
+    by reading the PENDING rows: each document's row count reaches the planner."""
+    with store._pool.connection() as conn:
+        conn.execute(INSERT, {"prefix": "run-", "n": 4, "status": "PENDING"})
+        conn.execute(INSERT, {"prefix": "parked-", "n": 2000, "status": "PENDING"})
+        conn.execute('ANALYZE "dbos".workflow_status')
+    sent: list[tuple[str, Any]] = []
+
+    def capture(sql: str, params: Any, what: str) -> list[Any]:
+        sent.append((sql, params))
+        return []
+
+    store._all = capture
+    store._write_many(
+        [
+            StepRecord("run-1", 1, "s", '"x"', None, "json", "o", 1, 1),
+            StepRecord("run-2", 1, "s", '"x"', None, "json", "o", 1, 1),
+            Completion("run-3", "o", "SUCCESS", '"ok"', None, 1),
+            Completion("run-4", "o", "SUCCESS", '"ok"', None, 1),
+        ]
+    )
+    del store._all
+    [(statement, params)] = sent
+    with store._pool.connection() as conn:
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()
+    plan = json.loads(row[0])[0]  # the store's connections hand JSON out as text
+    scans = list(_scans(plan["Plan"]))
+    assert len(scans) == 3, scans  # the checkpoints' fence and status, the outcomes' rows
+    for scan in scans:
+        assert scan["Node Type"] == "Index Scan" and scan["Index Name"] in BY_KEY, scan

@@ -314,6 +314,52 @@ def test_group_commit_batches_concurrent_writers() -> None:
     assert batches == [1, 5]
 
 
+def test_group_commit_blocking_callers_take_fewer_seats() -> None:
+    """With ``max_blocking_leaders`` 1, a thread that waits for its write joins the queue
+    while another write is in flight, though seats are free (it is written in a batch, not
+    alone); a caller told by callback still takes a free seat and is written at once, with
+    whatever queued, beside the write in flight."""
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def one(x: int) -> int:
+        if x == 0:
+            gate.wait(10)  # hold a seat while the others arrive
+        batches.append([x])
+        return x * 10
+
+    def many(xs: list[int]) -> list[int]:
+        batches.append(xs)
+        return [x * 10 for x in xs]
+
+    gc: GroupCommitter[int, int] = GroupCommitter(one, many, max_leaders=3, max_blocking_leaders=1)
+    results: dict[int, int] = {}
+
+    def submit(x: int) -> None:
+        results[x] = gc.submit(x)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
+    threads[0].start()
+    while gc._leaders == 0:
+        time.sleep(0.001)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(gc._queue) < 3 and not batches and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert gc._leaders == 1 and not batches  # queued behind the one in flight, none alone
+    answered = threading.Event()
+    gc.queue(9, lambda result, error: answered.set())
+    assert answered.wait(10)  # a free seat: written while the first is still held
+    assert batches == [[1, 2, 3, 9]]
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert results == {i: i * 10 for i in range(4)}
+    assert batches == [[1, 2, 3, 9], [0]]
+    gc.close()
+
+
 def test_group_commit_isolates_a_failing_item() -> None:
     def one(x: int) -> int:
         if x == 3:

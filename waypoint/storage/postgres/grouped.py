@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 Write = Union[NewWorkflow, StepRecord, Completion]
 Answer = Union[InitOutcome, RecordOutcome, bool]
 
-# The columns of a checkpoint, as unnest() hands them over.
-_RECORD_ARRAYS = (
+# The columns of a checkpoint, as the batch's JSON document hands them over (the keys of
+# ``record_params``).
+_RECORD_COLUMNS = (
     ("wf", "text"),
     ("fid", "int"),
     ("fname", "text"),
@@ -66,7 +67,7 @@ _RECORD_ARRAYS = (
     ("owner", "text"),
     ("app", "text"),
 )
-_DONE_ARRAYS = (
+_DONE_COLUMNS = (
     ("id", "text"),
     ("owner", "text"),
     ("status", "text"),
@@ -76,9 +77,17 @@ _DONE_ARRAYS = (
 )
 
 
-def _unnest(prefix: str, arrays: Sequence[tuple[str, str]]) -> str:
-    params = ", ".join(f"%({prefix}{name})s::{kind}[]" for name, kind in arrays)
-    return f"unnest({params}) AS d({', '.join(name for name, _ in arrays)})"
+def _rows(name: str, columns: Sequence[tuple[str, str]]) -> str:
+    """The rows of the JSON document ``%(<name>)s`` as a table ``d``, sent as one text
+    parameter: psycopg dumped the 17 arrays this took before at ~190 us a batch of 16
+    checkpoints, and the server parsed them at ~100 us; one JSON document costs ~30 and ~55.
+    The LIMIT, the number of rows, gives the planner the count an array's length gave it
+    (a function's rows are otherwise guessed at 100), so a few outcomes are still found by
+    their keys, not by reading every PENDING row."""
+    typed = ", ".join(f"{col} {kind}" for col, kind in columns)
+    return (
+        f"(SELECT * FROM json_to_recordset(%({name})s::json) AS d({typed}) LIMIT %({name}_n)s) AS d"
+    )
 
 
 class GroupedWrites:
@@ -102,13 +111,23 @@ class GroupedWrites:
     def _setup_grouped(self) -> None:
         # Few writes in flight, so that more callers meet in each: on a busy machine every
         # statement costs CPU that a bigger batch shares (20 connections: 3 in flight).
-        def committer() -> GroupCommitter[Write, Answer]:
+        def committer(blocking: Optional[int]) -> GroupCommitter[Write, Answer]:
             return GroupCommitter(
-                self._write_one, self._write_many, max_leaders=max(2, self.pool_size // 6)
+                self._write_one,
+                self._write_many,
+                max_leaders=max(2, self.pool_size // 6),
+                max_blocking_leaders=blocking,
             )
 
-        self._writes = committer()
-        self._enqueues = committer()  # enqueues' own seats (module docstring)
+        # The workers' writes: threads waiting on them take one seat (group_commit.py). 32
+        # threads of 10-step workflows: ~35 % less CPU a workflow (client and server) than
+        # with 3, ~20 % more workflows/s at load 5-8; dequeued one-step workflows as fast or
+        # faster. An event loop's tasks keep the 3 (async32 was faster with them).
+        self._writes = committer(1)
+        # Enqueues' own seats (module docstring), all for any caller: their producers are
+        # few and each waits for its answer, so there a second write in flight halves the
+        # wait rather than splitting a batch (4 producers: ~30 % slower with one seat).
+        self._enqueues = committer(None)
         # Status reads, grouped the same way: every run reads its workflow's status before an
         # operation when it last knew it more than ``status_freshness`` ago, which is every
         # recovered or dequeued run that waited for a worker thread; 2,000 recovered at once
@@ -120,18 +139,18 @@ class GroupedWrites:
         ws, oo = self.d.t("workflow_status"), self.d.t("operation_outputs")
         # Column lists and types as the one-row statements have them (``_sql_init_many``).
         insert_starts = self._sql_init_many.replace("%(rows)s", "%(i_rows)s")
-        picked = ", ".join(f"d.{name}" for name, _ in _RECORD_ARRAYS)
+        picked = ", ".join(f"d.{name}" for name, _ in _RECORD_COLUMNS)
         self._sql_grouped = (
             f"WITH ins AS ({insert_starts}), "
             f"rec AS (INSERT INTO {oo} ({RECORD_COLUMNS}) SELECT {picked} "
-            f"FROM {_unnest('s_', _RECORD_ARRAYS)} "
+            f"FROM {_rows('s_rows', _RECORD_COLUMNS)} "
             f"JOIN {ws} w ON w.workflow_uuid = d.wf AND w.owner_xid = d.owner "
             f"ON CONFLICT (workflow_uuid, function_id) DO UPDATE SET owner_xid = {oo}.owner_xid "
             f"RETURNING {oo}.workflow_uuid, {oo}.function_id, {oo}.owner_xid, "
             f"(SELECT status FROM {ws} s WHERE s.workflow_uuid = {oo}.workflow_uuid) AS status), "
             f"done AS (UPDATE {ws} SET status = d.status, output = d.output, error = d.error, "
             "updated_at = d.now, completed_at = d.now, deduplication_id = NULL "
-            f"FROM {_unnest('c_', _DONE_ARRAYS)} "
+            f"FROM {_rows('c_rows', _DONE_COLUMNS)} "
             f"WHERE {ws}.workflow_uuid = d.id AND {ws}.status = 'PENDING' "
             f"AND {ws}.owner_xid = d.owner RETURNING {ws}.workflow_uuid, {ws}.queue_name) "
             "SELECT 'i', workflow_uuid, NULL::int, NULL::text, NULL::text FROM ins "
@@ -194,17 +213,24 @@ class GroupedWrites:
         _distinct([(r.workflow_id, r.function_id) for r in recs], "checkpoints")
         _distinct([d.workflow_id for d in dones], "workflow outcomes")
         rows = [{k: v for k, v in init_params(wf).items() if v is not None} for wf in starts]
-        params: Params = {"i_rows": json.dumps(rows)}
-        each = [record_params(r) for r in recs]
-        params.update({f"s_{name}": [p[name] for p in each] for name, _ in _RECORD_ARRAYS})
-        params.update(
-            c_id=[d.workflow_id for d in dones],
-            c_owner=[d.owner_xid for d in dones],
-            c_status=[d.status for d in dones],
-            c_output=[d.output for d in dones],
-            c_error=[d.error for d in dones],
-            c_now=[d.now_ms for d in dones],
-        )
+        outcomes = [
+            {
+                "id": d.workflow_id,
+                "owner": d.owner_xid,
+                "status": d.status,
+                "output": d.output,
+                "error": d.error,
+                "now": d.now_ms,
+            }
+            for d in dones
+        ]
+        params: Params = {
+            "i_rows": json.dumps(rows),
+            "s_rows": json.dumps([record_params(r) for r in recs]),
+            "s_rows_n": len(recs),
+            "c_rows": json.dumps(outcomes),
+            "c_rows_n": len(dones),
+        }
         found: dict[tuple[str, str, Optional[int]], Row] = {
             (r[0], r[1], r[2]): r for r in self._all(self._sql_grouped, params, "group commit")
         }

@@ -1038,3 +1038,39 @@ def test_enqueue_with_options(dbos: type[DBOS]) -> None:
             {"workflow_name": "named_wf", "queue_name": "opts", "bogus": 1},  # type: ignore[typeddict-unknown-key]
             1,
         )
+
+
+def test_pausing_waits_for_a_claim_in_progress(dbos: type[DBOS]) -> None:
+    """A draining executor pauses its dispatcher, then withdraws what it claimed and has not
+    started. A pass already claiming when the pause came must hand its claims to the workers
+    first, or they stay PENDING here with no thread to run them (the graceful-shutdown test
+    saw it under load): ``pause`` returns only once that pass is done."""
+    from waypoint.core.runtime import get_runtime
+
+    @DBOS.workflow()
+    def noop() -> None:
+        pass
+
+    q = Queue("paused-mid-claim")
+    DBOS.launch()
+    dispatcher: Any = get_runtime().dispatch
+    claiming, finish = threading.Event(), threading.Event()
+    real_poll = dispatcher._poll
+
+    def slow_poll(cfg: Any) -> Any:
+        if cfg.name == "paused-mid-claim":
+            claiming.set()
+            assert finish.wait(10)
+        return real_poll(cfg)
+
+    dispatcher._poll = slow_poll
+    handle = q.enqueue(noop)
+    assert claiming.wait(10)
+    paused = threading.Event()
+    pauser = threading.Thread(target=lambda: (dispatcher.pause(), paused.set()))
+    pauser.start()
+    assert not paused.wait(0.3)  # the pass is still claiming
+    finish.set()
+    assert paused.wait(10)
+    pauser.join(10)
+    assert handle.get_result() is None  # claimed by that pass before the pause took hold

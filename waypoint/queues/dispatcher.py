@@ -28,6 +28,8 @@ from waypoint.queues.model import INTERNAL_QUEUE, QUEUES, QueueConfig, config_fr
 from waypoint.storage.protocol import ClaimRequest, WorkflowRow
 
 logger = logging.getLogger("waypoint")
+# The most ``pause`` waits for a claiming pass (one stuck in a database outage is given up on).
+PAUSE_WAIT = 10.0
 
 MAX_CLAIM = 256
 QUEUE_REFRESH = 5.0  # how often database-backed queue definitions are re-read
@@ -53,6 +55,9 @@ class Dispatcher:
         self._hungry = False
         self._timers_dirty = False  # a delayed workflow appeared: re-read the next due time
         self.paused = False  # deactivated: claim nothing more
+        # Held by a pass while it claims and hands what it claimed to the workers: ``pause``
+        # waits for it, so nothing is claimed after a draining executor withdrew its work.
+        self._claiming = threading.Lock()
         self.running: Counter[str] = Counter()
         self.partition_running: Counter[tuple[str, str]] = Counter()
         self._count_lock = threading.Lock()
@@ -113,7 +118,14 @@ class Dispatcher:
         self.wake()
 
     def pause(self) -> None:
+        """Claim nothing more; returns once a pass that was claiming has handed its claims to
+        the workers (a drain then withdraws them: without the wait, a claim committed just
+        after the drain looked left its rows PENDING here with no thread to run them)."""
         self.paused = True
+        if threading.current_thread() is not self._thread and self._claiming.acquire(
+            timeout=PAUSE_WAIT
+        ):
+            self._claiming.release()
 
     def _slot_freed(self) -> None:
         if self._hungry:
@@ -221,11 +233,18 @@ class Dispatcher:
                 woken.add(queue)
             self._next_delay_ms = rt.store.next_delayed()
             self._delay_checked_at = now
+        with self._claiming:
+            return self._claim_pass(woken, all_woken, now)
+
+    def _claim_pass(self, woken: set[str], all_woken: bool, now: float) -> float:
+        rt = self.rt
         if self.paused:
             return self.rt.wait_interval()
         self._hungry = False
         sleep = self.rt.wait_interval()
         for cfg in self.queues():
+            if self.paused:
+                break
             due = all_woken or cfg.name in woken or now >= self._next_poll.get(cfg.name, 0.0)
             if due:
                 more, retry_in_ms = self._poll(cfg)

@@ -22,7 +22,7 @@ from waypoint._api.argcheck import ArgumentChecker
 from waypoint._api.handles import Handle, HandleAsync, WorkflowHandle, WorkflowHandleAsync
 from waypoint._api.ops.base import Ops
 from waypoint.core.effects import Flow, drive_async, drive_sync
-from waypoint.core.messaging import StreamReader
+from waypoint.core.streams import StreamReader
 
 P = ParamSpec("P")
 T = TypeVar("T")

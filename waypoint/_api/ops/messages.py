@@ -9,16 +9,18 @@ from typing import Any, Optional
 from waypoint._api.ops.base import Ops, checkpoint
 from waypoint.core.effects import Flow
 from waypoint.core.messaging import (
-    READ_STREAM_OFFSET_STEP,
     SendMessage,
-    StreamRead,
-    StreamReader,
     get_all_events_flow,
     get_event_flow,
-    read_stream_flow,
     recv_flow,
     send_flow,
     set_event_flow,
+)
+from waypoint.core.streams import (
+    READ_STREAM_OFFSET_STEP,
+    StreamRead,
+    StreamReader,
+    read_stream_flow,
     stream_value,
     write_stream_flow,
 )

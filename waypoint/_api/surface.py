@@ -80,9 +80,23 @@ class _Operation(Generic[P, T]):
         self.__name__ = flow.__name__
         self.signature = _public_signature(flow, result)
         self._check: Optional[ArgumentChecker] = None
+        self._per_class: dict[Any, Any] = {}
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
+
+    def _bound(self, obj: Any, owner: Any) -> Any:
+        """The operation bound to ``obj`` (an instance) or to ``owner`` (``DBOS.send``: made
+        once per class, as building and dressing it costs more than many a call's own work)."""
+        if obj is not None:
+            return self._bind(obj, owner)
+        made = self._per_class.get(owner)
+        if made is None:
+            made = self._per_class[owner] = self._bind(obj, owner)
+        return made
+
+    def _bind(self, obj: Any, owner: Any) -> Any:
+        raise NotImplementedError
 
     def _prepare(self, ops: Ops, args: Any, kwargs: Any) -> Flow[Any]:
         check = self._check
@@ -151,6 +165,10 @@ def refuse_in_event_loop(name: str) -> None:
 
 class SyncOperation(_Operation[P, T]):
     def __get__(self, obj: Any, owner: Any = None) -> Callable[P, T]:
+        made: Callable[P, T] = self._bound(obj, owner)
+        return made
+
+    def _bind(self, obj: Any, owner: Any) -> Callable[P, T]:
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
             if obj is None:
                 refuse_in_event_loop(self.__name__)
@@ -165,6 +183,10 @@ class SyncOperation(_Operation[P, T]):
 
 class AsyncOperation(_Operation[P, T]):
     def __get__(self, obj: Any, owner: Any = None) -> Callable[P, Coroutine[Any, Any, T]]:
+        made: Callable[P, Coroutine[Any, Any, T]] = self._bound(obj, owner)
+        return made
+
+    def _bind(self, obj: Any, owner: Any) -> Callable[P, Coroutine[Any, Any, T]]:
         async def call(*args: P.args, **kwargs: P.kwargs) -> T:
             ops = _ops_of(obj, owner)
             value = await drive_async(self._prepare(ops, args, kwargs))

@@ -310,6 +310,19 @@ def test_send_from_a_retried_step_delivers_once(dbos: type[DBOS]) -> None:
     assert count_messages("rx") == 2
 
 
+def _count_reads(rt: Any) -> list[str]:
+    """The workflow IDs of every receive's read of the database, in order, from now on."""
+    reads: list[str] = []
+    consume = rt.store.consume_message
+
+    def counted(workflow_id: str, *args: Any) -> Any:
+        reads.append(workflow_id)
+        return consume(workflow_id, *args)
+
+    rt.store.consume_message = counted
+    return reads
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_send_delivers_to_a_recv_waiting_in_this_process(dbos: type[DBOS], mode: str) -> None:
     """The send records its message as the waiting receive's checkpoint, consumed, in its own
@@ -325,14 +338,7 @@ def test_a_send_delivers_to_a_recv_waiting_in_this_process(dbos: type[DBOS], mod
 
     DBOS.launch()
     rt = get_runtime()
-    reads: list[str] = []
-    consume = rt.store.consume_message
-
-    def counted(workflow_id: str, *args: Any) -> Any:
-        reads.append(workflow_id)
-        return consume(workflow_id, *args)
-
-    rt.store.consume_message = counted  # type: ignore[method-assign]
+    reads = _count_reads(rt)
     with SetWorkflowID("r"):
         handle = DBOS.start_workflow(receiver if mode == "sync" else receiver_async)
     wait_until(lambda: message_key("r", "t") in rt.wakeups._receives, what="the receive to wait")
@@ -345,6 +351,43 @@ def test_a_send_delivers_to_a_recv_waiting_in_this_process(dbos: type[DBOS], mod
     assert len(reads) == before == 1  # the read that found nothing, none after the send
     assert steps_of("r")[0] == ("DBOS.recv", "hello")
     assert rows("SELECT consumed FROM {notifications} WHERE destination_uuid = 'r'") == [(True,)]
+
+
+def test_a_send_from_a_workflow_delivers_to_a_recv_waiting_in_this_process(
+    dbos: type[DBOS],
+) -> None:
+    """From a workflow too: the send's checkpoint, the message (consumed) and the receive's
+    checkpoint in one transaction; the receiver makes no read after it; the sender, re-run
+    from its checkpoints, neither sends nor delivers again."""
+
+    @DBOS.workflow()
+    def receiver() -> Any:
+        return [DBOS.recv("t", timeout_seconds=60), DBOS.recv("t", timeout_seconds=0.2)]
+
+    @DBOS.workflow()
+    def sender(dest: str) -> str:
+        DBOS.send(dest, "hello", "t")
+        return "sent"
+
+    DBOS.launch()
+    rt = get_runtime()
+    reads = _count_reads(rt)
+    with SetWorkflowID("r"):
+        handle = DBOS.start_workflow(receiver)
+    wait_until(lambda: message_key("r", "t") in rt.wakeups._receives, what="the receive to wait")
+    before = len(reads)
+    with SetWorkflowID("s"):
+        assert sender("r") == "sent"
+    assert handle.get_result() == ["hello", None]
+    assert reads[before:] == ["r", "r"]  # only the second receive's reads (it timed out)
+    assert before == 1  # the first receive's read that found nothing
+    assert steps_of("s")[0] == ("DBOS.send", None)
+    assert steps_of("r")[0] == ("DBOS.recv", "hello")
+    assert rows("SELECT consumed FROM {notifications} WHERE destination_uuid = 'r'") == [(True,)]
+    # The sender re-run past its send (a fork after it replays the checkpoint): nothing again.
+    forked = DBOS.fork_workflow("s", 2)
+    assert forked.get_result() == "sent"
+    assert rows("SELECT count(*) FROM {notifications} WHERE destination_uuid = 'r'") == [(1,)]
 
 
 def test_timed_out_recv_is_durable_and_a_later_message_waits(

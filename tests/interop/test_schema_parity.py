@@ -88,6 +88,14 @@ WAYPOINT_ONLY_PG = {
     "p_message text, p_serialization text, p_function_id integer, p_function_name text, "
     "p_started_at bigint, p_completed_at bigint, p_owner_xid text, p_application_name text, "
     "OUT r_delivered boolean)",
+    # Version 18: a send from a workflow that delivers to a waiting receive, with its checkpoint.
+    "function waypoint_send_recorded(p_workflow_uuid text, p_function_id integer, "
+    "p_function_name text, p_output text, p_error text, p_child_workflow_id text, "
+    "p_started_at bigint, p_completed_at bigint, p_serialization text, p_owner_xid text, "
+    "p_application_name text, m_message_uuid text, m_destination_uuid text, m_topic text, "
+    "m_message text, m_serialization text, d_function_id integer, d_function_name text, "
+    "d_started_at bigint, d_completed_at bigint, d_owner_xid text, d_application_name text, "
+    "OUT r_status text, OUT r_owner text, OUT r_recorded_by text, OUT r_delivered boolean)",
     *(
         f"trigger {t}"
         for t in (

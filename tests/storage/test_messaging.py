@@ -16,6 +16,7 @@ from waypoint.storage.protocol import (
     Store,
     StreamWrite,
 )
+from waypoint.storage.sharded.store import ShardedStore
 
 
 def message(n: int, dest: str = "dest", topic: str = "t") -> NewMessage:
@@ -148,6 +149,61 @@ def test_a_delivery_is_only_a_send_when_the_receive_cannot_take_it(store: Store)
     assert consume(store, 4).output == '"4"'
     with pytest.raises(NotFoundError):
         store.deliver_message(message(5, dest="ghost"), receipt(5, 5))
+
+
+def test_a_send_from_a_workflow_delivers_with_its_own_checkpoint(store: Store) -> None:
+    start(store, "dest")
+    start(store, "sender")
+    sender = step("sender", 4, "run-sender", function_name="DBOS.send")
+    outcome, delivered = store.deliver_recorded(message(1), receipt(1, 1), sender)
+    assert outcome.accepted and outcome.workflow_status == "PENDING"
+    assert store.load_steps("sender")[4].function_name == "DBOS.send"
+    # One transaction: the send's checkpoint, the message consumed, the receive's checkpoint;
+    # across two shards, only sent (the receive takes it by its own read).
+    assert delivered == _one_database(store, "sender", "dest")
+    assert (1 in store.load_steps("dest")) == delivered
+    assert consume(store, 1).output == '"1"' and not consume(store, 2).found
+    # The same send retried by its run (its acknowledgement lost): accepted, nothing again.
+    outcome, delivered = store.deliver_recorded(message(1), receipt(3, 1), sender)
+    assert outcome.accepted and not delivered
+    assert 3 not in store.load_steps("dest") and not consume(store, 3).found
+
+
+def _one_database(store: Store, *workflow_ids: str) -> bool:
+    """The workflows live in one database (always, but on a sharded store)."""
+    inner = getattr(store, "_store", store)  # the conformance wrapper's store
+    if not isinstance(inner, ShardedStore):
+        return True
+    return len({inner._at(w) for w in workflow_ids}) == 1
+
+
+def test_a_refused_send_checkpoint_writes_nothing_and_delivers_nothing(store: Store) -> None:
+    start(store, "dest")
+    start(store, "sender")
+    stale = step("sender", 1, "run-stale", function_name="DBOS.send")
+    outcome, delivered = store.deliver_recorded(message(1), receipt(1, 1), stale)
+    assert not outcome.accepted and not delivered
+    assert store.load_steps("sender") == {} and store.load_steps("dest") == {}
+    assert not consume(store, 1).found  # not even sent
+    # A retry whose first attempt was sent before delivery existed: the message once, no
+    # delivery; and one the receive cannot take (an older message waits) is only sent.
+    store.send_messages([message(3)], step("sender", 3, "run-sender", function_name="DBOS.send"))
+    outcome, delivered = store.deliver_recorded(
+        message(3), receipt(1, 3), step("sender", 3, "run-sender", function_name="DBOS.send")
+    )
+    assert outcome.accepted and not delivered
+    outcome, delivered = store.deliver_recorded(
+        message(4), receipt(1, 4), step("sender", 4, "run-sender", function_name="DBOS.send")
+    )
+    assert outcome.accepted and not delivered
+    assert [consume(store, fid).output for fid in (1, 2)] == ['"3"', '"4"']
+    with pytest.raises(NotFoundError):
+        store.deliver_recorded(
+            message(5, dest="ghost"),
+            receipt(5, 5),
+            step("sender", 5, "run-sender", function_name="DBOS.send"),
+        )
+    assert 5 not in store.load_steps("sender")
 
 
 def test_a_receive_past_its_deadline_records_none_unless_an_answer_came_first(

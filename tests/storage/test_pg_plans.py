@@ -182,7 +182,8 @@ def _reads(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def test_the_message_functions_keep_key_lookups_made_on_a_small_table(store: Any) -> None:
-    """The send, a delivery to a waiting receive and a receive (schema version 17), planned
+    """The send, a delivery to a waiting receive (from a workflow too: version 18) and a
+    receive (schema version 17), planned
     while the tables were small and freshly analyzed, then kept while 2,000 workflows were
     parked and one of them had 3,000 consumed messages on the topic: workflow_status and
     operation_outputs are still read by their keys, notifications by its key or by the index
@@ -210,6 +211,15 @@ def test_the_message_functions_keep_key_lookups_made_on_a_small_table(store: Any
         assert again.found and again.accepted and again.output == '"b"'
         timeout = step(wf, 3, f"run-{wf}", output="null", serialization="json")
         assert store.consume_message(wf, "t", timeout, True).output == "null"
+        # From a workflow (version 18; here the workflow sends to itself), then retried.
+        sent = step(wf, 5, f"run-{wf}", function_name="DBOS.send", output=None)
+        for first in (True, False):
+            outcome, delivered = store.deliver_recorded(
+                NewMessage(f"{wf}-c", wf, "t", '"c"', "json"),
+                step(wf, 4, f"run-{wf}", output=None),
+                sent,
+            )
+            assert outcome.accepted and delivered == first
 
     for i in range(10):  # kept from the first execution of each (force_generic_plan)
         start(store, f"small-{i}")
@@ -242,6 +252,7 @@ def test_the_message_functions_keep_key_lookups_made_on_a_small_table(store: Any
             for t in texts
         ), texts
     assert any(t.startswith("UPDATE") for t in texts), texts
+    assert any(t.startswith("SELECT w.status, w.owner_xid") for t in texts), texts  # the sender
     for text, reads in found:
         for scan in reads:
             assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), (text, scan)

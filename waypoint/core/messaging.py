@@ -49,6 +49,8 @@ from waypoint.error import (
 from waypoint.storage.protocol import (
     EventWrite,
     NewMessage,
+    RecordOutcome,
+    StepRecord,
     cancel_key,
     done_key,
     event_key,
@@ -160,29 +162,41 @@ def send_flow(
     checkpoint = step_record(run, fid, step_name, started) if run is not None else None
     # One message to a receive waiting in this process is delivered to it by the send itself.
     waiting = None
-    if checkpoint is None and len(rows) == 1:
+    if len(rows) == 1:
         waiting = eng.wakeups.take_receive(message_key(rows[0].destination_id, rows[0].topic))
     try:
         if waiting is not None:
-            yield from _deliver(eng, rows[0], waiting)
-            return None
-        outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
+            outcome = yield from _deliver(eng, rows[0], waiting, checkpoint)
+        else:
+            outcome = yield Io(lambda: eng.store.send_messages(rows, checkpoint))
     except DBOSNonExistentWorkflowError as exc:
         raise DBOSNonExistentWorkflowError("`send` destination", exc.workflow_id) from None
     if run is not None and outcome is not None:
         after_record(run, outcome)
-    for r in rows:
-        eng.wakeups.fire(message_key(r.destination_id, r.topic))
+    if waiting is None:
+        for r in rows:
+            eng.wakeups.fire(message_key(r.destination_id, r.topic))
 
 
-def _deliver(eng: Engine, msg: NewMessage, waiting: WaitingReceive) -> Flow[None]:
+def _deliver(
+    eng: Engine, msg: NewMessage, waiting: WaitingReceive, checkpoint: Optional[StepRecord]
+) -> Flow[Optional[RecordOutcome]]:
     """Send ``msg`` and, in the same transaction, record it as the checkpoint of the receive
-    ``waiting`` (``Store.deliver_message``); hand it over once that committed, then wake the
-    receiver, which otherwise reads the database as it would have."""
+    ``waiting`` (``Store.deliver_message``; from a workflow, with the send's own
+    ``checkpoint``: ``Store.deliver_recorded``); hand it over once that committed, then wake
+    the receiver, which otherwise reads the database as it would have."""
     try:
         receipt = waiting.checkpoint(msg.message, msg.serialization, eng.now_ms())
-        if (yield Io(lambda: eng.store.deliver_message(msg, receipt))):
+        outcome: Optional[RecordOutcome] = None
+        if checkpoint is None:
+            delivered = yield Io(lambda: eng.store.deliver_message(msg, receipt))
+        else:
+            outcome, delivered = yield Io(
+                lambda: eng.store.deliver_recorded(msg, receipt, checkpoint)
+            )
+        if delivered:
             waiting.hand_over(msg.message, msg.serialization)
+        return outcome
     finally:
         waiting.settled.set()
         eng.wakeups.fire(message_key(msg.destination_id, msg.topic))

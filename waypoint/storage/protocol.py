@@ -302,6 +302,16 @@ class SystemStore(Protocol):
         message sent before (its ID is there) is neither inserted nor delivered again."""
         ...
 
+    def deliver_recorded(
+        self, message: NewMessage, receiver: StepRecord, record: StepRecord
+    ) -> tuple[RecordOutcome, bool]:
+        """``deliver_message`` from a workflow: the send's checkpoint ``record`` too, in the
+        same transaction, as ``send_messages`` writes it (fenced on the sender's owner; a
+        refused checkpoint writes nothing; this run's checkpoint already there, a retry, sends
+        the message again, once by its ID, and delivers nothing). Returns the checkpoint's
+        outcome and whether the message was delivered."""
+        ...
+
     def consume_message(
         self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
     ) -> Received:

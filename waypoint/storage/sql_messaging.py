@@ -144,49 +144,62 @@ class MessagingSql(SqlCore):
             )
 
     def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
+        return self._tx(lambda cur: self._deliver_in(cur, message, receiver), "send message")
+
+    def deliver_recorded(
+        self, message: NewMessage, receiver: StepRecord, record: StepRecord
+    ) -> tuple[RecordOutcome, bool]:
+        def body(cur: Cursor) -> tuple[RecordOutcome, bool]:
+            outcome, fresh = self._record_fresh(cur, record)
+            if not outcome.accepted:
+                return outcome, False
+            if not fresh:  # a retried send: its message was sent (and delivered) before
+                self._send_in(cur, [message])
+                return outcome, False
+            return outcome, self._deliver_in(cur, message, receiver)
+
+        return self._tx(body, "send message")
+
+    def _deliver_in(self, cur: Cursor, message: NewMessage, receiver: StepRecord) -> bool:
         nt = self.d.t("notifications")
         oo = self.d.t("operation_outputs")
         params = record_params(receiver) | message_params(message)
-
-        def body(cur: Cursor) -> bool:
-            wf = cur.one(
-                f"SELECT owner_xid FROM {self.d.t('workflow_status')} "
-                "WHERE workflow_uuid = %(m_dest)s" + self.d.lock_shared,
+        wf = cur.one(
+            f"SELECT owner_xid FROM {self.d.t('workflow_status')} "
+            "WHERE workflow_uuid = %(m_dest)s" + self.d.lock_shared,
+            params,
+        )
+        if wf is None:
+            raise NotFoundError(message.destination_id)
+        waiting = cur.one(
+            f"SELECT 1 FROM {nt} WHERE destination_uuid = %(m_dest)s AND topic = %(m_topic)s "
+            f"AND consumed = {self.d.false}",
+            params,
+        )
+        recorded = None
+        if wf[0] == receiver.owner_xid and waiting is None:
+            recorded = cur.one(
+                f"INSERT INTO {oo} ({RECORD_COLUMNS}) VALUES (%(m_dest)s, %(fid)s, "
+                "%(fname)s, %(m_msg)s, NULL, NULL, %(started)s, %(completed)s, %(m_ser)s, "
+                "%(owner)s, %(app)s) "
+                "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
                 params,
             )
-            if wf is None:
-                raise NotFoundError(message.destination_id)
-            waiting = cur.one(
-                f"SELECT 1 FROM {nt} WHERE destination_uuid = %(m_dest)s AND topic = %(m_topic)s "
-                f"AND consumed = {self.d.false}",
+        consumed = self.d.true if recorded is not None else self.d.false
+        sent = cur.one(
+            f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
+            "serialization, consumed) VALUES (%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, "
+            f"%(m_ser)s, {consumed}) "
+            "ON CONFLICT (message_uuid) DO NOTHING RETURNING message_uuid",
+            params,
+        )
+        if sent is None and recorded is not None:  # sent before: not delivered again
+            cur.exec(
+                f"DELETE FROM {oo} WHERE workflow_uuid = %(m_dest)s AND function_id = %(fid)s",
                 params,
             )
-            recorded = None
-            if wf[0] == receiver.owner_xid and waiting is None:
-                recorded = cur.one(
-                    f"INSERT INTO {oo} ({RECORD_COLUMNS}) VALUES (%(m_dest)s, %(fid)s, "
-                    "%(fname)s, %(m_msg)s, NULL, NULL, %(started)s, %(completed)s, %(m_ser)s, "
-                    "%(owner)s, %(app)s) "
-                    "ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING owner_xid",
-                    params,
-                )
-            consumed = self.d.true if recorded is not None else self.d.false
-            sent = cur.one(
-                f"INSERT INTO {nt} (message_uuid, destination_uuid, topic, message, "
-                "serialization, consumed) VALUES (%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, "
-                f"%(m_ser)s, {consumed}) "
-                "ON CONFLICT (message_uuid) DO NOTHING RETURNING message_uuid",
-                params,
-            )
-            if sent is None and recorded is not None:  # sent before: not delivered again
-                cur.exec(
-                    f"DELETE FROM {oo} WHERE workflow_uuid = %(m_dest)s AND function_id = %(fid)s",
-                    params,
-                )
-                return False
-            return recorded is not None
-
-        return self._tx(body, "send message")
+            return False
+        return recorded is not None
 
     def consume_message(
         self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False

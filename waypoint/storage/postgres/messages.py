@@ -21,9 +21,10 @@ is a statement of data-modifying CTEs; the receive, and the send that delivers a
 a receive waiting in the sender's process (``deliver_message``: recorded as that receive's
 checkpoint and inserted consumed, in the send's transaction, so the receiver's own statement
 and commit are off the message's path), call functions (schema version 17) whose plans are
-kept: planned at every execution, the receive cost more to plan than to run. Both run only in
-a Waypoint worker, on its current schema; a send outside a workflow may be a client's on a
-schema DBOS made, so it stays a plain statement.
+kept: planned at every execution, the receive cost more to plan than to run. A send from a
+workflow that delivers writes its own checkpoint in that statement too (``deliver_recorded``,
+version 18). These run only in a Waypoint worker, on its current schema; a send outside a
+workflow may be a client's on a schema DBOS made, so it stays a plain statement.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ class PgMessaging(MessagingSql):
             f"SELECT {self.d.t('waypoint_send')}(%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, "
             "%(m_ser)s, %(fid)s::integer, %(fname)s, %(started)s::bigint, "
             "%(completed)s::bigint, %(owner)s, %(app)s)"
+        )
+        self._sql_deliver_recorded = (
+            f"SELECT r_status, r_owner, r_recorded_by, r_delivered "
+            f"FROM {self.d.t('waypoint_send_recorded')}(%(s_wf)s, %(s_fid)s::integer, "
+            "%(s_fname)s, %(s_output)s, %(s_error)s, %(s_child)s, %(s_started)s::bigint, "
+            "%(s_completed)s::bigint, %(s_ser)s, %(s_owner)s, %(s_app)s, %(m_id)s, %(m_dest)s, "
+            "%(m_topic)s, %(m_msg)s, %(m_ser)s, %(fid)s::integer, %(fname)s, "
+            "%(started)s::bigint, %(completed)s::bigint, %(owner)s, %(app)s)"
         )
         self._sql_receive = (
             "SELECT r_owner, r_found, r_output, r_serialization, r_recorded_by "
@@ -160,6 +169,21 @@ class PgMessaging(MessagingSql):
         except pgerr.ForeignKeyViolation:
             raise self._missing([message]) from None
         return bool(rows[0][0])
+
+    def deliver_recorded(
+        self, message: NewMessage, receiver: StepRecord, record: StepRecord
+    ) -> tuple[RecordOutcome, bool]:
+        params = record_params(receiver) | message_params(message)
+        # The send's own checkpoint, named apart from the receiver's.
+        params.update({f"s_{k}": v for k, v in record_params(record).items()})
+        try:
+            status, owner, recorded_by, delivered = self._all(
+                self._sql_deliver_recorded, params, "send message"
+            )[0]
+        except pgerr.ForeignKeyViolation:
+            raise self._missing([message]) from None
+        accepted = owner == record.owner_xid and recorded_by == record.owner_xid
+        return RecordOutcome(accepted, status), bool(delivered)
 
     def consume_message(
         self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False

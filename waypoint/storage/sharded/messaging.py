@@ -63,6 +63,19 @@ class MessagingCalls(Routing):
     def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
         return self._at(message.destination_id).deliver_message(message, receiver)
 
+    def deliver_recorded(
+        self, message: NewMessage, receiver: StepRecord, record: StepRecord
+    ) -> tuple[RecordOutcome, bool]:
+        """One transaction when sender and destination share a shard; otherwise the send as
+        ``send_messages`` writes it, not delivered (the receive then reads it as any other)."""
+        home = self._locate(record.workflow_id)
+        there = self._locate(message.destination_id)
+        if home is not None and there is not None and home.ordinal == there.ordinal:
+            return home.store.deliver_recorded(message, receiver, record)
+        outcome = self.send_messages([message], record)
+        assert outcome is not None  # a send with a checkpoint answers for it
+        return outcome, False
+
     def consume_message(
         self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
     ) -> Received:

@@ -36,6 +36,7 @@ ALL = [
     "bulk_enqueue",
     "queue4p",
     "sendrecv",
+    "sendrecv_wf",
     "recovery2000",
     "idle",
 ]

@@ -42,6 +42,7 @@ WORKLOADS = (
     "queue4p",
     "async32",
     "sendrecv",
+    "sendrecv_wf",
     "recovery2000",
     "idle",
 )
@@ -58,6 +59,7 @@ DEFAULT_N: dict[str, tuple[float, float]] = {
     "queue4p": (20000, 2000),  # workflows, 4 producer threads (dbos: QUEUE4P_DBOS_N)
     "async32": (10.0, 3.0),  # seconds
     "sendrecv": (200, 40),  # round trips
+    "sendrecv_wf": (200, 40),  # round trips, the send from a workflow
     "recovery2000": (2000, 200),
     "idle": (20.0, 5.0),  # seconds of observation
 }
@@ -107,6 +109,7 @@ class Bench:
         self.counter_done = threading.Event()
         self.counter_target = -1
         self.recv_ready = threading.Event()
+        self.sent_at = 0.0  # when send_wf called DBOS.send
         self.queue: Any = None
         self.queue_api = ""
         self.finished: list[tuple[float, int]] = []  # (finish time, i) in recovery
@@ -161,6 +164,11 @@ class Bench:
             bench.recv_ready.set()
             return DBOS.recv("t", timeout_seconds=60)
 
+        @DBOS.workflow()
+        def send_wf(dest: str, i: int) -> None:
+            bench.sent_at = time.perf_counter()
+            DBOS.send(dest, i, "t")
+
         @DBOS.step()
         def recovery_step(i: int) -> int:
             if bench.phase == "seed":
@@ -182,6 +190,7 @@ class Bench:
             gated=gated_wf,
             aseq=aseq_wf,
             recv=recv_wf,
+            send=send_wf,
             recovery=recovery_wf,
         )
 
@@ -415,6 +424,30 @@ def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
     return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.mean(lat)}
 
 
+def run_sendrecv_wf(b: Bench, n: int) -> dict[str, float]:
+    """``sendrecv`` with the send made by a workflow (a step of it, checkpointed): timed from
+    the sender's call of ``DBOS.send`` until the receiver's ``get_result`` returns."""
+    b.launch()
+    lat: list[float] = []
+    for i in range(n + 10):  # first 10 are warm-up
+        b.recv_ready.clear()
+        with b.lib.SetWorkflowID(f"recv-{i}"):
+            handle = b.DBOS.start_workflow(b.wf.recv)
+        if not b.recv_ready.wait(30):
+            raise RuntimeError("receiver workflow did not start")
+        time.sleep(0.005)  # let it block in recv()
+        with b.lib.SetWorkflowID(f"send-{i}"):
+            sender = b.DBOS.start_workflow(b.wf.send, f"recv-{i}", i)
+        if handle.get_result() != i:
+            raise RuntimeError("wrong message received")
+        done = time.perf_counter()
+        sender.get_result()
+        if i >= 10:
+            lat.append((done - b.sent_at) * 1000)
+    b.destroy()
+    return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.mean(lat)}
+
+
 def run_recovery(b: Bench, n: int, quick: bool) -> dict[str, float]:
     # Phase 1 (child process): n workflows, each blocked inside its first step, then
     # os._exit() so they stay PENDING. Same executor id / app version as this process.
@@ -553,6 +586,8 @@ def main() -> None:
         emit(w, a.lib, run_async32(b, n), seconds=n, coroutines=32)
     elif w == "sendrecv":
         emit(w, a.lib, run_sendrecv(b, int(n)), round_trips=int(n))
+    elif w == "sendrecv_wf":
+        emit(w, a.lib, run_sendrecv_wf(b, int(n)), round_trips=int(n))
     elif w == "recovery2000":
         if b.phase == "seed":
             seed_recovery(b, int(n))

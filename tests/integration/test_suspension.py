@@ -455,3 +455,66 @@ def test_a_parked_run_is_plain_data_out_of_the_collectors_sight(dbos: type[DBOS]
     DBOS.cancel_workflow("s-0")
     wait_for("the cancelled sleeper to leave the lot", lambda: "s-0" not in rt.lot)
     assert DBOS.get_workflow_status("s-0").status == "CANCELLED"
+
+
+def test_a_suspended_waits_record_spans_the_whole_wait(dbos: type[DBOS]) -> None:
+    """A recv, a get_event and a handle's get_result recorded after their run was suspended
+    and resumed start when the wait began, not when the resumed run re-entered it: the
+    record of a wait is the same whether its thread was given back meanwhile or not."""
+
+    @DBOS.workflow()
+    def receiver() -> Any:
+        return DBOS.recv("t", timeout_seconds=300)
+
+    @DBOS.workflow()
+    async def async_receiver() -> Any:
+        return await DBOS.recv_async("t", timeout_seconds=300)
+
+    @DBOS.workflow()
+    def reader() -> Any:
+        return DBOS.get_event("setter", "k", timeout_seconds=300)
+
+    @DBOS.workflow()
+    def setter() -> None:
+        DBOS.set_event("k", "v")
+
+    @DBOS.workflow()
+    def child() -> Any:
+        return DBOS.recv("go", timeout_seconds=300)
+
+    @DBOS.workflow()
+    def parent() -> Any:
+        with SetWorkflowID("child"):
+            handle = DBOS.start_workflow(child)
+        return handle.get_result()
+
+    DBOS.launch()
+    get_runtime().config.wait_suspend_after_sec = 0
+    waits: list[tuple[str, Any, str]] = [
+        ("receiver", receiver, "DBOS.recv"),
+        ("async-receiver", async_receiver, "DBOS.recv"),
+        ("reader", reader, "DBOS.getEvent"),
+        ("parent", parent, "DBOS.getResult"),
+    ]
+    for wid, fn, _ in waits:
+        with SetWorkflowID(wid):
+            DBOS.start_workflow(fn)
+    for wid in ("receiver", "async-receiver", "reader", "parent", "child"):
+        wait_for(f"{wid} to be parked", lambda wid=wid: _parked(wid))
+    waiting_since = int(time.time() * 1000)
+    time.sleep(0.5)
+    DBOS.send("receiver", "m", "t")
+    DBOS.send("async-receiver", "m", "t")
+    with SetWorkflowID("setter"):
+        DBOS.start_workflow(setter).get_result()
+    DBOS.send("child", "go", "go")
+    results = [DBOS.retrieve_workflow(wid).get_result() for wid, _, _ in waits]
+    assert results == ["m", "m", "v", "go"]
+    for wid, _, name in waits:
+        (step,) = [s for s in DBOS.list_workflow_steps(wid) if s["function_name"] == name]
+        assert step["started_at_epoch_ms"] <= waiting_since, (wid, name)
+        assert step["completed_at_epoch_ms"] - step["started_at_epoch_ms"] >= 500, (wid, name)
+    # As DBOS records them: the wait begins before its timeout's registration (DBOS.sleep).
+    for wid in ("receiver", "async-receiver", "reader"):
+        steps = DBOS.list_workflow_steps(wid)
+        assert steps[0]["started_at_epoch_ms"] <= steps[1]["started_at_epoch_ms"]

@@ -213,18 +213,20 @@ def recv_flow(eng: Engine, topic: Optional[str], timeout: float) -> Flow[Any]:
     if rec is not None:
         return replay(eng, run, rec, "DBOS.recv")
     yield from check_cancelled(run.runtime, run)
+    started = run.wait_started(fid)
     deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
-    waiting = _recv_wait(eng, run, fid, topic_s, deadline)
+    waiting = _recv_wait(eng, run, fid, topic_s, deadline, started)
     waiting = parked(run.entry, waiting)
     return (yield from watched_wait(eng.observers, run, "recv", fid, waiting, run.parked_scopes))
 
 
-def _recv_wait(eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: float) -> Flow[Any]:
+def _recv_wait(
+    eng: Engine, run: WorkflowRun, fid: int, topic_s: str, deadline: float, started: int
+) -> Flow[Any]:
     """Read (consume) until a message comes or the deadline passes. Past the deadline, the
     read records the receive's None unless an answer is there first: a send from this
     process may have delivered a message at this position meanwhile (``_deliver``), and
     whichever is recorded first is the receive's answer."""
-    started = eng.now_ms()
     key = message_key(run.workflow_id, topic_s)
     keys = (key, cancel_key(run.workflow_id))
     hold = hold_until(run)
@@ -308,12 +310,13 @@ def get_event_flow(eng: Engine, workflow_id: str, key: str, timeout: float) -> F
         rec = run.replay.get(fid)
         if rec is not None:
             return replay(eng, run, rec, "DBOS.getEvent")
+        started = run.wait_started(fid)
         deadline = yield from durable_wake(run.runtime, run, sleep_fid, timeout, timeout=True)
-        waiting = _event_wait(eng, run, fid, workflow_id, key, deadline)
+        waiting = _event_wait(eng, run, fid, workflow_id, key, deadline, started)
         waiting = parked(run.entry, waiting)
         watched = watched_wait(eng.observers, run, "get_event", fid, waiting, run.parked_scopes)
         return (yield from watched)
-    return (yield from _event_wait(eng, run, fid, workflow_id, key, deadline))
+    return (yield from _event_wait(eng, run, fid, workflow_id, key, deadline, eng.now_ms()))
 
 
 def _event_wait(
@@ -323,8 +326,8 @@ def _event_wait(
     workflow_id: str,
     key: str,
     deadline: float,
+    started: int,
 ) -> Flow[Any]:
-    started = eng.now_ms()
     # A waiting workflow is also woken when it is handed back (a draining executor).
     keys = (event_key(workflow_id, key),) + (() if run is None else (cancel_key(run.workflow_id),))
     hold = hold_until(run)

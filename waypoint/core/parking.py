@@ -81,8 +81,10 @@ Record = tuple[Any, ...]
     _KEYS,
     _EXTRAS,
     _LOOP,
-) = range(16)
+    _WAIT_START,
+) = range(17)
 # _LOOP: None (sync), or the slot of the event loop an async run resumes on (ParkingLot.loop_slot)
+# _WAIT_START: (function ID, epoch ms) of the wait it is suspended in (WorkflowRun.wait_start)
 # _EXTRAS: None, or (info, bound, serializer, request, origins, scope, parked_scopes, on_end)
 _E_INFO, _E_BOUND, _E_SERIALIZER, _E_REQUEST, _E_ORIGINS, _E_SCOPE, _E_SCOPES, _E_ON_END = range(8)
 
@@ -133,6 +135,7 @@ def record_of(
         tuple(dict.fromkeys(keys)),  # once each (a wait's keys may name its cancellation)
         extras,
         loop_slot,
+        run.wait_start,
     )
 
 
@@ -173,6 +176,7 @@ def _rebuild(rt: Engine, workflow_id: str, rec: Record) -> RunEntry:
         origins=ex[_E_ORIGINS],
     )
     run.owned_at = rec[_OWNED_AT]  # what it knew of its ownership, not what the lease says now
+    run.wait_start = rec[_WAIT_START]
     run.scope = ex[_E_SCOPE]
     if ex[_E_SCOPES]:
         run.parked_scopes = ex[_E_SCOPES]

@@ -142,6 +142,7 @@ class WorkflowRun:
         "status_checked",
         "stream_reads",
         "suspender",
+        "wait_start",
         "workflow_id",
     )
 
@@ -195,6 +196,20 @@ class WorkflowRun:
         self.suspender: Optional[Suspender] = None
         self.parked: Optional[ParkedWait] = None
         self.parked_scopes: dict[int, Scope] = {}
+        # The last wait begun: (function ID, epoch ms). A suspended run keeps it (parking.py),
+        # so the wait it re-enters when it resumes is recorded as begun the first time.
+        self.wait_start: Optional[tuple[int, int]] = None
+
+    def wait_started(self, fid: int) -> int:
+        """When the wait at ``fid`` began (epoch milliseconds): now, or, for the wait a resumed
+        run was suspended in, when it began the first time. A record of the wait spans all of
+        it, as when the run kept its thread (and as DBOS records it)."""
+        begun = self.wait_start
+        if begun is not None and begun[0] == fid:
+            return begun[1]
+        now = self.runtime.now_ms()
+        self.wait_start = (fid, now)
+        return now
 
     def next_function_id(self) -> int:
         if self.parked is not None:

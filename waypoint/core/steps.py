@@ -478,7 +478,7 @@ def recorded_flow(
     fid, recorded = yield from next_operation(run, name, check=False)
     if recorded is not NOT_RECORDED:
         return recorded
-    started = rt.now_ms()
+    started = run.wait_started(fid)  # a handle's get_result may be a suspended wait
     child = {"child_workflow_id": child_workflow_id}
     try:
         value = yield from body

@@ -372,7 +372,10 @@ def test_decorated_functions_as_endpoints_under_an_auth_middleware(
         assert http.get("/greet/ann", params={"punctuation": "?"}).json() == "hello ann?"
 
 
-def test_a_failed_launch_fails_the_servers_startup() -> None:
+def test_a_failed_launch_fails_the_servers_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from waypoint.storage.postgres import faults
+
+    monkeypatch.setattr(faults, "LAUNCH_WAIT_SEC", 0.5)  # the launch waits this long for it
     DBOS.destroy(destroy_registry=True)
     app = FastAPI()
 

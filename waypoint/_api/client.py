@@ -106,7 +106,9 @@ class DBOSClient(SharedOperations):
 
     def check_connection(self) -> None:
         """One attempt to reach the system database: raises at once if it cannot answer (an
-        eager client checks on construction, failing fast as ``launch`` does)."""
+        eager client checks on construction and fails fast, where ``launch`` waits for a
+        database that is down; ``lazy`` defers connecting to the first call, which waits
+        out an outage unless ``retry_connection_errors`` is False)."""
         self.engine.store.ping_once()
 
     async def check_connection_async(self) -> None:

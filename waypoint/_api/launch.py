@@ -58,6 +58,7 @@ def build_runtime(config: RuntimeConfig, app_version: str) -> Runtime:
             schema=config.schema,
             pool_size=config.pool_size,
             application_name=f"waypoint:{config.name}"[:63],
+            wait_for_server=True,  # a process relaunched during an outage waits for it
         )
     rt = Runtime(config, app_version, store)
     telemetry.install(rt)

@@ -17,6 +17,10 @@ class StoreOptions:
     pool_size: int = 20
     application_name: str = "waypoint"
     retry_connection_errors: bool = True  # False: an outage is raised, not waited out
+    # True for a launching process: a server that does not answer when the store first
+    # connects (down, restarting) is waited for, up to a bound, as one that is not ready yet;
+    # False (the CLI): a refused connection is reported at once.
+    wait_for_server: bool = False
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,14 @@ def open_url(
     pool_size: int = 20,
     application_name: str = "waypoint",
     retry_connection_errors: bool = True,
+    wait_for_server: bool = False,
 ) -> Store:
-    """A closed store for ``url``: call ``migrate``/``verify_schema`` and ``open`` next."""
+    """A closed store for ``url``: call ``migrate``/``verify_schema`` and ``open`` next.
+    ``wait_for_server``: those wait for a server that does not answer yet (a launch)."""
     backend, target = backend_for(url)
-    options = StoreOptions(schema, pool_size, application_name, retry_connection_errors)
+    options = StoreOptions(
+        schema, pool_size, application_name, retry_connection_errors, wait_for_server
+    )
     return backend.open(target, options)
 
 

@@ -22,6 +22,7 @@ def _open(target: DatabaseTarget, options: StoreOptions) -> Store:
         schema=options.schema,
         pool_size=options.pool_size,
         application_name=options.application_name,
+        wait_for_server=options.wait_for_server,
     )
     store.retry.retry_transient = options.retry_connection_errors
     return store

@@ -142,11 +142,13 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         pool_size: int = 20,
         application_name: str = "waypoint",
         connect_timeout: int = 10,
+        wait_for_server: bool = False,
     ) -> None:
         self.target = target
         self.d = PgDialect(schema)
         self.schema = self.d.schema
         self.identity = f"{redact(target.url)}#{self.schema}"
+        self.wait_for_server = wait_for_server  # see StoreOptions
         self._closed = threading.Event()
         self.retry = RetryPolicy(classify, closed=self._closed, on_transient=self._connection_lost)
         self._conn_kwargs: dict[str, Any] = {
@@ -181,11 +183,15 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         self._notifier = Notifier(self._send_wakeups)
 
     # -- launch -------------------------------------------------------------------------------
+    def when_reachable(self, call: Callable[[], None], what: str) -> None:
+        """``call``, a launch step that connects outside the pool, once the server answers."""
+        when_reachable(call, what, redact(self.target.url), self.wait_for_server)
+
     def migrate(self) -> None:
-        when_reachable(super().migrate, "migrate the system database", redact(self.target.url))
+        self.when_reachable(super().migrate, "migrate the system database")
 
     def verify_schema(self) -> None:
-        when_reachable(super().verify_schema, "check the system database", redact(self.target.url))
+        self.when_reachable(super().verify_schema, "check the system database")
 
     # -- plumbing -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -281,14 +287,18 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
             # The LISTEN connection counts against sys_db_pool_size: that is the bound on
             # connections per process the operator configured.
             self._pool.resize(min_size=1, max_size=self.pool_size - 1)
-        try:
-            listener.start()
-        except ListenerError as exc:
-            raise StorageConfigError(str(exc)) from exc
-        except psycopg.OperationalError as exc:
-            raise StorageConfigError(
-                f"cannot open the notification connection to {redact(self.target.url)}: {exc}"
-            ) from exc
+
+        def start() -> None:
+            try:
+                listener.start()
+            except ListenerError as exc:
+                raise StorageConfigError(str(exc)) from exc
+            except psycopg.OperationalError as exc:
+                raise StorageConfigError(
+                    f"cannot open the notification connection to {redact(self.target.url)}: {exc}"
+                ) from exc
+
+        self.when_reachable(start, "open the notification connection")
         return listener
 
     def ping_once(self) -> None:

@@ -23,6 +23,7 @@ from waypoint.storage.errors import (
     NotFoundError,
     UnsupportedError,
 )
+from waypoint.storage.postgres.faults import when_reachable
 from waypoint.storage.protocol import Closeable
 from waypoint.storage.records import (
     INTERNAL_QUEUE_NAME,
@@ -103,8 +104,16 @@ class ShardedStore(FleetCalls, MessagingCalls):
     def listen(
         self, on_notify: Callable[[str, str], None], on_connect: Callable[[], None]
     ) -> Optional[Closeable]:
-        parts = [m.store.listen(on_notify, on_connect) for m in self.topo.all()]
-        return _Listeners([p for p in parts if p is not None])
+        parts: list[Closeable] = []
+        try:
+            for m in self.topo.all():
+                part = m.store.listen(on_notify, on_connect)
+                if part is not None:
+                    parts.append(part)
+        except BaseException:
+            _Listeners(parts).stop()  # a launch that fails leaves no listener running
+            raise
+        return _Listeners(parts)
 
     def ping(self) -> None:
         self.fan.all(lambda m: m.store.ping(), self.topo.all(), "ping", wait_all=True)
@@ -124,14 +133,22 @@ class ShardedStore(FleetCalls, MessagingCalls):
     def migrate(self) -> None:
         for s in self.topo.configured:
             s.migrate()
-        catalog.found(self.topo.urls, self.options.schema)
-        self.topo.forget_places()
-        self.topo.load()
+
+        def found() -> None:
+            catalog.found(self.topo.urls, self.options.schema)
+            self.topo.forget_places()
+            self.topo.load()
+
+        self._when_reachable(found, "found or read the shard catalog")
 
     def verify_schema(self) -> None:
         for s in self.topo.configured:
             s.verify_schema()
-        self.topo.load()
+        self._when_reachable(self.topo.load, "read the shard catalog")
+
+    def _when_reachable(self, call: Callable[[], None], what: str) -> None:
+        """The catalog's connections (outside the shards' pools) wait as each shard's do."""
+        when_reachable(call, what, self.identity, self.options.wait_for_server)
 
     def schema_version(self) -> int:
         return min(s.schema_version() for s in self.topo.configured)

@@ -13,7 +13,7 @@ its creation: a worker's clock behind the enqueuer's), 5 step rows each, and a b
 ``--reps`` times through the store (the SQL Waypoint issues, without the Python above it)
 and its median is reported; the statements it issued are captured and EXPLAINed (plans of
 the largest size; with ``--analyze``, EXPLAIN (ANALYZE, BUFFERS) at every size). Prints a
-markdown table.
+markdown table. Databases are named ``bench_big_<size>`` plus ``BENCH_DB_SUFFIX``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from waypoint.storage.protocol import (
 from waypoint.storage.registry import open_url
 
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
 DAY_MS = 86_400_000
 T_END = 1_780_000_000_000  # the newest finished workflow's created_at
 EXECUTOR = "bench-exec"
@@ -93,6 +94,24 @@ SELECT 'bk-' || lpad(i::text, 8, '0'), 'ENQUEUED', 'bench.fn_q', %(t1)s + i, %(t
     'v-bench', 0, 'backlog', '{"args": [], "kwargs": {}}', 0, md5(i::text), 'json', 'bench'
 FROM generate_series(1::bigint, %(n)s) AS i
 """
+# The backlog of a partitioned queue: row i in partition i mod ``parts``, so each partition's
+# rows are spread through the queue's order, as many tenants enqueueing side by side do.
+FILL_PARTS = """
+INSERT INTO dbos.workflow_status (workflow_uuid, status, name, created_at, updated_at,
+    application_version, recovery_attempts, queue_name, inputs, priority, owner_xid,
+    serialization, application_name, queue_partition_key)
+SELECT 'pk' || %(parts)s || '-' || lpad(i::text, 8, '0'), 'ENQUEUED', 'bench.fn_q',
+    %(t1)s + i, %(t1)s + i, 'v-bench', 0, 'parts' || %(parts)s, '{"args": [], "kwargs": {}}',
+    0, md5(i::text), 'json', 'bench', 'tenant-' || lpad((i %% %(parts)s)::text, 4, '0')
+FROM generate_series(1::bigint, %(n)s) AS i
+"""
+PARTITIONS = (1000, 10)
+# What a partitioned claim's repetition undoes (untimed): its rows back in the backlog.
+UNCLAIM = (
+    "UPDATE {t} SET status = 'ENQUEUED', executor_id = NULL, started_at_epoch_ms = NULL, "
+    "rate_limited = {false} WHERE queue_name = {q} AND status = 'PENDING'"
+)
+UNCLAIM_PG = UNCLAIM.format(t="dbos.workflow_status", false="false", q="%(q)s")
 
 
 def refill(conn: psycopg.Connection[Any], lo: int, hi: int, size: int) -> None:
@@ -108,10 +127,14 @@ def db_url(name: str) -> str:
     return f"{PG_BASE}/{name}"
 
 
+def db_name(size: int) -> str:
+    return f"bench_big_{size}{SUFFIX}"
+
+
 def build(size: int, name: str | None = None) -> str:
     """A fresh database of ``size`` finished workflows (and the rest); returns its name
-    (``bench_big_<size>`` unless given)."""
-    name = name or f"bench_big_{size}"
+    (``bench_big_<size>`` plus ``BENCH_DB_SUFFIX`` unless given)."""
+    name = name or db_name(size)
     with psycopg.connect(db_url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -124,6 +147,8 @@ def build(size: int, name: str | None = None) -> str:
         conn.execute("SET maintenance_work_mem = '256MB'")
         refill(conn, 1, size, size)
         conn.execute(FILL_BACKLOG, {"n": size // 10, "t1": T_END + DAY_MS})
+        for parts in PARTITIONS:
+            conn.execute(FILL_PARTS, {"n": size // 10, "t1": T_END + DAY_MS, "parts": parts})
         conn.execute("VACUUM ANALYZE")
     print(f"[bigtables] built {name} in {time.time() - began:.0f} s", file=sys.stderr)
     return name
@@ -172,19 +197,25 @@ Op = Callable[[int], Any]
 
 
 def operations(
-    store: Any, size: int, refill_rows: Callable[[int, int], None] | None = None
+    store: Any,
+    size: int,
+    refill_rows: Callable[[int, int], None] | None = None,
+    unclaim: Callable[[str], None] | None = None,
 ) -> dict[str, Op | tuple[Op, Callable[[], None]]]:
     """Each operation, given its repetition number; or (operation, what undoes it untimed),
     for one that would otherwise eat the table it measures. ``refill_rows(lo, hi)`` puts
-    finished workflows lo..hi back (default: this module's PostgreSQL database of ``size``;
-    bigtables_sqlite.py passes SQLite's)."""
+    finished workflows lo..hi back, ``unclaim(queue)`` a queue's claimed rows (default: this
+    module's PostgreSQL database of ``size``; bigtables_sqlite.py passes SQLite's)."""
     t0 = T_END - 30 * DAY_MS
     gap = 30 * DAY_MS // size
     mine = new_workflow("PENDING")
     store.init_workflow(mine, None)
     if refill_rows is None:
-        restore = psycopg.connect(db_url(f"bench_big_{size}"), autocommit=True)
+        restore = psycopg.connect(db_url(db_name(size)), autocommit=True)
         refill_rows = functools.partial(refill, restore, size=size)
+    if unclaim is None:
+        back = psycopg.connect(db_url(db_name(size)), autocommit=True)
+        unclaim = lambda q: back.execute(UNCLAIM_PG, {"q": q})  # noqa: E731
     refill_rows(1, 1000)  # what earlier runs collected
 
     def page(**kw: Any) -> Callable[[int], Any]:
@@ -204,10 +235,36 @@ def operations(
             int(time.time() * 1000),
         )
 
+    def claim_parts(parts: int, **limits: Any) -> tuple[Op, Callable[[], None]]:
+        """16 rows of a partitioned queue, one a partition; put back untimed."""
+        queue = f"parts{parts}"
+        req = functools.partial(
+            ClaimRequest, queue, 16, EXECUTOR, "v-bench", "bench", partitioned=True, **limits
+        )
+        op = lambda r: store.claim(req(uuid.uuid4().hex), int(time.time() * 1000))  # noqa: E731
+        return op, lambda: unclaim(queue)
+
+    def busy(parts: int) -> dict[str, int]:
+        return {f"tenant-{i:04d}": 1 for i in range(parts)}
+
     mid = f"wf-{size // 2:08d}"
     return {
         "enqueue": lambda r: store.init_workflow(new_workflow("ENQUEUED", "backlog"), None),
         "claim (backlog queue, 1 row)": claim("backlog", 1),
+        "claim (partitioned, 1,000 partitions, 16 rows)": claim_parts(
+            1000, partition_concurrency=1
+        ),
+        "claim (partitioned, 10 partitions, 16 rows)": claim_parts(10, partition_concurrency=1),
+        "claim (partitioned, 1,000 partitions, rate limit)": claim_parts(
+            1000, partition_concurrency=1, partition_rate_limit=(5, 60.0)
+        ),
+        # Nothing to take: every partition at this process's limit (the claim finds out).
+        "claim (partitioned, 1,000 partitions, all at their limit)": claim_parts(
+            1000, partition_worker_concurrency=1, local_partition_running=busy(1000)
+        ),
+        "claim (partitioned, 10 partitions, all at their limit)": claim_parts(
+            10, partition_worker_concurrency=1, local_partition_running=busy(10)
+        ),
         "step checkpoint": lambda r: store.record_step(
             StepRecord(
                 mine.workflow_id,
@@ -301,9 +358,7 @@ def measure(
     list spread each operation's samples over time (a burst of load hits one pass); medians
     per size, and the plans of the statements at the largest size (with ``analyze``, at
     every size, as ``EXPLAIN (ANALYZE, BUFFERS)`` gives them)."""
-    stores = {
-        size: open_url(db_url(f"bench_big_{size}"), application_name="bench-big") for size in sizes
-    }
+    stores = {size: open_url(db_url(db_name(size)), application_name="bench-big") for size in sizes}
     try:
         for store in stores.values():
             store.open()
@@ -325,7 +380,7 @@ def measure(
                         samples[label][size].append(timed_op(ops[size][label], r))
                         if cap.on:
                             cap.on = False
-                            plans[size][label] = explain(f"bench_big_{size}", cap.seen, analyze)
+                            plans[size][label] = explain(db_name(size), cap.seen, analyze)
         times = {
             size: {label: statistics.median(samples[label][size]) for label in labels}
             for size in sizes
@@ -374,7 +429,7 @@ def _explain(name: str, statements: list[tuple[str, Any]], analyze: bool) -> Exp
             continue
         if head not in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
             continue
-        if "pg_advisory_xact_lock" in sql or sql.strip() == "SELECT 1":
+        if "pg_advisory_xact_lock" in sql or sql.strip() in ("SELECT 1", UNCLAIM_PG):
             continue
         try:
             with conn.transaction(savepoint_name="plan"):

@@ -7,12 +7,13 @@ of 10,000 and of 1,000,000 finished workflows, with SQLite's query plans.
 Each size gets its own file (``<dir>/big_<size>.db``), migrated by Waypoint, then filled with
 a recursive CTE in one transaction (no workflow is run), in the shape bigtables.py gives
 PostgreSQL: finished workflows spread over 30 days (5 % ERROR, a tenth on queues, 1 %
-forked, one in 10,000 stamped before its creation), 5 step rows each, and a backlog of
-``size / 10`` ENQUEUED workflows. No ANALYZE: an application's own file has no statistics,
+forked, one in 10,000 stamped before its creation), 5 step rows each, a backlog of
+``size / 10`` ENQUEUED workflows, and as deep a one in each of two partitioned queues (1,000
+partitions and 10). No ANALYZE: an application's own file has no statistics,
 and the plans SQLite picks without them are the ones that matter. Operations run alternately
 at every size, repetition by repetition; medians per size, and at the largest size the
-``EXPLAIN QUERY PLAN`` of every listing's statement. Operations SQLite refuses (the
-attributes filter) are left out.
+``EXPLAIN QUERY PLAN`` of every listing's statement and of the partitioned claims' statements.
+Operations SQLite refuses (the attributes filter) are left out.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bigtables import DAY_MS, T_END, Op, operations, timed_op
+from benchmarks.bigtables import DAY_MS, PARTITIONS, T_END, UNCLAIM, Op, operations, timed_op
 from waypoint.storage.errors import UnsupportedError
 from waypoint.storage.protocol import ListFilter
 from waypoint.storage.registry import open_url
@@ -76,6 +77,16 @@ SELECT printf('bk-%08d', i), 'ENQUEUED', 'bench.fn_q', :t1 + i, :t1 + i, 'v-benc
     'backlog', '{"args": [], "kwargs": {}}', 0, printf('%032x', i), 'json', 'bench'
 FROM g
 """
+FILL_PARTS = """
+WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :n)
+INSERT INTO workflow_status (workflow_uuid, status, name, created_at, updated_at,
+    application_version, recovery_attempts, queue_name, inputs, priority, owner_xid,
+    serialization, application_name, queue_partition_key)
+SELECT printf('pk%d-%08d', :parts, i), 'ENQUEUED', 'bench.fn_q', :t1 + i, :t1 + i, 'v-bench',
+    0, 'parts' || :parts, '{"args": [], "kwargs": {}}', 0, printf('%032x', i), 'json', 'bench',
+    printf('tenant-%04d', i % :parts)
+FROM g
+"""
 
 
 def path_of(folder: Path, size: int) -> Path:
@@ -103,6 +114,8 @@ def build(folder: Path, size: int) -> None:
     refill(path, 1, size, size)
     with closing(sqlite3.connect(path)) as conn:
         conn.execute(FILL_BACKLOG, {"n": size // 10, "t1": T_END + DAY_MS})
+        for parts in PARTITIONS:
+            conn.execute(FILL_PARTS, {"n": size // 10, "t1": T_END + DAY_MS, "parts": parts})
         conn.commit()  # no ANALYZE: an application's file has no statistics either
     print(f"[bigtables_sqlite] built {path} in {time.time() - began:.0f} s", file=sys.stderr)
 
@@ -119,6 +132,39 @@ class Seen:
             return real(flt)
 
         store.list_workflows = listing
+
+
+def unclaim(path: Path, queue: str) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(UNCLAIM.format(t="workflow_status", false="0", q=":q"), {"q": queue})
+        conn.commit()
+
+
+class Claims:
+    """Keeps the partitioned claims' statements (to EXPLAIN them): a trace of the store's
+    connections while ``on``."""
+
+    def __init__(self, store: Any) -> None:
+        self.on = False
+        self.seen: list[str] = []
+        connect = store._connect
+
+        def traced() -> sqlite3.Connection:
+            conn: sqlite3.Connection = connect()
+            conn.set_trace_callback(lambda s: self.seen.append(s) if self.on else None)
+            return conn
+
+        store._connect = traced
+
+    def plans(self, path: Path) -> list[str]:
+        out: list[str] = []
+        with closing(sqlite3.connect(path)) as conn:
+            for statement in self.seen:
+                if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                    out.append(statement.strip())
+                    rows = conn.execute("EXPLAIN QUERY PLAN " + statement).fetchall()
+                    out.extend("  " * int(r[1] != 0) + str(r[3]) for r in rows)
+        return out
 
 
 def plan_of(store: Any, path: Path, flt: ListFilter) -> list[str]:
@@ -148,6 +194,7 @@ def main() -> None:
         size: open_url(f"sqlite:///{path_of(folder, size)}", application_name="bench-big")
         for size in sizes
     }
+    claims = {size: Claims(store) for size, store in stores.items()}
     for store in stores.values():
         store.open()
     # The listing filter each operation pages with, kept for its plan.
@@ -156,7 +203,10 @@ def main() -> None:
     for size, store in stores.items():
         seen = Seen(store)
         ops[size] = operations(
-            store, size, functools.partial(refill, path_of(folder, size), size=size)
+            store,
+            size,
+            functools.partial(refill, path_of(folder, size), size=size),
+            functools.partial(unclaim, path_of(folder, size)),
         )
         for label, op in list(ops[size].items()):
             seen.last = None
@@ -172,13 +222,19 @@ def main() -> None:
     samples: dict[str, dict[int, list[float]]] = {
         label: {size: [] for size in sizes} for label in labels
     }
+    small, big = sizes[0], sizes[-1]
+    claim_plans: dict[str, list[str]] = {}
     for rnd in range(a.rounds):
         for label in labels:
             for i in range(1, a.reps + 1):
                 for size in sizes:
+                    traced = claims[size]
+                    traced.on, traced.seen = "partitioned" in label and size == big and i == 1, []
                     samples[label][size].append(timed_op(ops[size][label], rnd * a.reps + i))
+                    if traced.on:
+                        traced.on = False
+                        claim_plans[label] = traced.plans(path_of(folder, size))
     load1 = os.getloadavg()
-    small, big = sizes[0], sizes[-1]
     lines = [
         f"SQLite, {a.rounds} round(s) x {a.reps} repetitions; load average (1/5/15 min) "
         f"{load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} before, "
@@ -196,6 +252,10 @@ def main() -> None:
             lines.append(f"**{label}**\n\n```")
             lines.extend(plan_of(stores[big], path_of(folder, big), filters[label]))
             lines.append("```\n")
+    for label, plan in claim_plans.items():
+        lines.append(f"**{label}** (statements and plans at {big:,} rows)\n\n```")
+        lines.extend(plan)
+        lines.append("```\n")
     for store in stores.values():
         store.close()
     print("\n".join(lines))

@@ -3,6 +3,7 @@ limit, in priority order and by version, delays, deduplication, debouncing, dead
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from tests.storage.build import (
     status,
     step,
 )
+from waypoint.storage import sql_queues
 from waypoint.storage.protocol import Completion, DebounceUpdate, RecoveryRequest, Store
 
 INTERNAL = "_wp_internal"
@@ -259,6 +261,122 @@ def test_claim_under_a_partition_rate_limit(store: Store) -> None:
     again = claim_request(partitioned=True, partition_rate_limit=(1, 60.0))
     assert store.claim(again, T0) == []
     assert again.retry_in_ms is not None and 0 < again.retry_in_ms <= 60_001
+
+
+class PartitionModel:
+    """What a partitioned claim takes, by its definition: the first ``per`` claimable rows of
+    each partition (rows without a key are one more), merged in queue order, taken in that
+    order while each partition's limits allow, up to the claim's budget."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def add(
+        self, wid: str, key: str | None, priority: int, created_at: int, runnable: bool
+    ) -> None:
+        self.rows[wid] = {
+            "key": key,
+            "order": (priority, created_at, len(self.rows)),
+            "status": "ENQUEUED",
+            "runnable": runnable,
+            "rated": False,
+        }
+
+    def claim(
+        self, budget: int, pc: int | None, pwc: int | None, local: dict[Any, int], rl: int | None
+    ) -> list[str]:
+        running: dict[Any, int] = {}
+        recent: dict[Any, int] = {}
+        for r in self.rows.values():
+            if r["status"] == "PENDING":
+                running[r["key"]] = running.get(r["key"], 0) + 1
+            if r["rated"]:
+                recent[r["key"]] = recent.get(r["key"], 0) + 1
+        per = min(c for c in (budget, pc, pwc, rl) if c is not None)
+        ready = sorted(
+            (r["order"], wid, r["key"])
+            for wid, r in self.rows.items()
+            if r["status"] == "ENQUEUED" and r["runnable"]
+        )
+        seen: dict[Any, int] = {}
+        taken: dict[Any, int] = {}
+        got: list[str] = []
+        for _, wid, key in ready:
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > per or len(got) >= budget:
+                continue
+            n = taken.get(key, 0)
+            if (
+                (pc is not None and running.get(key, 0) + n >= pc)
+                or (pwc is not None and local.get(key, 0) + n >= pwc)
+                or (rl is not None and recent.get(key, 0) + n >= rl)
+            ):
+                continue
+            taken[key] = n + 1
+            got.append(wid)
+        for wid in got:
+            self.rows[wid]["status"] = "PENDING"
+            self.rows[wid]["rated"] = rl is not None
+        return got
+
+
+@pytest.mark.parametrize(
+    ("seed", "head", "keys"),
+    [
+        (0, sql_queues.HEAD_ROWS, [None, "a", "b", "c", "d", "e"]),
+        (1, sql_queues.HEAD_ROWS, [None, "a", "b", "c", "d", "e"]),
+        (2, 3, ["a", "b", "c", "d", "e", "f", "g"]),
+        (3, 3, ["a", "b", "c"]),
+    ],
+)
+def test_partitioned_claims_take_each_partitions_first_rows_in_queue_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch, seed: int, head: int, keys: list[str | None]
+) -> None:
+    """Claims of a partitioned queue under random limits take exactly what the definition
+    does (PartitionModel): the first rows of each partition, by priority then age, across
+    partitions in queue order, within each partition's limits; rows of another version are
+    passed over, rows without a key form a partition of their own. With a head of 3 rows,
+    most claims read each partition's first rows (rows without a key are looked for only in
+    the head: none here)."""
+    monkeypatch.setattr(sql_queues, "HEAD_ROWS", head)
+    rnd = random.Random(seed)
+    model = PartitionModel()
+    queue = f"pq{seed}"
+    for i in range(60):
+        key = rnd.choice(keys)
+        priority = rnd.choice((0, 0, 1, 2))
+        runnable = rnd.random() > 0.1
+        wid = f"w{i:02d}"
+        created = T0 + rnd.randrange(10_000) * 2 + i % 2  # distinct: PostgreSQL has no tie-break
+        fields: dict[str, Any] = {"priority": priority, "created_at": created}
+        if not runnable:
+            fields["application_version"] = "v0"
+        enqueue(store, wid, queue, queue_partition_key=key, **fields)
+        model.add(wid, key, priority, created, runnable)
+    for n in range(12):
+        budget = rnd.randint(1, 8)
+        pc = rnd.choice((None, 1, 2, 3))
+        pwc = rnd.choice((None, 1, 2))
+        rl = rnd.choice((None, None, 4))
+        if pc is None and pwc is None and rl is None:
+            pc = 2
+        local = {k: rnd.randint(0, 2) for k in keys if rnd.random() < 0.3}
+        req = claim_request(
+            queue,
+            budget,
+            claim_token=f"tok{n}",
+            partitioned=True,
+            partition_concurrency=pc,
+            partition_worker_concurrency=pwc,
+            partition_rate_limit=(rl, 3600.0) if rl is not None else None,
+            local_partition_running=local,
+        )
+        got = ids(store.claim(req, T0 + 100))
+        assert sorted(got) == sorted(model.claim(budget, pc, pwc, local, rl)), (n, req)
+        for wid in got:
+            if rnd.random() < 0.5:
+                store.complete_workflow(Completion(wid, f"tok{n}", "SUCCESS", None, None, T0))
+                model.rows[wid]["status"] = "SUCCESS"
 
 
 def test_concurrent_claims_never_share_a_workflow(store: Store) -> None:

@@ -255,6 +255,16 @@ class Dialect(ABC):
     # format) has no insertion-order column: ties within a millisecond are in any order.
     queue_order = "priority, created_at, rowid"
 
+    def first_of_each(self, keys: str, table: str, columns: str, where: str, limit: str) -> str:
+        """A FROM clause: each row of ``keys`` beside the first ``limit`` rows of ``table`` that
+        match ``where`` (which names the ``keys`` row), in queue order, as ``c`` with
+        ``columns``. SQLite has no LATERAL: the rows are looked up by the rowids a correlated
+        subquery returns."""
+        return (
+            f"{keys} JOIN {table} AS c ON c.rowid IN (SELECT rowid FROM {table} "
+            f"WHERE {where} ORDER BY {self.queue_order} LIMIT {limit})"
+        )
+
     def notify_when(self, condition: str, key_expr: str) -> str:
         """Like ``notify`` but only for rows matching ``condition``."""
         expr = self.notify(key_expr)

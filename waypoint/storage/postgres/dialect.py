@@ -89,6 +89,12 @@ class PgDialect(Dialect):
     insertion_order = "seq"
     queue_order = "priority, created_at"
 
+    def first_of_each(self, keys: str, table: str, columns: str, where: str, limit: str) -> str:
+        return (
+            f"{keys} CROSS JOIN LATERAL (SELECT {columns} FROM {table} WHERE {where} "
+            f"ORDER BY {self.queue_order} LIMIT {limit}) AS c"
+        )
+
     # NO KEY UPDATE: rows share-locked by foreign-key checks (a message or checkpoint being
     # written for that workflow) are still claimable; only other claimers are skipped.
     skip_locked = " FOR NO KEY UPDATE SKIP LOCKED"

@@ -265,8 +265,9 @@ def test_claim_under_a_partition_rate_limit(store: Store) -> None:
 
 class PartitionModel:
     """What a partitioned claim takes, by its definition: the first ``per`` claimable rows of
-    each partition (rows without a key are one more), merged in queue order, taken in that
-    order while each partition's limits allow, up to the claim's budget."""
+    each partition (rows without a key are one more), the partitions visited in the claim's
+    order (random in the store; given here), each one's rows taken in queue order while its
+    limits allow, up to the claim's budget."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
@@ -283,7 +284,13 @@ class PartitionModel:
         }
 
     def claim(
-        self, budget: int, pc: int | None, pwc: int | None, local: dict[Any, int], rl: int | None
+        self,
+        budget: int,
+        pc: int | None,
+        pwc: int | None,
+        local: dict[Any, int],
+        rl: int | None,
+        visit: list[Any],
     ) -> list[str]:
         running: dict[Any, int] = {}
         recent: dict[Any, int] = {}
@@ -298,22 +305,20 @@ class PartitionModel:
             for wid, r in self.rows.items()
             if r["status"] == "ENQUEUED" and r["runnable"]
         )
-        seen: dict[Any, int] = {}
-        taken: dict[Any, int] = {}
         got: list[str] = []
-        for _, wid, key in ready:
-            seen[key] = seen.get(key, 0) + 1
-            if seen[key] > per or len(got) >= budget:
-                continue
-            n = taken.get(key, 0)
-            if (
-                (pc is not None and running.get(key, 0) + n >= pc)
-                or (pwc is not None and local.get(key, 0) + n >= pwc)
-                or (rl is not None and recent.get(key, 0) + n >= rl)
-            ):
-                continue
-            taken[key] = n + 1
-            got.append(wid)
+        for part in visit:
+            n = 0
+            for _, wid, key in ready:
+                if key != part or n >= per or len(got) >= budget:
+                    continue
+                if (
+                    (pc is not None and running.get(key, 0) + n >= pc)
+                    or (pwc is not None and local.get(key, 0) + n >= pwc)
+                    or (rl is not None and recent.get(key, 0) + n >= rl)
+                ):
+                    break
+                n += 1
+                got.append(wid)
         for wid in got:
             self.rows[wid]["status"] = "PENDING"
             self.rows[wid]["rated"] = rl is not None
@@ -333,8 +338,9 @@ def test_partitioned_claims_take_each_partitions_first_rows_in_queue_order(
     store: Store, monkeypatch: pytest.MonkeyPatch, seed: int, head: int, keys: list[str | None]
 ) -> None:
     """Claims of a partitioned queue under random limits take exactly what the definition
-    does (PartitionModel): the first rows of each partition, by priority then age, across
-    partitions in queue order, within each partition's limits; rows of another version are
+    does (PartitionModel): the first rows of each partition, by priority then age, the
+    partitions visited in the claim's order (drawn by the test), within each partition's
+    limits; rows of another version are
     passed over, rows without a key form a partition of their own. With a head of 3 rows,
     most claims read each partition's first rows (rows without a key are looked for only in
     the head: none here)."""
@@ -371,8 +377,13 @@ def test_partitioned_claims_take_each_partitions_first_rows_in_queue_order(
             partition_rate_limit=(rl, 3600.0) if rl is not None else None,
             local_partition_running=local,
         )
+        # The partitions' visiting order, random in the store, is drawn here for both.
+        visit = rnd.sample(keys, len(keys))
+        monkeypatch.setattr(
+            sql_queues, "_visit_order", lambda parts, v=visit: sorted(parts, key=v.index)
+        )
         got = ids(store.claim(req, T0 + 100))
-        assert sorted(got) == sorted(model.claim(budget, pc, pwc, local, rl)), (n, req)
+        assert sorted(got) == sorted(model.claim(budget, pc, pwc, local, rl, visit)), (n, req)
         for wid in got:
             if rnd.random() < 0.5:
                 store.complete_workflow(Completion(wid, f"tok{n}", "SUCCESS", None, None, T0))

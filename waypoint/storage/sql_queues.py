@@ -3,6 +3,7 @@ database-backed queue definitions (both backends)."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from functools import partial
 from typing import Optional
@@ -32,8 +33,8 @@ from waypoint.storage.sql_base import (
 # count read the queue's whole history); PostgreSQL proves it either way.
 IN_FLIGHT = "status IN ('ENQUEUED', 'PENDING')"
 # A partitioned claim reads the queue's first rows in order, this many (or four per row it may
-# take), and most claims find theirs there; only when those fall short and the queue goes on
-# does it read each partition's first rows. Rows without a partition key (enqueued before the
+# take); when the queue goes on past them (their partitions are only those of its oldest rows)
+# it reads each partition's first rows. Rows without a partition key (enqueued before the
 # queue was partitioned; DBOS never claims them), one more partition, are looked for only among
 # those first rows: no index holds them apart from the unpartitioned queues' rows.
 HEAD_ROWS = 100
@@ -48,6 +49,14 @@ def _first_of_each(rows: list[Row], per: int) -> list[Row]:
         if n <= per:
             out.append(row)
     return out
+
+
+def _visit_order(keys: list[Optional[str]]) -> list[Optional[str]]:
+    """The order a claim visits the partitions with claimable rows in: a new random one on
+    every claim, as DBOS shuffles its partitions on every dispatcher pass, so a few partitions
+    holding the queue's oldest rows cannot take every freed slot."""
+    random.shuffle(keys)
+    return keys
 
 
 class QueueSql(SqlCore):
@@ -157,7 +166,7 @@ class QueueSql(SqlCore):
     ) -> list[str]:
         ws = self.d.t("workflow_status")
         q = {"queue": req.queue_name}
-        running: dict[str, int] = {}
+        running: dict[Optional[str], int] = {}
         if req.partition_concurrency is not None:
             running = {
                 r[0]: int(r[1])
@@ -167,8 +176,8 @@ class QueueSql(SqlCore):
                     q,
                 )
             }
-        recent: dict[str, int] = {}
-        oldest: dict[str, int] = {}
+        recent: dict[Optional[str], int] = {}
+        oldest: dict[Optional[str], int] = {}
         if req.partition_rate_limit is not None:
             for key, count, first in cur.all(
                 f"SELECT queue_partition_key, count(*), MIN(started_at_epoch_ms) FROM {ws} "
@@ -190,32 +199,32 @@ class QueueSql(SqlCore):
         retry: list[int] = []
 
         def take(candidates: list[Row]) -> list[str]:
-            """Each partition's first ``per`` rows (of ``candidates``, in queue order), in
-            queue order while the partition's limits allow, up to the budget."""
-            retry.clear()
-            taken: dict[str, int] = {}
+            """Each partition's first ``per`` rows (of ``candidates``), the partitions visited
+            in a random order (_visit_order), each one's rows in queue order while its limits
+            allow, up to the budget: every partition gets its turn, not only those whose rows
+            are the queue's oldest."""
+            groups: dict[Optional[str], list[str]] = {}
+            for wfid, key, *_ in _first_of_each(
+                sorted(candidates, key=lambda r: tuple(r[2:])), per
+            ):
+                groups.setdefault(key, []).append(wfid)
             ids: list[str] = []
-            for wfid, key, *_ in _first_of_each(candidates, per):
-                if len(ids) >= budget:
-                    break
-                n = taken.get(key, 0)
-                if req.partition_concurrency is not None and (
-                    running.get(key, 0) + n >= req.partition_concurrency
-                ):
-                    continue
-                if req.partition_worker_concurrency is not None and (
-                    req.local_partition_running.get(key, 0) + n >= req.partition_worker_concurrency
-                ):
-                    continue
-                if req.partition_rate_limit is not None and (
-                    recent.get(key, 0) + n >= req.partition_rate_limit[0]
-                ):
-                    if n == 0 and key in oldest:
+            for key in _visit_order(list(groups)):
+                free = min(per, budget - len(ids))
+                if req.partition_concurrency is not None:
+                    free = min(free, req.partition_concurrency - running.get(key, 0))
+                if req.partition_worker_concurrency is not None:
+                    here = 0 if key is None else req.local_partition_running.get(key, 0)
+                    free = min(free, req.partition_worker_concurrency - here)
+                if req.partition_rate_limit is not None:
+                    left = req.partition_rate_limit[0] - recent.get(key, 0)
+                    if left <= 0 and key in oldest:
                         period_ms = int(req.partition_rate_limit[1] * 1000)
                         retry.append(max(0, oldest[key] + period_ms + 1 - now))
-                    continue
-                taken[key] = n + 1
-                ids.append(wfid)
+                    free = min(free, left)
+                ids.extend(groups[key][: max(0, free)])
+                if len(ids) >= budget:
+                    break
             return ids
 
         order = self.d.queue_order
@@ -234,12 +243,12 @@ class QueueSql(SqlCore):
             {**params, "head": size},
         )
         claimable = [row[1:] for row in head if row[0]]
-        ids = take(claimable)
-        if len(ids) < budget and len(head) == size:
-            # Each partition's first rows, and those without a key among the head's.
+        if len(head) == size:
+            # The queue goes on past its first rows, whose partitions are those of its oldest
+            # rows: each partition's first rows, and those without a key among the head's.
             keyed = cur.all(self._partition_heads(where), {**params, "per": per})
-            rows = [*keyed, *(r for r in claimable if r[1] is None)]
-            ids = take(sorted(rows, key=lambda r: tuple(r[2:])))
+            claimable = [*keyed, *(r for r in claimable if r[1] is None)]
+        ids = take(claimable)
         if retry:
             req.retry_in_ms = min(
                 [*retry, *([req.retry_in_ms] if req.retry_in_ms is not None else [])]

@@ -249,12 +249,16 @@ def run_seq(b: Bench, nsteps: int, n: int) -> dict[str, float]:
     b.launch()
     for i in range(max(10, n // 20)):  # warm-up
         b.wf.seq(i, nsteps)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         b.wf.seq(i, nsteps)
-    el = time.perf_counter() - t0
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
     b.destroy()
-    return {"wf_per_s": n / el} | ({"steps_per_s": n * nsteps / el} if nsteps else {})
+    return (
+        {"wf_per_s": n / el}
+        | ({"steps_per_s": n * nsteps / el} if nsteps else {})
+        | {"cpu_ms_per_wf": cpu * 1000 / n}
+    )
 
 
 def run_threads32(b: Bench, seconds: float) -> dict[str, float]:
@@ -274,15 +278,19 @@ def run_threads32(b: Bench, seconds: float) -> dict[str, float]:
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(32)]
     for t in threads:
         t.start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     deadline = t0 + seconds
     start.wait()
     for t in threads:
         t.join()
-    el = time.perf_counter() - t0
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
     b.destroy()
     done = sum(counts)
-    return {"wf_per_s": done / el, "steps_per_s": done * 10 / el}
+    return {
+        "wf_per_s": done / el,
+        "steps_per_s": done * 10 / el,
+        "cpu_ms_per_wf": cpu * 1000 / done,
+    }
 
 
 def run_queue(b: Bench, n: int) -> dict[str, float]:
@@ -407,7 +415,10 @@ def run_async32(b: Bench, seconds: float) -> dict[str, float]:
 def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
     b.launch()
     lat: list[float] = []
+    c0 = 0.0
     for i in range(n + 10):  # first 10 are warm-up
+        if i == 10:
+            c0 = time.process_time()
         b.recv_ready.clear()
         with b.lib.SetWorkflowID(f"recv-{i}"):
             handle = b.DBOS.start_workflow(b.wf.recv)
@@ -420,8 +431,14 @@ def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
             raise RuntimeError("wrong message received")
         if i >= 10:
             lat.append((time.perf_counter() - t0) * 1000)
+    cpu = time.process_time() - c0
     b.destroy()
-    return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.mean(lat)}
+    return {
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "mean_ms": statistics.mean(lat),
+        "cpu_ms_per_trip": cpu * 1000 / n,
+    }
 
 
 def run_sendrecv_wf(b: Bench, n: int) -> dict[str, float]:

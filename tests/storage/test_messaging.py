@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.storage.build import start, step
+from tests.storage.build import T0, start, step
 from waypoint.storage.errors import NotFoundError
 from waypoint.storage.protocol import (
     Completion,
@@ -13,6 +13,7 @@ from waypoint.storage.protocol import (
     NewMessage,
     Received,
     StepRecord,
+    StepRow,
     Store,
     StreamWrite,
 )
@@ -204,6 +205,35 @@ def test_a_refused_send_checkpoint_writes_nothing_and_delivers_nothing(store: St
             step("sender", 5, "run-sender", function_name="DBOS.send"),
         )
     assert 5 not in store.load_steps("sender")
+
+
+def test_a_receive_and_a_delivery_record_the_step_as_given(store: Store) -> None:
+    """Each field of the checkpoint a receive or a delivery writes is the step's own (on
+    PostgreSQL both pass them positionally: none may land in another's place)."""
+    start(store, "dest")
+    store.send_messages([message(1)], None)
+    taken = step("dest", 1, "run-dest", function_name="DBOS.recv", output=None)
+    taken.started_at_epoch_ms, taken.completed_at_epoch_ms = T0 + 10, T0 + 20
+    assert store.consume_message("dest", "t", taken).output == '"1"'
+    handed = receipt(2, 2)
+    handed.started_at_epoch_ms, handed.completed_at_epoch_ms = T0 + 30, T0 + 40
+    assert store.deliver_message(message(2), handed)
+    rows = store.load_steps("dest")
+    assert rows[1] == StepRow(1, "DBOS.recv", '"1"', None, None, T0 + 10, T0 + 20, "json")
+    assert rows[2] == StepRow(2, "DBOS.recv", '"2"', None, None, T0 + 30, T0 + 40, "json")
+    # A workflow's send delivering, with its own checkpoint.
+    start(store, "sender")
+    sender = step("sender", 4, "run-sender", function_name="DBOS.send")
+    sender.started_at_epoch_ms, sender.completed_at_epoch_ms = T0 + 50, T0 + 60
+    handed = receipt(3, 3)
+    handed.started_at_epoch_ms, handed.completed_at_epoch_ms = T0 + 70, T0 + 80
+    outcome, delivered = store.deliver_recorded(message(3), handed, sender)
+    assert outcome.accepted
+    sent = StepRow(4, "DBOS.send", '"out-4"', None, None, T0 + 50, T0 + 60, "json")
+    assert store.load_steps("sender")[4] == sent
+    if delivered:  # not across two shards
+        received = StepRow(3, "DBOS.recv", '"3"', None, None, T0 + 70, T0 + 80, "json")
+        assert store.load_steps("dest")[3] == received
 
 
 def test_a_receive_past_its_deadline_records_none_unless_an_answer_came_first(

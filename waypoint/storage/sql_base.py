@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import fields
 from typing import Any, Optional, TypeVar
 
@@ -41,11 +41,17 @@ def _texts(value: Any) -> list[str]:
 
 def check_text_params(params: Params) -> None:
     """Refuse a NUL in any text parameter, the same on both backends (SQLite would store
-    it, PostgreSQL fails with a driver error naming nothing). Cheap: a ``memchr`` per
-    string; serialized payloads never hold a raw NUL (base64 and JSON escape it). It runs
-    on every checkpoint's dozen parameters, so the common cases (a ``str``, a number,
-    None) are tested first, without building a list per parameter as ``_texts`` does."""
-    for name, value in params.items():
+    it, PostgreSQL fails with a driver error naming nothing)."""
+    check_text_values(params, params.values())
+
+
+def check_text_values(names: Iterable[str], values: Iterable[Any]) -> None:
+    """``check_text_params`` for positional parameters: ``values``, named by ``names``. Cheap:
+    a ``memchr`` per string; serialized payloads never hold a raw NUL (base64 and JSON escape
+    it). It runs on every checkpoint's dozen parameters, so the common cases (a ``str``, a
+    number, None) are tested first, without building a list per parameter as ``_texts``
+    does."""
+    for name, value in zip(names, values, strict=True):
         if type(value) is str:
             if "\x00" in value:
                 raise InvalidTextError(name, "contains a NUL character")
@@ -347,31 +353,39 @@ def created_outcome(wf: NewWorkflow) -> InitOutcome:
     )
 
 
-# A step checkpoint (operation_outputs row) and the parameters ``record_params`` gives it.
-RECORD_COLUMNS = (
-    "workflow_uuid, function_id, function_name, output, error, child_workflow_id, "
-    "started_at_epoch_ms, completed_at_epoch_ms, serialization, owner_xid, application_name"
+# A step checkpoint (operation_outputs row): each column's parameter and the StepRecord field
+# it holds. ``record_params`` names them (RECORD_KEYS), ``record_values`` lists them in this
+# order, as the positional parameters of PostgreSQL's checkpoint (postgres/store.py).
+_RECORD_FIELDS = (
+    ("workflow_uuid", "wf", "workflow_id"),
+    ("function_id", "fid", "function_id"),
+    ("function_name", "fname", "function_name"),
+    ("output", "output", "output"),
+    ("error", "error", "error"),
+    ("child_workflow_id", "child", "child_workflow_id"),
+    ("started_at_epoch_ms", "started", "started_at_epoch_ms"),
+    ("completed_at_epoch_ms", "completed", "completed_at_epoch_ms"),
+    ("serialization", "ser", "serialization"),
+    ("owner_xid", "owner", "owner_xid"),
+    ("application_name", "app", "application_name"),
 )
-RECORD_VALUES = (
-    "%(wf)s, %(fid)s, %(fname)s, %(output)s, %(error)s, %(child)s, %(started)s, "
-    "%(completed)s, %(ser)s, %(owner)s, %(app)s"
-)
+RECORD_COLUMNS = ", ".join(column for column, _, _ in _RECORD_FIELDS)
+RECORD_KEYS = tuple(key for _, key, _ in _RECORD_FIELDS)
+RECORD_VALUES = ", ".join(f"%({key})s" for key in RECORD_KEYS)
+
+
+def record_fields(*keys: str) -> Callable[[StepRecord], tuple[Any, ...]]:
+    """What gives the values of the checkpoint parameters ``keys`` (two or more, of
+    RECORD_KEYS) of a StepRecord, as a tuple in that order: one C call."""
+    field = {key: name for _, key, name in _RECORD_FIELDS}
+    return operator.attrgetter(*(field[key] for key in keys))
+
+
+record_values = record_fields(*RECORD_KEYS)
 
 
 def record_params(rec: StepRecord) -> Params:
-    return {
-        "wf": rec.workflow_id,
-        "fid": rec.function_id,
-        "fname": rec.function_name,
-        "output": rec.output,
-        "error": rec.error,
-        "child": rec.child_workflow_id,
-        "started": rec.started_at_epoch_ms,
-        "completed": rec.completed_at_epoch_ms,
-        "ser": rec.serialization,
-        "owner": rec.owner_xid,
-        "app": rec.application_name,
-    }
+    return dict(zip(RECORD_KEYS, record_values(rec), strict=True))
 
 
 # Rows that belong to an application: its own and those of none.
@@ -404,18 +418,21 @@ class SqlCore(ABC):
 
     # -- the same, retried through outages ------------------------------------------------------
     def _all(self, sql: str, params: Params, what: str) -> list[Row]:
-        check_text_params(params)
-        try:
-            return self.retry.run(lambda: self._all_raw(sql, params), what)
-        except UnicodeEncodeError as exc:
-            raise unencodable(params, exc) from None
+        return self._checked(params, params.values(), lambda: self._all_raw(sql, params), what)
 
     def _exec(self, sql: str, params: Params, what: str) -> int:
-        check_text_params(params)
+        return self._checked(params, params.values(), lambda: self._exec_raw(sql, params), what)
+
+    def _checked(
+        self, names: Collection[str], values: Collection[Any], attempt: Callable[[], T], what: str
+    ) -> T:
+        """Run ``attempt``, a statement with the parameters ``values`` (named by ``names``),
+        retried through outages; a parameter that cannot be stored is refused by name."""
+        check_text_values(names, values)
         try:
-            return self.retry.run(lambda: self._exec_raw(sql, params), what)
+            return self.retry.run(attempt, what)
         except UnicodeEncodeError as exc:
-            raise unencodable(params, exc) from None
+            raise unencodable(dict(zip(names, values, strict=True)), exc) from None
 
     def _tx(self, body: Callable[[Cursor], T], what: str) -> T:
         return self.retry.run(lambda: self._tx_raw(body), what)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from waypoint.storage.errors import NotFoundError
@@ -38,15 +39,16 @@ def value_params(w: EventWrite) -> Params:
     }
 
 
+# One message's columns as statement parameters (``m_``: a checkpoint's share the dict), and
+# as a tuple in this order (``message_values``).
+MESSAGE_KEYS = ("m_id", "m_dest", "m_topic", "m_msg", "m_ser")
+message_values: Callable[[NewMessage], tuple[Any, ...]] = operator.attrgetter(
+    "message_uuid", "destination_id", "topic", "message", "serialization"
+)
+
+
 def message_params(m: NewMessage) -> Params:
-    """One message's columns as statement parameters (``m_``: a checkpoint's share the dict)."""
-    return {
-        "m_id": m.message_uuid,
-        "m_dest": m.destination_id,
-        "m_topic": m.topic,
-        "m_msg": m.message,
-        "m_ser": m.serialization,
-    }
+    return dict(zip(MESSAGE_KEYS, message_values(m), strict=True))
 
 
 def key_workflows(keys: Sequence[str]) -> tuple[list[str], list[str], list[str]]:

@@ -4,6 +4,7 @@ the pool's connections: what the PostgreSQL store and its mixins write their sta
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
@@ -117,15 +118,56 @@ class PgCursor(Cursor):
 
 
 class PgConnection(psycopg.Connection[Any]):
-    """The store's pooled connection: it keeps one cursor, which its single statements use
+    """The store's pooled connection: it keeps cursors, which its single statements use
     (``postgres/hot.py``), so that a statement does not make a cursor, and with it an adapter
-    context that looks every parameter's dumper up again, each time (~0.02 ms of a
-    33-parameter insert's CPU)."""
+    context (psycopg's ``Transformer``) that looks every parameter's dumper and every
+    column's loader up again, each time (~0.02 ms of a 33-parameter insert's CPU).
 
-    _hot: Optional[psycopg.Cursor[Any]] = None
+    A cursor keeps its context only while it runs the same statement again, so the hot
+    statements (``hot_cursor(sql)``), which alternate on a connection (a workflow's start,
+    checkpoints and outcome), each have a cursor of their own; every other statement shares
+    one (``hot_cursor()``). The hot statements are the store's own few, fixed texts; past
+    ``KEPT`` of them, any other shares that cursor too."""
 
-    def hot_cursor(self) -> psycopg.Cursor[Any]:
-        cur = self._hot
+    KEPT = 16
+    _hot: Optional[dict[str, psycopg.Cursor[Any]]] = None
+
+    def hot_cursor(self, sql: str = "") -> psycopg.Cursor[Any]:
+        kept = self._hot
+        if kept is None:
+            kept = self._hot = {}
+        cur = kept.get(sql)
         if cur is None or cur.closed:
-            cur = self._hot = self.cursor()
+            if sql and sql not in kept and len(kept) > self.KEPT:
+                return self.hot_cursor()
+            cur = kept[sql] = self.cursor()
         return cur
+
+
+def release(cur: psycopg.Cursor[Any]) -> None:
+    """Let a kept cursor drop what it holds of its last statement once that has been read:
+    its result (every row of it) and its parameters as they were sent, which would otherwise
+    stay in memory until the cursor's next statement, on a connection that may then sit idle.
+    The adapter context stays. psycopg has no public call for this (``close`` would drop the
+    context too): should its internals change, nothing is let go, as before, rather than
+    every statement failing; tests/storage/test_pg_hot.py checks that nothing is left."""
+    try:
+        cur._reset()
+        cur._tx.set_pgresult(None, set_loaders=False)
+    except (AttributeError, TypeError):  # pragma: no cover - another psycopg
+        pass
+
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+def positional(sql: str, names: Sequence[str]) -> str:
+    """``sql`` with its named parameters (``%(name)s``) made positional (``%s``), to be given
+    their values in a tuple in the order of ``names``, which must be the order in which they
+    appear, each once. psycopg turns a mapping into a sequence on every execution; a
+    statement the store runs per step or per workflow is written with names, and run as
+    this."""
+    found = tuple(_NAMED.findall(sql))
+    if found != tuple(names):
+        raise ValueError(f"parameters {found} are not {tuple(names)}")
+    return _NAMED.sub("%s", sql)

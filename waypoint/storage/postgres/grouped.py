@@ -27,8 +27,9 @@ without enqueues writes as before.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Optional, Union
+import operator
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from waypoint.storage.postgres.group_commit import Done, GroupCommitter
 from waypoint.storage.records import (
@@ -41,6 +42,7 @@ from waypoint.storage.records import (
 )
 from waypoint.storage.sql_base import (
     RECORD_COLUMNS,
+    RECORD_KEYS,
     created_outcome,
     init_params,
     record_params,
@@ -53,20 +55,11 @@ Write = Union[NewWorkflow, StepRecord, Completion]
 Answer = Union[InitOutcome, RecordOutcome, bool]
 
 # The columns of a checkpoint, as the batch's JSON document hands them over (the keys of
-# ``record_params``).
-_RECORD_COLUMNS = (
-    ("wf", "text"),
-    ("fid", "int"),
-    ("fname", "text"),
-    ("output", "text"),
-    ("error", "text"),
-    ("child", "text"),
-    ("started", "bigint"),
-    ("completed", "bigint"),
-    ("ser", "text"),
-    ("owner", "text"),
-    ("app", "text"),
-)
+# ``record_params``), with their types.
+_RECORD_TYPES = {"fid": "int", "started": "bigint", "completed": "bigint"}
+_RECORD_COLUMNS = tuple((key, _RECORD_TYPES.get(key, "text")) for key in RECORD_KEYS)
+# A workflow's outcome: its parameters (named in a batch's JSON document, in this order as the
+# one-row statement's positional values) and the Completion fields they hold.
 _DONE_COLUMNS = (
     ("id", "text"),
     ("owner", "text"),
@@ -74,6 +67,10 @@ _DONE_COLUMNS = (
     ("output", "text"),
     ("error", "text"),
     ("now", "bigint"),
+)
+DONE_KEYS = tuple(name for name, _ in _DONE_COLUMNS)
+done_values: Callable[[Completion], tuple[Any, ...]] = operator.attrgetter(
+    "workflow_id", "owner_xid", "status", "output", "error", "now_ms"
 )
 
 
@@ -220,17 +217,7 @@ class GroupedWrites:
         _distinct([(r.workflow_id, r.function_id) for r in recs], "checkpoints")
         _distinct([d.workflow_id for d in dones], "workflow outcomes")
         rows = [{k: v for k, v in init_params(wf).items() if v is not None} for wf in starts]
-        outcomes = [
-            {
-                "id": d.workflow_id,
-                "owner": d.owner_xid,
-                "status": d.status,
-                "output": d.output,
-                "error": d.error,
-                "now": d.now_ms,
-            }
-            for d in dones
-        ]
+        outcomes = [dict(zip(DONE_KEYS, done_values(d), strict=True)) for d in dones]
         params: Params = {
             "i_rows": json.dumps(rows),
             "s_rows": json.dumps([record_params(r) for r in recs]),

@@ -4,7 +4,7 @@ A workflow of n steps is n + 2 single statements on autocommit connections, one 
 other. Borrowing each from ``psycopg_pool`` and giving it back (the pool's locks, its
 checks, its log calls, the connection's context exit) and making a new cursor for it was
 about a third of the client's CPU per statement outside psycopg's own execution (issue 11,
-seq0/seq1 profiles). Here a few idle connections wait on a stack, each with its kept cursor
+seq0/seq1 profiles). Here a few idle connections wait on a stack, each with its kept cursors
 (``PgConnection.hot_cursor``): a statement pops one, runs, and pushes it back, two list
 operations under a lock.
 
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
-import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
@@ -37,13 +35,12 @@ HOLD = 30.0  # seconds a connection stays out of the pool at most
 
 
 class Held:
-    """A connection taken from the pool, its kept cursor, and when it was taken."""
+    """A connection taken from the pool, and when it was taken."""
 
-    __slots__ = ("conn", "cur", "since")
+    __slots__ = ("conn", "since")
 
     def __init__(self, conn: PgConnection) -> None:
         self.conn = conn
-        self.cur: psycopg.Cursor[Any] = conn.hot_cursor()
         self.since = time.monotonic()
 
 

@@ -30,44 +30,82 @@ workflow may be a client's on a schema DBOS made, so it stays a plain statement.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import psycopg.errors as pgerr
 
 from waypoint.storage.errors import NotFoundError
+from waypoint.storage.postgres.dialect import positional
 from waypoint.storage.records import NewMessage, Received, RecordOutcome, StepRecord
-from waypoint.storage.sql_base import RECORD_COLUMNS, RECORD_VALUES, Params, record_params
-from waypoint.storage.sql_messaging import MessagingSql, message_params
+from waypoint.storage.sql_base import (
+    RECORD_COLUMNS,
+    RECORD_KEYS,
+    RECORD_VALUES,
+    Params,
+    Row,
+    record_fields,
+    record_params,
+    record_values,
+)
+from waypoint.storage.sql_messaging import (
+    MESSAGE_KEYS,
+    MessagingSql,
+    message_params,
+    message_values,
+)
+
+# The positional parameters of a delivery and of a receive, in the order of their functions'
+# arguments, and what gives their checkpoint's part.
+_DELIVER_STEP = ("fid", "fname", "started", "completed", "owner", "app")
+_DELIVER_KEYS = (*MESSAGE_KEYS, *_DELIVER_STEP)
+# A delivery by a workflow's send: the send's own checkpoint (``s_``) first.
+_DELIVER_RECORDED_KEYS = (*(f"s_{key}" for key in RECORD_KEYS), *_DELIVER_KEYS)
+_deliver_step = record_fields(*_DELIVER_STEP)
+_RECEIVE_HEAD, _RECEIVE_TAIL = ("wf", "fid", "fname"), ("started", "completed", "owner", "app")
+_RECEIVE_KEYS = (*_RECEIVE_HEAD, "topic", *_RECEIVE_TAIL, "none", "none_ser")
+_receive_head, _receive_tail = record_fields(*_RECEIVE_HEAD), record_fields(*_RECEIVE_TAIL)
 
 
 class PgMessaging(MessagingSql):
     """``send_messages`` and ``consume_message``, one round trip each."""
 
+    if TYPE_CHECKING:
+
+        def _call(
+            self, sql: str, names: Sequence[str], values: Sequence[Any], what: str
+        ) -> list[Row]: ...
+        def _count_raw(self, sql: str, values: Sequence[Any]) -> int: ...
+
     def _setup_messaging(self) -> None:
         # A send outside a workflow is also a client's (DBOSClient), which may drive a schema
-        # DBOS made, without Waypoint's functions: a plain statement.
-        self._sql_send = {one: self._send_sql(one, recorded=False) for one in (True, False)}
+        # DBOS made, without Waypoint's functions: a plain statement. One message's, as the
+        # delivery and the receive, takes its values positionally (``positional``).
+        self._sql_send_one = positional(self._send_sql(True, recorded=False), MESSAGE_KEYS)
+        self._sql_send_many = self._send_sql(False, recorded=False)
         self._sql_send_recorded = {one: self._send_sql(one, recorded=True) for one in (True, False)}
         # A delivery and a receive (a Waypoint worker's, on its current schema): functions
         # whose plans are kept (schema version 17).
-        self._sql_deliver = (
+        self._sql_deliver = positional(
             f"SELECT {self.d.t('waypoint_send')}(%(m_id)s, %(m_dest)s, %(m_topic)s, %(m_msg)s, "
             "%(m_ser)s, %(fid)s::integer, %(fname)s, %(started)s::bigint, "
-            "%(completed)s::bigint, %(owner)s, %(app)s)"
+            "%(completed)s::bigint, %(owner)s, %(app)s)",
+            _DELIVER_KEYS,
         )
-        self._sql_deliver_recorded = (
+        self._sql_deliver_recorded = positional(
             f"SELECT r_status, r_owner, r_recorded_by, r_delivered "
             f"FROM {self.d.t('waypoint_send_recorded')}(%(s_wf)s, %(s_fid)s::integer, "
             "%(s_fname)s, %(s_output)s, %(s_error)s, %(s_child)s, %(s_started)s::bigint, "
             "%(s_completed)s::bigint, %(s_ser)s, %(s_owner)s, %(s_app)s, %(m_id)s, %(m_dest)s, "
             "%(m_topic)s, %(m_msg)s, %(m_ser)s, %(fid)s::integer, %(fname)s, "
-            "%(started)s::bigint, %(completed)s::bigint, %(owner)s, %(app)s)"
+            "%(started)s::bigint, %(completed)s::bigint, %(owner)s, %(app)s)",
+            _DELIVER_RECORDED_KEYS,
         )
-        self._sql_receive = (
+        self._sql_receive = positional(
             "SELECT r_owner, r_found, r_output, r_serialization, r_recorded_by "
             f"FROM {self.d.t('waypoint_receive')}(%(wf)s, %(fid)s::integer, %(fname)s, "
             "%(topic)s, %(started)s::bigint, %(completed)s::bigint, %(owner)s, %(app)s, "
-            "%(none)s, %(none_ser)s)"
+            "%(none)s, %(none_ser)s)",
+            _RECEIVE_KEYS,
         )
 
     def _send_sql(self, one: bool, *, recorded: bool) -> str:
@@ -118,21 +156,28 @@ class PgMessaging(MessagingSql):
     def send_messages(
         self, messages: Sequence[NewMessage], record: Optional[StepRecord]
     ) -> Optional[RecordOutcome]:
-        params: Params = {}
         one = len(messages) == 1
-        if one:
-            params.update(message_params(messages[0]))
-        else:
-            params.update(
-                ids=[m.message_uuid for m in messages],
-                to=[m.destination_id for m in messages],
-                topics=[m.topic for m in messages],
-                msgs=[m.message for m in messages],
-                sers=[m.serialization for m in messages],
-            )
         try:
+            if record is None and one:
+                values = message_values(messages[0])
+                send = self._sql_send_one
+                self._checked(
+                    MESSAGE_KEYS, values, lambda: self._count_raw(send, values), "send message"
+                )
+                return None
+            params: Params = (
+                message_params(messages[0])
+                if one
+                else {
+                    "ids": [m.message_uuid for m in messages],
+                    "to": [m.destination_id for m in messages],
+                    "topics": [m.topic for m in messages],
+                    "msgs": [m.message for m in messages],
+                    "sers": [m.serialization for m in messages],
+                }
+            )
             if record is None:
-                self._exec(self._sql_send[one], params, "send message")
+                self._exec(self._sql_send_many, params, "send message")
                 return None
             params.update(record_params(record))
             for _ in range(3):
@@ -163,9 +208,9 @@ class PgMessaging(MessagingSql):
         return NotFoundError(next((d for d in dests if d not in found), dests[0]))
 
     def deliver_message(self, message: NewMessage, receiver: StepRecord) -> bool:
-        params = record_params(receiver) | message_params(message)
+        values = (*message_values(message), *_deliver_step(receiver))
         try:
-            rows = self._all(self._sql_deliver, params, "send message")
+            rows = self._call(self._sql_deliver, _DELIVER_KEYS, values, "send message")
         except pgerr.ForeignKeyViolation:
             raise self._missing([message]) from None
         return bool(rows[0][0])
@@ -173,12 +218,11 @@ class PgMessaging(MessagingSql):
     def deliver_recorded(
         self, message: NewMessage, receiver: StepRecord, record: StepRecord
     ) -> tuple[RecordOutcome, bool]:
-        params = record_params(receiver) | message_params(message)
-        # The send's own checkpoint, named apart from the receiver's.
-        params.update({f"s_{k}": v for k, v in record_params(record).items()})
+        # The send's own checkpoint, then the delivery's parameters.
+        values = (*record_values(record), *message_values(message), *_deliver_step(receiver))
         try:
-            status, owner, recorded_by, delivered = self._all(
-                self._sql_deliver_recorded, params, "send message"
+            status, owner, recorded_by, delivered = self._call(
+                self._sql_deliver_recorded, _DELIVER_RECORDED_KEYS, values, "send message"
             )[0]
         except pgerr.ForeignKeyViolation:
             raise self._missing([message]) from None
@@ -188,14 +232,15 @@ class PgMessaging(MessagingSql):
     def consume_message(
         self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False
     ) -> Received:
-        params = record_params(record)
-        params.update(
-            topic=topic,
-            none=record.output if timed_out else None,
-            none_ser=record.serialization if timed_out else None,
+        values = (
+            *_receive_head(record),
+            topic,
+            *_receive_tail(record),
+            record.output if timed_out else None,  # none
+            record.serialization if timed_out else None,  # none_ser
         )
-        owner, found, output, ser, recorded_by = self._all(
-            self._sql_receive, params, "receive message"
+        owner, found, output, ser, recorded_by = self._call(
+            self._sql_receive, _RECEIVE_KEYS, values, "receive message"
         )[0]
         if owner != record.owner_xid:
             return Received(found=True, accepted=False)

@@ -25,9 +25,15 @@ from waypoint.storage.errors import (
     StorageConfigError,
     UnavailableError,
 )
-from waypoint.storage.postgres.dialect import PgConnection, PgCursor, PgDialect
+from waypoint.storage.postgres.dialect import (
+    PgConnection,
+    PgCursor,
+    PgDialect,
+    positional,
+    release,
+)
 from waypoint.storage.postgres.faults import classify, when_reachable
-from waypoint.storage.postgres.grouped import GroupedWrites
+from waypoint.storage.postgres.grouped import DONE_KEYS, GroupedWrites, done_values
 from waypoint.storage.postgres.hot import HotConnections
 from waypoint.storage.postgres.listener import Listener, ListenerError
 from waypoint.storage.postgres.messages import PgMessaging
@@ -50,6 +56,7 @@ from waypoint.storage.retry import RetryPolicy
 from waypoint.storage.sql_base import (
     EXISTING_COLUMNS,
     INIT_COLUMNS,
+    RECORD_KEYS,
     Cursor,
     Params,
     Row,
@@ -58,7 +65,7 @@ from waypoint.storage.sql_base import (
     existing_outcome,
     init_params,
     init_values,
-    record_params,
+    record_values,
     unencodable,
     workflow_row,
 )
@@ -129,6 +136,16 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
         conn.adapters.register_loader(name, TextLoader)
     conn.execute("SET waypoint.session = 'on'")
     conn.execute("SET plan_cache_mode = force_custom_plan")
+
+
+def _rows(cur: psycopg.Cursor[Any]) -> list[Row]:
+    # rownumber is None unless the result holds rows (TUPLES_OK), exactly when fetchall() can
+    # read them; cur.description would build a Column object per column, on every checkpoint.
+    return cur.fetchall() if cur.rownumber is not None else []
+
+
+def _count(cur: psycopg.Cursor[Any]) -> int:
+    return cur.rowcount
 
 
 class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
@@ -212,42 +229,46 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         self._notifier.post(*keys)
 
     def _send_wakeups(self, keys: list[str]) -> None:
-        self._exec_raw(
-            f"SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) FROM unnest(%(keys)s::text[]) k",
-            {"keys": keys},
-        )
+        self._count_raw(self._sql_wakeups, (keys,))
 
+    # A single statement runs on a connection kept out of the pool (postgres/hot.py), on a
+    # cursor the connection keeps: its own for the hot statements, which pass their values
+    # positionally (``_call``, ``_count_raw``), a shared one for the rest. The cursor lets go
+    # of the result and the parameters once it has been read (``release``).
     def _all_raw(self, sql: str, params: Params) -> list[Row]:
-        held = self._hot.take()
-        try:
-            cur = held.cur
-            cur.execute(sql, params)
-            # rownumber is None unless the result holds rows (TUPLES_OK), exactly when
-            # fetchall() can read them; cur.description would build a Column object per
-            # column, on every checkpoint.
-            rows = cur.fetchall() if cur.rownumber is not None else []
-        except BaseException:
-            self._hot.drop(held)
-            raise
-        self._hot.give(held)
-        return rows
+        return self._kept(sql, params, _rows, "")
 
     def _exec_raw(self, sql: str, params: Params) -> int:
-        return self._rowcount(sql, params)
+        return self._kept(sql, params, _count, "")
 
-    def _insert_raw(self, sql: str, values: Sequence[Any]) -> int:
-        """A one-row insert with positional parameters: the rows written (0 or 1)."""
-        return self._rowcount(sql, values)
+    def _call_raw(self, sql: str, values: Sequence[Any]) -> list[Row]:
+        return self._kept(sql, values, _rows, sql)
 
-    def _rowcount(self, sql: str, params: Union[Params, Sequence[Any]]) -> int:
+    def _count_raw(self, sql: str, values: Sequence[Any]) -> int:
+        return self._kept(sql, values, _count, sql)
+
+    def _call(self, sql: str, names: Sequence[str], values: Sequence[Any], what: str) -> list[Row]:
+        """A hot statement (written by ``positional``), retried: its rows."""
+        return self._checked(names, values, lambda: self._call_raw(sql, values), what)
+
+    def _kept(
+        self,
+        sql: str,
+        params: Union[Params, Sequence[Any]],
+        read: Callable[[psycopg.Cursor[Any]], T],
+        cursor: str,
+    ) -> T:
         held = self._hot.take()
         try:
-            count = held.cur.execute(sql, params).rowcount
+            cur = held.conn.hot_cursor(cursor)
+            cur.execute(sql, params)
+            out = read(cur)
+            release(cur)
         except BaseException:
             self._hot.drop(held)
             raise
         self._hot.give(held)
-        return count
+        return out
 
     def _tx_raw(self, body: Callable[[Cursor], T]) -> T:
         held = self._hot.take()
@@ -305,7 +326,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         try:
             held = self._hot.take(timeout=2.0)
             try:
-                held.cur.execute("SELECT 1")
+                held.conn.hot_cursor().execute("SELECT 1")
             except BaseException:
                 self._hot.drop(held)
                 raise
@@ -347,10 +368,9 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         returning = "RETURNING owner_xid"
         # A top-level start or enqueue, one row: its values in INIT_COLUMNS' order, answered
         # by the row count (0: the ID exists), ``_init_top``.
-        positional = ", ".join("%s::jsonb" if c == "attributes" else "%s" for c in INIT_COLUMNS)
+        values = ", ".join("%s::jsonb" if c == "attributes" else "%s" for c in INIT_COLUMNS)
         self._sql_init = (
-            f"INSERT INTO {ws} ({cols}) VALUES ({positional}) "
-            "ON CONFLICT (workflow_uuid) DO NOTHING"
+            f"INSERT INTO {ws} ({cols}) VALUES ({values}) ON CONFLICT (workflow_uuid) DO NOTHING"
         )
         # Child start: the child's row and the parent's checkpoint in one statement, both
         # fenced on the parent still being owned by the calling execution.
@@ -404,14 +424,23 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         # workflow (a superseded run inserts nothing), idempotent on retry (the row names its
         # writer), and returns the workflow's status so a cancellation is seen at no extra
         # cost; the outcome is written only by the owning run of a PENDING workflow.
-        self._sql_record = (
+        # Both, as every statement run per step or per workflow, take their values
+        # positionally (``positional``), in the order of RECORD_KEYS and DONE_KEYS.
+        self._sql_record = positional(
             f"SELECT recorded_by, current_status FROM {self.d.t('waypoint_checkpoint')}("
             "%(wf)s, %(fid)s::integer, %(fname)s, %(output)s, %(error)s, %(child)s, "
-            "%(started)s::bigint, %(completed)s::bigint, %(ser)s, %(owner)s, %(app)s)"
+            "%(started)s::bigint, %(completed)s::bigint, %(ser)s, %(owner)s, %(app)s)",
+            RECORD_KEYS,
         )
-        self._sql_complete = (
+        self._sql_complete = positional(
             f"SELECT freed_queue FROM {self.d.t('waypoint_complete')}("
-            "%(id)s, %(owner)s, %(status)s, %(output)s, %(error)s, %(now)s::bigint)"
+            "%(id)s, %(owner)s, %(status)s, %(output)s, %(error)s, %(now)s::bigint)",
+            DONE_KEYS,
+        )
+        # The notifier's wake-ups, a statement per workflow's outcome (``_send_wakeups``).
+        self._sql_wakeups = positional(
+            f"SELECT count(pg_notify('{NOTIFY_CHANNEL}', k)) FROM unnest(%(keys)s::text[]) k",
+            ("keys",),
         )
 
     # -- workflows ------------------------------------------------------------------------------
@@ -448,14 +477,13 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
     def _init_top(self, wf: NewWorkflow) -> InitOutcome:
         """Start one top-level workflow (one statement; the grouped path's lone write)."""
         values = (*init_values(wf), wf.created_at)  # INIT_COLUMNS: updated_at = created_at
-        params = dict(zip(INIT_COLUMNS, values, strict=True))
-        check_text_params(params)
         try:
-            written = self.retry.run(
-                lambda: self._insert_raw(self._sql_init, values), "start workflow"
+            written = self._checked(
+                INIT_COLUMNS,
+                values,
+                lambda: self._count_raw(self._sql_init, values),
+                "start workflow",
             )
-        except UnicodeEncodeError as exc:
-            raise unencodable(params, exc) from None
         except pgerr.UniqueViolation as exc:
             raise_if_dedup(exc, wf)
             raise
@@ -465,18 +493,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         return created_outcome(wf)
 
     def _complete_one(self, done: Completion) -> bool:
-        rows = self._all(
-            self._sql_complete,
-            {
-                "id": done.workflow_id,
-                "owner": done.owner_xid,
-                "status": done.status,
-                "output": done.output,
-                "error": done.error,
-                "now": done.now_ms,
-            },
-            "complete_workflow",
-        )
+        rows = self._call(self._sql_complete, DONE_KEYS, done_values(done), "complete_workflow")
         if rows:
             queue = rows[0][0]
             self._wake_after_commit(f"d:{done.workflow_id}", *([f"q:{queue}"] if queue else []))
@@ -545,10 +562,10 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         return existing_outcome(row, wf.owner_xid)
 
     def _record_one(self, rec: StepRecord) -> RecordOutcome:
-        row = self._one(self._sql_record, record_params(rec), "checkpoint step")
-        if row is None:  # fenced: another execution owns the workflow
+        rows = self._call(self._sql_record, RECORD_KEYS, record_values(rec), "checkpoint step")
+        if not rows:  # fenced: another execution owns the workflow
             return RecordOutcome(accepted=False, workflow_status=None)
-        return RecordOutcome(accepted=row[0] == rec.owner_xid, workflow_status=row[1])
+        return RecordOutcome(accepted=rows[0][0] == rec.owner_xid, workflow_status=rows[0][1])
 
     def claim(self, req: ClaimRequest, now_ms: int) -> list[WorkflowRow]:
         if req.shared_budget:

@@ -45,7 +45,7 @@ Record = dict[str, Any]
 
 
 def lower_is_better(metric: str) -> bool:
-    return metric.endswith("_ms") or metric in ("seconds", "queries_per_s")
+    return metric.endswith("_ms") or "_ms_per_" in metric or metric in ("seconds", "queries_per_s")
 
 
 def is_throughput(metric: str) -> bool:

@@ -412,6 +412,18 @@ def run_async32(b: Bench, seconds: float) -> dict[str, float]:
     return {"wf_per_s": done / el, "steps_per_s": done * 10 / el}
 
 
+def _waiting_receiver(b: Bench, i: int) -> Any:
+    """Start the receiver ``recv-<i>`` and return its handle once it is about to block in
+    ``recv()``."""
+    b.recv_ready.clear()
+    with b.lib.SetWorkflowID(f"recv-{i}"):
+        handle = b.DBOS.start_workflow(b.wf.recv)
+    if not b.recv_ready.wait(30):
+        raise RuntimeError("receiver workflow did not start")
+    time.sleep(0.005)  # let it block in recv()
+    return handle
+
+
 def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
     b.launch()
     lat: list[float] = []
@@ -419,12 +431,7 @@ def run_sendrecv(b: Bench, n: int) -> dict[str, float]:
     for i in range(n + 10):  # first 10 are warm-up
         if i == 10:
             c0 = time.process_time()
-        b.recv_ready.clear()
-        with b.lib.SetWorkflowID(f"recv-{i}"):
-            handle = b.DBOS.start_workflow(b.wf.recv)
-        if not b.recv_ready.wait(30):
-            raise RuntimeError("receiver workflow did not start")
-        time.sleep(0.005)  # let it block in recv()
+        handle = _waiting_receiver(b, i)
         t0 = time.perf_counter()
         b.DBOS.send(f"recv-{i}", i, "t")
         if handle.get_result() != i:
@@ -447,12 +454,7 @@ def run_sendrecv_wf(b: Bench, n: int) -> dict[str, float]:
     b.launch()
     lat: list[float] = []
     for i in range(n + 10):  # first 10 are warm-up
-        b.recv_ready.clear()
-        with b.lib.SetWorkflowID(f"recv-{i}"):
-            handle = b.DBOS.start_workflow(b.wf.recv)
-        if not b.recv_ready.wait(30):
-            raise RuntimeError("receiver workflow did not start")
-        time.sleep(0.005)  # let it block in recv()
+        handle = _waiting_receiver(b, i)
         with b.lib.SetWorkflowID(f"send-{i}"):
             sender = b.DBOS.start_workflow(b.wf.send, f"recv-{i}", i)
         if handle.get_result() != i:

@@ -539,18 +539,13 @@ class SqlCore(ABC):
 
     def _record_in(self, cur: Cursor, rec: StepRecord) -> RecordOutcome:
         """Fenced, idempotent checkpoint as part of a larger transaction."""
-        return self._record_fresh(cur, rec)[0]
-
-    def _record_fresh(self, cur: Cursor, rec: StepRecord) -> tuple[RecordOutcome, bool]:
-        """``_record_in``, and whether this call wrote the checkpoint (not an earlier
-        attempt of the same run)."""
         wf = cur.one(
             f"SELECT status, owner_xid FROM {self.d.t('workflow_status')} "
             "WHERE workflow_uuid = %(wf)s" + self.d.lock_shared,
             {"wf": rec.workflow_id},
         )
         if wf is None or wf[1] != rec.owner_xid:
-            return RecordOutcome(False, wf[0] if wf else None), False
+            return RecordOutcome(False, wf[0] if wf else None)
         oo = self.d.t("operation_outputs")
         inserted = cur.one(
             f"INSERT INTO {oo} ({RECORD_COLUMNS}) VALUES ({RECORD_VALUES}) "
@@ -558,12 +553,12 @@ class SqlCore(ABC):
             record_params(rec),
         )
         if inserted is not None:
-            return RecordOutcome(True, wf[0]), True
+            return RecordOutcome(True, wf[0])
         existing = cur.one(
             f"SELECT owner_xid FROM {oo} WHERE workflow_uuid = %(wf)s AND function_id = %(fid)s",
             {"wf": rec.workflow_id, "fid": rec.function_id},
         )
-        return RecordOutcome(existing is not None and existing[0] == rec.owner_xid, wf[0]), False
+        return RecordOutcome(existing is not None and existing[0] == rec.owner_xid, wf[0])
 
 
 def _prefix_end(prefix: str) -> Any:

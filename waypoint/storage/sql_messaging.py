@@ -151,14 +151,11 @@ class MessagingSql(SqlCore):
     def deliver_recorded(
         self, message: NewMessage, receiver: StepRecord, record: StepRecord
     ) -> tuple[RecordOutcome, bool]:
+        # A retried send (its checkpoint there, its message too) delivers nothing again:
+        # ``_deliver_in`` finds the message sent before.
         def body(cur: Cursor) -> tuple[RecordOutcome, bool]:
-            outcome, fresh = self._record_fresh(cur, record)
-            if not outcome.accepted:
-                return outcome, False
-            if not fresh:  # a retried send: its message was sent (and delivered) before
-                self._send_in(cur, [message])
-                return outcome, False
-            return outcome, self._deliver_in(cur, message, receiver)
+            outcome = self._record_in(cur, record)
+            return outcome, outcome.accepted and self._deliver_in(cur, message, receiver)
 
         return self._tx(body, "send message")
 

@@ -74,7 +74,9 @@ class PgMessaging(MessagingSql):
         def _call(
             self, sql: str, names: Sequence[str], values: Sequence[Any], what: str
         ) -> list[Row]: ...
-        def _count_raw(self, sql: str, values: Sequence[Any]) -> int: ...
+        def _call_count(
+            self, sql: str, names: Sequence[str], values: Sequence[Any], what: str
+        ) -> int: ...
 
     def _setup_messaging(self) -> None:
         # A send outside a workflow is also a client's (DBOSClient), which may drive a schema
@@ -160,10 +162,7 @@ class PgMessaging(MessagingSql):
         try:
             if record is None and one:
                 values = message_values(messages[0])
-                send = self._sql_send_one
-                self._checked(
-                    MESSAGE_KEYS, values, lambda: self._count_raw(send, values), "send message"
-                )
+                self._call_count(self._sql_send_one, MESSAGE_KEYS, values, "send message")
                 return None
             params: Params = (
                 message_params(messages[0])
@@ -221,13 +220,13 @@ class PgMessaging(MessagingSql):
         # The send's own checkpoint, then the delivery's parameters.
         values = (*record_values(record), *message_values(message), *_deliver_step(receiver))
         try:
-            status, owner, recorded_by, delivered = self._call(
+            status, _owner, recorded_by, delivered = self._call(
                 self._sql_deliver_recorded, _DELIVER_RECORDED_KEYS, values, "send message"
             )[0]
         except pgerr.ForeignKeyViolation:
             raise self._missing([message]) from None
-        accepted = owner == record.owner_xid and recorded_by == record.owner_xid
-        return RecordOutcome(accepted, status), bool(delivered)
+        # r_recorded_by is set only while the sender's run owns it (r_owner).
+        return RecordOutcome(recorded_by == record.owner_xid, status), bool(delivered)
 
     def consume_message(
         self, workflow_id: str, topic: str, record: StepRecord, timed_out: bool = False

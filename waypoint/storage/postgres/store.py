@@ -251,6 +251,10 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         """A hot statement (written by ``positional``), retried: its rows."""
         return self._checked(names, values, lambda: self._call_raw(sql, values), what)
 
+    def _call_count(self, sql: str, names: Sequence[str], values: Sequence[Any], what: str) -> int:
+        """A hot statement (written by ``positional``), retried: the rows it wrote."""
+        return self._checked(names, values, lambda: self._count_raw(sql, values), what)
+
     def _kept(
         self,
         sql: str,
@@ -478,12 +482,7 @@ class PostgresStore(PgSchemaAdmin, GroupedWrites, PgMessaging, SqlStore):
         """Start one top-level workflow (one statement; the grouped path's lone write)."""
         values = (*init_values(wf), wf.created_at)  # INIT_COLUMNS: updated_at = created_at
         try:
-            written = self._checked(
-                INIT_COLUMNS,
-                values,
-                lambda: self._count_raw(self._sql_init, values),
-                "start workflow",
-            )
+            written = self._call_count(self._sql_init, INIT_COLUMNS, values, "start workflow")
         except pgerr.UniqueViolation as exc:
             raise_if_dedup(exc, wf)
             raise
